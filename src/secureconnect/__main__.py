@@ -1,0 +1,3 @@
+from secureconnect.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Users, passwords, devices and login sessions."""

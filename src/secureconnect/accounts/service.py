@@ -1,0 +1,276 @@
+"""Account logic: registration, password login, opaque bearer tokens, devices and sessions.
+
+Tokens are 256-bit random strings shown to the client once; the server keeps only their SHA-256,
+so a leaked database does not leak working tokens. Passwords are hashed with argon2id in a worker
+thread so that a burst of logins does not stall every other request on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from secureconnect.accounts.models import devices, sessions, users
+from secureconnect.errors import Conflict, Invalid, NotFound, Unauthorized
+from secureconnect.store import Database, now_ms
+from secureconnect.store.base import new_id
+
+USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+TOKEN_PREFIX = "sct_"
+# How stale ``last_used_at`` may get before an authenticated request writes it again.
+TOUCH_EVERY_MS = 60_000
+
+_hasher = PasswordHasher()  # argon2id, the library's RFC 9106 defaults
+# Verified against on an unknown username so that its timing matches a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+NewDeviceHook = Callable[[AsyncConnection, str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling: the user, the device they logged in on, and the session behind the token."""
+
+    user_id: str
+    username: str
+    device_id: str
+    session_id: str
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    token: str
+    expires_at: int
+    context: AuthContext
+    new_device: bool
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalise_username(raw: str) -> str:
+    return raw.strip().lower()
+
+
+def check_username(raw: str) -> str:
+    username = normalise_username(raw)
+    if not USERNAME.match(username):
+        raise Invalid(
+            "invalid_username",
+            "username must be 3-32 characters: letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+        )
+    return username
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise Invalid("weak_password", f"password must be at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise Invalid("invalid_password", f"password must be at most {MAX_PASSWORD} characters")
+
+
+class AccountService:
+    def __init__(
+        self, db: Database, token_ttl_s: int, on_new_device: NewDeviceHook | None = None
+    ) -> None:
+        self.db = db
+        self.token_ttl_ms = token_ttl_s * 1000
+        self.on_new_device = on_new_device
+
+    async def register(self, username: str, password: str) -> dict[str, Any]:
+        name = check_username(username)
+        check_password(password)
+        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        row = {"id": new_id(), "username": name, "password_hash": password_hash,
+               "created_at": now_ms()}
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(insert(users).values(**row))
+        except IntegrityError as error:
+            raise Conflict("username_taken", f"username '{name}' is already taken") from error
+        return {"id": row["id"], "username": name, "created_at": row["created_at"]}
+
+    async def login(
+        self, username: str, password: str, device_name: str, device_id: str | None
+    ) -> LoginResult:
+        name = normalise_username(username)
+        async with self.db.read() as conn:
+            user = (await conn.execute(select(users).where(users.c.username == name))).first()
+        stored = user.password_hash if user else _DUMMY_HASH
+        ok = await asyncio.to_thread(_verify, stored, password)
+        if user is None or not ok:
+            # One answer for both, so that the login form does not reveal who has an account.
+            raise Unauthorized("invalid_credentials", "wrong username or password")
+        now = now_ms()
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        async with self.db.write() as conn:
+            new_device = True
+            if device_id is not None:
+                existing = (
+                    await conn.execute(
+                        select(devices.c.id).where(
+                            and_(
+                                devices.c.id == device_id,
+                                devices.c.user_id == user.id,
+                                devices.c.revoked_at.is_(None),
+                            )
+                        )
+                    )
+                ).first()
+                if existing is None:
+                    raise NotFound("device_not_found", "no such active device on this account")
+                new_device = False
+                await conn.execute(
+                    update(devices).where(devices.c.id == device_id).values(last_seen_at=now)
+                )
+            else:
+                device_id = new_id()
+                await conn.execute(
+                    insert(devices).values(
+                        id=device_id, user_id=user.id, name=device_name[:100],
+                        created_at=now, last_seen_at=now,
+                    )
+                )
+                if self.on_new_device is not None:
+                    await self.on_new_device(conn, user.id, device_id)
+            session_id = new_id()
+            expires = now + self.token_ttl_ms
+            await conn.execute(
+                insert(sessions).values(
+                    id=session_id, user_id=user.id, device_id=device_id,
+                    token_hash=hash_token(token), created_at=now, expires_at=expires,
+                    last_used_at=now,
+                )
+            )
+        if _hasher.check_needs_rehash(user.password_hash):
+            await self._rehash(user.id, password)
+        ctx = AuthContext(user.id, user.username, device_id, session_id)
+        return LoginResult(token, expires, ctx, new_device)
+
+    async def _rehash(self, user_id: str, password: str) -> None:
+        fresh = await asyncio.to_thread(_hasher.hash, password)
+        async with self.db.write() as conn:
+            await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=fresh))
+
+    async def authenticate(self, token: str) -> AuthContext:
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+            raise Unauthorized("invalid_token", "the access token is not valid")
+        digest = hash_token(token)
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        sessions.c.id, sessions.c.token_hash, sessions.c.expires_at,
+                        sessions.c.revoked_at, sessions.c.last_used_at, sessions.c.device_id,
+                        users.c.id.label("user_id"), users.c.username,
+                    )
+                    .join(users, users.c.id == sessions.c.user_id)
+                    .where(sessions.c.token_hash == digest)
+                )
+            ).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            raise Unauthorized("invalid_token", "the access token is not valid")
+        now = now_ms()
+        if row.revoked_at is not None:
+            raise Unauthorized("token_revoked", "this session was logged out or revoked")
+        if row.expires_at <= now:
+            raise Unauthorized("token_expired", "this session has expired; log in again")
+        if now - row.last_used_at > TOUCH_EVERY_MS:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    update(sessions).where(sessions.c.id == row.id).values(last_used_at=now)
+                )
+                await conn.execute(
+                    update(devices).where(devices.c.id == row.device_id).values(last_seen_at=now)
+                )
+        return AuthContext(row.user_id, row.username, row.device_id, row.id)
+
+    async def logout(self, ctx: AuthContext) -> None:
+        await self.revoke_session(ctx.user_id, ctx.session_id)
+
+    async def list_devices(self, user_id: str) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(devices.c.id, devices.c.name, devices.c.created_at,
+                       devices.c.last_seen_at, devices.c.revoked_at)
+                .where(devices.c.user_id == user_id)
+                .order_by(devices.c.created_at)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def list_sessions(self, user_id: str) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(sessions.c.id, sessions.c.device_id, sessions.c.created_at,
+                       sessions.c.expires_at, sessions.c.last_used_at, sessions.c.revoked_at)
+                .where(sessions.c.user_id == user_id)
+                .order_by(sessions.c.created_at)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def revoke_session(self, user_id: str, session_id: str) -> None:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(sessions)
+                .where(and_(sessions.c.id == session_id, sessions.c.user_id == user_id))
+                .values(revoked_at=now_ms())
+            )
+        if result.rowcount == 0:
+            raise NotFound("session_not_found", "no such session on this account")
+
+    async def revoke_device(self, user_id: str, device_id: str) -> list[str]:
+        """Revokes the device and every session on it; returns the sessions that were live."""
+        now = now_ms()
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                update(devices)
+                .where(and_(devices.c.id == device_id, devices.c.user_id == user_id))
+                .values(revoked_at=now)
+            )
+            if result.rowcount == 0:
+                raise NotFound("device_not_found", "no such device on this account")
+            live = (
+                await conn.execute(
+                    select(sessions.c.id).where(
+                        and_(sessions.c.device_id == device_id, sessions.c.revoked_at.is_(None))
+                    )
+                )
+            ).scalars().all()
+            await conn.execute(
+                update(sessions)
+                .where(and_(sessions.c.device_id == device_id, sessions.c.revoked_at.is_(None)))
+                .values(revoked_at=now)
+            )
+        return list(live)
+
+    async def find_users(self, usernames: list[str]) -> dict[str, str]:
+        """Maps each known username to its user id; unknown names are simply absent."""
+        names = [normalise_username(n) for n in usernames]
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(users.c.username, users.c.id).where(users.c.username.in_(names))
+            )
+            return {r.username: r.id for r in rows}
+
+
+def _verify(stored: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,114 @@
+"""Builds the ASGI application for a role.
+
+Every role shares the edge (errors, request logs, body limits, auth) and ops routes; the role
+decides which domain routers are mounted. ``all`` mounts everything in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import resources
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse
+
+from secureconnect import __version__
+from secureconnect.accounts.routes import router as accounts_router
+from secureconnect.accounts.service import AccountService
+from secureconnect.bus import Bus, InProcessBus
+from secureconnect.chat.realtime import GOING_AWAY, Hub
+from secureconnect.chat.routes import router as chat_router
+from secureconnect.chat.service import ChatService
+from secureconnect.config import Settings
+from secureconnect.edge.errors import install_error_handlers
+from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
+from secureconnect.ops.metrics import Metrics
+from secureconnect.ops.routes import router as ops_router
+from secureconnect.store import Database
+from secureconnect.store.migrate import upgrade
+
+log = logging.getLogger("secureconnect")
+
+ROLE_ROUTERS: dict[str, list[APIRouter]] = {
+    "all": [accounts_router, chat_router],
+    "api-gateway": [accounts_router],
+    "chat-service": [chat_router],
+    "video-service": [],
+}
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use; one instance per process."""
+
+    settings: Settings
+    db: Database
+    bus: Bus
+    metrics: Metrics
+    accounts: AccountService
+    chat: ChatService
+    hub: Hub
+    draining: bool = field(default=False)
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+    )
+    bus: Bus = InProcessBus()
+    metrics = Metrics(settings.role)
+    metrics.watch_pool(db.pool_stats)
+    chat = ChatService(db, bus, max_message_bytes=settings.max_message_bytes,
+                       history_page_max=settings.history_page_max)
+    accounts = AccountService(db, settings.token_ttl_s, on_new_device=chat.start_device)
+    return Services(settings, db, bus, metrics, accounts, chat, Hub(bus, metrics))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = build_services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if services.db.is_sqlite:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.auto_migrate:
+            await upgrade(services.db)
+        await services.bus.start()
+        log.info("started", extra={"fields": {"role": settings.role, "version": __version__}})
+        try:
+            yield
+        finally:
+            services.draining = True
+            services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")
+            await services.bus.close()
+            await services.db.close()
+            log.info("stopped", extra={"fields": {"role": settings.role}})
+
+    app = FastAPI(
+        title="SecureConnect",
+        version=__version__,
+        summary="End-to-end encrypted chat and calls. The server relays ciphertext only.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(ops_router)
+    for router in ROLE_ROUTERS[settings.role]:
+        app.include_router(router)
+    if settings.role == "all":
+        app.add_api_route("/", _landing, include_in_schema=False, response_class=HTMLResponse)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
+    return app
+
+
+async def _landing() -> HTMLResponse:
+    page = resources.files("secureconnect").joinpath("static/index.html").read_text("utf-8")
+    return HTMLResponse(page)

@@ -1,0 +1,11 @@
+"""Pub/sub between the parts of the platform: in-process (embedded) or Redis (scale).
+
+Events are JSON-able dicts published to a topic. Delivery is best effort: anything that must not
+be lost is already durable in the store before it is published, and subscribers that miss events
+catch up from the store.
+"""
+
+from secureconnect.bus.base import Bus, Handler, Unsubscribe
+from secureconnect.bus.memory import InProcessBus
+
+__all__ = ["Bus", "Handler", "InProcessBus", "Unsubscribe"]

@@ -1,0 +1,1 @@
+"""Conversations, members, the ordered message timeline, receipts and realtime delivery."""

@@ -1,0 +1,117 @@
+"""HTTP and WebSocket routes of the chat API; the logic is in :mod:`secureconnect.chat.service`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response, WebSocket, status
+from fastapi.responses import JSONResponse
+
+from secureconnect.chat.realtime import SocketSession
+from secureconnect.chat.schemas import (
+    AddMember,
+    ConversationOut,
+    CreateConversation,
+    EventOut,
+    HistoryOut,
+    Mark,
+    MemberOut,
+    ReceiptOut,
+    SendMessage,
+    Typing,
+)
+from secureconnect.edge.deps import Caller, get_services
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+
+@router.post("/conversations", response_model=ConversationOut,
+             status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "the 1:1 conversation already existed"}})
+async def create_conversation(body: CreateConversation, caller: Caller, request: Request) -> Any:
+    conv, created = await get_services(request).chat.create(
+        caller, body.kind, body.members, body.name)
+    return JSONResponse(ConversationOut(**conv).model_dump(),
+                        status_code=201 if created else 200)
+
+
+@router.get("/conversations", response_model=list[ConversationOut])
+async def list_conversations(caller: Caller, request: Request) -> Any:
+    return await get_services(request).chat.list_for(caller.user_id)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationOut)
+async def get_conversation(conversation_id: str, caller: Caller, request: Request) -> Any:
+    return await get_services(request).chat.describe(caller.user_id, conversation_id)
+
+
+@router.get("/conversations/{conversation_id}/members", response_model=list[MemberOut])
+async def list_members(conversation_id: str, caller: Caller, request: Request) -> Any:
+    return await get_services(request).chat.members_of(caller.user_id, conversation_id)
+
+
+@router.post("/conversations/{conversation_id}/members", response_model=EventOut,
+             status_code=status.HTTP_201_CREATED)
+async def add_member(
+    conversation_id: str, body: AddMember, caller: Caller, request: Request
+) -> Any:
+    return await get_services(request).chat.add_member(caller, conversation_id, body.username)
+
+
+@router.delete("/conversations/{conversation_id}/members/{username}", response_model=EventOut)
+async def remove_member(
+    conversation_id: str, username: str, caller: Caller, request: Request
+) -> Any:
+    return await get_services(request).chat.remove_member(caller, conversation_id, username)
+
+
+@router.post("/conversations/{conversation_id}/messages", response_model=EventOut,
+             status_code=status.HTTP_201_CREATED,
+             responses={200: {"description": "a retry: the message stored the first time"}})
+async def send_message(
+    conversation_id: str, body: SendMessage, caller: Caller, request: Request
+) -> Any:
+    services = get_services(request)
+    event, created = await services.chat.send(
+        caller, conversation_id, body.client_msg_id, body.content_type, body.body_bytes())
+    if created:
+        services.metrics.messages.inc()
+    return JSONResponse(event, status_code=201 if created else 200)
+
+
+@router.get("/conversations/{conversation_id}/messages", response_model=HistoryOut)
+async def history(
+    conversation_id: str, caller: Caller, request: Request,
+    after: int | None = Query(None, description="exclusive: events with seq > after"),
+    before: int | None = Query(None, description="exclusive: the newest events with seq < before"),
+    limit: int = Query(100, description="page size"),
+) -> Any:
+    return await get_services(request).chat.history(
+        caller.user_id, conversation_id, after=after, before=before, limit=limit)
+
+
+@router.post("/conversations/{conversation_id}/receipts", response_model=ReceiptOut)
+async def mark(conversation_id: str, body: Mark, caller: Caller, request: Request) -> Any:
+    return await get_services(request).chat.mark(
+        caller, conversation_id, body.delivered_seq, body.read_seq)
+
+
+@router.get("/conversations/{conversation_id}/receipts", response_model=list[ReceiptOut])
+async def list_receipts(conversation_id: str, caller: Caller, request: Request) -> Any:
+    return await get_services(request).chat.receipts_of(caller.user_id, conversation_id)
+
+
+@router.post("/conversations/{conversation_id}/typing", status_code=204)
+async def typing(conversation_id: str, body: Typing, caller: Caller, request: Request) -> Response:
+    await get_services(request).chat.typing(caller, conversation_id, body.typing)
+    return Response(status_code=204)
+
+
+@router.websocket("/events")
+async def events(ws: WebSocket) -> None:
+    services = ws.app.state.services
+    await SocketSession(
+        ws, services.accounts, services.chat, services.hub,
+        auth_timeout=services.settings.ws_auth_timeout_s,
+        queue_size=services.settings.ws_send_queue,
+    ).run()

@@ -1,0 +1,651 @@
+"""Chat logic: conversations, membership, the ordered timeline, receipts and device cursors.
+
+Ordering and durability: a message takes the next sequence number of its conversation while the
+conversation row is locked, in the same transaction that stores it; the sender is answered only
+after that transaction commits. Sequence numbers are therefore gap-free and commit in order, so a
+device's position in a conversation is one integer and "everything after N" is never incomplete.
+
+Publishing to the bus happens after commit and may be lost; devices fill any gap from the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Row, and_, func, insert, literal, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from secureconnect.accounts.models import users
+from secureconnect.accounts.service import AuthContext, normalise_username
+from secureconnect.bus import Bus
+from secureconnect.chat.models import conversations, device_cursors, events, members, receipts
+from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
+from secureconnect.store import Database, now_ms
+from secureconnect.store.base import new_id
+from secureconnect.store.sql import upsert
+
+MEMBERSHIP_TYPE = "application/vnd.secureconnect.membership+json"
+
+
+def user_topic(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+@dataclass(frozen=True)
+class Membership:
+    conversation_id: str
+    kind: str
+    role: str
+    joined_seq: int
+    left_seq: int | None
+    last_seq: int
+
+    @property
+    def current(self) -> bool:
+        return self.left_seq is None
+
+    @property
+    def visible_until(self) -> int:
+        return self.last_seq if self.left_seq is None else self.left_seq
+
+
+def event_out(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
+    """The wire form of a timeline event, the same over HTTP history and the WebSocket."""
+    r = row._mapping if isinstance(row, Row) else row
+    return {
+        "type": "message",
+        "conversation_id": r["conversation_id"],
+        "seq": r["seq"],
+        "kind": r["kind"],
+        "sender_id": r["sender_user_id"],
+        "sender": r["sender_username"],
+        "sender_device_id": r["sender_device_id"],
+        "client_msg_id": r["client_msg_id"],
+        "content_type": r["content_type"],
+        "body": base64.b64encode(r["body"]).decode(),
+        "created_at": r["created_at"],
+    }
+
+
+_EVENT_COLUMNS = (
+    events.c.conversation_id, events.c.seq, events.c.kind, events.c.sender_user_id,
+    events.c.sender_device_id, events.c.client_msg_id, events.c.content_type, events.c.body,
+    events.c.created_at, users.c.username.label("sender_username"),
+)
+
+
+class ChatService:
+    def __init__(
+        self, db: Database, bus: Bus, *, max_message_bytes: int, history_page_max: int
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.max_message_bytes = max_message_bytes
+        self.history_page_max = history_page_max
+
+    # ----- conversations -------------------------------------------------------------------
+
+    async def create(
+        self, ctx: AuthContext, kind: str, usernames: Sequence[str], name: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Creates a conversation; for a 1:1 that already exists, returns it (``created`` False)."""
+        others = sorted({normalise_username(u) for u in usernames} - {ctx.username})
+        if kind == "direct" and len(others) != 1:
+            raise Invalid("invalid_members", "a direct conversation has exactly one other person")
+        ids = await self._resolve(others)
+        direct_key = ":".join(sorted([ctx.user_id, *ids.values()])) if kind == "direct" else None
+        if direct_key is not None:
+            existing = await self._direct(direct_key)
+            if existing is not None:
+                return await self.describe(ctx.user_id, existing), False
+        conv_id = new_id()
+        now = now_ms()
+        member_ids = [ctx.user_id, *ids.values()]
+        body = {"action": "create", "actor": ctx.username, "members": [ctx.username, *others]}
+        if name:
+            body["name"] = name
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    insert(conversations).values(
+                        id=conv_id, kind=kind, name=name, direct_key=direct_key,
+                        created_by=ctx.user_id, created_at=now, last_seq=1,
+                    )
+                )
+                for uid in member_ids:
+                    role = "admin" if uid == ctx.user_id or kind == "direct" else "member"
+                    await conn.execute(
+                        insert(members).values(
+                            conversation_id=conv_id, user_id=uid, role=role, joined_seq=0
+                        )
+                    )
+                event = await self._insert_event(conn, conv_id, 1, ctx, "membership",
+                                                 MEMBERSHIP_TYPE, _json(body), None)
+        except IntegrityError:
+            # Two people opened the same 1:1 at the same moment: both get the one that won.
+            if direct_key is None:
+                raise
+            winner = await self._direct(direct_key)
+            if winner is None:
+                raise
+            return await self.describe(ctx.user_id, winner), False
+        await self._fanout(member_ids, event)
+        return await self.describe(ctx.user_id, conv_id), True
+
+    async def describe(self, user_id: str, conv_id: str) -> dict[str, Any]:
+        listed = await self.list_for(user_id, only=conv_id)
+        if not listed:
+            raise NotFound("conversation_not_found", "no such conversation")
+        return listed[0]
+
+    async def list_for(self, user_id: str, only: str | None = None) -> list[dict[str, Any]]:
+        """The user's conversations, newest activity first, with unread counts."""
+        async with self.db.read() as conn:
+            query = (
+                select(
+                    conversations.c.id, conversations.c.kind, conversations.c.name,
+                    conversations.c.created_at, conversations.c.last_seq,
+                    members.c.role, members.c.joined_seq, members.c.left_seq,
+                    func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
+                    func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
+                )
+                .join(members, members.c.conversation_id == conversations.c.id)
+                .outerjoin(
+                    receipts,
+                    and_(receipts.c.conversation_id == conversations.c.id,
+                         receipts.c.user_id == user_id),
+                )
+                .where(members.c.user_id == user_id)
+            )
+            if only is not None:
+                query = query.where(conversations.c.id == only)
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                return []
+            conv_ids = [r.id for r in rows]
+            unread = await self._unread(conn, user_id, conv_ids)
+            roster = await self._rosters(conn, conv_ids)
+        out = []
+        for r in rows:
+            visible = r.last_seq if r.left_seq is None else r.left_seq
+            out.append({
+                "id": r.id,
+                "kind": r.kind,
+                "name": r.name,
+                "created_at": r.created_at,
+                "last_seq": visible,
+                "role": r.role,
+                "joined_seq": r.joined_seq,
+                "left": r.left_seq is not None,
+                "read_seq": r.read_seq,
+                "delivered_seq": r.delivered_seq,
+                "unread": unread.get(r.id, 0),
+                "members": roster.get(r.id, []),
+            })
+        out.sort(key=lambda c: (c["last_seq"] > 0, c["created_at"]), reverse=True)
+        return out
+
+    async def members_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            await self._membership(conn, conv_id, user_id)
+            rows = await conn.execute(
+                select(users.c.id, users.c.username, members.c.role, members.c.joined_seq)
+                .join(users, users.c.id == members.c.user_id)
+                .where(and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None)))
+                .order_by(members.c.joined_seq, users.c.username)
+            )
+            return [
+                {"user_id": r.id, "username": r.username, "role": r.role,
+                 "joined_seq": r.joined_seq}
+                for r in rows
+            ]
+
+    async def add_member(self, ctx: AuthContext, conv_id: str, username: str) -> dict[str, Any]:
+        name = normalise_username(username)
+        target = (await self._resolve([name]))[name]
+        async with self.db.write() as conn:
+            me = await self._membership(conn, conv_id, ctx.user_id, lock=True)
+            self._require_admin_of_group(me)
+            existing = await self._member_row(conn, conv_id, target)
+            if existing is not None and existing.left_seq is None:
+                raise Conflict("already_member", f"{name} is already a member")
+            seq = me.last_seq + 1
+            await self._bump(conn, conv_id, seq)
+            body = {"action": "add", "actor": ctx.username, "user": name}
+            event = await self._insert_event(conn, conv_id, seq, ctx, "membership",
+                                             MEMBERSHIP_TYPE, _json(body), None)
+            # They see the timeline from their own "added" event on, never what came before.
+            if existing is None:
+                await conn.execute(insert(members).values(
+                    conversation_id=conv_id, user_id=target, role="member", joined_seq=seq - 1))
+            else:
+                await conn.execute(
+                    update(members)
+                    .where(and_(members.c.conversation_id == conv_id, members.c.user_id == target))
+                    .values(role="member", joined_seq=seq - 1, left_seq=None)
+                )
+            recipients = await self._current_member_ids(conn, conv_id)
+        await self._fanout(recipients, event)
+        return event
+
+    async def remove_member(self, ctx: AuthContext, conv_id: str, username: str) -> dict[str, Any]:
+        """An admin removes someone, or anyone leaves (removing themselves)."""
+        name = normalise_username(username)
+        leaving = name == ctx.username
+        target = ctx.user_id if leaving else (await self._resolve([name]))[name]
+        async with self.db.write() as conn:
+            me = await self._membership(conn, conv_id, ctx.user_id, lock=True)
+            if me.kind == "direct":
+                raise Invalid("direct_conversation", "a direct conversation has fixed members")
+            if not me.current:
+                raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+            if not leaving:
+                self._require_admin_of_group(me)
+            row = await self._member_row(conn, conv_id, target)
+            if row is None or row.left_seq is not None:
+                raise NotFound("not_a_member", f"{name} is not a member of this conversation")
+            recipients = await self._current_member_ids(conn, conv_id)
+            seq = me.last_seq + 1
+            await self._bump(conn, conv_id, seq)
+            body = {"action": "leave" if leaving else "remove", "actor": ctx.username, "user": name}
+            event = await self._insert_event(conn, conv_id, seq, ctx, "membership",
+                                             MEMBERSHIP_TYPE, _json(body), None)
+            await conn.execute(
+                update(members)
+                .where(and_(members.c.conversation_id == conv_id, members.c.user_id == target))
+                .values(left_seq=seq)
+            )
+            await self._keep_an_admin(conn, conv_id)
+        await self._fanout(recipients, event)
+        return event
+
+    # ----- messages ------------------------------------------------------------------------
+
+    async def send(
+        self, ctx: AuthContext, conv_id: str, client_msg_id: str, content_type: str, body: bytes
+    ) -> tuple[dict[str, Any], bool]:
+        """Stores a message and returns it once durable; a retried ``client_msg_id`` returns the
+        original (``created`` False) instead of storing it twice."""
+        if len(body) > self.max_message_bytes:
+            raise TooLarge("message_too_large",
+                           f"message body is {len(body)} bytes; the limit is "
+                           f"{self.max_message_bytes}")
+        if not body:
+            raise Invalid("empty_message", "message body is empty")
+        try:
+            return await self._send_once(ctx, conv_id, client_msg_id, content_type, body)
+        except IntegrityError:
+            # The same retry raced itself on another connection; the first one won.
+            existing = await self._by_client_id(ctx, conv_id, client_msg_id)
+            if existing is None:
+                raise
+            return self._same_or_conflict(existing, content_type, body), False
+
+    async def _send_once(
+        self, ctx: AuthContext, conv_id: str, client_msg_id: str, content_type: str, body: bytes
+    ) -> tuple[dict[str, Any], bool]:
+        async with self.db.write() as conn:
+            me = await self._membership(conn, conv_id, ctx.user_id, lock=True)
+            existing = await self._by_client_id(ctx, conv_id, client_msg_id, conn)
+            if existing is not None:
+                return self._same_or_conflict(existing, content_type, body), False
+            if not me.current:
+                raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+            seq = me.last_seq + 1
+            await self._bump(conn, conv_id, seq)
+            event = await self._insert_event(conn, conv_id, seq, ctx, "message", content_type,
+                                             body, client_msg_id)
+            recipients = await self._current_member_ids(conn, conv_id)
+        await self._fanout(recipients, event)
+        return event, True
+
+    def _same_or_conflict(
+        self, existing: dict[str, Any], content_type: str, body: bytes
+    ) -> dict[str, Any]:
+        if existing["content_type"] != content_type or base64.b64decode(existing["body"]) != body:
+            raise Conflict("client_msg_id_reused",
+                           "this client_msg_id was already used for a different message")
+        return existing
+
+    async def history(
+        self, user_id: str, conv_id: str, *, after: int | None, before: int | None, limit: int
+    ) -> dict[str, Any]:
+        """A page of the part of the timeline this user may see, oldest first."""
+        if not 1 <= limit <= self.history_page_max:
+            raise Invalid("invalid_range", f"limit must be between 1 and {self.history_page_max}")
+        if after is not None and before is not None:
+            raise Invalid("invalid_range", "give either 'after' or 'before', not both")
+        if (after is not None and after < 0) or (before is not None and before < 1):
+            raise Invalid("invalid_range", "'after' must be >= 0 and 'before' >= 1")
+        async with self.db.read() as conn:
+            me = await self._membership(conn, conv_id, user_id)
+            top = me.visible_until
+            if after is not None and after > top:
+                raise Invalid("invalid_range",
+                              f"'after' is {after}, beyond the last sequence number {top}")
+            if before is not None:
+                lo, hi = me.joined_seq, min(before - 1, top)
+                rows = await self._events(conn, conv_id, lo, hi, limit, newest=True)
+                rows.reverse()
+                has_more = bool(rows) and rows[0]["seq"] > me.joined_seq + 1
+            else:
+                lo = max(after or 0, me.joined_seq)
+                rows = await self._events(conn, conv_id, lo, top, limit)
+                has_more = bool(rows) and rows[-1]["seq"] < top
+        return {"events": rows, "has_more": has_more, "last_seq": top,
+                "joined_seq": me.joined_seq}
+
+    async def events_after(
+        self, user_id: str, conv_id: str, after: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """The realtime path's catch-up: visible events after ``after``, at most ``limit``."""
+        async with self.db.read() as conn:
+            me = await self._membership(conn, conv_id, user_id)
+            return await self._events(
+                conn, conv_id, max(after, me.joined_seq), me.visible_until, limit
+            )
+
+    # ----- receipts, cursors, typing --------------------------------------------------------
+
+    async def mark(
+        self, ctx: AuthContext, conv_id: str, delivered: int | None, read: int | None
+    ) -> dict[str, Any]:
+        """Moves this user's delivered/read marks forward (never back); reading implies delivery."""
+        if delivered is None and read is None:
+            raise Invalid("invalid_receipt", "give 'delivered_seq' or 'read_seq'")
+        async with self.db.write() as conn:
+            me = await self._membership(conn, conv_id, ctx.user_id)
+            for value in (delivered, read):
+                if value is not None and not 0 <= value <= me.visible_until:
+                    raise Invalid("invalid_range",
+                                  f"sequence number {value} is outside 0..{me.visible_until}")
+            read_seq = read or 0
+            delivered_seq = max(delivered or 0, read_seq)
+            await upsert(
+                conn, receipts,
+                {"conversation_id": conv_id, "user_id": ctx.user_id,
+                 "delivered_seq": delivered_seq, "read_seq": read_seq},
+                keys=["conversation_id", "user_id"], keep_max=["delivered_seq", "read_seq"],
+            )
+            receipt = await self._receipt(conn, conv_id, ctx)
+            recipients = await self._current_member_ids(conn, conv_id)
+        await self._fanout(recipients, receipt)
+        return receipt
+
+    async def receipts_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            await self._membership(conn, conv_id, user_id)
+            rows = await conn.execute(
+                select(receipts.c.user_id, users.c.username, receipts.c.delivered_seq,
+                       receipts.c.read_seq)
+                .join(users, users.c.id == receipts.c.user_id)
+                .where(receipts.c.conversation_id == conv_id)
+                .order_by(users.c.username)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def ack(self, ctx: AuthContext, positions: dict[str, int]) -> None:
+        """Records how far this device has received each conversation, which is also the user's
+        delivery receipt. Positions for conversations the user cannot see are ignored."""
+        changed: list[tuple[list[str], dict[str, Any]]] = []
+        async with self.db.write() as conn:
+            for conv_id, seq in positions.items():
+                try:
+                    me = await self._membership(conn, conv_id, ctx.user_id)
+                except NotFound:
+                    continue
+                seq = min(seq, me.visible_until)
+                if seq <= 0:
+                    continue
+                await upsert(conn, device_cursors,
+                             {"device_id": ctx.device_id, "conversation_id": conv_id, "seq": seq},
+                             keys=["device_id", "conversation_id"], keep_max=["seq"])
+                before = await self._receipt(conn, conv_id, ctx)
+                if before["delivered_seq"] >= seq:
+                    continue
+                await upsert(conn, receipts,
+                             {"conversation_id": conv_id, "user_id": ctx.user_id,
+                              "delivered_seq": seq, "read_seq": 0},
+                             keys=["conversation_id", "user_id"], keep_max=["delivered_seq"])
+                changed.append((await self._current_member_ids(conn, conv_id),
+                                await self._receipt(conn, conv_id, ctx)))
+        for recipients, receipt in changed:
+            await self._fanout(recipients, receipt)
+
+    async def start_positions(
+        self, user_id: str, device_id: str, claimed: dict[str, int]
+    ) -> dict[str, int]:
+        """Where a device's stream resumes in each conversation it may still receive from.
+
+        The device's own claim wins over the server's cursor (it knows what it has); neither can
+        reach before the user joined.
+        """
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(members.c.conversation_id, members.c.joined_seq, members.c.left_seq,
+                       conversations.c.last_seq, device_cursors.c.seq.label("cursor"))
+                .join(conversations, conversations.c.id == members.c.conversation_id)
+                .outerjoin(device_cursors, and_(
+                    device_cursors.c.conversation_id == members.c.conversation_id,
+                    device_cursors.c.device_id == device_id))
+                .where(members.c.user_id == user_id)
+            )
+            positions = {}
+            for r in rows:
+                claim = claimed.get(r.conversation_id)
+                start = claim if claim is not None else (r.cursor or 0)
+                start = max(start, r.joined_seq)
+                end = r.last_seq if r.left_seq is None else r.left_seq
+                if start < end:
+                    positions[r.conversation_id] = start
+            return positions
+
+    async def start_device(self, conn: AsyncConnection, user_id: str, device_id: str) -> None:
+        """A new device starts at the present: its stream holds what is sent from now on, and
+        older history is fetched page by page when wanted."""
+        rows = await conn.execute(
+            select(members.c.conversation_id, conversations.c.last_seq)
+            .join(conversations, conversations.c.id == members.c.conversation_id)
+            .where(and_(members.c.user_id == user_id, members.c.left_seq.is_(None)))
+        )
+        for r in rows:
+            await conn.execute(insert(device_cursors).values(
+                device_id=device_id, conversation_id=r.conversation_id, seq=r.last_seq))
+
+    async def typing(self, ctx: AuthContext, conv_id: str, active: bool) -> None:
+        async with self.db.read() as conn:
+            me = await self._membership(conn, conv_id, ctx.user_id)
+            if not me.current:
+                raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+            recipients = await self._current_member_ids(conn, conv_id)
+        event = {"type": "typing", "conversation_id": conv_id, "user_id": ctx.user_id,
+                 "username": ctx.username, "typing": active}
+        await self._fanout([u for u in recipients if u != ctx.user_id], event)
+
+    # ----- helpers ---------------------------------------------------------------------------
+
+    async def _fanout(self, user_ids: Iterable[str], event: dict[str, Any]) -> None:
+        for uid in user_ids:
+            await self.bus.publish(user_topic(uid), event)
+
+    async def _membership(
+        self, conn: AsyncConnection, conv_id: str, user_id: str, *, lock: bool = False
+    ) -> Membership:
+        """The caller's membership; a conversation they were never in does not exist for them."""
+        conv_query = select(conversations.c.kind, conversations.c.last_seq).where(
+            conversations.c.id == conv_id)
+        if lock:
+            # Serialises writers per conversation on PostgreSQL; SQLite has one writer anyway.
+            conv_query = conv_query.with_for_update()
+        conv = (await conn.execute(conv_query)).first()
+        row = await self._member_row(conn, conv_id, user_id) if conv is not None else None
+        if conv is None or row is None:
+            raise NotFound("conversation_not_found", "no such conversation")
+        return Membership(conv_id, conv.kind, row.role, row.joined_seq, row.left_seq,
+                          conv.last_seq)
+
+    async def _member_row(
+        self, conn: AsyncConnection, conv_id: str, user_id: str
+    ) -> Row[Any] | None:
+        return (await conn.execute(
+            select(members.c.role, members.c.joined_seq, members.c.left_seq)
+            .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
+        )).first()
+
+    @staticmethod
+    def _require_admin_of_group(me: Membership) -> None:
+        if me.kind == "direct":
+            raise Invalid("direct_conversation", "a direct conversation has fixed members")
+        if not me.current:
+            raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+        if me.role != "admin":
+            raise Forbidden("not_admin", "only a group admin can change its members")
+
+    async def _keep_an_admin(self, conn: AsyncConnection, conv_id: str) -> None:
+        """A group whose last admin left promotes its longest-standing member."""
+        current = and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None))
+        admins = (await conn.execute(
+            select(func.count()).select_from(members)
+            .where(and_(current, members.c.role == "admin")))).scalar_one()
+        if admins:
+            return
+        heir = (await conn.execute(
+            select(members.c.user_id).where(current)
+            .order_by(members.c.joined_seq, members.c.user_id).limit(1))).scalar()
+        if heir is not None:
+            await conn.execute(update(members).where(
+                and_(members.c.conversation_id == conv_id, members.c.user_id == heir)
+            ).values(role="admin"))
+
+    async def _current_member_ids(self, conn: AsyncConnection, conv_id: str) -> list[str]:
+        return list((await conn.execute(
+            select(members.c.user_id).where(
+                and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None)))
+        )).scalars())
+
+    async def _bump(self, conn: AsyncConnection, conv_id: str, seq: int) -> None:
+        await conn.execute(
+            update(conversations).where(conversations.c.id == conv_id).values(last_seq=seq))
+
+    async def _insert_event(
+        self, conn: AsyncConnection, conv_id: str, seq: int, ctx: AuthContext, kind: str,
+        content_type: str, body: bytes, client_msg_id: str | None,
+    ) -> dict[str, Any]:
+        row = {
+            "conversation_id": conv_id, "seq": seq, "kind": kind,
+            "sender_user_id": ctx.user_id, "sender_device_id": ctx.device_id,
+            "client_msg_id": client_msg_id, "content_type": content_type, "body": body,
+            "created_at": now_ms(),
+        }
+        await conn.execute(insert(events).values(**row))
+        return event_out({**row, "sender_username": ctx.username})
+
+    async def _events(
+        self, conn: AsyncConnection, conv_id: str, lo: int, hi: int, limit: int,
+        *, newest: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Events with ``lo < seq <= hi``: the oldest ``limit`` of them, or the newest."""
+        order = events.c.seq.desc() if newest else events.c.seq
+        rows = await conn.execute(
+            select(*_EVENT_COLUMNS)
+            .join(users, users.c.id == events.c.sender_user_id)
+            .where(and_(events.c.conversation_id == conv_id, events.c.seq > lo,
+                        events.c.seq <= hi))
+            .order_by(order).limit(limit)
+        )
+        return [event_out(r) for r in rows]
+
+    async def _by_client_id(
+        self, ctx: AuthContext, conv_id: str, client_msg_id: str,
+        conn: AsyncConnection | None = None,
+    ) -> dict[str, Any] | None:
+        query = (
+            select(*_EVENT_COLUMNS)
+            .join(users, users.c.id == events.c.sender_user_id)
+            .where(and_(events.c.conversation_id == conv_id,
+                        events.c.sender_device_id == ctx.device_id,
+                        events.c.client_msg_id == client_msg_id))
+        )
+        if conn is not None:
+            row = (await conn.execute(query)).first()
+        else:
+            async with self.db.read() as fresh:
+                row = (await fresh.execute(query)).first()
+        return event_out(row) if row is not None else None
+
+    async def _receipt(
+        self, conn: AsyncConnection, conv_id: str, ctx: AuthContext
+    ) -> dict[str, Any]:
+        row = (await conn.execute(
+            select(receipts.c.delivered_seq, receipts.c.read_seq).where(
+                and_(receipts.c.conversation_id == conv_id, receipts.c.user_id == ctx.user_id))
+        )).first()
+        return {"type": "receipt", "conversation_id": conv_id, "user_id": ctx.user_id,
+                "username": ctx.username,
+                "delivered_seq": row.delivered_seq if row else 0,
+                "read_seq": row.read_seq if row else 0}
+
+    async def _unread(
+        self, conn: AsyncConnection, user_id: str, conv_ids: list[str]
+    ) -> dict[str, int]:
+        read_seq = (
+            select(receipts.c.read_seq)
+            .where(and_(receipts.c.conversation_id == events.c.conversation_id,
+                        receipts.c.user_id == user_id))
+            .scalar_subquery()
+        )
+        rows = await conn.execute(
+            select(events.c.conversation_id, func.count())
+            .join(members, and_(members.c.conversation_id == events.c.conversation_id,
+                                members.c.user_id == user_id))
+            .where(and_(
+                events.c.conversation_id.in_(conv_ids),
+                events.c.kind == "message",
+                events.c.sender_user_id != user_id,
+                events.c.seq > members.c.joined_seq,
+                or_(members.c.left_seq.is_(None), events.c.seq <= members.c.left_seq),
+                events.c.seq > func.coalesce(read_seq, literal(0)),
+            ))
+            .group_by(events.c.conversation_id)
+        )
+        return {r[0]: r[1] for r in rows}
+
+    async def _rosters(self, conn: AsyncConnection, conv_ids: list[str]) -> dict[str, list[str]]:
+        rows = await conn.execute(
+            select(members.c.conversation_id, users.c.username)
+            .join(users, users.c.id == members.c.user_id)
+            .where(and_(members.c.conversation_id.in_(conv_ids), members.c.left_seq.is_(None)))
+            .order_by(users.c.username)
+        )
+        roster: dict[str, list[str]] = {}
+        for conv_id, username in rows:
+            roster.setdefault(conv_id, []).append(username)
+        return roster
+
+    async def _resolve(self, usernames: Sequence[str]) -> dict[str, str]:
+        if not usernames:
+            return {}
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                select(users.c.username, users.c.id).where(users.c.username.in_(usernames)))
+            found = {r.username: r.id for r in rows}
+        missing = [u for u in usernames if u not in found]
+        if missing:
+            raise NotFound("user_not_found", f"no such user: {', '.join(missing)}")
+        return {u: found[u] for u in usernames}
+
+    async def _direct(self, direct_key: str) -> str | None:
+        async with self.db.read() as conn:
+            found: str | None = (await conn.execute(
+                select(conversations.c.id).where(conversations.c.direct_key == direct_key)
+            )).scalar()
+            return found
+
+
+def _json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()

@@ -1,0 +1,421 @@
+"""``secureconnect``: run the server, and use it from a terminal.
+
+Server commands (serve, migrate, config) read the same settings as the server. Client commands
+(register, login, chat ...) go through the Python SDK and keep their login in a profile file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from secureconnect.cli.profile import Profile
+from secureconnect.client import ApiError, Client, ConnectionLost, Message, Ready, Receipt, Typing
+from secureconnect.config import Settings
+
+app = typer.Typer(help="SecureConnect: end-to-end encrypted chat and calls.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the server's settings.", no_args_is_help=True)
+chat_app = typer.Typer(help="Conversations and messages.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(chat_app, name="chat")
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ProfileOpt = Annotated[str, typer.Option("--profile", envvar="SECURECONNECT_PROFILE",
+                                         help="which saved login to use")]
+ServerOpt = Annotated[str | None, typer.Option("--server", envvar="SECURECONNECT_SERVER",
+                                               help="server URL (default http://127.0.0.1:8000)")]
+PasswordOpt = Annotated[str | None, typer.Option("--password", envvar="SECURECONNECT_PASSWORD",
+                                                 help="asked for if not given")]
+
+
+def main() -> None:
+    app()
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        err.print(f"[red]invalid configuration:[/red] {error}")
+        raise typer.Exit(2) from error
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a client coroutine; API errors become one red line and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except ApiError as error:
+        err.print(f"[red]error:[/red] {error.message} [dim]({error.code})[/dim]")
+        raise typer.Exit(1) from error
+    except ConnectionLost as error:
+        err.print(f"[red]disconnected:[/red] {error.reason} [dim]({error.code})[/dim]")
+        raise typer.Exit(1) from error
+    except OSError as error:
+        err.print(f"[red]cannot reach the server:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+def _client_command(
+    fn: Callable[..., Awaitable[None]],
+) -> Callable[..., None]:
+    """Wraps an async ``fn(client, profile, ...)`` into a command with --profile and --server."""
+
+    @wraps(fn)
+    def command(*args: Any, profile: str = "default", server: str | None = None,
+                **kwargs: Any) -> None:
+        state = Profile.load(profile, server)
+
+        async def go() -> None:
+            async with Client(state.server, state.token) as client:
+                await fn(client, state, *args, **kwargs)
+            state.save(profile)
+
+        _run(go())
+
+    return command
+
+
+# ----- server ---------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    role: Annotated[str | None, typer.Option(help="all | api-gateway | chat-service | video-service")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="port to listen on (0: any free port)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="where the embedded database lives")] = None,
+) -> None:
+    """Start the server (every role in one process unless --role says otherwise)."""
+    from secureconnect.cli.serve import serve as run_server
+
+    run_server(_settings(role=role, host=host, port=port, data_dir=data_dir))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations up to the newest (safe to run repeatedly)."""
+    from secureconnect.store import Database
+    from secureconnect.store.migrate import current_revision, head_revision, upgrade
+
+    settings = _settings()
+
+    async def go() -> None:
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.effective_database_url)
+        try:
+            before = await current_revision(db)
+            await upgrade(db)
+            after = await current_revision(db)
+        finally:
+            await db.close()
+        out.print(f"schema at {after} (was {before or 'empty'}; newest {head_revision()})")
+
+    asyncio.run(go())
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings, secrets masked."""
+    out.print_json(json.dumps(_settings().masked(), default=str))
+
+
+# ----- accounts -------------------------------------------------------------------------------
+
+
+def _password(given: str | None, confirm: bool = False) -> str:
+    if given:
+        return given
+    if not sys.stdin.isatty():
+        err.print("[red]error:[/red] no password: pass --password or SECURECONNECT_PASSWORD")
+        raise typer.Exit(2)
+    value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    return value
+
+
+@app.command()
+def register(username: str, password: PasswordOpt = None, profile: ProfileOpt = "default",
+             server: ServerOpt = None) -> None:
+    """Create an account."""
+    secret = _password(password, confirm=True)
+
+    async def go(client: Client, state: Profile) -> None:
+        user = await client.register(username, secret)
+        out.print(f"registered [bold]{user['username']}[/bold]; now run: "
+                  f"secureconnect login {user['username']}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@app.command()
+def login(
+    username: str, password: PasswordOpt = None,
+    device_name: Annotated[str, typer.Option(help="how this device is listed")] = "cli",
+    profile: ProfileOpt = "default", server: ServerOpt = None,
+) -> None:
+    """Log in; this terminal becomes one of your devices."""
+    secret = _password(password)
+
+    async def go(client: Client, state: Profile) -> None:
+        reuse = state.device_id if state.username == username.lower() else None
+        try:
+            info = await client.login(username, secret, device_name=device_name, device_id=reuse)
+        except ApiError as error:
+            if error.code != "device_not_found":
+                raise
+            info = await client.login(username, secret, device_name=device_name)
+        if info.new_device:
+            state.cursors = {}
+        state.token, state.username = info.token, info.username
+        state.user_id, state.device_id = info.user_id, info.device_id
+        out.print(f"logged in as [bold]{info.username}[/bold] on device {info.device_id[:8]}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@app.command()
+def logout(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """End this device's session."""
+
+    async def go(client: Client, state: Profile) -> None:
+        await client.logout()
+        state.token = None
+        out.print("logged out")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@app.command()
+def whoami(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """Show who this profile is logged in as."""
+
+    async def go(client: Client, state: Profile) -> None:
+        me = await client.me()
+        out.print(f"{me['username']} (device {me['device_id'][:8]}) on {state.server}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@app.command()
+def devices(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """List your devices."""
+
+    async def go(client: Client, state: Profile) -> None:
+        table = Table("device", "name", "last seen", "status")
+        for d in await client.devices():
+            status = "revoked" if d["revoked_at"] else ("this device" if d["current"] else "")
+            table.add_row(d["id"][:8], d["name"], _when(d["last_seen_at"]), status)
+        out.print(table)
+
+    _client_command(go)(profile=profile, server=server)
+
+
+# ----- chat -----------------------------------------------------------------------------------
+
+
+async def _resolve(client: Client, ref: str) -> str:
+    """A conversation named by ``@username`` (the 1:1), its id or id prefix, or its group name."""
+    if ref.startswith("@"):
+        return (await client.direct(ref[1:])).id
+    convs = await client.conversations()
+    matches = [c for c in convs if c.id.startswith(ref) or c.name == ref]
+    if len(matches) == 1:
+        return matches[0].id
+    reason = "matches several conversations" if matches else "matches no conversation"
+    raise ApiError(404, "conversation_not_found", f"'{ref}' {reason}")
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _render(message: Message, me: str | None) -> str:
+    who = "you" if message.sender == me else message.sender
+    stamp = datetime.fromtimestamp(message.created_at / 1000, UTC).astimezone().strftime("%H:%M")
+    head = f"[dim]{message.conversation_id[:8]} #{message.seq} {stamp}[/dim]"
+    change = message.membership
+    if change is not None:
+        action = change["action"]
+        if action == "create":
+            return f"{head} [italic]{change['actor']} started the conversation with " \
+                   f"{', '.join(m for m in change['members'] if m != change['actor'])}[/italic]"
+        verb = {"add": "added", "remove": "removed", "leave": "left"}.get(action, action)
+        target = "" if action == "leave" else f" {change['user']}"
+        return f"{head} [italic]{change['actor']} {verb}{target}[/italic]"
+    if message.content_type.startswith("text/"):
+        text = message.body.decode("utf-8", errors="replace")
+    else:
+        text = f"<{message.content_type}, {len(message.body)} bytes>"
+    return f"{head} [bold]{who}[/bold]: {text}"
+
+
+@chat_app.command("new")
+def chat_new(
+    usernames: Annotated[list[str], typer.Argument(help="the other people")],
+    name: Annotated[str | None, typer.Option(help="group name (makes it a group)")] = None,
+    group: Annotated[bool, typer.Option("--group", help="a group even with one other person")] = False,
+    profile: ProfileOpt = "default", server: ServerOpt = None,
+) -> None:
+    """Start a conversation: 1:1 with one person, a group with several (or --group/--name)."""
+
+    async def go(client: Client, state: Profile) -> None:
+        if len(usernames) == 1 and not group and name is None:
+            conv = await client.direct(usernames[0])
+        else:
+            conv = await client.create_group(usernames, name)
+        out.print(f"{conv.id} {conv.kind} with {', '.join(conv.members)}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("list")
+def chat_list(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """Your conversations, with unread counts."""
+
+    async def go(client: Client, state: Profile) -> None:
+        table = Table("id", "kind", "name / members", "unread", "last")
+        for c in await client.conversations():
+            label = c.name or ", ".join(m for m in c.members if m != state.username)
+            if c.left:
+                label += " (left)"
+            table.add_row(c.id[:8], c.kind, label, str(c.unread) if c.unread else "",
+                          f"#{c.last_seq}")
+        out.print(table)
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("send")
+def chat_send(
+    conversation: Annotated[str, typer.Argument(help="@username, conversation id or group name")],
+    text: str,
+    profile: ProfileOpt = "default", server: ServerOpt = None,
+) -> None:
+    """Send a message; returns once the server has stored it."""
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await _resolve(client, conversation)
+        sent = await client.send(conv, text.encode(), content_type="text/plain")
+        out.print(f"sent #{sent.seq}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("history")
+def chat_history(
+    conversation: str,
+    limit: Annotated[int, typer.Option(help="how many of the newest")] = 50,
+    profile: ProfileOpt = "default", server: ServerOpt = None,
+) -> None:
+    """Show the newest messages of a conversation."""
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await _resolve(client, conversation)
+        page = await client.history(conv, before=2**62, limit=limit)
+        for message in page.messages:
+            out.print(_render(message, state.username))
+
+    _client_command(go)(profile=profile, server=server)
+
+
+async def _stream(client: Client, state: Profile, profile: str, until_ready: bool) -> None:
+    stream = client.events(state.cursors)
+    async for event in stream:
+        if isinstance(event, Message):
+            out.print(_render(event, state.username))
+            state.cursors = stream.cursors
+            state.save(profile)
+        elif isinstance(event, Receipt) and event.username != state.username:
+            out.print(f"[dim]{event.conversation_id[:8]} {event.username} read up to "
+                      f"#{event.read_seq}, has up to #{event.delivered_seq}[/dim]")
+        elif isinstance(event, Typing):
+            verb = "is typing" if event.typing else "stopped typing"
+            out.print(f"[dim]{event.conversation_id[:8]} {event.username} {verb}[/dim]")
+        elif isinstance(event, Ready) and until_ready:
+            await stream.close()
+            return
+
+
+@chat_app.command("listen")
+def chat_listen(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """Print what you missed, then new messages as they arrive (Ctrl-C to stop)."""
+
+    async def go(client: Client, state: Profile) -> None:
+        await _stream(client, state, profile, until_ready=False)
+
+    try:
+        _client_command(go)(profile=profile, server=server)
+    except KeyboardInterrupt:
+        pass
+
+
+@chat_app.command("sync")
+def chat_sync(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """Print everything that arrived since this device last looked, then exit."""
+
+    async def go(client: Client, state: Profile) -> None:
+        await _stream(client, state, profile, until_ready=True)
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("members")
+def chat_members(conversation: str, profile: ProfileOpt = "default",
+                 server: ServerOpt = None) -> None:
+    """Who is in a conversation."""
+
+    async def go(client: Client, state: Profile) -> None:
+        for m in await client.members(await _resolve(client, conversation)):
+            out.print(f"{m['username']}{' (admin)' if m['role'] == 'admin' else ''}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("add")
+def chat_add(conversation: str, username: str, profile: ProfileOpt = "default",
+             server: ServerOpt = None) -> None:
+    """Add someone to a group (admins only). They see what is sent from now on."""
+
+    async def go(client: Client, state: Profile) -> None:
+        event = await client.add_member(await _resolve(client, conversation), username)
+        out.print(_render(event, state.username))
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("remove")
+def chat_remove(conversation: str, username: str, profile: ProfileOpt = "default",
+                server: ServerOpt = None) -> None:
+    """Remove someone from a group (admins), or leave it (your own name)."""
+
+    async def go(client: Client, state: Profile) -> None:
+        event = await client.remove_member(await _resolve(client, conversation), username)
+        out.print(_render(event, state.username))
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("read")
+def chat_read(conversation: str, profile: ProfileOpt = "default",
+              server: ServerOpt = None) -> None:
+    """Mark a conversation read up to its newest message."""
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await client.conversation(await _resolve(client, conversation))
+        await client.mark(conv.id, read=conv.last_seq)
+        out.print(f"read up to #{conv.last_seq}")
+
+    _client_command(go)(profile=profile, server=server)

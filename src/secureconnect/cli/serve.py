@@ -1,0 +1,44 @@
+"""Runs the server under uvicorn and says where to find it once it is listening."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+
+from secureconnect.app import create_app
+from secureconnect.config import Settings
+from secureconnect.edge.logging import configure_logging
+
+WS_MAX_FRAME = 64 * 1024
+
+
+def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_file)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_FRAME,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    asyncio.run(_run(server, settings))
+
+
+async def _run(server: uvicorn.Server, settings: Settings) -> None:
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = settings.model_copy(update={"port": port}).effective_public_url
+        print(f"SecureConnect ({settings.role}) is running. Open {url} in your browser.",
+              flush=True)
+    await task

@@ -1,0 +1,213 @@
+"""The HTTP half of the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from secureconnect.client.errors import ApiError
+from secureconnect.client.events import EventStream
+from secureconnect.client.types import Conversation, Login, Message, Page, Receipt
+
+RETRYABLE_STATUS = {502, 503, 504}
+
+
+class Client:
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 15.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.login_info: Login | None = None
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ----- accounts ------------------------------------------------------------------------
+
+    async def register(self, username: str, password: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/auth/register", json={"username": username, "password": password},
+            auth=False)
+        return result
+
+    async def login(
+        self, username: str, password: str, *, device_name: str = "python-sdk",
+        device_id: str | None = None,
+    ) -> Login:
+        """Logs in; without ``device_id`` this makes a new device, with it reuses that one."""
+        data = await self._call("POST", "/v1/auth/login", auth=False, json={
+            "username": username, "password": password, "device_name": device_name,
+            "device_id": device_id})
+        self.login_info = Login(**data)
+        self.token = self.login_info.token
+        return self.login_info
+
+    async def logout(self) -> None:
+        await self._call("POST", "/v1/auth/logout")
+        self.token = None
+
+    async def me(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/v1/me")
+        return result
+
+    async def devices(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/v1/devices")
+        return result
+
+    async def revoke_device(self, device_id: str) -> None:
+        await self._call("DELETE", f"/v1/devices/{device_id}")
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", "/v1/sessions")
+        return result
+
+    async def revoke_session(self, session_id: str) -> None:
+        await self._call("DELETE", f"/v1/sessions/{session_id}")
+
+    # ----- conversations -------------------------------------------------------------------
+
+    async def create_group(self, members: list[str], name: str | None = None) -> Conversation:
+        data = await self._call("POST", "/v1/conversations",
+                                json={"kind": "group", "members": members, "name": name})
+        return Conversation.from_json(data)
+
+    async def direct(self, username: str) -> Conversation:
+        """The 1:1 conversation with ``username``, created the first time."""
+        data = await self._call("POST", "/v1/conversations",
+                                json={"kind": "direct", "members": [username]})
+        return Conversation.from_json(data)
+
+    async def conversations(self) -> list[Conversation]:
+        return [Conversation.from_json(c) for c in await self._call("GET", "/v1/conversations")]
+
+    async def conversation(self, conversation_id: str) -> Conversation:
+        return Conversation.from_json(
+            await self._call("GET", f"/v1/conversations/{conversation_id}"))
+
+    async def members(self, conversation_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call(
+            "GET", f"/v1/conversations/{conversation_id}/members")
+        return result
+
+    async def add_member(self, conversation_id: str, username: str) -> Message:
+        return Message.from_json(await self._call(
+            "POST", f"/v1/conversations/{conversation_id}/members", json={"username": username}))
+
+    async def remove_member(self, conversation_id: str, username: str) -> Message:
+        return Message.from_json(await self._call(
+            "DELETE", f"/v1/conversations/{conversation_id}/members/{username}"))
+
+    # ----- messages ------------------------------------------------------------------------
+
+    async def send(
+        self, conversation_id: str, body: bytes, *,
+        content_type: str = "application/octet-stream", client_msg_id: str | None = None,
+        attempts: int = 5,
+    ) -> Message:
+        """Sends and returns the stored message (with its ``seq``) once the server holds it
+        durably. Network failures are retried with the same ``client_msg_id``, so a message is
+        never stored twice."""
+        msg_id = client_msg_id or uuid.uuid4().hex
+        payload = {"client_msg_id": msg_id, "content_type": content_type,
+                   "body": base64.b64encode(body).decode()}
+        delay = 0.2
+        for attempt in range(attempts):
+            try:
+                data = await self._call(
+                    "POST", f"/v1/conversations/{conversation_id}/messages", json=payload)
+                return Message.from_json(data)
+            except (httpx.TransportError, ApiError) as error:
+                retryable = isinstance(error, httpx.TransportError) or (
+                    error.status in RETRYABLE_STATUS)
+                if not retryable or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+        raise AssertionError("unreachable")
+
+    async def history(
+        self, conversation_id: str, *, after: int | None = None, before: int | None = None,
+        limit: int = 100,
+    ) -> Page:
+        params: dict[str, int] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        if before is not None:
+            params["before"] = before
+        data = await self._call("GET", f"/v1/conversations/{conversation_id}/messages",
+                                params=params)
+        return Page([Message.from_json(e) for e in data["events"]], data["has_more"],
+                    data["last_seq"], data["joined_seq"])
+
+    async def all_messages(
+        self, conversation_id: str, *, after: int = 0, page_size: int = 200
+    ) -> AsyncIterator[Message]:
+        """Every visible event after ``after``, oldest first, fetched page by page."""
+        while True:
+            page = await self.history(conversation_id, after=after, limit=page_size)
+            for message in page.messages:
+                yield message
+                after = message.seq
+            if not page.has_more:
+                return
+
+    async def mark(
+        self, conversation_id: str, *, delivered: int | None = None, read: int | None = None
+    ) -> Receipt:
+        data = await self._call("POST", f"/v1/conversations/{conversation_id}/receipts",
+                                json={"delivered_seq": delivered, "read_seq": read})
+        return Receipt(**{k: data[k] for k in Receipt.__dataclass_fields__})
+
+    async def receipts(self, conversation_id: str) -> list[Receipt]:
+        rows = await self._call("GET", f"/v1/conversations/{conversation_id}/receipts")
+        return [Receipt(conversation_id=conversation_id, **r) for r in rows]
+
+    async def typing(self, conversation_id: str, active: bool = True) -> None:
+        await self._call("POST", f"/v1/conversations/{conversation_id}/typing",
+                         json={"typing": active})
+
+    # ----- realtime ------------------------------------------------------------------------
+
+    def events(self, cursors: dict[str, int] | None = None, *, reconnect: bool = True) -> EventStream:
+        """Live events for this device; see :class:`EventStream`."""
+        if self.token is None:
+            raise ApiError(401, "missing_token", "log in first")
+        return EventStream(self.base_url, self.token, cursors or {}, reconnect=reconnect)
+
+    # ----- plumbing ------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
+        headers = {}
+        if auth:
+            if self.token is None:
+                raise ApiError(401, "missing_token", "log in first")
+            headers["Authorization"] = f"Bearer {self.token}"
+        response = await self._http.request(method, path, headers=headers, **kwargs)
+        if response.status_code == 204:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.is_error:
+            error = (data or {}).get("error") if isinstance(data, dict) else None
+            if isinstance(error, dict):
+                raise ApiError(response.status_code, str(error.get("code")),
+                               str(error.get("message")))
+            raise ApiError(response.status_code, "http_error", response.text[:200])
+        return data

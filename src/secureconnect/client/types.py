@@ -1,0 +1,106 @@
+"""What the SDK returns: plain frozen dataclasses built from the API's JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Login:
+    token: str
+    user_id: str
+    username: str
+    device_id: str
+    session_id: str
+    expires_at: int
+    new_device: bool
+
+
+@dataclass(frozen=True)
+class Message:
+    """One timeline event: a client message (opaque ``body``) or a membership change."""
+
+    conversation_id: str
+    seq: int
+    kind: str
+    sender_id: str
+    sender: str
+    sender_device_id: str | None
+    client_msg_id: str | None
+    content_type: str
+    body: bytes
+    created_at: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            conversation_id=data["conversation_id"], seq=data["seq"], kind=data["kind"],
+            sender_id=data["sender_id"], sender=data["sender"],
+            sender_device_id=data.get("sender_device_id"),
+            client_msg_id=data.get("client_msg_id"), content_type=data["content_type"],
+            body=base64.b64decode(data["body"]), created_at=data["created_at"],
+        )
+
+    @property
+    def membership(self) -> dict[str, Any] | None:
+        """The change a membership event describes (action, actor, user or members)."""
+        if self.kind != "membership":
+            return None
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: str
+    kind: str
+    name: str | None
+    members: list[str]
+    last_seq: int
+    read_seq: int
+    delivered_seq: int
+    unread: int
+    role: str
+    left: bool
+    joined_seq: int
+    created_at: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Conversation:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[Message]
+    has_more: bool
+    last_seq: int
+    joined_seq: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    conversation_id: str
+    user_id: str
+    username: str
+    delivered_seq: int
+    read_seq: int
+
+
+@dataclass(frozen=True)
+class Typing:
+    conversation_id: str
+    user_id: str
+    username: str
+    typing: bool
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Everything missed while away has been delivered; what follows is live."""
+
+
+Event = Message | Receipt | Typing | Ready

@@ -1,0 +1,113 @@
+"""One settings object for every role, read from ``SECURECONNECT_*`` variables and an optional TOML file.
+
+The TOML file is named by ``SECURECONNECT_CONFIG``; environment variables win over it so that a
+Kubernetes manifest can override a baked-in file without editing it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Role = Literal["all", "api-gateway", "chat-service", "video-service"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SECURECONNECT_", extra="forbid")
+
+    role: Role = "all"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    public_url: str | None = Field(None, description="URL users open; derived from host:port if unset")
+    data_dir: Path = Path("data")
+    database_url: SecretStr | None = Field(
+        None, description="SQLAlchemy async URL; the SQLite file under data_dir if unset"
+    )
+    auto_migrate: bool = Field(True, description="apply migrations at start (embedded default)")
+    redis_url: SecretStr | None = None
+
+    db_pool_size: int = Field(10, ge=1, description="connections kept open (max idle)")
+    db_max_overflow: int = Field(10, ge=0, description="extra connections beyond the pool under load")
+    db_pool_timeout_s: float = Field(10.0, gt=0, description="wait for a free connection")
+
+    token_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="lifetime of a login token")
+    max_message_bytes: int = Field(64 * 1024, ge=1, description="largest accepted ciphertext")
+    max_request_bytes: int = Field(256 * 1024, ge=1024, description="largest accepted HTTP body")
+    history_page_max: int = Field(500, ge=1)
+    ws_auth_timeout_s: float = Field(10.0, gt=0, description="time to send the auth frame")
+    ws_send_queue: int = Field(
+        1000, ge=1, description="events buffered per WebSocket before it is closed as too slow"
+    )
+    ws_ping_interval_s: float = Field(20.0, gt=0)
+    ws_ping_timeout_s: float = Field(20.0, gt=0)
+    shutdown_grace_s: float = Field(25.0, ge=0)
+
+    log_level: str = "INFO"
+    log_file: Path | None = Field(None, description="also write the JSON log lines to this file")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("SECURECONNECT_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'secureconnect.db').resolve()}"
+
+    @property
+    def effective_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    def masked(self) -> dict[str, Any]:
+        """Effective values for display: passwords inside URLs and secret fields are masked."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = mask_url(value.get_secret_value())
+            elif isinstance(value, Path):
+                value = str(value)
+            shown[name] = value
+        shown["database_url"] = mask_url(self.effective_database_url)
+        shown["public_url"] = self.effective_public_url
+        return shown
+
+
+def mask_url(url: str) -> str:
+    """Hide the password part of a URL so that config output and logs never carry it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -1,0 +1,1 @@
+"""What every role shares at its edge: errors, request logging, body limits and authentication."""

@@ -1,0 +1,1 @@
+"""Operating the platform: health, metrics, and (later) incidents, status page and diagnostics."""

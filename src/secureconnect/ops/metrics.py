@@ -1,0 +1,105 @@
+"""Prometheus metrics. Names follow the runbook's charts where it names one.
+
+The database pool is exported as ``go_sql_connections_max_open`` / ``..._in_use`` / ``..._idle`` /
+``..._wait_count_total``: the runbook (23.5 step 3) and its Grafana chart use those names, and
+keeping them means the on-call engineer's query works unchanged. See docs/decisions/0003.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from secureconnect.store import PoolStats
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """One registry per app, so that several apps in one test process do not collide."""
+
+    def __init__(self, role: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"role": role}
+        self.requests = Counter(
+            "secureconnect_http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "secureconnect_http_request_duration_seconds",
+            "HTTP request latency by route template and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.websockets = Gauge(
+            "secureconnect_websocket_connections",
+            "Open realtime WebSocket connections.",
+            registry=self.registry,
+        )
+        self.active_users = Gauge(
+            "secureconnect_active_users",
+            "Distinct users with at least one open realtime connection.",
+            registry=self.registry,
+        )
+        self.messages = Counter(
+            "secureconnect_messages_accepted_total",
+            "Messages made durable and acknowledged to the sender.",
+            registry=self.registry,
+        )
+        self.ws_closed = Counter(
+            "secureconnect_websocket_closed_total",
+            "Realtime connections closed, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.failed_logins = Counter(
+            "secureconnect_failed_logins_total",
+            "Login attempts refused for a wrong username or password.",
+            registry=self.registry,
+        )
+        self.info = Gauge(
+            "secureconnect_build_info", "Constant 1, labelled with the role.", ["role"],
+            registry=self.registry,
+        )
+        self.info.labels(**labels).set(1)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def watch_pool(self, stats: Callable[[], PoolStats]) -> None:
+        self.registry.register(_PoolCollector(stats))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], PoolStats]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        s = self.stats()
+        yield GaugeMetricFamily(
+            "go_sql_connections_max_open", "Most database connections the pool opens.", s.max_open
+        )
+        yield GaugeMetricFamily(
+            "go_sql_connections_in_use", "Database connections checked out now.", s.in_use
+        )
+        yield GaugeMetricFamily("go_sql_connections_idle", "Idle pooled connections.", s.idle)
+        yield CounterMetricFamily(
+            "go_sql_connections_wait_count",
+            "Times a request had to wait for a free connection.",
+            s.wait_count,
+        )
+        yield CounterMetricFamily(
+            "go_sql_connections_wait_duration_seconds",
+            "Total time spent waiting for a free connection.",
+            s.wait_seconds,
+        )

@@ -1,0 +1,9 @@
+"""Storage: one async SQLAlchemy engine over SQLite (embedded) or PostgreSQL (scale).
+
+Every domain's tables hang off :data:`metadata`; migrations live in ``store/migrations``.
+"""
+
+from secureconnect.store.database import Database, PoolStats, StoreUnavailable
+from secureconnect.store.base import metadata, now_ms
+
+__all__ = ["Database", "PoolStats", "StoreUnavailable", "metadata", "now_ms"]

@@ -1,0 +1,129 @@
+"""The engine, its connection pool, and what the runbook needs to see of that pool."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event, exc, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+
+log = logging.getLogger("secureconnect.store")
+
+
+class StoreUnavailable(Exception):
+    """The database cannot serve right now (down, or every pooled connection busy)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    max_open: int
+    in_use: int
+    idle: int
+    wait_count: int
+    wait_seconds: float
+
+
+class Database:
+    """One engine per process. SQLite writes are serialised in-process, as SQLite allows one writer."""
+
+    def __init__(
+        self, url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 10.0
+    ) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.max_open = pool_size + max_overflow
+        self.engine: AsyncEngine = create_async_engine(
+            url,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=not self.is_sqlite,
+        )
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._wait_count = 0
+        self._wait_seconds = 0.0
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for queries that change nothing."""
+        async with self._connect() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that commits on exit: when this returns, the change is durable."""
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self._connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        pool = self.engine.sync_engine.pool
+        saturated = pool.checkedout() >= self.max_open  # type: ignore[attr-defined]
+        started = time.perf_counter()
+        try:
+            conn = await self.engine.connect()
+        except exc.TimeoutError as error:
+            log.error(
+                "db pool exhausted",
+                extra={"fields": {"in_use": pool.checkedout(), "max_open": self.max_open}},  # type: ignore[attr-defined]
+            )
+            raise StoreUnavailable(
+                "db_pool_exhausted", "every database connection is busy; try again shortly"
+            ) from error
+        except (exc.OperationalError, exc.InterfaceError, OSError) as error:
+            log.error("database unreachable", extra={"fields": {"error": type(error).__name__}})
+            raise StoreUnavailable("store_unavailable", "the database is unreachable") from error
+        if saturated:
+            self._wait_count += 1
+            self._wait_seconds += time.perf_counter() - started
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    def pool_stats(self) -> PoolStats:
+        pool: Any = self.engine.sync_engine.pool
+        return PoolStats(
+            max_open=self.max_open,
+            in_use=pool.checkedout(),
+            idle=pool.checkedin(),
+            wait_count=self._wait_count,
+            wait_seconds=self._wait_seconds,
+        )
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer; synchronous=FULL makes a commit survive power loss,
+    # which is what "acknowledged only after it is durable" promises.
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=10000",
+    ):
+        cursor.execute(pragma)
+    cursor.close()

@@ -1,0 +1,20 @@
+"""Alembic environment. Runs on the connection that :func:`secureconnect.store.migrate.upgrade` hands it."""
+
+from alembic import context
+
+import secureconnect.accounts.models  # noqa: F401  (registers tables)
+import secureconnect.chat.models  # noqa: F401
+from secureconnect.store.base import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through `secureconnect migrate`")
+
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()
