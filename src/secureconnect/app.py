@@ -64,8 +64,12 @@ def build_services(settings: Settings) -> Services:
     bus: Bus = InProcessBus()
     metrics = Metrics(settings.role)
     metrics.watch_pool(db.pool_stats)
-    chat = ChatService(db, bus, max_message_bytes=settings.max_message_bytes,
-                       history_page_max=settings.history_page_max)
+    chat = ChatService(
+        db,
+        bus,
+        max_message_bytes=settings.max_message_bytes,
+        history_page_max=settings.history_page_max,
+    )
     accounts = AccountService(db, settings.token_ttl_s, on_new_device=chat.start_device)
     return Services(settings, db, bus, metrics, accounts, chat, Hub(bus, metrics))
 

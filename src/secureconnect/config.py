@@ -1,4 +1,4 @@
-"""One settings object for every role, read from ``SECURECONNECT_*`` variables and an optional TOML file.
+"""One settings object for every role: ``SECURECONNECT_*`` variables and an optional TOML file.
 
 The TOML file is named by ``SECURECONNECT_CONFIG``; environment variables win over it so that a
 Kubernetes manifest can override a baked-in file without editing it.
@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     role: Role = "all"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    public_url: str | None = Field(None, description="URL users open; derived from host:port if unset")
+    public_url: str | None = Field(
+        None, description="URL users open; derived from host:port if unset"
+    )
     data_dir: Path = Path("data")
     database_url: SecretStr | None = Field(
         None, description="SQLAlchemy async URL; the SQLite file under data_dir if unset"
@@ -37,7 +39,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
 
     db_pool_size: int = Field(10, ge=1, description="connections kept open (max idle)")
-    db_max_overflow: int = Field(10, ge=0, description="extra connections beyond the pool under load")
+    db_max_overflow: int = Field(
+        10, ge=0, description="extra connections beyond the pool under load"
+    )
     db_pool_timeout_s: float = Field(10.0, gt=0, description="wait for a free connection")
 
     token_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="lifetime of a login token")

@@ -39,8 +39,12 @@ async def login(body: LoginRequest, request: Request) -> LoginResponse:
         raise
     ctx = result.context
     return LoginResponse(
-        token=result.token, expires_at=result.expires_at, user_id=ctx.user_id,
-        username=ctx.username, device_id=ctx.device_id, session_id=ctx.session_id,
+        token=result.token,
+        expires_at=result.expires_at,
+        user_id=ctx.user_id,
+        username=ctx.username,
+        device_id=ctx.device_id,
+        session_id=ctx.session_id,
         new_device=result.new_device,
     )
 
@@ -56,8 +60,10 @@ async def logout(caller: Caller, request: Request) -> Response:
 @router.get("/me", response_model=MeResponse)
 async def me(caller: Caller) -> MeResponse:
     return MeResponse(
-        user_id=caller.user_id, username=caller.username,
-        device_id=caller.device_id, session_id=caller.session_id,
+        user_id=caller.user_id,
+        username=caller.username,
+        device_id=caller.device_id,
+        session_id=caller.session_id,
     )
 
 

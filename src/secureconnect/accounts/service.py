@@ -30,7 +30,7 @@ from secureconnect.store.base import new_id
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
-TOKEN_PREFIX = "sct_"
+TOKEN_PREFIX = "sct_"  # noqa: S105 - a marker, not a secret
 # How stale ``last_used_at`` may get before an authenticated request writes it again.
 TOUCH_EVERY_MS = 60_000
 
@@ -97,8 +97,12 @@ class AccountService:
         name = check_username(username)
         check_password(password)
         password_hash = await asyncio.to_thread(_hasher.hash, password)
-        row = {"id": new_id(), "username": name, "password_hash": password_hash,
-               "created_at": now_ms()}
+        row = {
+            "id": new_id(),
+            "username": name,
+            "password_hash": password_hash,
+            "created_at": now_ms(),
+        }
         try:
             async with self.db.write() as conn:
                 await conn.execute(insert(users).values(**row))
@@ -143,8 +147,11 @@ class AccountService:
                 device_id = new_id()
                 await conn.execute(
                     insert(devices).values(
-                        id=device_id, user_id=user.id, name=device_name[:100],
-                        created_at=now, last_seen_at=now,
+                        id=device_id,
+                        user_id=user.id,
+                        name=device_name[:100],
+                        created_at=now,
+                        last_seen_at=now,
                     )
                 )
                 if self.on_new_device is not None:
@@ -153,8 +160,12 @@ class AccountService:
             expires = now + self.token_ttl_ms
             await conn.execute(
                 insert(sessions).values(
-                    id=session_id, user_id=user.id, device_id=device_id,
-                    token_hash=hash_token(token), created_at=now, expires_at=expires,
+                    id=session_id,
+                    user_id=user.id,
+                    device_id=device_id,
+                    token_hash=hash_token(token),
+                    created_at=now,
+                    expires_at=expires,
                     last_used_at=now,
                 )
             )
@@ -166,7 +177,9 @@ class AccountService:
     async def _rehash(self, user_id: str, password: str) -> None:
         fresh = await asyncio.to_thread(_hasher.hash, password)
         async with self.db.write() as conn:
-            await conn.execute(update(users).where(users.c.id == user_id).values(password_hash=fresh))
+            await conn.execute(
+                update(users).where(users.c.id == user_id).values(password_hash=fresh)
+            )
 
     async def authenticate(self, token: str) -> AuthContext:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
@@ -176,9 +189,14 @@ class AccountService:
             row = (
                 await conn.execute(
                     select(
-                        sessions.c.id, sessions.c.token_hash, sessions.c.expires_at,
-                        sessions.c.revoked_at, sessions.c.last_used_at, sessions.c.device_id,
-                        users.c.id.label("user_id"), users.c.username,
+                        sessions.c.id,
+                        sessions.c.token_hash,
+                        sessions.c.expires_at,
+                        sessions.c.revoked_at,
+                        sessions.c.last_used_at,
+                        sessions.c.device_id,
+                        users.c.id.label("user_id"),
+                        users.c.username,
                     )
                     .join(users, users.c.id == sessions.c.user_id)
                     .where(sessions.c.token_hash == digest)
@@ -207,8 +225,13 @@ class AccountService:
     async def list_devices(self, user_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
             rows = await conn.execute(
-                select(devices.c.id, devices.c.name, devices.c.created_at,
-                       devices.c.last_seen_at, devices.c.revoked_at)
+                select(
+                    devices.c.id,
+                    devices.c.name,
+                    devices.c.created_at,
+                    devices.c.last_seen_at,
+                    devices.c.revoked_at,
+                )
                 .where(devices.c.user_id == user_id)
                 .order_by(devices.c.created_at)
             )
@@ -217,8 +240,14 @@ class AccountService:
     async def list_sessions(self, user_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
             rows = await conn.execute(
-                select(sessions.c.id, sessions.c.device_id, sessions.c.created_at,
-                       sessions.c.expires_at, sessions.c.last_used_at, sessions.c.revoked_at)
+                select(
+                    sessions.c.id,
+                    sessions.c.device_id,
+                    sessions.c.created_at,
+                    sessions.c.expires_at,
+                    sessions.c.last_used_at,
+                    sessions.c.revoked_at,
+                )
                 .where(sessions.c.user_id == user_id)
                 .order_by(sessions.c.created_at)
             )
@@ -246,12 +275,16 @@ class AccountService:
             if result.rowcount == 0:
                 raise NotFound("device_not_found", "no such device on this account")
             live = (
-                await conn.execute(
-                    select(sessions.c.id).where(
-                        and_(sessions.c.device_id == device_id, sessions.c.revoked_at.is_(None))
+                (
+                    await conn.execute(
+                        select(sessions.c.id).where(
+                            and_(sessions.c.device_id == device_id, sessions.c.revoked_at.is_(None))
+                        )
                     )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             await conn.execute(
                 update(sessions)
                 .where(and_(sessions.c.device_id == device_id, sessions.c.revoked_at.is_(None)))

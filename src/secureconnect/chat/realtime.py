@@ -102,9 +102,7 @@ class Connection:
     def __init__(self, ctx: AuthContext, queue_size: int) -> None:
         self.ctx = ctx
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
-        self.closing: asyncio.Future[tuple[int, str]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self.acks: dict[str, int] = {}
 
     def close_with(self, code: int, reason: str) -> None:
@@ -162,8 +160,9 @@ class Hub:
     async def announce_revoked(self, user_id: str, session_ids: list[str]) -> None:
         """Closes the live connections of revoked sessions, on whichever replica holds them."""
         if session_ids:
-            await self.bus.publish(user_topic(user_id),
-                                   {"type": "_revoked", "session_ids": session_ids})
+            await self.bus.publish(
+                user_topic(user_id), {"type": "_revoked", "session_ids": session_ids}
+            )
 
     def close_all(self, code: int, reason: str) -> None:
         for conns in self._by_user.values():
@@ -175,8 +174,14 @@ class SocketSession:
     """Runs one device's WebSocket from accept to close."""
 
     def __init__(
-        self, ws: WebSocket, accounts: AccountService, chat: ChatService, hub: Hub,
-        *, auth_timeout: float, queue_size: int,
+        self,
+        ws: WebSocket,
+        accounts: AccountService,
+        chat: ChatService,
+        hub: Hub,
+        *,
+        auth_timeout: float,
+        queue_size: int,
     ) -> None:
         self.ws = ws
         self.accounts = accounts
@@ -193,12 +198,22 @@ class SocketSession:
         code, reason, username = await self._authenticated_session()
         await self._close(code, reason)
         self.hub.metrics.ws_closed.labels(_reason_label(code)).inc()
-        access_log.info("websocket closed", extra={"fields": {
-            "status": 101, "uri": self.ws.url.path, "method": "GET",
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            "user": username, "ip": client_ip(self.ws.scope), "request_id": request_id,
-            "close_code": code, "close_reason": reason,
-        }})
+        access_log.info(
+            "websocket closed",
+            extra={
+                "fields": {
+                    "status": 101,
+                    "uri": self.ws.url.path,
+                    "method": "GET",
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user": username,
+                    "ip": client_ip(self.ws.scope),
+                    "request_id": request_id,
+                    "close_code": code,
+                    "close_reason": reason,
+                }
+            },
+        )
 
     async def _authenticated_session(self) -> tuple[int, str, str]:
         try:
@@ -229,14 +244,14 @@ class SocketSession:
         return code, reason, ctx.username
 
     async def _serve(self, conn: Connection, cursors: dict[str, int]) -> tuple[int, str]:
-        tasks = [
+        tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(self._writer(conn, cursors)),
             asyncio.ensure_future(self._reader(conn)),
             asyncio.ensure_future(self._ack_flusher(conn)),
         ]
         try:
-            done, _ = await asyncio.wait([conn.closing, *tasks],
-                                         return_when=asyncio.FIRST_COMPLETED)
+            waiters: list[asyncio.Future[Any]] = [conn.closing, *tasks]
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()
@@ -256,8 +271,14 @@ class SocketSession:
 
     async def _writer(self, conn: Connection, cursors: dict[str, int]) -> None:
         ctx = conn.ctx
-        await self._send({"type": "welcome", "user_id": ctx.user_id, "username": ctx.username,
-                          "device_id": ctx.device_id})
+        await self._send(
+            {
+                "type": "welcome",
+                "user_id": ctx.user_id,
+                "username": ctx.username,
+                "device_id": ctx.device_id,
+            }
+        )
         positions = await self.chat.start_positions(ctx.user_id, ctx.device_id, cursors)
         for conv_id, start in positions.items():
             self.sent[conv_id] = start
@@ -279,7 +300,8 @@ class SocketSession:
     async def _catch_up(self, ctx: AuthContext, conv_id: str) -> None:
         while True:
             page = await self.chat.events_after(
-                ctx.user_id, conv_id, self.sent.get(conv_id, 0), REPLAY_PAGE)
+                ctx.user_id, conv_id, self.sent.get(conv_id, 0), REPLAY_PAGE
+            )
             for event in page:
                 self.sent[conv_id] = event["seq"]
                 await self._send(event)
@@ -306,8 +328,14 @@ class SocketSession:
                 try:
                     await self.chat.typing(conn.ctx, frame["conversation_id"], frame["typing"])
                 except Problem as error:
-                    await self._send({"type": "error", "code": error.code,
-                                      "message": error.message, "frame": "typing"})
+                    await self._send(
+                        {
+                            "type": "error",
+                            "code": error.code,
+                            "message": error.message,
+                            "frame": "typing",
+                        }
+                    )
             else:
                 conn.close_with(BAD_FRAME, "already authenticated")
                 return
@@ -340,7 +368,11 @@ class SocketSession:
 
 def _reason_label(code: int) -> str:
     return {
-        1000: "normal", GOING_AWAY: "going_away", BAD_FRAME: "bad_frame",
-        UNAUTHORIZED: "unauthorized", AUTH_TIMEOUT: "auth_timeout", TOO_SLOW: "too_slow",
+        1000: "normal",
+        GOING_AWAY: "going_away",
+        BAD_FRAME: "bad_frame",
+        UNAUTHORIZED: "unauthorized",
+        AUTH_TIMEOUT: "auth_timeout",
+        TOO_SLOW: "too_slow",
         TRY_AGAIN_LATER: "store_unavailable",
     }.get(code, "other")

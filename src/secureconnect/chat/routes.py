@@ -25,14 +25,17 @@ from secureconnect.edge.deps import Caller, get_services
 router = APIRouter(prefix="/v1", tags=["chat"])
 
 
-@router.post("/conversations", response_model=ConversationOut,
-             status_code=status.HTTP_201_CREATED,
-             responses={200: {"description": "the 1:1 conversation already existed"}})
+@router.post(
+    "/conversations",
+    response_model=ConversationOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "the 1:1 conversation already existed"}},
+)
 async def create_conversation(body: CreateConversation, caller: Caller, request: Request) -> Any:
     conv, created = await get_services(request).chat.create(
-        caller, body.kind, body.members, body.name)
-    return JSONResponse(ConversationOut(**conv).model_dump(),
-                        status_code=201 if created else 200)
+        caller, body.kind, body.members, body.name
+    )
+    return JSONResponse(ConversationOut(**conv).model_dump(), status_code=201 if created else 200)
 
 
 @router.get("/conversations", response_model=list[ConversationOut])
@@ -50,8 +53,11 @@ async def list_members(conversation_id: str, caller: Caller, request: Request) -
     return await get_services(request).chat.members_of(caller.user_id, conversation_id)
 
 
-@router.post("/conversations/{conversation_id}/members", response_model=EventOut,
-             status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/conversations/{conversation_id}/members",
+    response_model=EventOut,
+    status_code=status.HTTP_201_CREATED,
+)
 async def add_member(
     conversation_id: str, body: AddMember, caller: Caller, request: Request
 ) -> Any:
@@ -65,15 +71,19 @@ async def remove_member(
     return await get_services(request).chat.remove_member(caller, conversation_id, username)
 
 
-@router.post("/conversations/{conversation_id}/messages", response_model=EventOut,
-             status_code=status.HTTP_201_CREATED,
-             responses={200: {"description": "a retry: the message stored the first time"}})
+@router.post(
+    "/conversations/{conversation_id}/messages",
+    response_model=EventOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "a retry: the message stored the first time"}},
+)
 async def send_message(
     conversation_id: str, body: SendMessage, caller: Caller, request: Request
 ) -> Any:
     services = get_services(request)
     event, created = await services.chat.send(
-        caller, conversation_id, body.client_msg_id, body.content_type, body.body_bytes())
+        caller, conversation_id, body.client_msg_id, body.content_type, body.body_bytes()
+    )
     if created:
         services.metrics.messages.inc()
     return JSONResponse(event, status_code=201 if created else 200)
@@ -81,19 +91,23 @@ async def send_message(
 
 @router.get("/conversations/{conversation_id}/messages", response_model=HistoryOut)
 async def history(
-    conversation_id: str, caller: Caller, request: Request,
+    conversation_id: str,
+    caller: Caller,
+    request: Request,
     after: int | None = Query(None, description="exclusive: events with seq > after"),
     before: int | None = Query(None, description="exclusive: the newest events with seq < before"),
     limit: int = Query(100, description="page size"),
 ) -> Any:
     return await get_services(request).chat.history(
-        caller.user_id, conversation_id, after=after, before=before, limit=limit)
+        caller.user_id, conversation_id, after=after, before=before, limit=limit
+    )
 
 
 @router.post("/conversations/{conversation_id}/receipts", response_model=ReceiptOut)
 async def mark(conversation_id: str, body: Mark, caller: Caller, request: Request) -> Any:
     return await get_services(request).chat.mark(
-        caller, conversation_id, body.delivered_seq, body.read_seq)
+        caller, conversation_id, body.delivered_seq, body.read_seq
+    )
 
 
 @router.get("/conversations/{conversation_id}/receipts", response_model=list[ReceiptOut])
@@ -111,7 +125,10 @@ async def typing(conversation_id: str, body: Typing, caller: Caller, request: Re
 async def events(ws: WebSocket) -> None:
     services = ws.app.state.services
     await SocketSession(
-        ws, services.accounts, services.chat, services.hub,
+        ws,
+        services.accounts,
+        services.chat,
+        services.hub,
         auth_timeout=services.settings.ws_auth_timeout_s,
         queue_size=services.settings.ws_send_queue,
     ).run()

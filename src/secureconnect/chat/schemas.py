@@ -13,8 +13,9 @@ from secureconnect.accounts.schemas import Strict
 
 class CreateConversation(Strict):
     kind: Literal["direct", "group"]
-    members: list[str] = Field(default_factory=list, max_length=256,
-                               description="usernames of the other members")
+    members: list[str] = Field(
+        default_factory=list, max_length=256, description="usernames of the other members"
+    )
     name: str | None = Field(None, max_length=200)
 
 
@@ -45,8 +46,12 @@ class AddMember(Strict):
 
 
 class SendMessage(Strict):
-    client_msg_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
-                               description="chosen by the client; a retry reuses it")
+    client_msg_id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="chosen by the client; a retry reuses it",
+    )
     content_type: str = Field(min_length=3, max_length=100, pattern=r"^[\w.+-]+/[\w.+-]+$")
     body: str = Field(min_length=1, description="the ciphertext, base64")
 

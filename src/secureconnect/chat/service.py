@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,9 +54,8 @@ class Membership:
         return self.last_seq if self.left_seq is None else self.left_seq
 
 
-def event_out(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
+def event_out(r: Mapping[Any, Any]) -> dict[str, Any]:
     """The wire form of a timeline event, the same over HTTP history and the WebSocket."""
-    r = row._mapping if isinstance(row, Row) else row
     return {
         "type": "message",
         "conversation_id": r["conversation_id"],
@@ -73,9 +72,16 @@ def event_out(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
 
 
 _EVENT_COLUMNS = (
-    events.c.conversation_id, events.c.seq, events.c.kind, events.c.sender_user_id,
-    events.c.sender_device_id, events.c.client_msg_id, events.c.content_type, events.c.body,
-    events.c.created_at, users.c.username.label("sender_username"),
+    events.c.conversation_id,
+    events.c.seq,
+    events.c.kind,
+    events.c.sender_user_id,
+    events.c.sender_device_id,
+    events.c.client_msg_id,
+    events.c.content_type,
+    events.c.body,
+    events.c.created_at,
+    users.c.username.label("sender_username"),
 )
 
 
@@ -113,8 +119,13 @@ class ChatService:
             async with self.db.write() as conn:
                 await conn.execute(
                     insert(conversations).values(
-                        id=conv_id, kind=kind, name=name, direct_key=direct_key,
-                        created_by=ctx.user_id, created_at=now, last_seq=1,
+                        id=conv_id,
+                        kind=kind,
+                        name=name,
+                        direct_key=direct_key,
+                        created_by=ctx.user_id,
+                        created_at=now,
+                        last_seq=1,
                     )
                 )
                 for uid in member_ids:
@@ -124,8 +135,9 @@ class ChatService:
                             conversation_id=conv_id, user_id=uid, role=role, joined_seq=0
                         )
                     )
-                event = await self._insert_event(conn, conv_id, 1, ctx, "membership",
-                                                 MEMBERSHIP_TYPE, _json(body), None)
+                event = await self._insert_event(
+                    conn, conv_id, 1, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
+                )
         except IntegrityError:
             # Two people opened the same 1:1 at the same moment: both get the one that won.
             if direct_key is None:
@@ -148,17 +160,24 @@ class ChatService:
         async with self.db.read() as conn:
             query = (
                 select(
-                    conversations.c.id, conversations.c.kind, conversations.c.name,
-                    conversations.c.created_at, conversations.c.last_seq,
-                    members.c.role, members.c.joined_seq, members.c.left_seq,
+                    conversations.c.id,
+                    conversations.c.kind,
+                    conversations.c.name,
+                    conversations.c.created_at,
+                    conversations.c.last_seq,
+                    members.c.role,
+                    members.c.joined_seq,
+                    members.c.left_seq,
                     func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
                     func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
                 )
                 .join(members, members.c.conversation_id == conversations.c.id)
                 .outerjoin(
                     receipts,
-                    and_(receipts.c.conversation_id == conversations.c.id,
-                         receipts.c.user_id == user_id),
+                    and_(
+                        receipts.c.conversation_id == conversations.c.id,
+                        receipts.c.user_id == user_id,
+                    ),
                 )
                 .where(members.c.user_id == user_id)
             )
@@ -173,20 +192,22 @@ class ChatService:
         out = []
         for r in rows:
             visible = r.last_seq if r.left_seq is None else r.left_seq
-            out.append({
-                "id": r.id,
-                "kind": r.kind,
-                "name": r.name,
-                "created_at": r.created_at,
-                "last_seq": visible,
-                "role": r.role,
-                "joined_seq": r.joined_seq,
-                "left": r.left_seq is not None,
-                "read_seq": r.read_seq,
-                "delivered_seq": r.delivered_seq,
-                "unread": unread.get(r.id, 0),
-                "members": roster.get(r.id, []),
-            })
+            out.append(
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "name": r.name,
+                    "created_at": r.created_at,
+                    "last_seq": visible,
+                    "role": r.role,
+                    "joined_seq": r.joined_seq,
+                    "left": r.left_seq is not None,
+                    "read_seq": r.read_seq,
+                    "delivered_seq": r.delivered_seq,
+                    "unread": unread.get(r.id, 0),
+                    "members": roster.get(r.id, []),
+                }
+            )
         out.sort(key=lambda c: (c["last_seq"] > 0, c["created_at"]), reverse=True)
         return out
 
@@ -200,8 +221,12 @@ class ChatService:
                 .order_by(members.c.joined_seq, users.c.username)
             )
             return [
-                {"user_id": r.id, "username": r.username, "role": r.role,
-                 "joined_seq": r.joined_seq}
+                {
+                    "user_id": r.id,
+                    "username": r.username,
+                    "role": r.role,
+                    "joined_seq": r.joined_seq,
+                }
                 for r in rows
             ]
 
@@ -217,12 +242,16 @@ class ChatService:
             seq = me.last_seq + 1
             await self._bump(conn, conv_id, seq)
             body = {"action": "add", "actor": ctx.username, "user": name}
-            event = await self._insert_event(conn, conv_id, seq, ctx, "membership",
-                                             MEMBERSHIP_TYPE, _json(body), None)
+            event = await self._insert_event(
+                conn, conv_id, seq, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
+            )
             # They see the timeline from their own "added" event on, never what came before.
             if existing is None:
-                await conn.execute(insert(members).values(
-                    conversation_id=conv_id, user_id=target, role="member", joined_seq=seq - 1))
+                await conn.execute(
+                    insert(members).values(
+                        conversation_id=conv_id, user_id=target, role="member", joined_seq=seq - 1
+                    )
+                )
             else:
                 await conn.execute(
                     update(members)
@@ -253,8 +282,9 @@ class ChatService:
             seq = me.last_seq + 1
             await self._bump(conn, conv_id, seq)
             body = {"action": "leave" if leaving else "remove", "actor": ctx.username, "user": name}
-            event = await self._insert_event(conn, conv_id, seq, ctx, "membership",
-                                             MEMBERSHIP_TYPE, _json(body), None)
+            event = await self._insert_event(
+                conn, conv_id, seq, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
+            )
             await conn.execute(
                 update(members)
                 .where(and_(members.c.conversation_id == conv_id, members.c.user_id == target))
@@ -272,9 +302,10 @@ class ChatService:
         """Stores a message and returns it once durable; a retried ``client_msg_id`` returns the
         original (``created`` False) instead of storing it twice."""
         if len(body) > self.max_message_bytes:
-            raise TooLarge("message_too_large",
-                           f"message body is {len(body)} bytes; the limit is "
-                           f"{self.max_message_bytes}")
+            raise TooLarge(
+                "message_too_large",
+                f"message body is {len(body)} bytes; the limit is {self.max_message_bytes}",
+            )
         if not body:
             raise Invalid("empty_message", "message body is empty")
         try:
@@ -298,8 +329,9 @@ class ChatService:
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
             seq = me.last_seq + 1
             await self._bump(conn, conv_id, seq)
-            event = await self._insert_event(conn, conv_id, seq, ctx, "message", content_type,
-                                             body, client_msg_id)
+            event = await self._insert_event(
+                conn, conv_id, seq, ctx, "message", content_type, body, client_msg_id
+            )
             recipients = await self._current_member_ids(conn, conv_id)
         await self._fanout(recipients, event)
         return event, True
@@ -308,8 +340,10 @@ class ChatService:
         self, existing: dict[str, Any], content_type: str, body: bytes
     ) -> dict[str, Any]:
         if existing["content_type"] != content_type or base64.b64decode(existing["body"]) != body:
-            raise Conflict("client_msg_id_reused",
-                           "this client_msg_id was already used for a different message")
+            raise Conflict(
+                "client_msg_id_reused",
+                "this client_msg_id was already used for a different message",
+            )
         return existing
 
     async def history(
@@ -326,8 +360,9 @@ class ChatService:
             me = await self._membership(conn, conv_id, user_id)
             top = me.visible_until
             if after is not None and after > top:
-                raise Invalid("invalid_range",
-                              f"'after' is {after}, beyond the last sequence number {top}")
+                raise Invalid(
+                    "invalid_range", f"'after' is {after}, beyond the last sequence number {top}"
+                )
             if before is not None:
                 lo, hi = me.joined_seq, min(before - 1, top)
                 rows = await self._events(conn, conv_id, lo, hi, limit, newest=True)
@@ -337,8 +372,7 @@ class ChatService:
                 lo = max(after or 0, me.joined_seq)
                 rows = await self._events(conn, conv_id, lo, top, limit)
                 has_more = bool(rows) and rows[-1]["seq"] < top
-        return {"events": rows, "has_more": has_more, "last_seq": top,
-                "joined_seq": me.joined_seq}
+        return {"events": rows, "has_more": has_more, "last_seq": top, "joined_seq": me.joined_seq}
 
     async def events_after(
         self, user_id: str, conv_id: str, after: int, limit: int
@@ -362,15 +396,22 @@ class ChatService:
             me = await self._membership(conn, conv_id, ctx.user_id)
             for value in (delivered, read):
                 if value is not None and not 0 <= value <= me.visible_until:
-                    raise Invalid("invalid_range",
-                                  f"sequence number {value} is outside 0..{me.visible_until}")
+                    raise Invalid(
+                        "invalid_range", f"sequence number {value} is outside 0..{me.visible_until}"
+                    )
             read_seq = read or 0
             delivered_seq = max(delivered or 0, read_seq)
             await upsert(
-                conn, receipts,
-                {"conversation_id": conv_id, "user_id": ctx.user_id,
-                 "delivered_seq": delivered_seq, "read_seq": read_seq},
-                keys=["conversation_id", "user_id"], keep_max=["delivered_seq", "read_seq"],
+                conn,
+                receipts,
+                {
+                    "conversation_id": conv_id,
+                    "user_id": ctx.user_id,
+                    "delivered_seq": delivered_seq,
+                    "read_seq": read_seq,
+                },
+                keys=["conversation_id", "user_id"],
+                keep_max=["delivered_seq", "read_seq"],
             )
             receipt = await self._receipt(conn, conv_id, ctx)
             recipients = await self._current_member_ids(conn, conv_id)
@@ -381,8 +422,12 @@ class ChatService:
         async with self.db.read() as conn:
             await self._membership(conn, conv_id, user_id)
             rows = await conn.execute(
-                select(receipts.c.user_id, users.c.username, receipts.c.delivered_seq,
-                       receipts.c.read_seq)
+                select(
+                    receipts.c.user_id,
+                    users.c.username,
+                    receipts.c.delivered_seq,
+                    receipts.c.read_seq,
+                )
                 .join(users, users.c.id == receipts.c.user_id)
                 .where(receipts.c.conversation_id == conv_id)
                 .order_by(users.c.username)
@@ -402,18 +447,34 @@ class ChatService:
                 seq = min(seq, me.visible_until)
                 if seq <= 0:
                     continue
-                await upsert(conn, device_cursors,
-                             {"device_id": ctx.device_id, "conversation_id": conv_id, "seq": seq},
-                             keys=["device_id", "conversation_id"], keep_max=["seq"])
+                await upsert(
+                    conn,
+                    device_cursors,
+                    {"device_id": ctx.device_id, "conversation_id": conv_id, "seq": seq},
+                    keys=["device_id", "conversation_id"],
+                    keep_max=["seq"],
+                )
                 before = await self._receipt(conn, conv_id, ctx)
                 if before["delivered_seq"] >= seq:
                     continue
-                await upsert(conn, receipts,
-                             {"conversation_id": conv_id, "user_id": ctx.user_id,
-                              "delivered_seq": seq, "read_seq": 0},
-                             keys=["conversation_id", "user_id"], keep_max=["delivered_seq"])
-                changed.append((await self._current_member_ids(conn, conv_id),
-                                await self._receipt(conn, conv_id, ctx)))
+                await upsert(
+                    conn,
+                    receipts,
+                    {
+                        "conversation_id": conv_id,
+                        "user_id": ctx.user_id,
+                        "delivered_seq": seq,
+                        "read_seq": 0,
+                    },
+                    keys=["conversation_id", "user_id"],
+                    keep_max=["delivered_seq"],
+                )
+                changed.append(
+                    (
+                        await self._current_member_ids(conn, conv_id),
+                        await self._receipt(conn, conv_id, ctx),
+                    )
+                )
         for recipients, receipt in changed:
             await self._fanout(recipients, receipt)
 
@@ -427,12 +488,21 @@ class ChatService:
         """
         async with self.db.read() as conn:
             rows = await conn.execute(
-                select(members.c.conversation_id, members.c.joined_seq, members.c.left_seq,
-                       conversations.c.last_seq, device_cursors.c.seq.label("cursor"))
+                select(
+                    members.c.conversation_id,
+                    members.c.joined_seq,
+                    members.c.left_seq,
+                    conversations.c.last_seq,
+                    device_cursors.c.seq.label("cursor"),
+                )
                 .join(conversations, conversations.c.id == members.c.conversation_id)
-                .outerjoin(device_cursors, and_(
-                    device_cursors.c.conversation_id == members.c.conversation_id,
-                    device_cursors.c.device_id == device_id))
+                .outerjoin(
+                    device_cursors,
+                    and_(
+                        device_cursors.c.conversation_id == members.c.conversation_id,
+                        device_cursors.c.device_id == device_id,
+                    ),
+                )
                 .where(members.c.user_id == user_id)
             )
             positions = {}
@@ -454,8 +524,11 @@ class ChatService:
             .where(and_(members.c.user_id == user_id, members.c.left_seq.is_(None)))
         )
         for r in rows:
-            await conn.execute(insert(device_cursors).values(
-                device_id=device_id, conversation_id=r.conversation_id, seq=r.last_seq))
+            await conn.execute(
+                insert(device_cursors).values(
+                    device_id=device_id, conversation_id=r.conversation_id, seq=r.last_seq
+                )
+            )
 
     async def typing(self, ctx: AuthContext, conv_id: str, active: bool) -> None:
         async with self.db.read() as conn:
@@ -463,8 +536,13 @@ class ChatService:
             if not me.current:
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
             recipients = await self._current_member_ids(conn, conv_id)
-        event = {"type": "typing", "conversation_id": conv_id, "user_id": ctx.user_id,
-                 "username": ctx.username, "typing": active}
+        event = {
+            "type": "typing",
+            "conversation_id": conv_id,
+            "user_id": ctx.user_id,
+            "username": ctx.username,
+            "typing": active,
+        }
         await self._fanout([u for u in recipients if u != ctx.user_id], event)
 
     # ----- helpers ---------------------------------------------------------------------------
@@ -478,7 +556,8 @@ class ChatService:
     ) -> Membership:
         """The caller's membership; a conversation they were never in does not exist for them."""
         conv_query = select(conversations.c.kind, conversations.c.last_seq).where(
-            conversations.c.id == conv_id)
+            conversations.c.id == conv_id
+        )
         if lock:
             # Serialises writers per conversation on PostgreSQL; SQLite has one writer anyway.
             conv_query = conv_query.with_for_update()
@@ -486,16 +565,18 @@ class ChatService:
         row = await self._member_row(conn, conv_id, user_id) if conv is not None else None
         if conv is None or row is None:
             raise NotFound("conversation_not_found", "no such conversation")
-        return Membership(conv_id, conv.kind, row.role, row.joined_seq, row.left_seq,
-                          conv.last_seq)
+        return Membership(conv_id, conv.kind, row.role, row.joined_seq, row.left_seq, conv.last_seq)
 
     async def _member_row(
         self, conn: AsyncConnection, conv_id: str, user_id: str
-    ) -> Row[Any] | None:
-        return (await conn.execute(
-            select(members.c.role, members.c.joined_seq, members.c.left_seq)
-            .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
-        )).first()
+    ) -> Any:
+        return (
+            await conn.execute(
+                select(members.c.role, members.c.joined_seq, members.c.left_seq).where(
+                    and_(members.c.conversation_id == conv_id, members.c.user_id == user_id)
+                )
+            )
+        ).first()
 
     @staticmethod
     def _require_admin_of_group(me: Membership) -> None:
@@ -509,108 +590,168 @@ class ChatService:
     async def _keep_an_admin(self, conn: AsyncConnection, conv_id: str) -> None:
         """A group whose last admin left promotes its longest-standing member."""
         current = and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None))
-        admins = (await conn.execute(
-            select(func.count()).select_from(members)
-            .where(and_(current, members.c.role == "admin")))).scalar_one()
+        admins = (
+            await conn.execute(
+                select(func.count())
+                .select_from(members)
+                .where(and_(current, members.c.role == "admin"))
+            )
+        ).scalar_one()
         if admins:
             return
-        heir = (await conn.execute(
-            select(members.c.user_id).where(current)
-            .order_by(members.c.joined_seq, members.c.user_id).limit(1))).scalar()
+        heir = (
+            await conn.execute(
+                select(members.c.user_id)
+                .where(current)
+                .order_by(members.c.joined_seq, members.c.user_id)
+                .limit(1)
+            )
+        ).scalar()
         if heir is not None:
-            await conn.execute(update(members).where(
-                and_(members.c.conversation_id == conv_id, members.c.user_id == heir)
-            ).values(role="admin"))
+            await conn.execute(
+                update(members)
+                .where(and_(members.c.conversation_id == conv_id, members.c.user_id == heir))
+                .values(role="admin")
+            )
 
     async def _current_member_ids(self, conn: AsyncConnection, conv_id: str) -> list[str]:
-        return list((await conn.execute(
-            select(members.c.user_id).where(
-                and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None)))
-        )).scalars())
+        return list(
+            (
+                await conn.execute(
+                    select(members.c.user_id).where(
+                        and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None))
+                    )
+                )
+            ).scalars()
+        )
 
     async def _bump(self, conn: AsyncConnection, conv_id: str, seq: int) -> None:
         await conn.execute(
-            update(conversations).where(conversations.c.id == conv_id).values(last_seq=seq))
+            update(conversations).where(conversations.c.id == conv_id).values(last_seq=seq)
+        )
 
     async def _insert_event(
-        self, conn: AsyncConnection, conv_id: str, seq: int, ctx: AuthContext, kind: str,
-        content_type: str, body: bytes, client_msg_id: str | None,
+        self,
+        conn: AsyncConnection,
+        conv_id: str,
+        seq: int,
+        ctx: AuthContext,
+        kind: str,
+        content_type: str,
+        body: bytes,
+        client_msg_id: str | None,
     ) -> dict[str, Any]:
         row = {
-            "conversation_id": conv_id, "seq": seq, "kind": kind,
-            "sender_user_id": ctx.user_id, "sender_device_id": ctx.device_id,
-            "client_msg_id": client_msg_id, "content_type": content_type, "body": body,
+            "conversation_id": conv_id,
+            "seq": seq,
+            "kind": kind,
+            "sender_user_id": ctx.user_id,
+            "sender_device_id": ctx.device_id,
+            "client_msg_id": client_msg_id,
+            "content_type": content_type,
+            "body": body,
             "created_at": now_ms(),
         }
         await conn.execute(insert(events).values(**row))
         return event_out({**row, "sender_username": ctx.username})
 
     async def _events(
-        self, conn: AsyncConnection, conv_id: str, lo: int, hi: int, limit: int,
-        *, newest: bool = False,
+        self,
+        conn: AsyncConnection,
+        conv_id: str,
+        lo: int,
+        hi: int,
+        limit: int,
+        *,
+        newest: bool = False,
     ) -> list[dict[str, Any]]:
         """Events with ``lo < seq <= hi``: the oldest ``limit`` of them, or the newest."""
         order = events.c.seq.desc() if newest else events.c.seq
         rows = await conn.execute(
             select(*_EVENT_COLUMNS)
             .join(users, users.c.id == events.c.sender_user_id)
-            .where(and_(events.c.conversation_id == conv_id, events.c.seq > lo,
-                        events.c.seq <= hi))
-            .order_by(order).limit(limit)
+            .where(and_(events.c.conversation_id == conv_id, events.c.seq > lo, events.c.seq <= hi))
+            .order_by(order)
+            .limit(limit)
         )
-        return [event_out(r) for r in rows]
+        return [event_out(r._mapping) for r in rows]
 
     async def _by_client_id(
-        self, ctx: AuthContext, conv_id: str, client_msg_id: str,
+        self,
+        ctx: AuthContext,
+        conv_id: str,
+        client_msg_id: str,
         conn: AsyncConnection | None = None,
     ) -> dict[str, Any] | None:
         query = (
             select(*_EVENT_COLUMNS)
             .join(users, users.c.id == events.c.sender_user_id)
-            .where(and_(events.c.conversation_id == conv_id,
-                        events.c.sender_device_id == ctx.device_id,
-                        events.c.client_msg_id == client_msg_id))
+            .where(
+                and_(
+                    events.c.conversation_id == conv_id,
+                    events.c.sender_device_id == ctx.device_id,
+                    events.c.client_msg_id == client_msg_id,
+                )
+            )
         )
         if conn is not None:
             row = (await conn.execute(query)).first()
         else:
             async with self.db.read() as fresh:
                 row = (await fresh.execute(query)).first()
-        return event_out(row) if row is not None else None
+        return event_out(row._mapping) if row is not None else None
 
     async def _receipt(
         self, conn: AsyncConnection, conv_id: str, ctx: AuthContext
     ) -> dict[str, Any]:
-        row = (await conn.execute(
-            select(receipts.c.delivered_seq, receipts.c.read_seq).where(
-                and_(receipts.c.conversation_id == conv_id, receipts.c.user_id == ctx.user_id))
-        )).first()
-        return {"type": "receipt", "conversation_id": conv_id, "user_id": ctx.user_id,
-                "username": ctx.username,
-                "delivered_seq": row.delivered_seq if row else 0,
-                "read_seq": row.read_seq if row else 0}
+        row = (
+            await conn.execute(
+                select(receipts.c.delivered_seq, receipts.c.read_seq).where(
+                    and_(receipts.c.conversation_id == conv_id, receipts.c.user_id == ctx.user_id)
+                )
+            )
+        ).first()
+        return {
+            "type": "receipt",
+            "conversation_id": conv_id,
+            "user_id": ctx.user_id,
+            "username": ctx.username,
+            "delivered_seq": row.delivered_seq if row else 0,
+            "read_seq": row.read_seq if row else 0,
+        }
 
     async def _unread(
         self, conn: AsyncConnection, user_id: str, conv_ids: list[str]
     ) -> dict[str, int]:
         read_seq = (
             select(receipts.c.read_seq)
-            .where(and_(receipts.c.conversation_id == events.c.conversation_id,
-                        receipts.c.user_id == user_id))
+            .where(
+                and_(
+                    receipts.c.conversation_id == events.c.conversation_id,
+                    receipts.c.user_id == user_id,
+                )
+            )
             .scalar_subquery()
         )
         rows = await conn.execute(
             select(events.c.conversation_id, func.count())
-            .join(members, and_(members.c.conversation_id == events.c.conversation_id,
-                                members.c.user_id == user_id))
-            .where(and_(
-                events.c.conversation_id.in_(conv_ids),
-                events.c.kind == "message",
-                events.c.sender_user_id != user_id,
-                events.c.seq > members.c.joined_seq,
-                or_(members.c.left_seq.is_(None), events.c.seq <= members.c.left_seq),
-                events.c.seq > func.coalesce(read_seq, literal(0)),
-            ))
+            .join(
+                members,
+                and_(
+                    members.c.conversation_id == events.c.conversation_id,
+                    members.c.user_id == user_id,
+                ),
+            )
+            .where(
+                and_(
+                    events.c.conversation_id.in_(conv_ids),
+                    events.c.kind == "message",
+                    events.c.sender_user_id != user_id,
+                    events.c.seq > members.c.joined_seq,
+                    or_(members.c.left_seq.is_(None), events.c.seq <= members.c.left_seq),
+                    events.c.seq > func.coalesce(read_seq, literal(0)),
+                )
+            )
             .group_by(events.c.conversation_id)
         )
         return {r[0]: r[1] for r in rows}
@@ -632,7 +773,8 @@ class ChatService:
             return {}
         async with self.db.read() as conn:
             rows = await conn.execute(
-                select(users.c.username, users.c.id).where(users.c.username.in_(usernames)))
+                select(users.c.username, users.c.id).where(users.c.username.in_(usernames))
+            )
             found = {r.username: r.id for r in rows}
         missing = [u for u in usernames if u not in found]
         if missing:
@@ -641,9 +783,11 @@ class ChatService:
 
     async def _direct(self, direct_key: str) -> str | None:
         async with self.db.read() as conn:
-            found: str | None = (await conn.execute(
-                select(conversations.c.id).where(conversations.c.direct_key == direct_key)
-            )).scalar()
+            found: str | None = (
+                await conn.execute(
+                    select(conversations.c.id).where(conversations.c.direct_key == direct_key)
+                )
+            ).scalar()
             return found
 
 

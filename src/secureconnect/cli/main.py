@@ -7,6 +7,7 @@ Server commands (serve, migrate, config) read the same settings as the server. C
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -33,12 +34,19 @@ out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
-ProfileOpt = Annotated[str, typer.Option("--profile", envvar="SECURECONNECT_PROFILE",
-                                         help="which saved login to use")]
-ServerOpt = Annotated[str | None, typer.Option("--server", envvar="SECURECONNECT_SERVER",
-                                               help="server URL (default http://127.0.0.1:8000)")]
-PasswordOpt = Annotated[str | None, typer.Option("--password", envvar="SECURECONNECT_PASSWORD",
-                                                 help="asked for if not given")]
+ProfileOpt = Annotated[
+    str, typer.Option("--profile", envvar="SECURECONNECT_PROFILE", help="which saved login to use")
+]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server", envvar="SECURECONNECT_SERVER", help="server URL (default http://127.0.0.1:8000)"
+    ),
+]
+PasswordOpt = Annotated[
+    str | None,
+    typer.Option("--password", envvar="SECURECONNECT_PASSWORD", help="asked for if not given"),
+]
 
 
 def main() -> None:
@@ -74,8 +82,9 @@ def _client_command(
     """Wraps an async ``fn(client, profile, ...)`` into a command with --profile and --server."""
 
     @wraps(fn)
-    def command(*args: Any, profile: str = "default", server: str | None = None,
-                **kwargs: Any) -> None:
+    def command(
+        *args: Any, profile: str = "default", server: str | None = None, **kwargs: Any
+    ) -> None:
         state = Profile.load(profile, server)
 
         async def go() -> None:
@@ -93,7 +102,9 @@ def _client_command(
 
 @app.command()
 def serve(
-    role: Annotated[str | None, typer.Option(help="all | api-gateway | chat-service | video-service")] = None,
+    role: Annotated[
+        str | None, typer.Option(help="all | api-gateway | chat-service | video-service")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="port to listen on (0: any free port)")] = None,
     data_dir: Annotated[str | None, typer.Option(help="where the embedded database lives")] = None,
@@ -147,24 +158,32 @@ def _password(given: str | None, confirm: bool = False) -> str:
 
 
 @app.command()
-def register(username: str, password: PasswordOpt = None, profile: ProfileOpt = "default",
-             server: ServerOpt = None) -> None:
+def register(
+    username: str,
+    password: PasswordOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
     """Create an account."""
     secret = _password(password, confirm=True)
 
     async def go(client: Client, state: Profile) -> None:
         user = await client.register(username, secret)
-        out.print(f"registered [bold]{user['username']}[/bold]; now run: "
-                  f"secureconnect login {user['username']}")
+        out.print(
+            f"registered [bold]{user['username']}[/bold]; now run: "
+            f"secureconnect login {user['username']}"
+        )
 
     _client_command(go)(profile=profile, server=server)
 
 
 @app.command()
 def login(
-    username: str, password: PasswordOpt = None,
+    username: str,
+    password: PasswordOpt = None,
     device_name: Annotated[str, typer.Option(help="how this device is listed")] = "cli",
-    profile: ProfileOpt = "default", server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
 ) -> None:
     """Log in; this terminal becomes one of your devices."""
     secret = _password(password)
@@ -250,8 +269,10 @@ def _render(message: Message, me: str | None) -> str:
     if change is not None:
         action = change["action"]
         if action == "create":
-            return f"{head} [italic]{change['actor']} started the conversation with " \
-                   f"{', '.join(m for m in change['members'] if m != change['actor'])}[/italic]"
+            return (
+                f"{head} [italic]{change['actor']} started the conversation with "
+                f"{', '.join(m for m in change['members'] if m != change['actor'])}[/italic]"
+            )
         verb = {"add": "added", "remove": "removed", "leave": "left"}.get(action, action)
         target = "" if action == "leave" else f" {change['user']}"
         return f"{head} [italic]{change['actor']} {verb}{target}[/italic]"
@@ -266,8 +287,11 @@ def _render(message: Message, me: str | None) -> str:
 def chat_new(
     usernames: Annotated[list[str], typer.Argument(help="the other people")],
     name: Annotated[str | None, typer.Option(help="group name (makes it a group)")] = None,
-    group: Annotated[bool, typer.Option("--group", help="a group even with one other person")] = False,
-    profile: ProfileOpt = "default", server: ServerOpt = None,
+    group: Annotated[
+        bool, typer.Option("--group", help="a group even with one other person")
+    ] = False,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
 ) -> None:
     """Start a conversation: 1:1 with one person, a group with several (or --group/--name)."""
 
@@ -291,8 +315,9 @@ def chat_list(profile: ProfileOpt = "default", server: ServerOpt = None) -> None
             label = c.name or ", ".join(m for m in c.members if m != state.username)
             if c.left:
                 label += " (left)"
-            table.add_row(c.id[:8], c.kind, label, str(c.unread) if c.unread else "",
-                          f"#{c.last_seq}")
+            table.add_row(
+                c.id[:8], c.kind, label, str(c.unread) if c.unread else "", f"#{c.last_seq}"
+            )
         out.print(table)
 
     _client_command(go)(profile=profile, server=server)
@@ -302,7 +327,8 @@ def chat_list(profile: ProfileOpt = "default", server: ServerOpt = None) -> None
 def chat_send(
     conversation: Annotated[str, typer.Argument(help="@username, conversation id or group name")],
     text: str,
-    profile: ProfileOpt = "default", server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
 ) -> None:
     """Send a message; returns once the server has stored it."""
 
@@ -318,7 +344,8 @@ def chat_send(
 def chat_history(
     conversation: str,
     limit: Annotated[int, typer.Option(help="how many of the newest")] = 50,
-    profile: ProfileOpt = "default", server: ServerOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
 ) -> None:
     """Show the newest messages of a conversation."""
 
@@ -339,8 +366,10 @@ async def _stream(client: Client, state: Profile, profile: str, until_ready: boo
             state.cursors = stream.cursors
             state.save(profile)
         elif isinstance(event, Receipt) and event.username != state.username:
-            out.print(f"[dim]{event.conversation_id[:8]} {event.username} read up to "
-                      f"#{event.read_seq}, has up to #{event.delivered_seq}[/dim]")
+            out.print(
+                f"[dim]{event.conversation_id[:8]} {event.username} read up to "
+                f"#{event.read_seq}, has up to #{event.delivered_seq}[/dim]"
+            )
         elif isinstance(event, Typing):
             verb = "is typing" if event.typing else "stopped typing"
             out.print(f"[dim]{event.conversation_id[:8]} {event.username} {verb}[/dim]")
@@ -356,10 +385,8 @@ def chat_listen(profile: ProfileOpt = "default", server: ServerOpt = None) -> No
     async def go(client: Client, state: Profile) -> None:
         await _stream(client, state, profile, until_ready=False)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _client_command(go)(profile=profile, server=server)
-    except KeyboardInterrupt:
-        pass
 
 
 @chat_app.command("sync")
@@ -373,8 +400,9 @@ def chat_sync(profile: ProfileOpt = "default", server: ServerOpt = None) -> None
 
 
 @chat_app.command("members")
-def chat_members(conversation: str, profile: ProfileOpt = "default",
-                 server: ServerOpt = None) -> None:
+def chat_members(
+    conversation: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
     """Who is in a conversation."""
 
     async def go(client: Client, state: Profile) -> None:
@@ -385,8 +413,9 @@ def chat_members(conversation: str, profile: ProfileOpt = "default",
 
 
 @chat_app.command("add")
-def chat_add(conversation: str, username: str, profile: ProfileOpt = "default",
-             server: ServerOpt = None) -> None:
+def chat_add(
+    conversation: str, username: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
     """Add someone to a group (admins only). They see what is sent from now on."""
 
     async def go(client: Client, state: Profile) -> None:
@@ -397,8 +426,9 @@ def chat_add(conversation: str, username: str, profile: ProfileOpt = "default",
 
 
 @chat_app.command("remove")
-def chat_remove(conversation: str, username: str, profile: ProfileOpt = "default",
-                server: ServerOpt = None) -> None:
+def chat_remove(
+    conversation: str, username: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
     """Remove someone from a group (admins), or leave it (your own name)."""
 
     async def go(client: Client, state: Profile) -> None:
@@ -409,8 +439,7 @@ def chat_remove(conversation: str, username: str, profile: ProfileOpt = "default
 
 
 @chat_app.command("read")
-def chat_read(conversation: str, profile: ProfileOpt = "default",
-              server: ServerOpt = None) -> None:
+def chat_read(conversation: str, profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
     """Mark a conversation read up to its newest message."""
 
     async def go(client: Client, state: Profile) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import uvicorn
 
@@ -28,17 +29,23 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
-    asyncio.run(_run(server, settings))
+    asyncio.run(_AnnouncingServer(config, settings).serve())
 
 
-async def _run(server: uvicorn.Server, settings: Settings) -> None:
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.05)
-    if server.started:
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = settings.model_copy(update={"port": port}).effective_public_url
-        print(f"SecureConnect ({settings.role}) is running. Open {url} in your browser.",
-              flush=True)
-    await task
+class _AnnouncingServer(uvicorn.Server):
+    """Prints the URL once the socket is bound, so that ``--port 0`` shows the real port."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit or not self.servers:
+            return
+        port = self.servers[0].sockets[0].getsockname()[1]
+        url = self.settings.model_copy(update={"port": port}).effective_public_url
+        print(
+            f"SecureConnect ({self.settings.role}) is running. Open {url} in your browser.",
+            flush=True,
+        )

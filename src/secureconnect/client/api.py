@@ -29,7 +29,9 @@ class Client:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
@@ -41,18 +43,33 @@ class Client:
 
     async def register(self, username: str, password: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._call(
-            "POST", "/v1/auth/register", json={"username": username, "password": password},
-            auth=False)
+            "POST",
+            "/v1/auth/register",
+            json={"username": username, "password": password},
+            auth=False,
+        )
         return result
 
     async def login(
-        self, username: str, password: str, *, device_name: str = "python-sdk",
+        self,
+        username: str,
+        password: str,
+        *,
+        device_name: str = "python-sdk",
         device_id: str | None = None,
     ) -> Login:
         """Logs in; without ``device_id`` this makes a new device, with it reuses that one."""
-        data = await self._call("POST", "/v1/auth/login", auth=False, json={
-            "username": username, "password": password, "device_name": device_name,
-            "device_id": device_id})
+        data = await self._call(
+            "POST",
+            "/v1/auth/login",
+            auth=False,
+            json={
+                "username": username,
+                "password": password,
+                "device_name": device_name,
+                "device_id": device_id,
+            },
+        )
         self.login_info = Login(**data)
         self.token = self.login_info.token
         return self.login_info
@@ -82,14 +99,16 @@ class Client:
     # ----- conversations -------------------------------------------------------------------
 
     async def create_group(self, members: list[str], name: str | None = None) -> Conversation:
-        data = await self._call("POST", "/v1/conversations",
-                                json={"kind": "group", "members": members, "name": name})
+        data = await self._call(
+            "POST", "/v1/conversations", json={"kind": "group", "members": members, "name": name}
+        )
         return Conversation.from_json(data)
 
     async def direct(self, username: str) -> Conversation:
         """The 1:1 conversation with ``username``, created the first time."""
-        data = await self._call("POST", "/v1/conversations",
-                                json={"kind": "direct", "members": [username]})
+        data = await self._call(
+            "POST", "/v1/conversations", json={"kind": "direct", "members": [username]}
+        )
         return Conversation.from_json(data)
 
     async def conversations(self) -> list[Conversation]:
@@ -97,43 +116,58 @@ class Client:
 
     async def conversation(self, conversation_id: str) -> Conversation:
         return Conversation.from_json(
-            await self._call("GET", f"/v1/conversations/{conversation_id}"))
+            await self._call("GET", f"/v1/conversations/{conversation_id}")
+        )
 
     async def members(self, conversation_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self._call(
-            "GET", f"/v1/conversations/{conversation_id}/members")
+            "GET", f"/v1/conversations/{conversation_id}/members"
+        )
         return result
 
     async def add_member(self, conversation_id: str, username: str) -> Message:
-        return Message.from_json(await self._call(
-            "POST", f"/v1/conversations/{conversation_id}/members", json={"username": username}))
+        return Message.from_json(
+            await self._call(
+                "POST", f"/v1/conversations/{conversation_id}/members", json={"username": username}
+            )
+        )
 
     async def remove_member(self, conversation_id: str, username: str) -> Message:
-        return Message.from_json(await self._call(
-            "DELETE", f"/v1/conversations/{conversation_id}/members/{username}"))
+        return Message.from_json(
+            await self._call("DELETE", f"/v1/conversations/{conversation_id}/members/{username}")
+        )
 
     # ----- messages ------------------------------------------------------------------------
 
     async def send(
-        self, conversation_id: str, body: bytes, *,
-        content_type: str = "application/octet-stream", client_msg_id: str | None = None,
+        self,
+        conversation_id: str,
+        body: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        client_msg_id: str | None = None,
         attempts: int = 5,
     ) -> Message:
         """Sends and returns the stored message (with its ``seq``) once the server holds it
         durably. Network failures are retried with the same ``client_msg_id``, so a message is
         never stored twice."""
         msg_id = client_msg_id or uuid.uuid4().hex
-        payload = {"client_msg_id": msg_id, "content_type": content_type,
-                   "body": base64.b64encode(body).decode()}
+        payload = {
+            "client_msg_id": msg_id,
+            "content_type": content_type,
+            "body": base64.b64encode(body).decode(),
+        }
         delay = 0.2
         for attempt in range(attempts):
             try:
                 data = await self._call(
-                    "POST", f"/v1/conversations/{conversation_id}/messages", json=payload)
+                    "POST", f"/v1/conversations/{conversation_id}/messages", json=payload
+                )
                 return Message.from_json(data)
             except (httpx.TransportError, ApiError) as error:
                 retryable = isinstance(error, httpx.TransportError) or (
-                    error.status in RETRYABLE_STATUS)
+                    error.status in RETRYABLE_STATUS
+                )
                 if not retryable or attempt == attempts - 1:
                     raise
                 await asyncio.sleep(delay)
@@ -141,7 +175,11 @@ class Client:
         raise AssertionError("unreachable")
 
     async def history(
-        self, conversation_id: str, *, after: int | None = None, before: int | None = None,
+        self,
+        conversation_id: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
         limit: int = 100,
     ) -> Page:
         params: dict[str, int] = {"limit": limit}
@@ -149,10 +187,15 @@ class Client:
             params["after"] = after
         if before is not None:
             params["before"] = before
-        data = await self._call("GET", f"/v1/conversations/{conversation_id}/messages",
-                                params=params)
-        return Page([Message.from_json(e) for e in data["events"]], data["has_more"],
-                    data["last_seq"], data["joined_seq"])
+        data = await self._call(
+            "GET", f"/v1/conversations/{conversation_id}/messages", params=params
+        )
+        return Page(
+            [Message.from_json(e) for e in data["events"]],
+            data["has_more"],
+            data["last_seq"],
+            data["joined_seq"],
+        )
 
     async def all_messages(
         self, conversation_id: str, *, after: int = 0, page_size: int = 200
@@ -169,8 +212,11 @@ class Client:
     async def mark(
         self, conversation_id: str, *, delivered: int | None = None, read: int | None = None
     ) -> Receipt:
-        data = await self._call("POST", f"/v1/conversations/{conversation_id}/receipts",
-                                json={"delivered_seq": delivered, "read_seq": read})
+        data = await self._call(
+            "POST",
+            f"/v1/conversations/{conversation_id}/receipts",
+            json={"delivered_seq": delivered, "read_seq": read},
+        )
         return Receipt(**{k: data[k] for k in Receipt.__dataclass_fields__})
 
     async def receipts(self, conversation_id: str) -> list[Receipt]:
@@ -178,12 +224,15 @@ class Client:
         return [Receipt(conversation_id=conversation_id, **r) for r in rows]
 
     async def typing(self, conversation_id: str, active: bool = True) -> None:
-        await self._call("POST", f"/v1/conversations/{conversation_id}/typing",
-                         json={"typing": active})
+        await self._call(
+            "POST", f"/v1/conversations/{conversation_id}/typing", json={"typing": active}
+        )
 
     # ----- realtime ------------------------------------------------------------------------
 
-    def events(self, cursors: dict[str, int] | None = None, *, reconnect: bool = True) -> EventStream:
+    def events(
+        self, cursors: dict[str, int] | None = None, *, reconnect: bool = True
+    ) -> EventStream:
         """Live events for this device; see :class:`EventStream`."""
         if self.token is None:
             raise ApiError(401, "missing_token", "log in first")
@@ -207,7 +256,8 @@ class Client:
         if response.is_error:
             error = (data or {}).get("error") if isinstance(data, dict) else None
             if isinstance(error, dict):
-                raise ApiError(response.status_code, str(error.get("code")),
-                               str(error.get("message")))
+                raise ApiError(
+                    response.status_code, str(error.get("code")), str(error.get("message"))
+                )
             raise ApiError(response.status_code, "http_error", response.text[:200])
         return data

@@ -29,7 +29,7 @@ class EventStream:
         self, base_url: str, token: str, cursors: dict[str, int], *, reconnect: bool = True
     ) -> None:
         scheme = "wss" if base_url.startswith("https") else "ws"
-        self.url = scheme + base_url[base_url.index(":"):] + "/v1/events"
+        self.url = scheme + base_url[base_url.index(":") :] + "/v1/events"
         self.token = token
         self.cursors = dict(cursors)
         self.reconnect = reconnect
@@ -47,8 +47,9 @@ class EventStream:
                 async with connect(self.url, open_timeout=10, max_size=2**24) as ws:
                     self._ws = ws
                     self.connects += 1
-                    await ws.send(json.dumps(
-                        {"type": "auth", "token": self.token, "cursors": self.cursors}))
+                    await ws.send(
+                        json.dumps({"type": "auth", "token": self.token, "cursors": self.cursors})
+                    )
                     async for raw in ws:
                         event = self._parse(raw)
                         if event is None:
@@ -56,8 +57,15 @@ class EventStream:
                         delay = 0.1
                         yield event
                         if isinstance(event, Message):
-                            await ws.send(json.dumps({"type": "ack", "seq": event.seq,
-                                                      "conversation_id": event.conversation_id}))
+                            await ws.send(
+                                json.dumps(
+                                    {
+                                        "type": "ack",
+                                        "seq": event.seq,
+                                        "conversation_id": event.conversation_id,
+                                    }
+                                )
+                            )
                     code, reason = _close_of(ws)
             except websockets.ConnectionClosed as closed:
                 code, reason = _close_of_exc(closed)
@@ -82,11 +90,17 @@ class EventStream:
             self.cursors[conv] = seq
             return Message.from_json(data)
         if kind == "receipt":
-            return Receipt(data["conversation_id"], data["user_id"], data["username"],
-                           data["delivered_seq"], data["read_seq"])
+            return Receipt(
+                data["conversation_id"],
+                data["user_id"],
+                data["username"],
+                data["delivered_seq"],
+                data["read_seq"],
+            )
         if kind == "typing":
-            return Typing(data["conversation_id"], data["user_id"], data["username"],
-                          data["typing"])
+            return Typing(
+                data["conversation_id"], data["user_id"], data["username"], data["typing"]
+            )
         if kind == "ready":
             return Ready()
         return None

@@ -37,11 +37,16 @@ class Message:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Message:
         return cls(
-            conversation_id=data["conversation_id"], seq=data["seq"], kind=data["kind"],
-            sender_id=data["sender_id"], sender=data["sender"],
+            conversation_id=data["conversation_id"],
+            seq=data["seq"],
+            kind=data["kind"],
+            sender_id=data["sender_id"],
+            sender=data["sender"],
             sender_device_id=data.get("sender_device_id"),
-            client_msg_id=data.get("client_msg_id"), content_type=data["content_type"],
-            body=base64.b64decode(data["body"]), created_at=data["created_at"],
+            client_msg_id=data.get("client_msg_id"),
+            content_type=data["content_type"],
+            body=base64.b64decode(data["body"]),
+            created_at=data["created_at"],
         )
 
     @property

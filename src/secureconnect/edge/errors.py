@@ -1,4 +1,4 @@
-"""Every error leaves as JSON ``{"error": {"code", "message"}}``; no traceback ever reaches a user."""
+"""Every error leaves as JSON ``{"error": {"code", "message"}}``; never a traceback."""
 
 from __future__ import annotations
 

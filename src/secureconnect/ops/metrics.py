@@ -64,7 +64,9 @@ class Metrics:
             registry=self.registry,
         )
         self.info = Gauge(
-            "secureconnect_build_info", "Constant 1, labelled with the role.", ["role"],
+            "secureconnect_build_info",
+            "Constant 1, labelled with the role.",
+            ["role"],
             registry=self.registry,
         )
         self.info.labels(**labels).set(1)

@@ -40,8 +40,10 @@ async def readyz(request: Request) -> JSONResponse:
     if services.draining:
         checks["draining"] = "shutting down"
     ready = all(v == "ok" for k, v in checks.items() if k != "draining") and not services.draining
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
 
 
 @router.get("/metrics")

@@ -36,7 +36,7 @@ class PoolStats:
 
 
 class Database:
-    """One engine per process. SQLite writes are serialised in-process, as SQLite allows one writer."""
+    """One engine per process. SQLite writes are serialised in-process: SQLite has one writer."""
 
     def __init__(
         self, url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 10.0

@@ -16,7 +16,7 @@ async def upsert(
     keys: list[str],
     keep_max: list[str] | None = None,
 ) -> None:
-    """Insert a row, or on a key conflict raise the ``keep_max`` columns to the new values if larger.
+    """Insert a row, or on a key conflict raise ``keep_max`` columns to the new values if larger.
 
     Monotonic counters (cursors, receipts) only move forward, whatever order updates arrive in.
     """
@@ -34,9 +34,7 @@ async def upsert(
         stmt = stmt.on_conflict_do_update(
             index_elements=keys,
             set_={
-                c: case(
-                    (stmt.excluded[c] > table.c[c], stmt.excluded[c]), else_=table.c[c]
-                )
+                c: case((stmt.excluded[c] > table.c[c], stmt.excluded[c]), else_=table.c[c])
                 for c in columns
             },
         )

@@ -1,8 +1,8 @@
-"""Alembic environment. Runs on the connection that :func:`secureconnect.store.migrate.upgrade` hands it."""
+"""Alembic environment: runs on the connection :func:`secureconnect.store.migrate.upgrade` gives."""
 
 from alembic import context
 
-import secureconnect.accounts.models  # noqa: F401  (registers tables)
+import secureconnect.accounts.models
 import secureconnect.chat.models  # noqa: F401
 from secureconnect.store.base import metadata
 
