@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     )
     db_pool_timeout_s: float = Field(10.0, gt=0, description="wait for a free connection")
 
-    token_ttl_s: int = Field(30 * 24 * 3600, ge=60, description="lifetime of a login token")
+    token_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="lifetime of a login token")
     max_message_bytes: int = Field(64 * 1024, ge=1, description="largest accepted ciphertext")
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="largest accepted HTTP body")
     history_page_max: int = Field(500, ge=1)

@@ -96,6 +96,7 @@ class Mark(Strict):
 
 
 class ReceiptOut(BaseModel):
+    conversation_id: str
     user_id: str
     username: str
     delivered_seq: int

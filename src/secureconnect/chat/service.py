@@ -423,6 +423,7 @@ class ChatService:
             await self._membership(conn, conv_id, user_id)
             rows = await conn.execute(
                 select(
+                    receipts.c.conversation_id,
                     receipts.c.user_id,
                     users.c.username,
                     receipts.c.delivered_seq,

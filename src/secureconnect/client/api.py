@@ -221,7 +221,7 @@ class Client:
 
     async def receipts(self, conversation_id: str) -> list[Receipt]:
         rows = await self._call("GET", f"/v1/conversations/{conversation_id}/receipts")
-        return [Receipt(conversation_id=conversation_id, **r) for r in rows]
+        return [Receipt(**r) for r in rows]
 
     async def typing(self, conversation_id: str, active: bool = True) -> None:
         await self._call(

@@ -1,0 +1,72 @@
+"""Reading realtime events in tests, with deadlines so that a missing event fails, not hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from secureconnect.client import Client, Event, EventStream, Message, Ready
+
+
+class Listener:
+    """Runs a device's event stream in the background and collects what arrives."""
+
+    def __init__(self, client: Client, cursors: dict[str, int] | None = None) -> None:
+        self.stream: EventStream = client.events(cursors)
+        self.events: list[Event] = []
+        self.ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Listener:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 10)
+        return self
+
+    async def _run(self) -> None:
+        async for event in self.stream:
+            if isinstance(event, Ready):
+                self.ready.set()
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+    def messages(self, conversation_id: str | None = None, kind: str = "message") -> list[Message]:
+        return [
+            e for e in self.events
+            if isinstance(e, Message) and e.kind == kind
+            and (conversation_id is None or e.conversation_id == conversation_id)
+        ]
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        async def check() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+
+        await asyncio.wait_for(check(), timeout)
+
+    async def wait_messages(self, conversation_id: str, count: int, timeout: float = 10.0) -> list[Message]:
+        await self.wait_for(lambda s: len(s.messages(conversation_id)) >= count, timeout)
+        return self.messages(conversation_id)
+
+    async def stop(self) -> None:
+        await self.stream.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+@contextlib.asynccontextmanager
+async def listening(client: Client, cursors: dict[str, int] | None = None) -> AsyncIterator[Listener]:
+    listener = await Listener(client, cursors).start()
+    try:
+        yield listener
+    finally:
+        await listener.stop()
+
+
+def texts(messages: list[Message]) -> list[str]:
+    return [m.body.decode() for m in messages]
