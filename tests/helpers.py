@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from secureconnect.client import Client, Event, EventStream, Message, Ready
 
 
@@ -70,3 +72,20 @@ async def listening(client: Client, cursors: dict[str, int] | None = None) -> As
 
 def texts(messages: list[Message]) -> list[str]:
     return [m.body.decode() for m in messages]
+
+
+def call(server: Any, method: str, path: str, token: str | None = None,
+         headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+    """One plain HTTP request, for the cases the SDK would refuse to send."""
+    sent = dict(headers or {})
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    return httpx.request(method, server.url + path, headers=sent, timeout=10, **kw)
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    """The status and error code, after checking the body has the one error shape."""
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["message"]
+    return response.status_code, body["error"]["code"]

@@ -24,6 +24,9 @@ def serve(settings: Settings) -> None:
         access_log=False,
         ws="websockets-sansio",
         ws_max_size=WS_MAX_FRAME,
+        # Bodies are ciphertext, which does not compress; a deflate context per connection
+        # would cost memory and CPU for nothing (docs/decisions/0002).
+        ws_per_message_deflate=False,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),

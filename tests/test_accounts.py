@@ -1,0 +1,152 @@
+"""Accounts through a real server: registration, login, tokens, devices and sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import httpx
+import pytest
+
+from secureconnect.client import ApiError, Client
+from tests.conftest import PASSWORD, unique
+from tests.helpers import call, error_of
+
+
+async def test_register_login_me_logout(server) -> None:
+    name = unique("dana")
+    async with Client(server.url) as client:
+        await client.register(name.upper(), PASSWORD)  # usernames are case-insensitive
+        login = await client.login(name, PASSWORD, device_name="laptop")
+        me = await client.me()
+        assert me == {"user_id": login.user_id, "username": name,
+                      "device_id": login.device_id, "session_id": login.session_id}
+        await client.logout()
+    assert error_of(call(server, "GET", "/v1/me", login.token)) == (401, "token_revoked")
+
+
+def test_duplicate_username_is_refused(server) -> None:
+    name = unique("erin")
+    assert call(server, "POST", "/v1/auth/register",
+                json={"username": name, "password": PASSWORD}).status_code == 201
+    again = call(server, "POST", "/v1/auth/register",
+                 json={"username": name.upper(), "password": PASSWORD})
+    assert error_of(again) == (409, "username_taken")
+
+
+def test_wrong_password_and_unknown_user_look_the_same(server) -> None:
+    name = unique("fay")
+    call(server, "POST", "/v1/auth/register", json={"username": name, "password": PASSWORD})
+    wrong = call(server, "POST", "/v1/auth/login", json={"username": name, "password": "nope-nope"})
+    unknown = call(server, "POST", "/v1/auth/login",
+                   json={"username": unique("ghost"), "password": PASSWORD})
+    assert error_of(wrong) == error_of(unknown) == (401, "invalid_credentials")
+    assert wrong.json() == unknown.json()
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"username": "ab", "password": PASSWORD}, "invalid_username"),
+    ({"username": "has space", "password": PASSWORD}, "invalid_username"),
+    ({"username": "okname", "password": "short"}, "weak_password"),
+])
+def test_bad_registrations_name_the_problem(server, body, code) -> None:
+    assert error_of(call(server, "POST", "/v1/auth/register", json=body)) == (400, code)
+
+
+@pytest.mark.parametrize(("header", "code"), [
+    (None, "missing_token"),
+    ("Basic abc", "missing_token"),
+    ("Bearer not-a-token", "invalid_token"),
+    ("Bearer sct_" + "A" * 43, "invalid_token"),
+])
+def test_missing_or_bad_tokens_are_refused(server, header, code) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = httpx.get(server.url + "/v1/me", headers=headers)
+    assert error_of(response) == (401, code)
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_expired_token_is_refused(own_server) -> None:
+    own_server.extra_env["SECURECONNECT_TOKEN_TTL_S"] = "1"
+    own_server.start()
+    async with Client(own_server.url) as client:
+        await client.register("expiring", PASSWORD)
+        await client.login("expiring", PASSWORD)
+        await client.me()
+        await asyncio.sleep(1.2)
+        with pytest.raises(ApiError) as expired:
+            await client.me()
+    assert (expired.value.status, expired.value.code) == (401, "token_expired")
+
+
+async def test_each_login_is_a_device_and_can_reuse_one(server) -> None:
+    name = unique("hal")
+    async with Client(server.url) as phone, Client(server.url) as laptop:
+        await phone.register(name, PASSWORD)
+        first = await phone.login(name, PASSWORD, device_name="phone")
+        second = await laptop.login(name, PASSWORD, device_name="laptop")
+        assert first.device_id != second.device_id and second.new_device
+        again = await laptop.login(name, PASSWORD, device_id=second.device_id)
+        assert again.device_id == second.device_id and not again.new_device
+        devices = await phone.devices()
+        assert sorted(d["name"] for d in devices) == ["laptop", "phone"]
+        assert [d["current"] for d in devices if d["name"] == "phone"] == [True]
+        assert len(await phone.sessions()) == 3
+
+
+async def test_revoking_a_device_ends_its_sessions(server) -> None:
+    name = unique("ivy")
+    async with Client(server.url) as phone, Client(server.url) as stolen:
+        await phone.register(name, PASSWORD)
+        await phone.login(name, PASSWORD, device_name="phone")
+        lost = await stolen.login(name, PASSWORD, device_name="stolen laptop")
+        await phone.revoke_device(lost.device_id)
+        with pytest.raises(ApiError) as refused:
+            await stolen.me()
+        assert refused.value.code == "token_revoked"
+        with pytest.raises(ApiError) as gone:
+            await stolen.login(name, PASSWORD, device_id=lost.device_id)
+        assert (gone.value.status, gone.value.code) == (404, "device_not_found")
+
+
+async def test_nobody_can_revoke_another_users_device_or_session(user) -> None:
+    alice, mallory = await user("alice"), await user("mallory")
+    for action in (mallory.revoke_device(alice.login_info.device_id),
+                   mallory.revoke_session(alice.login_info.session_id)):
+        with pytest.raises(ApiError) as refused:
+            await action
+        assert refused.value.status == 404
+    assert (await alice.me())["username"] == alice.login_info.username
+
+
+def test_database_holds_argon2id_hashes_and_no_usable_tokens(server) -> None:
+    name = unique("jay")
+    call(server, "POST", "/v1/auth/register", json={"username": name, "password": PASSWORD})
+    token = call(server, "POST", "/v1/auth/login",
+                 json={"username": name, "password": PASSWORD}).json()["token"]
+    db = sqlite3.connect(server.data_dir / "secureconnect.db")
+    try:
+        (stored,) = db.execute("SELECT password_hash FROM users WHERE username=?", (name,)).fetchone()
+        dump = "\n".join(db.iterdump())
+    finally:
+        db.close()
+    assert stored.startswith("$argon2id$")
+    assert PASSWORD not in dump
+    assert token not in dump and token[4:] not in dump
+    logs = server.log_path.read_text()
+    assert token not in logs and PASSWORD not in logs
+
+
+def test_failed_logins_are_logged_for_the_runbook_query(server) -> None:
+    name = unique("kim")
+    response = call(server, "POST", "/v1/auth/login", json={"username": name, "password": "x" * 9},
+                    headers={"X-Request-ID": "runbook-check-0001"})
+    assert response.status_code == 401
+    assert response.headers["x-request-id"] == "runbook-check-0001"
+    line = next(entry for entry in server.logs() if entry.get("request_id") == "runbook-check-0001")
+    # The runbook's Kibana query is `Status: 401 AND URI: /v1/auth/login`.
+    assert line["status"] == 401 and line["uri"] == "/v1/auth/login"
+    assert line["method"] == "POST" and line["ip"] == "127.0.0.1" and line["user"] == name
+    assert isinstance(line["latency_ms"], float)
+    metrics = httpx.get(server.url + "/metrics").text
+    assert "secureconnect_failed_logins_total" in metrics

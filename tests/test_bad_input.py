@@ -1,0 +1,213 @@
+"""Bad input gets a clear 4xx naming the problem (or a WebSocket close code), loses nothing that
+was already accepted, and never produces a 500."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.helpers import call, error_of, listening
+
+
+@pytest.fixture
+async def pair(user):
+    alice, bob = await user("alice"), await user("bob")
+    conv = await alice.direct(bob.login_info.username)
+    kept = await alice.send(conv.id, b"already accepted", content_type="text/plain")
+    return alice, bob, conv, kept
+
+
+def message(body: bytes = b"x", **over):
+    return {"client_msg_id": "c1", "content_type": "text/plain",
+            "body": base64.b64encode(body).decode(), **over}
+
+
+async def test_malformed_and_oversized_messages(server, pair) -> None:
+    alice, bob, conv, kept = pair
+    token, path = alice.token, f"/v1/conversations/{conv.id}/messages"
+    cases = [
+        (call(server, "POST", path, token, content=b"{not json",
+              headers={"content-type": "application/json"}), (422, "invalid_request")),
+        (call(server, "POST", path, token, json={"body": "aGk="}), (422, "invalid_request")),
+        (call(server, "POST", path, token, json=message(body=b"")), (422, "invalid_request")),
+        (call(server, "POST", path, token, json={**message(), "body": "***not base64***"}),
+         (422, "invalid_request")),
+        (call(server, "POST", path, token, json=message(client_msg_id="has space")),
+         (422, "invalid_request")),
+        (call(server, "POST", path, token, json=message(content_type="nonsense")),
+         (422, "invalid_request")),
+        (call(server, "POST", path, token, json=message(body=b"x" * (64 * 1024 + 1))),
+         (413, "message_too_large")),
+        (call(server, "POST", path, token, content=b"{" + b" " * 300_000 + b"}",
+              headers={"content-type": "application/json"}), (413, "too_large")),
+        (call(server, "POST", path, token, json=[1, 2]), (422, "invalid_request")),
+    ]
+    for response, expected in cases:
+        assert error_of(response) == expected, response.text
+    body_error = call(server, "POST", path, token, json={**message(), "body": "***"}).json()
+    assert "body" in body_error["error"]["message"]
+    history = await bob.history(conv.id)
+    assert [m.body for m in history.messages if m.kind == "message"] == [b"already accepted"]
+
+
+async def test_bad_sequence_ranges(server, pair) -> None:
+    alice, _, conv, kept = pair
+    path = f"/v1/conversations/{conv.id}/messages"
+    for query in ("after=-1", f"after={kept.seq + 1}", "before=0", "after=1&before=2",
+                  "limit=0", "limit=100000"):
+        response = call(server, "GET", f"{path}?{query}", alice.token)
+        assert error_of(response) == (400, "invalid_range"), query
+    assert error_of(call(server, "GET", f"{path}?after=abc", alice.token)) == (
+        422, "invalid_request")
+    receipt = call(server, "POST", f"/v1/conversations/{conv.id}/receipts", alice.token,
+                   json={"read_seq": kept.seq + 5})
+    assert error_of(receipt) == (400, "invalid_range")
+
+
+async def test_bad_conversation_requests(server, user) -> None:
+    alice, bob = await user("alice"), await user("bob")
+    token = alice.token
+    create = "/v1/conversations"
+    assert error_of(call(server, "POST", create, token, json={"kind": "direct", "members": []})) \
+        == (400, "invalid_members")
+    assert error_of(call(server, "POST", create, token, json={
+        "kind": "direct", "members": [bob.login_info.username, "someone"]})) == (
+        400, "invalid_members")
+    assert error_of(call(server, "POST", create, token, json={
+        "kind": "group", "members": ["nobody-by-this-name"]})) == (404, "user_not_found")
+    assert error_of(call(server, "POST", create, token, json={"kind": "room"})) == (
+        422, "invalid_request")
+    conv = await alice.direct(bob.login_info.username)
+    assert error_of(call(server, "POST", f"{create}/{conv.id}/members", token,
+                         json={"username": "x" * 5})) == (404, "user_not_found")
+    assert error_of(call(server, "DELETE", f"{create}/{conv.id}/members/{bob.login_info.username}",
+                         token)) == (400, "direct_conversation")
+    assert error_of(call(server, "GET", "/v1/no-such-thing", token)) == (404, "not_found")
+    assert error_of(call(server, "PUT", "/v1/me", token)) == (405, "method_not_allowed")
+
+
+async def test_other_users_conversation_is_invisible_and_unwritable(server, user) -> None:
+    alice, bob, mallory = await user("alice"), await user("bob"), await user("mallory")
+    conv = await alice.create_group([bob.login_info.username], name="private")
+    await alice.send(conv.id, b"secret plans", content_type="text/plain")
+    token, base = mallory.token, f"/v1/conversations/{conv.id}"
+    attempts = [
+        call(server, "GET", base, token),
+        call(server, "GET", f"{base}/messages", token),
+        call(server, "POST", f"{base}/messages", token, json=message()),
+        call(server, "GET", f"{base}/members", token),
+        call(server, "POST", f"{base}/members", token, json={"username": mallory.login_info.username}),
+        call(server, "DELETE", f"{base}/members/{bob.login_info.username}", token),
+        call(server, "POST", f"{base}/receipts", token, json={"read_seq": 1}),
+        call(server, "GET", f"{base}/receipts", token),
+        call(server, "POST", f"{base}/typing", token, json={"typing": True}),
+    ]
+    for response in attempts:
+        assert error_of(response) == (404, "conversation_not_found"), response.request.url
+    assert conv.id not in [c.id for c in await mallory.conversations()]
+    async with listening(mallory) as spy:
+        await alice.send(conv.id, b"more secrets", content_type="text/plain")
+        await bob.history(conv.id)
+        assert spy.messages() == []
+    members = [m["username"] for m in await alice.members(conv.id)]
+    assert mallory.login_info.username not in members
+
+
+def ws_url(server) -> str:
+    return server.url.replace("http", "ws", 1) + "/v1/events"
+
+
+async def close_code_after(server, *frames: str | bytes) -> tuple[int, str]:
+    async with connect(ws_url(server)) as ws:
+        for frame in frames:
+            await ws.send(frame)
+        try:
+            while True:
+                await ws.recv()
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            return closed.rcvd.code, closed.rcvd.reason
+
+
+async def test_websocket_refuses_bad_frames_with_close_codes(server, user) -> None:
+    alice = await user("alice")
+    auth = json.dumps({"type": "auth", "token": alice.token})
+    assert (await close_code_after(server))[0] == 4408  # no auth frame in time
+    assert (await close_code_after(server, "not json"))[0] == 4400
+    assert (await close_code_after(server, b"\x00\x01"))[0] == 4400
+    assert (await close_code_after(server, json.dumps({"type": "ping"})))[0] == 4400
+    assert await close_code_after(server, json.dumps({"type": "auth", "token": "sct_nope"})) == (
+        4401, "invalid_token")
+    assert (await close_code_after(server, auth, json.dumps({"type": "dance"})))[0] == 4400
+    code, reason = await close_code_after(server, auth, json.dumps({"type": "ack", "seq": "x"}))
+    assert code == 4400 and "conversation_id" in reason
+    code, reason = await close_code_after(server, auth, json.dumps(
+        {"type": "auth", "token": alice.token, "cursors": {"c": -1}}))
+    assert code == 4400
+
+
+async def test_websocket_answers_pings_and_reports_non_fatal_errors(server, user) -> None:
+    alice = await user("alice")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        assert json.loads(await ws.recv())["type"] == "ready"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await ws.send(json.dumps({"type": "typing", "conversation_id": "nope", "typing": True}))
+        error = json.loads(await ws.recv())
+        assert error["type"] == "error" and error["code"] == "conversation_not_found"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}  # still open
+
+
+async def test_revoked_session_loses_its_live_connection(server, user) -> None:
+    alice = await user("alice")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        await ws.recv()
+        await ws.recv()
+        await alice.logout()
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd.code == 4401
+
+
+async def test_slow_reader_is_disconnected_then_catches_up(server, user) -> None:
+    """A device that stops reading is cut off (4429) instead of growing server memory; when it
+    comes back it resumes from its cursor and misses nothing."""
+    alice, bob = await user("alice"), await user("bob")
+    conv = await alice.direct(bob.login_info.username)
+    big = os.urandom(60_000)  # ciphertext-like: incompressible
+    seen: dict[int, bytes] = {}
+    # A small receive window, as on a slow phone link, so that backpressure reaches the server
+    # instead of disappearing into loopback's multi-megabyte socket buffers.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    sock.setblocking(False)
+    async with connect(ws_url(server), sock=sock, max_size=2**24, max_queue=1) as ws:
+        await ws.send(json.dumps({"type": "auth", "token": bob.token}))
+        await ws.recv()
+        await ws.recv()
+        sent = [await alice.send(conv.id, big + bytes([i % 256]), content_type="x/y")
+                for i in range(300)]
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "message" and frame["kind"] == "message":
+                    seen[frame["seq"]] = base64.b64decode(frame["body"])
+    assert closed.value.rcvd.code == 4429
+    assert len(seen) < len(sent)
+    last = max(seen) if seen else 1
+    async with listening(bob, cursors={conv.id: last}) as back:
+        rest = back.messages(conv.id)
+    assert [m.seq for m in rest] == [m.seq for m in sent if m.seq > last]
+    assert {**seen, **{m.seq: m.body for m in rest}} == {m.seq: m.body for m in sent}
