@@ -37,8 +37,10 @@ class Listener:
 
     def messages(self, conversation_id: str | None = None, kind: str = "message") -> list[Message]:
         return [
-            e for e in self.events
-            if isinstance(e, Message) and e.kind == kind
+            e
+            for e in self.events
+            if isinstance(e, Message)
+            and e.kind == kind
             and (conversation_id is None or e.conversation_id == conversation_id)
         ]
 
@@ -49,7 +51,9 @@ class Listener:
 
         await asyncio.wait_for(check(), timeout)
 
-    async def wait_messages(self, conversation_id: str, count: int, timeout: float = 10.0) -> list[Message]:
+    async def wait_messages(
+        self, conversation_id: str, count: int, timeout: float = 10.0
+    ) -> list[Message]:
         await self.wait_for(lambda s: len(s.messages(conversation_id)) >= count, timeout)
         return self.messages(conversation_id)
 
@@ -62,7 +66,9 @@ class Listener:
 
 
 @contextlib.asynccontextmanager
-async def listening(client: Client, cursors: dict[str, int] | None = None) -> AsyncIterator[Listener]:
+async def listening(
+    client: Client, cursors: dict[str, int] | None = None
+) -> AsyncIterator[Listener]:
     listener = await Listener(client, cursors).start()
     try:
         yield listener
@@ -74,8 +80,14 @@ def texts(messages: list[Message]) -> list[str]:
     return [m.body.decode() for m in messages]
 
 
-def call(server: Any, method: str, path: str, token: str | None = None,
-         headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+def call(
+    server: Any,
+    method: str,
+    path: str,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    **kw: Any,
+) -> httpx.Response:
     """One plain HTTP request, for the cases the SDK would refuse to send."""
     sent = dict(headers or {})
     if token:

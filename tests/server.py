@@ -36,7 +36,10 @@ class ServerProcess:
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "secureconnect", "serve"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

@@ -19,18 +19,27 @@ async def test_register_login_me_logout(server) -> None:
         await client.register(name.upper(), PASSWORD)  # usernames are case-insensitive
         login = await client.login(name, PASSWORD, device_name="laptop")
         me = await client.me()
-        assert me == {"user_id": login.user_id, "username": name,
-                      "device_id": login.device_id, "session_id": login.session_id}
+        assert me == {
+            "user_id": login.user_id,
+            "username": name,
+            "device_id": login.device_id,
+            "session_id": login.session_id,
+        }
         await client.logout()
     assert error_of(call(server, "GET", "/v1/me", login.token)) == (401, "token_revoked")
 
 
 def test_duplicate_username_is_refused(server) -> None:
     name = unique("erin")
-    assert call(server, "POST", "/v1/auth/register",
-                json={"username": name, "password": PASSWORD}).status_code == 201
-    again = call(server, "POST", "/v1/auth/register",
-                 json={"username": name.upper(), "password": PASSWORD})
+    assert (
+        call(
+            server, "POST", "/v1/auth/register", json={"username": name, "password": PASSWORD}
+        ).status_code
+        == 201
+    )
+    again = call(
+        server, "POST", "/v1/auth/register", json={"username": name.upper(), "password": PASSWORD}
+    )
     assert error_of(again) == (409, "username_taken")
 
 
@@ -38,27 +47,34 @@ def test_wrong_password_and_unknown_user_look_the_same(server) -> None:
     name = unique("fay")
     call(server, "POST", "/v1/auth/register", json={"username": name, "password": PASSWORD})
     wrong = call(server, "POST", "/v1/auth/login", json={"username": name, "password": "nope-nope"})
-    unknown = call(server, "POST", "/v1/auth/login",
-                   json={"username": unique("ghost"), "password": PASSWORD})
+    unknown = call(
+        server, "POST", "/v1/auth/login", json={"username": unique("ghost"), "password": PASSWORD}
+    )
     assert error_of(wrong) == error_of(unknown) == (401, "invalid_credentials")
     assert wrong.json() == unknown.json()
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"username": "ab", "password": PASSWORD}, "invalid_username"),
-    ({"username": "has space", "password": PASSWORD}, "invalid_username"),
-    ({"username": "okname", "password": "short"}, "weak_password"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"username": "ab", "password": PASSWORD}, "invalid_username"),
+        ({"username": "has space", "password": PASSWORD}, "invalid_username"),
+        ({"username": "okname", "password": "short"}, "weak_password"),
+    ],
+)
 def test_bad_registrations_name_the_problem(server, body, code) -> None:
     assert error_of(call(server, "POST", "/v1/auth/register", json=body)) == (400, code)
 
 
-@pytest.mark.parametrize(("header", "code"), [
-    (None, "missing_token"),
-    ("Basic abc", "missing_token"),
-    ("Bearer not-a-token", "invalid_token"),
-    ("Bearer sct_" + "A" * 43, "invalid_token"),
-])
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_token"),
+        ("Basic abc", "missing_token"),
+        ("Bearer not-a-token", "invalid_token"),
+        ("Bearer sct_" + "A" * 43, "invalid_token"),
+    ],
+)
 def test_missing_or_bad_tokens_are_refused(server, header, code) -> None:
     headers = {"Authorization": header} if header else {}
     response = httpx.get(server.url + "/v1/me", headers=headers)
@@ -111,8 +127,10 @@ async def test_revoking_a_device_ends_its_sessions(server) -> None:
 
 async def test_nobody_can_revoke_another_users_device_or_session(user) -> None:
     alice, mallory = await user("alice"), await user("mallory")
-    for action in (mallory.revoke_device(alice.login_info.device_id),
-                   mallory.revoke_session(alice.login_info.session_id)):
+    for action in (
+        mallory.revoke_device(alice.login_info.device_id),
+        mallory.revoke_session(alice.login_info.session_id),
+    ):
         with pytest.raises(ApiError) as refused:
             await action
         assert refused.value.status == 404
@@ -122,11 +140,14 @@ async def test_nobody_can_revoke_another_users_device_or_session(user) -> None:
 def test_database_holds_argon2id_hashes_and_no_usable_tokens(server) -> None:
     name = unique("jay")
     call(server, "POST", "/v1/auth/register", json={"username": name, "password": PASSWORD})
-    token = call(server, "POST", "/v1/auth/login",
-                 json={"username": name, "password": PASSWORD}).json()["token"]
+    token = call(
+        server, "POST", "/v1/auth/login", json={"username": name, "password": PASSWORD}
+    ).json()["token"]
     db = sqlite3.connect(server.data_dir / "secureconnect.db")
     try:
-        (stored,) = db.execute("SELECT password_hash FROM users WHERE username=?", (name,)).fetchone()
+        (stored,) = db.execute(
+            "SELECT password_hash FROM users WHERE username=?", (name,)
+        ).fetchone()
         dump = "\n".join(db.iterdump())
     finally:
         db.close()
@@ -139,8 +160,13 @@ def test_database_holds_argon2id_hashes_and_no_usable_tokens(server) -> None:
 
 def test_failed_logins_are_logged_for_the_runbook_query(server) -> None:
     name = unique("kim")
-    response = call(server, "POST", "/v1/auth/login", json={"username": name, "password": "x" * 9},
-                    headers={"X-Request-ID": "runbook-check-0001"})
+    response = call(
+        server,
+        "POST",
+        "/v1/auth/login",
+        json={"username": name, "password": "x" * 9},
+        headers={"X-Request-ID": "runbook-check-0001"},
+    )
     assert response.status_code == 401
     assert response.headers["x-request-id"] == "runbook-check-0001"
     line = next(entry for entry in server.logs() if entry.get("request_id") == "runbook-check-0001")

@@ -24,28 +24,58 @@ async def pair(user):
 
 
 def message(body: bytes = b"x", **over):
-    return {"client_msg_id": "c1", "content_type": "text/plain",
-            "body": base64.b64encode(body).decode(), **over}
+    return {
+        "client_msg_id": "c1",
+        "content_type": "text/plain",
+        "body": base64.b64encode(body).decode(),
+        **over,
+    }
 
 
 async def test_malformed_and_oversized_messages(server, pair) -> None:
-    alice, bob, conv, kept = pair
+    alice, bob, conv, _kept = pair
     token, path = alice.token, f"/v1/conversations/{conv.id}/messages"
     cases = [
-        (call(server, "POST", path, token, content=b"{not json",
-              headers={"content-type": "application/json"}), (422, "invalid_request")),
+        (
+            call(
+                server,
+                "POST",
+                path,
+                token,
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            ),
+            (422, "invalid_request"),
+        ),
         (call(server, "POST", path, token, json={"body": "aGk="}), (422, "invalid_request")),
         (call(server, "POST", path, token, json=message(body=b"")), (422, "invalid_request")),
-        (call(server, "POST", path, token, json={**message(), "body": "***not base64***"}),
-         (422, "invalid_request")),
-        (call(server, "POST", path, token, json=message(client_msg_id="has space")),
-         (422, "invalid_request")),
-        (call(server, "POST", path, token, json=message(content_type="nonsense")),
-         (422, "invalid_request")),
-        (call(server, "POST", path, token, json=message(body=b"x" * (64 * 1024 + 1))),
-         (413, "message_too_large")),
-        (call(server, "POST", path, token, content=b"{" + b" " * 300_000 + b"}",
-              headers={"content-type": "application/json"}), (413, "too_large")),
+        (
+            call(server, "POST", path, token, json={**message(), "body": "***not base64***"}),
+            (422, "invalid_request"),
+        ),
+        (
+            call(server, "POST", path, token, json=message(client_msg_id="has space")),
+            (422, "invalid_request"),
+        ),
+        (
+            call(server, "POST", path, token, json=message(content_type="nonsense")),
+            (422, "invalid_request"),
+        ),
+        (
+            call(server, "POST", path, token, json=message(body=b"x" * (64 * 1024 + 1))),
+            (413, "message_too_large"),
+        ),
+        (
+            call(
+                server,
+                "POST",
+                path,
+                token,
+                content=b"{" + b" " * 300_000 + b"}",
+                headers={"content-type": "application/json"},
+            ),
+            (413, "too_large"),
+        ),
         (call(server, "POST", path, token, json=[1, 2]), (422, "invalid_request")),
     ]
     for response, expected in cases:
@@ -59,14 +89,27 @@ async def test_malformed_and_oversized_messages(server, pair) -> None:
 async def test_bad_sequence_ranges(server, pair) -> None:
     alice, _, conv, kept = pair
     path = f"/v1/conversations/{conv.id}/messages"
-    for query in ("after=-1", f"after={kept.seq + 1}", "before=0", "after=1&before=2",
-                  "limit=0", "limit=100000"):
+    for query in (
+        "after=-1",
+        f"after={kept.seq + 1}",
+        "before=0",
+        "after=1&before=2",
+        "limit=0",
+        "limit=100000",
+    ):
         response = call(server, "GET", f"{path}?{query}", alice.token)
         assert error_of(response) == (400, "invalid_range"), query
     assert error_of(call(server, "GET", f"{path}?after=abc", alice.token)) == (
-        422, "invalid_request")
-    receipt = call(server, "POST", f"/v1/conversations/{conv.id}/receipts", alice.token,
-                   json={"read_seq": kept.seq + 5})
+        422,
+        "invalid_request",
+    )
+    receipt = call(
+        server,
+        "POST",
+        f"/v1/conversations/{conv.id}/receipts",
+        alice.token,
+        json={"read_seq": kept.seq + 5},
+    )
     assert error_of(receipt) == (400, "invalid_range")
 
 
@@ -74,20 +117,38 @@ async def test_bad_conversation_requests(server, user) -> None:
     alice, bob = await user("alice"), await user("bob")
     token = alice.token
     create = "/v1/conversations"
-    assert error_of(call(server, "POST", create, token, json={"kind": "direct", "members": []})) \
-        == (400, "invalid_members")
-    assert error_of(call(server, "POST", create, token, json={
-        "kind": "direct", "members": [bob.login_info.username, "someone"]})) == (
-        400, "invalid_members")
-    assert error_of(call(server, "POST", create, token, json={
-        "kind": "group", "members": ["nobody-by-this-name"]})) == (404, "user_not_found")
+    assert error_of(
+        call(server, "POST", create, token, json={"kind": "direct", "members": []})
+    ) == (400, "invalid_members")
+    assert error_of(
+        call(
+            server,
+            "POST",
+            create,
+            token,
+            json={"kind": "direct", "members": [bob.login_info.username, "someone"]},
+        )
+    ) == (400, "invalid_members")
+    assert error_of(
+        call(
+            server,
+            "POST",
+            create,
+            token,
+            json={"kind": "group", "members": ["nobody-by-this-name"]},
+        )
+    ) == (404, "user_not_found")
     assert error_of(call(server, "POST", create, token, json={"kind": "room"})) == (
-        422, "invalid_request")
+        422,
+        "invalid_request",
+    )
     conv = await alice.direct(bob.login_info.username)
-    assert error_of(call(server, "POST", f"{create}/{conv.id}/members", token,
-                         json={"username": "x" * 5})) == (404, "user_not_found")
-    assert error_of(call(server, "DELETE", f"{create}/{conv.id}/members/{bob.login_info.username}",
-                         token)) == (400, "direct_conversation")
+    assert error_of(
+        call(server, "POST", f"{create}/{conv.id}/members", token, json={"username": "x" * 5})
+    ) == (404, "user_not_found")
+    assert error_of(
+        call(server, "DELETE", f"{create}/{conv.id}/members/{bob.login_info.username}", token)
+    ) == (400, "direct_conversation")
     assert error_of(call(server, "GET", "/v1/no-such-thing", token)) == (404, "not_found")
     assert error_of(call(server, "PUT", "/v1/me", token)) == (405, "method_not_allowed")
 
@@ -102,7 +163,9 @@ async def test_other_users_conversation_is_invisible_and_unwritable(server, user
         call(server, "GET", f"{base}/messages", token),
         call(server, "POST", f"{base}/messages", token, json=message()),
         call(server, "GET", f"{base}/members", token),
-        call(server, "POST", f"{base}/members", token, json={"username": mallory.login_info.username}),
+        call(
+            server, "POST", f"{base}/members", token, json={"username": mallory.login_info.username}
+        ),
         call(server, "DELETE", f"{base}/members/{bob.login_info.username}", token),
         call(server, "POST", f"{base}/receipts", token, json={"read_seq": 1}),
         call(server, "GET", f"{base}/receipts", token),
@@ -143,12 +206,15 @@ async def test_websocket_refuses_bad_frames_with_close_codes(server, user) -> No
     assert (await close_code_after(server, b"\x00\x01"))[0] == 4400
     assert (await close_code_after(server, json.dumps({"type": "ping"})))[0] == 4400
     assert await close_code_after(server, json.dumps({"type": "auth", "token": "sct_nope"})) == (
-        4401, "invalid_token")
+        4401,
+        "invalid_token",
+    )
     assert (await close_code_after(server, auth, json.dumps({"type": "dance"})))[0] == 4400
     code, reason = await close_code_after(server, auth, json.dumps({"type": "ack", "seq": "x"}))
     assert code == 4400 and "conversation_id" in reason
-    code, reason = await close_code_after(server, auth, json.dumps(
-        {"type": "auth", "token": alice.token, "cursors": {"c": -1}}))
+    code, reason = await close_code_after(
+        server, auth, json.dumps({"type": "auth", "token": alice.token, "cursors": {"c": -1}})
+    )
     assert code == 4400
 
 
@@ -197,8 +263,10 @@ async def test_slow_reader_is_disconnected_then_catches_up(server, user) -> None
         await ws.send(json.dumps({"type": "auth", "token": bob.token}))
         await ws.recv()
         await ws.recv()
-        sent = [await alice.send(conv.id, big + bytes([i % 256]), content_type="x/y")
-                for i in range(300)]
+        sent = [
+            await alice.send(conv.id, big + bytes([i % 256]), content_type="x/y")
+            for i in range(300)
+        ]
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 frame = json.loads(await ws.recv())

@@ -46,10 +46,14 @@ async def test_group_of_three_and_late_joiner_sees_only_what_follows(user) -> No
     # Carol's history starts at her own "added" event; the earlier message is not hers to read.
     page = await carol.history(group.id)
     assert page.messages[0].membership == {
-        "action": "add", "actor": alice.login_info.username, "user": carol.login_info.username}
+        "action": "add",
+        "actor": alice.login_info.username,
+        "user": carol.login_info.username,
+    }
     assert "before carol" not in [m.body.decode() for m in page.messages if m.kind == "message"]
     # Asking for earlier sequence numbers still yields only what follows her joining.
-    assert [m.seq for m in (await carol.history(group.id, after=0)).messages][0] == page.joined_seq + 1
+    from_start = await carol.history(group.id, after=0)
+    assert from_start.messages[0].seq == page.joined_seq + 1
 
 
 async def test_removed_member_stops_receiving_and_cannot_post(user) -> None:
@@ -81,7 +85,8 @@ async def test_only_admins_change_members_and_anyone_may_leave(user) -> None:
     await alice.add_member(group.id, carol.login_info.username)
     await alice.remove_member(group.id, alice.login_info.username)
     assert [(m["username"], m["role"]) for m in await carol.members(group.id)] == [
-        (carol.login_info.username, "admin")]
+        (carol.login_info.username, "admin")
+    ]
 
 
 async def test_order_is_one_sequence_under_concurrent_senders(user) -> None:
@@ -107,7 +112,9 @@ async def test_order_is_one_sequence_under_concurrent_senders(user) -> None:
         assert seqs == sorted(seqs)  # each sender's messages keep the order they were sent in
     assert [m.seq for m in a_seen] == all_seqs
     assert [(m.seq, m.body) for m in a_seen] == [(m.seq, m.body) for m in b_seen]
-    history = [m for m in (await carol.history(group.id, limit=500)).messages if m.kind == "message"]
+    history = [
+        m for m in (await carol.history(group.id, limit=500)).messages if m.kind == "message"
+    ]
     assert [(m.seq, m.body) for m in history] == [(m.seq, m.body) for m in a_seen]
 
 
@@ -146,9 +153,12 @@ async def test_retry_with_same_client_id_never_duplicates(user) -> None:
     first = await alice.send(conv.id, b"once", content_type="text/plain", client_msg_id="retry-1")
     again = await alice.send(conv.id, b"once", content_type="text/plain", client_msg_id="retry-1")
     assert again == first
-    racing = await asyncio.gather(*[
-        alice.send(conv.id, b"raced", content_type="text/plain", client_msg_id="race-1")
-        for _ in range(6)])
+    racing = await asyncio.gather(
+        *[
+            alice.send(conv.id, b"raced", content_type="text/plain", client_msg_id="race-1")
+            for _ in range(6)
+        ]
+    )
     assert len({m.seq for m in racing}) == 1
     bodies = [m.body for m in (await bob.history(conv.id)).messages if m.kind == "message"]
     assert bodies == [b"once", b"raced"]
@@ -177,8 +187,9 @@ async def test_receipts_reach_the_sender_and_clear_unread(user) -> None:
     assert (await bob.conversation(conv.id)).unread == 3
     async with listening(alice) as alice_rx:
         await bob.mark(conv.id, read=sent[-1].seq)
-        await alice_rx.wait_for(lambda s: any(
-            isinstance(e, Receipt) and e.read_seq == sent[-1].seq for e in s.events))
+        await alice_rx.wait_for(
+            lambda s: any(isinstance(e, Receipt) and e.read_seq == sent[-1].seq for e in s.events)
+        )
     assert (await bob.conversation(conv.id)).unread == 0
     marks = {r.username: r for r in await alice.receipts(conv.id)}
     assert marks[bob.login_info.username].read_seq == sent[-1].seq
@@ -194,9 +205,14 @@ async def test_delivery_receipt_follows_the_device_ack(user) -> None:
     async with listening(alice) as alice_rx, listening(bob) as bob_rx:
         sent = await alice.send(conv.id, b"did you get it?", content_type="text/plain")
         await bob_rx.wait_messages(conv.id, 1)
-        await alice_rx.wait_for(lambda s: any(
-            isinstance(e, Receipt) and e.username == bob.login_info.username
-            and e.delivered_seq >= sent.seq for e in s.events))
+        await alice_rx.wait_for(
+            lambda s: any(
+                isinstance(e, Receipt)
+                and e.username == bob.login_info.username
+                and e.delivered_seq >= sent.seq
+                for e in s.events
+            )
+        )
 
 
 async def test_typing_is_relayed_but_never_stored(user) -> None:
@@ -204,9 +220,12 @@ async def test_typing_is_relayed_but_never_stored(user) -> None:
     conv = await alice.direct(bob.login_info.username)
     async with listening(bob) as bob_rx:
         await alice.typing(conv.id, True)
-        await bob_rx.wait_for(lambda s: any(
-            isinstance(e, Typing) and e.typing and e.username == alice.login_info.username
-            for e in s.events))
+        await bob_rx.wait_for(
+            lambda s: any(
+                isinstance(e, Typing) and e.typing and e.username == alice.login_info.username
+                for e in s.events
+            )
+        )
     assert [m.kind for m in (await bob.history(conv.id)).messages] == ["membership"]
 
 
@@ -221,4 +240,5 @@ async def test_conversation_list_shows_unread_and_members(user) -> None:
     assert listed[direct.id].unread == 1 and listed[group.id].unread == 2
     assert listed[group.id].name == "book club"
     assert sorted(listed[group.id].members) == sorted(
-        [alice.login_info.username, carol.login_info.username])
+        [alice.login_info.username, carol.login_info.username]
+    )

@@ -1,0 +1,86 @@
+"""The ``secureconnect`` command as a person types it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import PASSWORD, unique
+
+
+def cli(server, home, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SECURECONNECT_SERVER": server.url,
+        "SECURECONNECT_CLI_HOME": str(home),
+        "SECURECONNECT_PASSWORD": PASSWORD,
+        "COLUMNS": "200",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "secureconnect", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_three_people_chat_from_the_terminal(server, tmp_path) -> None:
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    for name in (alice, bob, carol):
+        cli(server, tmp_path, "register", name, "--profile", name)
+        assert "logged in" in cli(server, tmp_path, "login", name, "--profile", name).stdout
+    assert (tmp_path / f"{alice}.json").stat().st_mode & 0o777 == 0o600
+    created = cli(server, tmp_path, "chat", "new", bob, carol, "--name", "trip", "--profile", alice)
+    assert "group" in created.stdout
+    cli(server, tmp_path, "chat", "send", "trip", "who brings the tent?", "--profile", alice)
+    cli(server, tmp_path, "chat", "send", f"@{alice}", "just us two", "--profile", bob)
+    bob_sees = cli(server, tmp_path, "chat", "sync", "--profile", bob).stdout
+    assert "who brings the tent?" in bob_sees
+    # Syncing again shows nothing new: each message once.
+    assert (
+        "who brings the tent?" not in cli(server, tmp_path, "chat", "sync", "--profile", bob).stdout
+    )
+    alice_sees = cli(server, tmp_path, "chat", "sync", "--profile", alice).stdout
+    assert "just us two" in alice_sees and "who brings the tent?" in alice_sees
+    listing = cli(server, tmp_path, "chat", "list", "--profile", carol).stdout
+    assert "trip" in listing
+    history = cli(server, tmp_path, "chat", "history", "trip", "--profile", carol).stdout
+    assert "who brings the tent?" in history and f"{alice} started the conversation" in history
+    members = cli(server, tmp_path, "chat", "members", "trip", "--profile", bob).stdout.split()
+    assert members[:2] == [alice, "(admin)"] and bob in members and carol in members
+
+
+def test_cli_errors_are_one_clear_line(server, tmp_path) -> None:
+    name = unique("dave")
+    cli(server, tmp_path, "register", name)
+    failed = cli(server, tmp_path, "register", name, ok=False)
+    assert failed.returncode == 1
+    assert "already taken" in failed.stderr and "Traceback" not in failed.stderr
+    not_logged_in = cli(server, tmp_path, "chat", "list", "--profile", "nobody", ok=False)
+    assert not_logged_in.returncode == 1 and "log in first" in not_logged_in.stderr
+
+
+def test_config_show_masks_secrets(tmp_path) -> None:
+    env = {
+        **os.environ,
+        "SECURECONNECT_DATABASE_URL": "postgresql+asyncpg://app:hunter2@db:5432/sc",
+        "SECURECONNECT_REDIS_URL": "redis://:s3cret@redis:6379/0",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "secureconnect", "config", "show"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    shown = json.loads(out)
+    assert "hunter2" not in out and "s3cret" not in out
+    assert shown["database_url"] == "postgresql+asyncpg://app:***@db:5432/sc"
+    assert shown["redis_url"] == "redis://:***@redis:6379/0"

@@ -1,0 +1,70 @@
+"""Health, readiness and metrics, as Kubernetes, Prometheus and the runbook read them."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.helpers import call, error_of, listening
+from tests.server import ServerProcess
+
+
+def metric(text: str, name: str) -> float:
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    ]
+    assert values, f"{name} not exported"
+    return sum(values)
+
+
+async def test_health_ready_and_the_runbook_metrics(server, user) -> None:
+    assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
+    ready = httpx.get(server.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"store": "ok", "bus": "ok"}
+    alice, bob = await user("alice"), await user("bob")
+    conv = await alice.direct(bob.login_info.username)
+    before = metric(
+        httpx.get(server.url + "/metrics").text, "secureconnect_messages_accepted_total"
+    )
+    async with listening(bob):
+        await alice.send(conv.id, b"counted", content_type="text/plain")
+        text = httpx.get(server.url + "/metrics").text
+        assert metric(text, "secureconnect_websocket_connections") >= 1
+        assert metric(text, "secureconnect_active_users") >= 1
+    assert metric(text, "secureconnect_messages_accepted_total") == before + 1
+    assert metric(text, "go_sql_connections_max_open") == 20  # pool 10 + overflow 10 by default
+    assert metric(text, "go_sql_connections_in_use") >= 0
+    assert 'route="/v1/conversations/{conversation_id}/messages"' in text
+    assert "secureconnect_http_request_duration_seconds_bucket" in text
+    assert "go_sql_connections_wait_count_total" in text
+
+
+def test_openapi_and_landing_page_are_served(server) -> None:
+    spec = httpx.get(server.url + "/openapi.json").json()
+    assert "/v1/auth/login" in spec["paths"] and "/v1/conversations" in spec["paths"]
+    page = httpx.get(server.url + "/")
+    assert page.status_code == 200 and "SecureConnect" in page.text
+
+
+def test_unreachable_database_means_not_ready_and_503_never_500(tmp_path) -> None:
+    srv = ServerProcess(
+        tmp_path,
+        {
+            "SECURECONNECT_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+            "SECURECONNECT_AUTO_MIGRATE": "false",
+            "SECURECONNECT_DB_POOL_TIMEOUT_S": "2",
+        },
+    )
+    srv.wait_ready = lambda timeout: None  # it must start, yet never become ready
+    srv.start()
+    try:
+        ready = httpx.get(srv.url + "/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["store"].startswith("failed")
+        assert httpx.get(srv.url + "/healthz").status_code == 200
+        login = call(srv, "POST", "/v1/auth/login", json={"username": "x" * 3, "password": "y" * 9})
+        assert error_of(login) == (503, "store_unavailable")
+        assert "Traceback" not in login.text
+    finally:
+        srv.stop()

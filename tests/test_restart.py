@@ -1,0 +1,79 @@
+"""What the server acknowledged survives a crash; open clients reconnect and lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from secureconnect.client import Client
+from tests.conftest import PASSWORD
+from tests.helpers import Listener, texts
+
+
+async def login_pair(url: str) -> tuple[Client, Client]:
+    alice, bob = Client(url), Client(url)
+    for client, name in ((alice, "alice"), (bob, "bob")):
+        await client.register(name, PASSWORD)
+        await client.login(name, PASSWORD)
+    return alice, bob
+
+
+async def test_crash_between_send_and_sync_loses_nothing_acknowledged(own_server) -> None:
+    own_server.start()
+    alice, bob = await login_pair(own_server.url)
+    try:
+        conv = await alice.direct("bob")
+        acked = [
+            await alice.send(conv.id, f"durable {i}".encode(), content_type="text/plain")
+            for i in range(30)
+        ]
+        own_server.kill()  # SIGKILL: no shutdown hook runs, no buffer is flushed
+        own_server.start()
+        synced = [m async for m in bob.all_messages(conv.id) if m.kind == "message"]
+        assert [(m.seq, m.body) for m in synced] == [(m.seq, m.body) for m in acked]
+    finally:
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_open_clients_reconnect_across_a_restart_exactly_once(own_server) -> None:
+    own_server.start()
+    alice, bob = await login_pair(own_server.url)
+    listener = await Listener(bob).start()
+    try:
+        conv = await alice.direct("bob")
+        for i in range(5):
+            await alice.send(conv.id, f"before {i}".encode(), content_type="text/plain")
+        await listener.wait_messages(conv.id, 5)
+        own_server.kill()
+        own_server.start()  # same port, same data
+        for i in range(5):
+            await alice.send(conv.id, f"after {i}".encode(), content_type="text/plain")
+        got = await listener.wait_messages(conv.id, 10, timeout=20)
+        await asyncio.sleep(0.3)
+        assert texts(listener.messages(conv.id)) == (
+            [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)]
+        )
+        assert [m.seq for m in got] == sorted({m.seq for m in got})
+        assert listener.stream.connects >= 2
+    finally:
+        await listener.stop()
+        await alice.aclose()
+        await bob.aclose()
+
+
+async def test_graceful_stop_closes_sockets_so_clients_reconnect(own_server) -> None:
+    own_server.start()
+    alice, bob = await login_pair(own_server.url)
+    listener = await Listener(bob).start()
+    try:
+        conv = await alice.direct("bob")
+        own_server.restart()  # SIGTERM, then start again
+        await alice.send(conv.id, b"after a clean restart", content_type="text/plain")
+        got = await listener.wait_messages(conv.id, 1, timeout=20)
+        assert texts(got) == ["after a clean restart"]
+        closes = [e for e in own_server.logs() if e.get("msg") == "websocket closed"]
+        assert closes and closes[0]["close_code"] in (1001, 1012)
+    finally:
+        await listener.stop()
+        await alice.aclose()
+        await bob.aclose()
