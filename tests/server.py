@@ -21,7 +21,7 @@ class ServerProcess:
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.log_path = data_dir / "server.log.jsonl"
-        self.extra_env = env or {}
+        self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.port = 0
