@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ class Listener:
     def __init__(self, client: Client, cursors: dict[str, int] | None = None) -> None:
         self.stream: EventStream = client.events(cursors)
         self.events: list[Event] = []
+        self.arrived: list[float] = []  # perf_counter() when each event arrived
         self.ready = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -33,6 +35,7 @@ class Listener:
                 self.ready.set()
             async with self._changed:
                 self.events.append(event)
+                self.arrived.append(time.perf_counter())
                 self._changed.notify_all()
 
     def messages(self, conversation_id: str | None = None, kind: str = "message") -> list[Message]:

@@ -54,6 +54,18 @@ class Membership:
         return self.last_seq if self.left_seq is None else self.left_seq
 
 
+@dataclass(frozen=True)
+class Roster:
+    """A caller's membership plus every member row (current and former) of the conversation."""
+
+    me: Membership
+    rows: dict[str, tuple[str, int, int | None]]  # user id -> (role, joined_seq, left_seq)
+
+    @property
+    def current(self) -> list[str]:
+        return [uid for uid, (_, _, left) in self.rows.items() if left is None]
+
+
 def event_out(r: Mapping[Any, Any]) -> dict[str, Any]:
     """The wire form of a timeline event, the same over HTTP history and the WebSocket."""
     return {
@@ -213,7 +225,7 @@ class ChatService:
 
     async def members_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
-            await self._membership(conn, conv_id, user_id)
+            await self._roster(conn, conv_id, user_id)
             rows = await conn.execute(
                 select(users.c.id, users.c.username, members.c.role, members.c.joined_seq)
                 .join(users, users.c.id == members.c.user_id)
@@ -234,10 +246,11 @@ class ChatService:
         name = normalise_username(username)
         target = (await self._resolve([name]))[name]
         async with self.db.write() as conn:
-            me = await self._membership(conn, conv_id, ctx.user_id, lock=True)
+            roster = await self._roster(conn, conv_id, ctx.user_id, lock=True)
+            me = roster.me
             self._require_admin_of_group(me)
-            existing = await self._member_row(conn, conv_id, target)
-            if existing is not None and existing.left_seq is None:
+            existing = roster.rows.get(target)
+            if existing is not None and existing[2] is None:
                 raise Conflict("already_member", f"{name} is already a member")
             seq = me.last_seq + 1
             await self._bump(conn, conv_id, seq)
@@ -258,7 +271,7 @@ class ChatService:
                     .where(and_(members.c.conversation_id == conv_id, members.c.user_id == target))
                     .values(role="member", joined_seq=seq - 1, left_seq=None)
                 )
-            recipients = await self._current_member_ids(conn, conv_id)
+            recipients = [*roster.current, target]
         await self._fanout(recipients, event)
         return event
 
@@ -268,17 +281,18 @@ class ChatService:
         leaving = name == ctx.username
         target = ctx.user_id if leaving else (await self._resolve([name]))[name]
         async with self.db.write() as conn:
-            me = await self._membership(conn, conv_id, ctx.user_id, lock=True)
+            roster = await self._roster(conn, conv_id, ctx.user_id, lock=True)
+            me = roster.me
             if me.kind == "direct":
                 raise Invalid("direct_conversation", "a direct conversation has fixed members")
             if not me.current:
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
             if not leaving:
                 self._require_admin_of_group(me)
-            row = await self._member_row(conn, conv_id, target)
-            if row is None or row.left_seq is not None:
+            row = roster.rows.get(target)
+            if row is None or row[2] is not None:
                 raise NotFound("not_a_member", f"{name} is not a member of this conversation")
-            recipients = await self._current_member_ids(conn, conv_id)
+            recipients = roster.current
             seq = me.last_seq + 1
             await self._bump(conn, conv_id, seq)
             body = {"action": "leave" if leaving else "remove", "actor": ctx.username, "user": name}
@@ -320,20 +334,22 @@ class ChatService:
     async def _send_once(
         self, ctx: AuthContext, conv_id: str, client_msg_id: str, content_type: str, body: bytes
     ) -> tuple[dict[str, Any], bool]:
+        # A retry needs no lookup here: the unique (conversation, device, client_msg_id) index
+        # refuses the second insert, the transaction rolls back, and send() answers with the
+        # original. The common case, a new message, costs three statements.
         async with self.db.write() as conn:
-            me = await self._membership(conn, conv_id, ctx.user_id, lock=True)
-            existing = await self._by_client_id(ctx, conv_id, client_msg_id, conn)
-            if existing is not None:
-                return self._same_or_conflict(existing, content_type, body), False
-            if not me.current:
+            roster = await self._roster(conn, conv_id, ctx.user_id, lock=True)
+            if not roster.me.current:
+                existing = await self._by_client_id(ctx, conv_id, client_msg_id, conn)
+                if existing is not None:
+                    return self._same_or_conflict(existing, content_type, body), False
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
-            seq = me.last_seq + 1
+            seq = roster.me.last_seq + 1
             await self._bump(conn, conv_id, seq)
             event = await self._insert_event(
                 conn, conv_id, seq, ctx, "message", content_type, body, client_msg_id
             )
-            recipients = await self._current_member_ids(conn, conv_id)
-        await self._fanout(recipients, event)
+        await self._fanout(roster.current, event)
         return event, True
 
     def _same_or_conflict(
@@ -357,7 +373,7 @@ class ChatService:
         if (after is not None and after < 0) or (before is not None and before < 1):
             raise Invalid("invalid_range", "'after' must be >= 0 and 'before' >= 1")
         async with self.db.read() as conn:
-            me = await self._membership(conn, conv_id, user_id)
+            me = (await self._roster(conn, conv_id, user_id)).me
             top = me.visible_until
             if after is not None and after > top:
                 raise Invalid(
@@ -379,7 +395,7 @@ class ChatService:
     ) -> list[dict[str, Any]]:
         """The realtime path's catch-up: visible events after ``after``, at most ``limit``."""
         async with self.db.read() as conn:
-            me = await self._membership(conn, conv_id, user_id)
+            me = (await self._roster(conn, conv_id, user_id)).me
             return await self._events(
                 conn, conv_id, max(after, me.joined_seq), me.visible_until, limit
             )
@@ -393,7 +409,8 @@ class ChatService:
         if delivered is None and read is None:
             raise Invalid("invalid_receipt", "give 'delivered_seq' or 'read_seq'")
         async with self.db.write() as conn:
-            me = await self._membership(conn, conv_id, ctx.user_id)
+            roster = await self._roster(conn, conv_id, ctx.user_id)
+            me = roster.me
             for value in (delivered, read):
                 if value is not None and not 0 <= value <= me.visible_until:
                     raise Invalid(
@@ -414,13 +431,12 @@ class ChatService:
                 keep_max=["delivered_seq", "read_seq"],
             )
             receipt = await self._receipt(conn, conv_id, ctx)
-            recipients = await self._current_member_ids(conn, conv_id)
-        await self._fanout(recipients, receipt)
+        await self._fanout(roster.current, receipt)
         return receipt
 
     async def receipts_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
-            await self._membership(conn, conv_id, user_id)
+            await self._roster(conn, conv_id, user_id)
             rows = await conn.execute(
                 select(
                     receipts.c.conversation_id,
@@ -442,9 +458,10 @@ class ChatService:
         async with self.db.write() as conn:
             for conv_id, seq in positions.items():
                 try:
-                    me = await self._membership(conn, conv_id, ctx.user_id)
+                    roster = await self._roster(conn, conv_id, ctx.user_id)
                 except NotFound:
                     continue
+                me = roster.me
                 seq = min(seq, me.visible_until)
                 if seq <= 0:
                     continue
@@ -472,7 +489,7 @@ class ChatService:
                 )
                 changed.append(
                     (
-                        await self._current_member_ids(conn, conv_id),
+                        roster.current,
                         await self._receipt(conn, conv_id, ctx),
                     )
                 )
@@ -533,10 +550,10 @@ class ChatService:
 
     async def typing(self, ctx: AuthContext, conv_id: str, active: bool) -> None:
         async with self.db.read() as conn:
-            me = await self._membership(conn, conv_id, ctx.user_id)
-            if not me.current:
+            roster = await self._roster(conn, conv_id, ctx.user_id)
+            if not roster.me.current:
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
-            recipients = await self._current_member_ids(conn, conv_id)
+            recipients = roster.current
         event = {
             "type": "typing",
             "conversation_id": conv_id,
@@ -552,32 +569,36 @@ class ChatService:
         for uid in user_ids:
             await self.bus.publish(user_topic(uid), event)
 
-    async def _membership(
+    async def _roster(
         self, conn: AsyncConnection, conv_id: str, user_id: str, *, lock: bool = False
-    ) -> Membership:
-        """The caller's membership; a conversation they were never in does not exist for them."""
-        conv_query = select(conversations.c.kind, conversations.c.last_seq).where(
-            conversations.c.id == conv_id
+    ) -> Roster:
+        """The caller's membership and every member row, in one query (each round trip to the
+        database costs more than the query itself). A conversation the caller was never in does
+        not exist for them. With ``lock``, writers to this conversation queue behind this one:
+        that is what makes sequence numbers gap-free and commit in order."""
+        query = (
+            select(
+                conversations.c.kind,
+                conversations.c.last_seq,
+                members.c.user_id,
+                members.c.role,
+                members.c.joined_seq,
+                members.c.left_seq,
+            )
+            .join(members, members.c.conversation_id == conversations.c.id)
+            .where(conversations.c.id == conv_id)
         )
         if lock:
-            # Serialises writers per conversation on PostgreSQL; SQLite has one writer anyway.
-            conv_query = conv_query.with_for_update()
-        conv = (await conn.execute(conv_query)).first()
-        row = await self._member_row(conn, conv_id, user_id) if conv is not None else None
-        if conv is None or row is None:
+            # PostgreSQL locks the conversation row; SQLite has one writer at a time anyway.
+            query = query.with_for_update(of=conversations)
+        rows = (await conn.execute(query)).all()
+        mine = next((r for r in rows if r.user_id == user_id), None)
+        if mine is None:
             raise NotFound("conversation_not_found", "no such conversation")
-        return Membership(conv_id, conv.kind, row.role, row.joined_seq, row.left_seq, conv.last_seq)
-
-    async def _member_row(
-        self, conn: AsyncConnection, conv_id: str, user_id: str
-    ) -> Any:
-        return (
-            await conn.execute(
-                select(members.c.role, members.c.joined_seq, members.c.left_seq).where(
-                    and_(members.c.conversation_id == conv_id, members.c.user_id == user_id)
-                )
-            )
-        ).first()
+        me = Membership(
+            conv_id, mine.kind, mine.role, mine.joined_seq, mine.left_seq, mine.last_seq
+        )
+        return Roster(me, {r.user_id: (r.role, r.joined_seq, r.left_seq) for r in rows})
 
     @staticmethod
     def _require_admin_of_group(me: Membership) -> None:
@@ -614,17 +635,6 @@ class ChatService:
                 .where(and_(members.c.conversation_id == conv_id, members.c.user_id == heir))
                 .values(role="admin")
             )
-
-    async def _current_member_ids(self, conn: AsyncConnection, conv_id: str) -> list[str]:
-        return list(
-            (
-                await conn.execute(
-                    select(members.c.user_id).where(
-                        and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None))
-                    )
-                )
-            ).scalars()
-        )
 
     async def _bump(self, conn: AsyncConnection, conv_id: str, seq: int) -> None:
         await conn.execute(
