@@ -292,15 +292,6 @@ class AccountService:
             )
         return list(live)
 
-    async def find_users(self, usernames: list[str]) -> dict[str, str]:
-        """Maps each known username to its user id; unknown names are simply absent."""
-        names = [normalise_username(n) for n in usernames]
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(users.c.username, users.c.id).where(users.c.username.in_(names))
-            )
-            return {r.username: r.id for r in rows}
-
 
 def _verify(stored: str, password: str) -> bool:
     try:
