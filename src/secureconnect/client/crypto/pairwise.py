@@ -1,0 +1,65 @@
+"""The wire form of a pairwise (device-to-device) message, carried by the per-device inbox.
+
+``{"v": 1, "alg": "dr1", "h": base64 ratchet header, "ct": base64}``, plus, on the messages that
+start a session, ``"x3dh": {"ik", "sk", "ek", "spk", "opk"}`` (base64 keys, prekey ids) so that the
+recipient can run its side of X3DH. Canonical JSON: sorted keys, no spaces.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from secureconnect.client.crypto import PROTOCOL_VERSION
+from secureconnect.client.crypto.primitives import CryptoError
+from secureconnect.client.crypto.x3dh import InitialHeader
+
+
+def encode(initial: InitialHeader | None, header: bytes, ciphertext: bytes) -> bytes:
+    envelope: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "alg": "dr1",
+        "h": _b(header),
+        "ct": _b(ciphertext),
+    }
+    if initial is not None:
+        envelope["x3dh"] = {
+            "ik": _b(initial.identity_key),
+            "sk": _b(initial.signing_key),
+            "ek": _b(initial.ephemeral_key),
+            "spk": initial.spk_id,
+            "opk": initial.opk_id,
+        }
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode(body: bytes) -> tuple[InitialHeader | None, bytes, bytes]:
+    try:
+        envelope = json.loads(body)
+        if envelope.get("v") != PROTOCOL_VERSION:
+            raise CryptoError("unsupported_version", "unknown encryption protocol version")
+        if envelope.get("alg") != "dr1":
+            raise CryptoError("bad_envelope", "not a pairwise message")
+        header, ciphertext = _u(envelope["h"]), _u(envelope["ct"])
+        x = envelope.get("x3dh")
+        initial = None
+        if x is not None:
+            opk = x["opk"]
+            if not isinstance(x["spk"], int) or not (opk is None or isinstance(opk, int)):
+                raise CryptoError("bad_envelope", "prekey ids must be integers")
+            initial = InitialHeader(_u(x["ik"]), _u(x["sk"]), _u(x["ek"]), x["spk"], opk)
+    except CryptoError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as error:
+        raise CryptoError("bad_envelope", "malformed pairwise envelope") from error
+    return initial, header, ciphertext
+
+
+def _b(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def _u(value: str) -> bytes:
+    return base64.b64decode(value, validate=True)

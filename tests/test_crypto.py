@@ -1,0 +1,258 @@
+"""The E2EE building blocks against the checked-in vectors (the contract the browser client must
+also meet) and against Project Wycheproof's cases for the five primitives."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from secureconnect.client.crypto import pairwise, safety, senderkeys
+from secureconnect.client.crypto.primitives import (
+    CryptoError,
+    DHKeyPair,
+    FixedRandom,
+    SigningKeyPair,
+    aead_decrypt,
+    dh,
+    hkdf,
+    hmac_sha256,
+    verify,
+)
+from secureconnect.client.crypto.ratchet import Ratchet
+from secureconnect.client.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
+from tests.vectors import generate
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def load(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text())
+
+
+def u(value: str) -> bytes:
+    return base64.b64decode(value)
+
+
+def test_vector_files_are_what_the_code_produces() -> None:
+    for name, data in generate.build().items():
+        assert json.loads(json.dumps(data)) == load(name), f"{name} is stale: run generate.py"
+
+
+@pytest.mark.parametrize("case", load("x3dh.json")["cases"], ids=lambda c: c["name"])
+def test_x3dh_both_sides_reach_the_vector_secret(case) -> None:
+    alice = DeviceIdentity(
+        DHKeyPair.from_private(u(case["alice"]["identity_private"])),
+        SigningKeyPair.from_private(u(case["alice"]["signing_private"])),
+    )
+    bob = DeviceIdentity(
+        DHKeyPair.from_private(u(case["bob"]["identity_private"])),
+        SigningKeyPair.from_private(u(case["bob"]["signing_private"])),
+    )
+    raw = case["bundle"]
+    bundle = Bundle(
+        u(raw["identity_key"]),
+        u(raw["signing_key"]),
+        u(raw["identity_sig"]),
+        raw["spk_id"],
+        u(raw["spk"]),
+        u(raw["spk_sig"]),
+        raw["opk_id"],
+        u(raw["opk"]) if raw["opk"] else None,
+    )
+    ephemeral = u(case["alice"]["ephemeral_private"])
+    secret, ad, header = initiate(alice, bundle, lambda n: ephemeral)
+    assert base64.b64encode(secret).decode() == case["shared_secret"]
+    assert base64.b64encode(ad).decode() == case["associated_data"]
+    opk = (
+        DHKeyPair.from_private(u(case["bob"]["opk_private"]))
+        if case["bob"]["opk_private"]
+        else None
+    )
+    spk = DHKeyPair.from_private(u(case["bob"]["spk_private"]))
+    assert respond(bob, spk, opk, header) == (secret, ad)
+    # The wire form of the first message carries what the responder needs, and nothing private.
+    initial, _, _ = pairwise.decode(pairwise.encode(header, b"\x00" * 40, b"x"))
+    assert initial == header
+
+
+def test_x3dh_refuses_a_bundle_whose_signature_was_altered() -> None:
+    bad = load("x3dh.json")["invalid_bundles"][0]
+    raw = bad["bundle"]
+    bundle = Bundle(
+        u(raw["identity_key"]),
+        u(raw["signing_key"]),
+        u(raw["identity_sig"]),
+        raw["spk_id"],
+        u(raw["spk"]),
+        u(raw["spk_sig"]),
+        raw["opk_id"],
+        None,
+    )
+    with pytest.raises(CryptoError) as refused:
+        initiate(DeviceIdentity.generate(), bundle)
+    assert refused.value.code == bad["error"]
+
+
+def test_double_ratchet_transcript_replays_exactly() -> None:
+    data = load("ratchet.json")
+    rng = FixedRandom(data["random"]["seed"].encode())
+    secret, ad = rng(32), rng(96)
+    assert base64.b64encode(secret).decode() == data["shared_secret"]
+    spk = DHKeyPair.generate(rng)
+    parties = {
+        "alice": Ratchet.for_initiator(secret, ad, spk.public, rng),
+        "bob": Ratchet.for_responder(secret, ad, spk),
+    }
+    for op in data["operations"]:
+        ratchet = parties[op["by"]]
+        if op["op"] == "encrypt":
+            header, ct = ratchet.encrypt(op["plaintext"].encode())
+            assert (base64.b64encode(header).decode(), base64.b64encode(ct).decode()) == (
+                op["header"],
+                op["ciphertext"],
+            )
+        elif op["op"] == "decrypt":
+            assert ratchet.decrypt(u(op["header"]), u(op["ciphertext"]), rng) == (
+                op["plaintext"].encode()
+            )
+        else:
+            before = ratchet.to_json()
+            with pytest.raises(CryptoError) as refused:
+                ratchet.decrypt(u(op["header"]), u(op["ciphertext"]), rng)
+            assert refused.value.code == op["error"], op["case"]
+            assert ratchet.to_json() == before  # a refused message changes nothing
+
+
+def test_ratchet_state_survives_a_round_trip_through_json() -> None:
+    rng = FixedRandom(b"persist")
+    secret, ad, spk = rng(32), rng(96), DHKeyPair.generate(rng)
+    alice = Ratchet.for_initiator(secret, ad, spk.public, rng)
+    bob = Ratchet.for_responder(secret, ad, spk)
+    first = alice.encrypt(b"one")
+    skipped = alice.encrypt(b"two")
+    bob.decrypt(*first, rng)
+    bob = Ratchet.from_json(json.loads(json.dumps(bob.to_json())))
+    assert bob.decrypt(*skipped, rng) == b"two"
+
+
+def test_sender_key_chain_in_any_order_and_its_refusals() -> None:
+    data = load("senderkey.json")
+    conv = data["conversation_id"]
+    inbound = senderkeys.InboundSenderKey.from_share(data["share"])
+    messages = data["messages"]
+    for index in data["receive_order"]:
+        envelope = senderkeys.decode(messages[index]["body"].encode())
+        assert inbound.decrypt(conv, envelope) == messages[index]["plaintext"].encode()
+    for case in data["invalid"]:
+        receiver = inbound
+        if not case.get("after_all"):
+            receiver = senderkeys.InboundSenderKey.from_share(data["share"])
+        with pytest.raises(CryptoError) as refused:
+            receiver.decrypt(
+                case.get("conversation_id", conv), senderkeys.decode(case["body"].encode())
+            )
+        assert refused.value.code == case["error"], case["name"]
+    late = senderkeys.InboundSenderKey.from_share(data["share_after_5"])
+    for message in messages:
+        with pytest.raises(CryptoError) as refused:
+            late.decrypt(conv, senderkeys.decode(message["body"].encode()))
+        assert refused.value.code == data["late_joiner"]["error"]
+
+
+def test_sender_key_envelopes_with_the_wrong_version_are_refused() -> None:
+    body = json.loads(load("senderkey.json")["messages"][0]["body"])
+    for change, code in (
+        ({"v": 2}, "unsupported_version"),
+        ({"alg": "x"}, "bad_envelope"),
+        ({"i": "0"}, "bad_envelope"),
+    ):
+        with pytest.raises(CryptoError) as refused:
+            senderkeys.decode(json.dumps({**body, **change}).encode())
+        assert refused.value.code == code
+    with pytest.raises(CryptoError):
+        senderkeys.decode(b"plain text, not an envelope")
+
+
+def test_safety_number_vector() -> None:
+    data = load("safety.json")
+
+    def key(party: dict[str, Any]) -> bytes:
+        return safety.party_key([(d, u(s), u(i)) for d, s, i in party["devices"]])
+
+    a, b = key(data["alice"]), key(data["bob"])
+    assert safety.fingerprint("alice", a) == data["alice_fingerprint"]
+    assert safety.safety_number("alice", a, "bob", b) == data["safety_number"]
+    assert safety.safety_number("bob", b, "alice", a) == data["safety_number"]
+    assert len(data["safety_number"]) == 60
+
+
+# ----- Wycheproof ---------------------------------------------------------------------------
+
+
+def wycheproof(name: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    data = json.loads((VECTORS / "wycheproof" / name).read_text())
+    return [(group, test) for group in data["testGroups"] for test in group["tests"]]
+
+
+def test_wycheproof_x25519() -> None:
+    checked = 0
+    for _, t in wycheproof("x25519_test.json"):
+        private, public = bytes.fromhex(t["private"]), bytes.fromhex(t["public"])
+        shared = bytes.fromhex(t["shared"])
+        if t["result"] == "invalid" or shared == bytes(32):
+            with pytest.raises(CryptoError):
+                dh(private, public)
+        else:
+            assert dh(private, public) == shared, t["tcId"]
+        checked += 1
+    assert checked > 500
+
+
+def test_wycheproof_ed25519() -> None:
+    for group, t in wycheproof("ed25519_test.json"):
+        public = bytes.fromhex(group["publicKey"]["pk"])
+        msg, sig = bytes.fromhex(t["msg"]), bytes.fromhex(t["sig"])
+        if t["result"] == "valid":
+            verify(public, msg, sig)
+        else:
+            with pytest.raises(CryptoError):
+                verify(public, msg, sig)
+
+
+def test_wycheproof_aes_256_gcm_with_96_bit_nonces() -> None:
+    checked = 0
+    for group, t in wycheproof("aes_gcm_test.json"):
+        if group["keySize"] != 256 or group["ivSize"] != 96 or group["tagSize"] != 128:
+            continue  # the protocol only ever uses AES-256, 12-byte nonces, 16-byte tags
+        key, iv = bytes.fromhex(t["key"]), bytes.fromhex(t["iv"])
+        sealed = bytes.fromhex(t["ct"]) + bytes.fromhex(t["tag"])
+        aad, msg = bytes.fromhex(t["aad"]), bytes.fromhex(t["msg"])
+        if t["result"] == "valid":
+            assert aead_decrypt(key, iv, sealed, aad) == msg
+        else:
+            with pytest.raises(CryptoError):
+                aead_decrypt(key, iv, sealed, aad)
+        checked += 1
+    assert checked > 20
+
+
+def test_wycheproof_hkdf_sha256_and_hmac_sha256() -> None:
+    for _, t in wycheproof("hkdf_sha256_test.json"):
+        if t["result"] != "valid":
+            continue  # the invalid cases ask for more output than HKDF allows
+        okm = hkdf(
+            bytes.fromhex(t["ikm"]),
+            bytes.fromhex(t["salt"]),
+            bytes.fromhex(t["info"]),
+            int(t["size"]),
+        )
+        assert okm == bytes.fromhex(t["okm"]), t["tcId"]
+    for group, t in wycheproof("hmac_sha256_test.json"):
+        tag = hmac_sha256(bytes.fromhex(t["key"]), bytes.fromhex(t["msg"]))
+        expected = bytes.fromhex(t["tag"])
+        matches = tag[: group["tagSize"] // 8] == expected
+        assert matches == (t["result"] == "valid"), t["tcId"]
