@@ -104,3 +104,52 @@ def error_of(response: httpx.Response) -> tuple[int, str]:
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
     assert body["error"]["message"]
     return response.status_code, body["error"]["code"]
+
+
+class SecureListener:
+    """Like Listener, for a SecureClient: collects decrypted events in the background."""
+
+    def __init__(self, secure: Any) -> None:
+        self.secure = secure
+        self.events: list[Any] = []
+        self.ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> SecureListener:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 10)
+        return self
+
+    async def _run(self) -> None:
+        async for event in self.secure.events():
+            if isinstance(event, Ready):
+                self.ready.set()
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+    def texts(self, conversation_id: str) -> list[str]:
+        from secureconnect.client.secure import PlainMessage
+
+        return [
+            e.text
+            for e in self.events
+            if isinstance(e, PlainMessage)
+            and e.kind == "message"
+            and e.conversation_id == conversation_id
+        ]
+
+    async def wait_texts(self, conversation_id: str, count: int, timeout: float = 15) -> list[str]:
+        async def check() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.texts(conversation_id)) >= count)
+
+        await asyncio.wait_for(check(), timeout)
+        return self.texts(conversation_id)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

@@ -25,6 +25,8 @@ from secureconnect.chat.service import ChatService
 from secureconnect.config import Settings
 from secureconnect.edge.errors import install_error_handlers
 from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
+from secureconnect.keys.routes import router as keys_router
+from secureconnect.keys.service import InboxService, KeyService
 from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.routes import router as ops_router
 from secureconnect.store import Database
@@ -33,8 +35,8 @@ from secureconnect.store.migrate import upgrade
 log = logging.getLogger("secureconnect")
 
 ROLE_ROUTERS: dict[str, list[APIRouter]] = {
-    "all": [accounts_router, chat_router],
-    "api-gateway": [accounts_router],
+    "all": [accounts_router, keys_router, chat_router],
+    "api-gateway": [accounts_router, keys_router],
     "chat-service": [chat_router],
     "video-service": [],
 }
@@ -50,6 +52,8 @@ class Services:
     metrics: Metrics
     accounts: AccountService
     chat: ChatService
+    keys: KeyService
+    inbox: InboxService
     hub: Hub
     draining: bool = field(default=False)
 
@@ -71,7 +75,17 @@ def build_services(settings: Settings) -> Services:
         history_page_max=settings.history_page_max,
     )
     accounts = AccountService(db, settings.token_ttl_s, on_new_device=chat.start_device)
-    return Services(settings, db, bus, metrics, accounts, chat, Hub(bus, metrics))
+    return Services(
+        settings,
+        db,
+        bus,
+        metrics,
+        accounts,
+        chat,
+        KeyService(db, bus),
+        InboxService(db, bus),
+        Hub(bus, metrics),
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -36,6 +36,7 @@ from secureconnect.bus import Bus, Unsubscribe
 from secureconnect.chat.service import ChatService, user_topic
 from secureconnect.edge.logging import client_ip
 from secureconnect.errors import Problem
+from secureconnect.keys.service import InboxService
 from secureconnect.ops.metrics import Metrics
 from secureconnect.store import StoreUnavailable
 
@@ -83,6 +84,10 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
         seq = frame.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise BadFrame("ack frame needs an integer 'seq' >= 0")
+    elif kind == "inbox_ack":
+        up_to = frame.get("up_to")
+        if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 0:
+            raise BadFrame("inbox_ack frame needs an integer 'up_to' >= 0")
     elif kind == "typing":
         _conversation(frame)
         if not isinstance(frame.get("typing"), bool):
@@ -114,6 +119,8 @@ class Connection:
             if self.ctx.session_id in event.get("session_ids", ()):
                 self.close_with(UNAUTHORIZED, "session revoked")
             return
+        if "device_id" in event and event["device_id"] != self.ctx.device_id:
+            return  # meant for another of this user's devices
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -178,6 +185,7 @@ class SocketSession:
         ws: WebSocket,
         accounts: AccountService,
         chat: ChatService,
+        inbox: InboxService,
         hub: Hub,
         *,
         auth_timeout: float,
@@ -186,7 +194,9 @@ class SocketSession:
         self.ws = ws
         self.accounts = accounts
         self.chat = chat
+        self.inbox = inbox
         self.hub = hub
+        self.inbox_sent = 0
         self.auth_timeout = auth_timeout
         self.queue_size = queue_size
         self.sent: dict[str, int] = {}
@@ -279,6 +289,14 @@ class SocketSession:
                 "device_id": ctx.device_id,
             }
         )
+        # Pairwise messages first: they carry the keys that the conversation messages need.
+        while True:
+            pending = await self.inbox.pending(ctx, self.inbox_sent, REPLAY_PAGE)
+            for item in pending:
+                self.inbox_sent = item["id"]
+                await self._send(item)
+            if len(pending) < REPLAY_PAGE:
+                break
         positions = await self.chat.start_positions(ctx.user_id, ctx.device_id, cursors)
         for conv_id, start in positions.items():
             self.sent[conv_id] = start
@@ -295,6 +313,10 @@ class SocketSession:
                     await self._catch_up(ctx, conv_id)
                     continue
                 self.sent[conv_id] = seq
+            elif event["type"] == "inbox":
+                if event["id"] <= self.inbox_sent:
+                    continue
+                self.inbox_sent = event["id"]
             await self._send(event)
 
     async def _catch_up(self, ctx: AuthContext, conv_id: str) -> None:
@@ -324,6 +346,8 @@ class SocketSession:
             elif kind == "ack":
                 conv_id = frame["conversation_id"]
                 conn.acks[conv_id] = max(conn.acks.get(conv_id, 0), frame["seq"])
+            elif kind == "inbox_ack":
+                await self.inbox.ack(conn.ctx, frame["up_to"])
             elif kind == "typing":
                 try:
                     await self.chat.typing(conn.ctx, frame["conversation_id"], frame["typing"])

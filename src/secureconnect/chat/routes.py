@@ -128,6 +128,7 @@ async def events(ws: WebSocket) -> None:
         ws,
         services.accounts,
         services.chat,
+        services.inbox,
         services.hub,
         auth_timeout=services.settings.ws_auth_timeout_s,
         queue_size=services.settings.ws_send_queue,

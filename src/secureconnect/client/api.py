@@ -13,7 +13,14 @@ import httpx
 
 from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
-from secureconnect.client.types import Conversation, Login, Message, Page, Receipt
+from secureconnect.client.types import (
+    Conversation,
+    InboxMessage,
+    Login,
+    Message,
+    Page,
+    Receipt,
+)
 
 RETRYABLE_STATUS = {502, 503, 504}
 
@@ -227,6 +234,53 @@ class Client:
         await self._call(
             "POST", f"/v1/conversations/{conversation_id}/typing", json={"typing": active}
         )
+
+    # ----- keys and inbox (used by SecureClient) -------------------------------------------
+
+    async def publish_keys(self, keys: dict[str, Any]) -> None:
+        await self._call("PUT", "/v1/keys/device", json=keys)
+
+    async def upload_prekeys(self, prekeys: list[dict[str, Any]]) -> int:
+        data = await self._call("POST", "/v1/keys/one-time", json={"prekeys": prekeys})
+        return int(data["one_time_prekeys"])
+
+    async def prekey_count(self) -> int:
+        return int((await self._call("GET", "/v1/keys/count"))["one_time_prekeys"])
+
+    async def user_devices(self, username: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call("GET", f"/v1/users/{username}/devices")
+        return result
+
+    async def conversation_devices(self, conversation_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call(
+            "GET", f"/v1/conversations/{conversation_id}/devices"
+        )
+        return result
+
+    async def claim(self, device_ids: list[str]) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call(
+            "POST", "/v1/keys/claim", json={"device_ids": device_ids}
+        )
+        return result
+
+    async def send_inbox(self, messages: list[tuple[str, bytes]]) -> list[int]:
+        data = await self._call(
+            "POST",
+            "/v1/inbox",
+            json={
+                "messages": [
+                    {"device_id": d, "body": base64.b64encode(b).decode()} for d, b in messages
+                ]
+            },
+        )
+        return list(data["ids"])
+
+    async def inbox(self, after: int = 0) -> list[InboxMessage]:
+        rows = await self._call("GET", "/v1/inbox", params={"after": after})
+        return [InboxMessage.from_json(r) for r in rows]
+
+    async def ack_inbox(self, up_to: int) -> int:
+        return int((await self._call("POST", "/v1/inbox/ack", json={"up_to": up_to}))["deleted"])
 
     # ----- realtime ------------------------------------------------------------------------
 

@@ -18,7 +18,15 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from secureconnect.client.errors import ConnectionLost
-from secureconnect.client.types import Event, Message, Ready, Receipt, Typing
+from secureconnect.client.types import (
+    Event,
+    InboxMessage,
+    Message,
+    PrekeysLow,
+    Ready,
+    Receipt,
+    Typing,
+)
 
 # Close codes after which reconnecting cannot help.
 FATAL = {4400: "bad frame", 4401: "unauthorized"}
@@ -103,7 +111,19 @@ class EventStream:
             )
         if kind == "ready":
             return Ready()
+        if kind == "inbox":
+            return InboxMessage.from_json(data)
+        if kind == "prekeys_low":
+            return PrekeysLow(data["remaining"])
         return None
+
+    async def ack_inbox(self, up_to: int) -> None:
+        """Tells the server this device has processed its inbox up to ``up_to`` (it deletes them).
+
+        Over the open socket when there is one; the caller falls back to HTTP otherwise."""
+        if self._ws is None:
+            raise ConnectionLost(1006, "not connected")
+        await self._ws.send(json.dumps({"type": "inbox_ack", "up_to": up_to}))
 
     async def close(self) -> None:
         self._closed = True

@@ -104,8 +104,38 @@ class Typing:
 
 
 @dataclass(frozen=True)
+class InboxMessage:
+    """A pairwise-encrypted message for this device alone (key distribution, key requests)."""
+
+    id: int
+    sender_id: str
+    sender: str
+    sender_device_id: str
+    body: bytes
+    created_at: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> InboxMessage:
+        return cls(
+            data["id"],
+            data["sender_id"],
+            data["sender"],
+            data["sender_device_id"],
+            base64.b64decode(data["body"]),
+            data["created_at"],
+        )
+
+
+@dataclass(frozen=True)
+class PrekeysLow:
+    """The directory is running out of this device's one-time prekeys."""
+
+    remaining: int
+
+
+@dataclass(frozen=True)
 class Ready:
     """Everything missed while away has been delivered; what follows is live."""
 
 
-Event = Message | Receipt | Typing | Ready
+Event = Message | Receipt | Typing | Ready | InboxMessage | PrekeysLow

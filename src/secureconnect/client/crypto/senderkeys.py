@@ -96,6 +96,13 @@ class OutboundSenderKey:
     signing: SigningKeyPair
     created_at: float
     shared_with: set[str] = field(default_factory=set)
+    # The chain key at iteration 0, kept so that a member who missed this key can be given it
+    # from the message they need on (and no earlier).
+    initial_chain_key: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.initial_chain_key and self.iteration == 0:
+            self.initial_chain_key = self.chain_key
 
     @classmethod
     def generate(cls, rng: Random = system_random, now: float | None = None) -> OutboundSenderKey:
@@ -119,6 +126,15 @@ class OutboundSenderKey:
             "i": self.iteration,
             "spk": _b(self.signing.public),
         }
+
+    def share_from(self, iteration: int) -> dict[str, Any]:
+        """The key as it stood at ``iteration`` (which must not be in the future)."""
+        if not 0 <= iteration <= self.iteration or not self.initial_chain_key:
+            raise CryptoError("unknown_iteration", "cannot share this key from that message")
+        chain = self.initial_chain_key
+        for _ in range(iteration):
+            chain, _mk = advance(chain)
+        return {"kid": self.key_id, "ck": _b(chain), "i": iteration, "spk": _b(self.signing.public)}
 
     def encrypt(self, conversation_id: str, device_id: str, plaintext: bytes) -> bytes:
         ctx = context(conversation_id, device_id, self.key_id, self.iteration)
@@ -145,6 +161,7 @@ class OutboundSenderKey:
             "sig": _b(self.signing.private),
             "created_at": self.created_at,
             "shared_with": sorted(self.shared_with),
+            "ck0": _b(self.initial_chain_key),
         }
 
     @classmethod
@@ -156,6 +173,7 @@ class OutboundSenderKey:
             SigningKeyPair.from_private(_u(data["sig"])),
             data["created_at"],
             set(data["shared_with"]),
+            _u(data["ck0"]),
         )
 
 

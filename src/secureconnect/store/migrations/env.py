@@ -3,7 +3,8 @@
 from alembic import context
 
 import secureconnect.accounts.models
-import secureconnect.chat.models  # noqa: F401
+import secureconnect.chat.models
+import secureconnect.keys.models  # noqa: F401
 from secureconnect.store.base import metadata
 
 connection = context.config.attributes.get("connection")

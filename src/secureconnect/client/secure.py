@@ -1,0 +1,586 @@
+"""End-to-end encryption for the SDK: every message this client sends is encrypted on this device
+and every message it receives is decrypted here. The server sees ciphertext and public keys only.
+
+    secure = SecureClient(client, DeviceStore(path, passphrase))
+    await secure.start()                      # creates and publishes this device's keys once
+    await secure.send(conversation_id, b"hi") # sender key, shared over pairwise sessions
+    async for event in secure.events(): ...   # PlainMessage, DecryptionFailed, IdentityChanged...
+
+What happens on send: the conversation's current member devices are fetched from the key
+directory; any device that has not yet got this device's sender key gets it, pairwise-encrypted
+(X3DH then Double Ratchet), through its inbox; then the message is encrypted once with the sender
+key and posted. The sender key is replaced when a device that had it is no longer in the
+conversation (a member left, a device was revoked), and every 100 messages or 7 days.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from secureconnect.client.api import Client
+from secureconnect.client.crypto import pairwise, safety, senderkeys
+from secureconnect.client.crypto.primitives import (
+    CryptoError,
+    DHKeyPair,
+    Random,
+    SigningKeyPair,
+    system_random,
+)
+from secureconnect.client.crypto.ratchet import Ratchet
+from secureconnect.client.crypto.x3dh import (
+    Bundle,
+    DeviceIdentity,
+    InitialHeader,
+    initiate,
+    respond,
+)
+from secureconnect.client.devicestore import DeviceStore
+from secureconnect.client.errors import ApiError
+from secureconnect.client.types import (
+    InboxMessage,
+    Message,
+    PrekeysLow,
+    Ready,
+    Receipt,
+    Typing,
+)
+
+PREKEY_STOCK = 100
+PREKEY_REFILL_BELOW = 50
+SPK_ROTATE_S = 7 * 24 * 3600
+SESSIONS_KEPT = 3
+
+
+@dataclass(frozen=True)
+class PlainMessage:
+    conversation_id: str
+    seq: int
+    kind: str  # "message" or "membership"
+    sender: str
+    sender_id: str
+    sender_device_id: str | None
+    content_type: str
+    body: bytes
+    created_at: int
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def membership(self) -> dict[str, Any] | None:
+        if self.kind != "membership":
+            return None
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass(frozen=True)
+class DecryptionFailed:
+    """A message that could not be read. ``code``: unknown_sender_key (a key was requested from
+    the sender), bad_signature, bad_tag, replay, not_encrypted, sender_mismatch, bad_envelope."""
+
+    conversation_id: str
+    seq: int
+    sender: str
+    sender_device_id: str | None
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class IdentityChanged:
+    """A contact's devices changed: ``new_device``, ``device_removed`` or ``key_changed`` (the
+    last is never accepted silently: sending to that device stops until accept_identity)."""
+
+    username: str
+    device_id: str
+    change: str
+
+
+SecureEvent = PlainMessage | DecryptionFailed | IdentityChanged | Receipt | Typing | Ready
+
+
+class IdentityChangedError(Exception):
+    def __init__(self, username: str) -> None:
+        super().__init__(f"{username}'s keys changed; compare safety numbers, then accept them")
+        self.username = username
+
+
+def _b(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def _u(value: str) -> bytes:
+    return base64.b64decode(value)
+
+
+class SecureClient:
+    def __init__(self, client: Client, store: DeviceStore, rng: Random = system_random) -> None:
+        self.client = client
+        self.store = store
+        self.rng = rng
+        self.state: dict[str, Any] = {}
+        self._failed: list[Message] = []  # waiting for a sender key that was requested
+        self.notices: list[IdentityChanged] = []  # contacts' device changes seen while sending
+
+    # ----- device set-up ---------------------------------------------------------------------
+
+    async def start(self) -> list[IdentityChanged]:
+        me = await self.client.me()
+        loaded = self.store.load()
+        if loaded is None or loaded.get("device_id") != me["device_id"]:
+            self.state = self._new_device(me)
+        else:
+            self.state = loaded
+        self._rotate_spk_if_due()
+        await self.client.publish_keys(self._public_keys())
+        await self._top_up_prekeys()
+        self._save()
+        return []
+
+    def _new_device(self, me: dict[str, Any]) -> dict[str, Any]:
+        identity = DeviceIdentity.generate(self.rng)
+        return {
+            "device_id": me["device_id"],
+            "user_id": me["user_id"],
+            "username": me["username"],
+            "identity": {"dh": _b(identity.dh.private), "sig": _b(identity.signing.private)},
+            "spks": {},
+            "spk_current": 0,
+            "opks": {},
+            "next_opk_id": 1,
+            "sessions": {},
+            "outbound": {},
+            "inbound": {},
+            "contacts": {},
+            "messages": {},
+            "requested": [],
+        }
+
+    @property
+    def device_id(self) -> str:
+        return str(self.state["device_id"])
+
+    @property
+    def username(self) -> str:
+        return str(self.state["username"])
+
+    def _identity(self) -> DeviceIdentity:
+        ident = self.state["identity"]
+        return DeviceIdentity(
+            DHKeyPair.from_private(_u(ident["dh"])), SigningKeyPair.from_private(_u(ident["sig"]))
+        )
+
+    def _rotate_spk_if_due(self) -> None:
+        spks = self.state["spks"]
+        current = spks.get(str(self.state["spk_current"]))
+        if current is not None and time.time() - current["created"] < SPK_ROTATE_S:
+            return
+        spk_id = self.state["spk_current"] + 1
+        spks[str(spk_id)] = {
+            "priv": _b(DHKeyPair.generate(self.rng).private),
+            "created": time.time(),
+        }
+        self.state["spk_current"] = spk_id
+        for old in sorted(spks, key=int)[:-3]:  # keep a few for messages still in flight
+            del spks[old]
+
+    def _public_keys(self) -> dict[str, Any]:
+        identity = self._identity()
+        spk_id = self.state["spk_current"]
+        spk = DHKeyPair.from_private(_u(self.state["spks"][str(spk_id)]["priv"]))
+        return {
+            "identity_key": _b(identity.dh.public),
+            "signing_key": _b(identity.signing.public),
+            "identity_sig": _b(identity.identity_sig),
+            "signed_prekey": {
+                "id": spk_id,
+                "key": _b(spk.public),
+                "signature": _b(identity.sign_prekey(spk_id, spk)),
+            },
+        }
+
+    async def _top_up_prekeys(self) -> None:
+        stock = await self.client.prekey_count()
+        if stock >= PREKEY_REFILL_BELOW:
+            return
+        fresh = []
+        for _ in range(PREKEY_STOCK - stock):
+            key_id = self.state["next_opk_id"]
+            self.state["next_opk_id"] += 1
+            pair = DHKeyPair.generate(self.rng)
+            self.state["opks"][str(key_id)] = _b(pair.private)
+            fresh.append({"id": key_id, "key": _b(pair.public)})
+        self._save()  # the private halves must exist before the public ones are handed out
+        for i in range(0, len(fresh), 100):
+            await self.client.upload_prekeys(fresh[i : i + 100])
+
+    def _save(self) -> None:
+        self.store.save(self.state)
+
+    # ----- sending ---------------------------------------------------------------------------
+
+    async def send(
+        self, conversation_id: str, plaintext: bytes, content_type: str = "text/plain"
+    ) -> PlainMessage:
+        key = await self._outbound_key(conversation_id)
+        inner = json.dumps({"t": content_type, "b": _b(plaintext)}).encode()
+        body = key.encrypt(conversation_id, self.device_id, inner)
+        self.state["outbound"][conversation_id] = key.to_json()
+        self._save()  # the ratchet moved: never reuse a message key, even after a crash
+        sent = await self.client.send(conversation_id, body, content_type=senderkeys.CONTENT_TYPE)
+        plain = PlainMessage(
+            conversation_id,
+            sent.seq,
+            "message",
+            self.username,
+            self.state["user_id"],
+            self.device_id,
+            content_type,
+            plaintext,
+            sent.created_at,
+        )
+        self._remember(plain)
+        return plain
+
+    async def _outbound_key(self, conversation_id: str) -> senderkeys.OutboundSenderKey:
+        devices = await self.client.conversation_devices(conversation_id)
+        self._check_identities(devices)
+        targets = {d["device_id"]: d for d in devices if d["device_id"] != self.device_id}
+        stored = self.state["outbound"].get(conversation_id)
+        key = senderkeys.OutboundSenderKey.from_json(stored) if stored else None
+        if key is None or key.due_for_rotation() or not key.shared_with <= set(targets):
+            # Someone who had the key is gone (or it is old): a fresh key they never get.
+            key = senderkeys.OutboundSenderKey.generate(self.rng)
+        missing = [d for device_id, d in targets.items() if device_id not in key.shared_with]
+        if missing:
+            share = {"type": "sender_key", "conversation_id": conversation_id, **key.share()}
+            batch = [(d["device_id"], await self._pairwise_encrypt(d, share)) for d in missing]
+            self._save()
+            await self.client.send_inbox(batch)
+            key.shared_with.update(d["device_id"] for d in missing)
+        return key
+
+    async def _pairwise_encrypt(self, device: dict[str, Any], payload: dict[str, Any]) -> bytes:
+        device_id = device["device_id"]
+        sessions = self.state["sessions"].get(device_id)
+        if not sessions:
+            bundle_json = (await self.client.claim([device_id]))[0]
+            bundle = Bundle(
+                _u(bundle_json["identity_key"]),
+                _u(bundle_json["signing_key"]),
+                _u(bundle_json["identity_sig"]),
+                bundle_json["spk_id"],
+                _u(bundle_json["spk"]),
+                _u(bundle_json["spk_sig"]),
+                bundle_json["opk_id"],
+                _u(bundle_json["opk"]) if bundle_json["opk"] else None,
+            )
+            self._check_identities([bundle_json])
+            secret, ad, header = initiate(self._identity(), bundle, self.rng)
+            ratchet = Ratchet.for_initiator(secret, ad, bundle.spk, self.rng)
+            sessions = [
+                {
+                    "ratchet": ratchet.to_json(),
+                    "pending": {
+                        "ik": _b(header.identity_key),
+                        "sk": _b(header.signing_key),
+                        "ek": _b(header.ephemeral_key),
+                        "spk": header.spk_id,
+                        "opk": header.opk_id,
+                    },
+                    "base_ek": None,
+                }
+            ]
+            self.state["sessions"][device_id] = sessions
+        session = sessions[0]
+        ratchet = Ratchet.from_json(session["ratchet"])
+        header_bytes, ct = ratchet.encrypt(json.dumps(payload).encode())
+        session["ratchet"] = ratchet.to_json()
+        pending = session["pending"]
+        initial = None
+        if pending is not None:
+            initial = InitialHeader(
+                _u(pending["ik"]),
+                _u(pending["sk"]),
+                _u(pending["ek"]),
+                pending["spk"],
+                pending["opk"],
+            )
+        return pairwise.encode(initial, header_bytes, ct)
+
+    # ----- receiving -------------------------------------------------------------------------
+
+    async def events(self, cursors: dict[str, int] | None = None) -> AsyncIterator[SecureEvent]:
+        """Decrypted events for this device, reconnecting by itself."""
+        stream = self.client.events(cursors)
+        async for event in stream:
+            if isinstance(event, InboxMessage):
+                for produced in await self.handle_inbox(event):
+                    yield produced
+                await stream.ack_inbox(event.id)
+            elif isinstance(event, Message):
+                yield await self.decrypt(event)
+            elif isinstance(event, PrekeysLow):
+                await self._top_up_prekeys()
+            else:
+                yield event
+
+    async def sync_inbox(self) -> list[SecureEvent]:
+        """Processes pending pairwise messages over HTTP (when no event stream is open)."""
+        produced: list[SecureEvent] = []
+        for item in await self.client.inbox():
+            produced.extend(await self.handle_inbox(item))
+            await self.client.ack_inbox(item.id)
+        return produced
+
+    async def handle_inbox(self, item: InboxMessage) -> list[SecureEvent]:
+        try:
+            payload = self._pairwise_decrypt(item)
+        except CryptoError:
+            return []  # a pairwise message we cannot read carries no conversation content
+        finally:
+            self._save()
+        produced: list[SecureEvent] = []
+        if payload.get("type") == "sender_key":
+            conv = payload["conversation_id"]
+            record = senderkeys.InboundSenderKey.from_share(payload)
+            self.state["inbound"][f"{conv}|{item.sender_device_id}|{record.key_id}"] = {
+                **record.to_json(),
+                "owner": item.sender_id,
+            }
+            self._save()
+            waiting, self._failed = self._failed, []
+            for message in waiting:
+                produced.append(await self.decrypt(message))
+        elif payload.get("type") == "key_request":
+            await self._answer_key_request(item, payload)
+        return produced
+
+    def _pairwise_decrypt(self, item: InboxMessage) -> dict[str, Any]:
+        initial, header, ct = pairwise.decode(item.body)
+        sessions = self.state["sessions"].setdefault(item.sender_device_id, [])
+        if initial is not None:
+            known = next((s for s in sessions if s["base_ek"] == _b(initial.ephemeral_key)), None)
+            if known is None:
+                spk_record = self.state["spks"].get(str(initial.spk_id))
+                if spk_record is None:
+                    raise CryptoError("unknown_prekey", "signed prekey no longer held")
+                spk = DHKeyPair.from_private(_u(spk_record["priv"]))
+                opk = None
+                if initial.opk_id is not None:
+                    opk_priv = self.state["opks"].pop(str(initial.opk_id), None)
+                    if opk_priv is None:
+                        raise CryptoError("unknown_prekey", "one-time prekey already used")
+                    opk = DHKeyPair.from_private(_u(opk_priv))
+                secret, ad = respond(self._identity(), spk, opk, initial)
+                known = {
+                    "ratchet": Ratchet.for_responder(secret, ad, spk).to_json(),
+                    "pending": None,
+                    "base_ek": _b(initial.ephemeral_key),
+                }
+                sessions.insert(0, known)
+                del sessions[SESSIONS_KEPT:]
+            candidates = [known]
+        else:
+            candidates = list(sessions)
+        for session in candidates:
+            ratchet = Ratchet.from_json(session["ratchet"])
+            try:
+                plaintext = ratchet.decrypt(header, ct, self.rng)
+            except CryptoError:
+                continue
+            session["ratchet"] = ratchet.to_json()
+            session["pending"] = None  # the peer has our session now
+            parsed: dict[str, Any] = json.loads(plaintext)
+            return parsed
+        raise CryptoError("no_session", "no session decrypts this pairwise message")
+
+    async def decrypt(self, message: Message) -> PlainMessage | DecryptionFailed:
+        cached = self.state["messages"].get(message.conversation_id, {}).get(str(message.seq))
+        if cached is not None:
+            return PlainMessage(**{**cached, "body": _u(cached["body"])})
+        if message.kind == "membership":
+            change = message.membership or {}
+            if change.get("action") in ("remove", "leave"):
+                # Whoever left must not read on: start a new sender key for what follows.
+                self.state["outbound"].pop(message.conversation_id, None)
+                self._save()
+            plain = PlainMessage(
+                message.conversation_id,
+                message.seq,
+                "membership",
+                message.sender,
+                message.sender_id,
+                message.sender_device_id,
+                message.content_type,
+                message.body,
+                message.created_at,
+            )
+            return plain
+        try:
+            plain = self._decrypt_message(message)
+        except CryptoError as error:
+            if error.code == "unknown_sender_key":
+                self._failed.append(message)
+                await self._request_key(message)
+            return DecryptionFailed(
+                message.conversation_id,
+                message.seq,
+                message.sender,
+                message.sender_device_id,
+                error.code,
+                str(error),
+            )
+        self._remember(plain)
+        return plain
+
+    def _decrypt_message(self, message: Message) -> PlainMessage:
+        if message.content_type != senderkeys.CONTENT_TYPE:
+            raise CryptoError("not_encrypted", "this message was not end-to-end encrypted")
+        envelope = senderkeys.decode(message.body)
+        if envelope["dev"] != message.sender_device_id:
+            raise CryptoError("sender_mismatch", "the envelope names another sending device")
+        slot = f"{message.conversation_id}|{envelope['dev']}|{envelope['kid']}"
+        stored = self.state["inbound"].get(slot)
+        if stored is None:
+            raise CryptoError("unknown_sender_key", "no key for this sender yet; asked for it")
+        if stored["owner"] != message.sender_id:
+            raise CryptoError("sender_mismatch", "this key belongs to another user")
+        record = senderkeys.InboundSenderKey.from_json(stored)
+        inner = json.loads(record.decrypt(message.conversation_id, envelope))
+        self.state["inbound"][slot] = {**record.to_json(), "owner": stored["owner"]}
+        return PlainMessage(
+            message.conversation_id,
+            message.seq,
+            "message",
+            message.sender,
+            message.sender_id,
+            message.sender_device_id,
+            inner["t"],
+            _u(inner["b"]),
+            message.created_at,
+        )
+
+    def _remember(self, plain: PlainMessage) -> None:
+        """Keeps what was read: a message key works once, so history is read from here."""
+        record = {**plain.__dict__, "body": _b(plain.body)}
+        self.state["messages"].setdefault(plain.conversation_id, {})[str(plain.seq)] = record
+        self._save()
+
+    async def history(self, conversation_id: str) -> list[PlainMessage | DecryptionFailed]:
+        return [await self.decrypt(m) async for m in self.client.all_messages(conversation_id)]
+
+    # ----- lost keys -------------------------------------------------------------------------
+
+    async def _request_key(self, message: Message) -> None:
+        try:
+            envelope = senderkeys.decode(message.body)
+        except CryptoError:
+            return
+        marker = f"{message.conversation_id}|{envelope['dev']}|{envelope['kid']}"
+        if marker in self.state["requested"] or message.sender_device_id is None:
+            return
+        try:
+            devices = await self.client.conversation_devices(message.conversation_id)
+        except ApiError:
+            return  # no longer a member: there is no one to ask
+        target = next((d for d in devices if d["device_id"] == message.sender_device_id), None)
+        if target is None:
+            return
+        request = {
+            "type": "key_request",
+            "conversation_id": message.conversation_id,
+            "kid": envelope["kid"],
+            "i": envelope["i"],
+            "seq": message.seq,
+        }
+        body = await self._pairwise_encrypt(target, request)
+        self.state["requested"].append(marker)
+        self._save()
+        await self.client.send_inbox([(target["device_id"], body)])
+
+    async def _answer_key_request(self, item: InboxMessage, request: dict[str, Any]) -> None:
+        """Re-shares a sender key from the message asked about, if the asker was a member when
+        it was sent: never earlier than their joining."""
+        conv = request["conversation_id"]
+        stored = self.state["outbound"].get(conv)
+        if stored is None or stored["kid"] != request["kid"]:
+            return
+        try:
+            members = {m["user_id"]: m for m in await self.client.members(conv)}
+        except ApiError:
+            return
+        asker = members.get(item.sender_id)
+        if asker is None or request["seq"] <= asker["joined_seq"]:
+            return
+        key = senderkeys.OutboundSenderKey.from_json(stored)
+        try:
+            share = {"type": "sender_key", "conversation_id": conv, **key.share_from(request["i"])}
+        except CryptoError:
+            return
+        devices = await self.client.conversation_devices(conv)
+        target = next((d for d in devices if d["device_id"] == item.sender_device_id), None)
+        if target is not None:
+            body = await self._pairwise_encrypt(target, share)
+            self._save()
+            await self.client.send_inbox([(target["device_id"], body)])
+
+    # ----- identities ------------------------------------------------------------------------
+
+    def _check_identities(self, devices: list[dict[str, Any]]) -> list[IdentityChanged]:
+        """Remembers contacts' device keys; a known device whose keys changed stops sending."""
+        changes = []
+        for d in devices:
+            contact = self.state["contacts"].setdefault(
+                d["username"], {"devices": {}, "verified": False}
+            )
+            keys = [d["signing_key"], d["identity_key"]]
+            known = contact["devices"].get(d["device_id"])
+            if known is None:
+                if contact["devices"] or contact["verified"]:
+                    change = IdentityChanged(d["username"], d["device_id"], "new_device")
+                    changes.append(change)
+                    self.notices.append(change)
+                    contact["verified"] = False
+                contact["devices"][d["device_id"]] = keys
+            elif known != keys:
+                contact["verified"] = False
+                contact.setdefault("changed", []).append(d["device_id"])
+                self._save()
+                raise IdentityChangedError(d["username"])
+        return changes
+
+    def accept_identity(self, username: str, devices: list[dict[str, Any]]) -> None:
+        """After the user compared safety numbers: trust ``username``'s devices as they are now."""
+        self.state["contacts"][username] = {
+            "devices": {d["device_id"]: [d["signing_key"], d["identity_key"]] for d in devices},
+            "verified": False,
+        }
+        self._save()
+
+    async def safety_number(self, username: str) -> str:
+        mine = await self.client.user_devices(self.username)
+        theirs = await self.client.user_devices(username)
+
+        def key(devices: list[dict[str, Any]]) -> bytes:
+            return safety.party_key(
+                [(d["device_id"], _u(d["signing_key"]), _u(d["identity_key"])) for d in devices]
+            )
+
+        return safety.safety_number(self.username, key(mine), username, key(theirs))
+
+    def mark_verified(self, username: str) -> None:
+        self.state["contacts"].setdefault(username, {"devices": {}, "verified": False})[
+            "verified"
+        ] = True
+        self._save()
+
+    def is_verified(self, username: str) -> bool:
+        return bool(self.state["contacts"].get(username, {}).get("verified"))

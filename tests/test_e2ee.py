@@ -1,0 +1,299 @@
+"""End-to-end encryption through a real server: the SDK encrypts, the server relays ciphertext,
+and only members' devices can read, from when they joined until they leave."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+
+import httpx
+import pytest
+
+from secureconnect.client import Client
+from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
+from secureconnect.client.secure import (
+    DecryptionFailed,
+    IdentityChangedError,
+    PlainMessage,
+    SecureClient,
+)
+from tests.conftest import PASSWORD, unique
+from tests.helpers import SecureListener
+
+
+@pytest.fixture
+async def secure_users(server, tmp_path):
+    made: list[Client] = []
+
+    async def make(
+        prefix: str = "user", *, username: str | None = None, passphrase: str | None = None
+    ) -> SecureClient:
+        client = Client(server.url)
+        made.append(client)
+        name = username or unique(prefix)
+        if username is None:
+            await client.register(name, PASSWORD)
+        await client.login(name, PASSWORD)
+        store = DeviceStore(tmp_path / f"{name}-{client.login_info.device_id}.json", passphrase)
+        secure = SecureClient(client, store)
+        await secure.start()
+        return secure
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+
+def texts(items) -> list[str]:
+    return [m.text for m in items if isinstance(m, PlainMessage) and m.kind == "message"]
+
+
+async def test_one_to_one_both_ways(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    bob_rx = await SecureListener(bob).start()
+    alice_rx = await SecureListener(alice).start()
+    try:
+        await alice.send(conv.id, b"hello bob")
+        assert await bob_rx.wait_texts(conv.id, 1) == ["hello bob"]
+        await bob.send(conv.id, b"hello alice")
+        assert await alice_rx.wait_texts(conv.id, 2) == ["hello bob", "hello alice"]
+    finally:
+        await bob_rx.stop()
+        await alice_rx.stop()
+    # Offline catch-up and history read the same, from the device's own store.
+    assert texts(await bob.history(conv.id)) == ["hello bob", "hello alice"]
+
+
+async def test_group_of_three_with_a_two_device_user(secure_users) -> None:
+    alice, bob, carol = (
+        await secure_users("alice"),
+        await secure_users("bob"),
+        await secure_users("carol"),
+    )
+    bob_laptop = await secure_users(username=bob.username)
+    group = await alice.client.create_group([bob.username, carol.username], name="g")
+    await alice.send(group.id, b"from alice")
+    await bob.send(group.id, b"from bob's phone")
+    await bob_laptop.send(group.id, b"from bob's laptop")
+    await carol.send(group.id, b"from carol")
+    everyone = ["from alice", "from bob's phone", "from bob's laptop", "from carol"]
+    for device in (alice, bob, bob_laptop, carol):
+        await device.sync_inbox()
+        assert texts(await device.history(group.id)) == everyone, device.username
+
+
+async def test_out_of_order_and_delayed_delivery(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    for i in range(6):
+        await alice.send(conv.id, f"m{i}".encode())
+    await bob.sync_inbox()
+    events = [m async for m in bob.client.all_messages(conv.id) if m.kind == "message"]
+    order = [events[i] for i in (4, 0, 5, 2, 1, 3)]
+    decrypted = {p.seq: p.text for p in [await bob.decrypt(m) for m in order]}
+    assert [decrypted[m.seq] for m in events] == [f"m{i}" for i in range(6)]
+
+
+async def test_removed_member_cannot_read_what_follows(secure_users) -> None:
+    alice, bob, carol = (
+        await secure_users("alice"),
+        await secure_users("bob"),
+        await secure_users("carol"),
+    )
+    group = await alice.client.create_group([bob.username, carol.username])
+    await alice.send(group.id, b"before")
+    await carol.sync_inbox()
+    assert texts(await carol.history(group.id)) == ["before"]
+    await alice.client.remove_member(group.id, carol.username)
+    for device in (alice, bob):
+        await device.history(group.id)  # each sees the removal and drops its sender key
+    await alice.send(group.id, b"after carol left")
+    await bob.sync_inbox()
+    assert texts(await bob.history(group.id)) == ["before", "after carol left"]
+    later = [m async for m in alice.client.all_messages(group.id)][-1]
+    await carol.sync_inbox()
+    outcome = await carol.decrypt(later)  # even handed the ciphertext, carol has no key
+    assert isinstance(outcome, DecryptionFailed)
+    assert outcome.code == "unknown_sender_key"
+
+
+async def test_new_member_cannot_read_what_came_before(secure_users) -> None:
+    alice, bob, dave = (
+        await secure_users("alice"),
+        await secure_users("bob"),
+        await secure_users("dave"),
+    )
+    group = await alice.client.create_group([bob.username])
+    await alice.send(group.id, b"old secret")
+    earlier = [m async for m in alice.client.all_messages(group.id)][-1]
+    await alice.client.add_member(group.id, dave.username)
+    await alice.send(group.id, b"welcome dave")
+    await dave.sync_inbox()
+    assert texts(await dave.history(group.id)) == ["welcome dave"]
+    outcome = await dave.decrypt(earlier)
+    assert isinstance(outcome, DecryptionFailed)
+    # Asking alice for the key does not help: dave joined after that message.
+    await alice.sync_inbox()
+    await dave.sync_inbox()
+    assert isinstance(await dave.decrypt(earlier), DecryptionFailed)
+
+
+async def test_tampered_and_replayed_ciphertexts_are_refused(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"genuine")
+    await bob.sync_inbox()
+    original = [m async for m in bob.client.all_messages(conv.id)][-1]
+    envelope = json.loads(original.body)
+    ct = base64.b64decode(envelope["ct"])
+    envelope["ct"] = base64.b64encode(bytes([ct[0] ^ 1]) + ct[1:]).decode()
+    tampered = dataclasses.replace(
+        original, seq=original.seq + 100, body=json.dumps(envelope).encode()
+    )
+    failed = await bob.decrypt(tampered)
+    assert isinstance(failed, DecryptionFailed)
+    assert failed.code == "bad_signature"
+    assert (await bob.decrypt(original)).text == "genuine"
+    replayed = dataclasses.replace(original, seq=original.seq + 200)  # same ciphertext again
+    failed = await bob.decrypt(replayed)
+    assert isinstance(failed, DecryptionFailed)
+    assert failed.code == "replay"
+    forged_sender = dataclasses.replace(
+        original, seq=original.seq + 300, sender_device_id="someone-else"
+    )
+    assert (await bob.decrypt(forged_sender)).code == "sender_mismatch"
+
+
+async def test_unencrypted_messages_are_flagged_not_trusted(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    await alice.client.send(conv.id, b"sent around the encryption", content_type="text/plain")
+    last = [m async for m in bob.client.all_messages(conv.id)][-1]
+    outcome = await bob.decrypt(last)
+    assert isinstance(outcome, DecryptionFailed)
+    assert outcome.code == "not_encrypted"
+
+
+async def test_identity_key_change_is_never_silent(secure_users, server) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"first")
+    # The directory refuses to change a device's identity...
+    other = SecureClient(bob.client, DeviceStore(bob.store.path.with_name("x.json")))
+    other.state = other._new_device(await bob.client.me())
+    other.state["spks"] = {"1": bob.state["spks"][str(bob.state["spk_current"])]}
+    other.state["spk_current"] = 1
+    response = httpx.put(
+        server.url + "/v1/keys/device",
+        json=other._public_keys(),
+        headers={"Authorization": f"Bearer {bob.client.token}"},
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "identity_immutable"
+    # ...and if it ever showed other keys for a known device, the client stops sending.
+    contact = alice.state["contacts"][bob.username]
+    device_id = next(iter(contact["devices"]))
+    contact["devices"][device_id] = [base64.b64encode(b"\x01" * 32).decode()] * 2
+    with pytest.raises(IdentityChangedError):
+        await alice.send(conv.id, b"should not go")
+    alice.accept_identity(bob.username, await alice.client.user_devices(bob.username))
+    await alice.send(conv.id, b"after checking the safety number")
+
+
+async def test_a_new_device_is_announced_and_safety_numbers_agree(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"hi")
+    number = await alice.safety_number(bob.username)
+    assert number == await bob.safety_number(alice.username)
+    assert len(number) == 60
+    alice.mark_verified(bob.username)
+    await secure_users(username=bob.username)  # bob logs in on a new device
+    await alice.send(conv.id, b"again")
+    assert [(n.username, n.change) for n in alice.notices] == [(bob.username, "new_device")]
+    assert not alice.is_verified(bob.username)
+    assert await alice.safety_number(bob.username) != number
+
+
+async def test_exhausted_one_time_prekeys_fall_back_to_the_signed_prekey(
+    secure_users, server
+) -> None:
+    alice, bob, carol = (
+        await secure_users("alice"),
+        await secure_users("bob"),
+        await secure_users("carol"),
+    )
+    while (await carol.client.claim([bob.device_id]))[0]["opk"] is not None:
+        pass
+    assert await bob.client.prekey_count() == 0
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"no one-time prekey left")
+    await bob.sync_inbox()
+    assert texts(await bob.history(conv.id)) == ["no one-time prekey left"]
+    await bob.start()  # a restart refills the stock
+    assert await bob.client.prekey_count() == 100
+
+
+async def test_the_server_never_sees_plaintext_or_private_keys(secure_users, server) -> None:
+    alice, bob, carol = (
+        await secure_users("alice"),
+        await secure_users("bob"),
+        await secure_users("carol"),
+    )
+    group = await alice.client.create_group([bob.username, carol.username])
+    secrets_sent = [f"zebra-{unique('secret')}-umbrella".encode() for _ in range(3)]
+    bob_rx = await SecureListener(bob).start()
+    try:
+        for device, secret in zip((alice, bob, carol), secrets_sent, strict=True):
+            await device.send(group.id, secret)
+        assert len(await bob_rx.wait_texts(group.id, 3)) == 3
+    finally:
+        await bob_rx.stop()
+    for device in (alice, carol):
+        await device.sync_inbox()
+        assert texts(await device.history(group.id)) == [s.decode() for s in secrets_sent]
+    # What the server holds and says: the database (and its WAL), the logs, its HTTP answers.
+    server_side = b"".join(p.read_bytes() for p in server.data_dir.glob("secureconnect.db*"))
+    server_side += server.log_path.read_bytes()
+    headers = {"Authorization": f"Bearer {bob.client.token}"}
+    for path in (
+        f"/v1/conversations/{group.id}/messages",
+        "/v1/inbox",
+        f"/v1/conversations/{group.id}/devices",
+    ):
+        server_side += httpx.get(server.url + path, headers=headers).content
+    for secret in secrets_sent:
+        assert secret not in server_side
+        assert base64.b64encode(secret) not in server_side
+    for device in (alice, bob, carol):
+        private = base64.b64decode(device.state["identity"]["dh"])
+        assert private not in server_side
+        assert device.state["identity"]["dh"].encode() not in server_side
+
+
+async def test_device_keys_at_rest_are_encrypted_with_the_passphrase(secure_users) -> None:
+    alice = await secure_users("alice", passphrase="long passphrase for the laptop")
+    raw = alice.store.path.read_bytes()
+    assert alice.state["identity"]["dh"].encode() not in raw
+    assert alice.store.path.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(DeviceStoreError):
+        DeviceStore(alice.store.path, "wrong passphrase").load()
+    assert DeviceStore(alice.store.path, "long passphrase for the laptop").load() == alice.state
+
+
+async def test_a_lost_sender_key_is_asked_for_and_the_message_recovered(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"can you read this?")
+    # Bob's device loses the key distribution (acked without processing, as if lost).
+    pending = await bob.client.inbox()
+    await bob.client.ack_inbox(pending[-1].id)
+    message = [m async for m in bob.client.all_messages(conv.id)][-1]
+    failed = await bob.decrypt(message)
+    assert isinstance(failed, DecryptionFailed)
+    assert failed.code == "unknown_sender_key"
+    await alice.sync_inbox()  # alice answers bob's key request
+    recovered = await bob.sync_inbox()
+    assert [p.text for p in recovered if isinstance(p, PlainMessage)] == ["can you read this?"]
