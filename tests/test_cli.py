@@ -53,8 +53,31 @@ def test_three_people_chat_from_the_terminal(server, tmp_path) -> None:
     assert "trip" in listing
     history = cli(server, tmp_path, "chat", "history", "trip", "--profile", carol).stdout
     assert "who brings the tent?" in history and f"{alice} started the conversation" in history
+    # Everything above was end-to-end encrypted: the server's database never held the words.
+    stored = b"".join(p.read_bytes() for p in server.data_dir.glob("secureconnect.db*"))
+    assert b"who brings the tent?" not in stored
+    assert b"just us two" not in stored
     members = cli(server, tmp_path, "chat", "members", "trip", "--profile", bob).stdout.split()
     assert members[:2] == [alice, "(admin)"] and bob in members and carol in members
+
+
+def test_safety_numbers_match_and_can_be_confirmed(server, tmp_path) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    for name in (alice, bob):
+        cli(server, tmp_path, "register", name, "--profile", name)
+        cli(server, tmp_path, "login", name, "--profile", name)
+    cli(server, tmp_path, "chat", "send", f"@{bob}", "hi", "--profile", alice)
+
+    def number(out: str) -> str:
+        return "".join(ch for line in out.splitlines()[1:2] for ch in line if ch.isdigit())
+
+    seen_by_alice = cli(server, tmp_path, "chat", "verify", bob, "--profile", alice).stdout
+    seen_by_bob = cli(server, tmp_path, "chat", "verify", alice, "--profile", bob).stdout
+    assert len(number(seen_by_alice)) == 60
+    assert number(seen_by_alice) == number(seen_by_bob)
+    assert "not verified" in seen_by_alice
+    confirmed = cli(server, tmp_path, "chat", "verify", bob, "--confirm", "--profile", alice)
+    assert f"{bob} is verified" in confirmed.stdout
 
 
 def test_cli_errors_are_one_clear_line(server, tmp_path) -> None:

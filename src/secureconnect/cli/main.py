@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -20,8 +21,16 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from secureconnect.cli.profile import Profile
+from secureconnect.cli.profile import Profile, home
 from secureconnect.client import ApiError, Client, ConnectionLost, Message, Ready, Receipt, Typing
+from secureconnect.client.crypto.safety import display
+from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
+from secureconnect.client.secure import (
+    DecryptionFailed,
+    IdentityChangedError,
+    PlainMessage,
+    SecureClient,
+)
 from secureconnect.config import Settings
 
 app = typer.Typer(help="SecureConnect: end-to-end encrypted chat and calls.", no_args_is_help=True)
@@ -200,6 +209,7 @@ def login(
             state.cursors = {}
         state.token, state.username = info.token, info.username
         state.user_id, state.device_id = info.user_id, info.device_id
+        await _secure(client, profile)  # this device's keys: made here, public halves published
         out.print(f"logged in as [bold]{info.username}[/bold] on device {info.device_id[:8]}")
 
     _client_command(go)(profile=profile, server=server)
@@ -261,8 +271,30 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def _render(message: Message, me: str | None) -> str:
+def _device_store(profile: str) -> DeviceStore:
+    """This profile's device keys; encrypted at rest when SECURECONNECT_PASSPHRASE is set."""
+    return DeviceStore(
+        home() / f"{profile}.device.json", os.environ.get("SECURECONNECT_PASSPHRASE") or None
+    )
+
+
+async def _secure(client: Client, profile: str) -> SecureClient:
+    secure = SecureClient(client, _device_store(profile))
+    try:
+        await secure.start()
+    except DeviceStoreError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    return secure
+
+
+def _render(message: Message | PlainMessage | DecryptionFailed, me: str | None) -> str:
     who = "you" if message.sender == me else message.sender
+    if isinstance(message, DecryptionFailed):
+        return (
+            f"[dim]{message.conversation_id[:8]} #{message.seq}[/dim] [red]could not "
+            f"decrypt a message from {who} ({message.code})[/red]"
+        )
     stamp = datetime.fromtimestamp(message.created_at / 1000, UTC).astimezone().strftime("%H:%M")
     head = f"[dim]{message.conversation_id[:8]} #{message.seq} {stamp}[/dim]"
     change = message.membership
@@ -334,8 +366,20 @@ def chat_send(
 
     async def go(client: Client, state: Profile) -> None:
         conv = await _resolve(client, conversation)
-        sent = await client.send(conv, text.encode(), content_type="text/plain")
-        out.print(f"sent #{sent.seq}")
+        secure = await _secure(client, profile)
+        try:
+            sent = await secure.send(conv, text.encode())
+        except IdentityChangedError as error:
+            err.print(
+                f"[red]not sent:[/red] {error}. Run: secureconnect chat verify {error.username}"
+            )
+            raise typer.Exit(1) from error
+        for notice in secure.notices:
+            err.print(
+                f"[yellow]{notice.username} has a new device "
+                f"({notice.device_id[:8]}); their safety number changed[/yellow]"
+            )
+        out.print(f"sent #{sent.seq} (end-to-end encrypted)")
 
     _client_command(go)(profile=profile, server=server)
 
@@ -351,19 +395,21 @@ def chat_history(
 
     async def go(client: Client, state: Profile) -> None:
         conv = await _resolve(client, conversation)
-        page = await client.history(conv, before=2**62, limit=limit)
-        for message in page.messages:
+        secure = await _secure(client, profile)
+        await secure.sync_inbox()
+        for message in (await secure.history(conv))[-limit:]:
             out.print(_render(message, state.username))
 
     _client_command(go)(profile=profile, server=server)
 
 
 async def _stream(client: Client, state: Profile, profile: str, until_ready: bool) -> None:
-    stream = client.events(state.cursors)
-    async for event in stream:
-        if isinstance(event, Message):
+    secure = await _secure(client, profile)
+    async for event in secure.events(state.cursors):
+        if isinstance(event, PlainMessage | DecryptionFailed):
             out.print(_render(event, state.username))
-            state.cursors = stream.cursors
+            if secure.stream is not None:
+                state.cursors = secure.stream.cursors
             state.save(profile)
         elif isinstance(event, Receipt) and event.username != state.username:
             out.print(
@@ -374,7 +420,8 @@ async def _stream(client: Client, state: Profile, profile: str, until_ready: boo
             verb = "is typing" if event.typing else "stopped typing"
             out.print(f"[dim]{event.conversation_id[:8]} {event.username} {verb}[/dim]")
         elif isinstance(event, Ready) and until_ready:
-            await stream.close()
+            if secure.stream is not None:
+                await secure.stream.close()
             return
 
 
@@ -446,5 +493,35 @@ def chat_read(conversation: str, profile: ProfileOpt = "default", server: Server
         conv = await client.conversation(await _resolve(client, conversation))
         await client.mark(conv.id, read=conv.last_seq)
         out.print(f"read up to #{conv.last_seq}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@chat_app.command("verify")
+def chat_verify(
+    username: str,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="the numbers match: mark verified")
+    ] = False,
+    accept: Annotated[bool, typer.Option("--accept", help="trust their devices' new keys")] = False,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Show the safety number to compare with USERNAME (in person or on a call)."""
+
+    async def go(client: Client, state: Profile) -> None:
+        secure = await _secure(client, profile)
+        if accept:
+            secure.accept_identity(username, await client.user_devices(username))
+        number = await secure.safety_number(username)
+        if confirm:
+            secure.mark_verified(username)
+        out.print(f"safety number with [bold]{username}[/bold]:")
+        out.print(f"  {display(number)}")
+        status = "verified" if secure.is_verified(username) else "not verified"
+        out.print(
+            f"{username} is {status}. Compare the number with theirs; if it matches, run "
+            f"secureconnect chat verify {username} --confirm"
+        )
 
     _client_command(go)(profile=profile, server=server)

@@ -41,6 +41,7 @@ from secureconnect.client.crypto.x3dh import (
 )
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.errors import ApiError
+from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
     InboxMessage,
     Message,
@@ -128,6 +129,7 @@ class SecureClient:
         self.state: dict[str, Any] = {}
         self._failed: list[Message] = []  # waiting for a sender key that was requested
         self.notices: list[IdentityChanged] = []  # contacts' device changes seen while sending
+        self.stream: EventStream | None = None  # the open event stream, for its cursors
 
     # ----- device set-up ---------------------------------------------------------------------
 
@@ -319,7 +321,7 @@ class SecureClient:
 
     async def events(self, cursors: dict[str, int] | None = None) -> AsyncIterator[SecureEvent]:
         """Decrypted events for this device, reconnecting by itself."""
-        stream = self.client.events(cursors)
+        stream = self.stream = self.client.events(cursors)
         async for event in stream:
             if isinstance(event, InboxMessage):
                 for produced in await self.handle_inbox(event):
