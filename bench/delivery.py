@@ -83,8 +83,10 @@ async def run(url: str, pairs: int, messages: int) -> None:
         await senders[0].send(convs[0], key.encode(), content_type="text/plain")
         body = key.encode()
         await listeners[0].wait_for(
-            lambda s, body=body: any(isinstance(e, Message) and e.body == body
-                                     for e in s.events[-5:]))
+            lambda s, body=body: any(
+                isinstance(e, Message) and e.body == body for e in s.events[-5:]
+            )
+        )
         unloaded.append((time.perf_counter() - start) * 1000)
     t0 = time.perf_counter()
     await asyncio.gather(*(send_all(i) for i in range(pairs)))
@@ -100,16 +102,24 @@ async def run(url: str, pairs: int, messages: int) -> None:
         await listener.stop()
     for client in senders + receivers:
         await client.aclose()
-    print(f"unloaded send-to-deliver latency ms: p50 {statistics.median(unloaded):.1f}  "
-          f"max {max(unloaded):.1f}")
-    print(f"saturated workload: {pairs} sender/receiver pairs x {messages} messages = {total}, "
-          f"{pairs} concurrent senders")
+    print(
+        f"unloaded send-to-deliver latency ms: p50 {statistics.median(unloaded):.1f}  "
+        f"max {max(unloaded):.1f}"
+    )
+    print(
+        f"saturated workload: {pairs} sender/receiver pairs x {messages} messages = {total}, "
+        f"{pairs} concurrent senders"
+    )
     print(f"delivered: {len(delivered_at)}/{total}")
     print(f"throughput: {len(delivered_at) / elapsed:.0f} messages/s")
-    print(f"send-to-deliver latency ms: p50 {statistics.median(latencies):.1f}  "
-          f"p99 {pct(latencies, 0.99):.1f}  max {max(latencies):.1f}")
-    print(f"reference: empty request round trip {rtt * 1000:.2f} ms; "
-          f"p50 delivery = {statistics.median(latencies) / (rtt * 1000):.1f}x that")
+    print(
+        f"send-to-deliver latency ms: p50 {statistics.median(latencies):.1f}  "
+        f"p99 {pct(latencies, 0.99):.1f}  max {max(latencies):.1f}"
+    )
+    print(
+        f"reference: empty request round trip {rtt * 1000:.2f} ms; "
+        f"p50 delivery = {statistics.median(latencies) / (rtt * 1000):.1f}x that"
+    )
 
 
 def main() -> None:
