@@ -256,3 +256,14 @@ def test_wycheproof_hkdf_sha256_and_hmac_sha256() -> None:
         expected = bytes.fromhex(t["tag"])
         matches = tag[: group["tagSize"] // 8] == expected
         assert matches == (t["result"] == "valid"), t["tcId"]
+
+
+@pytest.mark.parametrize("case", load("rfc8032.json")["cases"], ids=lambda c: c["name"])
+def test_rfc8032_ed25519(case) -> None:
+    pair = SigningKeyPair.from_private(bytes.fromhex(case["secret"]))
+    assert pair.public.hex() == case["public"]
+    signature = pair.sign(bytes.fromhex(case["message"]))
+    assert signature.hex() == case["signature"]
+    verify(pair.public, bytes.fromhex(case["message"]), signature)
+    with pytest.raises(CryptoError):
+        verify(pair.public, bytes.fromhex(case["message"]) + b"!", signature)

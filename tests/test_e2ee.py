@@ -3,6 +3,7 @@ and only members' devices can read, from when they joined until they leave."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -297,3 +298,35 @@ async def test_a_lost_sender_key_is_asked_for_and_the_message_recovered(secure_u
     await alice.sync_inbox()  # alice answers bob's key request
     recovered = await bob.sync_inbox()
     assert [p.text for p in recovered if isinstance(p, PlainMessage)] == ["can you read this?"]
+
+
+async def test_a_revoked_device_gets_no_new_keys(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    bob_laptop = await secure_users(username=bob.username)
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"both of bob's devices")
+    first_key = alice.state["outbound"][conv.id]["kid"]
+    await bob.client.revoke_device(bob_laptop.device_id)  # the laptop was stolen
+    await alice.send(conv.id, b"only bob's phone")
+    assert alice.state["outbound"][conv.id]["kid"] != first_key  # a fresh sender key
+    later = [m async for m in alice.client.all_messages(conv.id)][-1]
+    outcome = await bob_laptop.decrypt(later)
+    assert isinstance(outcome, DecryptionFailed)
+    await bob.sync_inbox()
+    assert texts(await bob.history(conv.id)) == ["both of bob's devices", "only bob's phone"]
+
+
+async def test_running_low_on_one_time_prekeys_refills_them(secure_users) -> None:
+    bob, carol = await secure_users("bob"), await secure_users("carol")
+    listener = await SecureListener(bob).start()
+    try:
+        for _ in range(95):  # carol takes bob's one-time prekeys until fewer than 10 are left
+            await carol.client.claim([bob.device_id])
+        # Without a refill 5 would be left; bob's device heard it was low and topped up.
+        for _ in range(100):
+            if await bob.client.prekey_count() >= 50:
+                break
+            await asyncio.sleep(0.05)
+        assert await bob.client.prekey_count() >= 50
+    finally:
+        await listener.stop()
