@@ -330,3 +330,19 @@ async def test_running_low_on_one_time_prekeys_refills_them(secure_users) -> Non
         assert await bob.client.prekey_count() >= 50
     finally:
         await listener.stop()
+
+
+async def test_sender_keys_rotate_after_100_messages_or_a_week(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"one")
+    first = alice.state["outbound"][conv.id]["kid"]
+    alice.state["outbound"][conv.id]["i"] = 100  # as if 99 more had been sent
+    await alice.send(conv.id, b"hundred and first")
+    second = alice.state["outbound"][conv.id]["kid"]
+    assert second != first
+    alice.state["outbound"][conv.id]["created_at"] -= 7 * 24 * 3600
+    await alice.send(conv.id, b"a week later")
+    assert alice.state["outbound"][conv.id]["kid"] not in (first, second)
+    await bob.sync_inbox()
+    assert texts(await bob.history(conv.id)) == ["one", "hundred and first", "a week later"]

@@ -11,9 +11,11 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from secureconnect import __version__
 from secureconnect.accounts.routes import router as accounts_router
@@ -120,7 +122,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops_router)
     for router in ROLE_ROUTERS[settings.role]:
         app.include_router(router)
-    if settings.role == "all":
+    if settings.role in ("all", "api-gateway"):
+        # The web client: plain ES modules, no build step, served by the server itself.
+        static = Path(str(resources.files("secureconnect").joinpath("static")))
+        app.mount("/static", StaticFiles(directory=static), name="static")
         app.add_api_route("/", _landing, include_in_schema=False, response_class=HTMLResponse)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)

@@ -1,0 +1,165 @@
+// Runs every JSON vector through the browser implementation; returns a list of failures.
+// Evaluated by Playwright inside Chromium with the vectors as its argument.
+async (vectors) => {
+  const P = await import("/static/js/crypto/primitives.js");
+  const X = await import("/static/js/crypto/x3dh.js");
+  const { Ratchet } = await import("/static/js/crypto/ratchet.js");
+  const SK = await import("/static/js/crypto/senderkeys.js");
+  const S = await import("/static/js/crypto/safety.js");
+  const PW = await import("/static/js/crypto/pairwise.js");
+  const failures = [];
+  const u = P.unb64;
+  const same = (a, b) => P.toHex(a) === P.toHex(b);
+  const check = (ok, what) => { if (!ok) failures.push(what); };
+  const refused = async (fn, code, what) => {
+    try { await fn(); failures.push(`${what}: accepted`); }
+    catch (e) { if (e.code !== code) failures.push(`${what}: ${e.code || e} instead of ${code}`); }
+  };
+  let checked = 0;
+
+  // X3DH
+  for (const c of vectors.x3dh.cases) {
+    const alice = { dh: await P.dhKeyPair(u(c.alice.identity_private)),
+                    signing: await P.signingKeyPair(u(c.alice.signing_private)) };
+    const bob = { dh: await P.dhKeyPair(u(c.bob.identity_private)),
+                  signing: await P.signingKeyPair(u(c.bob.signing_private)) };
+    const b = c.bundle;
+    const bundle = { identityKey: u(b.identity_key), signingKey: u(b.signing_key),
+      identitySig: u(b.identity_sig), spkId: b.spk_id, spk: u(b.spk), spkSig: u(b.spk_sig),
+      opkId: b.opk_id, opk: b.opk ? u(b.opk) : null };
+    check(same(await X.identitySig(bob), bundle.identitySig), `x3dh ${c.name}: identity sig`);
+    const eph = u(c.alice.ephemeral_private);
+    const out = await X.initiate(alice, bundle, () => eph);
+    check(P.b64(out.secret) === c.shared_secret, `x3dh ${c.name}: secret`);
+    check(P.b64(out.ad) === c.associated_data, `x3dh ${c.name}: ad`);
+    const spk = await P.dhKeyPair(u(c.bob.spk_private));
+    const opk = c.bob.opk_private ? await P.dhKeyPair(u(c.bob.opk_private)) : null;
+    const back = await X.respond(bob, spk, opk, out.header);
+    check(P.b64(back.secret) === c.shared_secret, `x3dh ${c.name}: responder secret`);
+    checked++;
+  }
+  for (const bad of vectors.x3dh.invalid_bundles) {
+    const b = bad.bundle;
+    const bundle = { identityKey: u(b.identity_key), signingKey: u(b.signing_key),
+      identitySig: u(b.identity_sig), spkId: b.spk_id, spk: u(b.spk), spkSig: u(b.spk_sig) };
+    await refused(async () => X.initiate(await X.generateIdentity(), bundle), bad.error, bad.name);
+  }
+
+  // Double Ratchet transcript
+  const r = vectors.ratchet;
+  const rng = new P.FixedRandom(r.random.seed);
+  const secret = await rng.next(32);
+  const ad = await rng.next(96);
+  check(P.b64(secret) === r.shared_secret, "ratchet: seeded secret");
+  const bobSpk = await P.generateDH(rng);
+  const parties = { alice: await Ratchet.forInitiator(secret, ad, bobSpk.public, rng),
+                    bob: Ratchet.forResponder(secret, ad, bobSpk) };
+  for (const op of r.operations) {
+    const ratchet = parties[op.by];
+    if (op.op === "encrypt") {
+      const [h, ct] = await ratchet.encrypt(P.utf8(op.plaintext));
+      check(P.b64(h) === op.header && P.b64(ct) === op.ciphertext, `ratchet: encrypt ${op.plaintext}`);
+      check(P.fromUtf8(PW.encode(null, h, ct)) === op.wire, `ratchet: wire ${op.plaintext}`);
+    } else if (op.op === "decrypt") {
+      const pt = await ratchet.decrypt(u(op.header), u(op.ciphertext), rng);
+      check(P.fromUtf8(pt) === op.plaintext, `ratchet: decrypt ${op.plaintext}`);
+    } else {
+      const before = JSON.stringify(ratchet.toJSON());
+      await refused(() => ratchet.decrypt(u(op.header), u(op.ciphertext), rng), op.error,
+                    `ratchet: ${op.case}`);
+      check(JSON.stringify(ratchet.toJSON()) === before, `ratchet: ${op.case} changed state`);
+    }
+    checked++;
+  }
+
+  // Sender keys
+  const s = vectors.senderkey;
+  const inbound = SK.InboundSenderKey.fromShare(s.share);
+  for (const i of s.receive_order) {
+    const m = s.messages[i];
+    const pt = await inbound.decrypt(s.conversation_id, SK.decode(m.body));
+    check(P.fromUtf8(pt) === m.plaintext, `senderkey: message ${i}`);
+    checked++;
+  }
+  for (const c of s.invalid) {
+    const receiver = c.after_all ? inbound : SK.InboundSenderKey.fromShare(s.share);
+    await refused(() => receiver.decrypt(c.conversation_id || s.conversation_id, SK.decode(c.body)),
+                  c.error, `senderkey: ${c.name}`);
+  }
+  const late = SK.InboundSenderKey.fromShare(s.share_after_5);
+  for (const m of s.messages) {
+    await refused(() => late.decrypt(s.conversation_id, SK.decode(m.body)), s.late_joiner.error,
+                  `senderkey: late joiner reads ${m.iteration}`);
+  }
+  // Re-create the chain from the vector's seed and compare the wire bytes.
+  const outbound = await SK.OutboundSenderKey.generate(new P.FixedRandom("senderkey/chain"), 0);
+  check(P.canonicalJson(outbound.share()) === P.canonicalJson(s.share), "senderkey: share");
+  for (const m of s.messages) {
+    const body = await outbound.encrypt(s.conversation_id, s.device_id, P.utf8(m.plaintext));
+    check(P.fromUtf8(body) === m.body, `senderkey: encrypt ${m.iteration}`);
+  }
+
+  // Safety numbers
+  const sv = vectors.safety;
+  const key = (party) => S.partyKey(party.devices.map(([d, sk, ik]) => [d, u(sk), u(ik)]));
+  check(await S.fingerprint("alice", key(sv.alice)) === sv.alice_fingerprint, "safety: alice");
+  check(await S.safetyNumber("bob", key(sv.bob), "alice", key(sv.alice)) === sv.safety_number,
+        "safety: number");
+
+  // RFC 8032
+  for (const c of vectors.rfc8032.cases) {
+    const pair = await P.signingKeyPair(P.hex(c.secret));
+    check(P.toHex(pair.public) === c.public, `rfc8032 ${c.name}: public`);
+    check(P.toHex(await P.sign(pair.private, P.hex(c.message))) === c.signature, `rfc8032 ${c.name}: sig`);
+  }
+
+  // Wycheproof, through the same wrappers
+  for (const g of vectors.x25519.testGroups) for (const t of g.tests) {
+    const shared = P.hex(t.shared);
+    if (t.result === "invalid" || shared.every((b) => b === 0)) {
+      await refused(() => P.dh(P.hex(t.private), P.hex(t.public)), "bad_key", `x25519 ${t.tcId}`);
+    } else {
+      try {
+        check(same(await P.dh(P.hex(t.private), P.hex(t.public)), shared), `x25519 ${t.tcId}`);
+      } catch (e) { failures.push(`x25519 ${t.tcId}: ${e.code || e}`); }
+    }
+    checked++;
+  }
+  for (const g of vectors.ed25519.testGroups) for (const t of g.tests) {
+    const pk = P.hex(g.publicKey.pk);
+    if (t.result === "valid") {
+      try { await P.verify(pk, P.hex(t.msg), P.hex(t.sig)); }
+      catch (e) { failures.push(`ed25519 ${t.tcId}: rejected`); }
+    } else {
+      await refused(() => P.verify(pk, P.hex(t.msg), P.hex(t.sig)), "bad_signature", `ed25519 ${t.tcId}`);
+    }
+    checked++;
+  }
+  for (const g of vectors.aes_gcm.testGroups) {
+    if (g.keySize !== 256 || g.ivSize !== 96 || g.tagSize !== 128) continue;
+    for (const t of g.tests) {
+      const sealed = P.concat(P.hex(t.ct), P.hex(t.tag));
+      if (t.result === "valid") {
+        const pt = await P.aeadDecrypt(P.hex(t.key), P.hex(t.iv), sealed, P.hex(t.aad));
+        check(P.toHex(pt) === t.msg, `aes-gcm ${t.tcId}`);
+      } else {
+        await refused(() => P.aeadDecrypt(P.hex(t.key), P.hex(t.iv), sealed, P.hex(t.aad)),
+                      "bad_tag", `aes-gcm ${t.tcId}`);
+      }
+      checked++;
+    }
+  }
+  for (const g of vectors.hkdf.testGroups) for (const t of g.tests) {
+    if (t.result !== "valid") continue;
+    const okm = await P.hkdf(P.hex(t.ikm), P.hex(t.salt), P.hex(t.info), Number(t.size));
+    check(P.toHex(okm) === t.okm, `hkdf ${t.tcId}`);
+    checked++;
+  }
+  for (const g of vectors.hmac.testGroups) for (const t of g.tests) {
+    const tag = await P.hmacSha256(P.hex(t.key), P.hex(t.msg));
+    const matches = P.toHex(tag.slice(0, g.tagSize / 8)) === t.tag;
+    check(matches === (t.result === "valid"), `hmac ${t.tcId}`);
+    checked++;
+  }
+  return { failures, checked };
+}
