@@ -1,0 +1,152 @@
+// The HTTP and WebSocket client for the browser: the same API the Python SDK uses.
+import { b64, unb64 } from "./crypto/primitives.js";
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export class Api {
+  constructor(base = location.origin, token = null) {
+    this.base = base;
+    this.token = token;
+  }
+
+  async call(method, path, body = undefined) {
+    const headers = { "Content-Type": "application/json" };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let response;
+    try {
+      response = await fetch(this.base + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (error) {
+      throw new ApiError(0, "offline", "cannot reach the server");
+    }
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      const e = data && data.error;
+      throw new ApiError(response.status, e ? e.code : "http_error", e ? e.message : response.statusText);
+    }
+    return data;
+  }
+
+  register(username, password) { return this.call("POST", "/v1/auth/register", { username, password }); }
+  async login(username, password, deviceName, deviceId = null) {
+    const data = await this.call("POST", "/v1/auth/login",
+      { username, password, device_name: deviceName, device_id: deviceId });
+    this.token = data.token;
+    return data;
+  }
+  logout() { return this.call("POST", "/v1/auth/logout"); }
+  me() { return this.call("GET", "/v1/me"); }
+  conversations() { return this.call("GET", "/v1/conversations"); }
+  conversation(id) { return this.call("GET", `/v1/conversations/${id}`); }
+  direct(username) { return this.call("POST", "/v1/conversations", { kind: "direct", members: [username] }); }
+  group(members, name) { return this.call("POST", "/v1/conversations", { kind: "group", members, name }); }
+  members(id) { return this.call("GET", `/v1/conversations/${id}/members`); }
+  send(id, body, contentType, clientMsgId) {
+    return this.call("POST", `/v1/conversations/${id}/messages`,
+      { client_msg_id: clientMsgId, content_type: contentType, body: b64(body) });
+  }
+  history(id, after) { return this.call("GET", `/v1/conversations/${id}/messages?after=${after}&limit=500`); }
+  mark(id, read) { return this.call("POST", `/v1/conversations/${id}/receipts`, { read_seq: read }); }
+  receipts(id) { return this.call("GET", `/v1/conversations/${id}/receipts`); }
+  typing(id, on) { return this.call("POST", `/v1/conversations/${id}/typing`, { typing: on }); }
+  publishKeys(keys) { return this.call("PUT", "/v1/keys/device", keys); }
+  uploadPrekeys(prekeys) { return this.call("POST", "/v1/keys/one-time", { prekeys }); }
+  prekeyCount() { return this.call("GET", "/v1/keys/count"); }
+  userDevices(username) { return this.call("GET", `/v1/users/${encodeURIComponent(username)}/devices`); }
+  conversationDevices(id) { return this.call("GET", `/v1/conversations/${id}/devices`); }
+  claim(deviceIds) { return this.call("POST", "/v1/keys/claim", { device_ids: deviceIds }); }
+  sendInbox(messages) {
+    return this.call("POST", "/v1/inbox", { messages: messages.map(([d, body]) => ({ device_id: d, body: b64(body) })) });
+  }
+  inbox() { return this.call("GET", "/v1/inbox"); }
+  ackInbox(upTo) { return this.call("POST", "/v1/inbox/ack", { up_to: upTo }); }
+}
+
+export async function allMessages(api, id) {
+  const out = [];
+  let after = 0;
+  for (;;) {
+    const page = await api.history(id, after);
+    for (const e of page.events) {
+      out.push(decodeEvent(e));
+      after = e.seq;
+    }
+    if (!page.has_more) return out;
+  }
+}
+
+export function decodeEvent(e) {
+  return { ...e, body: unb64(e.body) };
+}
+
+// One WebSocket per device: authenticates in its first frame, resumes from its cursors, and
+// reconnects with backoff. onEvent is awaited for each event, in order.
+export class EventStream {
+  constructor(base, token, cursors, onEvent, onStatus = () => {}) {
+    this.url = base.replace(/^http/, "ws") + "/v1/events";
+    this.token = token;
+    this.cursors = { ...cursors };
+    this.onEvent = onEvent;
+    this.onStatus = onStatus;
+    this.closed = false;
+    this.delay = 200;
+    this.queue = Promise.resolve();
+  }
+
+  start() {
+    this.connect();
+    return this;
+  }
+
+  connect() {
+    if (this.closed) return;
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: this.token, cursors: this.cursors }));
+    ws.onmessage = (m) => {
+      const event = JSON.parse(m.data);
+      this.queue = this.queue.then(() => this.handle(ws, event)).catch((e) => console.warn(e));
+    };
+    ws.onclose = (c) => {
+      this.onStatus("offline", c.code);
+      if (this.closed || c.code === 4401 || c.code === 4400) return;
+      setTimeout(() => this.connect(), this.delay * (1 + Math.random()));
+      this.delay = Math.min(this.delay * 2, 5000);
+    };
+  }
+
+  async handle(ws, event) {
+    if (event.type === "message") {
+      const last = this.cursors[event.conversation_id] || 0;
+      if (event.seq <= last) return;
+      this.cursors[event.conversation_id] = event.seq;
+      await this.onEvent(decodeEvent(event));
+      if (ws.readyState === WebSocket.OPEN) {
+        ws.send(JSON.stringify({ type: "ack", conversation_id: event.conversation_id, seq: event.seq }));
+      }
+      return;
+    }
+    if (event.type === "ready") {
+      this.delay = 200;
+      this.onStatus("online");
+    }
+    if (event.type === "inbox") event.body = unb64(event.body);
+    await this.onEvent(event);
+    if (event.type === "inbox" && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify({ type: "inbox_ack", up_to: event.id }));
+    }
+  }
+
+  close() {
+    this.closed = true;
+    if (this.ws) this.ws.close();
+  }
+}

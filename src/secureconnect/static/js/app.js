@@ -1,0 +1,395 @@
+// The SecureConnect web client. Encryption happens in secure.js; this file is the interface.
+import { Api, ApiError, EventStream } from "./api.js";
+import { display } from "./crypto/safety.js";
+import { IdentityChangedError, SecureClient } from "./secure.js";
+import * as store from "./store.js";
+import { lang, setLang, t } from "./i18n.js";
+
+const root = document.getElementById("app");
+const ui = {
+  api: new Api(), secure: null, stream: null, session: null, conversations: [],
+  open: null, messages: new Map(), receipts: [], typing: new Map(), status: "offline",
+  showNew: false, banner: null,
+};
+
+// ----- tiny DOM helpers (text only: nothing a user types is ever parsed as HTML) -------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v === true) node.setAttribute(k, "");
+    else if (v !== false && v !== null && v !== undefined) node.setAttribute(k, v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) {
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function colour(name) {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.charCodeAt(0)) % 360;
+  return `hsl(${h} 55% 48%)`;
+}
+
+const avatar = (name) => el("span", { class: "avatar", style: `background:${colour(name)}`, "aria-hidden": "true" },
+  (name[0] || "?").toUpperCase());
+const time = (ms) => new Date(ms).toLocaleTimeString(lang(), { hour: "2-digit", minute: "2-digit" });
+
+function title(conv) {
+  if (conv.name) return conv.name;
+  const others = conv.members.filter((m) => m !== ui.session.username);
+  return others.join(", ") || ui.session.username;
+}
+
+// ----- start-up and authentication ----------------------------------------------------------
+
+async function boot() {
+  setLang(lang());
+  ui.session = await store.load("session");
+  if (ui.session) {
+    ui.api.token = ui.session.token;
+    try {
+      await enter();
+      return;
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) console.warn(error);
+      await store.remove("session");
+      ui.session = null;
+    }
+  }
+  renderAuth();
+}
+
+function renderAuth(message = "") {
+  const username = el("input", { id: "username", name: "username", autocomplete: "username", required: true });
+  const password = el("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true });
+  const error = el("div", { class: "error", role: "alert" }, message);
+  async function go(register) {
+    error.textContent = t("working");
+    try {
+      if (register) await ui.api.register(username.value, password.value);
+      const previous = await store.load(`device-id:${username.value.trim().toLowerCase()}`);
+      let login;
+      try {
+        login = await ui.api.login(username.value, password.value, navigator.userAgent.includes("Mobile") ? "phone browser" : "web browser", previous || null);
+      } catch (e) {
+        if (e.code !== "device_not_found") throw e;
+        login = await ui.api.login(username.value, password.value, "web browser");
+      }
+      ui.session = { token: login.token, username: login.username, device_id: login.device_id, cursors: {} };
+      await store.save(`device-id:${login.username}`, login.device_id);
+      await store.save("session", ui.session);
+      await enter();
+    } catch (e) {
+      error.textContent = e.message;
+    }
+  }
+  const form = el("form", { class: "auth", onsubmit: (e) => { e.preventDefault(); go(false); } },
+    el("h1", {}, "SecureConnect"), el("p", { class: "tag" }, t("tagline")),
+    el("label", { for: "username" }, t("username")), username,
+    el("label", { for: "password" }, t("password")), password,
+    el("div", { class: "row" },
+      el("button", { type: "submit", id: "login" }, t("login")),
+      el("button", { type: "button", class: "ghost", id: "register", onclick: () => go(true) }, t("register"))),
+    error, languagePicker());
+  root.replaceChildren(form);
+  username.focus();
+}
+
+function languagePicker() {
+  return el("select", { "aria-label": t("language"), id: "language", onchange: (e) => { setLang(e.target.value); render(); } },
+    el("option", { value: "en", selected: lang() === "en" }, "English"),
+    el("option", { value: "vi", selected: lang() === "vi" }, "Tiếng Việt"));
+}
+
+async function enter() {
+  ui.secure = new SecureClient(ui.api);
+  await ui.secure.start();
+  await refreshConversations();
+  render();
+  ui.stream = new EventStream(location.origin, ui.session.token, ui.session.cursors || {}, onEvent, onStatus).start();
+}
+
+function onStatus(status, code) {
+  ui.status = status;
+  if (code === 4401) { logout(false); return; }
+  if (status === "online") refreshConversations().then(render);
+  renderStatus();
+}
+
+// ----- live events --------------------------------------------------------------------------
+
+async function onEvent(event) {
+  if (event.type === "message") {
+    const plain = await ui.secure.decrypt(event);
+    addMessage(plain);
+    ui.session.cursors = { ...ui.stream.cursors };
+    await store.save("session", ui.session);
+    if (ui.open === event.conversation_id && document.visibilityState === "visible") markRead();
+    scheduleRefresh();
+  } else if (event.type === "inbox") {
+    for (const plain of await ui.secure.handleInbox(event)) addMessage(plain);
+  } else if (event.type === "receipt") {
+    if (event.conversation_id === ui.open) {
+      ui.receipts = ui.receipts.filter((r) => r.user_id !== event.user_id).concat([event]);
+      renderMessages();
+    }
+  } else if (event.type === "typing") {
+    ui.typing.set(`${event.conversation_id}|${event.username}`, event.typing ? Date.now() + 6000 : 0);
+    renderTyping();
+  } else if (event.type === "prekeys_low") {
+    await ui.secure.topUpPrekeys();
+  }
+}
+
+function addMessage(plain) {
+  ui.typing.delete(`${plain.conversation_id}|${plain.sender}`);  // their message ends "typing"
+  renderTyping();
+  const conv = ui.messages.get(plain.conversation_id);
+  if (conv) {
+    conv.set(plain.seq, plain);
+    if (plain.conversation_id === ui.open) renderMessages();
+  }
+}
+
+let refreshTimer = null;
+function scheduleRefresh() {
+  clearTimeout(refreshTimer);
+  refreshTimer = setTimeout(() => refreshConversations().then(renderSidebar), 250);
+}
+
+async function refreshConversations() {
+  ui.conversations = await ui.api.conversations();
+}
+
+// ----- actions ------------------------------------------------------------------------------
+
+async function openConversation(id) {
+  ui.open = id;
+  ui.banner = null;
+  render();
+  const history = await ui.secure.history(id);
+  ui.messages.set(id, new Map(history.map((m) => [m.seq, m])));
+  ui.receipts = await ui.api.receipts(id);
+  renderMessages();
+  markRead();
+  document.getElementById("composer")?.focus();
+}
+
+async function markRead() {
+  const conv = ui.conversations.find((c) => c.id === ui.open);
+  const seqs = [...(ui.messages.get(ui.open) || new Map()).keys()];
+  const last = seqs.length ? Math.max(...seqs) : 0;
+  if (conv && last > conv.read_seq) {
+    await ui.api.mark(ui.open, last).catch(() => {});
+    scheduleRefresh();
+  }
+}
+
+async function send(text) {
+  const id = ui.open;
+  try {
+    const plain = await ui.secure.send(id, text);
+    addMessage(plain);
+    for (const n of ui.secure.notices.splice(0)) {
+      ui.banner = { kind: "notice", text: t("newDevice", { name: n.username }), username: n.username };
+    }
+    renderBanner();
+    scheduleRefresh();
+    return true;
+  } catch (error) {
+    if (error instanceof IdentityChangedError) {
+      ui.banner = { kind: "changed", text: t("keyChanged", { name: error.username }), username: error.username };
+      renderBanner();
+      return false;
+    }
+    throw error;
+  }
+}
+
+let typingSent = 0;
+function typing() {
+  if (Date.now() - typingSent > 3000) {
+    typingSent = Date.now();
+    ui.api.typing(ui.open, true).catch(() => {});
+  }
+}
+
+async function startConversation(people, name) {
+  const names = people.split(",").map((s) => s.trim()).filter(Boolean);
+  const conv = names.length === 1 && !name ? await ui.api.direct(names[0]) : await ui.api.group(names, name || null);
+  ui.showNew = false;
+  await refreshConversations();
+  await openConversation(conv.id);
+}
+
+async function logout(ask = true) {
+  let wipe = false;
+  if (ask) {
+    const choice = await confirmLogout();
+    if (choice === null) return;
+    wipe = choice;
+  }
+  ui.stream?.close();
+  await ui.api.logout().catch(() => {});
+  if (wipe) await store.wipe();
+  else await store.remove("session");
+  Object.assign(ui, { secure: null, session: null, open: null, messages: new Map(), conversations: [] });
+  renderAuth();
+}
+
+function confirmLogout() {
+  return new Promise((resolve) => {
+    const wipe = el("input", { type: "checkbox", id: "wipe", style: "width:auto" });
+    const dialog = el("dialog", {},
+      el("p", {}, el("label", {}, wipe, " ", t("wipe"))),
+      el("div", { class: "row" },
+        el("button", { class: "ghost", onclick: () => { dialog.close(); resolve(null); } }, t("cancel")),
+        el("button", { id: "confirm-logout", onclick: () => { dialog.close(); resolve(wipe.checked); } }, t("logoutConfirm"))));
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}
+
+async function showSafety(username) {
+  const number = await ui.secure.safetyNumber(username);
+  const status = el("p", { id: "verified-state" }, ui.secure.isVerified(username) ? t("verified") : t("notVerified"));
+  const dialog = el("dialog", { id: "safety" },
+    el("h2", {}, `${t("safety")}: ${username}`),
+    el("p", {}, t("safetyHelp", { name: username })),
+    el("div", { class: "number", id: "safety-number" }, display(number)), status,
+    el("div", { class: "row" },
+      ui.banner && ui.banner.kind === "changed" ? el("button", { class: "ghost", onclick: async () => {
+        await ui.secure.acceptIdentity(username); ui.banner = null; renderBanner(); } }, t("accept")) : null,
+      el("button", { class: "ghost", id: "mark-verified", onclick: async () => {
+        await ui.secure.markVerified(username); status.textContent = t("verified"); } }, t("markVerified")),
+      el("button", { onclick: () => dialog.close() }, t("close"))));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+// ----- rendering ----------------------------------------------------------------------------
+
+function render() {
+  if (!ui.session) return renderAuth();
+  const conv = ui.conversations.find((c) => c.id === ui.open);
+  const shell = el("div", { class: `shell${ui.open ? " in-chat" : ""}` },
+    el("header", { class: "top" },
+      el("span", { class: "brand" }, "SecureConnect"),
+      el("span", { class: `status ${ui.status}`, id: "status" }, ui.status === "online" ? t("online") : t("offline")),
+      el("span", { class: "spacer" }),
+      el("span", { id: "me" }, ui.session.username),
+      languagePicker(),
+      el("button", { class: "ghost", id: "logout", onclick: () => logout() }, t("logout"))),
+    el("aside", { id: "sidebar", "aria-label": t("conversations") }),
+    el("main", {}, conv ? chatPane(conv) : el("div", { class: "placeholder" }, t("pick"))));
+  root.replaceChildren(shell);
+  renderSidebar();
+  if (conv) { renderMessages(); renderBanner(); renderTyping(); }
+}
+
+function renderStatus() {
+  const node = document.getElementById("status");
+  if (node) {
+    node.className = `status ${ui.status}`;
+    node.textContent = ui.status === "online" ? t("online") : t("offline");
+  }
+}
+
+function renderSidebar() {
+  const aside = document.getElementById("sidebar");
+  if (!aside) return;
+  const people = el("input", { id: "new-people", placeholder: t("people"), "aria-label": t("people"), required: true });
+  const name = el("input", { id: "new-name", placeholder: t("groupName"), "aria-label": t("groupName") });
+  const error = el("div", { class: "error", role: "alert" });
+  const form = ui.showNew ? el("form", { id: "new-form", onsubmit: async (e) => {
+    e.preventDefault();
+    try { await startConversation(people.value, name.value.trim()); } catch (err) { error.textContent = err.message; }
+  } }, people, name, el("button", { type: "submit", id: "new-start" }, t("start")), error) : null;
+  const list = el("ul", { id: "conversations" }, ui.conversations.map((c) => el("li", {
+    class: c.id === ui.open ? "active" : "", tabindex: "0", "data-id": c.id,
+    onclick: () => openConversation(c.id), onkeydown: (e) => { if (e.key === "Enter") openConversation(c.id); },
+  }, avatar(title(c)), el("span", { class: "name" }, title(c)),
+  c.unread && c.id !== ui.open ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, c.unread) : null)));
+  aside.replaceChildren(
+    el("button", { class: "new", id: "new-conversation", onclick: () => { ui.showNew = !ui.showNew; renderSidebar(); document.getElementById("new-people")?.focus(); } }, t("newChat")),
+    form || "",
+    ui.conversations.length ? list : el("p", { class: "empty" }, t("noConversations")));
+}
+
+function chatPane(conv) {
+  const box = el("textarea", { id: "composer", placeholder: t("message"), "aria-label": t("message"),
+    oninput: typing, onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } } });
+  async function submit() {
+    const text = box.value.trim();
+    if (!text) return;
+    box.value = "";
+    if (!(await send(text))) box.value = text;
+  }
+  const others = conv.members.filter((m) => m !== ui.session.username);
+  return el("section", { style: "display:flex;flex-direction:column;height:100%;min-height:0" },
+    el("div", { class: "chat-head" },
+      el("button", { class: "ghost back", onclick: () => { ui.open = null; render(); } }, "← " + t("back")),
+      avatar(title(conv)),
+      el("div", {}, el("div", { class: "title", id: "chat-title" }, title(conv)),
+        el("div", { class: "sub" }, conv.kind === "group" ? t("members", { n: conv.members.length }) : "")),
+      el("span", { class: "spacer" }),
+      others.length === 1 ? el("button", { class: "ghost", id: "safety-button", onclick: () => showSafety(others[0]) }, t("safety")) : null),
+    el("div", { id: "banner" }),
+    el("div", { class: "lock" }, t("encrypted")),
+    el("div", { class: "messages", id: "messages", role: "log" }),
+    el("div", { class: "typing", id: "typing" }),
+    el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
+      el("button", { type: "submit", id: "send" }, t("send"))));
+}
+
+function receiptState(seq) {
+  const others = ui.receipts.filter((r) => r.username !== ui.session.username);
+  if (!others.length) return t("sent");
+  if (others.every((r) => r.read_seq >= seq)) return t("read");
+  if (others.every((r) => r.delivered_seq >= seq)) return t("delivered");
+  return t("sent");
+}
+
+function renderMessages() {
+  const box = document.getElementById("messages");
+  if (!box) return;
+  const items = [...(ui.messages.get(ui.open) || new Map()).values()].sort((a, b) => a.seq - b.seq);
+  const nodes = items.map((m) => {
+    if (m.membership) {
+      const c = m.membership;
+      const key = { create: "started", add: "added", remove: "removed", leave: "left" }[c.action] || "added";
+      return el("div", { class: "system" }, t(key, { actor: c.actor, user: c.user }));
+    }
+    const mine = m.sender === ui.session.username;
+    if (m.failed) return el("div", { class: "msg failed" }, t("undecryptable", { code: m.failed }));
+    return el("div", { class: `msg${mine ? " mine" : ""}`, "data-seq": m.seq },
+      mine ? null : el("div", { class: "who" }, m.sender), m.text,
+      el("div", { class: "meta" }, time(m.created_at), mine ? ` · ${receiptState(m.seq)}` : ""));
+  });
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  box.replaceChildren(...nodes);
+  if (atBottom || nodes.length < 30) box.scrollTop = box.scrollHeight;
+}
+
+function renderBanner() {
+  const node = document.getElementById("banner");
+  if (!node) return;
+  node.replaceChildren(ui.banner ? el("div", { class: "banner", role: "alert" }, ui.banner.text,
+    el("button", { class: "ghost", onclick: () => showSafety(ui.banner.username) }, t("review"))) : "");
+}
+
+function renderTyping() {
+  const node = document.getElementById("typing");
+  if (!node) return;
+  const now = Date.now();
+  const who = [...ui.typing].filter(([k, until]) => k.startsWith(`${ui.open}|`) && until > now).map(([k]) => k.split("|")[1]);
+  node.textContent = who.length ? `${who.join(", ")} ${t("typing")}` : "";
+}
+setInterval(renderTyping, 2000);
+
+document.addEventListener("visibilitychange", () => { if (ui.open && document.visibilityState === "visible") markRead(); });
+boot();

@@ -1,0 +1,59 @@
+// Interface text in English and Vietnamese; the browser's language picks, the switch overrides.
+const STRINGS = {
+  en: {
+    tagline: "End-to-end encrypted chat for your organisation",
+    login: "Log in", register: "Create account", username: "Username", password: "Password",
+    working: "Working…", logout: "Log out", wipe: "Also erase this device's keys from this browser",
+    logoutConfirm: "Log out", cancel: "Cancel",
+    newChat: "New conversation", people: "People (usernames, separated by commas)",
+    groupName: "Group name (optional)", start: "Start", conversations: "Conversations",
+    noConversations: "No conversations yet. Start one with someone's username.",
+    pick: "Pick a conversation, or start a new one.", back: "Back",
+    message: "Message", send: "Send", you: "you", typing: "is typing…",
+    online: "Connected", offline: "Reconnecting…", encrypted: "Messages are end-to-end encrypted",
+    safety: "Safety number", safetyHelp: "Compare these numbers with {name}'s screen, in person or on a call. If they match, your conversation is protected.",
+    verified: "Verified", notVerified: "Not verified", markVerified: "Numbers match: mark verified",
+    close: "Close", keyChanged: "{name}'s security keys changed. Messages were not sent.",
+    review: "Review", accept: "Accept new keys", newDevice: "{name} added a device; the safety number changed.",
+    undecryptable: "Could not decrypt this message ({code}).", started: "{actor} started the conversation",
+    added: "{actor} added {user}", removed: "{actor} removed {user}", left: "{user} left",
+    delivered: "Delivered", read: "Read", sent: "Sent", members: "{n} members",
+    language: "Language",
+  },
+  vi: {
+    tagline: "Trò chuyện mã hóa đầu cuối cho tổ chức của bạn",
+    login: "Đăng nhập", register: "Tạo tài khoản", username: "Tên người dùng", password: "Mật khẩu",
+    working: "Đang xử lý…", logout: "Đăng xuất", wipe: "Xóa luôn khóa của thiết bị này khỏi trình duyệt",
+    logoutConfirm: "Đăng xuất", cancel: "Hủy",
+    newChat: "Cuộc trò chuyện mới", people: "Người tham gia (tên người dùng, cách nhau bởi dấu phẩy)",
+    groupName: "Tên nhóm (không bắt buộc)", start: "Bắt đầu", conversations: "Cuộc trò chuyện",
+    noConversations: "Chưa có cuộc trò chuyện nào. Hãy bắt đầu bằng tên người dùng của ai đó.",
+    pick: "Chọn một cuộc trò chuyện hoặc bắt đầu cuộc mới.", back: "Quay lại",
+    message: "Tin nhắn", send: "Gửi", you: "bạn", typing: "đang nhập…",
+    online: "Đã kết nối", offline: "Đang kết nối lại…", encrypted: "Tin nhắn được mã hóa đầu cuối",
+    safety: "Mã an toàn", safetyHelp: "So sánh dãy số này với màn hình của {name}, trực tiếp hoặc qua cuộc gọi. Nếu trùng khớp, cuộc trò chuyện được bảo vệ.",
+    verified: "Đã xác minh", notVerified: "Chưa xác minh", markVerified: "Trùng khớp: đánh dấu đã xác minh",
+    close: "Đóng", keyChanged: "Khóa bảo mật của {name} đã thay đổi. Tin nhắn chưa được gửi.",
+    review: "Xem lại", accept: "Chấp nhận khóa mới", newDevice: "{name} đã thêm thiết bị; mã an toàn đã thay đổi.",
+    undecryptable: "Không giải mã được tin nhắn này ({code}).", started: "{actor} đã bắt đầu cuộc trò chuyện",
+    added: "{actor} đã thêm {user}", removed: "{actor} đã xóa {user}", left: "{user} đã rời nhóm",
+    delivered: "Đã nhận", read: "Đã xem", sent: "Đã gửi", members: "{n} thành viên",
+    language: "Ngôn ngữ",
+  },
+};
+
+let current = localStorage.getItem("sc-lang")
+  || ((navigator.language || "en").toLowerCase().startsWith("vi") ? "vi" : "en");
+
+export function lang() { return current; }
+
+export function setLang(value) {
+  current = STRINGS[value] ? value : "en";
+  localStorage.setItem("sc-lang", current);
+  document.documentElement.lang = current;
+}
+
+export function t(key, vars = {}) {
+  const text = (STRINGS[current] && STRINGS[current][key]) || STRINGS.en[key] || key;
+  return text.replace(/\{(\w+)\}/g, (_, k) => (k in vars ? vars[k] : `{${k}}`));
+}

@@ -1,0 +1,336 @@
+// End-to-end encryption in the browser: the port of secureconnect/client/secure.py. The state is
+// plain JSON kept in IndexedDB; private keys never leave this browser.
+import { allMessages } from "./api.js";
+import * as P from "./crypto/primitives.js";
+import * as PW from "./crypto/pairwise.js";
+import { Ratchet } from "./crypto/ratchet.js";
+import * as SK from "./crypto/senderkeys.js";
+import * as SAFETY from "./crypto/safety.js";
+import * as X from "./crypto/x3dh.js";
+import * as store from "./store.js";
+
+const { b64, unb64 } = P;
+const PREKEY_STOCK = 100;
+const PREKEY_REFILL_BELOW = 50;
+const SPK_ROTATE_S = 7 * 24 * 3600;
+
+export class IdentityChangedError extends Error {
+  constructor(username) {
+    super(`${username}'s keys changed`);
+    this.username = username;
+  }
+}
+
+export class SecureClient {
+  constructor(api) {
+    this.api = api;
+    this.state = null;
+    this.failed = [];
+    this.notices = [];
+    this.lock = Promise.resolve();
+  }
+
+  // Operations on the state run one at a time: the ratchets must never interleave.
+  serial(fn) {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => {});
+    return run;
+  }
+
+  get deviceId() { return this.state.device_id; }
+  get username() { return this.state.username; }
+
+  async start() {
+    const me = await this.api.me();
+    const key = `device:${me.username}`;
+    let state = await store.load(key);
+    if (!state || state.device_id !== me.device_id) state = await this.newDevice(me);
+    this.storeKey = key;
+    this.state = state;
+    await this.rotateSpkIfDue();
+    await this.api.publishKeys(await this.publicKeys());
+    await this.topUpPrekeys();
+    await this.save();
+  }
+
+  async newDevice(me) {
+    const identity = await X.generateIdentity();
+    return {
+      device_id: me.device_id, user_id: me.user_id, username: me.username,
+      identity: { dh: b64(identity.dh.private), sig: b64(identity.signing.private) },
+      spks: {}, spk_current: 0, opks: {}, next_opk_id: 1, sessions: {}, outbound: {},
+      inbound: {}, contacts: {}, messages: {}, requested: [],
+    };
+  }
+
+  async identity() {
+    return { dh: await P.dhKeyPair(unb64(this.state.identity.dh)),
+             signing: await P.signingKeyPair(unb64(this.state.identity.sig)) };
+  }
+
+  save() { return store.save(this.storeKey, this.state); }
+
+  async rotateSpkIfDue() {
+    const spks = this.state.spks;
+    const current = spks[this.state.spk_current];
+    if (current && Date.now() / 1000 - current.created < SPK_ROTATE_S) return;
+    const id = this.state.spk_current + 1;
+    spks[id] = { priv: b64((await P.generateDH()).private), created: Date.now() / 1000 };
+    this.state.spk_current = id;
+    for (const old of Object.keys(spks).map(Number).sort((a, b) => a - b).slice(0, -3)) delete spks[old];
+  }
+
+  async publicKeys() {
+    const identity = await this.identity();
+    const id = this.state.spk_current;
+    const spk = await P.dhKeyPair(unb64(this.state.spks[id].priv));
+    return { identity_key: b64(identity.dh.public), signing_key: b64(identity.signing.public),
+      identity_sig: b64(await X.identitySig(identity)),
+      signed_prekey: { id, key: b64(spk.public), signature: b64(await X.signPrekey(identity, id, spk)) } };
+  }
+
+  async topUpPrekeys() {
+    const { one_time_prekeys: stock } = await this.api.prekeyCount();
+    if (stock >= PREKEY_REFILL_BELOW) return;
+    const fresh = [];
+    for (let n = stock; n < PREKEY_STOCK; n++) {
+      const id = this.state.next_opk_id++;
+      const pair = await P.generateDH();
+      this.state.opks[id] = b64(pair.private);
+      fresh.push({ id, key: b64(pair.public) });
+    }
+    await this.save();
+    for (let i = 0; i < fresh.length; i += 100) await this.api.uploadPrekeys(fresh.slice(i, i + 100));
+  }
+
+  // ----- sending -------------------------------------------------------------------------------
+
+  send(conversationId, text) {
+    return this.serial(async () => {
+      const key = await this.outboundKey(conversationId);
+      const inner = P.utf8(JSON.stringify({ t: "text/plain", b: b64(P.utf8(text)) }));
+      const body = await key.encrypt(conversationId, this.deviceId, inner);
+      this.state.outbound[conversationId] = key.toJSON();
+      await this.save();
+      const sent = await this.api.send(conversationId, body, SK.CONTENT_TYPE, crypto.randomUUID());
+      const plain = { conversation_id: conversationId, seq: sent.seq, kind: "message",
+        sender: this.username, sender_id: this.state.user_id, sender_device_id: this.deviceId,
+        content_type: "text/plain", text, created_at: sent.created_at };
+      await this.remember(plain);
+      return plain;
+    });
+  }
+
+  async outboundKey(conversationId) {
+    const devices = await this.api.conversationDevices(conversationId);
+    this.checkIdentities(devices);
+    const targets = new Map(devices.filter((d) => d.device_id !== this.deviceId).map((d) => [d.device_id, d]));
+    const stored = this.state.outbound[conversationId];
+    let key = stored ? await SK.OutboundSenderKey.fromJSON(stored) : null;
+    if (!key || key.dueForRotation() || [...key.sharedWith].some((d) => !targets.has(d))) {
+      key = await SK.OutboundSenderKey.generate();
+    }
+    const missing = [...targets.values()].filter((d) => !key.sharedWith.has(d.device_id));
+    if (missing.length) {
+      const share = { type: "sender_key", conversation_id: conversationId, ...key.share() };
+      const batch = [];
+      for (const d of missing) batch.push([d.device_id, await this.pairwiseEncrypt(d, share)]);
+      await this.save();
+      await this.api.sendInbox(batch);
+      for (const d of missing) key.sharedWith.add(d.device_id);
+    }
+    return key;
+  }
+
+  async pairwiseEncrypt(device, payload) {
+    let sessions = this.state.sessions[device.device_id];
+    if (!sessions || !sessions.length) {
+      const [b] = await this.api.claim([device.device_id]);
+      const bundle = { identityKey: unb64(b.identity_key), signingKey: unb64(b.signing_key),
+        identitySig: unb64(b.identity_sig), spkId: b.spk_id, spk: unb64(b.spk),
+        spkSig: unb64(b.spk_sig), opkId: b.opk_id, opk: b.opk ? unb64(b.opk) : null };
+      this.checkIdentities([b]);
+      const { secret, ad, header } = await X.initiate(await this.identity(), bundle);
+      const ratchet = await Ratchet.forInitiator(secret, ad, bundle.spk);
+      sessions = [{ ratchet: ratchet.toJSON(), base_ek: null, pending: {
+        ik: b64(header.identityKey), sk: b64(header.signingKey), ek: b64(header.ephemeralKey),
+        spk: header.spkId, opk: header.opkId } }];
+      this.state.sessions[device.device_id] = sessions;
+    }
+    const session = sessions[0];
+    const ratchet = await Ratchet.fromJSON(session.ratchet);
+    const [header, ct] = await ratchet.encrypt(P.utf8(JSON.stringify(payload)));
+    session.ratchet = ratchet.toJSON();
+    const p = session.pending;
+    const initial = p ? { identityKey: unb64(p.ik), signingKey: unb64(p.sk), ephemeralKey: unb64(p.ek),
+      spkId: p.spk, opkId: p.opk } : null;
+    return PW.encode(initial, header, ct);
+  }
+
+  // ----- receiving -----------------------------------------------------------------------------
+
+  handleInbox(item) {
+    return this.serial(async () => {
+      let payload;
+      try {
+        payload = await this.pairwiseDecrypt(item);
+      } catch (error) {
+        await this.save();
+        return [];
+      }
+      await this.save();
+      const produced = [];
+      if (payload.type === "sender_key") {
+        const record = SK.InboundSenderKey.fromShare(payload);
+        this.state.inbound[`${payload.conversation_id}|${item.sender_device_id}|${record.keyId}`] =
+          { ...record.toJSON(), owner: item.sender_id };
+        await this.save();
+        const waiting = this.failed;
+        this.failed = [];
+        for (const m of waiting) produced.push(await this.decryptNow(m));
+      }
+      return produced;
+    });
+  }
+
+  async pairwiseDecrypt(item) {
+    const [initial, header, ct] = PW.decode(item.body);
+    const sessions = (this.state.sessions[item.sender_device_id] ||= []);
+    let candidates = sessions;
+    if (initial) {
+      let known = sessions.find((s) => s.base_ek === b64(initial.ephemeralKey));
+      if (!known) {
+        const spkRecord = this.state.spks[initial.spkId];
+        if (!spkRecord) throw new P.CryptoError("unknown_prekey", "signed prekey no longer held");
+        const spk = await P.dhKeyPair(unb64(spkRecord.priv));
+        let opk = null;
+        if (initial.opkId !== null && initial.opkId !== undefined) {
+          const priv = this.state.opks[initial.opkId];
+          if (!priv) throw new P.CryptoError("unknown_prekey", "one-time prekey already used");
+          delete this.state.opks[initial.opkId];
+          opk = await P.dhKeyPair(unb64(priv));
+        }
+        const { secret, ad } = await X.respond(await this.identity(), spk, opk, initial);
+        known = { ratchet: Ratchet.forResponder(secret, ad, spk).toJSON(), pending: null,
+          base_ek: b64(initial.ephemeralKey) };
+        sessions.unshift(known);
+        sessions.splice(3);
+      }
+      candidates = [known];
+    }
+    for (const session of candidates) {
+      const ratchet = await Ratchet.fromJSON(session.ratchet);
+      try {
+        const plaintext = await ratchet.decrypt(header, ct);
+        session.ratchet = ratchet.toJSON();
+        session.pending = null;
+        return JSON.parse(P.fromUtf8(plaintext));
+      } catch (error) {
+        continue;
+      }
+    }
+    throw new P.CryptoError("no_session", "no session decrypts this pairwise message");
+  }
+
+  decrypt(message) {
+    return this.serial(() => this.decryptNow(message));
+  }
+
+  async decryptNow(m) {
+    const cached = (this.state.messages[m.conversation_id] || {})[m.seq];
+    if (cached) return cached;
+    const base = { conversation_id: m.conversation_id, seq: m.seq, kind: m.kind, sender: m.sender,
+      sender_id: m.sender_id, sender_device_id: m.sender_device_id, created_at: m.created_at };
+    if (m.kind === "membership") {
+      const change = JSON.parse(P.fromUtf8(m.body));
+      if (change.action === "remove" || change.action === "leave") {
+        delete this.state.outbound[m.conversation_id];
+        await this.save();
+      }
+      return { ...base, membership: change };
+    }
+    try {
+      if (m.content_type !== SK.CONTENT_TYPE) {
+        throw new P.CryptoError("not_encrypted", "this message was not end-to-end encrypted");
+      }
+      const env = SK.decode(m.body);
+      if (env.dev !== m.sender_device_id) throw new P.CryptoError("sender_mismatch", "wrong device");
+      const slot = `${m.conversation_id}|${env.dev}|${env.kid}`;
+      const stored = this.state.inbound[slot];
+      if (!stored) throw new P.CryptoError("unknown_sender_key", "no key for this sender yet");
+      if (stored.owner !== m.sender_id) throw new P.CryptoError("sender_mismatch", "wrong owner");
+      const record = SK.InboundSenderKey.fromJSON(stored);
+      const inner = JSON.parse(P.fromUtf8(await record.decrypt(m.conversation_id, env)));
+      this.state.inbound[slot] = { ...record.toJSON(), owner: stored.owner };
+      const plain = { ...base, content_type: inner.t, text: P.fromUtf8(unb64(inner.b)) };
+      await this.remember(plain);
+      return plain;
+    } catch (error) {
+      if (error.code === "unknown_sender_key") this.failed.push(m);
+      return { ...base, failed: error.code || "error" };
+    }
+  }
+
+  async remember(plain) {
+    (this.state.messages[plain.conversation_id] ||= {})[plain.seq] = plain;
+    await this.save();
+  }
+
+  async history(conversationId) {
+    const out = [];
+    for (const m of await allMessages(this.api, conversationId)) out.push(await this.decrypt(m));
+    return out;
+  }
+
+  async syncInbox() {
+    const produced = [];
+    for (const item of await this.api.inbox()) {
+      produced.push(...(await this.handleInbox({ ...item, body: unb64(item.body) })));
+      await this.api.ackInbox(item.id);
+    }
+    return produced;
+  }
+
+  // ----- identities ----------------------------------------------------------------------------
+
+  checkIdentities(devices) {
+    for (const d of devices) {
+      const contact = (this.state.contacts[d.username] ||= { devices: {}, verified: false });
+      const keys = [d.signing_key, d.identity_key];
+      const known = contact.devices[d.device_id];
+      if (!known) {
+        if (Object.keys(contact.devices).length || contact.verified) {
+          this.notices.push({ username: d.username, device_id: d.device_id, change: "new_device" });
+          contact.verified = false;
+        }
+        contact.devices[d.device_id] = keys;
+      } else if (known[0] !== keys[0] || known[1] !== keys[1]) {
+        contact.verified = false;
+        throw new IdentityChangedError(d.username);
+      }
+    }
+  }
+
+  async safetyNumber(username) {
+    const mine = await this.api.userDevices(this.username);
+    const theirs = await this.api.userDevices(username);
+    const key = (ds) => SAFETY.partyKey(ds.map((d) => [d.device_id, unb64(d.signing_key), unb64(d.identity_key)]));
+    return SAFETY.safetyNumber(this.username, key(mine), username, key(theirs));
+  }
+
+  async markVerified(username) {
+    (this.state.contacts[username] ||= { devices: {}, verified: false }).verified = true;
+    await this.save();
+  }
+
+  isVerified(username) {
+    return Boolean((this.state.contacts[username] || {}).verified);
+  }
+
+  async acceptIdentity(username) {
+    const devices = await this.api.userDevices(username);
+    this.state.contacts[username] = { devices: Object.fromEntries(
+      devices.map((d) => [d.device_id, [d.signing_key, d.identity_key]])), verified: false };
+    await this.save();
+  }
+}

@@ -1,0 +1,61 @@
+"""Driving the web client as a person would: through its visible controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "screenshots"
+
+
+async def open_client(browser: Any, url: str, **context: Any) -> Any:
+    ctx = await browser.new_context(**context)
+    page = await ctx.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
+    await page.goto(url)
+    return page
+
+
+async def register(page: Any, username: str, password: str) -> None:
+    await page.fill("#username", username)
+    await page.fill("#password", password)
+    await page.click("#register")
+    await page.wait_for_selector("#status.online", timeout=20000)
+
+
+async def login(page: Any, username: str, password: str) -> None:
+    await page.fill("#username", username)
+    await page.fill("#password", password)
+    await page.click("#login")
+    await page.wait_for_selector("#status.online", timeout=20000)
+
+
+async def start_conversation(page: Any, people: str, name: str = "") -> None:
+    await page.click("#new-conversation")
+    await page.fill("#new-people", people)
+    if name:
+        await page.fill("#new-name", name)
+    await page.click("#new-start")
+    await page.wait_for_selector("#composer")
+
+
+async def open_conversation(page: Any, label: str) -> None:
+    await page.click(f"#conversations li:has-text('{label}')")
+    await page.wait_for_selector("#composer")
+
+
+async def send(page: Any, text: str) -> None:
+    await page.fill("#composer", text)
+    await page.press("#composer", "Enter")
+    await page.wait_for_selector(f".msg.mine:has-text('{text}')")
+
+
+async def wait_text(page: Any, text: str, timeout: float = 20000) -> None:
+    await page.wait_for_selector(f".msg:has-text('{text}')", timeout=timeout)
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
