@@ -346,3 +346,33 @@ async def test_sender_keys_rotate_after_100_messages_or_a_week(secure_users) -> 
     assert alice.state["outbound"][conv.id]["kid"] not in (first, second)
     await bob.sync_inbox()
     assert texts(await bob.history(conv.id)) == ["one", "hundred and first", "a week later"]
+
+
+async def test_inbox_ids_are_never_reused_after_acknowledgement(own_server, tmp_path) -> None:
+    """On a fresh database, acknowledged inbox rows are deleted; a later key must still reach a
+    connected device (SQLite would reuse the id, and the connection would skip it as seen)."""
+    own_server.start()
+    devices = []
+    async with (
+        Client(own_server.url) as a,
+        Client(own_server.url) as b,
+        Client(own_server.url) as c,
+    ):
+        for client, name in ((a, "alice"), (b, "bob"), (c, "carol")):
+            await client.register(name, PASSWORD)
+            await client.login(name, PASSWORD)
+            secure = SecureClient(client, DeviceStore(tmp_path / f"{name}.json"))
+            await secure.start()
+            devices.append(secure)
+        alice, bob, carol = devices
+        listener = await SecureListener(bob).start()
+        try:
+            first = await alice.client.direct("bob")
+            await alice.send(first.id, b"first key")
+            await listener.wait_texts(first.id, 1)
+            await asyncio.sleep(0.5)  # bob acks; the row is deleted; the table is empty again
+            second = await carol.client.direct("bob")
+            await carol.send(second.id, b"second key")
+            assert await listener.wait_texts(second.id, 1) == ["second key"]
+        finally:
+            await listener.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +43,20 @@ async def start_conversation(page: Any, people: str, name: str = "") -> None:
 
 
 async def open_conversation(page: Any, label: str) -> None:
-    await page.click(f"#conversations li:has-text('{label}')")
+    await page.click(f"#conversations li:has-text({json.dumps(label, ensure_ascii=False)})")
     await page.wait_for_selector("#composer")
 
 
 async def send(page: Any, text: str) -> None:
     await page.fill("#composer", text)
     await page.press("#composer", "Enter")
-    await page.wait_for_selector(f".msg.mine:has-text('{text}')")
+    await page.wait_for_selector(f".msg.mine:has-text({json.dumps(text, ensure_ascii=False)})")
 
 
 async def wait_text(page: Any, text: str, timeout: float = 20000) -> None:
-    await page.wait_for_selector(f".msg:has-text('{text}')", timeout=timeout)
+    await page.wait_for_selector(
+        f".msg:has-text({json.dumps(text, ensure_ascii=False)})", timeout=timeout
+    )
 
 
 async def shot(page: Any, name: str) -> None:

@@ -49,4 +49,7 @@ inbox = Table(
     Column("body", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_inbox_device_id_id", "device_id", "id"),
+    # Ids must never be reused after acknowledged rows are deleted: connections skip ids they
+    # have already delivered. SQLite reuses rowids unless told AUTOINCREMENT.
+    sqlite_autoincrement=True,
 )

@@ -115,7 +115,7 @@ async function enter() {
 function onStatus(status, code) {
   ui.status = status;
   if (code === 4401) { logout(false); return; }
-  if (status === "online") refreshConversations().then(render);
+  if (status === "online") refreshConversations().then(render, quiet);
   renderStatus();
 }
 
@@ -157,7 +157,12 @@ function addMessage(plain) {
 let refreshTimer = null;
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => refreshConversations().then(renderSidebar), 250);
+  refreshTimer = setTimeout(() => refreshConversations().then(renderSidebar, quiet), 250);
+}
+
+// Background refreshes fail quietly while the server is away; the next event retries them.
+function quiet(error) {
+  console.warn("background refresh failed:", error.message);
 }
 
 async function refreshConversations() {
@@ -327,6 +332,7 @@ function chatPane(conv) {
     const text = box.value.trim();
     if (!text) return;
     box.value = "";
+    typingSent = 0;  // the next keystroke announces typing again
     if (!(await send(text))) box.value = text;
   }
   const others = conv.members.filter((m) => m !== ui.session.username);

@@ -175,6 +175,7 @@ export class SecureClient {
       try {
         payload = await this.pairwiseDecrypt(item);
       } catch (error) {
+        console.warn("dropped a pairwise message we cannot read:", error.code || error, error.message);
         await this.save();
         return [];
       }

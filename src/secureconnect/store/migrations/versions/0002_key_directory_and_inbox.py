@@ -61,6 +61,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbox")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("inbox", schema=None) as batch_op:
         batch_op.create_index("ix_inbox_device_id_id", ["device_id", "id"], unique=False)

@@ -1,0 +1,183 @@
+"""The web client in real Chromium against a real server: what a person does, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+
+from secureconnect.client import Client
+from secureconnect.client.devicestore import DeviceStore
+from secureconnect.client.secure import PlainMessage, SecureClient
+from tests.browser import pages
+from tests.conftest import PASSWORD, unique
+
+PHONE = {"viewport": {"width": 390, "height": 780}, "is_mobile": True, "has_touch": True}
+
+
+async def test_two_browsers_chat_both_ways(browser, server) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    await pages.shot(a, "01-login")
+    b = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "Hi Bob, this never leaves our browsers unencrypted")
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "Hi Bob, this never leaves our browsers unencrypted")
+    await pages.send(b, "Hi Alice! Lunch at noon?")
+    await pages.wait_text(a, "Hi Alice! Lunch at noon?")
+    # Bob has the conversation open, so Alice's message shows as read.
+    await a.wait_for_selector(".msg.mine .meta:has-text('Read')", timeout=10000)
+    await pages.shot(a, "02-chat")
+    # The typing indicator reaches the other side.
+    await b.type("#composer", "typing something")
+    await a.wait_for_selector("#typing:has-text('is typing')", timeout=10000)
+    assert a.errors == [] and b.errors == []
+    await a.context.close()
+    await b.context.close()
+
+
+async def test_browser_and_python_devices_share_a_group(browser, server, tmp_path) -> None:
+    alice, carol, bob = unique("alice"), unique("carol"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    c = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(c, carol, PASSWORD)
+    async with Client(server.url) as sdk:
+        await sdk.register(bob, PASSWORD)
+        await sdk.login(bob, PASSWORD, device_name="python")
+        python = SecureClient(sdk, DeviceStore(tmp_path / "bob.json"))
+        await python.start()
+        await pages.start_conversation(a, f"{bob}, {carol}", name="interop")
+        await pages.send(a, "from alice's browser")
+        await pages.open_conversation(c, "interop")
+        await pages.wait_text(c, "from alice's browser")
+        await pages.send(c, "from carol's browser")
+        conv = next(x for x in await sdk.conversations() if x.name == "interop")
+        await python.sync_inbox()
+        await python.send(conv.id, b"from bob's python")
+        for page in (a, c):
+            await pages.wait_text(page, "from bob's python")
+        await pages.wait_text(a, "from carol's browser")
+        await python.sync_inbox()
+        seen = [
+            m.text
+            for m in await python.history(conv.id)
+            if isinstance(m, PlainMessage) and m.kind == "message"
+        ]
+        assert seen == ["from alice's browser", "from carol's browser", "from bob's python"]
+    await pages.shot(a, "03-group-interop")
+    assert a.errors == [] and c.errors == []
+    await a.context.close()
+    await c.context.close()
+
+
+async def test_history_still_reads_after_a_reload(browser, server) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    b = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "remember this after a reload")
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "remember this after a reload")
+    await b.reload()
+    await b.wait_for_selector("#status.online", timeout=20000)  # still logged in
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "remember this after a reload")
+    assert await b.locator(".msg.failed").count() == 0
+    assert b.errors == []
+    await a.context.close()
+    await b.context.close()
+
+
+async def test_both_browsers_reconnect_after_a_server_restart(browser, own_server) -> None:
+    own_server.start()
+    a = await pages.open_client(browser, own_server.url)
+    b = await pages.open_client(browser, own_server.url)
+    await pages.register(a, "alice", PASSWORD)
+    await pages.register(b, "bob", PASSWORD)
+    await pages.start_conversation(a, "bob")
+    await pages.send(a, "before the restart")
+    await pages.open_conversation(b, "alice")
+    await pages.wait_text(b, "before the restart")
+    own_server.kill()
+    own_server.start()  # same port and data
+    for page in (a, b):
+        await page.wait_for_selector("#status.online", timeout=30000)
+    await pages.send(b, "after the restart")
+    await pages.wait_text(a, "after the restart")
+    await pages.send(a, "still here")
+    await pages.wait_text(b, "still here")
+    for page in (a, b):
+        for text in ("before the restart", "after the restart", "still here"):
+            assert await page.locator(f".msg:has-text('{text}')").count() == 1  # no duplicates
+    network = [e for e in a.errors + b.errors if "WebSocket" not in e and "Failed to load" not in e]
+    assert network == []
+    await a.context.close()
+    await b.context.close()
+
+
+async def test_vietnamese_on_a_phone(browser, server) -> None:
+    name, friend = unique("lan"), unique("minh")
+    async with Client(server.url) as sdk:
+        await sdk.register(friend, PASSWORD)
+    page = await pages.open_client(browser, server.url, locale="vi-VN", **PHONE)
+    assert await page.locator("#login").inner_text() == "Đăng nhập"
+    await pages.shot(page, "04-phone-login-vi")
+    await pages.register(page, name, PASSWORD)
+    await pages.start_conversation(page, friend)
+    await pages.send(page, "Xin chào! Tin nhắn này được mã hóa đầu cuối.")
+    assert await page.locator("#send").inner_text() == "Gửi"
+    assert await page.locator("#sidebar").is_hidden()  # one pane at a time on a phone
+    await pages.shot(page, "05-phone-chat-vi")
+    await page.click(".back")
+    await page.wait_for_selector("#conversations")
+    await page.select_option("#language", "en")
+    assert await page.locator("#new-conversation").inner_text() == "New conversation"
+    assert page.errors == []
+    await page.context.close()
+
+
+async def test_safety_numbers_match_between_browsers(browser, server) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    b = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "let's verify")
+    await pages.open_conversation(b, alice)
+    numbers = []
+    for page in (a, b):
+        await page.click("#safety-button")
+        await page.wait_for_selector("#safety-number")
+        numbers.append(await page.locator("#safety-number").inner_text())
+    assert numbers[0] == numbers[1]
+    assert len(numbers[0].replace(" ", "")) == 60
+    await a.click("#mark-verified")
+    await a.wait_for_selector("#verified-state:has-text('Verified')")
+    await pages.shot(a, "06-safety-number")
+    await a.context.close()
+    await b.context.close()
+
+
+async def test_keyboard_only_login_and_send(browser, server) -> None:
+    name, friend = unique("kai"), unique("lee")
+    async with Client(server.url) as sdk:
+        await sdk.register(friend, PASSWORD)
+    page = await pages.open_client(browser, server.url)
+    await pages.register(page, name, PASSWORD)
+    await page.keyboard.press("Tab")
+    await page.focus("#new-conversation")
+    await page.keyboard.press("Enter")
+    await page.keyboard.type(friend)
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#composer")
+    await page.keyboard.type("typed without a mouse")
+    await page.keyboard.press("Enter")
+    await pages.wait_text(page, "typed without a mouse")
+    await asyncio.sleep(0)
+    assert page.errors == []
+    await page.context.close()
