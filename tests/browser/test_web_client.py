@@ -181,3 +181,17 @@ async def test_keyboard_only_login_and_send(browser, server) -> None:
     await asyncio.sleep(0)
     assert page.errors == []
     await page.context.close()
+
+
+async def test_device_identity_keys_cannot_be_read_by_script(browser, server) -> None:
+    name = unique("ivy")
+    page = await pages.open_client(browser, server.url)
+    await pages.register(page, name, PASSWORD)
+    found = await page.evaluate("""async (name) => {
+        const store = await import('/static/js/store.js');
+        const state = await store.load('device:' + name);
+        const keys = [state.identity.dh, state.identity.sig];
+        return keys.map((k) => [k instanceof CryptoKey, k.extractable, k.type]);
+    }""", name)
+    assert found == [[True, False, "private"], [True, False, "private"]]
+    await page.context.close()

@@ -54,18 +54,22 @@ export class SecureClient {
   }
 
   async newDevice(me) {
-    const identity = await X.generateIdentity();
+    const dhPair = await P.generateLongTerm("X25519");
+    const sigPair = await P.generateLongTerm("Ed25519");
     return {
       device_id: me.device_id, user_id: me.user_id, username: me.username,
-      identity: { dh: b64(identity.dh.private), sig: b64(identity.signing.private) },
+      // Non-extractable CryptoKeys: IndexedDB keeps them, no script can read their bytes.
+      identity: { dh: dhPair.private, dh_pub: b64(dhPair.public),
+                  sig: sigPair.private, sig_pub: b64(sigPair.public) },
       spks: {}, spk_current: 0, opks: {}, next_opk_id: 1, sessions: {}, outbound: {},
       inbound: {}, contacts: {}, messages: {}, requested: [],
     };
   }
 
   async identity() {
-    return { dh: await P.dhKeyPair(unb64(this.state.identity.dh)),
-             signing: await P.signingKeyPair(unb64(this.state.identity.sig)) };
+    const id = this.state.identity;
+    return { dh: { private: id.dh, public: unb64(id.dh_pub) },
+             signing: { private: id.sig, public: unb64(id.sig_pub) } };
   }
 
   save() { return store.save(this.storeKey, this.state); }

@@ -129,9 +129,21 @@ export async function generateSigning(rng = systemRandom) {
   return signingKeyPair(await draw(rng, 32));
 }
 
+// A device's long-term keys: made inside WebCrypto and never extractable. Only the public half
+// leaves it. (Ratchet and prekey secrets stay raw: the protocol state is serialised.)
+export async function generateLongTerm(kind) {
+  const usages = kind === "X25519" ? ["deriveBits"] : ["sign", "verify"];
+  const pair = await subtle.generateKey({ name: kind }, false, usages);
+  return { private: pair.privateKey,
+           public: new Uint8Array(await subtle.exportKey("raw", pair.publicKey)) };
+}
+
+const asKey = (kind, priv, usages) =>
+  (priv instanceof CryptoKey ? priv : privateKey(kind, priv, usages));
+
 export async function dh(privateRaw, publicRaw) {
   if (publicRaw.length !== 32) throw new CryptoError("bad_key", "X25519 public keys are 32 bytes");
-  const priv = await privateKey("X25519", privateRaw, ["deriveBits"]);
+  const priv = await asKey("X25519", privateRaw, ["deriveBits"]);
   let pub;
   try {
     pub = await subtle.importKey("raw", publicRaw, { name: "X25519" }, false, []);
@@ -144,7 +156,7 @@ export async function dh(privateRaw, publicRaw) {
 }
 
 export async function sign(privateRaw, message) {
-  const key = await privateKey("Ed25519", privateRaw, ["sign"]);
+  const key = await asKey("Ed25519", privateRaw, ["sign"]);
   return new Uint8Array(await subtle.sign({ name: "Ed25519" }, key, message));
 }
 
