@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from secureconnect.client import Client
@@ -22,21 +24,62 @@ FAST = {
 }
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server shared by the tests that do not stop it; each test uses fresh usernames."""
-    proc = ServerProcess(tmp_path_factory.mktemp("server"), FAST).start()
+BACKENDS = ["sqlite", "postgresql"]
+PG_ADMIN = os.environ.get("SECURECONNECT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def backend_env(backend: str) -> tuple[dict[str, str], str | None]:
+    """Settings for a server on ``backend``; for PostgreSQL a fresh database (dropped after)."""
+    if backend == "sqlite":
+        return dict(FAST), None
+    name = f"sc_test_{secrets.token_hex(6)}"
+    try:
+        _pg(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as error:
+        if in_ci():
+            raise RuntimeError(f"PostgreSQL is required in CI: {error}") from error
+        pytest.skip(f"PostgreSQL not reachable: {error}")
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    return {**FAST, "SECURECONNECT_DATABASE_URL": f"{base}/{name}"}, name
+
+
+def drop_database(name: str | None) -> None:
+    if name is not None:
+        _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg(statement: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_ADMIN, timeout=5)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One server per backend, shared by the tests that do not stop it (fresh usernames each)."""
+    env, database = backend_env(request.param)
+    proc = ServerProcess(tmp_path_factory.mktemp(f"server-{request.param}"), env).start()
     yield proc
     proc.stop()
+    drop_database(database)
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A server this test may stop, crash and restart."""
-    proc = ServerProcess(tmp_path / "server", FAST)
+@pytest.fixture(params=BACKENDS)
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server this test may stop, crash and restart (its data survives restarts)."""
+    env, database = backend_env(request.param)
+    proc = ServerProcess(tmp_path / "server", env)
     proc.data_dir.mkdir()
     yield proc
     proc.stop()
+    drop_database(database)
 
 
 def unique(prefix: str) -> str:

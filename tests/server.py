@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 URL_LINE = re.compile(r"Open (http://\S+) in your browser")
@@ -87,6 +91,43 @@ class ServerProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    @property
+    def database_url(self) -> str | None:
+        return self.extra_env.get("SECURECONNECT_DATABASE_URL")
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Runs a read-only query on the server's database, whichever backend it is."""
+        url = self.database_url
+        if url is None:
+            db = sqlite3.connect(self.data_dir / "secureconnect.db")
+            try:
+                return db.execute(sql.replace("$1", "?"), args).fetchall()
+            finally:
+                db.close()
+
+        async def run() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                return [tuple(r) for r in await conn.fetch(sql, *args)]
+            finally:
+                await conn.close()
+
+        # Its own thread and loop, so that it works from sync and async tests alike.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, run()).result()
+
+    def stored_data(self) -> bytes:
+        """Everything the database holds, as bytes to search (bytea also as hex on PostgreSQL)."""
+        if self.database_url is None:
+            return b"".join(p.read_bytes() for p in self.data_dir.glob("secureconnect.db*"))
+        tables = [
+            r[0] for r in self.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
+        rows = []
+        for table in tables:
+            rows += [r[0] for r in self.query(f'SELECT t::text FROM "{table}" t')]
+        return "\n".join(rows).encode()
 
     def logs(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():

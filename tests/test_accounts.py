@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import httpx
 import pytest
@@ -143,17 +142,11 @@ def test_database_holds_argon2id_hashes_and_no_usable_tokens(server) -> None:
     token = call(
         server, "POST", "/v1/auth/login", json={"username": name, "password": PASSWORD}
     ).json()["token"]
-    db = sqlite3.connect(server.data_dir / "secureconnect.db")
-    try:
-        (stored,) = db.execute(
-            "SELECT password_hash FROM users WHERE username=?", (name,)
-        ).fetchone()
-        dump = "\n".join(db.iterdump())
-    finally:
-        db.close()
+    [(stored,)] = server.query("SELECT password_hash FROM users WHERE username=$1", name)
+    dump = server.stored_data()
     assert stored.startswith("$argon2id$")
-    assert PASSWORD not in dump
-    assert token not in dump and token[4:] not in dump
+    assert PASSWORD.encode() not in dump
+    assert token.encode() not in dump and token[4:].encode() not in dump
     logs = server.log_path.read_text()
     assert token not in logs and PASSWORD not in logs
 

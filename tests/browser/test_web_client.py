@@ -174,7 +174,7 @@ async def test_keyboard_only_login_and_send(browser, server) -> None:
     await page.keyboard.press("Enter")
     await page.keyboard.type(friend)
     await page.keyboard.press("Enter")
-    await page.wait_for_selector("#composer")
+    await page.wait_for_function("document.activeElement?.id === 'composer'")
     await page.keyboard.type("typed without a mouse")
     await page.keyboard.press("Enter")
     await pages.wait_text(page, "typed without a mouse")
@@ -187,11 +187,14 @@ async def test_device_identity_keys_cannot_be_read_by_script(browser, server) ->
     name = unique("ivy")
     page = await pages.open_client(browser, server.url)
     await pages.register(page, name, PASSWORD)
-    found = await page.evaluate("""async (name) => {
+    found = await page.evaluate(
+        """async (name) => {
         const store = await import('/static/js/store.js');
         const state = await store.load('device:' + name);
         const keys = [state.identity.dh, state.identity.sig];
         return keys.map((k) => [k instanceof CryptoKey, k.extractable, k.type]);
-    }""", name)
+    }""",
+        name,
+    )
     assert found == [[True, False, "private"], [True, False, "private"]]
     await page.context.close()

@@ -175,12 +175,12 @@ async function openConversation(id) {
   ui.open = id;
   ui.banner = null;
   render();
+  document.getElementById("composer")?.focus();  // type straight away; history fills in
   const history = await ui.secure.history(id);
   ui.messages.set(id, new Map(history.map((m) => [m.seq, m])));
   ui.receipts = await ui.api.receipts(id);
   renderMessages();
   markRead();
-  document.getElementById("composer")?.focus();
 }
 
 async function markRead() {
