@@ -21,6 +21,7 @@ from secureconnect import __version__
 from secureconnect.accounts.routes import router as accounts_router
 from secureconnect.accounts.service import AccountService
 from secureconnect.bus import Bus, InProcessBus
+from secureconnect.bus.redis import RedisBus
 from secureconnect.chat.realtime import GOING_AWAY, Hub
 from secureconnect.chat.routes import router as chat_router
 from secureconnect.chat.service import ChatService
@@ -67,7 +68,9 @@ def build_services(settings: Settings) -> Services:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
     )
-    bus: Bus = InProcessBus()
+    bus: Bus = (
+        RedisBus(settings.redis_url.get_secret_value()) if settings.redis_url else InProcessBus()
+    )
     metrics = Metrics(settings.role)
     metrics.watch_pool(db.pool_stats)
     chat = ChatService(
@@ -77,16 +80,11 @@ def build_services(settings: Settings) -> Services:
         history_page_max=settings.history_page_max,
     )
     accounts = AccountService(db, settings.token_ttl_s, on_new_device=chat.start_device)
+    hub = Hub(bus, metrics)
+    if isinstance(bus, RedisBus):
+        bus.on_reconnect.append(hub.resync_all)
     return Services(
-        settings,
-        db,
-        bus,
-        metrics,
-        accounts,
-        chat,
-        KeyService(db, bus),
-        InboxService(db, bus),
-        Hub(bus, metrics),
+        settings, db, bus, metrics, accounts, chat, KeyService(db, bus), InboxService(db, bus), hub
     )
 
 

@@ -171,6 +171,12 @@ class Hub:
                 user_topic(user_id), {"type": "_revoked", "session_ids": session_ids}
             )
 
+    async def resync_all(self) -> None:
+        """After the bus was away: every connection re-reads the store from where it stands."""
+        for conns in self._by_user.values():
+            for conn in conns:
+                conn.offer({"type": "_resync"})
+
     def close_all(self, code: int, reason: str) -> None:
         for conns in self._by_user.values():
             for conn in conns:
@@ -289,21 +295,13 @@ class SocketSession:
                 "device_id": ctx.device_id,
             }
         )
-        # Pairwise messages first: they carry the keys that the conversation messages need.
-        while True:
-            pending = await self.inbox.pending(ctx, self.inbox_sent, REPLAY_PAGE)
-            for item in pending:
-                self.inbox_sent = item["id"]
-                await self._send(item)
-            if len(pending) < REPLAY_PAGE:
-                break
-        positions = await self.chat.start_positions(ctx.user_id, ctx.device_id, cursors)
-        for conv_id, start in positions.items():
-            self.sent[conv_id] = start
-            await self._catch_up(ctx, conv_id)
+        await self._replay(ctx, cursors)
         await self._send({"type": "ready"})
         while True:
             event = await conn.queue.get()
+            if event["type"] == "_resync":
+                await self._replay(ctx, self.sent)
+                continue
             if event["type"] == "message":
                 conv_id, seq = event["conversation_id"], event["seq"]
                 last = self.sent.get(conv_id, 0)
@@ -318,6 +316,21 @@ class SocketSession:
                     continue
                 self.inbox_sent = event["id"]
             await self._send(event)
+
+    async def _replay(self, ctx: AuthContext, cursors: dict[str, int]) -> None:
+        """Everything after the given positions, from the store: the inbox first (it carries
+        the keys that conversation messages need), then each conversation in order."""
+        while True:
+            pending = await self.inbox.pending(ctx, self.inbox_sent, REPLAY_PAGE)
+            for item in pending:
+                self.inbox_sent = item["id"]
+                await self._send(item)
+            if len(pending) < REPLAY_PAGE:
+                break
+        positions = await self.chat.start_positions(ctx.user_id, ctx.device_id, dict(cursors))
+        for conv_id, start in positions.items():
+            self.sent[conv_id] = max(start, self.sent.get(conv_id, 0))
+            await self._catch_up(ctx, conv_id)
 
     async def _catch_up(self, ctx: AuthContext, conv_id: str) -> None:
         while True:
