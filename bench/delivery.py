@@ -46,11 +46,12 @@ async def reference_rtt(url: str, rounds: int = 200) -> float:
         return (time.perf_counter() - started) / rounds
 
 
-async def run(url: str, pairs: int, messages: int) -> None:
+async def run(urls: list[str], pairs: int, messages: int) -> dict[str, float]:
     tag = secrets.token_hex(3)
     senders, receivers, convs = [], [], []
     for i in range(pairs):
-        a, b = Client(url), Client(url)
+        # Senders and receivers on different replicas when there are several.
+        a, b = Client(urls[i % len(urls)]), Client(urls[(i + 1) % len(urls)])
         for client, name in ((a, f"s{tag}{i}"), (b, f"r{tag}{i}")):
             await client.register(name, PASSWORD)
             await client.login(name, PASSWORD)
@@ -74,7 +75,7 @@ async def run(url: str, pairs: int, messages: int) -> None:
             started_at[key] = time.perf_counter()
             await senders[i].send(convs[i], key.encode(), content_type="text/plain")
 
-    rtt = await reference_rtt(url)
+    rtt = await reference_rtt(urls[0])
     # Unloaded: one message at a time, each awaited until delivered.
     unloaded = []
     for n in range(30):
@@ -120,6 +121,31 @@ async def run(url: str, pairs: int, messages: int) -> None:
         f"reference: empty request round trip {rtt * 1000:.2f} ms; "
         f"p50 delivery = {statistics.median(latencies) / (rtt * 1000):.1f}x that"
     )
+    return {"throughput": len(delivered_at) / elapsed, "p99": pct(latencies, 0.99)}
+
+
+def scaled(replicas: int, pairs: int, messages: int) -> dict[str, float]:
+    """Replicas on one fresh PostgreSQL database and a redis-server of our own."""
+    from tests.conftest import backend_env, drop_database
+    from tests.test_scale import RedisProcess
+
+    redis = RedisProcess()
+    redis.start()
+    env, database = backend_env("postgresql")
+    env.update({"SECURECONNECT_REDIS_URL": redis.url, "SECURECONNECT_LOG_LEVEL": "WARNING"})
+    servers = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for n in range(replicas):
+                (Path(tmp) / str(n)).mkdir()
+                servers.append(ServerProcess(Path(tmp) / str(n), env).start())
+            print(f"\nserver: {replicas} replica(s) on PostgreSQL + Redis")
+            return asyncio.run(run([srv.url for srv in servers], pairs, messages))
+    finally:
+        for server in servers:
+            server.stop()
+        redis.stop()
+        drop_database(database)
 
 
 def main() -> None:
@@ -127,15 +153,37 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="N replicas on PostgreSQL + Redis instead of the embedded default",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="1 then 2 replicas on PostgreSQL + Redis, same workload",
+    )
     args = parser.parse_args()
     if args.url:
-        asyncio.run(run(args.url, args.pairs, args.messages))
+        asyncio.run(run([args.url], args.pairs, args.messages))
+        return
+    if args.compare:
+        one = scaled(1, args.pairs, args.messages)
+        two = scaled(2, args.pairs, args.messages)
+        print(
+            f"\n2 replicas vs 1: throughput x{two['throughput'] / one['throughput']:.2f}, "
+            f"p99 x{two['p99'] / one['p99']:.2f} (same machine: 2 cores shared by all)"
+        )
+        return
+    if args.replicas:
+        scaled(args.replicas, args.pairs, args.messages)
         return
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), {"SECURECONNECT_LOG_LEVEL": "WARNING"}).start()
         try:
             print(f"server: embedded default (SQLite, in-process bus) at {server.url}")
-            asyncio.run(run(server.url, args.pairs, args.messages))
+            asyncio.run(run([server.url], args.pairs, args.messages))
         finally:
             server.stop()
 
