@@ -1,0 +1,92 @@
+"""The Kubernetes manifests render, validate against the Kubernetes schemas offline, and carry
+the names and settings that the runbook's commands rely on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.conftest import in_ci
+
+DEPLOY = Path(__file__).parents[1] / "deploy" / "k8s"
+K8S_VERSION = "1.30.0"
+ROLES = ("api-gateway", "chat-service", "video-service")
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    if not shutil.which("kubectl"):
+        if in_ci():
+            pytest.fail("kubectl is required in CI (.ci/run installs it)")
+        pytest.skip("kubectl not installed")
+    out = subprocess.run(["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
+                         capture_output=True, text=True, check=True).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+@pytest.mark.parametrize("overlay", ["prod", "dev"])
+def test_manifests_validate_against_the_kubernetes_schemas(overlay: str) -> None:
+    docs = render(overlay)
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    namespace = f"secureconnect-{overlay}"
+    assert {d["metadata"].get("namespace", namespace) for d in docs} == {namespace}
+
+
+def test_the_runbook_names_exist_in_prod() -> None:
+    docs = render("prod")
+    assert "secureconnect-prod" in by_kind(docs, "Namespace")
+    deployments = by_kind(docs, "Deployment")
+    for role in ROLES:  # kubectl scale/rollout undo deployment/<role> -n secureconnect-prod
+        spec = deployments[role]["spec"]
+        container = spec["template"]["spec"]["containers"][0]
+        assert container["args"] == ["--role", role]
+        assert container["image"] == f"secureconnect/{role}:v1.0.0"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["resources"]["limits"]["memory"]  # OOMKilled is diagnosable
+        assert spec["replicas"] >= 3
+        assert role in by_kind(docs, "PodDisruptionBudget")
+        assert role in by_kind(docs, "Service")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["video-service-hpa"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "video-service"
+    assert "coturn" in deployments
+
+
+def test_secrets_are_referenced_never_inlined() -> None:
+    docs = render("prod")
+    assert by_kind(docs, "Secret") == {}
+    text = yaml.safe_dump_all(docs)
+    assert "postgresql://" not in text and "redis://" not in text
+    for role in ROLES:
+        env = by_kind(docs, "Deployment")[role]["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert all("valueFrom" in e for e in env)
+
+
+def test_ingress_routes_by_path_and_keeps_websockets_open() -> None:
+    ingress = by_kind(render("prod"), "Ingress")["secureconnect"]
+    notes = ingress["metadata"]["annotations"]
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    assert "nginx.ingress.kubernetes.io/limit-rps" in notes
+    assert "nginx.ingress.kubernetes.io/denylist-source-range" in notes
+    routes = {p["path"]: p["backend"]["service"]["name"]
+              for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert routes["/v1/events"] == "chat-service"
+    assert routes["/v1/conversations"] == "chat-service"
+    assert routes["/"] == "api-gateway"  # /v1/auth/login, keys, inbox
+
+
+def test_video_udp_5004_is_allowed() -> None:
+    policy = by_kind(render("prod"), "NetworkPolicy")["video-service-media"]
+    ports = [(p["protocol"], p["port"]) for rule in policy["spec"]["ingress"]
+             for p in rule["ports"]]
+    assert ("UDP", 5004) in ports
