@@ -24,8 +24,12 @@ def render(overlay: str) -> list[dict[str, Any]]:
         if in_ci():
             pytest.fail("kubectl is required in CI (.ci/run installs it)")
         pytest.skip("kubectl not installed")
-    out = subprocess.run(["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
@@ -78,8 +82,11 @@ def test_ingress_routes_by_path_and_keeps_websockets_open() -> None:
     assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
     assert "nginx.ingress.kubernetes.io/limit-rps" in notes
     assert "nginx.ingress.kubernetes.io/denylist-source-range" in notes
-    routes = {p["path"]: p["backend"]["service"]["name"]
-              for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    routes = {
+        p["path"]: p["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
     assert routes["/v1/events"] == "chat-service"
     assert routes["/v1/conversations"] == "chat-service"
     assert routes["/"] == "api-gateway"  # /v1/auth/login, keys, inbox
@@ -87,6 +94,7 @@ def test_ingress_routes_by_path_and_keeps_websockets_open() -> None:
 
 def test_video_udp_5004_is_allowed() -> None:
     policy = by_kind(render("prod"), "NetworkPolicy")["video-service-media"]
-    ports = [(p["protocol"], p["port"]) for rule in policy["spec"]["ingress"]
-             for p in rule["ports"]]
+    ports = [
+        (p["protocol"], p["port"]) for rule in policy["spec"]["ingress"] for p in rule["ports"]
+    ]
     assert ("UDP", 5004) in ports
