@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import os
 import secrets
@@ -56,7 +57,9 @@ def _pg(statement: str) -> None:
         finally:
             await conn.close()
 
-    asyncio.run(run())
+    # Its own thread and loop, so that sync fixtures and async tests can both call it.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tests.helpers import call, error_of, listening
@@ -68,3 +70,34 @@ def test_unreachable_database_means_not_ready_and_503_never_500(tmp_path) -> Non
         assert "Traceback" not in login.text
     finally:
         srv.stop()
+
+
+async def test_an_exhausted_pool_is_visible_and_answered_with_503(tmp_path, make_user) -> None:
+    """Runbook 23.5 step 3: in use reaches max open; requests wait, then get a clear 503, the
+    log says so, and the go_sql_connections_* chart shows it."""
+    from tests.conftest import backend_env, drop_database
+
+    env, database = backend_env("postgresql")
+    env.update({"SECURECONNECT_DB_POOL_SIZE": "1", "SECURECONNECT_DB_MAX_OVERFLOW": "0",
+                "SECURECONNECT_DB_POOL_TIMEOUT_S": "0.05"})
+    srv = ServerProcess(tmp_path, env).start()
+    try:
+        alice = await make_user(srv, "alice")
+        headers = {"Authorization": f"Bearer {alice.token}"}
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+            answers = await asyncio.gather(*[http.get("/v1/conversations", headers=headers)
+                                             for _ in range(40)])
+        statuses = {r.status_code for r in answers}
+        assert statuses <= {200, 503}
+        assert 503 in statuses
+        refused = next(r for r in answers if r.status_code == 503)
+        assert refused.json()["error"]["code"] == "db_pool_exhausted"
+        text = httpx.get(srv.url + "/metrics").text
+        assert metric(text, "go_sql_connections_max_open") == 1
+        assert metric(text, "go_sql_connections_wait_count_total") > 0
+        lines = [e for e in srv.logs() if e.get("msg") == "db pool exhausted"]
+        assert lines
+        assert lines[0]["max_open"] == 1
+    finally:
+        srv.stop()
+        drop_database(database)
