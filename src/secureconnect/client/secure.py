@@ -15,7 +15,6 @@ conversation (a member left, a device was revoked), and every 100 messages or 7 
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +28,9 @@ from secureconnect.client.crypto.primitives import (
     DHKeyPair,
     Random,
     SigningKeyPair,
+    b64,
     system_random,
+    unb64,
 )
 from secureconnect.client.crypto.ratchet import Ratchet
 from secureconnect.client.crypto.x3dh import (
@@ -113,14 +114,6 @@ class IdentityChangedError(Exception):
         self.username = username
 
 
-def _b(value: bytes) -> str:
-    return base64.b64encode(value).decode()
-
-
-def _u(value: str) -> bytes:
-    return base64.b64decode(value)
-
-
 class SecureClient:
     def __init__(self, client: Client, store: DeviceStore, rng: Random = system_random) -> None:
         self.client = client
@@ -152,7 +145,7 @@ class SecureClient:
             "device_id": me["device_id"],
             "user_id": me["user_id"],
             "username": me["username"],
-            "identity": {"dh": _b(identity.dh.private), "sig": _b(identity.signing.private)},
+            "identity": {"dh": b64(identity.dh.private), "sig": b64(identity.signing.private)},
             "spks": {},
             "spk_current": 0,
             "opks": {},
@@ -176,7 +169,8 @@ class SecureClient:
     def _identity(self) -> DeviceIdentity:
         ident = self.state["identity"]
         return DeviceIdentity(
-            DHKeyPair.from_private(_u(ident["dh"])), SigningKeyPair.from_private(_u(ident["sig"]))
+            DHKeyPair.from_private(unb64(ident["dh"])),
+            SigningKeyPair.from_private(unb64(ident["sig"])),
         )
 
     def _rotate_spk_if_due(self) -> None:
@@ -186,7 +180,7 @@ class SecureClient:
             return
         spk_id = self.state["spk_current"] + 1
         spks[str(spk_id)] = {
-            "priv": _b(DHKeyPair.generate(self.rng).private),
+            "priv": b64(DHKeyPair.generate(self.rng).private),
             "created": time.time(),
         }
         self.state["spk_current"] = spk_id
@@ -196,15 +190,15 @@ class SecureClient:
     def _public_keys(self) -> dict[str, Any]:
         identity = self._identity()
         spk_id = self.state["spk_current"]
-        spk = DHKeyPair.from_private(_u(self.state["spks"][str(spk_id)]["priv"]))
+        spk = DHKeyPair.from_private(unb64(self.state["spks"][str(spk_id)]["priv"]))
         return {
-            "identity_key": _b(identity.dh.public),
-            "signing_key": _b(identity.signing.public),
-            "identity_sig": _b(identity.identity_sig),
+            "identity_key": b64(identity.dh.public),
+            "signing_key": b64(identity.signing.public),
+            "identity_sig": b64(identity.identity_sig),
             "signed_prekey": {
                 "id": spk_id,
-                "key": _b(spk.public),
-                "signature": _b(identity.sign_prekey(spk_id, spk)),
+                "key": b64(spk.public),
+                "signature": b64(identity.sign_prekey(spk_id, spk)),
             },
         }
 
@@ -217,8 +211,8 @@ class SecureClient:
             key_id = self.state["next_opk_id"]
             self.state["next_opk_id"] += 1
             pair = DHKeyPair.generate(self.rng)
-            self.state["opks"][str(key_id)] = _b(pair.private)
-            fresh.append({"id": key_id, "key": _b(pair.public)})
+            self.state["opks"][str(key_id)] = b64(pair.private)
+            fresh.append({"id": key_id, "key": b64(pair.public)})
         self._save()  # the private halves must exist before the public ones are handed out
         for i in range(0, len(fresh), 100):
             await self.client.upload_prekeys(fresh[i : i + 100])
@@ -232,7 +226,7 @@ class SecureClient:
         self, conversation_id: str, plaintext: bytes, content_type: str = "text/plain"
     ) -> PlainMessage:
         key = await self._outbound_key(conversation_id)
-        inner = json.dumps({"t": content_type, "b": _b(plaintext)}).encode()
+        inner = json.dumps({"t": content_type, "b": b64(plaintext)}).encode()
         body = key.encrypt(conversation_id, self.device_id, inner)
         self.state["outbound"][conversation_id] = key.to_json()
         self._save()  # the ratchet moved: never reuse a message key, even after a crash
@@ -275,14 +269,14 @@ class SecureClient:
         if not sessions:
             bundle_json = (await self.client.claim([device_id]))[0]
             bundle = Bundle(
-                _u(bundle_json["identity_key"]),
-                _u(bundle_json["signing_key"]),
-                _u(bundle_json["identity_sig"]),
+                unb64(bundle_json["identity_key"]),
+                unb64(bundle_json["signing_key"]),
+                unb64(bundle_json["identity_sig"]),
                 bundle_json["spk_id"],
-                _u(bundle_json["spk"]),
-                _u(bundle_json["spk_sig"]),
+                unb64(bundle_json["spk"]),
+                unb64(bundle_json["spk_sig"]),
                 bundle_json["opk_id"],
-                _u(bundle_json["opk"]) if bundle_json["opk"] else None,
+                unb64(bundle_json["opk"]) if bundle_json["opk"] else None,
             )
             self._check_identities([bundle_json])
             secret, ad, header = initiate(self._identity(), bundle, self.rng)
@@ -291,9 +285,9 @@ class SecureClient:
                 {
                     "ratchet": ratchet.to_json(),
                     "pending": {
-                        "ik": _b(header.identity_key),
-                        "sk": _b(header.signing_key),
-                        "ek": _b(header.ephemeral_key),
+                        "ik": b64(header.identity_key),
+                        "sk": b64(header.signing_key),
+                        "ek": b64(header.ephemeral_key),
                         "spk": header.spk_id,
                         "opk": header.opk_id,
                     },
@@ -309,9 +303,9 @@ class SecureClient:
         initial = None
         if pending is not None:
             initial = InitialHeader(
-                _u(pending["ik"]),
-                _u(pending["sk"]),
-                _u(pending["ek"]),
+                unb64(pending["ik"]),
+                unb64(pending["sk"]),
+                unb64(pending["ek"]),
                 pending["spk"],
                 pending["opk"],
             )
@@ -369,23 +363,23 @@ class SecureClient:
         initial, header, ct = pairwise.decode(item.body)
         sessions = self.state["sessions"].setdefault(item.sender_device_id, [])
         if initial is not None:
-            known = next((s for s in sessions if s["base_ek"] == _b(initial.ephemeral_key)), None)
+            known = next((s for s in sessions if s["base_ek"] == b64(initial.ephemeral_key)), None)
             if known is None:
                 spk_record = self.state["spks"].get(str(initial.spk_id))
                 if spk_record is None:
                     raise CryptoError("unknown_prekey", "signed prekey no longer held")
-                spk = DHKeyPair.from_private(_u(spk_record["priv"]))
+                spk = DHKeyPair.from_private(unb64(spk_record["priv"]))
                 opk = None
                 if initial.opk_id is not None:
                     opk_priv = self.state["opks"].pop(str(initial.opk_id), None)
                     if opk_priv is None:
                         raise CryptoError("unknown_prekey", "one-time prekey already used")
-                    opk = DHKeyPair.from_private(_u(opk_priv))
+                    opk = DHKeyPair.from_private(unb64(opk_priv))
                 secret, ad = respond(self._identity(), spk, opk, initial)
                 known = {
                     "ratchet": Ratchet.for_responder(secret, ad, spk).to_json(),
                     "pending": None,
-                    "base_ek": _b(initial.ephemeral_key),
+                    "base_ek": b64(initial.ephemeral_key),
                 }
                 sessions.insert(0, known)
                 del sessions[SESSIONS_KEPT:]
@@ -407,7 +401,7 @@ class SecureClient:
     async def decrypt(self, message: Message) -> PlainMessage | DecryptionFailed:
         cached = self.state["messages"].get(message.conversation_id, {}).get(str(message.seq))
         if cached is not None:
-            return PlainMessage(**{**cached, "body": _u(cached["body"])})
+            return PlainMessage(**{**cached, "body": unb64(cached["body"])})
         if message.kind == "membership":
             change = message.membership or {}
             if change.get("action") in ("remove", "leave"):
@@ -466,13 +460,13 @@ class SecureClient:
             message.sender_id,
             message.sender_device_id,
             inner["t"],
-            _u(inner["b"]),
+            unb64(inner["b"]),
             message.created_at,
         )
 
     def _remember(self, plain: PlainMessage) -> None:
         """Keeps what was read: a message key works once, so history is read from here."""
-        record = {**plain.__dict__, "body": _b(plain.body)}
+        record = {**plain.__dict__, "body": b64(plain.body)}
         self.state["messages"].setdefault(plain.conversation_id, {})[str(plain.seq)] = record
         self._save()
 
@@ -573,7 +567,10 @@ class SecureClient:
 
         def key(devices: list[dict[str, Any]]) -> bytes:
             return safety.party_key(
-                [(d["device_id"], _u(d["signing_key"]), _u(d["identity_key"])) for d in devices]
+                [
+                    (d["device_id"], unb64(d["signing_key"]), unb64(d["identity_key"]))
+                    for d in devices
+                ]
             )
 
         return safety.safety_number(self.username, key(mine), username, key(theirs))

@@ -10,7 +10,6 @@ The inbox keeps pairwise-encrypted messages for one device until that device ack
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -21,7 +20,7 @@ from secureconnect.accounts.service import AuthContext, normalise_username
 from secureconnect.bus import Bus
 from secureconnect.chat.models import members
 from secureconnect.chat.service import user_topic
-from secureconnect.client.crypto.primitives import CryptoError, verify
+from secureconnect.client.crypto.primitives import CryptoError, b64, verify
 from secureconnect.client.crypto.x3dh import identity_payload, spk_payload
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from secureconnect.keys.models import device_keys, inbox, one_time_prekeys
@@ -45,10 +44,6 @@ def _check_signature(signing_key: bytes, payload: bytes, signature: bytes, what:
 def _check_key(value: bytes, what: str) -> None:
     if len(value) != 32:
         raise Invalid("bad_key", f"{what} must be 32 bytes")
-
-
-def _b(value: bytes) -> str:
-    return base64.b64encode(value).decode()
 
 
 class KeyService:
@@ -203,7 +198,7 @@ class KeyService:
                         )
                     ).scalar()
                     if taken is not None:
-                        bundle["opk_id"], bundle["opk"] = picked, _b(taken)
+                        bundle["opk_id"], bundle["opk"] = picked, b64(taken)
                 left = await self._stock(conn, device_id)
                 if left < LOW_PREKEYS:
                     low.append((bundle["user_id"], device_id, left))
@@ -234,12 +229,12 @@ class KeyService:
                 "user_id": r.user_id,
                 "username": r.username,
                 "device_id": r.device_id,
-                "identity_key": _b(r.identity_key),
-                "signing_key": _b(r.signing_key),
-                "identity_sig": _b(r.identity_sig),
+                "identity_key": b64(r.identity_key),
+                "signing_key": b64(r.signing_key),
+                "identity_sig": b64(r.identity_sig),
                 "spk_id": r.spk_id,
-                "spk": _b(r.spk),
-                "spk_sig": _b(r.spk_sig),
+                "spk": b64(r.spk),
+                "spk_sig": b64(r.spk_sig),
             }
             for r in await conn.execute(query)
         ]
@@ -315,7 +310,7 @@ class InboxService:
                             "sender_id": ctx.user_id,
                             "sender": ctx.username,
                             "sender_device_id": ctx.device_id,
-                            "body": _b(body),
+                            "body": b64(body),
                             "created_at": now,
                         },
                     )
@@ -343,7 +338,7 @@ class InboxService:
                     "sender_id": r.sender_user_id,
                     "sender": r.username,
                     "sender_device_id": r.sender_device_id,
-                    "body": _b(r.body),
+                    "body": b64(r.body),
                     "created_at": r.created_at,
                 }
                 for r in rows

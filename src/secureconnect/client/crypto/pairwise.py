@@ -7,13 +7,12 @@ recipient can run its side of X3DH. Canonical JSON: sorted keys, no spaces.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from typing import Any
 
 from secureconnect.client.crypto import PROTOCOL_VERSION
-from secureconnect.client.crypto.primitives import CryptoError
+from secureconnect.client.crypto.primitives import CryptoError, b64, unb64
 from secureconnect.client.crypto.x3dh import InitialHeader
 
 
@@ -21,14 +20,14 @@ def encode(initial: InitialHeader | None, header: bytes, ciphertext: bytes) -> b
     envelope: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
         "alg": "dr1",
-        "h": _b(header),
-        "ct": _b(ciphertext),
+        "h": b64(header),
+        "ct": b64(ciphertext),
     }
     if initial is not None:
         envelope["x3dh"] = {
-            "ik": _b(initial.identity_key),
-            "sk": _b(initial.signing_key),
-            "ek": _b(initial.ephemeral_key),
+            "ik": b64(initial.identity_key),
+            "sk": b64(initial.signing_key),
+            "ek": b64(initial.ephemeral_key),
             "spk": initial.spk_id,
             "opk": initial.opk_id,
         }
@@ -42,24 +41,16 @@ def decode(body: bytes) -> tuple[InitialHeader | None, bytes, bytes]:
             raise CryptoError("unsupported_version", "unknown encryption protocol version")
         if envelope.get("alg") != "dr1":
             raise CryptoError("bad_envelope", "not a pairwise message")
-        header, ciphertext = _u(envelope["h"]), _u(envelope["ct"])
+        header, ciphertext = unb64(envelope["h"]), unb64(envelope["ct"])
         x = envelope.get("x3dh")
         initial = None
         if x is not None:
             opk = x["opk"]
             if not isinstance(x["spk"], int) or not (opk is None or isinstance(opk, int)):
                 raise CryptoError("bad_envelope", "prekey ids must be integers")
-            initial = InitialHeader(_u(x["ik"]), _u(x["sk"]), _u(x["ek"]), x["spk"], opk)
+            initial = InitialHeader(unb64(x["ik"]), unb64(x["sk"]), unb64(x["ek"]), x["spk"], opk)
     except CryptoError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as error:
         raise CryptoError("bad_envelope", "malformed pairwise envelope") from error
     return initial, header, ciphertext
-
-
-def _b(value: bytes) -> str:
-    return base64.b64encode(value).decode()
-
-
-def _u(value: str) -> bytes:
-    return base64.b64decode(value, validate=True)

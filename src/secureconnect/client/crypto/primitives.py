@@ -5,6 +5,7 @@ Every key generation takes a :class:`Random` so that tests and vectors can fix t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -23,6 +24,15 @@ _RAW = serialization.Encoding.Raw
 _RAW_PUBLIC = serialization.PublicFormat.Raw
 _RAW_PRIVATE = serialization.PrivateFormat.Raw
 _NO_ENCRYPTION = serialization.NoEncryption()
+
+
+def b64(value: bytes) -> str:
+    """Standard base64, the encoding of every key and ciphertext on the wire and at rest."""
+    return base64.b64encode(value).decode()
+
+
+def unb64(value: str) -> bytes:
+    return base64.b64decode(value, validate=True)
 
 
 class CryptoError(Exception):

@@ -8,7 +8,6 @@ AEAD associated data: the session's X3DH associated data || header.
 
 from __future__ import annotations
 
-import base64
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,11 +18,13 @@ from secureconnect.client.crypto.primitives import (
     Random,
     aead_decrypt,
     aead_encrypt,
+    b64,
     dh,
     hkdf,
     hmac_sha256,
     message_key_material,
     system_random,
+    unb64,
 )
 
 RK_INFO = b"SecureConnect_Ratchet_v1"
@@ -146,47 +147,39 @@ class Ratchet:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "ad": _b(self.ad),
-            "dhs": _b(self.dhs.private),
+            "ad": b64(self.ad),
+            "dhs": b64(self.dhs.private),
             "dhr": _ob(self.dhr),
-            "rk": _b(self.rk),
+            "rk": b64(self.rk),
             "cks": _ob(self.cks),
             "ckr": _ob(self.ckr),
             "ns": self.ns,
             "nr": self.nr,
             "pn": self.pn,
-            "skipped": [[_b(k[0]), k[1], _b(mk)] for k, mk in self.skipped.items()],
-            "old_dhr": [_b(k) for k in self.old_dhr],
+            "skipped": [[b64(k[0]), k[1], b64(mk)] for k, mk in self.skipped.items()],
+            "old_dhr": [b64(k) for k in self.old_dhr],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Ratchet:
         return cls(
-            ad=_u(data["ad"]),
-            dhs=DHKeyPair.from_private(_u(data["dhs"])),
+            ad=unb64(data["ad"]),
+            dhs=DHKeyPair.from_private(unb64(data["dhs"])),
             dhr=_ou(data["dhr"]),
-            rk=_u(data["rk"]),
+            rk=unb64(data["rk"]),
             cks=_ou(data["cks"]),
             ckr=_ou(data["ckr"]),
             ns=data["ns"],
             nr=data["nr"],
             pn=data["pn"],
-            skipped=OrderedDict(((_u(k), n), _u(mk)) for k, n, mk in data["skipped"]),
-            old_dhr=[_u(k) for k in data.get("old_dhr", [])],
+            skipped=OrderedDict(((unb64(k), n), unb64(mk)) for k, n, mk in data["skipped"]),
+            old_dhr=[unb64(k) for k in data.get("old_dhr", [])],
         )
 
 
-def _b(value: bytes) -> str:
-    return base64.b64encode(value).decode()
-
-
-def _u(value: str) -> bytes:
-    return base64.b64decode(value)
-
-
 def _ob(value: bytes | None) -> str | None:
-    return None if value is None else _b(value)
+    return None if value is None else b64(value)
 
 
 def _ou(value: str | None) -> bytes | None:
-    return None if value is None else _u(value)
+    return None if value is None else unb64(value)

@@ -28,9 +28,11 @@ from secureconnect.client.crypto.primitives import (
     SigningKeyPair,
     aead_decrypt,
     aead_encrypt,
+    b64,
     hmac_sha256,
     message_key_material,
     system_random,
+    unb64,
     verify,
 )
 
@@ -122,9 +124,9 @@ class OutboundSenderKey:
         """What a member's device needs to read from the next message on."""
         return {
             "kid": self.key_id,
-            "ck": _b(self.chain_key),
+            "ck": b64(self.chain_key),
             "i": self.iteration,
-            "spk": _b(self.signing.public),
+            "spk": b64(self.signing.public),
         }
 
     def share_from(self, iteration: int) -> dict[str, Any]:
@@ -134,7 +136,12 @@ class OutboundSenderKey:
         chain = self.initial_chain_key
         for _ in range(iteration):
             chain, _mk = advance(chain)
-        return {"kid": self.key_id, "ck": _b(chain), "i": iteration, "spk": _b(self.signing.public)}
+        return {
+            "kid": self.key_id,
+            "ck": b64(chain),
+            "i": iteration,
+            "spk": b64(self.signing.public),
+        }
 
     def encrypt(self, conversation_id: str, device_id: str, plaintext: bytes) -> bytes:
         ctx = context(conversation_id, device_id, self.key_id, self.iteration)
@@ -147,8 +154,8 @@ class OutboundSenderKey:
             "dev": device_id,
             "kid": self.key_id,
             "i": self.iteration,
-            "ct": _b(ciphertext),
-            "sig": _b(self.signing.sign(ctx + ciphertext)),
+            "ct": b64(ciphertext),
+            "sig": b64(self.signing.sign(ctx + ciphertext)),
         }
         self.iteration += 1
         return encode(envelope)
@@ -156,24 +163,24 @@ class OutboundSenderKey:
     def to_json(self) -> dict[str, Any]:
         return {
             "kid": self.key_id,
-            "ck": _b(self.chain_key),
+            "ck": b64(self.chain_key),
             "i": self.iteration,
-            "sig": _b(self.signing.private),
+            "sig": b64(self.signing.private),
             "created_at": self.created_at,
             "shared_with": sorted(self.shared_with),
-            "ck0": _b(self.initial_chain_key),
+            "ck0": b64(self.initial_chain_key),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OutboundSenderKey:
         return cls(
             data["kid"],
-            _u(data["ck"]),
+            unb64(data["ck"]),
             data["i"],
-            SigningKeyPair.from_private(_u(data["sig"])),
+            SigningKeyPair.from_private(unb64(data["sig"])),
             data["created_at"],
             set(data["shared_with"]),
-            _u(data["ck0"]),
+            unb64(data["ck0"]),
         )
 
 
@@ -187,14 +194,14 @@ class InboundSenderKey:
 
     @classmethod
     def from_share(cls, share: dict[str, Any]) -> InboundSenderKey:
-        return cls(share["kid"], _u(share["ck"]), share["i"], _u(share["spk"]))
+        return cls(share["kid"], unb64(share["ck"]), share["i"], unb64(share["spk"]))
 
     def decrypt(self, conversation_id: str, envelope: dict[str, Any]) -> bytes:
         """Verifies, then decrypts; each message decrypts once (a replay is refused)."""
         i, device_id = envelope["i"], envelope["dev"]
-        ciphertext = _u(envelope["ct"])
+        ciphertext = unb64(envelope["ct"])
         ctx = context(conversation_id, device_id, self.key_id, i)
-        verify(self.signing_public, ctx + ciphertext, _u(envelope["sig"]))
+        verify(self.signing_public, ctx + ciphertext, unb64(envelope["sig"]))
         if i < self.iteration:
             mk = self.skipped.get(i)
             if mk is None:
@@ -222,26 +229,18 @@ class InboundSenderKey:
     def to_json(self) -> dict[str, Any]:
         return {
             "kid": self.key_id,
-            "ck": _b(self.chain_key),
+            "ck": b64(self.chain_key),
             "i": self.iteration,
-            "spk": _b(self.signing_public),
-            "skipped": [[n, _b(mk)] for n, mk in self.skipped.items()],
+            "spk": b64(self.signing_public),
+            "skipped": [[n, b64(mk)] for n, mk in self.skipped.items()],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> InboundSenderKey:
         return cls(
             data["kid"],
-            _u(data["ck"]),
+            unb64(data["ck"]),
             data["i"],
-            _u(data["spk"]),
-            OrderedDict((n, _u(mk)) for n, mk in data["skipped"]),
+            unb64(data["spk"]),
+            OrderedDict((n, unb64(mk)) for n, mk in data["skipped"]),
         )
-
-
-def _b(value: bytes) -> str:
-    return base64.b64encode(value).decode()
-
-
-def _u(value: str) -> bytes:
-    return base64.b64decode(value)
