@@ -78,15 +78,21 @@ async def test_an_exhausted_pool_is_visible_and_answered_with_503(tmp_path, make
     from tests.conftest import backend_env, drop_database
 
     env, database = backend_env("postgresql")
-    env.update({"SECURECONNECT_DB_POOL_SIZE": "1", "SECURECONNECT_DB_MAX_OVERFLOW": "0",
-                "SECURECONNECT_DB_POOL_TIMEOUT_S": "0.05"})
+    env.update(
+        {
+            "SECURECONNECT_DB_POOL_SIZE": "1",
+            "SECURECONNECT_DB_MAX_OVERFLOW": "0",
+            "SECURECONNECT_DB_POOL_TIMEOUT_S": "0.05",
+        }
+    )
     srv = ServerProcess(tmp_path, env).start()
     try:
         alice = await make_user(srv, "alice")
         headers = {"Authorization": f"Bearer {alice.token}"}
         async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
-            answers = await asyncio.gather(*[http.get("/v1/conversations", headers=headers)
-                                             for _ in range(40)])
+            answers = await asyncio.gather(
+                *[http.get("/v1/conversations", headers=headers) for _ in range(40)]
+            )
         statuses = {r.status_code for r in answers}
         assert statuses <= {200, 503}
         assert 503 in statuses
