@@ -28,6 +28,8 @@ from secureconnect.chat.service import ChatService
 from secureconnect.config import Settings
 from secureconnect.edge.errors import install_error_handlers
 from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
+from secureconnect.incidents.routes import router as incidents_router
+from secureconnect.incidents.service import IncidentService, Severities
 from secureconnect.keys.routes import router as keys_router
 from secureconnect.keys.service import InboxService, KeyService
 from secureconnect.ops.metrics import Metrics
@@ -38,8 +40,8 @@ from secureconnect.store.migrate import upgrade
 log = logging.getLogger("secureconnect")
 
 ROLE_ROUTERS: dict[str, list[APIRouter]] = {
-    "all": [accounts_router, keys_router, chat_router],
-    "api-gateway": [accounts_router, keys_router],
+    "all": [accounts_router, keys_router, chat_router, incidents_router],
+    "api-gateway": [accounts_router, keys_router, incidents_router],
     "chat-service": [chat_router],
     "video-service": [],
 }
@@ -58,6 +60,7 @@ class Services:
     keys: KeyService
     inbox: InboxService
     hub: Hub
+    incidents: IncidentService
     draining: bool = field(default=False)
 
 
@@ -81,10 +84,30 @@ def build_services(settings: Settings) -> Services:
     )
     accounts = AccountService(db, settings.token_ttl_s, on_new_device=chat.start_device)
     hub = Hub(bus, metrics)
+
+    async def health() -> tuple[bool, int]:
+        try:
+            await db.ping()
+            await bus.ping()
+            ready = True
+        except Exception:  # any failure means not ready
+            ready = False
+        return ready, metrics.server_errors()
+
+    incidents = IncidentService(db, Severities.load(settings.incident_verify_s), health)
     if isinstance(bus, RedisBus):
         bus.on_reconnect.append(hub.resync_all)
     return Services(
-        settings, db, bus, metrics, accounts, chat, KeyService(db, bus), InboxService(db, bus), hub
+        settings,
+        db,
+        bus,
+        metrics,
+        accounts,
+        chat,
+        KeyService(db, bus),
+        InboxService(db, bus),
+        hub,
+        incidents,
     )
 
 

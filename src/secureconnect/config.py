@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     ws_ping_timeout_s: float = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(25.0, ge=0)
 
+    admins: list[str] = Field(
+        default_factory=list, description='usernames of on-call admins, e.g. ["alice"]'
+    )
+    alert_webhook_token: SecretStr | None = Field(
+        None, description="Alertmanager sends it as a bearer token to /v1/ops/alertmanager"
+    )
+    incident_verify_s: float | None = Field(
+        None, ge=0, description="override the runbook's 10-minute verification window"
+    )
+
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="also write the JSON log lines to this file")
 

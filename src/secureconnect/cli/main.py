@@ -36,8 +36,10 @@ from secureconnect.config import Settings
 app = typer.Typer(help="SecureConnect: end-to-end encrypted chat and calls.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the server's settings.", no_args_is_help=True)
 chat_app = typer.Typer(help="Conversations and messages.", no_args_is_help=True)
+oncall_app = typer.Typer(help="Incidents, the runbook's way (admins).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(chat_app, name="chat")
+app.add_typer(oncall_app, name="oncall")
 
 out = Console()
 err = Console(stderr=True)
@@ -523,5 +525,148 @@ def chat_verify(
             f"{username} is {status}. Compare the number with theirs; if it matches, run "
             f"secureconnect chat verify {username} --confirm"
         )
+
+    _client_command(go)(profile=profile, server=server)
+
+
+# ----- on-call ---------------------------------------------------------------------------------
+
+
+def _print_incident(incident: dict[str, Any], timeline: bool = False) -> None:
+    colour = {"P1": "red", "P2": "yellow", "P3": "cyan"}.get(incident["severity"], "white")
+    out.print(
+        f"[bold]#{incident['number']}[/bold] [{colour}]{incident['severity']} "
+        f"{incident['severity_name']}[/{colour}] {incident['status']}: {incident['title']}"
+        f" [dim](owner {incident['owner'] or '-'}, respond within "
+        f"{incident['respond_within_minutes']} min)[/dim]"
+    )
+    if timeline:
+        for event in incident["timeline"]:
+            out.print(
+                f"  {_when(event['at'])}  {event['kind']:<15} {event['actor']:<14} {event['text']}"
+            )
+
+
+def _oncall(
+    fn: Callable[[Client], Awaitable[dict[str, Any]]],
+    profile: str,
+    server: str | None,
+    timeline: bool = True,
+) -> None:
+    async def go(client: Client, state: Profile) -> None:
+        _print_incident(await fn(client), timeline)
+
+    _client_command(go)(profile=profile, server=server)
+
+
+@oncall_app.command("open")
+def oncall_open(
+    title: str,
+    severity: Annotated[str, typer.Option(help="P1, P2 or P3")] = "P2",
+    text: str = "",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Open an incident."""
+    _oncall(lambda c: c.incident_open(title, severity, text), profile, server)
+
+
+@oncall_app.command("ack")
+def oncall_ack(
+    incident: str,
+    text: str = "I'm on it",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Acknowledge: you own it now."""
+    _oncall(lambda c: c.incident_step(incident, "acknowledged", text), profile, server)
+
+
+@oncall_app.command("triage")
+def oncall_triage(
+    incident: str,
+    users_affected: Annotated[int | None, typer.Option()] = None,
+    recent_deploy: Annotated[bool | None, typer.Option()] = None,
+    text: str = "",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Record the triage: users affected, whether a deploy came just before."""
+    _oncall(
+        lambda c: c.incident_step(
+            incident, "triaged", text, users_affected=users_affected, recent_deploy=recent_deploy
+        ),
+        profile,
+        server,
+    )
+
+
+@oncall_app.command("update")
+def oncall_update(
+    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """Post an update (the runbook asks for one every 15 minutes)."""
+    _oncall(lambda c: c.incident_update(incident, text), profile, server)
+
+
+@oncall_app.command("severity")
+def oncall_severity(
+    incident: str,
+    severity: str,
+    text: str = "",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Change the severity."""
+    _oncall(lambda c: c.incident_severity(incident, severity, text), profile, server)
+
+
+@oncall_app.command("mitigate")
+def oncall_mitigate(
+    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """Users can work again (scaled, rolled back, restarted): say how."""
+    _oncall(lambda c: c.incident_step(incident, "mitigated", text), profile, server)
+
+
+@oncall_app.command("resolve")
+def oncall_resolve(
+    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """The root cause is fixed; the verification window starts."""
+    _oncall(lambda c: c.incident_step(incident, "resolved", text), profile, server)
+
+
+@oncall_app.command("close")
+def oncall_close(
+    incident: str,
+    override: Annotated[str | None, typer.Option(help="reason to skip verification")] = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Close, once the platform has stayed healthy for the verification window."""
+    _oncall(lambda c: c.incident_close(incident, override), profile, server)
+
+
+@oncall_app.command("show")
+def oncall_show(incident: str, profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """An incident and its timeline."""
+    _oncall(lambda c: c.incident(incident), profile, server)
+
+
+@oncall_app.command("list")
+def oncall_list(
+    all_: Annotated[bool, typer.Option("--all", help="closed ones too")] = False,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Open incidents, newest first."""
+
+    async def go(client: Client, state: Profile) -> None:
+        found = await client.incidents(all_)
+        for incident in found:
+            _print_incident(incident)
+        if not found:
+            out.print("no open incidents")
 
     _client_command(go)(profile=profile, server=server)

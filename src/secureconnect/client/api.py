@@ -282,6 +282,50 @@ class Client:
     async def ack_inbox(self, up_to: int) -> int:
         return int((await self._call("POST", "/v1/inbox/ack", json={"up_to": up_to}))["deleted"])
 
+    # ----- on-call (admins) --------------------------------------------------------------
+
+    async def incident_open(self, title: str, severity: str, text: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/ops/incidents", json={"title": title, "severity": severity, "text": text}
+        )
+        return result
+
+    async def incidents(self, include_closed: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call(
+            "GET", "/v1/ops/incidents", params={"all": str(include_closed).lower()}
+        )
+        return result
+
+    async def incident(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", f"/v1/ops/incidents/{ref}")
+        return result
+
+    async def incident_step(
+        self, ref: str, to: str, text: str = "", **fields: Any
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/ops/incidents/{ref}/steps", json={"to": to, "text": text, **fields}
+        )
+        return result
+
+    async def incident_update(self, ref: str, text: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/ops/incidents/{ref}/updates", json={"text": text}
+        )
+        return result
+
+    async def incident_severity(self, ref: str, severity: str, text: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/ops/incidents/{ref}/severity", json={"severity": severity, "text": text}
+        )
+        return result
+
+    async def incident_close(self, ref: str, override_reason: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", f"/v1/ops/incidents/{ref}/close", json={"override_reason": override_reason}
+        )
+        return result
+
     # ----- realtime ------------------------------------------------------------------------
 
     def events(

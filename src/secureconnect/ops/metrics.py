@@ -71,6 +71,17 @@ class Metrics:
         )
         self.info.labels(**labels).set(1)
 
+    def server_errors(self) -> int:
+        """5xx answers this process has given: what "stable" is measured against."""
+        total = 0.0
+        for family in self.requests.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.labels.get("status", "").startswith(
+                    "5"
+                ):
+                    total += sample.value
+        return int(total)
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)

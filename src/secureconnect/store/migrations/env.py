@@ -4,6 +4,7 @@ from alembic import context
 
 import secureconnect.accounts.models
 import secureconnect.chat.models
+import secureconnect.incidents.models
 import secureconnect.keys.models  # noqa: F401
 from secureconnect.store.base import metadata
 

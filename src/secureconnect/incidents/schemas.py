@@ -1,0 +1,35 @@
+"""Request shapes of the incident API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from secureconnect.accounts.schemas import Strict
+
+
+class OpenIncident(Strict):
+    title: str = Field(min_length=1, max_length=300)
+    severity: str = Field(min_length=2, max_length=4)
+    text: str = Field("", max_length=4000)
+
+
+class Step(Strict):
+    to: Literal["acknowledged", "triaged", "mitigated", "resolved"]
+    text: str = Field("", max_length=4000)
+    users_affected: int | None = Field(None, ge=0)
+    recent_deploy: bool | None = None
+
+
+class Update(Strict):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class Severity(Strict):
+    severity: str = Field(min_length=2, max_length=4)
+    text: str = Field("", max_length=4000)
+
+
+class Close(Strict):
+    override_reason: str | None = Field(None, min_length=3, max_length=1000)

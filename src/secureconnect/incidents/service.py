@@ -1,0 +1,289 @@
+"""Incident logic. Every step is stamped and written to the timeline; closing is refused until
+the platform has been healthy for the verification window after "resolved" (no new 5xx, store
+and bus ready), unless someone gives a reason to override."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from secureconnect.errors import Conflict, Invalid, NotFound
+from secureconnect.incidents.models import incident_events, incidents
+from secureconnect.store import Database, now_ms
+from secureconnect.store.base import new_id
+
+ORDER = ["open", "acknowledged", "triaged", "mitigated", "resolved", "closed"]
+STAMP = {
+    "acknowledged": "acknowledged_at",
+    "triaged": "triaged_at",
+    "mitigated": "mitigated_at",
+    "resolved": "resolved_at",
+    "closed": "closed_at",
+}
+
+# (ready, server errors so far): what "healthy" is measured from.
+HealthProbe = Callable[[], Awaitable[tuple[bool, int]]]
+
+
+@dataclass(frozen=True)
+class Severities:
+    levels: dict[str, dict[str, Any]]
+    verify_s: float
+    update_every_s: float
+    stakeholders_after_s: float
+
+    @classmethod
+    def load(cls, verify_s: float | None = None) -> Severities:
+        raw = tomllib.loads(
+            resources.files("secureconnect.incidents").joinpath("severities.toml").read_text()
+        )
+        levels = {k: v for k, v in raw.items() if isinstance(v, dict)}
+        return cls(
+            levels,
+            verify_s if verify_s is not None else raw["verify_minutes"] * 60.0,
+            raw["update_every_minutes"] * 60.0,
+            raw["stakeholders_after_minutes"] * 60.0,
+        )
+
+    def check(self, severity: str) -> str:
+        if severity not in self.levels:
+            raise Invalid("invalid_severity", f"severity must be one of {', '.join(self.levels)}")
+        return severity
+
+
+class IncidentService:
+    def __init__(self, db: Database, severities: Severities, health: HealthProbe) -> None:
+        self.db = db
+        self.severities = severities
+        self.health = health
+
+    async def open(
+        self, actor: str, title: str, severity: str, *, text: str = "", alert_key: str | None = None
+    ) -> dict[str, Any]:
+        self.severities.check(severity)
+        now = now_ms()
+        incident_id = new_id()
+        async with self.db.write() as conn:
+            number = (
+                await conn.execute(select(func.coalesce(func.max(incidents.c.number), 0)))
+            ).scalar_one() + 1
+            await conn.execute(
+                insert(incidents).values(
+                    id=incident_id,
+                    number=number,
+                    title=title[:300],
+                    severity=severity,
+                    status="open",
+                    alert_key=alert_key,
+                    opened_at=now,
+                    last_update_at=now,
+                )
+            )
+            await self._log(
+                conn,
+                incident_id,
+                "opened",
+                actor,
+                f"{severity} opened: {title}" + (f". {text}" if text else ""),
+            )
+        return await self.get(str(number))
+
+    async def advance(
+        self, actor: str, ref: str, to: str, text: str = "", **fields: Any
+    ) -> dict[str, Any]:
+        """Moves the incident forward to ``to`` (steps may be skipped, never undone)."""
+        _, errors = await self.health() if to == "resolved" else (True, 0)
+        async with self.db.write() as conn:
+            row = await self._row(conn, ref)
+            if ORDER.index(to) <= ORDER.index(row.status):
+                raise Conflict("invalid_transition", f"incident is already {row.status}")
+            now = now_ms()
+            values: dict[str, Any] = {"status": to, STAMP[to]: now, "last_update_at": now}
+            if to == "acknowledged" and row.owner is None:
+                values["owner"] = actor
+            if to == "resolved":
+                values["errors_at_resolve"] = errors
+            values.update({k: v for k, v in fields.items() if v is not None})
+            await conn.execute(update(incidents).where(incidents.c.id == row.id).values(**values))
+            detail = ", ".join(
+                f"{k.replace('_', ' ')}: {v}" for k, v in fields.items() if v is not None
+            )
+            await self._log(
+                conn, row.id, to, actor, "; ".join(p for p in (text, detail) if p) or to
+            )
+        return await self.get(ref)
+
+    async def set_severity(
+        self, actor: str, ref: str, severity: str, text: str = ""
+    ) -> dict[str, Any]:
+        self.severities.check(severity)
+        async with self.db.write() as conn:
+            row = await self._row(conn, ref)
+            await conn.execute(
+                update(incidents)
+                .where(incidents.c.id == row.id)
+                .values(severity=severity, last_update_at=now_ms())
+            )
+            await self._log(
+                conn,
+                row.id,
+                "severity",
+                actor,
+                f"{row.severity} -> {severity}" + (f": {text}" if text else ""),
+            )
+        return await self.get(ref)
+
+    async def note(self, actor: str, ref: str, text: str, kind: str = "update") -> dict[str, Any]:
+        if not text.strip():
+            raise Invalid("empty_update", "an update needs some text")
+        async with self.db.write() as conn:
+            row = await self._row(conn, ref)
+            await conn.execute(
+                update(incidents).where(incidents.c.id == row.id).values(last_update_at=now_ms())
+            )
+            await self._log(conn, row.id, kind, actor, text)
+        return await self.get(ref)
+
+    async def close(
+        self, actor: str, ref: str, override_reason: str | None = None
+    ) -> dict[str, Any]:
+        ready, errors = await self.health()
+        async with self.db.write() as conn:
+            row = await self._row(conn, ref)
+            if row.status != "resolved":
+                raise Conflict("not_resolved", "resolve the incident before closing it")
+            stable_s = (now_ms() - row.resolved_at) / 1000
+            problems = []
+            if stable_s < self.severities.verify_s:
+                problems.append(
+                    f"only {stable_s:.0f}s of the {self.severities.verify_s:.0f}s "
+                    f"verification window have passed since resolve"
+                )
+            if errors > (row.errors_at_resolve or 0):
+                problems.append(
+                    f"{errors - (row.errors_at_resolve or 0)} server errors since resolve"
+                )
+            if not ready:
+                problems.append("the platform is not ready (store or bus failing)")
+            if problems and not override_reason:
+                raise Conflict(
+                    "not_verified",
+                    "; ".join(problems) + ". Wait, or close with an override reason.",
+                )
+            now = now_ms()
+            await conn.execute(
+                update(incidents)
+                .where(incidents.c.id == row.id)
+                .values(status="closed", closed_at=now, last_update_at=now)
+            )
+            text = (
+                f"closed by override: {override_reason} ({'; '.join(problems)})"
+                if problems
+                else f"verified stable for {stable_s:.0f}s, closed"
+            )
+            await self._log(conn, row.id, "closed", actor, text)
+        return await self.get(ref)
+
+    async def alert(self, payload: dict[str, Any]) -> list[int]:
+        """Alertmanager's webhook: a firing alert opens an incident (or joins the open one for
+        the same alert); a resolved one is written on its timeline."""
+        touched = []
+        for item in payload.get("alerts", []):
+            labels = item.get("labels", {})
+            name = str(labels.get("alertname", "unnamed alert"))
+            severity = str(labels.get("severity", "P3"))
+            severity = severity if severity in self.severities.levels else "P3"
+            summary = str(item.get("annotations", {}).get("summary") or name)
+            status = item.get("status", "firing")
+            async with self.db.read() as conn:
+                current = (
+                    await conn.execute(
+                        select(incidents.c.number)
+                        .where((incidents.c.alert_key == name) & (incidents.c.status != "closed"))
+                        .order_by(incidents.c.number.desc())
+                        .limit(1)
+                    )
+                ).scalar()
+            if current is None and status == "firing":
+                opened = await self.open(
+                    "alertmanager", summary, severity, alert_key=name, text=f"alert {name} firing"
+                )
+                touched.append(opened["number"])
+            elif current is not None:
+                kind = "alert_resolved" if status == "resolved" else "alert_firing"
+                await self.note("alertmanager", str(current), f"alert {name} {status}", kind)
+                touched.append(current)
+        return touched
+
+    async def list(self, include_closed: bool = False) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            query = select(incidents).order_by(incidents.c.number.desc())
+            if not include_closed:
+                query = query.where(incidents.c.status != "closed")
+            return [self._out(r) for r in await conn.execute(query)]
+
+    async def get(self, ref: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            row = await self._row(conn, ref)
+            events = await conn.execute(
+                select(incident_events)
+                .where(incident_events.c.incident_id == row.id)
+                .order_by(incident_events.c.id)
+            )
+            timeline = [
+                {"at": e.at, "kind": e.kind, "actor": e.actor, "text": e.text} for e in events
+            ]
+        return {**self._out(row), "timeline": timeline}
+
+    def _out(self, row: Any) -> dict[str, Any]:
+        level = self.severities.levels[row.severity]
+        data = {
+            c: getattr(row, c)
+            for c in (
+                "id",
+                "number",
+                "title",
+                "severity",
+                "status",
+                "owner",
+                "users_affected",
+                "recent_deploy",
+                "opened_at",
+                "acknowledged_at",
+                "triaged_at",
+                "mitigated_at",
+                "resolved_at",
+                "closed_at",
+                "last_update_at",
+            )
+        }
+        data["respond_within_minutes"] = level["respond_minutes"]
+        data["severity_name"] = level["name"]
+        return data
+
+    async def _row(self, conn: AsyncConnection, ref: str) -> Any:
+        query = select(incidents)
+        query = (
+            query.where(incidents.c.number == int(ref))
+            if ref.isdigit()
+            else query.where(incidents.c.id == ref)
+        )
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound("incident_not_found", f"no incident {ref}")
+        return row
+
+    async def _log(
+        self, conn: AsyncConnection, incident_id: str, kind: str, actor: str, text: str
+    ) -> None:
+        await conn.execute(
+            insert(incident_events).values(
+                incident_id=incident_id, at=now_ms(), kind=kind, actor=actor, text=text
+            )
+        )

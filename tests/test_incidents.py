@@ -1,0 +1,204 @@
+"""Incidents the runbook's way, through a real server: lifecycle, verification before close,
+admin-only access, and Alertmanager's webhook opening and joining incidents."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from secureconnect.client import ApiError, Client
+from tests.conftest import PASSWORD
+
+TOKEN = "alert-webhook-secret-123"
+
+
+@pytest.fixture
+def ops_server(own_server):
+    own_server.extra_env.update(
+        {
+            "SECURECONNECT_ADMINS": '["oncall"]',
+            "SECURECONNECT_ALERT_WEBHOOK_TOKEN": TOKEN,
+            "SECURECONNECT_INCIDENT_VERIFY_S": "2",
+        }
+    )
+    return own_server.start()
+
+
+async def logged_in(url: str, name: str) -> Client:
+    client = Client(url)
+    await client.register(name, PASSWORD)
+    await client.login(name, PASSWORD)
+    return client
+
+
+async def test_the_runbook_lifecycle_with_a_verified_close(ops_server) -> None:
+    oncall = await logged_in(ops_server.url, "oncall")
+    try:
+        opened = await oncall.incident_open("Cannot log in", "P1", "users report 502s")
+        assert (opened["number"], opened["status"], opened["respond_within_minutes"]) == (
+            1,
+            "open",
+            15,
+        )
+        ref = str(opened["number"])
+        acked = await oncall.incident_step(ref, "acknowledged", "I'm on it")
+        assert acked["owner"] == "oncall"
+        triaged = await oncall.incident_step(
+            ref, "triaged", users_affected=1200, recent_deploy=True
+        )
+        assert (triaged["users_affected"], triaged["recent_deploy"]) == (1200, True)
+        await oncall.incident_update(ref, "Still investigating; CPU dropped after scaling.")
+        lowered = await oncall.incident_severity(ref, "P2", "logins work for most users")
+        assert lowered["respond_within_minutes"] == 30
+        await oncall.incident_step(ref, "mitigated", "rolled back api-gateway")
+        resolved = await oncall.incident_step(ref, "resolved", "bad config reverted")
+        with pytest.raises(ApiError) as early:
+            await oncall.incident_close(ref)
+        assert (early.value.status, early.value.code) == (409, "not_verified")
+        assert "verification window" in early.value.message
+        await asyncio.sleep(2.2)
+        closed = await oncall.incident_close(ref)
+        assert closed["status"] == "closed"
+        kinds = [e["kind"] for e in closed["timeline"]]
+        assert kinds == [
+            "opened",
+            "acknowledged",
+            "triaged",
+            "update",
+            "severity",
+            "mitigated",
+            "resolved",
+            "closed",
+        ]
+        stamps = [e["at"] for e in closed["timeline"]]
+        assert stamps == sorted(stamps)
+        assert "verified stable" in closed["timeline"][-1]["text"]
+        assert closed["resolved_at"] == resolved["resolved_at"]
+        with pytest.raises(ApiError) as again:
+            await oncall.incident_step(ref, "acknowledged")
+        assert (again.value.status, again.value.code) == (409, "invalid_transition")
+    finally:
+        await oncall.aclose()
+
+
+async def test_closing_early_needs_a_reason(ops_server) -> None:
+    oncall = await logged_in(ops_server.url, "oncall")
+    try:
+        ref = str((await oncall.incident_open("Avatars broken", "P3"))["number"])
+        with pytest.raises(ApiError) as unresolved:
+            await oncall.incident_close(ref, "whatever")
+        assert unresolved.value.code == "not_resolved"
+        await oncall.incident_step(ref, "resolved", "CDN purged")
+        closed = await oncall.incident_close(ref, "false alarm, confirmed by the CDN vendor")
+        assert "override: false alarm" in closed["timeline"][-1]["text"]
+        with pytest.raises(ApiError) as bad:
+            await oncall.incident_open("x", "P9")
+        assert (bad.value.status, bad.value.code) == (400, "invalid_severity")
+    finally:
+        await oncall.aclose()
+
+
+async def test_only_admins_manage_incidents(ops_server) -> None:
+    oncall = await logged_in(ops_server.url, "oncall")
+    mallory = await logged_in(ops_server.url, "mallory")
+    try:
+        ref = str((await oncall.incident_open("DB slow", "P2"))["number"])
+        for attempt in (
+            mallory.incidents(),
+            mallory.incident(ref),
+            mallory.incident_open("fake", "P1"),
+            mallory.incident_close(ref, "nope"),
+        ):
+            with pytest.raises(ApiError) as refused:
+                await attempt
+            assert (refused.value.status, refused.value.code) == (403, "not_admin")
+        assert httpx.get(ops_server.url + "/v1/ops/incidents").status_code == 401
+    finally:
+        await oncall.aclose()
+        await mallory.aclose()
+
+
+def alert(status: str, name: str = "High5xxRate", severity: str = "P1") -> dict[str, object]:
+    return {
+        "status": status,
+        "alerts": [
+            {
+                "status": status,
+                "labels": {"alertname": name, "severity": severity},
+                "annotations": {"summary": "More than 5% of requests fail with 5xx"},
+            }
+        ],
+    }
+
+
+async def test_alertmanager_opens_joins_and_resolves_incidents(ops_server) -> None:
+    hook = ops_server.url + "/v1/ops/alertmanager"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.post(hook, json=alert("firing")).status_code == 401
+    assert (
+        httpx.post(
+            hook, json=alert("firing"), headers={"Authorization": "Bearer wrong"}
+        ).status_code
+        == 401
+    )
+    first = httpx.post(hook, json=alert("firing"), headers=auth).json()["incidents"]
+    again = httpx.post(hook, json=alert("firing"), headers=auth).json()["incidents"]
+    assert first == again  # the same alert joins its open incident
+    httpx.post(hook, json=alert("resolved"), headers=auth)
+    other = httpx.post(hook, json=alert("firing", "SlowRequests", "P2"), headers=auth).json()
+    assert other["incidents"] != first
+    oncall = await logged_in(ops_server.url, "oncall")
+    try:
+        incident = await oncall.incident(str(first[0]))
+        assert (incident["severity"], incident["title"]) == (
+            "P1",
+            "More than 5% of requests fail with 5xx",
+        )
+        assert [e["kind"] for e in incident["timeline"]] == [
+            "opened",
+            "alert_firing",
+            "alert_resolved",
+        ]
+        assert len(await oncall.incidents()) == 2
+    finally:
+        await oncall.aclose()
+
+
+def test_oncall_from_the_terminal(ops_server, tmp_path) -> None:
+    env = {
+        **os.environ,
+        "SECURECONNECT_SERVER": ops_server.url,
+        "SECURECONNECT_CLI_HOME": str(tmp_path),
+        "SECURECONNECT_PASSWORD": PASSWORD,
+        "COLUMNS": "200",
+    }
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "secureconnect", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    cli("register", "oncall")
+    cli("login", "oncall")
+    assert "#1 P1 Critical open: Video calls dropping" in cli(
+        "oncall", "open", "Video calls dropping", "--severity", "P1"
+    )
+    cli("oncall", "ack", "1")
+    cli("oncall", "update", "1", "Restarted video-service")
+    listed = cli("oncall", "list")
+    assert "#1 P1 Critical acknowledged" in listed
+    shown = cli("oncall", "show", "1")
+    assert "Restarted video-service" in shown
+    assert "owner oncall" in shown
