@@ -202,3 +202,21 @@ def test_oncall_from_the_terminal(ops_server, tmp_path) -> None:
     shown = cli("oncall", "show", "1")
     assert "Restarted video-service" in shown
     assert "owner oncall" in shown
+    cli("oncall", "triage", "1", "--users-affected", "340", "--no-recent-deploy")
+    cli("oncall", "mitigate", "1", "scaled video-service to 10 replicas")
+    cli("oncall", "resolve", "1", "SFU memory leak fixed in 1.0.1")
+    report = cli("oncall", "postmortem", "1")
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert sections == [
+        "## 1. Summary",
+        "## 2. Impact",
+        "## 3. Timeline",
+        "## 4. Root cause",
+        "## 5. Immediate actions",
+        "## 6. Lessons and follow-ups",
+    ]
+    assert "Users affected: 340" in report
+    assert "A deploy in the hour before: no" in report
+    assert "SFU memory leak fixed in 1.0.1" in report.split("## 4. Root cause")[1]
+    assert "scaled video-service to 10 replicas" in report.split("## 5. Immediate actions")[1]
+    assert report.count("\n- 20") >= 6  # every timeline step, stamped

@@ -654,6 +654,18 @@ def oncall_show(incident: str, profile: ProfileOpt = "default", server: ServerOp
     _oncall(lambda c: c.incident(incident), profile, server)
 
 
+@oncall_app.command("postmortem")
+def oncall_postmortem(
+    incident: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """Draft the blameless post-mortem (Markdown, the runbook's six sections) on stdout."""
+
+    async def go(client: Client, state: Profile) -> None:
+        print(await client.incident_postmortem(incident))
+
+    _client_command(go)(profile=profile, server=server)
+
+
 @oncall_app.command("list")
 def oncall_list(
     all_: Annotated[bool, typer.Option("--all", help="closed ones too")] = False,

@@ -326,6 +326,21 @@ class Client:
         )
         return result
 
+    async def incident_postmortem(self, ref: str) -> str:
+        if self.token is None:
+            raise ApiError(401, "missing_token", "log in first")
+        response = await self._http.get(
+            f"/v1/ops/incidents/{ref}/postmortem", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        if response.is_error:
+            error = response.json().get("error", {})
+            raise ApiError(
+                response.status_code,
+                error.get("code", "http_error"),
+                error.get("message", response.text[:200]),
+            )
+        return response.text
+
     # ----- realtime ------------------------------------------------------------------------
 
     def events(

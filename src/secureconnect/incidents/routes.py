@@ -6,6 +6,7 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse
 
 from secureconnect.accounts.service import AuthContext
 from secureconnect.edge.deps import authenticated, bearer_token, get_services
@@ -69,6 +70,11 @@ async def change_severity(ref: str, body: Severity, caller: Admin, request: Requ
 @router.post("/incidents/{ref}/close")
 async def close(ref: str, body: Close, caller: Admin, request: Request) -> Any:
     return await get_services(request).incidents.close(caller.username, ref, body.override_reason)
+
+
+@router.get("/incidents/{ref}/postmortem", response_class=PlainTextResponse)
+async def postmortem(ref: str, caller: Admin, request: Request) -> str:
+    return await get_services(request).incidents.postmortem(ref)
 
 
 @router.post("/alertmanager")
