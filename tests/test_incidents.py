@@ -4,15 +4,20 @@ admin-only access, and Alertmanager's webhook opening and joining incidents."""
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
 import os
 import subprocess
 import sys
+import threading
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from secureconnect.client import ApiError, Client
 from tests.conftest import PASSWORD
+from tests.test_scale import free_port
 
 TOKEN = "alert-webhook-secret-123"
 
@@ -220,3 +225,82 @@ def test_oncall_from_the_terminal(ops_server, tmp_path) -> None:
     assert "SFU memory leak fixed in 1.0.1" in report.split("## 4. Root cause")[1]
     assert "scaled video-service to 10 replicas" in report.split("## 5. Immediate actions")[1]
     assert report.count("\n- 20") >= 6  # every timeline step, stamped
+
+
+class SlackReceiver:
+    """A Slack-compatible incoming webhook on this machine, recording what it is sent."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+class Mailbox:
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 OK"
+
+    def __init__(self) -> None:
+        self.messages = []
+
+
+async def test_reminders_reach_slack_email_and_the_log(own_server) -> None:
+    slack, mailbox = SlackReceiver(), Mailbox()
+    smtp_port = free_port()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    own_server.extra_env.update(
+        {
+            "SECURECONNECT_ADMINS": '["oncall"]',
+            "SECURECONNECT_INCIDENT_UPDATE_EVERY_S": "1",  # the runbook's 15 minutes, compressed
+            "SECURECONNECT_INCIDENT_STAKEHOLDERS_AFTER_S": "2",  # and its 30
+            "SECURECONNECT_REMINDER_CHECK_S": "0.2",
+            "SECURECONNECT_NOTIFY_SLACK_WEBHOOK_URL": slack.url,
+            "SECURECONNECT_NOTIFY_SMTP_HOST": "127.0.0.1",
+            "SECURECONNECT_NOTIFY_SMTP_PORT": str(smtp_port),
+            "SECURECONNECT_NOTIFY_STAKEHOLDER_EMAILS": '["cto@example.org"]',
+        }
+    )
+    own_server.start()
+    oncall = await logged_in(own_server.url, "oncall")
+    try:
+        opened = await oncall.incident_open("Chat very slow", "P2")
+        await oncall.incident_step(str(opened["number"]), "acknowledged")
+        for _ in range(100):
+            if mailbox.messages and any("no update" in m["text"] for m in slack.received):
+                break
+            await asyncio.sleep(0.1)
+        reminders = [m["text"] for m in slack.received if "no update" in m["text"]]
+        assert reminders
+        assert "@oncall" in reminders[0]
+        assert "secureconnect oncall update 1" in reminders[0]
+        assert any("has been open for" in m["text"] for m in slack.received)
+        assert [m.rcpt_tos for m in mailbox.messages] == [["cto@example.org"]]
+        assert b"Incident #1 ongoing" in mailbox.messages[0].content
+        await asyncio.sleep(1.0)  # more rounds: stakeholders are told once, not every round
+        assert len(mailbox.messages) == 1
+        timeline = [e["kind"] for e in (await oncall.incident("1"))["timeline"]]
+        assert "reminder" in timeline
+        assert timeline.count("stakeholders_notified") == 1
+        assert any(e.get("msg") == "incident notice" for e in own_server.logs())
+    finally:
+        await oncall.aclose()
+        smtp.stop()
+        slack.close()

@@ -6,6 +6,7 @@ decides which domain routers are mounted. ``all`` mounts everything in one proce
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -28,6 +29,13 @@ from secureconnect.chat.service import ChatService
 from secureconnect.config import Settings
 from secureconnect.edge.errors import install_error_handlers
 from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
+from secureconnect.incidents.notify import (
+    Email,
+    Fanout,
+    LogNotifier,
+    Notifier,
+    SlackWebhook,
+)
 from secureconnect.incidents.routes import router as incidents_router
 from secureconnect.incidents.service import IncidentService, Severities
 from secureconnect.keys.routes import router as keys_router
@@ -94,7 +102,12 @@ def build_services(settings: Settings) -> Services:
             ready = False
         return ready, metrics.server_errors()
 
-    incidents = IncidentService(db, Severities.load(settings.incident_verify_s), health)
+    severities = Severities.load(
+        settings.incident_verify_s,
+        settings.incident_update_every_s,
+        settings.incident_stakeholders_after_s,
+    )
+    incidents = IncidentService(db, severities, health)
     if isinstance(bus, RedisBus):
         bus.on_reconnect.append(hub.resync_all)
     return Services(
@@ -122,11 +135,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             await upgrade(services.db)
         await services.bus.start()
+        reminders = (
+            asyncio.create_task(_reminders(services))
+            if settings.role in ("all", "api-gateway")
+            else None
+        )
         log.info("started", extra={"fields": {"role": settings.role, "version": __version__}})
         try:
             yield
         finally:
             services.draining = True
+            if reminders is not None:
+                reminders.cancel()
             services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")
             await services.bus.close()
             await services.db.close()
@@ -151,6 +171,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
     return app
+
+
+def notifiers(settings: Settings) -> tuple[Notifier, Notifier]:
+    """(owner, stakeholders): the log always; Slack and email when configured."""
+    chat: list[Notifier] = [LogNotifier()]
+    if settings.notify_slack_webhook_url is not None:
+        chat.append(SlackWebhook(settings.notify_slack_webhook_url.get_secret_value()))
+    wide = list(chat)
+    if settings.notify_smtp_host and settings.notify_stakeholder_emails:
+        wide.append(
+            Email(
+                settings.notify_smtp_host,
+                settings.notify_smtp_port,
+                settings.notify_email_from,
+                settings.notify_stakeholder_emails,
+            )
+        )
+    return Fanout(chat), Fanout(wide)
+
+
+async def _reminders(services: Services) -> None:
+    owner, stakeholders = notifiers(services.settings)
+    while True:
+        await asyncio.sleep(services.settings.reminder_check_s)
+        try:
+            await services.incidents.remind(owner, stakeholders)
+        except Exception:  # the store may be down; try again on the next round
+            log.exception("reminder round failed")
 
 
 async def _landing() -> HTMLResponse:

@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     incident_verify_s: float | None = Field(
         None, ge=0, description="override the runbook's 10-minute verification window"
     )
+    incident_update_every_s: float | None = Field(None, gt=0, description="override 15 min")
+    incident_stakeholders_after_s: float | None = Field(None, gt=0, description="override 30 min")
+    reminder_check_s: float = Field(30.0, gt=0, description="how often reminders are checked")
+    notify_slack_webhook_url: SecretStr | None = Field(
+        None, description="Slack-compatible incoming webhook for reminders and notices"
+    )
+    notify_smtp_host: str | None = None
+    notify_smtp_port: int = 25
+    notify_email_from: str = "secureconnect@localhost"
+    notify_stakeholder_emails: list[str] = Field(default_factory=list)
 
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="also write the JSON log lines to this file")

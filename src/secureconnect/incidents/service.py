@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.errors import Conflict, Invalid, NotFound
 from secureconnect.incidents.models import incident_events, incidents
+from secureconnect.incidents.notify import Notifier
 from secureconnect.store import Database, now_ms
 from secureconnect.store.base import new_id
 
@@ -40,16 +41,25 @@ class Severities:
     stakeholders_after_s: float
 
     @classmethod
-    def load(cls, verify_s: float | None = None) -> Severities:
+    def load(
+        cls,
+        verify_s: float | None = None,
+        update_every_s: float | None = None,
+        stakeholders_after_s: float | None = None,
+    ) -> Severities:
         raw = tomllib.loads(
             resources.files("secureconnect.incidents").joinpath("severities.toml").read_text()
         )
         levels = {k: v for k, v in raw.items() if isinstance(v, dict)}
+
+        def pick(given: float | None, minutes: float) -> float:
+            return given if given is not None else minutes * 60.0
+
         return cls(
             levels,
-            verify_s if verify_s is not None else raw["verify_minutes"] * 60.0,
-            raw["update_every_minutes"] * 60.0,
-            raw["stakeholders_after_minutes"] * 60.0,
+            pick(verify_s, raw["verify_minutes"]),
+            pick(update_every_s, raw["update_every_minutes"]),
+            pick(stakeholders_after_s, raw["stakeholders_after_minutes"]),
         )
 
     def check(self, severity: str) -> str:
@@ -225,6 +235,67 @@ class IncidentService:
                 await self.note("alertmanager", str(current), f"alert {name} {status}", kind)
                 touched.append(current)
         return touched
+
+    async def remind(self, owner: Notifier, stakeholders: Notifier) -> list[tuple[int, str]]:
+        """The runbook's cadence (23.1, 23.10): no update for 15 minutes reminds the owner
+        (again every 15 minutes); an incident open for 30 minutes tells stakeholders, once. The
+        check runs under the incident's row lock, so several replicas never send it twice."""
+        sent: list[tuple[int, str]] = []
+        now = now_ms()
+        every_ms = self.severities.update_every_s * 1000
+        after_ms = self.severities.stakeholders_after_s * 1000
+        async with self.db.read() as conn:
+            open_ids = list(
+                (
+                    await conn.execute(
+                        select(incidents.c.id).where(
+                            incidents.c.status.in_(["open", "acknowledged", "triaged", "mitigated"])
+                        )
+                    )
+                ).scalars()
+            )
+        for incident_id in open_ids:
+            notices: list[tuple[Notifier, str, str, str]] = []
+            async with self.db.write() as conn:
+                row = (
+                    await conn.execute(
+                        select(incidents).where(incidents.c.id == incident_id).with_for_update()
+                    )
+                ).first()
+                if row is None:
+                    continue
+                kinds = {
+                    r.kind: r.at
+                    for r in await conn.execute(
+                        select(incident_events.c.kind, func.max(incident_events.c.at).label("at"))
+                        .where(incident_events.c.incident_id == incident_id)
+                        .group_by(incident_events.c.kind)
+                    )
+                }
+                last_reminder = kinds.get("reminder", 0)
+                if now - row.last_update_at >= every_ms and now - last_reminder >= every_ms:
+                    quiet = (now - row.last_update_at) // 60000
+                    text = (
+                        f"@{row.owner or 'on-call'}: no update on incident #{row.number} "
+                        f"({row.severity}, {row.title}) for {quiet} min. Post one, even "
+                        f'"no news": secureconnect oncall update {row.number} "..."'
+                    )
+                    await self._log(conn, incident_id, "reminder", "reminders", text)
+                    notices.append((owner, f"Update incident #{row.number}", text, "reminder"))
+                if now - row.opened_at >= after_ms and "stakeholders_notified" not in kinds:
+                    text = (
+                        f"Incident #{row.number} ({row.severity}: {row.title}) has been open "
+                        f"for {(now - row.opened_at) // 60000} min; status {row.status}. "
+                        f"Status page and updates follow."
+                    )
+                    await self._log(conn, incident_id, "stakeholders_notified", "reminders", text)
+                    notices.append(
+                        (stakeholders, f"Incident #{row.number} ongoing", text, "stakeholders")
+                    )
+            for notifier, subject, text, kind in notices:
+                await notifier.send(subject, text)
+                sent.append((row.number, kind))
+        return sent
 
     async def postmortem(self, ref: str) -> str:
         """A blameless report in the runbook's six sections (23.11), drafted from the incident's

@@ -1,0 +1,71 @@
+"""Where reminders and stakeholder notices go: a Slack-compatible incoming webhook, email over
+SMTP, and always the log. Each adapter is tested against a real local receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+from email.message import EmailMessage
+from typing import Protocol
+
+import httpx
+
+log = logging.getLogger("secureconnect.incidents")
+
+
+class Notifier(Protocol):
+    async def send(self, subject: str, text: str) -> None: ...
+
+
+class LogNotifier:
+    async def send(self, subject: str, text: str) -> None:
+        log.warning("incident notice", extra={"fields": {"subject": subject, "text": text}})
+
+
+class SlackWebhook:
+    """Slack's incoming-webhook format ({"text": ...}), which Mattermost and others accept."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def send(self, subject: str, text: str) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(self.url, json={"text": f"*{subject}*\n{text}"})
+            response.raise_for_status()
+
+
+class Email:
+    def __init__(self, host: str, port: int, sender: str, recipients: list[str]) -> None:
+        self.host, self.port, self.sender, self.recipients = host, port, sender, recipients
+
+    async def send(self, subject: str, text: str) -> None:
+        message = EmailMessage()
+        message["Subject"], message["From"] = subject, self.sender
+        message["To"] = ", ".join(self.recipients)
+        message.set_content(text)
+
+        def deliver() -> None:
+            with smtplib.SMTP(self.host, self.port, timeout=10) as smtp:
+                smtp.send_message(message)
+
+        await asyncio.to_thread(deliver)
+
+
+class Fanout:
+    """Sends through every adapter; one failing does not stop the others (and is logged)."""
+
+    def __init__(self, notifiers: list[Notifier]) -> None:
+        self.notifiers = notifiers
+
+    async def send(self, subject: str, text: str) -> None:
+        for notifier in self.notifiers:
+            try:
+                await notifier.send(subject, text)
+            except Exception as error:  # a broken channel must not silence the others
+                log.error(
+                    "notification failed",
+                    extra={
+                        "fields": {"adapter": type(notifier).__name__, "error": str(error)[:200]}
+                    },
+                )
