@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 
 from secureconnect.client import ApiError, Client
 from tests.conftest import PASSWORD
+from tests.server import ServerProcess
 from tests.test_scale import free_port
 
 TOKEN = "alert-webhook-secret-123"
@@ -304,3 +305,79 @@ async def test_reminders_reach_slack_email_and_the_log(own_server) -> None:
         await oncall.aclose()
         smtp.stop()
         slack.close()
+
+
+async def test_status_page_follows_public_updates_and_works_without_javascript(ops_server) -> None:
+    page = httpx.get(ops_server.url + "/v1/status").json()
+    assert page["overall"] == {
+        "state": "operational",
+        "colour": "green",
+        "text": "All systems operational",
+    }
+    assert [c["name"] for c in page["components"]] == [
+        "Login & API",
+        "Chat",
+        "Video calls",
+        "AI suggestions",
+        "Avatars",
+    ]
+    oncall = await logged_in(ops_server.url, "oncall")
+    mallory = await logged_in(ops_server.url, "mallory")
+    try:
+        ref = str((await oncall.incident_open("Slow delivery", "P2"))["number"])
+        assert httpx.get(ops_server.url + "/v1/status").json()["incidents"] == []  # internal
+        with pytest.raises(ApiError) as refused:
+            await mallory.incident_public_update(ref, template="yellow")
+        assert refused.value.code == "not_admin"
+        with pytest.raises(ApiError) as bad:
+            await oncall.incident_public_update(
+                ref, phase="investigating", text="x", components={"Chat": "purple"}
+            )
+        assert (bad.value.status, bad.value.code) == (400, "invalid_component")
+        posted = await oncall.incident_public_update(ref, template="yellow")
+        chat = next(c for c in posted["components"] if c["name"] == "Chat")
+        assert (chat["state"], chat["colour"]) == ("degraded", "yellow")
+        assert posted["overall"]["colour"] == "yellow"
+        [shown] = posted["incidents"]
+        assert shown["updates"][0]["text"] == (
+            "Some users are experiencing slow message delivery. We are working on it."
+        )
+        html = httpx.get(ops_server.url + "/status")
+        assert html.status_code == 200
+        assert "<script" not in html.text
+        assert "Some systems degraded" in html.text
+        assert "slow message delivery" in html.text
+        assert 'name="viewport"' in html.text
+        await oncall.incident_public_update(ref, template="green")
+        after = httpx.get(ops_server.url + "/v1/status").json()
+        assert after["overall"]["colour"] == "green"
+        assert after["incidents"] == []
+        assert [i["title"] for i in after["history"]] == ["Slow delivery"]
+        assert [e["kind"] for e in (await oncall.incident(ref))["timeline"]].count(
+            "public_update"
+        ) == 2
+    finally:
+        await oncall.aclose()
+        await mallory.aclose()
+
+
+def test_status_page_still_answers_when_the_database_is_down(tmp_path) -> None:
+    srv = ServerProcess(
+        tmp_path,
+        {
+            "SECURECONNECT_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+            "SECURECONNECT_AUTO_MIGRATE": "false",
+            "SECURECONNECT_DB_POOL_TIMEOUT_S": "1",
+        },
+    )
+    srv.wait_ready = lambda timeout: None
+    srv.start()
+    try:
+        page = httpx.get(srv.url + "/v1/status", timeout=20)
+        assert page.status_code == 200
+        states = {c["name"]: c["state"] for c in page.json()["components"]}
+        assert states["Login & API"] == states["Chat"] == "major_outage"
+        assert page.json()["overall"]["colour"] == "red"
+        assert "Major outage" in httpx.get(srv.url + "/status", timeout=20).text
+    finally:
+        srv.stop()

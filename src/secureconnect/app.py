@@ -36,8 +36,10 @@ from secureconnect.incidents.notify import (
     Notifier,
     SlackWebhook,
 )
+from secureconnect.incidents.routes import public as status_router
 from secureconnect.incidents.routes import router as incidents_router
 from secureconnect.incidents.service import IncidentService, Severities
+from secureconnect.incidents.status import StatusPage
 from secureconnect.keys.routes import router as keys_router
 from secureconnect.keys.service import InboxService, KeyService
 from secureconnect.ops.metrics import Metrics
@@ -48,8 +50,8 @@ from secureconnect.store.migrate import upgrade
 log = logging.getLogger("secureconnect")
 
 ROLE_ROUTERS: dict[str, list[APIRouter]] = {
-    "all": [accounts_router, keys_router, chat_router, incidents_router],
-    "api-gateway": [accounts_router, keys_router, incidents_router],
+    "all": [accounts_router, keys_router, chat_router, incidents_router, status_router],
+    "api-gateway": [accounts_router, keys_router, incidents_router, status_router],
     "chat-service": [chat_router],
     "video-service": [],
 }
@@ -69,6 +71,7 @@ class Services:
     inbox: InboxService
     hub: Hub
     incidents: IncidentService
+    status: StatusPage
     draining: bool = field(default=False)
 
 
@@ -121,6 +124,7 @@ def build_services(settings: Settings) -> Services:
         InboxService(db, bus),
         hub,
         incidents,
+        StatusPage(db, incidents, health),
     )
 
 

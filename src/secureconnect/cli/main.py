@@ -654,6 +654,34 @@ def oncall_show(incident: str, profile: ProfileOpt = "default", server: ServerOp
     _oncall(lambda c: c.incident(incident), profile, server)
 
 
+@oncall_app.command("status")
+def oncall_status(
+    incident: str,
+    template: Annotated[
+        str | None, typer.Option(help="red, yellow or green: the runbook's messages")
+    ] = None,
+    phase: Annotated[
+        str | None, typer.Option(help="investigating|identified|monitoring|resolved")
+    ] = None,
+    text: Annotated[str | None, typer.Option(help="the public message")] = None,
+    component: Annotated[list[str] | None, typer.Option(help='e.g. "Chat=degraded"')] = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Post a public update to the status page (runbook 23.10)."""
+    states = dict(c.split("=", 1) for c in component or [])
+
+    async def go(client: Client, state: Profile) -> None:
+        page = await client.incident_public_update(
+            incident, phase=phase, text=text, components=states, template=template
+        )
+        out.print(f"status page: {page['overall']['text']}")
+        for c in page["components"]:
+            out.print(f"  {c['name']:<16} {c['state'].replace('_', ' ')}")
+
+    _client_command(go)(profile=profile, server=server)
+
+
 @oncall_app.command("postmortem")
 def oncall_postmortem(
     incident: str, profile: ProfileOpt = "default", server: ServerOpt = None

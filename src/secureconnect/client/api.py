@@ -326,6 +326,28 @@ class Client:
         )
         return result
 
+    async def incident_public_update(
+        self,
+        ref: str,
+        *,
+        phase: str | None = None,
+        text: str | None = None,
+        components: dict[str, str] | None = None,
+        template: str | None = None,
+    ) -> dict[str, Any]:
+        """Posts to the status page; returns the page as it now stands."""
+        result: dict[str, Any] = await self._call(
+            "POST",
+            f"/v1/ops/incidents/{ref}/public",
+            json={
+                "phase": phase,
+                "text": text,
+                "components": components or {},
+                "template": template,
+            },
+        )
+        return result
+
     async def incident_postmortem(self, ref: str) -> str:
         if self.token is None:
             raise ApiError(401, "missing_token", "log in first")

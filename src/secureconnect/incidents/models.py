@@ -43,3 +43,21 @@ incident_events = Table(
     Index("ix_incident_events_incident_id", "incident_id", "id"),
     sqlite_autoincrement=True,
 )
+
+# Public updates shown on the status page (runbook 23.10), with the component states they set.
+status_updates = Table(
+    "status_updates",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "incident_id", String(32), ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("at", BigInteger, nullable=False),
+    Column("phase", String(16), nullable=False),  # investigating|identified|monitoring|resolved
+    Column("text", Text, nullable=False),
+    Column("components", Text, nullable=False),  # JSON: {"Chat": "degraded", ...}
+    Index("ix_status_updates_incident_id", "incident_id", "id"),
+    sqlite_autoincrement=True,
+)

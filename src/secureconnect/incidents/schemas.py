@@ -33,3 +33,10 @@ class Severity(Strict):
 
 class Close(Strict):
     override_reason: str | None = Field(None, min_length=3, max_length=1000)
+
+
+class PublicUpdate(Strict):
+    phase: str | None = Field(None, max_length=16)
+    text: str | None = Field(None, max_length=2000)
+    components: dict[str, str] = Field(default_factory=dict)
+    template: str | None = Field(None, description="red, yellow or green: the runbook's messages")

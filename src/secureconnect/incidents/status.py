@@ -1,0 +1,149 @@
+"""The status page (runbook 23.10): components in green, yellow or red, the overall state, open
+incidents with their public updates, and 90 days of history. Components follow the platform's
+own health; an incident's public update can set them by hand until the incident resolves."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from secureconnect.errors import Invalid
+from secureconnect.incidents.models import incidents, status_updates
+from secureconnect.incidents.service import HealthProbe, IncidentService
+from secureconnect.store import Database, StoreUnavailable, now_ms
+
+COMPONENTS = ["Login & API", "Chat", "Video calls", "AI suggestions", "Avatars"]
+STATES = {
+    "operational": "green",
+    "degraded": "yellow",
+    "partial_outage": "yellow",
+    "major_outage": "red",
+}
+PHASES = ["investigating", "identified", "monitoring", "resolved"]
+# The runbook's three example messages (23.10), offered as templates.
+TEMPLATES = {
+    "red": (
+        "investigating",
+        "Investigating connectivity issues with Video Calls.",
+        {"Video calls": "major_outage"},
+    ),
+    "yellow": (
+        "identified",
+        "Some users are experiencing slow message delivery. We are working on it.",
+        {"Chat": "degraded"},
+    ),
+    "green": ("resolved", "Systems are operational.", {}),
+}
+HISTORY_DAYS = 90
+RANK = ["operational", "degraded", "partial_outage", "major_outage"]
+
+
+class StatusPage:
+    def __init__(
+        self, db: Database, incidents_service: IncidentService, health: HealthProbe
+    ) -> None:
+        self.db = db
+        self.incidents = incidents_service
+        self.health = health
+
+    async def post(
+        self,
+        actor: str,
+        ref: str,
+        phase: str | None,
+        text: str | None,
+        components: dict[str, str],
+        template: str | None = None,
+    ) -> dict[str, Any]:
+        if template is not None:
+            if template not in TEMPLATES:
+                raise Invalid("invalid_template", f"template is one of {', '.join(TEMPLATES)}")
+            t_phase, t_text, t_components = TEMPLATES[template]
+            phase, text = phase or t_phase, text or t_text
+            components = {**t_components, **components}
+        if phase not in PHASES:
+            raise Invalid("invalid_phase", f"phase is one of {', '.join(PHASES)}")
+        if not text:
+            raise Invalid("empty_update", "a public update needs text")
+        for name, state in components.items():
+            if name not in COMPONENTS or state not in STATES:
+                raise Invalid(
+                    "invalid_component",
+                    f"components are {', '.join(COMPONENTS)}; states are {', '.join(STATES)}",
+                )
+        incident = await self.incidents.get(ref)
+        async with self.db.write() as conn:
+            await conn.execute(
+                insert(status_updates).values(
+                    incident_id=incident["id"],
+                    at=now_ms(),
+                    phase=phase,
+                    text=text,
+                    components=json.dumps(components),
+                )
+            )
+        await self.incidents.note(actor, ref, f"public update ({phase}): {text}", "public_update")
+        return await self.page()
+
+    async def page(self) -> dict[str, Any]:
+        ready, _ = await self.health()
+        states = dict.fromkeys(COMPONENTS, "operational")
+        if not ready:  # the store or the bus is failing: logging in and chatting are down
+            states["Login & API"] = states["Chat"] = "major_outage"
+        since = now_ms() - HISTORY_DAYS * 86_400_000
+        try:
+            async with self.db.read() as conn:
+                rows = (
+                    await conn.execute(
+                        select(incidents)
+                        .where(incidents.c.opened_at >= since)
+                        .order_by(incidents.c.opened_at.desc())
+                    )
+                ).all()
+                updates = (
+                    await conn.execute(select(status_updates).order_by(status_updates.c.id))
+                ).all()
+        except StoreUnavailable:
+            # The page matters most when things are broken: show what health says.
+            rows, updates = [], []
+        by_incident: dict[str, list[Any]] = {}
+        for u in updates:
+            by_incident.setdefault(u.incident_id, []).append(u)
+        shown = []
+        for row in rows:
+            public = by_incident.get(row.id, [])
+            if not public:
+                continue  # internal until someone posts a public update
+            active = row.status not in ("resolved", "closed") and public[-1].phase != "resolved"
+            if active:
+                for name, state in json.loads(public[-1].components).items():
+                    if RANK.index(state) > RANK.index(states[name]):
+                        states[name] = state
+            shown.append(
+                {
+                    "number": row.number,
+                    "title": row.title,
+                    "severity": row.severity,
+                    "active": active,
+                    "opened_at": row.opened_at,
+                    "resolved_at": row.resolved_at,
+                    "updates": [
+                        {"at": u.at, "phase": u.phase, "text": u.text} for u in reversed(public)
+                    ],
+                }
+            )
+        worst = max(states.values(), key=RANK.index)
+        overall = {
+            "operational": "All systems operational",
+            "degraded": "Some systems degraded",
+            "partial_outage": "Partial outage",
+            "major_outage": "Major outage",
+        }[worst]
+        return {
+            "overall": {"state": worst, "colour": STATES[worst], "text": overall},
+            "components": [{"name": n, "state": s, "colour": STATES[s]} for n, s in states.items()],
+            "incidents": [i for i in shown if i["active"]],
+            "history": [i for i in shown if not i["active"]],
+        }
