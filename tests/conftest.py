@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import itertools
 import os
 import secrets
@@ -12,7 +10,7 @@ import asyncpg
 import pytest
 
 from secureconnect.client import Client
-from tests.server import ServerProcess
+from tests.server import ServerProcess, run_in_thread
 
 PASSWORD = "correct horse battery staple"
 _counter = itertools.count()
@@ -57,9 +55,7 @@ def _pg(statement: str) -> None:
         finally:
             await conn.close()
 
-    # Its own thread and loop, so that sync fixtures and async tests can both call it.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
+    run_in_thread(run())
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -12,11 +12,21 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
+
+T = TypeVar("T")
+
+
+def run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine on its own thread and loop, so sync and async tests can both call it."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
 
 URL_LINE = re.compile(r"Open (http://\S+) in your browser")
 
@@ -113,9 +123,7 @@ class ServerProcess:
             finally:
                 await conn.close()
 
-        # Its own thread and loop, so that it works from sync and async tests alike.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, run()).result()
+        return run_in_thread(run())
 
     def stored_data(self) -> bytes:
         """Everything the database holds, as bytes to search (bytea also as hex on PostgreSQL)."""

@@ -123,6 +123,10 @@ class SecureClient:
         self._failed: list[Message] = []  # waiting for a sender key that was requested
         self.notices: list[IdentityChanged] = []  # contacts' device changes seen while sending
         self.stream: EventStream | None = None  # the open event stream, for its cursors
+        # While reading history, the message cache is written once at the end rather than the
+        # whole (possibly encrypted) device file once per message.
+        self._cache_deferred = False
+        self._cache_dirty = False
 
     # ----- device set-up ---------------------------------------------------------------------
 
@@ -468,10 +472,21 @@ class SecureClient:
         """Keeps what was read: a message key works once, so history is read from here."""
         record = {**plain.__dict__, "body": b64(plain.body)}
         self.state["messages"].setdefault(plain.conversation_id, {})[str(plain.seq)] = record
-        self._save()
+        if self._cache_deferred:
+            self._cache_dirty = True
+        else:
+            self._save()
 
     async def history(self, conversation_id: str) -> list[PlainMessage | DecryptionFailed]:
-        return [await self.decrypt(m) async for m in self.client.all_messages(conversation_id)]
+        # Deferring only the cache is safe: a receiving chain that is not saved just decrypts
+        # again later. Saves that guard a ratchet before sending stay immediate.
+        self._cache_deferred, self._cache_dirty = True, False
+        try:
+            return [await self.decrypt(m) async for m in self.client.all_messages(conversation_id)]
+        finally:
+            self._cache_deferred = False
+            if self._cache_dirty:
+                self._save()
 
     # ----- lost keys -------------------------------------------------------------------------
 

@@ -103,7 +103,11 @@ class StatusPage:
                     )
                 ).all()
                 updates = (
-                    await conn.execute(select(status_updates).order_by(status_updates.c.id))
+                    await conn.execute(
+                        select(status_updates)
+                        .where(status_updates.c.incident_id.in_([r.id for r in rows]))
+                        .order_by(status_updates.c.id)
+                    )
                 ).all()
         except StoreUnavailable:
             # The page matters most when things are broken: show what health says.
