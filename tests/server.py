@@ -40,14 +40,18 @@ class ServerProcess:
         self.url = ""
         self.port = 0
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
-        env = {
+    def env(self) -> dict[str, str]:
+        """The environment the server runs with: also what an operator's shell would hold."""
+        return {
             **os.environ,
             "SECURECONNECT_DATA_DIR": str(self.data_dir),
             "SECURECONNECT_LOG_FILE": str(self.log_path),
             "SECURECONNECT_PORT": str(self.port),
             **self.extra_env,
         }
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = self.env()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "secureconnect", "serve"],
             env=env,

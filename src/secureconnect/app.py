@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,7 +29,10 @@ from secureconnect.chat.routes import router as chat_router
 from secureconnect.chat.service import ChatService
 from secureconnect.config import Settings
 from secureconnect.edge.errors import install_error_handlers
+from secureconnect.edge.guard import GuardMiddleware
 from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
+from secureconnect.guard.routes import router as guard_router
+from secureconnect.guard.service import GuardService
 from secureconnect.incidents.notify import (
     Email,
     Fanout,
@@ -36,6 +40,7 @@ from secureconnect.incidents.notify import (
     Notifier,
     SlackWebhook,
 )
+from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.incidents.routes import public as status_router
 from secureconnect.incidents.routes import router as incidents_router
 from secureconnect.incidents.service import IncidentService, Severities
@@ -44,14 +49,22 @@ from secureconnect.keys.routes import router as keys_router
 from secureconnect.keys.service import InboxService, KeyService
 from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.routes import router as ops_router
+from secureconnect.ops.service import DeployLog
 from secureconnect.store import Database
 from secureconnect.store.migrate import upgrade
 
 log = logging.getLogger("secureconnect")
 
 ROLE_ROUTERS: dict[str, list[APIRouter]] = {
-    "all": [accounts_router, keys_router, chat_router, incidents_router, status_router],
-    "api-gateway": [accounts_router, keys_router, incidents_router, status_router],
+    "all": [
+        accounts_router,
+        keys_router,
+        chat_router,
+        incidents_router,
+        guard_router,
+        status_router,
+    ],
+    "api-gateway": [accounts_router, keys_router, incidents_router, guard_router, status_router],
     "chat-service": [chat_router],
     "video-service": [],
 }
@@ -72,6 +85,8 @@ class Services:
     hub: Hub
     incidents: IncidentService
     status: StatusPage
+    guard: GuardService
+    deploys: DeployLog
     draining: bool = field(default=False)
 
 
@@ -110,7 +125,8 @@ def build_services(settings: Settings) -> Services:
         settings.incident_update_every_s,
         settings.incident_stakeholders_after_s,
     )
-    incidents = IncidentService(db, severities, health)
+    platform = PrometheusCheck(settings.prometheus_url) if settings.prometheus_url else None
+    incidents = IncidentService(db, severities, health, platform)
     if isinstance(bus, RedisBus):
         bus.on_reconnect.append(hub.resync_all)
     return Services(
@@ -125,6 +141,8 @@ def build_services(settings: Settings) -> Services:
         hub,
         incidents,
         StatusPage(db, incidents, health),
+        GuardService(db, settings.guard_refresh_s, settings.emergency_requests_per_min),
+        DeployLog(db),
     )
 
 
@@ -139,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             await upgrade(services.db)
         await services.bus.start()
+        await _record_deploy(services)
+        guard = asyncio.create_task(services.guard.run())
         reminders = (
             asyncio.create_task(_reminders(services))
             if settings.role in ("all", "api-gateway")
@@ -149,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             services.draining = True
+            guard.cancel()
             if reminders is not None:
                 reminders.cancel()
             services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")
@@ -173,6 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.mount("/static", StaticFiles(directory=static), name="static")
         app.add_api_route("/", _landing, include_in_schema=False, response_class=HTMLResponse)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(GuardMiddleware, guard=services.guard)
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
     return app
 
@@ -203,6 +225,17 @@ async def _reminders(services: Services) -> None:
             await services.incidents.remind(owner, stakeholders)
         except Exception:  # the store may be down; try again on the next round
             log.exception("reminder round failed")
+
+
+async def _record_deploy(services: Services) -> None:
+    settings = services.settings
+    try:
+        if await services.deploys.record(
+            settings.role, settings.effective_release, socket.gethostname()
+        ):
+            log.info("deploy", extra={"fields": {"release": settings.effective_release}})
+    except Exception:  # the store may be down at start; serving must not wait on history
+        log.warning("could not record the deploy", exc_info=True)
 
 
 async def _landing() -> HTMLResponse:

@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from secureconnect import __version__
+
 Role = Literal["all", "api-gateway", "chat-service", "video-service"]
 
 
@@ -30,6 +32,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     public_url: str | None = Field(
         None, description="URL users open; derived from host:port if unset"
+    )
+    release: str | None = Field(
+        None, description="what is deployed (the image tag); the package version if unset"
     )
     data_dir: Path = Path("data")
     database_url: SecretStr | None = Field(
@@ -67,6 +72,11 @@ class Settings(BaseSettings):
     )
     incident_update_every_s: float | None = Field(None, gt=0, description="override 15 min")
     incident_stakeholders_after_s: float | None = Field(None, gt=0, description="override 30 min")
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus that scrapes every replica: closing an incident then checks "
+        "the whole platform stayed healthy, not only the replica answering",
+    )
     reminder_check_s: float = Field(30.0, gt=0, description="how often reminders are checked")
     notify_slack_webhook_url: SecretStr | None = Field(
         None, description="Slack-compatible incoming webhook for reminders and notices"
@@ -75,6 +85,17 @@ class Settings(BaseSettings):
     notify_smtp_port: int = 25
     notify_email_from: str = "secureconnect@localhost"
     notify_stakeholder_emails: list[str] = Field(default_factory=list)
+
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='proxies whose X-Forwarded-For is believed, e.g. ["10.0.0.0/8"]',
+    )
+    guard_refresh_s: float = Field(
+        2.0, gt=0, description="how often a replica re-reads the deny list and rate-limit mode"
+    )
+    emergency_requests_per_min: int = Field(
+        1, ge=1, description="per client IP on /v1/ while the emergency rate limit is on"
+    )
 
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="also write the JSON log lines to this file")
@@ -104,6 +125,10 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / 'secureconnect.db').resolve()}"
+
+    @property
+    def effective_release(self) -> str:
+        return self.release or __version__
 
     @property
     def effective_public_url(self) -> str:

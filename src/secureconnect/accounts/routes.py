@@ -15,6 +15,7 @@ from secureconnect.accounts.schemas import (
 )
 from secureconnect.accounts.service import AuthContext
 from secureconnect.edge.deps import Caller, get_services
+from secureconnect.edge.logging import client_ip
 from secureconnect.errors import Unauthorized
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
@@ -36,6 +37,7 @@ async def login(body: LoginRequest, request: Request) -> LoginResponse:
         )
     except Unauthorized:
         services.metrics.failed_logins.inc()
+        await services.guard.record_failed_login(client_ip(request.scope))
         raise
     ctx = result.context
     return LoginResponse(

@@ -11,18 +11,25 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from secureconnect.cli.common import (
+    PasswordOpt,
+    ProfileOpt,
+    ServerOpt,
+    client_command,
+    err,
+    out,
+    when,
+)
+from secureconnect.cli.oncall import oncall_app
 from secureconnect.cli.profile import Profile, home
-from secureconnect.client import ApiError, Client, ConnectionLost, Message, Ready, Receipt, Typing
+from secureconnect.client import ApiError, Client, Message, Ready, Receipt, Typing
 from secureconnect.client.crypto.safety import display
 from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
 from secureconnect.client.secure import (
@@ -36,28 +43,9 @@ from secureconnect.config import Settings
 app = typer.Typer(help="SecureConnect: end-to-end encrypted chat and calls.", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the server's settings.", no_args_is_help=True)
 chat_app = typer.Typer(help="Conversations and messages.", no_args_is_help=True)
-oncall_app = typer.Typer(help="Incidents, the runbook's way (admins).", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(chat_app, name="chat")
 app.add_typer(oncall_app, name="oncall")
-
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-ProfileOpt = Annotated[
-    str, typer.Option("--profile", envvar="SECURECONNECT_PROFILE", help="which saved login to use")
-]
-ServerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--server", envvar="SECURECONNECT_SERVER", help="server URL (default http://127.0.0.1:8000)"
-    ),
-]
-PasswordOpt = Annotated[
-    str | None,
-    typer.Option("--password", envvar="SECURECONNECT_PASSWORD", help="asked for if not given"),
-]
 
 
 def main() -> None:
@@ -70,42 +58,6 @@ def _settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         err.print(f"[red]invalid configuration:[/red] {error}")
         raise typer.Exit(2) from error
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs a client coroutine; API errors become one red line and exit code 1."""
-    try:
-        return asyncio.run(coro)
-    except ApiError as error:
-        err.print(f"[red]error:[/red] {error.message} [dim]({error.code})[/dim]")
-        raise typer.Exit(1) from error
-    except ConnectionLost as error:
-        err.print(f"[red]disconnected:[/red] {error.reason} [dim]({error.code})[/dim]")
-        raise typer.Exit(1) from error
-    except OSError as error:
-        err.print(f"[red]cannot reach the server:[/red] {error}")
-        raise typer.Exit(1) from error
-
-
-def _client_command(
-    fn: Callable[..., Awaitable[None]],
-) -> Callable[..., None]:
-    """Wraps an async ``fn(client, profile, ...)`` into a command with --profile and --server."""
-
-    @wraps(fn)
-    def command(
-        *args: Any, profile: str = "default", server: str | None = None, **kwargs: Any
-    ) -> None:
-        state = Profile.load(profile, server)
-
-        async def go() -> None:
-            async with Client(state.server, state.token) as client:
-                await fn(client, state, *args, **kwargs)
-            state.save(profile)
-
-        _run(go())
-
-    return command
 
 
 # ----- server ---------------------------------------------------------------------------------
@@ -185,7 +137,7 @@ def register(
             f"secureconnect login {user['username']}"
         )
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @app.command()
@@ -214,7 +166,7 @@ def login(
         await _secure(client, profile)  # this device's keys: made here, public halves published
         out.print(f"logged in as [bold]{info.username}[/bold] on device {info.device_id[:8]}")
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @app.command()
@@ -226,7 +178,7 @@ def logout(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
         state.token = None
         out.print("logged out")
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @app.command()
@@ -237,7 +189,7 @@ def whoami(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
         me = await client.me()
         out.print(f"{me['username']} (device {me['device_id'][:8]}) on {state.server}")
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @app.command()
@@ -248,10 +200,10 @@ def devices(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
         table = Table("device", "name", "last seen", "status")
         for d in await client.devices():
             status = "revoked" if d["revoked_at"] else ("this device" if d["current"] else "")
-            table.add_row(d["id"][:8], d["name"], _when(d["last_seen_at"]), status)
+            table.add_row(d["id"][:8], d["name"], when(d["last_seen_at"]), status)
         out.print(table)
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 # ----- chat -----------------------------------------------------------------------------------
@@ -267,10 +219,6 @@ async def _resolve(client: Client, ref: str) -> str:
         return matches[0].id
     reason = "matches several conversations" if matches else "matches no conversation"
     raise ApiError(404, "conversation_not_found", f"'{ref}' {reason}")
-
-
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _device_store(profile: str) -> DeviceStore:
@@ -336,7 +284,7 @@ def chat_new(
             conv = await client.create_group(usernames, name)
         out.print(f"{conv.id} {conv.kind} with {', '.join(conv.members)}")
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("list")
@@ -354,7 +302,7 @@ def chat_list(profile: ProfileOpt = "default", server: ServerOpt = None) -> None
             )
         out.print(table)
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("send")
@@ -383,7 +331,7 @@ def chat_send(
             )
         out.print(f"sent #{sent.seq} (end-to-end encrypted)")
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("history")
@@ -402,7 +350,7 @@ def chat_history(
         for message in (await secure.history(conv))[-limit:]:
             out.print(_render(message, state.username))
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 async def _stream(client: Client, state: Profile, profile: str, until_ready: bool) -> None:
@@ -435,7 +383,7 @@ def chat_listen(profile: ProfileOpt = "default", server: ServerOpt = None) -> No
         await _stream(client, state, profile, until_ready=False)
 
     with contextlib.suppress(KeyboardInterrupt):
-        _client_command(go)(profile=profile, server=server)
+        client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("sync")
@@ -445,7 +393,7 @@ def chat_sync(profile: ProfileOpt = "default", server: ServerOpt = None) -> None
     async def go(client: Client, state: Profile) -> None:
         await _stream(client, state, profile, until_ready=True)
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("members")
@@ -458,7 +406,7 @@ def chat_members(
         for m in await client.members(await _resolve(client, conversation)):
             out.print(f"{m['username']}{' (admin)' if m['role'] == 'admin' else ''}")
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("add")
@@ -471,7 +419,7 @@ def chat_add(
         event = await client.add_member(await _resolve(client, conversation), username)
         out.print(_render(event, state.username))
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("remove")
@@ -484,7 +432,7 @@ def chat_remove(
         event = await client.remove_member(await _resolve(client, conversation), username)
         out.print(_render(event, state.username))
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("read")
@@ -496,7 +444,7 @@ def chat_read(conversation: str, profile: ProfileOpt = "default", server: Server
         await client.mark(conv.id, read=conv.last_seq)
         out.print(f"read up to #{conv.last_seq}")
 
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)
 
 
 @chat_app.command("verify")
@@ -526,187 +474,4 @@ def chat_verify(
             f"secureconnect chat verify {username} --confirm"
         )
 
-    _client_command(go)(profile=profile, server=server)
-
-
-# ----- on-call ---------------------------------------------------------------------------------
-
-
-def _print_incident(incident: dict[str, Any], timeline: bool = False) -> None:
-    colour = {"P1": "red", "P2": "yellow", "P3": "cyan"}.get(incident["severity"], "white")
-    out.print(
-        f"[bold]#{incident['number']}[/bold] [{colour}]{incident['severity']} "
-        f"{incident['severity_name']}[/{colour}] {incident['status']}: {incident['title']}"
-        f" [dim](owner {incident['owner'] or '-'}, respond within "
-        f"{incident['respond_within_minutes']} min)[/dim]"
-    )
-    if timeline:
-        for event in incident["timeline"]:
-            out.print(
-                f"  {_when(event['at'])}  {event['kind']:<15} {event['actor']:<14} {event['text']}"
-            )
-
-
-def _oncall(
-    fn: Callable[[Client], Awaitable[dict[str, Any]]],
-    profile: str,
-    server: str | None,
-    timeline: bool = True,
-) -> None:
-    async def go(client: Client, state: Profile) -> None:
-        _print_incident(await fn(client), timeline)
-
-    _client_command(go)(profile=profile, server=server)
-
-
-@oncall_app.command("open")
-def oncall_open(
-    title: str,
-    severity: Annotated[str, typer.Option(help="P1, P2 or P3")] = "P2",
-    text: str = "",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
-) -> None:
-    """Open an incident."""
-    _oncall(lambda c: c.incident_open(title, severity, text), profile, server)
-
-
-@oncall_app.command("ack")
-def oncall_ack(
-    incident: str,
-    text: str = "I'm on it",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
-) -> None:
-    """Acknowledge: you own it now."""
-    _oncall(lambda c: c.incident_step(incident, "acknowledged", text), profile, server)
-
-
-@oncall_app.command("triage")
-def oncall_triage(
-    incident: str,
-    users_affected: Annotated[int | None, typer.Option()] = None,
-    recent_deploy: Annotated[bool | None, typer.Option()] = None,
-    text: str = "",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
-) -> None:
-    """Record the triage: users affected, whether a deploy came just before."""
-    _oncall(
-        lambda c: c.incident_step(
-            incident, "triaged", text, users_affected=users_affected, recent_deploy=recent_deploy
-        ),
-        profile,
-        server,
-    )
-
-
-@oncall_app.command("update")
-def oncall_update(
-    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
-    """Post an update (the runbook asks for one every 15 minutes)."""
-    _oncall(lambda c: c.incident_update(incident, text), profile, server)
-
-
-@oncall_app.command("severity")
-def oncall_severity(
-    incident: str,
-    severity: str,
-    text: str = "",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
-) -> None:
-    """Change the severity."""
-    _oncall(lambda c: c.incident_severity(incident, severity, text), profile, server)
-
-
-@oncall_app.command("mitigate")
-def oncall_mitigate(
-    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
-    """Users can work again (scaled, rolled back, restarted): say how."""
-    _oncall(lambda c: c.incident_step(incident, "mitigated", text), profile, server)
-
-
-@oncall_app.command("resolve")
-def oncall_resolve(
-    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
-    """The root cause is fixed; the verification window starts."""
-    _oncall(lambda c: c.incident_step(incident, "resolved", text), profile, server)
-
-
-@oncall_app.command("close")
-def oncall_close(
-    incident: str,
-    override: Annotated[str | None, typer.Option(help="reason to skip verification")] = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
-) -> None:
-    """Close, once the platform has stayed healthy for the verification window."""
-    _oncall(lambda c: c.incident_close(incident, override), profile, server)
-
-
-@oncall_app.command("show")
-def oncall_show(incident: str, profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
-    """An incident and its timeline."""
-    _oncall(lambda c: c.incident(incident), profile, server)
-
-
-@oncall_app.command("status")
-def oncall_status(
-    incident: str,
-    template: Annotated[
-        str | None, typer.Option(help="red, yellow or green: the runbook's messages")
-    ] = None,
-    phase: Annotated[
-        str | None, typer.Option(help="investigating|identified|monitoring|resolved")
-    ] = None,
-    text: Annotated[str | None, typer.Option(help="the public message")] = None,
-    component: Annotated[list[str] | None, typer.Option(help='e.g. "Chat=degraded"')] = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
-) -> None:
-    """Post a public update to the status page (runbook 23.10)."""
-    states = dict(c.split("=", 1) for c in component or [])
-
-    async def go(client: Client, state: Profile) -> None:
-        page = await client.incident_public_update(
-            incident, phase=phase, text=text, components=states, template=template
-        )
-        out.print(f"status page: {page['overall']['text']}")
-        for c in page["components"]:
-            out.print(f"  {c['name']:<16} {c['state'].replace('_', ' ')}")
-
-    _client_command(go)(profile=profile, server=server)
-
-
-@oncall_app.command("postmortem")
-def oncall_postmortem(
-    incident: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
-    """Draft the blameless post-mortem (Markdown, the runbook's six sections) on stdout."""
-
-    async def go(client: Client, state: Profile) -> None:
-        print(await client.incident_postmortem(incident))
-
-    _client_command(go)(profile=profile, server=server)
-
-
-@oncall_app.command("list")
-def oncall_list(
-    all_: Annotated[bool, typer.Option("--all", help="closed ones too")] = False,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
-) -> None:
-    """Open incidents, newest first."""
-
-    async def go(client: Client, state: Profile) -> None:
-        found = await client.incidents(all_)
-        for incident in found:
-            _print_incident(incident)
-        if not found:
-            out.print("no open incidents")
-
-    _client_command(go)(profile=profile, server=server)
+    client_command(go)(profile=profile, server=server)

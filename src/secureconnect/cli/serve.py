@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import socket
+from pathlib import Path
 
 import uvicorn
 
 from secureconnect.app import create_app
 from secureconnect.config import Settings
 from secureconnect.edge.logging import configure_logging
+from secureconnect.ops.runfile import RunFile
 
 WS_MAX_FRAME = 64 * 1024
 
 
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_file)
+    if settings.log_file is not None:
+        # A hard crash (segmentation fault, abort) then leaves its trace in the log the
+        # diagnosis reads, like `kubectl logs` shows a pod's last words (runbook 23.5).
+        faulthandler.enable(open(settings.log_file, "a"))  # noqa: SIM115 - open until exit
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -30,9 +37,16 @@ def serve(settings: Settings) -> None:
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
-        proxy_headers=False,
+        # Behind the ingress, the client's address is in X-Forwarded-For; believed only from
+        # the proxies named in SECURECONNECT_TRUSTED_PROXIES (the deny list depends on it).
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
-    asyncio.run(_AnnouncingServer(config, settings).serve())
+    server = _AnnouncingServer(config, settings)
+    asyncio.run(server.serve())
+    # Only a clean stop removes it: a crash leaves the file behind as evidence for `diagnose`.
+    if server.run_file is not None:
+        server.run_file.unlink(missing_ok=True)
 
 
 class _AnnouncingServer(uvicorn.Server):
@@ -41,6 +55,7 @@ class _AnnouncingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
+        self.run_file: Path | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -48,6 +63,10 @@ class _AnnouncingServer(uvicorn.Server):
             return
         port = self.servers[0].sockets[0].getsockname()[1]
         url = self.settings.model_copy(update={"port": port}).effective_public_url
+        s = self.settings
+        self.run_file = RunFile.current(url, port, s.role, s.effective_release, s.log_file).write(
+            s.data_dir
+        )
         print(
             f"SecureConnect ({self.settings.role}) is running. Open {url} in your browser.",
             flush=True,

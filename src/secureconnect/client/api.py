@@ -308,9 +308,10 @@ class Client:
         )
         return result
 
-    async def incident_update(self, ref: str, text: str) -> dict[str, Any]:
+    async def incident_update(self, ref: str, text: str, kind: str = "update") -> dict[str, Any]:
+        """A timeline entry; ``kind="action"`` for something done through the tooling."""
         result: dict[str, Any] = await self._call(
-            "POST", f"/v1/ops/incidents/{ref}/updates", json={"text": text}
+            "POST", f"/v1/ops/incidents/{ref}/updates", json={"text": text, "kind": kind}
         )
         return result
 
@@ -345,6 +346,44 @@ class Client:
                 "components": components or {},
                 "template": template,
             },
+        )
+        return result
+
+    async def security_report(self, window_s: int = 900) -> dict[str, Any]:
+        """Failed logins per address in the window, blocked networks, rate-limit mode."""
+        result: dict[str, Any] = await self._call(
+            "GET", "/v1/ops/security", params={"window_s": window_s}
+        )
+        return result
+
+    async def block(
+        self, network: str, reason: str, expires_in_s: int | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST",
+            "/v1/ops/blocks",
+            json={"network": network, "reason": reason, "expires_in_s": expires_in_s},
+        )
+        return result
+
+    async def unblock(self, network: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "POST", "/v1/ops/blocks/lift", json={"network": network}
+        )
+        return result
+
+    async def set_rate_limit(self, mode: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("PUT", "/v1/ops/rate-limit", json={"mode": mode})
+        return result
+
+    async def store_report(self) -> dict[str, Any]:
+        """The database as the server sees it: round trip, role, durability, pool, errors."""
+        result: dict[str, Any] = await self._call("GET", "/v1/ops/store")
+        return result
+
+    async def deploys(self, since_s: int = 3600) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self._call(
+            "GET", "/v1/ops/deploys", params={"since_s": since_s}
         )
         return result
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from secureconnect.accounts.service import AuthContext
-from secureconnect.errors import Unauthorized
+from secureconnect.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from secureconnect.app import Services
@@ -35,3 +35,14 @@ async def authenticated(request: Request) -> AuthContext:
 
 
 Caller = Annotated[AuthContext, Depends(authenticated)]
+
+
+async def admin(request: Request) -> AuthContext:
+    """Only the on-call admins (``SECURECONNECT_ADMINS``) may use the ops API."""
+    caller = await authenticated(request)
+    if caller.username not in get_services(request).settings.admins:
+        raise Forbidden("not_admin", "only on-call admins may use the ops API")
+    return caller
+
+
+Admin = Annotated[AuthContext, Depends(admin)]

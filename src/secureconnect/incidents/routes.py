@@ -5,14 +5,13 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 from html import escape
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from secureconnect.accounts.service import AuthContext
-from secureconnect.edge.deps import authenticated, bearer_token, get_services
-from secureconnect.errors import Forbidden, Unauthorized
+from secureconnect.edge.deps import Admin, bearer_token, get_services
+from secureconnect.errors import Unauthorized
 from secureconnect.incidents.schemas import (
     Close,
     OpenIncident,
@@ -23,16 +22,6 @@ from secureconnect.incidents.schemas import (
 )
 
 router = APIRouter(prefix="/v1/ops", tags=["incidents"])
-
-
-async def admin(request: Request) -> AuthContext:
-    caller = await authenticated(request)
-    if caller.username not in get_services(request).settings.admins:
-        raise Forbidden("not_admin", "only on-call admins may manage incidents")
-    return caller
-
-
-Admin = Annotated[AuthContext, Depends(admin)]
 
 
 @router.post("/incidents", status_code=201)
@@ -66,7 +55,7 @@ async def step(ref: str, body: Step, caller: Admin, request: Request) -> Any:
 
 @router.post("/incidents/{ref}/updates")
 async def add_update(ref: str, body: Update, caller: Admin, request: Request) -> Any:
-    return await get_services(request).incidents.note(caller.username, ref, body.text)
+    return await get_services(request).incidents.note(caller.username, ref, body.text, body.kind)
 
 
 @router.post("/incidents/{ref}/severity")

@@ -24,6 +24,9 @@ class Step(Strict):
 
 class Update(Strict):
     text: str = Field(min_length=1, max_length=4000)
+    kind: Literal["update", "action"] = Field(
+        "update", description="action: something done through the tooling (scale, block, ...)"
+    )
 
 
 class Severity(Strict):

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from secureconnect.errors import Conflict, Invalid, NotFound
 from secureconnect.incidents.models import incident_events, incidents
 from secureconnect.incidents.notify import Notifier
+from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.store import Database, now_ms
 from secureconnect.store.base import new_id
 
@@ -73,10 +74,17 @@ def _stamp(ms: int) -> str:
 
 
 class IncidentService:
-    def __init__(self, db: Database, severities: Severities, health: HealthProbe) -> None:
+    def __init__(
+        self,
+        db: Database,
+        severities: Severities,
+        health: HealthProbe,
+        platform: PrometheusCheck | None = None,
+    ) -> None:
         self.db = db
         self.severities = severities
         self.health = health
+        self.platform = platform
 
     async def open(
         self, actor: str, title: str, severity: str, *, text: str = "", alert_key: str | None = None
@@ -169,6 +177,13 @@ class IncidentService:
         self, actor: str, ref: str, override_reason: str | None = None
     ) -> dict[str, Any]:
         ready, errors = await self.health()
+        async with self.db.read() as conn:
+            resolved_at = (await self._row(conn, ref)).resolved_at
+        platform_problems = (
+            await self.platform.problems_since((now_ms() - resolved_at) / 1000)
+            if self.platform is not None and resolved_at is not None
+            else []
+        )
         async with self.db.write() as conn:
             row = await self._row(conn, ref)
             if row.status != "resolved":
@@ -186,6 +201,7 @@ class IncidentService:
                 )
             if not ready:
                 problems.append("the platform is not ready (store or bus failing)")
+            problems += platform_problems
             if problems and not override_reason:
                 raise Conflict(
                     "not_verified",
@@ -200,7 +216,9 @@ class IncidentService:
             text = (
                 f"closed by override: {override_reason} ({'; '.join(problems)})"
                 if problems
-                else f"verified stable for {stable_s:.0f}s, closed"
+                else f"verified stable for {stable_s:.0f}s"
+                + (" on every replica (Prometheus)" if self.platform is not None else "")
+                + ", closed"
             )
             await self._log(conn, row.id, "closed", actor, text)
         return await self.get(ref)
@@ -332,7 +350,12 @@ class IncidentService:
             "- (Why did it happen? Code, hardware or process, never a person.)",
             "",
             "## 5. Immediate actions",
-            *(f"- {text}" for text in by_kind.get("mitigated", []) + by_kind.get("resolved", [])),
+            *(
+                f"- {text}"
+                for text in by_kind.get("action", [])
+                + by_kind.get("mitigated", [])
+                + by_kind.get("resolved", [])
+            ),
             "",
             "## 6. Lessons and follow-ups",
             "- [ ] What monitor would have caught this sooner?",

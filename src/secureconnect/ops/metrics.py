@@ -63,6 +63,12 @@ class Metrics:
             "Login attempts refused for a wrong username or password.",
             registry=self.registry,
         )
+        self.ready = Gauge(
+            "secureconnect_ready",
+            "1 when this replica reaches the dependency (store, bus), 0 when it does not.",
+            ["check"],
+            registry=self.registry,
+        )
         self.info = Gauge(
             "secureconnect_build_info",
             "Constant 1, labelled with the role.",
@@ -111,6 +117,14 @@ class _PoolCollector(Collector):
             "Times a request had to wait for a free connection.",
             s.wait_count,
         )
+        errors = CounterMetricFamily(
+            "secureconnect_store_errors",
+            "Requests the store could not serve, by reason (db_pool_exhausted, store_unavailable).",
+            labels=["code"],
+        )
+        for code, count in sorted(s.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
         yield CounterMetricFamily(
             "go_sql_connections_wait_duration_seconds",
             "Total time spent waiting for a free connection.",

@@ -8,14 +8,17 @@ otherwise, and the runbook's checks read it).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from secureconnect import __version__
-from secureconnect.edge.deps import get_services
+from secureconnect.edge.deps import Admin, get_services
+
+if TYPE_CHECKING:
+    from secureconnect.app import Services
 
 router = APIRouter(tags=["ops"])
 CHECK_TIMEOUT_S = 2.0
@@ -27,9 +30,8 @@ async def healthz(request: Request) -> dict[str, Any]:
     return {"status": "ok", "role": services.settings.role, "version": __version__}
 
 
-@router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    services = get_services(request)
+async def dependency_checks(services: Services) -> dict[str, str]:
+    """``ok`` or ``failed: <reason>`` for the store and the bus."""
     checks: dict[str, str] = {}
     for name, probe in (("store", services.db.ping), ("bus", services.bus.ping)):
         try:
@@ -37,6 +39,13 @@ async def readyz(request: Request) -> JSONResponse:
             checks[name] = "ok"
         except Exception as error:  # any failure means "not ready"; the reason is shown
             checks[name] = f"failed: {type(error).__name__}"
+    return checks
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    services = get_services(request)
+    checks = await dependency_checks(services)
     if services.draining:
         checks["draining"] = "shutting down"
     ready = all(v == "ok" for k, v in checks.items() if k != "draining") and not services.draining
@@ -48,4 +57,28 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(get_services(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    services = get_services(request)
+    # Readiness as a metric, so that Prometheus can alert on "the store is unreachable" while
+    # the process itself still answers (runbook 23.7).
+    for check, result in (await dependency_checks(services)).items():
+        services.metrics.ready.labels(check).set(1 if result == "ok" else 0)
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/ops/deploys")
+async def deploys(
+    caller: Admin, request: Request, since_s: int = Query(3600, ge=60, le=90 * 86400)
+) -> list[dict[str, Any]]:
+    """Releases started recently: the runbook's "was there a deploy in the last hour?"."""
+    return await get_services(request).deploys.since(since_s)
+
+
+@router.get("/v1/ops/store")
+async def store(caller: Admin, request: Request) -> dict[str, Any]:
+    """Round trip, primary or standby, and the durability in force (runbook 23.7)."""
+    services = get_services(request)
+    described = await services.db.describe()
+    stats = services.db.pool_stats()
+    described["pool"] = {"in_use": stats.in_use, "max_open": stats.max_open}
+    described["errors"] = stats.errors
+    return described

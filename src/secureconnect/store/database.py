@@ -33,6 +33,7 @@ class PoolStats:
     idle: int
     wait_count: int
     wait_seconds: float
+    errors: dict[str, int]
 
 
 class Database:
@@ -55,6 +56,7 @@ class Database:
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         self._wait_count = 0
         self._wait_seconds = 0.0
+        self._errors = {"db_pool_exhausted": 0, "store_unavailable": 0}
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
@@ -77,8 +79,15 @@ class Database:
         saturated = pool.checkedout() >= self.max_open  # type: ignore[attr-defined]
         started = time.perf_counter()
         try:
-            conn = await self.engine.connect()
+            try:
+                conn = await self.engine.connect()
+            finally:
+                # Like Go's sql.DBStats.WaitCount: every wait counts, also one that timed out.
+                if saturated:
+                    self._wait_count += 1
+                    self._wait_seconds += time.perf_counter() - started
         except exc.TimeoutError as error:
+            self._errors["db_pool_exhausted"] += 1
             log.error(
                 "db pool exhausted",
                 extra={"fields": {"in_use": pool.checkedout(), "max_open": self.max_open}},  # type: ignore[attr-defined]
@@ -86,12 +95,10 @@ class Database:
             raise StoreUnavailable(
                 "db_pool_exhausted", "every database connection is busy; try again shortly"
             ) from error
-        except (exc.OperationalError, exc.InterfaceError, OSError) as error:
+        except (exc.DBAPIError, OSError) as error:  # refused, reset, or login refused
+            self._errors["store_unavailable"] += 1
             log.error("database unreachable", extra={"fields": {"error": type(error).__name__}})
             raise StoreUnavailable("store_unavailable", "the database is unreachable") from error
-        if saturated:
-            self._wait_count += 1
-            self._wait_seconds += time.perf_counter() - started
         try:
             yield conn
         finally:
@@ -109,7 +116,44 @@ class Database:
             idle=pool.checkedin(),
             wait_count=self._wait_count,
             wait_seconds=self._wait_seconds,
+            errors=dict(self._errors),
         )
+
+    async def describe(self) -> dict[str, Any]:
+        """What the database diagnosis (runbook 23.7) reads: how fast a round trip is, whether
+        this node is a primary, and the durability ("consistency level") in force."""
+        started = time.perf_counter()
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
+            latency_ms = round((time.perf_counter() - started) * 1000, 2)
+            if self.is_sqlite:
+                sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+                level = await conn.scalar(text("PRAGMA synchronous"))
+                journal = await conn.scalar(text("PRAGMA journal_mode"))
+                return {
+                    "backend": "sqlite",
+                    "latency_ms": latency_ms,
+                    "role": "primary",
+                    "consistency": {
+                        "synchronous": sync.get(int(level or 0), str(level)),
+                        "journal_mode": str(journal),
+                    },
+                    "replicas": 0,
+                }
+            commit = await conn.scalar(text("SHOW synchronous_commit"))
+            standbys = await conn.scalar(text("SHOW synchronous_standby_names"))
+            recovery = await conn.scalar(text("SELECT pg_is_in_recovery()"))
+            replicas = await conn.scalar(text("SELECT count(*) FROM pg_stat_replication"))
+            return {
+                "backend": "postgresql",
+                "latency_ms": latency_ms,
+                "role": "standby" if recovery else "primary",
+                "consistency": {
+                    "synchronous_commit": str(commit),
+                    "synchronous_standby_names": str(standbys or ""),
+                },
+                "replicas": int(replicas or 0),
+            }
 
     async def close(self) -> None:
         await self.engine.dispose()

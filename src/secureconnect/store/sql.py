@@ -20,13 +20,7 @@ async def upsert(
 
     Monotonic counters (cursors, receipts) only move forward, whatever order updates arrive in.
     """
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table).values(**values)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values)
-    else:  # pragma: no cover - the store only supports the two
-        raise RuntimeError(f"unsupported dialect {dialect}")
+    stmt = _insert(conn, table).values(**values)
     columns = keep_max or []
     if not columns:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
@@ -39,3 +33,20 @@ async def upsert(
             },
         )
     await conn.execute(stmt)
+
+
+async def bump(conn: AsyncConnection, table: Table, keys: dict[str, Any], column: str) -> None:
+    """Insert the row with ``column`` = 1, or add 1 to it: one statement, safe under races."""
+    stmt = _insert(conn, table).values(**keys, **{column: 1})
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={column: table.c[column] + 1})
+    await conn.execute(stmt)
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    """The dialect's own INSERT, which knows ON CONFLICT."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"unsupported dialect {dialect}")  # pragma: no cover - only the two

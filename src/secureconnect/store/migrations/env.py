@@ -4,8 +4,10 @@ from alembic import context
 
 import secureconnect.accounts.models
 import secureconnect.chat.models
+import secureconnect.guard.models
 import secureconnect.incidents.models
-import secureconnect.keys.models  # noqa: F401
+import secureconnect.keys.models
+import secureconnect.ops.models  # noqa: F401
 from secureconnect.store.base import metadata
 
 connection = context.config.attributes.get("connection")

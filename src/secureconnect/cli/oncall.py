@@ -1,0 +1,495 @@
+"""``secureconnect oncall``: the runbook's incident workflow, diagnosis and mitigations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from secureconnect.cli.common import ProfileOpt, ServerOpt, client_command, err, out, when
+from secureconnect.cli.profile import Profile
+from secureconnect.client import ApiError, Client
+from secureconnect.diagnostics.facts import Action
+from secureconnect.diagnostics.local import Unsupported
+from secureconnect.diagnostics.run import Target, collect, findings, make_target, scenarios_for
+
+oncall_app = typer.Typer(help="Incidents, the runbook's way (admins).", no_args_is_help=True)
+
+
+def _print_incident(incident: dict[str, Any], timeline: bool = False) -> None:
+    colour = {"P1": "red", "P2": "yellow", "P3": "cyan"}.get(incident["severity"], "white")
+    out.print(
+        f"[bold]#{incident['number']}[/bold] [{colour}]{incident['severity']} "
+        f"{incident['severity_name']}[/{colour}] {incident['status']}: {incident['title']}"
+        f" [dim](owner {incident['owner'] or '-'}, respond within "
+        f"{incident['respond_within_minutes']} min)[/dim]"
+    )
+    if timeline:
+        for event in incident["timeline"]:
+            out.print(
+                f"  {when(event['at'])}  {event['kind']:<15} {event['actor']:<14} {event['text']}"
+            )
+
+
+def _oncall(
+    fn: Callable[[Client], Awaitable[dict[str, Any]]],
+    profile: str,
+    server: str | None,
+    timeline: bool = True,
+) -> None:
+    async def go(client: Client, state: Profile) -> None:
+        _print_incident(await fn(client), timeline)
+
+    client_command(go)(profile=profile, server=server)
+
+
+@oncall_app.command("open")
+def oncall_open(
+    title: str,
+    severity: Annotated[str, typer.Option(help="P1, P2 or P3")] = "P2",
+    text: str = "",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Open an incident."""
+    _oncall(lambda c: c.incident_open(title, severity, text), profile, server)
+
+
+@oncall_app.command("ack")
+def oncall_ack(
+    incident: str,
+    text: str = "I'm on it",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Acknowledge: you own it now."""
+    _oncall(lambda c: c.incident_step(incident, "acknowledged", text), profile, server)
+
+
+@oncall_app.command("triage")
+def oncall_triage(
+    incident: str,
+    users_affected: Annotated[int | None, typer.Option()] = None,
+    recent_deploy: Annotated[bool | None, typer.Option()] = None,
+    text: str = "",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Record the triage: users affected, whether a deploy came just before."""
+    _oncall(
+        lambda c: c.incident_step(
+            incident, "triaged", text, users_affected=users_affected, recent_deploy=recent_deploy
+        ),
+        profile,
+        server,
+    )
+
+
+@oncall_app.command("update")
+def oncall_update(
+    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """Post an update (the runbook asks for one every 15 minutes)."""
+    _oncall(lambda c: c.incident_update(incident, text), profile, server)
+
+
+@oncall_app.command("severity")
+def oncall_severity(
+    incident: str,
+    severity: str,
+    text: str = "",
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Change the severity."""
+    _oncall(lambda c: c.incident_severity(incident, severity, text), profile, server)
+
+
+@oncall_app.command("mitigate")
+def oncall_mitigate(
+    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """Users can work again (scaled, rolled back, restarted): say how."""
+    _oncall(lambda c: c.incident_step(incident, "mitigated", text), profile, server)
+
+
+@oncall_app.command("resolve")
+def oncall_resolve(
+    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """The root cause is fixed; the verification window starts."""
+    _oncall(lambda c: c.incident_step(incident, "resolved", text), profile, server)
+
+
+@oncall_app.command("close")
+def oncall_close(
+    incident: str,
+    override: Annotated[str | None, typer.Option(help="reason to skip verification")] = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Close, once the platform has stayed healthy for the verification window."""
+    _oncall(lambda c: c.incident_close(incident, override), profile, server)
+
+
+@oncall_app.command("show")
+def oncall_show(incident: str, profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """An incident and its timeline."""
+    _oncall(lambda c: c.incident(incident), profile, server)
+
+
+@oncall_app.command("status")
+def oncall_status(
+    incident: str,
+    template: Annotated[
+        str | None, typer.Option(help="red, yellow or green: the runbook's messages")
+    ] = None,
+    phase: Annotated[
+        str | None, typer.Option(help="investigating|identified|monitoring|resolved")
+    ] = None,
+    text: Annotated[str | None, typer.Option(help="the public message")] = None,
+    component: Annotated[list[str] | None, typer.Option(help='e.g. "Chat=degraded"')] = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Post a public update to the status page (runbook 23.10)."""
+    states = dict(c.split("=", 1) for c in component or [])
+
+    async def go(client: Client, state: Profile) -> None:
+        page = await client.incident_public_update(
+            incident, phase=phase, text=text, components=states, template=template
+        )
+        out.print(f"status page: {page['overall']['text']}")
+        for c in page["components"]:
+            out.print(f"  {c['name']:<16} {c['state'].replace('_', ' ')}")
+
+    client_command(go)(profile=profile, server=server)
+
+
+@oncall_app.command("postmortem")
+def oncall_postmortem(
+    incident: str, profile: ProfileOpt = "default", server: ServerOpt = None
+) -> None:
+    """Draft the blameless post-mortem (Markdown, the runbook's six sections) on stdout."""
+
+    async def go(client: Client, state: Profile) -> None:
+        print(await client.incident_postmortem(incident))
+
+    client_command(go)(profile=profile, server=server)
+
+
+@oncall_app.command("list")
+def oncall_list(
+    all_: Annotated[bool, typer.Option("--all", help="closed ones too")] = False,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Open incidents, newest first."""
+
+    async def go(client: Client, state: Profile) -> None:
+        found = await client.incidents(all_)
+        for incident in found:
+            _print_incident(incident)
+        if not found:
+            out.print("no open incidents")
+
+    client_command(go)(profile=profile, server=server)
+
+
+# ----- diagnosis and mitigations (runbook 23.5 to 23.9) ---------------------------------------
+
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        envvar="SECURECONNECT_TARGET",
+        help="kubernetes (the cluster in ~/.kube/config) or local (this machine's serve)",
+    ),
+]
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", envvar="SECURECONNECT_NAMESPACE")]
+DataDirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir", envvar="SECURECONNECT_DATA_DIR", help="local target: serve's data dir"
+    ),
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do not ask before acting")]
+IncidentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--incident", help="write the action on this incident (default: the only open one)"
+    ),
+]
+ICONS = {"ok": "[green]ok  [/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+PROBLEMS_FOUND = 3
+
+
+def _target(kind: str, namespace: str, data_dir: Path) -> Target:
+    try:
+        return make_target(kind, namespace, data_dir)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    except Exception as error:  # the kubernetes client's config errors are not one type
+        err.print(f"[red]cannot reach Kubernetes:[/red] {error}")
+        raise typer.Exit(1) from error
+
+
+@oncall_app.command("diagnose")
+def oncall_diagnose(
+    scenario: Annotated[
+        str,
+        typer.Argument(help="all, service-down, video, database, security or deploy"),
+    ] = "all",
+    target: TargetOpt = "local",
+    namespace: NamespaceOpt = "secureconnect-prod",
+    data_dir: DataDirOpt = Path("data"),
+    turn: Annotated[
+        str | None,
+        typer.Option(envvar="SECURECONNECT_TURN_URL", help="TURN/STUN server, host:port"),
+    ] = None,
+    udp: Annotated[
+        str | None, typer.Option(help="a video-service address whose UDP port to test")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Run the runbook's checks and say what they found and what to do, with the command.
+
+    Exit status 3 when something failed, 0 when all is well."""
+    try:
+        chosen = scenarios_for(scenario)
+    except ValueError as error:
+        err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    where = _target(target, namespace, data_dir)
+    failed = False
+
+    async def go(client: Client, state: Profile) -> None:
+        nonlocal failed
+        facts = await collect(where, client, turn=turn, udp=udp)
+        found = findings(facts, chosen, where.explain)
+        failed = any(f.status == "fail" for f in found)
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "target": facts.target,
+                        "findings": [f.as_dict() for f in found],
+                        "gaps": facts.gaps,
+                    },
+                    indent=2,
+                )
+            )
+            return
+        out.print(f"[bold]Diagnosis[/bold] of {facts.target} at {when(facts.now_ms)}")
+        current = ""
+        for f in found:
+            if f.scenario != current:
+                current = f.scenario
+                out.print(f"\n[bold]{f.scenario}[/bold] [dim](runbook {f.runbook})[/dim]")
+            out.print(f"  {ICONS.get(f.status, '[dim]?   [/dim]')} {f.check:<14} {f.summary}")
+            if f.status != "ok" and f.advice:
+                out.print(f"       [italic]{f.advice}[/italic]")
+            for command in f.commands if f.status != "ok" else ():
+                out.print(f"       [cyan]$ {command}[/cyan]")
+        for gap in facts.gaps:
+            out.print(f"[dim]not read: {gap}[/dim]")
+
+    client_command(go)(profile=profile, server=server)
+    if failed:
+        raise typer.Exit(PROBLEMS_FOUND)
+
+
+def _mitigate(
+    action: Action,
+    plan: str,
+    apply: Callable[[Client], Awaitable[str]],
+    yes: bool,
+    incident: str | None,
+    profile: str,
+    server: str | None,
+) -> None:
+    """Prints what will change, asks, acts, and writes the action on the incident."""
+    out.print(f"This will: [bold]{plan}[/bold]")
+    if not yes and not typer.confirm("Go ahead?", default=False):
+        out.print("nothing changed")
+        raise typer.Exit(1)
+
+    async def go(client: Client, state: Profile) -> None:
+        try:
+            result = await apply(client)
+        except Unsupported as error:
+            err.print(f"[red]not done:[/red] {error}")
+            raise typer.Exit(1) from error
+        out.print(f"[green]done:[/green] {result}")
+        await _record(client, incident, f"{action.cli()}: {result}")
+
+    client_command(go)(profile=profile, server=server)
+
+
+async def _record(client: Client, incident: str | None, text: str) -> None:
+    """On the incident's timeline, so the post-mortem has it. Best effort: the store may be the
+    thing that is down, and the action itself has already happened."""
+    try:
+        if incident is None:
+            open_ones = await client.incidents()
+            if len(open_ones) != 1:
+                return
+            incident = str(open_ones[0]["number"])
+        await client.incident_update(incident, text, kind="action")
+        out.print(f"[dim]written on incident #{incident}[/dim]")
+    except ApiError as error:
+        err.print(f"[yellow]not written on the incident:[/yellow] {error.message}")
+
+
+def _workload_action(
+    action: Action,
+    target: str,
+    namespace: str,
+    data_dir: Path,
+    yes: bool,
+    incident: str | None,
+    profile: str,
+    server: str | None,
+) -> None:
+    where = _target(target, namespace, data_dir)
+
+    async def apply(client: Client) -> str:
+        try:
+            return await where.apply(action)
+        except (LookupError, ValueError) as error:
+            raise Unsupported(str(error)) from error
+
+    _mitigate(action, where.plan(action), apply, yes, incident, profile, server)
+
+
+@oncall_app.command("scale")
+def oncall_scale(
+    workload: str,
+    replicas: Annotated[int, typer.Argument(min=1)],
+    target: TargetOpt = "local",
+    namespace: NamespaceOpt = "secureconnect-prod",
+    data_dir: DataDirOpt = Path("data"),
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Set a deployment's replicas (runbook 23.5 step 4, 23.6). Asks first."""
+    _workload_action(
+        Action("scale", workload, replicas),
+        target,
+        namespace,
+        data_dir,
+        yes,
+        incident,
+        profile,
+        server,
+    )
+
+
+def _workload_command(kind: Literal["restart", "rollback"], doc: str) -> None:
+    """restart and rollback take the same options; one definition serves both."""
+
+    def command(
+        workload: str,
+        target: TargetOpt = "local",
+        namespace: NamespaceOpt = "secureconnect-prod",
+        data_dir: DataDirOpt = Path("data"),
+        yes: YesOpt = False,
+        incident: IncidentOpt = None,
+        profile: ProfileOpt = "default",
+        server: ServerOpt = None,
+    ) -> None:
+        _workload_action(
+            Action(kind, workload), target, namespace, data_dir, yes, incident, profile, server
+        )
+
+    command.__doc__ = doc
+    oncall_app.command(kind)(command)
+
+
+_workload_command(
+    "restart",
+    "Restart a deployment's pods, or the local serve processes (runbook 23.5, 23.6). Asks first.",
+)
+_workload_command(
+    "rollback", "Go back to the deployment's previous revision (runbook 23.9). Asks first."
+)
+
+
+@oncall_app.command("block")
+def oncall_block(
+    network: Annotated[str, typer.Argument(help="an address or CIDR, e.g. 203.0.113.7")],
+    reason: Annotated[str, typer.Option(help="why, for the deny list and the timeline")],
+    expires_in: Annotated[
+        int | None, typer.Option(help="seconds until it lifts by itself", min=1)
+    ] = None,
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Refuse every request from an address or network at the API (runbook 23.8). Asks first."""
+
+    async def apply(client: Client) -> str:
+        done = await client.block(network, reason, expires_in)
+        return f"{done['network']} blocked" + (" (already was)" if done["already"] else "")
+
+    plan = f"block {network} on every replica" + (f" for {expires_in} s" if expires_in else "")
+    _mitigate(Action("block", network), plan, apply, yes, incident, profile, server)
+
+
+@oncall_app.command("unblock")
+def oncall_unblock(
+    network: str,
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Lift a block (it stays in the deny list's history). Asks first."""
+
+    async def apply(client: Client) -> str:
+        return f"{(await client.unblock(network))['network']} unblocked"
+
+    _mitigate(
+        Action("block", network),
+        f"lift the block on {network}",
+        apply,
+        yes,
+        incident,
+        profile,
+        server,
+    )
+
+
+@oncall_app.command("rate-limit")
+def oncall_rate_limit(
+    mode: Annotated[
+        str, typer.Argument(help="emergency (1 request a minute per address) or normal")
+    ],
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+    profile: ProfileOpt = "default",
+    server: ServerOpt = None,
+) -> None:
+    """Switch the API's emergency rate limit on or off (runbook 23.8, DDoS). Asks first."""
+
+    async def apply(client: Client) -> str:
+        return f"rate-limit mode {(await client.set_rate_limit(mode))['mode']}"
+
+    _mitigate(
+        Action("rate-limit", mode),
+        f"set the API's rate-limit mode to {mode} on every replica",
+        apply,
+        yes,
+        incident,
+        profile,
+        server,
+    )

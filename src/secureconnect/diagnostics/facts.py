@@ -1,0 +1,120 @@
+"""What a diagnosis knows, the same shape whichever target gathered it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SCENARIOS = ("service-down", "video", "database", "security", "deploy")
+CORE = ("api-gateway", "chat-service")
+
+
+@dataclass
+class Instance:
+    """A pod, or a local ``serve`` process."""
+
+    name: str
+    ready: bool
+    state: str  # Running, CrashLoopBackOff, exited, not answering ...
+    problems: list[str] = field(default_factory=list)  # CrashLoopBackOff, OOMKilled, Segfault ...
+    restarts: int = 0
+    cpu_percent: float | None = None  # of its limit (Kubernetes) or of one core (local)
+    address: str | None = None
+
+
+@dataclass
+class Workload:
+    """A Deployment, or the local processes of one role."""
+
+    name: str
+    desired: int
+    instances: list[Instance] = field(default_factory=list)
+
+    @property
+    def ready(self) -> int:
+        return sum(1 for i in self.instances if i.ready)
+
+
+@dataclass
+class Rollout:
+    workload: str
+    release: str
+    previous: str | None
+    at_ms: int
+
+
+@dataclass
+class Probe:
+    """A network check made from where the tool runs (STUN binding, UDP port)."""
+
+    target: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Facts:
+    target: str  # "kubernetes secureconnect-prod", "local ./data"
+    now_ms: int
+    workloads: dict[str, Workload] = field(default_factory=dict)
+    ingress: Workload | None = None  # None: this target has no ingress of its own
+    rollouts: list[Rollout] = field(default_factory=list)
+    readiness: dict[str, str] | None = None  # /readyz checks; None when it did not answer
+    pool: tuple[int, int] | None = None  # (in use, max open)
+    store_errors: dict[str, int] = field(default_factory=dict)
+    store: dict[str, Any] | None = None  # /v1/ops/store
+    security: dict[str, Any] | None = None  # /v1/ops/security
+    turn: Probe | None = None
+    udp: Probe | None = None
+    logs: dict[str, list[str]] = field(default_factory=dict)  # instance -> last log lines
+    gaps: list[str] = field(default_factory=list)  # what could not be read, and why
+
+
+Status = Literal["ok", "warn", "fail", "unknown"]
+
+
+@dataclass(frozen=True)
+class Action:
+    """A mitigation the tooling can carry out (after asking)."""
+
+    kind: Literal["scale", "restart", "rollback", "block", "rate-limit"]
+    target: str  # a workload, a network, or a mode
+    replicas: int | None = None
+
+    def cli(self) -> str:
+        if self.kind == "scale":
+            return f"secureconnect oncall scale {self.target} {self.replicas}"
+        if self.kind == "block":
+            return f'secureconnect oncall block {self.target} --reason "..."'
+        return f"secureconnect oncall {self.kind} {self.target}"
+
+
+@dataclass(frozen=True)
+class Finding:
+    scenario: str
+    check: str
+    status: Status
+    summary: str
+    runbook: str  # section, e.g. "23.5"
+    advice: str = ""
+    commands: tuple[str, ...] = ()
+    action: Action | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "check": self.check,
+            "status": self.status,
+            "summary": self.summary,
+            "runbook": self.runbook,
+            "advice": self.advice,
+            "commands": list(self.commands),
+            "action": None
+            if self.action is None
+            else {
+                "kind": self.action.kind,
+                "target": self.action.target,
+                "replicas": self.action.replicas,
+                "command": self.action.cli(),
+            },
+        }

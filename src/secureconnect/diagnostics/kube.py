@@ -1,0 +1,272 @@
+"""The Kubernetes target. Reading the cluster and acting on it go through the ``kubernetes``
+client; turning API objects into facts and actions into patches are pure functions, tested on
+recorded API answers (tests/fixtures/k8s)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from secureconnect.diagnostics.facts import Action, Facts, Instance, Rollout, Workload
+
+Obj = dict[str, Any]
+REVISION = "deployment.kubernetes.io/revision"
+CRASH_WAITING = {
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+}
+SIGSEGV_EXIT = 139  # 128 + 11
+
+
+def parse_time(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def cpu_cores(quantity: str) -> float:
+    """Kubernetes CPU quantities: ``250m``, ``1``, ``1500000n``, ``20u``."""
+    units = {"n": 1e-9, "u": 1e-6, "m": 1e-3}
+    if quantity and quantity[-1] in units:
+        return float(quantity[:-1]) * units[quantity[-1]]
+    return float(quantity)
+
+
+def instance_of(pod: Obj, usage: dict[str, float]) -> Instance:
+    name = pod["metadata"]["name"]
+    status = pod.get("status", {})
+    problems: list[str] = []
+    restarts = 0
+    state = status.get("phase", "Unknown")
+    ready = False
+    for cs in status.get("containerStatuses", []):
+        restarts += cs.get("restartCount", 0)
+        ready = ready or bool(cs.get("ready"))
+        waiting = cs.get("state", {}).get("waiting")
+        terminated = cs.get("state", {}).get("terminated")
+        last = cs.get("lastState", {}).get("terminated")
+        if waiting and waiting.get("reason"):
+            state = waiting["reason"]
+            if waiting["reason"] in CRASH_WAITING:
+                problems.append(waiting["reason"])
+        if terminated and terminated.get("reason") == "Error":
+            state = "Error"
+            problems.append("Error")
+        for ended in (terminated, last):
+            if not ended:
+                continue
+            if ended.get("reason") == "OOMKilled" and "OOMKilled" not in problems:
+                problems.append("OOMKilled")
+            if ended.get("exitCode") == SIGSEGV_EXIT and "Segfault" not in problems:
+                problems.append("Segfault")
+    ready = ready and all(cs.get("ready") for cs in status.get("containerStatuses", []))
+    limit = sum(
+        cpu_cores(c.get("resources", {}).get("limits", {}).get("cpu", "0"))
+        for c in pod.get("spec", {}).get("containers", [])
+    )
+    cpu = round(usage[name] / limit * 100, 1) if name in usage and limit else None
+    return Instance(name, ready, state, problems, restarts, cpu, status.get("podIP"))
+
+
+def facts_from_objects(objects: Obj, namespace: str, now_ms: int) -> Facts:
+    """``objects``: the API's answers, as JSON: ``deployments``, ``replicasets``, ``pods``,
+    ``ingress_pods`` (namespace ingress-nginx) and optionally ``pod_metrics``
+    (metrics.k8s.io, what ``kubectl top pods`` reads)."""
+    facts = Facts(f"kubernetes {namespace}", now_ms)
+    usage: dict[str, float] = {}
+    for item in (objects.get("pod_metrics") or {}).get("items", []):
+        usage[item["metadata"]["name"]] = sum(
+            cpu_cores(c["usage"]["cpu"]) for c in item.get("containers", [])
+        )
+    if objects.get("pod_metrics") is None:
+        facts.gaps.append("metrics.k8s.io not available: no CPU figures")
+    selectors: dict[str, dict[str, str]] = {}
+    for d in objects["deployments"]["items"]:
+        name = d["metadata"]["name"]
+        facts.workloads[name] = Workload(name, d["spec"].get("replicas", 1))
+        selectors[name] = d["spec"]["selector"].get("matchLabels", {})
+    for pod in objects["pods"]["items"]:
+        labels = pod["metadata"].get("labels", {})
+        for name, selector in selectors.items():
+            if selector and all(labels.get(k) == v for k, v in selector.items()):
+                facts.workloads[name].instances.append(instance_of(pod, usage))
+                break
+    ingress = objects.get("ingress_pods")
+    if ingress is not None:
+        facts.ingress = Workload(
+            "ingress-nginx",
+            len(ingress["items"]),
+            [instance_of(p, usage) for p in ingress["items"]],
+        )
+    facts.rollouts = rollouts(objects["deployments"], objects["replicasets"])
+    return facts
+
+
+def _revisions(deployment: str, replicasets: Obj) -> list[Obj]:
+    owned = [
+        rs
+        for rs in replicasets["items"]
+        if any(
+            o.get("kind") == "Deployment" and o.get("name") == deployment
+            for o in rs["metadata"].get("ownerReferences", [])
+        )
+        and REVISION in rs["metadata"].get("annotations", {})
+    ]
+    return sorted(owned, key=lambda rs: int(rs["metadata"]["annotations"][REVISION]))
+
+
+def _image(template: Obj) -> str:
+    return ", ".join(c["image"] for c in template["spec"]["containers"])
+
+
+def rollouts(deployments: Obj, replicasets: Obj) -> list[Rollout]:
+    """Each deployment's newest revision, with the image it replaced; newest first."""
+    found = []
+    for d in deployments["items"]:
+        revs = _revisions(d["metadata"]["name"], replicasets)
+        if not revs:
+            continue
+        newest = revs[-1]
+        previous = _image(revs[-2]["spec"]["template"]) if len(revs) > 1 else None
+        found.append(
+            Rollout(
+                d["metadata"]["name"],
+                _image(newest["spec"]["template"]),
+                previous,
+                parse_time(newest["metadata"]["creationTimestamp"]),
+            )
+        )
+    return sorted(found, key=lambda r: -r.at_ms)
+
+
+def scale_patch(replicas: int) -> Obj:
+    return {"spec": {"replicas": replicas}}
+
+
+def restart_patch(now: datetime) -> Obj:
+    """What ``kubectl rollout restart`` sends: a new annotation rolls every pod."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "spec": {
+            "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}
+        }
+    }
+
+
+def rollback_patch(deployment: str, replicasets: Obj) -> tuple[list[Obj], str]:
+    """What ``kubectl rollout undo`` does: the previous revision's pod template, without the
+    ``pod-template-hash`` label the ReplicaSet controller added. Returns (patch, image)."""
+    revs = _revisions(deployment, replicasets)
+    if len(revs) < 2:
+        raise LookupError(f"deployment {deployment} has no earlier revision to roll back to")
+    template = copy.deepcopy(revs[-2]["spec"]["template"])
+    template.get("metadata", {}).get("labels", {}).pop("pod-template-hash", None)
+    return (
+        [{"op": "replace", "path": "/spec/template", "value": template}],
+        _image(template),
+    )
+
+
+class Kubectl:
+    """The runbook's own commands for each action, for the engineer to read or copy."""
+
+    def __init__(self, namespace: str) -> None:
+        self.ns = namespace
+
+    def __call__(self, action: Action) -> str:
+        if action.kind == "scale":
+            n = action.replicas
+            return f"kubectl scale deployment/{action.target} --replicas={n} -n {self.ns}"
+        if action.kind == "restart":
+            return f"kubectl rollout restart deployment/{action.target} -n {self.ns}"
+        if action.kind == "rollback":
+            return f"kubectl rollout undo deployment/{action.target} -n {self.ns}"
+        return action.cli()
+
+    def logs(self, instance: str) -> str:
+        return f"kubectl logs {instance} -n {self.ns} --tail=100"
+
+    def raise_memory(self, workload: str) -> str:
+        return f"kubectl set resources deployment/{workload} --limits=memory=<more> -n {self.ns}"
+
+
+class KubernetesTarget:
+    """Reads and changes a namespace through the Kubernetes API (``~/.kube/config`` or the
+    in-cluster service account)."""
+
+    deploys_from_service = False
+
+    def __init__(self, namespace: str, ingress_namespace: str = "ingress-nginx") -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+        except Exception:  # no kube config: perhaps we run inside the cluster
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        self.namespace = namespace
+        self.ingress_namespace = ingress_namespace
+        self.core = client.CoreV1Api()
+        self.apps = client.AppsV1Api()
+        self.custom = client.CustomObjectsApi()
+        self.explain = Kubectl(namespace)
+
+    def _raw(self, call: Any, *args: Any) -> Obj:
+        answer: Obj = json.loads(call(*args, _preload_content=False).data)
+        return answer
+
+    def _objects(self) -> Obj:
+        ns = self.namespace
+        objects: Obj = {
+            "deployments": self._raw(self.apps.list_namespaced_deployment, ns),
+            "replicasets": self._raw(self.apps.list_namespaced_replica_set, ns),
+            "pods": self._raw(self.core.list_namespaced_pod, ns),
+        }
+        try:
+            objects["ingress_pods"] = self._raw(
+                self.core.list_namespaced_pod, self.ingress_namespace
+            )
+        except Exception:  # no such namespace, or no right to read it
+            objects["ingress_pods"] = None
+        try:
+            objects["pod_metrics"] = self.custom.list_namespaced_custom_object(
+                "metrics.k8s.io", "v1beta1", ns, "pods"
+            )
+        except Exception:  # metrics-server not installed
+            objects["pod_metrics"] = None
+        return objects
+
+    async def facts(self, now_ms: int) -> Facts:
+        return facts_from_objects(await asyncio.to_thread(self._objects), self.namespace, now_ms)
+
+    def service_urls(self) -> list[str]:
+        return []  # through the ingress, at the profile's server URL
+
+    def plan(self, action: Action) -> str:
+        return self.explain(action)
+
+    async def apply(self, action: Action) -> str:
+        return await asyncio.to_thread(self._apply, action)
+
+    def _apply(self, action: Action) -> str:
+        ns = self.namespace
+        if action.kind == "scale":
+            assert action.replicas is not None
+            self.apps.patch_namespaced_deployment_scale(
+                action.target, ns, scale_patch(action.replicas)
+            )
+            return f"deployment/{action.target} scaled to {action.replicas}"
+        if action.kind == "restart":
+            self.apps.patch_namespaced_deployment(
+                action.target, ns, restart_patch(datetime.now(UTC))
+            )
+            return f"deployment/{action.target} restarting"
+        if action.kind == "rollback":
+            patch, image = rollback_patch(
+                action.target, self._raw(self.apps.list_namespaced_replica_set, ns)
+            )
+            self.apps.patch_namespaced_deployment(action.target, ns, patch)
+            return f"deployment/{action.target} rolling back to {image}"
+        raise ValueError(f"{action.kind} is not a Kubernetes action")

@@ -1,0 +1,175 @@
+"""Checks made from where the tool runs: a real STUN binding request (RFC 5389), a UDP port check
+like ``nc -uz``, and the service's own endpoints (readiness, metrics, the admin reports)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+import struct
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from secureconnect.client import ApiError, Client
+from secureconnect.diagnostics.facts import Facts, Probe, Rollout
+
+MAGIC_COOKIE = 0x2112A442
+BINDING_REQUEST = 0x0001
+BINDING_SUCCESS = 0x0101
+XOR_MAPPED_ADDRESS = 0x0020
+MAPPED_ADDRESS = 0x0001
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]:port`` or ``stun:host:port`` / ``turn:host:port``."""
+    for scheme in ("stun:", "turn:", "turns:"):
+        if text.startswith(scheme):
+            text = text[len(scheme) :]
+    text = text.split("?", 1)[0]
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or default_port)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default_port
+
+
+def stun_binding(host: str, port: int, timeout: float = 2.0) -> str:
+    """Sends a Binding request and returns the address the server saw us at (XOR-MAPPED-ADDRESS).
+
+    Raises ``OSError`` (refused, unreachable) or ``TimeoutError`` (no answer)."""
+    transaction = os.urandom(12)
+    request = struct.pack("!HHI", BINDING_REQUEST, 0, MAGIC_COOKIE) + transaction
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        sock.send(request)
+        data = sock.recv(2048)
+    kind, length, cookie = struct.unpack("!HHI", data[:8])
+    if kind != BINDING_SUCCESS or cookie != MAGIC_COOKIE or data[8:20] != transaction:
+        raise OSError(f"not a STUN binding success (type 0x{kind:04x})")
+    body = data[20 : 20 + length]
+    while len(body) >= 4:
+        attr, size = struct.unpack("!HH", body[:4])
+        value = body[4 : 4 + size]
+        if attr in (XOR_MAPPED_ADDRESS, MAPPED_ADDRESS) and len(value) >= 8:
+            xor = attr == XOR_MAPPED_ADDRESS
+            fam = value[1]
+            mapped_port = struct.unpack("!H", value[2:4])[0] ^ ((MAGIC_COOKIE >> 16) if xor else 0)
+            raw = value[4:8] if fam == 1 else value[4:20]
+            if xor:
+                key = struct.pack("!I", MAGIC_COOKIE) + transaction
+                raw = bytes(b ^ key[n] for n, b in enumerate(raw))
+            return f"{ipaddress.ip_address(raw)}:{mapped_port}"
+        body = body[4 + size + (-size % 4) :]
+    raise OSError("STUN answer without a mapped address")
+
+
+def udp_port(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]:
+    """Like ``nc -uz``: a closed port answers with ICMP "port unreachable"; silence means open or
+    filtered (UDP cannot tell the two apart)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+        try:
+            for _ in range(2):
+                sock.send(b"\0")
+                with contextlib.suppress(TimeoutError):
+                    sock.recv(1)
+                    return True, "open (answered)"
+        except ConnectionRefusedError:
+            return False, "closed (ICMP port unreachable)"
+    return True, "open or filtered (no refusal)"
+
+
+async def turn_probe(address: str) -> Probe:
+    host, port = split_host_port(address, 3478)
+    try:
+        mapped = await asyncio.to_thread(stun_binding, host, port)
+        return Probe(
+            f"{host}:{port}", True, f"answered a STUN binding request (saw us as {mapped})"
+        )
+    except TimeoutError:
+        return Probe(f"{host}:{port}", False, "no answer to a STUN binding request in 2 s")
+    except OSError as error:
+        return Probe(f"{host}:{port}", False, f"STUN binding failed: {error}")
+
+
+async def udp_probe(address: str) -> Probe:
+    host, port = split_host_port(address, 5004)
+    try:
+        ok, detail = await asyncio.to_thread(udp_port, host, port)
+    except OSError as error:
+        ok, detail = False, str(error)
+    return Probe(f"{host}:{port}", ok, detail)
+
+
+async def read_endpoints(facts: Facts, url: str) -> None:
+    """Readiness, pool and store errors from one replica's public endpoints."""
+    async with httpx.AsyncClient(base_url=url, timeout=3.0) as http:
+        try:
+            ready = await http.get("/readyz")
+            checks = dict(ready.json().get("checks", {}))
+            checks.pop("draining", None)
+            merged = facts.readiness or {}
+            for name, value in checks.items():  # a failure on any replica wins, and says where
+                if merged.get(name, "ok") == "ok":
+                    merged[name] = value if value == "ok" else f"{value} at {url}"
+            facts.readiness = merged
+        except (httpx.HTTPError, ValueError) as error:
+            facts.gaps.append(f"{url}/readyz: {type(error).__name__}")
+        try:
+            pool, errors = parse_metrics((await http.get("/metrics")).text)
+            facts.pool = merge_pool(facts.pool, pool)
+            for code, count in errors.items():
+                facts.store_errors[code] = facts.store_errors.get(code, 0) + count
+        except (httpx.HTTPError, ValueError) as error:
+            facts.gaps.append(f"{url}/metrics: {type(error).__name__}")
+
+
+async def read_reports(facts: Facts, client: Client) -> None:
+    """The admin reports: the database as the service sees it, and the security report."""
+    for name, call in (("store", client.store_report), ("security", client.security_report)):
+        try:
+            setattr(facts, name, await call())
+        except (ApiError, httpx.HTTPError) as error:
+            facts.gaps.append(f"{name} report: {getattr(error, 'message', type(error).__name__)}")
+
+
+async def read_deploys(facts: Facts, client: Client) -> None:
+    try:
+        for d in await client.deploys(3600):
+            facts.rollouts.append(Rollout(d["role"], d["release"], d["previous"], d["started_at"]))
+    except (ApiError, httpx.HTTPError) as error:
+        facts.gaps.append(f"deploy history: {getattr(error, 'message', type(error).__name__)}")
+
+
+def parse_metrics(text: str) -> tuple[tuple[int, int] | None, dict[str, int]]:
+    values: dict[str, float] = {}
+    errors: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("go_sql_connections_in_use", "go_sql_connections_max_open"):
+                values[sample.name] = sample.value
+            elif sample.name == "secureconnect_store_errors_total":
+                errors[sample.labels["code"]] = int(sample.value)
+    pool = None
+    if len(values) == 2:
+        pool = (
+            int(values["go_sql_connections_in_use"]),
+            int(values["go_sql_connections_max_open"]),
+        )
+    return pool, errors
+
+
+def merge_pool(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The fuller of two replicas' pools: saturation anywhere is what matters."""
+    if a is None or b is None:
+        return a or b
+    return a if a[0] / max(a[1], 1) >= b[0] / max(b[1], 1) else b

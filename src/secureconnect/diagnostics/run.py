@@ -1,0 +1,79 @@
+"""Puts a diagnosis together: the target's facts, the service's own endpoints and reports,
+the network probes, then the rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from secureconnect.client import Client
+from secureconnect.diagnostics.facts import SCENARIOS, Action, Facts, Finding
+from secureconnect.diagnostics.probes import (
+    read_deploys,
+    read_endpoints,
+    read_reports,
+    turn_probe,
+    udp_probe,
+)
+from secureconnect.diagnostics.rules import Explain, diagnose
+from secureconnect.store import now_ms
+
+
+class Target(Protocol):
+    """Where the platform runs: Kubernetes or this machine. Same questions, same actions."""
+
+    @property
+    def explain(self) -> Explain: ...
+
+    @property
+    def deploys_from_service(self) -> bool:
+        """Kubernetes knows its rollouts from ReplicaSets; a local machine asks the service."""
+        ...
+
+    async def facts(self, now_ms: int) -> Facts: ...
+
+    def service_urls(self) -> list[str]: ...
+
+    def plan(self, action: Action) -> str: ...
+
+    async def apply(self, action: Action) -> str: ...
+
+
+def make_target(kind: str, namespace: str, data_dir: Path) -> Target:
+    if kind == "kubernetes":
+        from secureconnect.diagnostics.kube import KubernetesTarget
+
+        return KubernetesTarget(namespace)
+    if kind == "local":
+        from secureconnect.diagnostics.local import LocalTarget
+
+        return LocalTarget(data_dir)
+    raise ValueError("target must be kubernetes or local")
+
+
+async def collect(
+    target: Target, client: Client, *, turn: str | None = None, udp: str | None = None
+) -> Facts:
+    facts = await target.facts(now_ms())
+    for url in target.service_urls() or [client.base_url]:
+        await read_endpoints(facts, url)
+    await read_reports(facts, client)
+    if target.deploys_from_service:
+        await read_deploys(facts, client)
+    if turn:
+        facts.turn = await turn_probe(turn)
+    if udp:
+        facts.udp = await udp_probe(udp)
+    return facts
+
+
+def findings(facts: Facts, scenarios: list[str], explain: Explain) -> list[Finding]:
+    return [f for s in scenarios for f in diagnose(s, facts, explain)]
+
+
+def scenarios_for(name: str | None) -> list[str]:
+    if name is None or name == "all":
+        return list(SCENARIOS)
+    if name not in SCENARIOS:
+        raise ValueError(f"scenario must be one of: all, {', '.join(SCENARIOS)}")
+    return [name]

@@ -1,0 +1,63 @@
+"""Applies the guard's deny list and emergency rate limit before any route runs.
+
+Blocked addresses get 403 ``ip_blocked`` everywhere but the probes (kubelet and Prometheus must
+still see the replica). The emergency limit covers the API (``/v1/``) but not the on-call's own
+tools (``/v1/ops/``) or the status page, so the switch can always be turned back off.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from secureconnect.edge.logging import client_ip
+from secureconnect.guard.service import GuardService
+
+PROBES = ("/healthz", "/readyz", "/metrics")
+UNLIMITED = ("/v1/ops/", "/v1/status")
+
+
+class GuardMiddleware:
+    def __init__(self, app: ASGIApp, guard: GuardService) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        ip = client_ip(scope)
+        if path not in PROBES and self.guard.blocked(ip):
+            await _refuse(scope, send, 403, "ip_blocked", "requests from this address are blocked")
+            return
+        if path.startswith("/v1/") and not path.startswith(UNLIMITED):
+            wait = self.guard.rate_limited(ip)
+            if wait:
+                await _refuse(
+                    scope,
+                    send,
+                    429,
+                    "rate_limited",
+                    "emergency rate limit in force: "
+                    f"{self.guard.limiter.per_minute} request(s) a minute; retry in {wait} s",
+                    retry_after=wait,
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(
+    scope: Scope, send: Send, status: int, code: str, message: str, retry_after: int = 0
+) -> None:
+    if scope["type"] == "websocket":
+        # Refusing before accept makes the server answer the upgrade with HTTP 403.
+        await send({"type": "websocket.close", "code": 4403 if status == 403 else 4429})
+        return
+    headers = [(b"content-type", b"application/json")]
+    if retry_after:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

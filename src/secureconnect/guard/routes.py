@@ -1,0 +1,36 @@
+"""Admin API of the guard: what the security diagnosis reads and the switches it offers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from secureconnect.edge.deps import Admin, get_services
+from secureconnect.guard.schemas import Block, Lift, RateLimit
+
+router = APIRouter(prefix="/v1/ops", tags=["guard"])
+
+
+@router.get("/security")
+async def security(
+    caller: Admin, request: Request, window_s: int = Query(900, ge=60, le=86400)
+) -> Any:
+    return await get_services(request).guard.report(window_s)
+
+
+@router.post("/blocks", status_code=201)
+async def block(body: Block, caller: Admin, request: Request) -> Any:
+    return await get_services(request).guard.block(
+        caller.username, body.network, body.reason, body.expires_in_s
+    )
+
+
+@router.post("/blocks/lift")
+async def lift(body: Lift, caller: Admin, request: Request) -> Any:
+    return await get_services(request).guard.lift(caller.username, body.network)
+
+
+@router.put("/rate-limit")
+async def rate_limit(body: RateLimit, caller: Admin, request: Request) -> Any:
+    return await get_services(request).guard.set_mode(caller.username, body.mode)

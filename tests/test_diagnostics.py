@@ -1,0 +1,249 @@
+"""The runbook's decision trees (23.5 to 23.9) on the Kubernetes API's answers for each failure,
+and on facts as the local target reports them. Pure: no cluster, no server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from secureconnect.diagnostics.facts import Action, Facts, Workload
+from secureconnect.diagnostics.kube import (
+    Kubectl,
+    cpu_cores,
+    facts_from_objects,
+    parse_time,
+    restart_patch,
+    rollback_patch,
+    scale_patch,
+)
+from secureconnect.diagnostics.rules import diagnose
+from tests.fixtures.k8s.generate import build
+
+FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
+NS = "secureconnect-prod"
+KUBECTL = Kubectl(NS)
+
+
+def load(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def facts_of(name: str) -> Facts:
+    objects = load(name)
+    return facts_from_objects(objects, NS, parse_time(objects["recorded_at"]))
+
+
+def by_check(findings, check: str):
+    return [f for f in findings if f.check == check]
+
+
+def test_the_fixtures_are_reproducible_and_valid_api_objects() -> None:
+    built = build()
+    assert sorted(built) == sorted(p.stem for p in FIXTURES.glob("*.json"))
+    for name, state in built.items():
+        assert json.loads(json.dumps(state)) == load(name), f"regenerate {name}.json"
+        for key in ("deployments", "replicasets", "pods", "ingress_pods"):
+            for item in state[key]["items"]:
+                kubernetes_validate.validate(item, "1.30.0", strict=True)
+
+
+def test_a_healthy_cluster_passes_every_check() -> None:
+    facts = facts_of("healthy")
+    assert {w: (facts.workloads[w].ready, facts.workloads[w].desired) for w in facts.workloads} == {
+        "api-gateway": (3, 3),
+        "chat-service": (3, 3),
+        "video-service": (3, 3),
+        "coturn": (2, 2),
+    }
+    facts.readiness = {"store": "ok", "bus": "ok"}
+    found = diagnose("service-down", facts, KUBECTL) + diagnose("deploy", facts, KUBECTL)
+    assert [f.status for f in found] == ["ok"] * len(found)
+    cpu = diagnose("video", facts, KUBECTL)[0]
+    assert (cpu.status, cpu.summary) == ("ok", "video-service CPU at most 6%")
+
+
+def test_crashloop_points_at_a_crashing_pods_logs() -> None:
+    pods = by_check(diagnose("service-down", facts_of("crashloop"), KUBECTL), "pods")[0]
+    assert pods.status == "fail"
+    assert pods.summary.startswith("3 crashing: chat-service-")
+    assert "-00000 (CrashLoopBackOff)" in pods.summary
+    assert pods.commands[0].startswith("kubectl logs chat-service-")
+    assert pods.commands[0].endswith(f"-n {NS} --tail=100")
+    replicas = by_check(diagnose("service-down", facts_of("crashloop"), KUBECTL), "replicas")
+    assert [(r.status, r.summary) for r in replicas] == [("fail", "chat-service: 0/3 ready")]
+
+
+def test_oomkilled_means_more_memory_and_a_restart() -> None:
+    pods = by_check(diagnose("service-down", facts_of("oomkilled"), KUBECTL), "pods")[0]
+    assert pods.status == "fail"
+    assert "OOMKilled (7 restarts)" in pods.summary
+    assert pods.action == Action("restart", "api-gateway")
+    assert f"kubectl rollout restart deployment/api-gateway -n {NS}" in pods.commands
+    assert pods.commands[0].startswith(
+        "kubectl set resources deployment/api-gateway --limits=memory"
+    )
+
+
+def test_a_segfault_means_roll_back_now() -> None:
+    pods = by_check(diagnose("service-down", facts_of("segfault"), KUBECTL), "pods")[0]
+    assert "segmentation fault" in pods.summary
+    assert pods.action == Action("rollback", "chat-service")
+    assert pods.commands == (
+        "secureconnect oncall rollback chat-service",
+        f"kubectl rollout undo deployment/chat-service -n {NS}",
+    )
+
+
+def test_an_image_that_cannot_be_pulled_after_a_deploy() -> None:
+    facts = facts_of("imagepull")
+    pods = by_check(diagnose("service-down", facts, KUBECTL), "pods")[0]
+    assert "ImagePullBackOff" in pods.summary
+    assert pods.action == Action("rollback", "api-gateway")
+    deploy = diagnose("deploy", facts, KUBECTL)
+    assert [d.summary for d in deploy] == [
+        "api-gateway went from secureconnect/api-gateway:v1.0.0 to "
+        "secureconnect/api-gateway:v1.1.0-typo 10 min ago"
+    ]
+
+
+def test_the_ingress_being_down() -> None:
+    ingress = by_check(diagnose("service-down", facts_of("ingress-down"), KUBECTL), "ingress")[0]
+    assert ingress.status == "fail"
+    assert ingress.commands == ("kubectl top nodes", "kubectl get pods -n ingress-nginx")
+
+
+def test_video_service_over_ninety_percent_cpu_is_scaled() -> None:
+    cpu = by_check(diagnose("video", facts_of("video-cpu"), KUBECTL), "video-cpu")[0]
+    assert cpu.status == "fail"
+    assert cpu.summary.startswith("video-service CPU at 95% of its limit")
+    assert cpu.action == Action("scale", "video-service", 6)
+    assert f"kubectl scale deployment/video-service --replicas=6 -n {NS}" in cpu.commands
+
+
+def test_without_metrics_server_cpu_is_unknown_not_fine() -> None:
+    facts = facts_of("no-metrics")
+    assert facts.gaps == ["metrics.k8s.io not available: no CPU figures"]
+    assert diagnose("video", facts, KUBECTL)[0].status == "unknown"
+
+
+def test_a_deploy_in_the_last_hour_offers_the_rollback() -> None:
+    facts = facts_of("bad-deploy")
+    deploy = diagnose("deploy", facts, KUBECTL)[0]
+    assert deploy.summary == (
+        "chat-service went from secureconnect/chat-service:v1.0.0 to "
+        "secureconnect/chat-service:v1.1.0 5 min ago"
+    )
+    assert deploy.commands[1] == f"kubectl rollout undo deployment/chat-service -n {NS}"
+    # Two hours later it is no longer a suspect.
+    facts.now_ms += 2 * 3600 * 1000
+    assert diagnose("deploy", facts, KUBECTL)[0].status == "ok"
+
+
+def test_the_rollback_patch_is_the_previous_template_without_its_hash() -> None:
+    objects = load("bad-deploy")
+    patch, image = rollback_patch("chat-service", objects["replicasets"])
+    assert image == "secureconnect/chat-service:v1.0.0"
+    assert patch[0]["op"] == "replace" and patch[0]["path"] == "/spec/template"
+    template = patch[0]["value"]
+    assert template["metadata"]["labels"] == {"app": "chat-service"}
+    assert template["spec"]["containers"][0]["image"] == image
+    with pytest.raises(LookupError, match="no earlier revision"):
+        rollback_patch("api-gateway", objects["replicasets"])
+
+
+def test_restart_and_scale_patches_are_what_kubectl_sends() -> None:
+    assert scale_patch(6) == {"spec": {"replicas": 6}}
+    stamp = restart_patch(datetime(2026, 11, 29, 3, 0, tzinfo=UTC))
+    assert stamp["spec"]["template"]["metadata"]["annotations"] == {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-29T03:00:00Z"
+    }
+    assert [cpu_cores(q) for q in ("250m", "2", "1500000n", "20u")] == pytest.approx(
+        [0.25, 2.0, 0.0015, 2e-05]
+    )
+
+
+def local_facts(**kw) -> Facts:
+    facts = Facts("local data", 1_800_000_000_000, **kw)
+    facts.workloads["all"] = Workload("all", 1)
+    return facts
+
+
+def test_database_unreachable_is_named_with_the_restart_that_follows() -> None:
+    facts = local_facts(readiness={"store": "failed: StoreUnavailable", "bus": "ok"})
+    found = by_check(diagnose("service-down", facts, KUBECTL), "readiness")[0]
+    assert found.status == "fail"
+    assert (
+        found.summary == "the database is unreachable from the service (failed: StoreUnavailable)"
+    )
+    assert found.commands[0] == "secureconnect oncall diagnose database"
+    node = diagnose("database", facts, KUBECTL)[0]
+    assert (node.check, node.status) == ("node", "fail")
+
+
+def test_pool_saturation_scales_the_gateway_out() -> None:
+    facts = local_facts(readiness={"store": "ok", "bus": "ok"}, pool=(19, 20))
+    pool = by_check(diagnose("service-down", facts, KUBECTL), "db-pool")[0]
+    assert (pool.status, pool.summary) == (
+        "fail",
+        "database pool saturated: 19/20 connections in use",
+    )
+    assert pool.action == Action("scale", "api-gateway", 2)
+    facts.pool = (3, 20)
+    assert by_check(diagnose("service-down", facts, KUBECTL), "db-pool")[0].status == "ok"
+
+
+def test_database_durability_and_timeouts() -> None:
+    facts = local_facts(
+        readiness={"store": "ok", "bus": "ok"},
+        store={
+            "backend": "postgresql",
+            "latency_ms": 250.0,
+            "role": "primary",
+            "replicas": 1,
+            "consistency": {"synchronous_commit": "local", "synchronous_standby_names": ""},
+        },
+        store_errors={"db_pool_exhausted": 4, "store_unavailable": 0},
+    )
+    node, timeouts, consistency = diagnose("database", facts, KUBECTL)
+    assert node.status == "warn" and "round trip 250.0 ms" in node.summary
+    assert (timeouts.status, timeouts.summary) == (
+        "fail",
+        "requests the store could not serve: db_pool_exhausted 4",
+    )
+    assert consistency.status == "warn" and "synchronous_commit=local" in consistency.summary
+
+
+def security_report(failures, blocked=(), mode="normal"):
+    return {
+        "window_s": 900,
+        "failed_logins": [{"ip": ip, "count": n, "last_at": 0} for ip, n in failures],
+        "failed_logins_total": sum(n for _, n in failures),
+        "blocked": [{"network": b} for b in blocked],
+        "rate_limit": {"mode": mode, "set_by": None, "emergency_requests_per_min": 1},
+    }
+
+
+def test_brute_force_from_one_address_is_blocked() -> None:
+    facts = local_facts(security=security_report([("203.0.113.7", 40), ("198.51.100.2", 2)]))
+    found = diagnose("security", facts, KUBECTL)
+    assert found[0].summary == "203.0.113.7: 40 failed logins in the last 15 min (brute force)"
+    assert found[0].action == Action("block", "203.0.113.7")
+    facts.security = security_report([("203.0.113.7", 40)], blocked=["203.0.113.7/32"])
+    found = diagnose("security", facts, KUBECTL)
+    assert [f.status for f in found] == ["ok", "ok", "ok"]
+    assert found[1].summary == "1 blocked: 203.0.113.7/32"
+
+
+def test_a_distributed_attack_turns_on_the_emergency_rate_limit() -> None:
+    spread = [(f"198.51.100.{n}", 6) for n in range(12)]
+    facts = local_facts(security=security_report(spread))
+    first = diagnose("security", facts, KUBECTL)[0]
+    assert first.action == Action("rate-limit", "emergency")
+    assert "12 addresses" in first.summary
+    facts.security = security_report(spread, mode="emergency")
+    mode = by_check(diagnose("security", facts, KUBECTL), "rate-limit")[0]
+    assert mode.status == "warn" and mode.commands == ("secureconnect oncall rate-limit normal",)
