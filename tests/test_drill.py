@@ -102,20 +102,30 @@ class Daemon:
             self.proc.wait()
 
 
-def test_the_drill_from_fault_to_post_mortem(tmp_path) -> None:
-    prometheus = tool("prometheus")
-    alertmanager = tool("prometheus-alertmanager", "alertmanager")
-    env, database = backend_env("postgresql")
-    assert database is not None
-    chat_role = f"sc_chat_{secrets.token_hex(4)}"
-    data = tmp_path / "platform"
-    data.mkdir()
-    daemons: list[Daemon] = []
-    servers: list[ServerProcess] = []
-    home = tmp_path / "oncall-home"
-    try:
+class Platform:
+    """An api-gateway and a chat-service on one PostgreSQL database (each with its own role),
+    a user chatting through the chat-service, an on-call admin, Prometheus and Alertmanager."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.prometheus = tool("prometheus")
+        self.alertmanager = tool("prometheus-alertmanager", "alertmanager")
+        env, database = backend_env("postgresql")
+        assert database is not None
+        self.env, self.database = env, database
+        self.chat_role = f"sc_chat_{secrets.token_hex(4)}"
+        self.data = tmp_path / "platform"
+        self.data.mkdir()
+        self.home = tmp_path / "oncall-home"
+        self.tmp = tmp_path
+        self.daemons: list[Daemon] = []
+        self.servers: list[ServerProcess] = []
+        self.accepted: list[str] = []
+        self.sent = 0
+
+    def start(self) -> Platform:
+        tmp_path, data, env = self.tmp, self.data, self.env
         prom_port, am_port = free_port(), free_port()
-        gateway = ServerProcess(
+        self.gateway = gateway = ServerProcess(
             data,
             {
                 **env,
@@ -125,17 +135,18 @@ def test_the_drill_from_fault_to_post_mortem(tmp_path) -> None:
                 "SECURECONNECT_ALERT_WEBHOOK_TOKEN": TOKEN,
                 "SECURECONNECT_INCIDENT_VERIFY_S": str(VERIFY_S),
                 "SECURECONNECT_PROMETHEUS_URL": f"http://127.0.0.1:{prom_port}",
+                "SECURECONNECT_DB_POOL_TIMEOUT_S": "2",
             },
         )
-        servers.append(gateway.start())
+        self.servers.append(gateway.start())
         pg(
-            database,
-            f"CREATE ROLE {chat_role} LOGIN",
-            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {chat_role}",
-            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {chat_role}",
+            self.database,
+            f"CREATE ROLE {self.chat_role} LOGIN",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {self.chat_role}",
+            f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {self.chat_role}",
         )
-        chat_url = env["SECURECONNECT_DATABASE_URL"].replace("postgres@", f"{chat_role}@")
-        chat = ServerProcess(
+        chat_url = env["SECURECONNECT_DATABASE_URL"].replace("postgres@", f"{self.chat_role}@")
+        self.chat = chat = ServerProcess(
             data,
             {
                 **env,
@@ -146,7 +157,7 @@ def test_the_drill_from_fault_to_post_mortem(tmp_path) -> None:
                 "SECURECONNECT_DB_POOL_TIMEOUT_S": "2",
             },
         )
-        servers.append(chat.start())
+        self.servers.append(chat.start())
 
         # Monitoring, as checked in, with time compressed.
         compressed_rules(tmp_path / "rules.yml")
@@ -177,10 +188,10 @@ def test_the_drill_from_fault_to_post_mortem(tmp_path) -> None:
             f"{gateway.url}/v1/ops/alertmanager",
             tmp_path / "token",
         )
-        daemons.append(
+        self.daemons.append(
             Daemon(
                 [
-                    alertmanager,
+                    self.alertmanager,
                     f"--config.file={tmp_path / 'alertmanager.yml'}",
                     f"--storage.path={tmp_path / 'am-data'}",
                     f"--web.listen-address=127.0.0.1:{am_port}",
@@ -189,10 +200,10 @@ def test_the_drill_from_fault_to_post_mortem(tmp_path) -> None:
                 tmp_path / "alertmanager.log",
             )
         )
-        daemons.append(
+        self.daemons.append(
             Daemon(
                 [
-                    prometheus,
+                    self.prometheus,
                     f"--config.file={tmp_path / 'prometheus.yml'}",
                     f"--storage.tsdb.path={tmp_path / 'prom-data'}",
                     f"--web.listen-address=127.0.0.1:{prom_port}",
@@ -200,191 +211,283 @@ def test_the_drill_from_fault_to_post_mortem(tmp_path) -> None:
                 tmp_path / "prometheus.log",
             )
         )
-        prom = httpx.Client(base_url=f"http://127.0.0.1:{prom_port}", timeout=5)
+        self.prom = httpx.Client(base_url=f"http://127.0.0.1:{prom_port}", timeout=5)
+        wait_for("Prometheus to scrape both services", lambda: len(self.query("up == 1")) == 2)
 
-        def query(q: str) -> list:
-            try:
-                return prom.get("/api/v1/query", params={"query": q}).json()["data"]["result"]
-            except (httpx.HTTPError, ValueError, KeyError):
-                return []
-
-        wait_for("Prometheus to scrape both services", lambda: len(query("up == 1")) == 2, 60)
-
-        # A user chatting through the chat-service.
+        # A user chatting through the chat-service, and the on-call admin.
         with httpx.Client(timeout=10) as http:
-            http.post(
-                f"{gateway.url}/v1/auth/register", json={"username": "dora", "password": PASSWORD}
-            )
-            token = http.post(
-                f"{gateway.url}/v1/auth/login", json={"username": "dora", "password": PASSWORD}
-            ).json()["token"]
-        user = httpx.Client(
+            login = {"username": "dora", "password": PASSWORD}
+            http.post(f"{gateway.url}/v1/auth/register", json=login)
+            token = http.post(f"{gateway.url}/v1/auth/login", json=login).json()["token"]
+        self.user = httpx.Client(
             base_url=chat.url, headers={"Authorization": f"Bearer {token}"}, timeout=10
         )
-        conv = user.post(
+        self.conv = self.user.post(
             "/v1/conversations", json={"kind": "group", "members": [], "name": "notes"}
         ).json()["id"]
-        accepted: list[str] = []
+        assert self.send() == 201
+        assert self.oncall("register", "oncall").returncode == 0
+        assert self.oncall("login", "oncall").returncode == 0
+        return self
 
-        def send(n: int) -> int:
-            try:
-                status = user.post(
-                    f"/v1/conversations/{conv}/messages",
-                    json={
-                        "client_msg_id": f"drill-{n}",
-                        "content_type": "application/octet-stream",
-                        "body": "Y2lwaGVydGV4dA==",
-                    },
-                ).status_code
-            except httpx.HTTPError:
-                return 0
-            if status == 201:
-                accepted.append(f"drill-{n}")
-            return status
+    def query(self, q: str) -> list:
+        try:
+            return self.prom.get("/api/v1/query", params={"query": q}).json()["data"]["result"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return []
 
-        assert send(0) == 201
-        assert oncall(gateway, home, "register", "oncall").returncode == 0
-        assert oncall(gateway, home, "login", "oncall").returncode == 0
+    def firing(self, alert: str) -> list:
+        return self.query(f'ALERTS{{alertname="{alert}", alertstate="firing"}}')
 
-        # ---- the fault -----------------------------------------------------------------------
-        t_fault = time.monotonic()
-        pg(
-            database,
-            f"ALTER ROLE {chat_role} NOLOGIN",
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{chat_role}'",
-        )
-        failed_sends = 0
-        n = 1
+    def send(self) -> int:
+        """The user sends a message; the status code (0: no answer)."""
+        self.sent += 1
+        ref = f"drill-{self.sent}"
+        try:
+            status = self.user.post(
+                f"/v1/conversations/{self.conv}/messages",
+                json={
+                    "client_msg_id": ref,
+                    "content_type": "application/octet-stream",
+                    "body": "Y2lwaGVydGV4dA==",
+                },
+            ).status_code
+        except httpx.HTTPError:
+            return 0
+        if status == 201:
+            self.accepted.append(ref)
+        return status
 
-        def alert_firing() -> bool:
-            nonlocal failed_sends, n
-            n += 1
-            if send(n) >= 500:  # users keep trying, and fail
-                failed_sends += 1
-            alerts = query('ALERTS{alertname="StoreUnreachable", alertstate="firing"}')
-            return bool(alerts)
+    def stored_messages(self) -> list[str]:
+        events = self.user.get(f"/v1/conversations/{self.conv}/messages").json()["events"]
+        return [e["client_msg_id"] for e in events if e["kind"] == "message"]
 
-        wait_for("StoreUnreachable to fire", alert_firing, 90)
-        t_alert = time.monotonic()
+    def oncall(self, *args: str, shell: ServerProcess | None = None):
+        """The engineer's CLI, talking to the gateway (with ``shell``'s settings set)."""
+        return oncall(shell or self.gateway, self.home, *args, url=self.gateway.url)
 
-        def incident() -> dict | None:
-            shown = oncall(gateway, home, "oncall", "list")
-            return {"line": shown.stdout} if "#1" in shown.stdout else None
-
-        listed = wait_for("the incident to open", incident, 60)["line"]
-        t_incident = time.monotonic()
-        assert "P1 Critical open" in listed
-        assert "cannot reach the database" in listed
-        assert failed_sends > 0
-
-        # ---- the on-call engineer ------------------------------------------------------------
-        assert oncall(gateway, home, "oncall", "ack", "1").returncode == 0
-        triage = oncall(
-            gateway, home, "oncall", "triage", "1", "--users-affected", "1", "--no-recent-deploy"
-        )
-        assert triage.returncode == 0, triage.stderr
-        diagnosed = oncall(gateway, home, "oncall", "diagnose", "--json", "--data-dir", str(data))
-        assert diagnosed.returncode == 3, diagnosed.stderr
-        report = json.loads(diagnosed.stdout)
-        readiness = next(f for f in report["findings"] if f["check"] == "readiness")
-        assert readiness["status"] == "fail"
-        assert readiness["summary"].startswith("the database is unreachable from the service")
-        assert f"(failed: StoreUnavailable at {chat.url})" in readiness["summary"]
-        node = next(
-            f for f in report["findings"] if f["scenario"] == "database" and f["check"] == "node"
-        )
-        assert node["status"] == "fail"
-        t_diagnosed = time.monotonic()
-        oncall(gateway, home, "oncall", "update", "1", f"Diagnosed: {readiness['summary']}")
-
-        # The fix: give the chat-service its database login back, then restart it so that it
-        # reconnects at once (runbook 23.5 step 3), through the tooling.
-        pg(database, f"ALTER ROLE {chat_role} LOGIN")
-        # The shell holds the chat-service's settings (a restart needs them); the CLI talks to
-        # the gateway.
-        restarted = oncall(
-            chat,
-            home,
-            "oncall",
-            "restart",
-            "chat-service",
-            "--yes",
-            "--incident",
-            "1",
-            "--data-dir",
-            str(data),
-            url=gateway.url,
-        )
-        assert restarted.returncode == 0, restarted.stderr + restarted.stdout
-        chat.proc = None  # the tooling stopped it and started a successor
-        wait_for("messages to be accepted again", lambda: send(n + 1) == 201, 60)
-        t_recovered = time.monotonic()
-        oncall(gateway, home, "oncall", "mitigate", "1", "chat-service reconnected after restart")
-        wait_for(
-            "the alert to resolve",
-            lambda: not query('ALERTS{alertname="StoreUnreachable"}'),
-            60,
-        )
-        resolved = oncall(
-            gateway,
-            home,
-            "oncall",
-            "resolve",
-            "1",
-            "chat-service's database role had lost its login; restored",
-        )
-        assert resolved.returncode == 0
-        early = oncall(gateway, home, "oncall", "close", "1")
-        assert early.returncode == 1 and "verification window" in early.stderr
-
-        def closed() -> bool:
-            return oncall(gateway, home, "oncall", "close", "1").returncode == 0
-
-        wait_for("the verified close", closed, VERIFY_S + 30, every=1.0)
-        t_closed = time.monotonic()
-
-        shown = oncall(gateway, home, "oncall", "show", "1").stdout
-        for step in (
-            "opened",
-            "alert_resolved",
-            "acknowledged",
-            "triaged",
-            "action",
-            "mitigated",
-            "resolved",
-            "closed",
-        ):
-            assert step in shown, step
-        draft = oncall(gateway, home, "oncall", "postmortem", "1").stdout
-        artifacts = ROOT / "artifacts"
-        artifacts.mkdir(exist_ok=True)
-        (artifacts / "drill-postmortem.md").write_text(draft)
-        assert "# Post-mortem: incident #1" in draft
-        assert "secureconnect oncall restart chat-service" in draft
-        assert "alert StoreUnreachable firing" in draft
-        assert "on every replica (Prometheus), closed" in draft
-        # Nothing was lost: every accepted message is there.
-        history = user.get(f"/v1/conversations/{conv}/messages").json()["events"]
-        assert [e["client_msg_id"] for e in history if e["kind"] == "message"] == accepted
-
-        print(
-            "\ndrill timings: "
-            f"fault->alert {t_alert - t_fault:.1f}s, "
-            f"alert->incident {t_incident - t_alert:.1f}s, "
-            f"incident->diagnosed {t_diagnosed - t_incident:.1f}s, "
-            f"fault->recovered {t_recovered - t_fault:.1f}s, "
-            f"recovered->closed {t_closed - t_recovered:.1f}s "
-            f"(verification window {VERIFY_S}s), "
-            f"{failed_sends} user sends refused during the outage"
-        )
-    finally:
-        for daemon in daemons:
+    def stop(self) -> None:
+        for daemon in self.daemons:
             daemon.stop()
-        for server in servers:
+        for server in self.servers:
             server.stop()
-        for run in load_all(data):
+        for run in load_all(self.data):
             if _exists(run.pid):
                 os.kill(run.pid, signal.SIGTERM)
-        drop_database(database)
+        drop_database(self.database)
         with contextlib.suppress(asyncpg.PostgresError):
-            pg("postgres", f"DROP ROLE IF EXISTS {chat_role}")
+            pg("postgres", f"DROP ROLE IF EXISTS {self.chat_role}")
+
+
+@pytest.fixture
+def platform(tmp_path):
+    running = Platform(tmp_path)
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+def test_the_drill_from_fault_to_post_mortem(platform) -> None:
+    p = platform
+    chat, data = p.chat, p.data
+
+    # ---- the fault: the chat-service's database login is taken away ------------------------
+    t_fault = time.monotonic()
+    pg(
+        p.database,
+        f"ALTER ROLE {p.chat_role} NOLOGIN",
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{p.chat_role}'",
+    )
+    refused = 0
+
+    def alert_firing() -> bool:
+        nonlocal refused
+        if p.send() >= 500:  # users keep trying, and fail
+            refused += 1
+        return bool(p.firing("StoreUnreachable"))
+
+    wait_for("StoreUnreachable to fire", alert_firing, 90)
+    t_alert = time.monotonic()
+
+    def incident() -> str | None:
+        shown = p.oncall("oncall", "list").stdout
+        return shown if "#1" in shown else None
+
+    listed = wait_for("the incident to open", incident)
+    t_incident = time.monotonic()
+    assert "P1 Critical open" in listed
+    assert "cannot reach the database" in listed
+    assert refused > 0
+
+    # ---- the on-call engineer --------------------------------------------------------------
+    assert p.oncall("oncall", "ack", "1").returncode == 0
+    triage = p.oncall("oncall", "triage", "1", "--users-affected", "1", "--no-recent-deploy")
+    assert triage.returncode == 0, triage.stderr
+    diagnosed = p.oncall("oncall", "diagnose", "--json", "--data-dir", str(data))
+    assert diagnosed.returncode == 3, diagnosed.stderr
+    report = json.loads(diagnosed.stdout)
+    readiness = next(f for f in report["findings"] if f["check"] == "readiness")
+    assert readiness["status"] == "fail"
+    assert readiness["summary"].startswith("the database is unreachable from the service")
+    assert f"(failed: StoreUnavailable at {chat.url})" in readiness["summary"]
+    node = next(
+        f for f in report["findings"] if f["scenario"] == "database" and f["check"] == "node"
+    )
+    assert node["status"] == "fail"
+    t_diagnosed = time.monotonic()
+    p.oncall("oncall", "update", "1", f"Diagnosed: {readiness['summary']}")
+
+    # The fix: give the chat-service its database login back, then restart it so that it
+    # reconnects at once (runbook 23.5 step 3), through the tooling. The shell holds the
+    # chat-service's settings (a restart needs them).
+    pg(p.database, f"ALTER ROLE {p.chat_role} LOGIN")
+    restarted = p.oncall(
+        "oncall",
+        "restart",
+        "chat-service",
+        "--yes",
+        "--incident",
+        "1",
+        "--data-dir",
+        str(data),
+        shell=chat,
+    )
+    assert restarted.returncode == 0, restarted.stderr + restarted.stdout
+    chat.proc = None  # the tooling stopped it and started a successor
+    wait_for("messages to be accepted again", lambda: p.send() == 201)
+    t_recovered = time.monotonic()
+    p.oncall("oncall", "mitigate", "1", "chat-service reconnected after restart")
+    wait_for("the alert to resolve", lambda: not p.query('ALERTS{alertname="StoreUnreachable"}'))
+    resolved = p.oncall(
+        "oncall", "resolve", "1", "chat-service's database role had lost its login; restored"
+    )
+    assert resolved.returncode == 0
+    early = p.oncall("oncall", "close", "1")
+    assert early.returncode == 1 and "verification window" in early.stderr
+    wait_for(
+        "the verified close",
+        lambda: p.oncall("oncall", "close", "1").returncode == 0,
+        VERIFY_S + 30,
+        every=1.0,
+    )
+    t_closed = time.monotonic()
+
+    shown = p.oncall("oncall", "show", "1").stdout
+    for step in (
+        "opened",
+        "alert_resolved",
+        "acknowledged",
+        "triaged",
+        "action",
+        "mitigated",
+        "resolved",
+        "closed",
+    ):
+        assert step in shown, step
+    draft = p.oncall("oncall", "postmortem", "1").stdout
+    artifacts = ROOT / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    (artifacts / "drill-postmortem.md").write_text(draft)
+    assert "# Post-mortem: incident #1" in draft
+    assert "secureconnect oncall restart chat-service" in draft
+    assert "alert StoreUnreachable firing" in draft
+    assert "on every replica (Prometheus), closed" in draft
+    # Nothing was lost: every accepted message is there, once.
+    assert p.stored_messages() == p.accepted
+
+    print(
+        "\ndrill (chat-service loses its database): "
+        f"fault->alert {t_alert - t_fault:.1f}s, "
+        f"alert->incident {t_incident - t_alert:.1f}s, "
+        f"incident->diagnosed {t_diagnosed - t_incident:.1f}s, "
+        f"fault->recovered {t_recovered - t_fault:.1f}s, "
+        f"recovered->closed {t_closed - t_recovered:.1f}s "
+        f"(verification window {VERIFY_S}s), "
+        f"{refused} user sends refused during the outage"
+    )
+
+
+def test_the_drill_with_the_whole_database_down(platform) -> None:
+    """The incident store is the database that is down: the tooling must still diagnose, say
+    plainly what it cannot do, and lose no alert."""
+    p = platform
+    t_fault = time.monotonic()
+    pg(
+        "postgres",
+        f'ALTER DATABASE "{p.database}" ALLOW_CONNECTIONS false',
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{p.database}'",
+    )
+    refused = 0
+
+    def both_alerting() -> bool:
+        nonlocal refused
+        if p.send() >= 500:
+            refused += 1
+        return len(p.firing("StoreUnreachable")) == 2
+
+    wait_for("StoreUnreachable on both services", both_alerting, 90)
+    t_alert = time.monotonic()
+
+    # Incidents live in that database: the CLI says so in one line, no traceback.
+    listed = p.oncall("oncall", "list")
+    assert listed.returncode == 1
+    assert "the database is unreachable" in listed.stderr
+    assert "Traceback" not in listed.stderr + listed.stdout
+
+    # The diagnosis needs no database: endpoints, metrics and run files.
+    diagnosed = p.oncall("oncall", "diagnose", "--json", "--data-dir", str(p.data))
+    assert diagnosed.returncode == 3, diagnosed.stderr
+    report = json.loads(diagnosed.stdout)
+    readiness = next(f for f in report["findings"] if f["check"] == "readiness")
+    assert readiness["summary"].startswith("the database is unreachable from the service")
+    node = next(
+        f for f in report["findings"] if f["scenario"] == "database" and f["check"] == "node"
+    )
+    assert node["status"] == "fail"
+    assert any(g.startswith("store report") for g in report["gaps"])
+    t_diagnosed = time.monotonic()
+
+    # The fix: the database accepts connections again. The services reconnect by themselves.
+    pg("postgres", f'ALTER DATABASE "{p.database}" ALLOW_CONNECTIONS true')
+    wait_for("messages to be accepted again", lambda: p.send() == 201)
+    t_recovered = time.monotonic()
+    wall_recovered = time.time() * 1000
+
+    # Alertmanager kept retrying the webhook: the incident opens, stamped when the alert began.
+    def incident() -> dict | None:
+        shown = p.oncall("oncall", "list")
+        return {"text": shown.stdout} if "#1" in shown.stdout else None
+
+    listed_now = wait_for("the retried alert to open the incident", incident)["text"]
+    t_incident = time.monotonic()
+    assert "P1 Critical" in listed_now
+    with httpx.Client(base_url=p.gateway.url) as http:
+        token = json.loads((p.home / "default.json").read_text())["token"]
+        detail = http.get(
+            "/v1/ops/incidents/1", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    assert detail["opened_at"] < wall_recovered - 1000
+    assert detail["timeline"][0]["kind"] == "opened"
+
+    assert p.oncall("oncall", "ack", "1").returncode == 0
+    p.oncall("oncall", "mitigate", "1", "database accepting connections again")
+    wait_for("the alert to resolve", lambda: not p.query('ALERTS{alertname="StoreUnreachable"}'))
+    assert p.oncall("oncall", "resolve", "1", "database refused connections").returncode == 0
+    wait_for(
+        "the verified close",
+        lambda: p.oncall("oncall", "close", "1").returncode == 0,
+        VERIFY_S + 30,
+        every=1.0,
+    )
+    t_closed = time.monotonic()
+    assert p.stored_messages() == p.accepted
+    print(
+        "\ndrill (whole database down): "
+        f"fault->alert {t_alert - t_fault:.1f}s, "
+        f"alert->diagnosed {t_diagnosed - t_alert:.1f}s, "
+        f"fault->recovered {t_recovered - t_fault:.1f}s, "
+        f"recovered->incident (Alertmanager's retry) {t_incident - t_recovered:.1f}s, "
+        f"recovered->closed {t_closed - t_recovered:.1f}s, "
+        f"{refused} user sends refused during the outage"
+    )

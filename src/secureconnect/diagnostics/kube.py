@@ -204,8 +204,14 @@ class KubernetesTarget:
 
         try:
             config.load_kube_config()  # type: ignore[no-untyped-call]
-        except Exception:  # no kube config: perhaps we run inside the cluster
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except Exception as outside:  # no kube config: perhaps we run inside the cluster
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except Exception:
+                raise RuntimeError(
+                    f"no usable kube config ({outside}) and not running inside a cluster; "
+                    "set KUBECONFIG or ~/.kube/config (runbook 23.3)"
+                ) from outside
         self.namespace = namespace
         self.ingress_namespace = ingress_namespace
         self.core = client.CoreV1Api()

@@ -4,6 +4,7 @@ and bus ready), unless someone gives a reason to override."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -69,6 +70,23 @@ class Severities:
         return severity
 
 
+def _alert_time(text: object) -> int | None:
+    """Alertmanager's RFC 3339 times carry nanoseconds; Python reads up to microseconds."""
+    if not isinstance(text, str) or text.startswith("0001-"):
+        return None
+    match = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    try:
+        parsed = datetime.fromisoformat(
+            whole + (fraction or "")[:7] + ("+00:00" if zone == "Z" else zone)
+        )
+    except ValueError:
+        return None
+    return int(parsed.timestamp() * 1000)
+
+
 def _stamp(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
@@ -87,10 +105,18 @@ class IncidentService:
         self.platform = platform
 
     async def open(
-        self, actor: str, title: str, severity: str, *, text: str = "", alert_key: str | None = None
+        self,
+        actor: str,
+        title: str,
+        severity: str,
+        *,
+        text: str = "",
+        alert_key: str | None = None,
+        since: int | None = None,
     ) -> dict[str, Any]:
+        """``since``: when the trouble began (an alert's ``startsAt``), if before now."""
         self.severities.check(severity)
-        now = now_ms()
+        now = min(since, now_ms()) if since else now_ms()
         incident_id = new_id()
         async with self.db.write() as conn:
             number = (
@@ -114,6 +140,7 @@ class IncidentService:
                 "opened",
                 actor,
                 f"{severity} opened: {title}" + (f". {text}" if text else ""),
+                at=now,
             )
         return await self.get(str(number))
 
@@ -244,8 +271,15 @@ class IncidentService:
                     )
                 ).scalar()
             if current is None and status == "firing":
+                # Stamped when the alert began: if the store was down then, Alertmanager's retry
+                # delivers it late, and the timeline must still say when the trouble started.
                 opened = await self.open(
-                    "alertmanager", summary, severity, alert_key=name, text=f"alert {name} firing"
+                    "alertmanager",
+                    summary,
+                    severity,
+                    alert_key=name,
+                    text=f"alert {name} firing",
+                    since=_alert_time(item.get("startsAt")),
                 )
                 touched.append(opened["number"])
             elif current is not None:
@@ -424,10 +458,16 @@ class IncidentService:
         return row
 
     async def _log(
-        self, conn: AsyncConnection, incident_id: str, kind: str, actor: str, text: str
+        self,
+        conn: AsyncConnection,
+        incident_id: str,
+        kind: str,
+        actor: str,
+        text: str,
+        at: int | None = None,
     ) -> None:
         await conn.execute(
             insert(incident_events).values(
-                incident_id=incident_id, at=now_ms(), kind=kind, actor=actor, text=text
+                incident_id=incident_id, at=at or now_ms(), kind=kind, actor=actor, text=text
             )
         )
