@@ -382,6 +382,7 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
         "action",
         "mitigated",
         "resolved",
+        "verified",
         "closed",
     ):
         assert step in shown, step
@@ -392,7 +393,7 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
     assert "# Post-mortem: incident #1" in draft
     assert "secureconnect oncall restart chat-service" in draft
     assert "alert StoreUnreachable firing" in draft
-    assert "on every replica (Prometheus), closed" in draft
+    assert "on every replica (Prometheus): no new server errors" in draft
     # Nothing was lost: every accepted message is there, once.
     assert p.stored_messages() == p.accepted
 

@@ -79,11 +79,13 @@ async def test_the_runbook_lifecycle_with_a_verified_close(ops_server) -> None:
             "severity",
             "mitigated",
             "resolved",
+            "verified",
             "closed",
         ]
         stamps = [e["at"] for e in closed["timeline"]]
         assert stamps == sorted(stamps)
-        assert "verified stable" in closed["timeline"][-1]["text"]
+        assert "verified stable" in closed["timeline"][-2]["text"]
+        assert closed["verified_at"] == closed["closed_at"] >= resolved["resolved_at"]
         assert closed["resolved_at"] == resolved["resolved_at"]
         with pytest.raises(ApiError) as again:
             await oncall.incident_step(ref, "acknowledged")
@@ -102,6 +104,8 @@ async def test_closing_early_needs_a_reason(ops_server) -> None:
         await oncall.incident_step(ref, "resolved", "CDN purged")
         closed = await oncall.incident_close(ref, "false alarm, confirmed by the CDN vendor")
         assert "override: false alarm" in closed["timeline"][-1]["text"]
+        assert closed["verified_at"] is None  # closed, but never verified
+        assert "verified" not in [e["kind"] for e in closed["timeline"]]
         with pytest.raises(ApiError) as bad:
             await oncall.incident_open("x", "P9")
         assert (bad.value.status, bad.value.code) == (400, "invalid_severity")
@@ -129,6 +133,10 @@ async def test_only_admins_manage_incidents(ops_server) -> None:
         await mallory.aclose()
 
 
+STARTED = "2026-11-29T03:04:05.123456789Z"  # Alertmanager's nanoseconds
+STARTED_MS = 1795921445123
+
+
 def alert(status: str, name: str = "High5xxRate", severity: str = "P1") -> dict[str, object]:
     return {
         "status": status,
@@ -137,6 +145,7 @@ def alert(status: str, name: str = "High5xxRate", severity: str = "P1") -> dict[
                 "status": status,
                 "labels": {"alertname": name, "severity": severity},
                 "annotations": {"summary": "More than 5% of requests fail with 5xx"},
+                "startsAt": STARTED,
             }
         ],
     }
@@ -170,6 +179,8 @@ async def test_alertmanager_opens_joins_and_resolves_incidents(ops_server) -> No
             "alert_firing",
             "alert_resolved",
         ]
+        # Stamped when the alert began, even if it reached us later (Alertmanager retries).
+        assert incident["opened_at"] == incident["timeline"][0]["at"] == STARTED_MS
         assert len(await oncall.incidents()) == 2
     finally:
         await oncall.aclose()

@@ -21,6 +21,7 @@ incidents = Table(
     Column("triaged_at", BigInteger, nullable=True),
     Column("mitigated_at", BigInteger, nullable=True),
     Column("resolved_at", BigInteger, nullable=True),
+    Column("verified_at", BigInteger, nullable=True),  # null when closed by override
     Column("closed_at", BigInteger, nullable=True),
     Column("last_update_at", BigInteger, nullable=False),
     Column("errors_at_resolve", BigInteger, nullable=True),

@@ -238,16 +238,28 @@ class IncidentService:
             await conn.execute(
                 update(incidents)
                 .where(incidents.c.id == row.id)
-                .values(status="closed", closed_at=now, last_update_at=now)
+                .values(
+                    status="closed",
+                    verified_at=None if problems else now,
+                    closed_at=now,
+                    last_update_at=now,
+                )
             )
-            text = (
-                f"closed by override: {override_reason} ({'; '.join(problems)})"
-                if problems
-                else f"verified stable for {stable_s:.0f}s"
-                + (" on every replica (Prometheus)" if self.platform is not None else "")
-                + ", closed"
-            )
-            await self._log(conn, row.id, "closed", actor, text)
+            if problems:
+                text = f"closed by override: {override_reason} ({'; '.join(problems)})"
+            else:
+                where = " on every replica (Prometheus)" if self.platform is not None else ""
+                await self._log(
+                    conn,
+                    row.id,
+                    "verified",
+                    actor,
+                    f"verified stable for {stable_s:.0f}s{where}: no new server errors, "
+                    "store and bus ready",
+                    at=now,
+                )
+                text = "closed"
+            await self._log(conn, row.id, "closed", actor, text, at=now)
         return await self.get(ref)
 
     async def alert(self, payload: dict[str, Any]) -> list[int]:
@@ -437,6 +449,7 @@ class IncidentService:
                 "triaged_at",
                 "mitigated_at",
                 "resolved_at",
+                "verified_at",
                 "closed_at",
                 "last_update_at",
             )
