@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -120,7 +121,10 @@ class Platform:
         self.daemons: list[Daemon] = []
         self.servers: list[ServerProcess] = []
         self.accepted: list[str] = []
+        self.refused = 0
         self.sent = 0
+        self._sending: threading.Thread | None = None
+        self._stop_sending = threading.Event()
 
     def start(self) -> Platform:
         tmp_path, data, env = self.tmp, self.data, self.env
@@ -256,7 +260,27 @@ class Platform:
             return 0
         if status == 201:
             self.accepted.append(ref)
+        elif status >= 500:
+            self.refused += 1
         return status
+
+    def users_keep_sending(self) -> None:
+        """From now on a user sends a message every 0.3 s, as people retry during an outage."""
+
+        def loop() -> None:
+            while not self._stop_sending.wait(0.3):
+                self.send()
+
+        self._sending = threading.Thread(target=loop, daemon=True)
+        self._sending.start()
+
+    def users_stop(self) -> None:
+        self._stop_sending.set()
+        if self._sending is not None:
+            self._sending.join(timeout=15)
+
+    def accepted_after(self, count: int) -> bool:
+        return len(self.accepted) > count
 
     def stored_messages(self) -> list[str]:
         events = self.user.get(f"/v1/conversations/{self.conv}/messages").json()["events"]
@@ -267,6 +291,7 @@ class Platform:
         return oncall(shell or self.gateway, self.home, *args, url=self.gateway.url)
 
     def stop(self) -> None:
+        self.users_stop()
         for daemon in self.daemons:
             daemon.stop()
         for server in self.servers:
@@ -299,15 +324,9 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
         f"ALTER ROLE {p.chat_role} NOLOGIN",
         f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{p.chat_role}'",
     )
-    refused = 0
-
-    def alert_firing() -> bool:
-        nonlocal refused
-        if p.send() >= 500:  # users keep trying, and fail
-            refused += 1
-        return bool(p.firing("StoreUnreachable"))
-
-    wait_for("StoreUnreachable to fire", alert_firing, 90)
+    before = len(p.accepted)
+    p.users_keep_sending()
+    wait_for("StoreUnreachable to fire", lambda: p.firing("StoreUnreachable"), 90)
     t_alert = time.monotonic()
 
     def incident() -> str | None:
@@ -318,7 +337,7 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
     t_incident = time.monotonic()
     assert "P1 Critical open" in listed
     assert "cannot reach the database" in listed
-    assert refused > 0
+    assert p.refused > 0
 
     # ---- the on-call engineer --------------------------------------------------------------
     assert p.oncall("oncall", "ack", "1").returncode == 0
@@ -355,8 +374,9 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
     )
     assert restarted.returncode == 0, restarted.stderr + restarted.stdout
     chat.proc = None  # the tooling stopped it and started a successor
-    wait_for("messages to be accepted again", lambda: p.send() == 201)
+    wait_for("messages to be accepted again", lambda: p.accepted_after(before))
     t_recovered = time.monotonic()
+    p.users_stop()
     p.oncall("oncall", "mitigate", "1", "chat-service reconnected after restart")
     wait_for("the alert to resolve", lambda: not p.query('ALERTS{alertname="StoreUnreachable"}'))
     resolved = p.oncall(
@@ -394,6 +414,9 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
     assert "secureconnect oncall restart chat-service" in draft
     assert "alert StoreUnreachable firing" in draft
     assert "on every replica (Prometheus): no new server errors" in draft
+    # The impact, measured: the refused sends are among the failed requests Prometheus counted.
+    failed = re.search(r"Failed requests \(5xx\) across the platform: about (\d+)", draft)
+    assert failed is not None and int(failed.group(1)) >= p.refused * 0.5
     # Nothing was lost: every accepted message is there, once.
     assert p.stored_messages() == p.accepted
 
@@ -405,7 +428,7 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
         f"fault->recovered {t_recovered - t_fault:.1f}s, "
         f"recovered->closed {t_closed - t_recovered:.1f}s "
         f"(verification window {VERIFY_S}s), "
-        f"{refused} user sends refused during the outage"
+        f"{p.refused} user sends refused during the outage"
     )
 
 
@@ -419,15 +442,9 @@ def test_the_drill_with_the_whole_database_down(platform) -> None:
         f'ALTER DATABASE "{p.database}" ALLOW_CONNECTIONS false',
         f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{p.database}'",
     )
-    refused = 0
-
-    def both_alerting() -> bool:
-        nonlocal refused
-        if p.send() >= 500:
-            refused += 1
-        return len(p.firing("StoreUnreachable")) == 2
-
-    wait_for("StoreUnreachable on both services", both_alerting, 90)
+    before = len(p.accepted)
+    p.users_keep_sending()
+    wait_for("StoreUnreachable on both", lambda: len(p.firing("StoreUnreachable")) == 2, 90)
     t_alert = time.monotonic()
 
     # Incidents live in that database: the CLI says so in one line, no traceback.
@@ -451,8 +468,9 @@ def test_the_drill_with_the_whole_database_down(platform) -> None:
 
     # The fix: the database accepts connections again. The services reconnect by themselves.
     pg("postgres", f'ALTER DATABASE "{p.database}" ALLOW_CONNECTIONS true')
-    wait_for("messages to be accepted again", lambda: p.send() == 201)
+    wait_for("messages to be accepted again", lambda: p.accepted_after(before))
     t_recovered = time.monotonic()
+    p.users_stop()
     wall_recovered = time.time() * 1000
 
     # Alertmanager kept retrying the webhook: the incident opens, stamped when the alert began.
@@ -490,5 +508,5 @@ def test_the_drill_with_the_whole_database_down(platform) -> None:
         f"fault->recovered {t_recovered - t_fault:.1f}s, "
         f"recovered->incident (Alertmanager's retry) {t_incident - t_recovered:.1f}s, "
         f"recovered->closed {t_closed - t_recovered:.1f}s, "
-        f"{refused} user sends refused during the outage"
+        f"{p.refused} user sends refused during the outage"
     )

@@ -19,6 +19,51 @@ class PrometheusCheck:
         self.url = url.rstrip("/")
         self.job = job
 
+    async def _scalar(self, http: httpx.AsyncClient, query: str, at_s: float) -> float | None:
+        answer = await http.get("/api/v1/query", params={"query": query, "time": f"{at_s:.3f}"})
+        answer.raise_for_status()
+        result = answer.json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    async def impact(self, start_ms: int, end_ms: int) -> list[str]:
+        """The post-mortem's impact from metrics: failed requests across the platform during the
+        incident, and connected users before it against the fewest during it."""
+        start_s, end_s = start_ms / 1000, max(end_ms, start_ms + 1000) / 1000
+        window = f"{max(1, math.ceil(end_s - start_s))}s"
+        job = f'job="{self.job}"'
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT_S) as http:
+                errors = await self._scalar(
+                    http,
+                    f'sum(increase(secureconnect_http_requests_total{{{job},status=~"5.."}}'
+                    f"[{window}]))",
+                    end_s,
+                )
+                total = await self._scalar(
+                    http,
+                    f"sum(increase(secureconnect_http_requests_total{{{job}}}[{window}]))",
+                    end_s,
+                )
+                before = await self._scalar(
+                    http, f"sum(secureconnect_active_users{{{job}}})", start_s - 60
+                )
+                fewest = await self._scalar(
+                    http,
+                    f"min_over_time(sum(secureconnect_active_users{{{job}}})[{window}:5s])",
+                    end_s,
+                )
+        except (httpx.HTTPError, KeyError, ValueError, IndexError) as error:
+            return [f"- From metrics: Prometheus did not answer ({type(error).__name__})"]
+        lines = []
+        if errors is not None:
+            share = f" of about {total:.0f} ({errors / total:.0%})" if total else ""
+            lines.append(f"- Failed requests (5xx) across the platform: about {errors:.0f}{share}")
+        if before is not None and fewest is not None:
+            lines.append(
+                f"- Connected users: {before:.0f} a minute before, {fewest:.0f} at the fewest"
+            )
+        return lines or ["- From metrics: no samples for the incident's window"]
+
     async def problems_since(self, seconds: float) -> list[str]:
         """What went wrong in the last ``seconds``; empty when the platform stayed healthy."""
         window = f"{max(1, math.ceil(seconds))}s"

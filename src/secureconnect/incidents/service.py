@@ -371,6 +371,9 @@ class IncidentService:
         for event in i["timeline"]:
             by_kind.setdefault(event["kind"], []).append(event["text"])
         users = i["users_affected"]
+        measured = (
+            await self.platform.impact(i["opened_at"], end) if self.platform is not None else []
+        )
         lines = [
             f"# Post-mortem: incident #{i['number']}: {i['title']}",
             "",
@@ -384,6 +387,7 @@ class IncidentService:
             f"{'resolution' if i['resolved_at'] else 'now'}",
             f"- A deploy in the hour before: "
             f"{ {True: 'yes', False: 'no', None: 'not recorded'}[i['recent_deploy']] }",
+            *measured,
             "",
             "## 3. Timeline",
             *[
