@@ -339,6 +339,15 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
     assert "cannot reach the database" in listed
     assert p.refused > 0
 
+    # The public status page, served by the healthy gateway, shows Chat down: it reads every
+    # replica's readiness through Prometheus, not only its own.
+    components = {
+        c["name"]: c["state"]
+        for c in httpx.get(f"{p.gateway.url}/v1/status").json()["components"]
+    }
+    assert components["Chat"] == "major_outage"
+    assert components["Login & API"] == "operational"
+
     # ---- the on-call engineer --------------------------------------------------------------
     assert p.oncall("oncall", "ack", "1").returncode == 0
     triage = p.oncall("oncall", "triage", "1", "--users-affected", "1", "--no-recent-deploy")

@@ -140,7 +140,7 @@ def build_services(settings: Settings) -> Services:
         InboxService(db, bus),
         hub,
         incidents,
-        StatusPage(db, incidents, health),
+        StatusPage(db, incidents, health, platform),
         GuardService(db, settings.guard_refresh_s, settings.emergency_requests_per_min),
         DeployLog(db),
     )

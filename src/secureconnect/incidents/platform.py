@@ -64,6 +64,29 @@ class PrometheusCheck:
             )
         return lines or ["- From metrics: no samples for the incident's window"]
 
+    async def roles(self) -> dict[str, tuple[int, int]]:
+        """(ready, seen) replicas per role, seen in the last 10 minutes: a replica that stopped
+        answering still counts, as not ready."""
+        job = f'job="{self.job}"'
+        role_of = f"group_left(role) max_over_time(secureconnect_build_info{{{job}}}[10m])"
+        async with httpx.AsyncClient(base_url=self.url, timeout=2.0) as http:
+            answer = await http.get(
+                "/api/v1/query",
+                params={
+                    "query": f"min by (instance, role) ("
+                    f"(up{{{job}}} * on(instance) {role_of}) or "
+                    f"(secureconnect_ready{{{job}}} * on(instance) {role_of}))"
+                },
+            )
+            answer.raise_for_status()
+            result = answer.json()["data"]["result"]
+        counts: dict[str, tuple[int, int]] = {}
+        for series in result:
+            role = series["metric"].get("role", "all")
+            ready, seen = counts.get(role, (0, 0))
+            counts[role] = (ready + (float(series["value"][1]) >= 1), seen + 1)
+        return counts
+
     async def problems_since(self, seconds: float) -> list[str]:
         """What went wrong in the last ``seconds``; empty when the platform stayed healthy."""
         window = f"{max(1, math.ceil(seconds))}s"

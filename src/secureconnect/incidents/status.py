@@ -5,12 +5,15 @@ own health; an incident's public update can set them by hand until the incident 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import httpx
 from sqlalchemy import insert, select
 
 from secureconnect.errors import Invalid
 from secureconnect.incidents.models import incidents, status_updates
+from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.incidents.service import HealthProbe, IncidentService
 from secureconnect.store import Database, StoreUnavailable, now_ms
 
@@ -37,16 +40,51 @@ TEMPLATES = {
     "green": ("resolved", "Systems are operational.", {}),
 }
 HISTORY_DAYS = 90
+# Which components each role serves, for the platform-wide view through Prometheus.
+ROLE_COMPONENTS = {
+    "api-gateway": ["Login & API"],
+    "chat-service": ["Chat"],
+    "video-service": ["Video calls"],
+    "all": ["Login & API", "Chat", "Video calls"],
+}
+PLATFORM_CACHE_S = 10.0
 RANK = ["operational", "degraded", "partial_outage", "major_outage"]
 
 
 class StatusPage:
     def __init__(
-        self, db: Database, incidents_service: IncidentService, health: HealthProbe
+        self,
+        db: Database,
+        incidents_service: IncidentService,
+        health: HealthProbe,
+        platform: PrometheusCheck | None = None,
     ) -> None:
         self.db = db
         self.incidents = incidents_service
         self.health = health
+        self.platform = platform
+        self._roles: tuple[float, dict[str, tuple[int, int]]] | None = None
+
+    async def _platform_states(self) -> dict[str, str] | None:
+        """Every replica's readiness, by role, through Prometheus; cached, because the page is
+        public and must not turn visitors into queries. None when unknown."""
+        if self.platform is None:
+            return None
+        now = time.monotonic()
+        if self._roles is None or now - self._roles[0] > PLATFORM_CACHE_S:
+            try:
+                self._roles = (now, await self.platform.roles())
+            except (httpx.HTTPError, KeyError, ValueError):
+                return None
+        states: dict[str, str] = {}
+        for role, (ready, seen) in self._roles[1].items():
+            state = (
+                "operational" if ready == seen else "partial_outage" if ready else "major_outage"
+            )
+            for name in ROLE_COMPONENTS.get(role, []):
+                if RANK.index(state) > RANK.index(states.get(name, "operational")):
+                    states[name] = state
+        return states or None
 
     async def post(
         self,
@@ -92,6 +130,9 @@ class StatusPage:
         states = dict.fromkeys(COMPONENTS, "operational")
         if not ready:  # the store or the bus is failing: logging in and chatting are down
             states["Login & API"] = states["Chat"] = "major_outage"
+        for name, state in (await self._platform_states() or {}).items():
+            if RANK.index(state) > RANK.index(states[name]):
+                states[name] = state
         since = now_ms() - HISTORY_DAYS * 86_400_000
         try:
             async with self.db.read() as conn:
