@@ -290,6 +290,15 @@ class Platform:
         """The engineer's CLI, talking to the gateway (with ``shell``'s settings set)."""
         return oncall(shell or self.gateway, self.home, *args, url=self.gateway.url)
 
+    def close_when_verified(self, incident: str) -> None:
+        """Tries ``oncall close`` until the verification window has passed and it is accepted."""
+        wait_for(
+            "the verified close",
+            lambda: self.oncall("oncall", "close", incident).returncode == 0,
+            VERIFY_S + 30,
+            every=1.0,
+        )
+
     def stop(self) -> None:
         self.users_stop()
         for daemon in self.daemons:
@@ -342,8 +351,7 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
     # The public status page, served by the healthy gateway, shows Chat down: it reads every
     # replica's readiness through Prometheus, not only its own.
     components = {
-        c["name"]: c["state"]
-        for c in httpx.get(f"{p.gateway.url}/v1/status").json()["components"]
+        c["name"]: c["state"] for c in httpx.get(f"{p.gateway.url}/v1/status").json()["components"]
     }
     assert components["Chat"] == "major_outage"
     assert components["Login & API"] == "operational"
@@ -394,12 +402,7 @@ def test_the_drill_from_fault_to_post_mortem(platform) -> None:
     assert resolved.returncode == 0
     early = p.oncall("oncall", "close", "1")
     assert early.returncode == 1 and "verification window" in early.stderr
-    wait_for(
-        "the verified close",
-        lambda: p.oncall("oncall", "close", "1").returncode == 0,
-        VERIFY_S + 30,
-        every=1.0,
-    )
+    p.close_when_verified("1")
     t_closed = time.monotonic()
 
     shown = p.oncall("oncall", "show", "1").stdout
@@ -502,12 +505,7 @@ def test_the_drill_with_the_whole_database_down(platform) -> None:
     p.oncall("oncall", "mitigate", "1", "database accepting connections again")
     wait_for("the alert to resolve", lambda: not p.query('ALERTS{alertname="StoreUnreachable"}'))
     assert p.oncall("oncall", "resolve", "1", "database refused connections").returncode == 0
-    wait_for(
-        "the verified close",
-        lambda: p.oncall("oncall", "close", "1").returncode == 0,
-        VERIFY_S + 30,
-        every=1.0,
-    )
+    p.close_when_verified("1")
     t_closed = time.monotonic()
     assert p.stored_messages() == p.accepted
     print(
