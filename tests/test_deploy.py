@@ -98,3 +98,16 @@ def test_video_udp_5004_is_allowed() -> None:
         (p["protocol"], p["port"]) for rule in policy["spec"]["ingress"] for p in rule["ports"]
     ]
     assert ("UDP", 5004) in ports
+
+
+def test_pods_drain_before_they_stop() -> None:
+    """A terminating pod keeps serving while it leaves the endpoints (preStop), then has the
+    shutdown grace to close its sockets (1012) before Kubernetes kills it."""
+    docs = render("prod")
+    config = by_kind(docs, "ConfigMap")
+    grace = float(next(iter(config.values()))["data"]["SECURECONNECT_SHUTDOWN_GRACE_S"])
+    for role in ROLES:
+        pod = by_kind(docs, "Deployment")[role]["spec"]["template"]["spec"]
+        pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+        assert pre_stop[0] == "sleep"
+        assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + grace
