@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request, Response, status
 
 from secureconnect.accounts.schemas import (
@@ -17,8 +19,10 @@ from secureconnect.accounts.service import AuthContext
 from secureconnect.edge.deps import Caller, get_services
 from secureconnect.edge.logging import client_ip
 from secureconnect.errors import Unauthorized
+from secureconnect.store import StoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
+log = logging.getLogger("secureconnect.accounts")
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
@@ -37,7 +41,10 @@ async def login(body: LoginRequest, request: Request) -> LoginResponse:
         )
     except Unauthorized:
         services.metrics.failed_logins.inc()
-        await services.guard.record_failed_login(client_ip(request.scope))
+        try:
+            await services.guard.record_failed_login(client_ip(request.scope))
+        except StoreUnavailable:  # counting must not turn "wrong password" into a 503
+            log.warning("could not count a failed login")
         raise
     ctx = result.context
     return LoginResponse(

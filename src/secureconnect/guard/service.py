@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, or_, select, update
 from secureconnect.errors import Invalid, NotFound
 from secureconnect.guard.models import blocked_networks, edge_switches, login_failures
 from secureconnect.store import Database, now_ms
-from secureconnect.store.sql import bump
+from secureconnect.store.sql import bump, put
 
 log = logging.getLogger("secureconnect.guard")
 
@@ -168,13 +168,9 @@ class GuardService:
     async def set_mode(self, actor: str, mode: str) -> dict[str, Any]:
         if mode not in MODES:
             raise Invalid("invalid_mode", f"rate-limit mode must be one of {', '.join(MODES)}")
-        row = {"value": mode, "set_by": actor, "set_at": now_ms()}
+        row = {"name": "rate_limit", "value": mode, "set_by": actor, "set_at": now_ms()}
         async with self.db.write() as conn:
-            changed = await conn.execute(
-                update(edge_switches).where(edge_switches.c.name == "rate_limit").values(**row)
-            )
-            if not changed.rowcount:
-                await conn.execute(edge_switches.insert().values(name="rate_limit", **row))
+            await put(conn, edge_switches, row, ["name"])
         log.warning("rate-limit mode set", extra={"fields": {"mode": mode, "actor": actor}})
         await self.refresh()
         return {"mode": mode}

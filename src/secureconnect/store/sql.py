@@ -35,6 +35,15 @@ async def upsert(
     await conn.execute(stmt)
 
 
+async def put(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: list[str]) -> None:
+    """Insert the row, or overwrite its other columns: last writer wins, in one statement."""
+    stmt = _insert(conn, table).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={c: stmt.excluded[c] for c in values if c not in keys}
+    )
+    await conn.execute(stmt)
+
+
 async def bump(conn: AsyncConnection, table: Table, keys: dict[str, Any], column: str) -> None:
     """Insert the row with ``column`` = 1, or add 1 to it: one statement, safe under races."""
     stmt = _insert(conn, table).values(**keys, **{column: 1})
