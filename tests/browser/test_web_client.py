@@ -72,6 +72,63 @@ async def test_browser_and_python_devices_share_a_group(browser, server, tmp_pat
     await c.context.close()
 
 
+async def test_an_admin_removes_and_adds_back_a_member(browser, server, tmp_path) -> None:
+    """Removing someone from the browser: they get nothing sent after, and the new messages are
+    under a sender key they never received, so even the ciphertext is unreadable to them."""
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    a = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    async with Client(server.url) as bob_sdk, Client(server.url) as carol_sdk:
+        devices = {}
+        for name, sdk in ((bob, bob_sdk), (carol, carol_sdk)):
+            await sdk.register(name, PASSWORD)
+            await sdk.login(name, PASSWORD, device_name="python")
+            devices[name] = SecureClient(sdk, DeviceStore(tmp_path / f"{name}.json"))
+            await devices[name].start()
+        await pages.start_conversation(a, f"{bob}, {carol}", name="book club")
+        await pages.send(a, "before: chapter one")
+        conv = next(x for x in await bob_sdk.conversations() if x.name == "book club")
+
+        async def texts(name: str) -> list[str]:
+            await devices[name].sync_inbox()
+            return [
+                m.text
+                for m in await devices[name].history(conv.id)
+                if isinstance(m, PlainMessage) and m.kind == "message"
+            ]
+
+        assert await texts(carol) == ["before: chapter one"]
+
+        await a.click("#members-button")
+        await a.wait_for_selector(f"#member-list li[data-member='{carol}']")
+        assert await a.locator("#member-list li").count() == 3
+        await pages.shot(a, "07-members")
+        await a.click(f"button[data-remove='{carol}']")
+        await a.wait_for_selector(f"#member-list li[data-member='{carol}']", state="detached")
+        await a.click("#members-dialog button:has-text('Close')")
+        await a.wait_for_selector(f".system:has-text('{alice} removed {carol}')")
+        await pages.send(a, "after: carol is out")
+        assert await texts(bob) == ["before: chapter one", "after: carol is out"]
+        assert await texts(carol) == ["before: chapter one"]
+        # Suppose carol got the ciphertext anyway (a copy of the server's disk): no key opens it.
+        page = await bob_sdk.history(conv.id)
+        leaked = max(page.messages, key=lambda m: m.seq)
+        assert leaked.kind == "message"
+        refused = await devices[carol].decrypt(leaked)
+        assert not isinstance(refused, PlainMessage)
+
+        await a.click("#members-button")
+        await a.fill("#add-member", carol)
+        await a.click("#add-member-button")
+        await a.wait_for_selector(f"#member-list li[data-member='{carol}']")
+        await a.click("#members-dialog button:has-text('Close')")
+        await pages.send(a, "welcome back, carol")
+        # Added again, carol sees from her new joining on (decision 0005), never the gap.
+        assert await texts(carol) == ["welcome back, carol"]
+    assert a.errors == []
+    await a.context.close()
+
+
 async def test_history_still_reads_after_a_reload(browser, server) -> None:
     alice, bob = unique("alice"), unique("bob")
     a = await pages.open_client(browser, server.url)

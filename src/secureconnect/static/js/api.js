@@ -49,6 +49,10 @@ export class Api {
   direct(username) { return this.call("POST", "/v1/conversations", { kind: "direct", members: [username] }); }
   group(members, name) { return this.call("POST", "/v1/conversations", { kind: "group", members, name }); }
   members(id) { return this.call("GET", `/v1/conversations/${id}/members`); }
+  addMember(id, username) { return this.call("POST", `/v1/conversations/${id}/members`, { username }); }
+  removeMember(id, username) {
+    return this.call("DELETE", `/v1/conversations/${id}/members/${encodeURIComponent(username)}`);
+  }
   send(id, body, contentType, clientMsgId) {
     return this.call("POST", `/v1/conversations/${id}/messages`,
       { client_msg_id: clientMsgId, content_type: contentType, body: b64(body) });

@@ -276,6 +276,57 @@ async function showSafety(username) {
   dialog.showModal();
 }
 
+// Group members: everyone sees them; admins add and remove; anyone may leave. Removing someone
+// needs nothing more here: the next message is sent under a fresh sender key shared only with
+// the devices still in the group (secure.js checks the member devices on every send).
+async function showMembers(conv) {
+  const list = el("ul", { id: "member-list" });
+  const error = el("div", { class: "error", role: "alert" });
+  const admin = conv.role === "admin";
+  async function act(action) {
+    error.textContent = "";
+    try {
+      await action();
+      await refreshConversations();
+      await fill();
+      renderSidebar();
+    } catch (err) { error.textContent = err.message; }
+  }
+  async function fill() {
+    const members = await ui.api.members(conv.id);
+    list.replaceChildren(...members.map((m) => el("li", { "data-member": m.username },
+      el("span", { class: "name" }, m.username),
+      m.role === "admin" ? el("span", { class: "sub" }, ` · ${t("admin")}`) : null,
+      admin && m.username !== ui.session.username ? el("button", { class: "ghost",
+        "data-remove": m.username, "aria-label": `${t("remove")} ${m.username}`,
+        onclick: () => act(() => ui.api.removeMember(conv.id, m.username)) }, t("remove")) : null)));
+  }
+  const input = el("input", { id: "add-member", placeholder: t("addMember"), "aria-label": t("addMember") });
+  const dialog = el("dialog", { id: "members-dialog" },
+    el("h2", {}, t("membersTitle")), list,
+    admin ? el("form", { class: "row", onsubmit: (e) => {
+      e.preventDefault();
+      const name = input.value.trim();
+      if (name) act(async () => { await ui.api.addMember(conv.id, name); input.value = ""; });
+    } }, input, el("button", { type: "submit", id: "add-member-button" }, t("add"))) : null,
+    error,
+    el("div", { class: "row" },
+      el("button", { class: "ghost", id: "leave-group", onclick: async () => {
+        try {
+          await ui.api.removeMember(conv.id, ui.session.username);
+          dialog.close();
+          ui.open = null;
+          await refreshConversations();
+          render();
+        } catch (err) { error.textContent = err.message; }
+      } }, t("leave")),
+      el("button", { onclick: () => dialog.close() }, t("close"))));
+  dialog.addEventListener("close", () => { dialog.remove(); render(); });
+  document.body.append(dialog);
+  await fill();
+  dialog.showModal();
+}
+
 // ----- rendering ----------------------------------------------------------------------------
 
 function render() {
@@ -343,6 +394,7 @@ function chatPane(conv) {
       el("div", {}, el("div", { class: "title", id: "chat-title" }, title(conv)),
         el("div", { class: "sub" }, conv.kind === "group" ? t("members", { n: conv.members.length }) : "")),
       el("span", { class: "spacer" }),
+      conv.kind === "group" ? el("button", { class: "ghost", id: "members-button", onclick: () => showMembers(conv).catch((e) => quiet(e)) }, t("membersTitle")) : null,
       others.length === 1 ? el("button", { class: "ghost", id: "safety-button", onclick: () => showSafety(others[0]) }, t("safety")) : null),
     el("div", { id: "banner" }),
     el("div", { class: "lock" }, t("encrypted")),

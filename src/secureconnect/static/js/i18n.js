@@ -18,7 +18,8 @@ const STRINGS = {
     undecryptable: "Could not decrypt this message ({code}).", started: "{actor} started the conversation",
     added: "{actor} added {user}", removed: "{actor} removed {user}", left: "{user} left",
     delivered: "Delivered", read: "Read", sent: "Sent", members: "{n} members",
-    language: "Language",
+    language: "Language", membersTitle: "Members", addMember: "Add a member (username)",
+    add: "Add", remove: "Remove", leave: "Leave the group", admin: "admin",
   },
   vi: {
     tagline: "Trò chuyện mã hóa đầu cuối cho tổ chức của bạn",
@@ -38,7 +39,8 @@ const STRINGS = {
     undecryptable: "Không giải mã được tin nhắn này ({code}).", started: "{actor} đã bắt đầu cuộc trò chuyện",
     added: "{actor} đã thêm {user}", removed: "{actor} đã xóa {user}", left: "{user} đã rời nhóm",
     delivered: "Đã nhận", read: "Đã xem", sent: "Đã gửi", members: "{n} thành viên",
-    language: "Ngôn ngữ",
+    language: "Ngôn ngữ", membersTitle: "Thành viên", addMember: "Thêm thành viên (tên người dùng)",
+    add: "Thêm", remove: "Xóa", leave: "Rời nhóm", admin: "quản trị",
   },
 };
 
