@@ -50,7 +50,11 @@ async def open_conversation(page: Any, label: str) -> None:
 async def send(page: Any, text: str) -> None:
     await page.fill("#composer", text)
     await page.press("#composer", "Enter")
-    await page.wait_for_selector(f".msg.mine:has-text({json.dumps(text, ensure_ascii=False)})")
+    try:
+        await page.wait_for_selector(f".msg.mine:has-text({json.dumps(text, ensure_ascii=False)})")
+    except Exception as error:  # say what the person would have seen, and the console
+        shown = await page.locator("#send-error").text_content()
+        raise AssertionError(f"not sent: {shown!r}; console: {page.errors}") from error
 
 
 async def wait_text(page: Any, text: str, timeout: float = 20000) -> None:

@@ -129,6 +129,64 @@ async def test_an_admin_removes_and_adds_back_a_member(browser, server, tmp_path
     await a.context.close()
 
 
+async def test_lost_sender_keys_are_asked_for_and_answered_both_ways(
+    browser, server, tmp_path
+) -> None:
+    """A device that lost a sender key asks the sender's device for it, pairwise; the answer
+    restores the message. Browser and Python each ask the other, and each answer."""
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    async with Client(server.url) as sdk:
+        await sdk.register(bob, PASSWORD)
+        await sdk.login(bob, PASSWORD, device_name="python")
+        python = SecureClient(sdk, DeviceStore(tmp_path / "bob.json"))
+        await python.start()
+        await pages.start_conversation(a, bob)
+        await pages.send(a, "can you read this, bob?")
+        conv = (await sdk.conversations())[0]
+
+        # Bob's device loses the key distribution (acknowledged unread, as if lost).
+        pending = await sdk.inbox()
+        await sdk.ack_inbox(pending[-1].id)
+        message = [m async for m in sdk.all_messages(conv.id)][-1]
+        lost = await python.decrypt(message)
+        assert not isinstance(lost, PlainMessage)  # ... and asks alice's browser for it
+
+        async def bob_reads(text: str) -> None:
+            for _ in range(100):
+                for event in await python.sync_inbox():
+                    if isinstance(event, PlainMessage) and event.text == text:
+                        return
+                await asyncio.sleep(0.2)
+            raise AssertionError(f"bob never recovered {text!r}")
+
+        await bob_reads("can you read this, bob?")
+
+        # Now alice's browser loses one: it is closed while bob writes, and what bob's device
+        # sent it is dropped unread.
+        token = await a.evaluate(
+            "async () => (await import('/static/js/store.js')).load('session').then((s) => s.token)"
+        )
+        ctx = a.context
+        await a.close()
+        await python.send(conv.id, b"and can you read this, alice?")
+        async with Client(server.url, token) as alice_device:
+            for item in await alice_device.inbox():
+                await alice_device.ack_inbox(item.id)
+        a = await ctx.new_page()
+        a.errors = []
+        a.on("pageerror", lambda e: a.errors.append(str(e)))
+        await a.goto(server.url)
+        await a.wait_for_selector("#status.online", timeout=20000)
+        await pages.open_conversation(a, bob)
+        await a.wait_for_selector(".msg.failed", timeout=20000)
+        await python.sync_inbox()  # bob's device answers the browser's request
+        await pages.wait_text(a, "and can you read this, alice?")
+    assert a.errors == []
+    await ctx.close()
+
+
 async def test_history_still_reads_after_a_reload(browser, server) -> None:
     alice, bob = unique("alice"), unique("bob")
     a = await pages.open_client(browser, server.url)
@@ -159,10 +217,16 @@ async def test_both_browsers_reconnect_after_a_server_restart(browser, own_serve
     await pages.send(a, "before the restart")
     await pages.open_conversation(b, "alice")
     await pages.wait_text(b, "before the restart")
+    # Alice is halfway through a sentence when the server dies.
+    await a.fill("#composer", "half a sentence")
     own_server.kill()
     own_server.start()  # same port and data
     for page in (a, b):
         await page.wait_for_selector("#status.online", timeout=30000)
+    # Reconnecting re-renders the page; the draft must survive it.
+    await a.wait_for_timeout(1000)
+    assert await a.input_value("#composer") == "half a sentence"
+    await a.fill("#composer", "")
     await pages.send(b, "after the restart")
     await pages.wait_text(a, "after the restart")
     await pages.send(a, "still here")

@@ -331,6 +331,11 @@ async function showMembers(conv) {
 
 function render() {
   if (!ui.session) return renderAuth();
+  // A full render (reconnected, language switched, dialog closed) must not eat what the person
+  // is typing: the draft, its cursor and the focus survive, for the same conversation.
+  const old = document.getElementById("composer");
+  const draft = old && old.dataset.conv === ui.open ? { value: old.value,
+    focused: document.activeElement === old, start: old.selectionStart, end: old.selectionEnd } : null;
   const conv = ui.conversations.find((c) => c.id === ui.open);
   const shell = el("div", { class: `shell${ui.open ? " in-chat" : ""}` },
     el("header", { class: "top" },
@@ -345,6 +350,11 @@ function render() {
   root.replaceChildren(shell);
   renderSidebar();
   if (conv) { renderMessages(); renderBanner(); renderTyping(); }
+  const box = document.getElementById("composer");
+  if (box && draft) {
+    box.value = draft.value;
+    if (draft.focused) { box.focus(); box.setSelectionRange(draft.start, draft.end); }
+  }
 }
 
 function renderStatus() {
@@ -377,14 +387,23 @@ function renderSidebar() {
 }
 
 function chatPane(conv) {
-  const box = el("textarea", { id: "composer", placeholder: t("message"), "aria-label": t("message"),
+  const box = el("textarea", { id: "composer", "data-conv": conv.id, placeholder: t("message"), "aria-label": t("message"),
     oninput: typing, onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } } });
+  const failure = el("div", { class: "error", id: "send-error", role: "alert" });
   async function submit() {
     const text = box.value.trim();
     if (!text) return;
     box.value = "";
+    failure.textContent = "";
     typingSent = 0;  // the next keystroke announces typing again
-    if (!(await send(text))) box.value = text;
+    try {
+      if (!(await send(text))) box.value = text;
+    } catch (error) {
+      // Nothing typed is lost: the text goes back in the box, and the reason is shown.
+      console.warn("send failed:", error.message);
+      if (!box.value) box.value = text;
+      failure.textContent = t("sendFailed", { reason: error.message });
+    }
   }
   const others = conv.members.filter((m) => m !== ui.session.username);
   return el("section", { style: "display:flex;flex-direction:column;height:100%;min-height:0" },
@@ -399,7 +418,7 @@ function chatPane(conv) {
     el("div", { id: "banner" }),
     el("div", { class: "lock" }, t("encrypted")),
     el("div", { class: "messages", id: "messages", role: "log" }),
-    el("div", { class: "typing", id: "typing" }),
+    el("div", { class: "typing", id: "typing" }), failure,
     el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
       el("button", { type: "submit", id: "send" }, t("send"))));
 }

@@ -20,6 +20,7 @@ const STRINGS = {
     delivered: "Delivered", read: "Read", sent: "Sent", members: "{n} members",
     language: "Language", membersTitle: "Members", addMember: "Add a member (username)",
     add: "Add", remove: "Remove", leave: "Leave the group", admin: "admin",
+    sendFailed: "Not sent ({reason}). Your text is back in the box; try again.",
   },
   vi: {
     tagline: "Trò chuyện mã hóa đầu cuối cho tổ chức của bạn",
@@ -41,6 +42,7 @@ const STRINGS = {
     delivered: "Đã nhận", read: "Đã xem", sent: "Đã gửi", members: "{n} thành viên",
     language: "Ngôn ngữ", membersTitle: "Thành viên", addMember: "Thêm thành viên (tên người dùng)",
     add: "Thêm", remove: "Xóa", leave: "Rời nhóm", admin: "quản trị",
+    sendFailed: "Chưa gửi được ({reason}). Tin nhắn vẫn còn trong ô soạn; hãy thử lại.",
   },
 };
 

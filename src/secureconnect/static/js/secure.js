@@ -185,6 +185,10 @@ export class SecureClient {
       }
       await this.save();
       const produced = [];
+      if (payload.type === "key_request") {
+        await this.answerKeyRequest(item, payload);
+        return produced;
+      }
       if (payload.type === "sender_key") {
         const record = SK.InboundSenderKey.fromShare(payload);
         this.state.inbound[`${payload.conversation_id}|${item.sender_device_id}|${record.keyId}`] =
@@ -271,9 +275,55 @@ export class SecureClient {
       await this.remember(plain);
       return plain;
     } catch (error) {
-      if (error.code === "unknown_sender_key") this.failed.push(m);
+      if (error.code === "unknown_sender_key") {
+        this.failed.push(m);
+        await this.requestKey(m).catch((e) => console.warn("key request not sent:", e.message));
+      }
       return { ...base, failed: error.code || "error" };
     }
+  }
+
+  // ----- lost keys: ask the sender's device, answer others' requests (as the Python SDK) ---------
+
+  async requestKey(m) {
+    let env;
+    try { env = SK.decode(m.body); } catch { return; }
+    const marker = `${m.conversation_id}|${env.dev}|${env.kid}`;
+    this.state.requested ||= [];
+    if (this.state.requested.includes(marker) || !m.sender_device_id) return;
+    let devices;
+    try { devices = await this.api.conversationDevices(m.conversation_id); } catch { return; }
+    const target = devices.find((d) => d.device_id === m.sender_device_id);
+    if (!target) return;
+    const request = { type: "key_request", conversation_id: m.conversation_id, kid: env.kid,
+      i: env.i, seq: m.seq };
+    const body = await this.pairwiseEncrypt(target, request);
+    this.state.requested.push(marker);
+    await this.save();
+    await this.api.sendInbox([[target.device_id, body]]);
+  }
+
+  // Re-shares a sender key from the message asked about, and only if the asker was a member
+  // when it was sent: a late joiner never gets what came before their joining.
+  async answerKeyRequest(item, request) {
+    const conv = request.conversation_id;
+    const stored = this.state.outbound[conv];
+    if (!stored || stored.kid !== request.kid) return;
+    let members;
+    try { members = await this.api.members(conv); } catch { return; }
+    const asker = members.find((x) => x.user_id === item.sender_id);
+    if (!asker || request.seq <= asker.joined_seq) return;
+    const key = await SK.OutboundSenderKey.fromJSON(stored);
+    let share;
+    try {
+      share = { type: "sender_key", conversation_id: conv, ...(await key.shareFrom(request.i)) };
+    } catch { return; }
+    const devices = await this.api.conversationDevices(conv);
+    const target = devices.find((d) => d.device_id === item.sender_device_id);
+    if (!target) return;
+    const body = await this.pairwiseEncrypt(target, share);
+    await this.save();
+    await this.api.sendInbox([[target.device_id, body]]);
   }
 
   async remember(plain) {
