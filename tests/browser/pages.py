@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import PASSWORD
+
 ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "screenshots"
 
 
@@ -66,3 +68,17 @@ async def wait_text(page: Any, text: str, timeout: float = 20000) -> None:
 async def shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+async def first_message_read(browser: Any, url: str, alice: str, bob: str, text: str) -> Any:
+    """Two people in their own browsers: alice starts a 1:1 with bob and writes ``text``; bob
+    opens it and reads it. Returns (alice's page, bob's page)."""
+    a = await open_client(browser, url)
+    b = await open_client(browser, url)
+    await register(a, alice, PASSWORD)
+    await register(b, bob, PASSWORD)
+    await start_conversation(a, bob)
+    await send(a, text)
+    await open_conversation(b, alice)
+    await wait_text(b, text)
+    return a, b

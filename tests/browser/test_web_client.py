@@ -10,6 +10,16 @@ from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
 from tests.conftest import PASSWORD, unique
 
+
+async def python_device(sdk: Client, name: str, tmp_path) -> SecureClient:
+    """A person on the Python SDK, registered and logged in, with a started device."""
+    await sdk.register(name, PASSWORD)
+    await sdk.login(name, PASSWORD, device_name="python")
+    device = SecureClient(sdk, DeviceStore(tmp_path / f"{name}.json"))
+    await device.start()
+    return device
+
+
 PHONE = {"viewport": {"width": 390, "height": 780}, "is_mobile": True, "has_touch": True}
 
 
@@ -44,10 +54,7 @@ async def test_browser_and_python_devices_share_a_group(browser, server, tmp_pat
     await pages.register(a, alice, PASSWORD)
     await pages.register(c, carol, PASSWORD)
     async with Client(server.url) as sdk:
-        await sdk.register(bob, PASSWORD)
-        await sdk.login(bob, PASSWORD, device_name="python")
-        python = SecureClient(sdk, DeviceStore(tmp_path / "bob.json"))
-        await python.start()
+        python = await python_device(sdk, bob, tmp_path)
         await pages.start_conversation(a, f"{bob}, {carol}", name="interop")
         await pages.send(a, "from alice's browser")
         await pages.open_conversation(c, "interop")
@@ -79,12 +86,10 @@ async def test_an_admin_removes_and_adds_back_a_member(browser, server, tmp_path
     a = await pages.open_client(browser, server.url)
     await pages.register(a, alice, PASSWORD)
     async with Client(server.url) as bob_sdk, Client(server.url) as carol_sdk:
-        devices = {}
-        for name, sdk in ((bob, bob_sdk), (carol, carol_sdk)):
-            await sdk.register(name, PASSWORD)
-            await sdk.login(name, PASSWORD, device_name="python")
-            devices[name] = SecureClient(sdk, DeviceStore(tmp_path / f"{name}.json"))
-            await devices[name].start()
+        devices = {
+            bob: await python_device(bob_sdk, bob, tmp_path),
+            carol: await python_device(carol_sdk, carol, tmp_path),
+        }
         await pages.start_conversation(a, f"{bob}, {carol}", name="book club")
         await pages.send(a, "before: chapter one")
         conv = next(x for x in await bob_sdk.conversations() if x.name == "book club")
@@ -138,10 +143,7 @@ async def test_lost_sender_keys_are_asked_for_and_answered_both_ways(
     a = await pages.open_client(browser, server.url)
     await pages.register(a, alice, PASSWORD)
     async with Client(server.url) as sdk:
-        await sdk.register(bob, PASSWORD)
-        await sdk.login(bob, PASSWORD, device_name="python")
-        python = SecureClient(sdk, DeviceStore(tmp_path / "bob.json"))
-        await python.start()
+        python = await python_device(sdk, bob, tmp_path)
         await pages.start_conversation(a, bob)
         await pages.send(a, "can you read this, bob?")
         conv = (await sdk.conversations())[0]
@@ -189,14 +191,9 @@ async def test_lost_sender_keys_are_asked_for_and_answered_both_ways(
 
 async def test_history_still_reads_after_a_reload(browser, server) -> None:
     alice, bob = unique("alice"), unique("bob")
-    a = await pages.open_client(browser, server.url)
-    b = await pages.open_client(browser, server.url)
-    await pages.register(a, alice, PASSWORD)
-    await pages.register(b, bob, PASSWORD)
-    await pages.start_conversation(a, bob)
-    await pages.send(a, "remember this after a reload")
-    await pages.open_conversation(b, alice)
-    await pages.wait_text(b, "remember this after a reload")
+    a, b = await pages.first_message_read(
+        browser, server.url, alice, bob, "remember this after a reload"
+    )
     await b.reload()
     await b.wait_for_selector("#status.online", timeout=20000)  # still logged in
     await pages.open_conversation(b, alice)
@@ -209,14 +206,9 @@ async def test_history_still_reads_after_a_reload(browser, server) -> None:
 
 async def test_both_browsers_reconnect_after_a_server_restart(browser, own_server) -> None:
     own_server.start()
-    a = await pages.open_client(browser, own_server.url)
-    b = await pages.open_client(browser, own_server.url)
-    await pages.register(a, "alice", PASSWORD)
-    await pages.register(b, "bob", PASSWORD)
-    await pages.start_conversation(a, "bob")
-    await pages.send(a, "before the restart")
-    await pages.open_conversation(b, "alice")
-    await pages.wait_text(b, "before the restart")
+    a, b = await pages.first_message_read(
+        browser, own_server.url, "alice", "bob", "before the restart"
+    )
     # Alice is halfway through a sentence when the server dies.
     await a.fill("#composer", "half a sentence")
     own_server.kill()
@@ -263,13 +255,7 @@ async def test_vietnamese_on_a_phone(browser, server) -> None:
 
 async def test_safety_numbers_match_between_browsers(browser, server) -> None:
     alice, bob = unique("alice"), unique("bob")
-    a = await pages.open_client(browser, server.url)
-    b = await pages.open_client(browser, server.url)
-    await pages.register(a, alice, PASSWORD)
-    await pages.register(b, bob, PASSWORD)
-    await pages.start_conversation(a, bob)
-    await pages.send(a, "let's verify")
-    await pages.open_conversation(b, alice)
+    a, b = await pages.first_message_read(browser, server.url, alice, bob, "let's verify")
     numbers = []
     for page in (a, b):
         await page.click("#safety-button")

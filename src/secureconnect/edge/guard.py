@@ -7,10 +7,9 @@ tools (``/v1/ops/``) or the status page, so the switch can always be turned back
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from secureconnect.edge.errors import send_error
 from secureconnect.edge.logging import client_ip
 from secureconnect.guard.service import GuardService
 
@@ -55,9 +54,10 @@ async def _refuse(
         # Refusing before accept makes the server answer the upgrade with HTTP 403.
         await send({"type": "websocket.close", "code": 4403 if status == 403 else 4429})
         return
-    headers = [(b"content-type", b"application/json")]
-    if retry_after:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(
+        send,
+        status,
+        code,
+        message,
+        [(b"retry-after", str(retry_after).encode())] if retry_after else [],
+    )

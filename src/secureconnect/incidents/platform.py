@@ -8,6 +8,7 @@ Prometheus knows them all, counter resets from restarts included (``increase`` h
 from __future__ import annotations
 
 import math
+import time
 
 import httpx
 
@@ -98,13 +99,11 @@ class PrometheusCheck:
             "unready": f"min(min_over_time(secureconnect_ready{{{job}}}[{window}]))",
         }
         values: dict[str, float | None] = {}
+        now_s = time.time()
         try:
             async with httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT_S) as http:
                 for name, query in queries.items():
-                    answer = await http.get("/api/v1/query", params={"query": query})
-                    answer.raise_for_status()
-                    result = answer.json()["data"]["result"]
-                    values[name] = float(result[0]["value"][1]) if result else None
+                    values[name] = await self._scalar(http, query, now_s)
         except (httpx.HTTPError, KeyError, ValueError, IndexError) as error:
             return [
                 f"cannot verify: Prometheus at {self.url} did not answer ({type(error).__name__})"
