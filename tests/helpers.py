@@ -13,6 +13,11 @@ import httpx
 from secureconnect.client import Client, Event, EventStream, Message, Ready
 
 
+def ws_url(server: Any) -> str:
+    """The realtime endpoint of a test server."""
+    return str(server.url).replace("http", "ws", 1) + "/v1/events"
+
+
 class Listener:
     """Runs a device's event stream in the background and collects what arrives."""
 

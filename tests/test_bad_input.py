@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import call, error_of, listening
+from tests.helpers import call, error_of, listening, ws_url
 
 
 @pytest.fixture
@@ -182,10 +182,6 @@ async def test_other_users_conversation_is_invisible_and_unwritable(server, user
     assert mallory.login_info.username not in members
 
 
-def ws_url(server) -> str:
-    return server.url.replace("http", "ws", 1) + "/v1/events"
-
-
 async def close_code_after(server, *frames: str | bytes) -> tuple[int, str]:
     async with connect(ws_url(server)) as ws:
         for frame in frames:
@@ -200,28 +196,36 @@ async def close_code_after(server, *frames: str | bytes) -> tuple[int, str]:
 
 async def test_websocket_refuses_bad_frames_with_close_codes(server, user) -> None:
     alice = await user("alice")
-    auth = json.dumps({"type": "auth", "token": alice.token})
+    auth = json.dumps({"type": "auth", "protocol": 2, "token": alice.token})
     assert (await close_code_after(server))[0] == 4408  # no auth frame in time
     assert (await close_code_after(server, "not json"))[0] == 4400
     assert (await close_code_after(server, b"\x00\x01"))[0] == 4400
     assert (await close_code_after(server, json.dumps({"type": "ping"})))[0] == 4400
-    assert await close_code_after(server, json.dumps({"type": "auth", "token": "sct_nope"})) == (
-        4401,
-        "invalid_token",
-    )
+    bad_token = json.dumps({"type": "auth", "protocol": 2, "token": "sct_nope"})
+    assert await close_code_after(server, bad_token) == (4401, "invalid_token")
     assert (await close_code_after(server, auth, json.dumps({"type": "dance"})))[0] == 4400
     code, reason = await close_code_after(server, auth, json.dumps({"type": "ack", "seq": "x"}))
     assert code == 4400 and "conversation_id" in reason
     code, reason = await close_code_after(
-        server, auth, json.dumps({"type": "auth", "token": alice.token, "cursors": {"c": -1}})
+        server,
+        json.dumps({"type": "auth", "protocol": 2, "token": alice.token, "cursors": {"c": -1}}),
     )
-    assert code == 4400
+    assert code == 4400 and "cursors" in reason
+
+
+async def test_a_client_of_the_old_protocol_is_told_to_update(server, user) -> None:
+    """Protocol 1 clients expected a receipt frame per member; rather than leave them waiting
+    for receipts that never come, the server refuses them with a reason they can show."""
+    alice = await user("alice")
+    old = json.dumps({"type": "auth", "token": alice.token, "cursors": {}})
+    code, reason = await close_code_after(server, old)
+    assert code == 4400 and "protocol 2" in reason and "update the client" in reason
 
 
 async def test_websocket_answers_pings_and_reports_non_fatal_errors(server, user) -> None:
     alice = await user("alice")
     async with connect(ws_url(server)) as ws:
-        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": alice.token}))
         assert json.loads(await ws.recv())["type"] == "welcome"
         assert json.loads(await ws.recv())["type"] == "ready"
         await ws.send(json.dumps({"type": "ping"}))
@@ -236,7 +240,7 @@ async def test_websocket_answers_pings_and_reports_non_fatal_errors(server, user
 async def test_revoked_session_loses_its_live_connection(server, user) -> None:
     alice = await user("alice")
     async with connect(ws_url(server)) as ws:
-        await ws.send(json.dumps({"type": "auth", "token": alice.token}))
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": alice.token}))
         await ws.recv()
         await ws.recv()
         await alice.logout()
@@ -260,7 +264,7 @@ async def test_slow_reader_is_disconnected_then_catches_up(server, user) -> None
     sock.connect(("127.0.0.1", server.port))
     sock.setblocking(False)
     async with connect(ws_url(server), sock=sock, max_size=2**24, max_queue=1) as ws:
-        await ws.send(json.dumps({"type": "auth", "token": bob.token}))
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": bob.token}))
         await ws.recv()
         await ws.recv()
         sent = [

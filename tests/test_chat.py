@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 
 import pytest
+from websockets.asyncio.client import connect
 
-from secureconnect.client import ApiError, Receipt, Typing
-from tests.helpers import listening, texts
+from secureconnect.client import ApiError, Client, Receipt, Typing
+from tests.conftest import PASSWORD
+from tests.helpers import listening, texts, ws_url
 
 
 async def test_two_users_exchange_messages_live(user) -> None:
@@ -213,6 +217,91 @@ async def test_delivery_receipt_follows_the_device_ack(user) -> None:
                 for e in s.events
             )
         )
+
+
+async def test_receipts_go_to_the_sender_not_to_every_member(user) -> None:
+    """In a group, bob's delivery receipt concerns alice (she sent the message), not carol."""
+    alice, bob, carol = await user("alice"), await user("bob"), await user("carol")
+    names = [bob.login_info.username, carol.login_info.username]
+    group = await alice.create_group(names, name="receipts")
+    async with listening(alice) as a_rx, listening(bob) as b_rx, listening(carol) as c_rx:
+        sent = await alice.send(group.id, b"from alice", content_type="text/plain")
+        await b_rx.wait_messages(group.id, 1)
+        await c_rx.wait_messages(group.id, 1)
+
+        def delivered(listener, who) -> bool:
+            return any(
+                isinstance(e, Receipt) and e.username == who and e.delivered_seq >= sent.seq
+                for e in listener.events
+            )
+
+        await a_rx.wait_for(lambda s: all(delivered(s, n) for n in names))
+        # Carol's own message is delivered to bob: now bob's receipt concerns carol.
+        mine = await carol.send(group.id, b"from carol", content_type="text/plain")
+        await b_rx.wait_messages(group.id, 2)
+        await c_rx.wait_for(
+            lambda s: any(
+                isinstance(e, Receipt)
+                and e.username == bob.login_info.username
+                and e.delivered_seq >= mine.seq
+                for e in s.events
+            )
+        )
+        await asyncio.sleep(1.2)  # two ack flushes
+    early = [e for e in c_rx.events if isinstance(e, Receipt) and e.delivered_seq < mine.seq]
+    assert early == []  # nothing about alice's message reached carol, who did not send it
+
+
+async def test_receipts_of_many_devices_arrive_together(server, make_user) -> None:
+    """Five members ack within the same half second: their receipts reach the sender in one
+    frame (two at most, if the acks straddle a flush), not one frame each."""
+    alice = await make_user(server, "alice")
+    others = [await make_user(server, "member") for _ in range(5)]
+    names = [o.login_info.username for o in others]
+    group = await alice.create_group(names, name="batch")
+    frames: list[dict] = []
+    async with connect(ws_url(server)) as ws, contextlib.AsyncExitStack() as stack:
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": alice.token}))
+        while json.loads(await ws.recv())["type"] != "ready":
+            pass
+        listeners = [await stack.enter_async_context(listening(o)) for o in others]
+        sent = await alice.send(group.id, b"to all", content_type="text/plain")
+        for listener in listeners:
+            await listener.wait_messages(group.id, 1)
+        covered: set[str] = set()
+
+        async def collect() -> None:
+            while covered != set(names):
+                frame = json.loads(await ws.recv())
+                if frame["type"] == "receipts":
+                    frames.append(frame)
+                    covered.update(
+                        r["username"] for r in frame["receipts"] if r["delivered_seq"] >= sent.seq
+                    )
+
+        await asyncio.wait_for(collect(), 10)
+    assert 1 <= len(frames) <= 2, frames
+
+
+async def test_a_read_mark_reaches_the_readers_other_devices(server, make_user) -> None:
+    alice, bob = await make_user(server, "alice"), await make_user(server, "bob")
+    conv = await alice.direct(bob.login_info.username)
+    sent = await alice.send(conv.id, b"read me", content_type="text/plain")
+    phone = Client(server.url)
+    await phone.login(bob.login_info.username, PASSWORD)
+    try:
+        async with listening(phone) as phone_rx:
+            await bob.mark(conv.id, read=sent.seq)
+            await phone_rx.wait_for(
+                lambda s: any(
+                    isinstance(e, Receipt)
+                    and e.username == bob.login_info.username
+                    and e.read_seq == sent.seq
+                    for e in s.events
+                )
+            )
+    finally:
+        await phone.aclose()
 
 
 async def test_typing_is_relayed_but_never_stored(user) -> None:

@@ -109,7 +109,7 @@ def build_services(settings: Settings) -> Services:
         history_page_max=settings.history_page_max,
     )
     accounts = AccountService(db, settings.token_ttl_s, on_new_device=chat.start_device)
-    hub = Hub(bus, metrics)
+    hub = Hub(bus, metrics, chat)
 
     async def health() -> tuple[bool, int]:
         try:
@@ -173,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if reminders is not None:
                 reminders.cancel()
             services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")
+            await services.hub.acks.close()
             await services.bus.close()
             await services.db.close()
             log.info("stopped", extra={"fields": {"role": settings.role}})

@@ -1,18 +1,23 @@
 """Account logic: registration, password login, opaque bearer tokens, devices and sessions.
 
 Tokens are 256-bit random strings shown to the client once; the server keeps only their SHA-256,
-so a leaked database does not leak working tokens. Passwords are hashed with argon2id in a worker
-thread so that a burst of logins does not stall every other request on the event loop.
+so a leaked database does not leak working tokens. Passwords are hashed with argon2id on a small
+pool of low-priority threads, so that a burst of logins waits its turn instead of taking the CPU
+that delivers messages (decision 0012).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +44,27 @@ _hasher = PasswordHasher()  # argon2id, the library's RFC 9106 defaults
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 NewDeviceHook = Callable[[AsyncConnection, str, str], Awaitable[None]]
+# Below the event loop's priority (nice 0): argon2 is meant to be slow, message delivery is not.
+HASHING_NICE = 10
+
+
+def _yield_to_the_loop() -> None:
+    # Linux nice values are per thread, and argon2's own lane threads inherit this one's.
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICE)
+
+
+# One core is left for the event loop: with N cores, at most N-1 hashes run at once and the rest
+# queue here, however many logins arrive together.
+_hashing = ThreadPoolExecutor(
+    max_workers=max(1, (os.cpu_count() or 2) - 1),
+    thread_name_prefix="argon2",
+    initializer=_yield_to_the_loop,
+)
+
+
+async def _hashed(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_hashing, fn, *args)
 
 
 @dataclass(frozen=True)
@@ -96,7 +122,7 @@ class AccountService:
     async def register(self, username: str, password: str) -> dict[str, Any]:
         name = check_username(username)
         check_password(password)
-        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        password_hash: str = await _hashed(_hasher.hash, password)
         row = {
             "id": new_id(),
             "username": name,
@@ -117,7 +143,7 @@ class AccountService:
         async with self.db.read() as conn:
             user = (await conn.execute(select(users).where(users.c.username == name))).first()
         stored = user.password_hash if user else _DUMMY_HASH
-        ok = await asyncio.to_thread(_verify, stored, password)
+        ok: bool = await _hashed(_verify, stored, password)
         if user is None or not ok:
             # One answer for both, so that the login form does not reveal who has an account.
             raise Unauthorized("invalid_credentials", "wrong username or password")
@@ -175,7 +201,7 @@ class AccountService:
         return LoginResult(token, expires, ctx, new_device)
 
     async def _rehash(self, user_id: str, password: str) -> None:
-        fresh = await asyncio.to_thread(_hasher.hash, password)
+        fresh: str = await _hashed(_hasher.hash, password)
         async with self.db.write() as conn:
             await conn.execute(
                 update(users).where(users.c.id == user_id).values(password_hash=fresh)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 Handler = Callable[[dict[str, Any]], None]
@@ -12,7 +12,14 @@ Unsubscribe = Callable[[], Awaitable[None]]
 class Bus(Protocol):
     async def start(self) -> None: ...
 
-    async def publish(self, topic: str, event: dict[str, Any]) -> None: ...
+    async def publish(self, topics: Sequence[str], event: dict[str, Any]) -> None:
+        """Hands ``event`` to the subscribers of each of ``topics``.
+
+        One call for all the topics an event goes to (a group message goes to every member's
+        topic), so that a backend can carry it once rather than once per member. Every handler
+        is given the same dict: it must not change it.
+        """
+        ...
 
     async def subscribe(self, topic: str, handler: Handler) -> Unsubscribe:
         """Calls ``handler`` for each event on ``topic`` until the returned callable is awaited.

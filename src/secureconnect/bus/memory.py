@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from secureconnect.bus.base import Handler, Unsubscribe
@@ -18,12 +19,8 @@ class InProcessBus:
     async def start(self) -> None:
         return None
 
-    async def publish(self, topic: str, event: dict[str, Any]) -> None:
-        for handler in list(self._handlers.get(topic, ())):
-            try:
-                handler(event)
-            except Exception:  # one broken subscriber must not stop delivery to the others
-                log.exception("bus handler failed", extra={"fields": {"topic": topic}})
+    async def publish(self, topics: Sequence[str], event: dict[str, Any]) -> None:
+        dispatch(self._handlers, topics, event)
 
     async def subscribe(self, topic: str, handler: Handler) -> Unsubscribe:
         self._handlers[topic].append(handler)
@@ -42,3 +39,15 @@ class InProcessBus:
 
     async def close(self) -> None:
         self._handlers.clear()
+
+
+def dispatch(
+    handlers: dict[str, list[Handler]], topics: Sequence[str], event: dict[str, Any]
+) -> None:
+    """Calls this process's handlers of each topic; one broken handler does not stop the rest."""
+    for topic in topics:
+        for handler in list(handlers.get(topic, ())):
+            try:
+                handler(event)
+            except Exception:
+                log.exception("bus handler failed", extra={"fields": {"topic": topic}})

@@ -1,8 +1,15 @@
 """The scale-out bus: Redis pub/sub between replicas.
 
+Every replica subscribes to one channel, and an event crosses Redis once, with the list of topics
+it is for: a message to a group of 100 is one PUBLISH and one decode per replica, not 100 of each.
+Each replica hands it to the subscribers it has of those topics and ignores the rest. (Per-topic
+channels would spare a replica events for people it does not serve, at the cost of a PUBLISH per
+member and a SUBSCRIBE per connecting user; with a handful of replicas one channel is cheaper.)
+
 Two rules keep delivery correct when Redis misbehaves:
 - events for this replica's own connections are handed to them directly, never round-tripped
-  through Redis, so a replica keeps serving its own devices while Redis is down;
+  through Redis, so a replica keeps serving its own devices while Redis is down; its own echo is
+  recognised by a prefix and dropped without decoding it;
 - after the subscription reconnects, ``on_reconnect`` callbacks run, and the hub has every open
   connection re-read the store from where it is: whatever was published while this replica was
   not listening still arrives, in order, once.
@@ -16,67 +23,59 @@ import json
 import logging
 import secrets
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from secureconnect.bus.base import Handler, Unsubscribe
+from secureconnect.bus.memory import dispatch
 
 log = logging.getLogger("secureconnect.bus")
-PREFIX = "sc:"
+CHANNEL = "sc:events"
 
 
 class RedisBus:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.origin = secrets.token_hex(8)  # this replica; its own echoes are ignored
+        self.origin = secrets.token_hex(8).encode()  # this replica; its own echoes are ignored
         self._client = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
-        self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
         self.connected = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
 
-    async def publish(self, topic: str, event: dict[str, Any]) -> None:
-        self._dispatch(topic, event)
+    async def publish(self, topics: Sequence[str], event: dict[str, Any]) -> None:
+        dispatch(self._handlers, topics, event)
+        payload = self.origin + b"\n" + json.dumps([list(topics), event]).encode()
         try:
-            await self._client.publish(PREFIX + topic, json.dumps([self.origin, event]))
+            await self._client.publish(CHANNEL, payload)
         except (RedisError, OSError) as error:
             # Other replicas miss it live; their devices get it from the store on resync.
             log.warning("bus publish failed", extra={"fields": {"error": type(error).__name__}})
 
     async def subscribe(self, topic: str, handler: Handler) -> Unsubscribe:
         self._handlers[topic].append(handler)
-        if len(self._handlers[topic]) == 1 and self._pubsub is not None:
-            try:
-                await self._pubsub.subscribe(PREFIX + topic)
-            except (RedisError, OSError):
-                self._wake.set()  # the listener will resubscribe everything
 
         async def unsubscribe() -> None:
             handlers = self._handlers.get(topic)
             if handlers and handler in handlers:
                 handlers.remove(handler)
-            if handlers is not None and not handlers:
-                del self._handlers[topic]
-                if self._pubsub is not None:
-                    with contextlib.suppress(RedisError, OSError):
-                        await self._pubsub.unsubscribe(PREFIX + topic)
+                if not handlers:
+                    del self._handlers[topic]
 
         return unsubscribe
 
-    def _dispatch(self, topic: str, event: dict[str, Any]) -> None:
-        for handler in list(self._handlers.get(topic, ())):
-            try:
-                handler(event)
-            except Exception:  # one broken subscriber must not stop the others
-                log.exception("bus handler failed", extra={"fields": {"topic": topic}})
+    def _received(self, data: bytes) -> None:
+        origin, _, body = data.partition(b"\n")
+        if origin == self.origin:
+            return
+        topics, event = json.loads(body)
+        dispatch(self._handlers, topics, event)
 
     async def _listen(self) -> None:
         delay = 0.2
@@ -84,11 +83,7 @@ class RedisBus:
         while True:
             pubsub = self._client.pubsub()
             try:
-                # A channel no one uses keeps the connection subscribed (and pingable).
-                await pubsub.subscribe(
-                    PREFIX + "_replica:" + self.origin, *[PREFIX + t for t in self._handlers]
-                )
-                self._pubsub = pubsub
+                await pubsub.subscribe(CHANNEL)
                 self.connected = True
                 if not first:
                     log.info("bus reconnected")
@@ -97,11 +92,8 @@ class RedisBus:
                 first = False
                 delay = 0.2
                 async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    origin, event = json.loads(message["data"])
-                    if origin != self.origin:
-                        self._dispatch(message["channel"].decode()[len(PREFIX) :], event)
+                    if message.get("type") == "message":
+                        self._received(message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as error:
@@ -110,13 +102,10 @@ class RedisBus:
                         "bus connection lost", extra={"fields": {"error": type(error).__name__}}
                     )
                 self.connected = False
-                self._pubsub = None
                 first = False
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def ping(self) -> None:

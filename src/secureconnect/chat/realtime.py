@@ -2,12 +2,12 @@
 
 Protocol (JSON text frames; full description in docs/api.md):
 
-    client -> server   {"type": "auth", "token": "...", "cursors": {"<conversation>": seq}}  first
+    client -> server   {"type": "auth", "protocol": 2, "token": "...", "cursors": {"<conv>": seq}}
                        {"type": "ack", "conversation_id": "...", "seq": n}
                        {"type": "typing", "conversation_id": "...", "typing": true}
                        {"type": "ping"}
     server -> client   {"type": "welcome", ...}, then everything missed, then {"type": "ready"};
-                       then live "message", "receipt", "typing" events; "pong"; "error"
+                       then live "message", "receipts", "typing" events; "pong"; "error"
 
 Each connection subscribes to its user's bus topic *before* replaying from the store, and tracks the
 last sequence number it sent per conversation: a live event already replayed is dropped, and a live
@@ -16,12 +16,17 @@ device receives every event of a conversation in order, exactly once per connect
 
 A connection that cannot keep up (its queue is full) is closed with 4429 instead of buffering
 without bound; the client reconnects and resumes from its cursor.
+
+Acks from every connection of the process are written together (:class:`AckBuffer`): one
+transaction per half second, whatever the number of devices acking.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import gc
 import json
 import logging
 import time
@@ -33,7 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from secureconnect.accounts.service import AccountService, AuthContext
 from secureconnect.bus import Bus, Unsubscribe
-from secureconnect.chat.service import ChatService, user_topic
+from secureconnect.chat.service import Ack, ChatService, user_topic
 from secureconnect.edge.logging import client_ip
 from secureconnect.errors import Problem
 from secureconnect.keys.service import InboxService
@@ -53,6 +58,10 @@ TOO_SLOW = 4429
 
 REPLAY_PAGE = 200
 ACK_FLUSH_S = 0.5
+# 2: receipts arrive as "receipts" frames, sent to the people whose messages they cover.
+PROTOCOL = 2
+# A crowd this large that halves hands its memory back (see Hub._count).
+TRIM_AFTER = 200
 
 
 class BadFrame(Exception):
@@ -71,6 +80,11 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
         raise BadFrame("frame must be a JSON object with a string 'type'")
     kind = frame["type"]
     if kind == "auth":
+        if frame.get("protocol") != PROTOCOL:
+            raise BadFrame(
+                f"this server speaks protocol {PROTOCOL}: send 'protocol': {PROTOCOL} in the auth "
+                "frame (update the client)"
+            )
         if not isinstance(frame.get("token"), str):
             raise BadFrame("auth frame needs a string 'token'")
         cursors = frame.get("cursors", {})
@@ -106,15 +120,15 @@ def _conversation(frame: dict[str, Any]) -> None:
 class Connection:
     def __init__(self, ctx: AuthContext, queue_size: int) -> None:
         self.ctx = ctx
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
+        self.queue: asyncio.Queue[tuple[dict[str, Any], str]] = asyncio.Queue(maxsize=queue_size)
         self.closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
-        self.acks: dict[str, int] = {}
 
     def close_with(self, code: int, reason: str) -> None:
         if not self.closing.done():
             self.closing.set_result((code, reason))
 
-    def offer(self, event: dict[str, Any]) -> None:
+    def offer(self, event: dict[str, Any], frame: str) -> None:
+        """Queues an event with its encoded frame (encoded once for every connection)."""
         if event.get("type") == "_revoked":
             if self.ctx.session_id in event.get("session_ids", ()):
                 self.close_with(UNAUTHORIZED, "session revoked")
@@ -122,19 +136,91 @@ class Connection:
         if "device_id" in event and event["device_id"] != self.ctx.device_id:
             return  # meant for another of this user's devices
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait((event, frame))
         except asyncio.QueueFull:
             self.close_with(TOO_SLOW, "too slow to keep up; reconnect and resume")
+
+
+class AckBuffer:
+    """Device acks of this whole process, written in one transaction every ``interval``.
+
+    A room of 100 whose devices each ack every message would otherwise cost 100 transactions
+    (and 100 waits for SQLite's one writer) per flush interval; batched, it costs one. An ack
+    is kept until a write succeeds, so a store outage delays it and loses nothing.
+    """
+
+    def __init__(self, chat: ChatService, interval: float = ACK_FLUSH_S) -> None:
+        self.chat = chat
+        self.interval = interval
+        self._pending: dict[tuple[str, str], tuple[int, AuthContext]] = {}
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, ctx: AuthContext, conv_id: str, seq: int) -> None:
+        """Called for every ack frame, so it only remembers: the batch is built at flush."""
+        key = (ctx.device_id, conv_id)
+        known = self._pending.get(key)
+        if known is None or seq > known[0]:
+            self._pending[key] = (seq, ctx)
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush_while_pending())
+
+    def holds(self, device_id: str) -> bool:
+        return any(device == device_id for device, _ in self._pending)
+
+    async def flush(self) -> None:
+        """Writes everything pending; acks added meanwhile wait for the next flush."""
+        async with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, {}
+            try:
+                await self.chat.ack(
+                    [
+                        Ack(ctx.user_id, ctx.username, device, conv_id, seq)
+                        for (device, conv_id), (seq, ctx) in batch.items()
+                    ]
+                )
+            except BaseException:
+                for key, pending in batch.items():  # keep them for the next try
+                    newer = self._pending.get(key)
+                    if newer is None or newer[0] < pending[0]:
+                        self._pending[key] = pending
+                raise
+
+    async def _flush_while_pending(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(self.interval)
+                try:
+                    await self.flush()
+                except StoreUnavailable:
+                    pass  # kept; the next round tries again
+                except Exception:
+                    log.exception("ack flush failed")
+        finally:
+            self._task = None
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(StoreUnavailable):
+            await self.flush()
 
 
 class Hub:
     """This process's open connections, by user, fed from the bus."""
 
-    def __init__(self, bus: Bus, metrics: Metrics) -> None:
+    def __init__(self, bus: Bus, metrics: Metrics, chat: ChatService) -> None:
         self.bus = bus
         self.metrics = metrics
+        self.acks = AckBuffer(chat)
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
         self._unsubscribe: dict[str, Unsubscribe] = {}
+        self._encoded: tuple[dict[str, Any], str] | None = None
+        self._peak = 0  # most connections since memory was last handed back
 
     async def attach(self, conn: Connection) -> None:
         uid = conn.ctx.user_id
@@ -156,26 +242,44 @@ class Hub:
                 await unsubscribe()
         self._count()
 
-    def _dispatch(self, uid: str, event: dict[str, Any]) -> None:
-        for conn in list(self._by_user.get(uid, ())):
-            conn.offer(event)
-
     def _count(self) -> None:
-        self.metrics.websockets.set(sum(len(c) for c in self._by_user.values()))
+        open_now = sum(len(c) for c in self._by_user.values())
+        self.metrics.websockets.set(open_now)
         self.metrics.active_users.set(len(self._by_user))
+        self._peak = max(self._peak, open_now)
+        if self._peak >= TRIM_AFTER and open_now <= self._peak // 2:
+            # Half of a crowd has gone: give its memory back to the system (a few ms, rarely).
+            self._peak = open_now
+            asyncio.get_running_loop().call_later(1.0, release_memory)
+
+    def _dispatch(self, uid: str, event: dict[str, Any]) -> None:
+        conns = self._by_user.get(uid)
+        if conns:
+            frame = self._frame(event)
+            for conn in list(conns):
+                conn.offer(event, frame)
+
+    def _frame(self, event: dict[str, Any]) -> str:
+        """The event's text frame. The bus hands the same dict for every member an event goes
+        to, one after another, so remembering the last one encodes a group message once."""
+        if self._encoded is not None and self._encoded[0] is event:
+            return self._encoded[1]
+        frame = "" if event["type"].startswith("_") else encode(event)
+        self._encoded = (event, frame)
+        return frame
 
     async def announce_revoked(self, user_id: str, session_ids: list[str]) -> None:
         """Closes the live connections of revoked sessions, on whichever replica holds them."""
         if session_ids:
             await self.bus.publish(
-                user_topic(user_id), {"type": "_revoked", "session_ids": session_ids}
+                [user_topic(user_id)], {"type": "_revoked", "session_ids": session_ids}
             )
 
     async def resync_all(self) -> None:
         """After the bus was away: every connection re-reads the store from where it stands."""
         for conns in self._by_user.values():
             for conn in conns:
-                conn.offer({"type": "_resync"})
+                conn.offer({"type": "_resync"}, "")
 
     def close_all(self, code: int, reason: str) -> None:
         for conns in self._by_user.values():
@@ -256,14 +360,17 @@ class SocketSession:
             code, reason = await self._serve(conn, frame.get("cursors", {}))
         finally:
             await self.hub.detach(conn)
-            await self._flush_acks(conn)
+            if self.hub.acks.holds(ctx.device_id):
+                # What it acked is written before the close frame: a device that reconnects
+                # without cursors of its own resumes after it.
+                with contextlib.suppress(StoreUnavailable):
+                    await self.hub.acks.flush()
         return code, reason, ctx.username
 
     async def _serve(self, conn: Connection, cursors: dict[str, int]) -> tuple[int, str]:
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(self._writer(conn, cursors)),
             asyncio.ensure_future(self._reader(conn)),
-            asyncio.ensure_future(self._ack_flusher(conn)),
         ]
         try:
             waiters: list[asyncio.Future[Any]] = [conn.closing, *tasks]
@@ -298,7 +405,7 @@ class SocketSession:
         await self._replay(ctx, cursors)
         await self._send({"type": "ready"})
         while True:
-            event = await conn.queue.get()
+            event, frame = await conn.queue.get()
             if event["type"] == "_resync":
                 await self._replay(ctx, self.sent)
                 continue
@@ -315,7 +422,7 @@ class SocketSession:
                 if event["id"] <= self.inbox_sent:
                     continue
                 self.inbox_sent = event["id"]
-            await self._send(event)
+            await self.ws.send_text(frame)
 
     async def _replay(self, ctx: AuthContext, cursors: dict[str, int]) -> None:
         """Everything after the given positions, from the store: the inbox first (it carries
@@ -357,8 +464,7 @@ class SocketSession:
             if kind == "ping":
                 await self._send({"type": "pong"})
             elif kind == "ack":
-                conv_id = frame["conversation_id"]
-                conn.acks[conv_id] = max(conn.acks.get(conv_id, 0), frame["seq"])
+                self.hub.acks.add(conn.ctx, frame["conversation_id"], frame["seq"])
             elif kind == "inbox_ack":
                 await self.inbox.ack(conn.ctx, frame["up_to"])
             elif kind == "typing":
@@ -377,30 +483,38 @@ class SocketSession:
                 conn.close_with(BAD_FRAME, "already authenticated")
                 return
 
-    async def _ack_flusher(self, conn: Connection) -> None:
-        """Acks are batched: a device acking every message must not cost a write per message."""
-        while True:
-            await asyncio.sleep(ACK_FLUSH_S)
-            await self._flush_acks(conn)
-
-    async def _flush_acks(self, conn: Connection) -> None:
-        if not conn.acks:
-            return
-        pending, conn.acks = conn.acks, {}
-        try:
-            await self.chat.ack(conn.ctx, pending)
-        except StoreUnavailable:
-            for conv_id, seq in pending.items():  # keep them for the next try
-                conn.acks[conv_id] = max(conn.acks.get(conv_id, 0), seq)
-
     async def _send(self, event: dict[str, Any]) -> None:
-        await self.ws.send_text(json.dumps(event, separators=(",", ":")))
+        await self.ws.send_text(encode(event))
 
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.DISCONNECTED:
             return
         with contextlib.suppress(Exception):  # the peer may already be gone
             await self.ws.close(code, reason[:120])
+
+
+def release_memory() -> None:
+    """Returns freed heap to the operating system. CPython frees its own arenas once they are
+    empty, but glibc keeps what the allocator released at the top of its heaps until asked."""
+    gc.collect()
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_libc = _load_libc()
+
+
+def encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
 
 
 def _reason_label(code: int) -> str:

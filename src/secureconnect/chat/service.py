@@ -27,7 +27,7 @@ from secureconnect.chat.models import conversations, device_cursors, events, mem
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from secureconnect.store import Database, now_ms
 from secureconnect.store.base import new_id
-from secureconnect.store.sql import upsert
+from secureconnect.store.sql import upsert, upsert_many
 
 MEMBERSHIP_TYPE = "application/vnd.secureconnect.membership+json"
 
@@ -64,6 +64,59 @@ class Roster:
     @property
     def current(self) -> list[str]:
         return [uid for uid, (_, _, left) in self.rows.items() if left is None]
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A device saying it has received a conversation up to ``seq``."""
+
+    user_id: str
+    username: str
+    device_id: str
+    conversation_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Moved:
+    """A user's receipt that moved forward: it now covers the messages in ``low < seq <= high``."""
+
+    conversation_id: str
+    receipt: dict[str, Any]
+    low: int
+    high: int
+
+
+def _receipts_event(conv_id: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "receipts",
+        "conversation_id": conv_id,
+        "receipts": [
+            {k: e[k] for k in ("user_id", "username", "delivered_seq", "read_seq")} for e in entries
+        ],
+    }
+
+
+def _receipt_notices(
+    conv_id: str, spans: Mapping[str, tuple[int, int]], changes: Sequence[Moved]
+) -> list[tuple[list[str], dict[str, Any]]]:
+    """Receipts go to the people whose messages they cover (as Signal sends them to a message's
+    sender), one frame per conversation and batch listing every receipt that concerns them: the
+    frames a message causes grow with the room, not with its square. Senders told the same list
+    share one event."""
+    by_entries: dict[tuple[int, ...], list[str]] = {}
+    for sender, (first, last) in spans.items():
+        concerned = tuple(
+            i
+            for i, m in enumerate(changes)
+            if m.receipt["user_id"] != sender and m.low < last and first <= m.high
+        )
+        if concerned:
+            by_entries.setdefault(concerned, []).append(sender)
+    return [
+        (senders, _receipts_event(conv_id, [changes[i].receipt for i in entries]))
+        for entries, senders in by_entries.items()
+    ]
 
 
 def event_out(r: Mapping[Any, Any]) -> dict[str, Any]:
@@ -405,17 +458,21 @@ class ChatService:
     async def mark(
         self, ctx: AuthContext, conv_id: str, delivered: int | None, read: int | None
     ) -> dict[str, Any]:
-        """Moves this user's delivered/read marks forward (never back); reading implies delivery."""
+        """Moves this user's delivered/read marks forward (never back); reading implies delivery.
+
+        The people told are the senders of the messages the mark covers, and the user's own
+        other devices (so that they clear the unread count); not every member.
+        """
         if delivered is None and read is None:
             raise Invalid("invalid_receipt", "give 'delivered_seq' or 'read_seq'")
         async with self.db.write() as conn:
-            roster = await self._roster(conn, conv_id, ctx.user_id)
-            me = roster.me
+            me = (await self._roster(conn, conv_id, ctx.user_id)).me
             for value in (delivered, read):
                 if value is not None and not 0 <= value <= me.visible_until:
                     raise Invalid(
                         "invalid_range", f"sequence number {value} is outside 0..{me.visible_until}"
                     )
+            before = await self._receipt(conn, conv_id, ctx.user_id, ctx.username)
             read_seq = read or 0
             delivered_seq = max(delivered or 0, read_seq)
             await upsert(
@@ -430,9 +487,18 @@ class ChatService:
                 keys=["conversation_id", "user_id"],
                 keep_max=["delivered_seq", "read_seq"],
             )
-            receipt = await self._receipt(conn, conv_id, ctx)
-        await self._fanout(roster.current, receipt)
-        return receipt
+            after = await self._receipt(conn, conv_id, ctx.user_id, ctx.username)
+            if after == before:
+                return after
+            # Read <= delivered, so the messages whose state changed are those after the old
+            # read mark, up to the new delivered mark.
+            low, high = before["read_seq"], after["delivered_seq"]
+            spans = await self._sender_spans(conn, conv_id, low, high)
+        notices = _receipt_notices(conv_id, spans, [Moved(conv_id, after, low, high)])
+        notices.append(([ctx.user_id], _receipts_event(conv_id, [after])))
+        for recipients, event in notices:
+            await self._fanout(recipients, event)
+        return after
 
     async def receipts_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
@@ -451,50 +517,105 @@ class ChatService:
             )
             return [dict(r._mapping) for r in rows]
 
-    async def ack(self, ctx: AuthContext, positions: dict[str, int]) -> None:
-        """Records how far this device has received each conversation, which is also the user's
-        delivery receipt. Positions for conversations the user cannot see are ignored."""
-        changed: list[tuple[list[str], dict[str, Any]]] = []
+    async def ack(self, acks: Sequence[Ack]) -> None:
+        """Records how far devices have received conversations, in one transaction for a whole
+        batch (every device of this process that acked since the last flush). A device's
+        position is also its user's delivery receipt; the senders of the messages it covers
+        are told, once per conversation and batch. Positions in conversations the user cannot
+        see are ignored."""
+        if not acks:
+            return
+        conv_ids = sorted({a.conversation_id for a in acks})
+        user_ids = sorted({a.user_id for a in acks})
         async with self.db.write() as conn:
-            for conv_id, seq in positions.items():
-                try:
-                    roster = await self._roster(conn, conv_id, ctx.user_id)
-                except NotFound:
+            rows = await conn.execute(
+                select(
+                    members.c.conversation_id,
+                    members.c.user_id,
+                    members.c.left_seq,
+                    conversations.c.last_seq,
+                    func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
+                    func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
+                )
+                .join(conversations, conversations.c.id == members.c.conversation_id)
+                .outerjoin(
+                    receipts,
+                    and_(
+                        receipts.c.conversation_id == members.c.conversation_id,
+                        receipts.c.user_id == members.c.user_id,
+                    ),
+                )
+                .where(
+                    and_(members.c.conversation_id.in_(conv_ids), members.c.user_id.in_(user_ids))
+                )
+            )
+            seen = {(r.conversation_id, r.user_id): r for r in rows}
+            cursors: dict[tuple[str, str], int] = {}
+            best: dict[tuple[str, str], tuple[Ack, int]] = {}
+            for a in acks:
+                row = seen.get((a.conversation_id, a.user_id))
+                if row is None:
                     continue
-                me = roster.me
-                seq = min(seq, me.visible_until)
+                until = row.last_seq if row.left_seq is None else row.left_seq
+                seq = min(a.seq, until)
                 if seq <= 0:
                     continue
-                await upsert(
+                key = (a.device_id, a.conversation_id)
+                cursors[key] = max(seq, cursors.get(key, 0))
+                mark = (a.conversation_id, a.user_id)
+                if seq > best.get(mark, (a, 0))[1]:
+                    best[mark] = (a, seq)
+            if cursors:
+                await upsert_many(
                     conn,
                     device_cursors,
-                    {"device_id": ctx.device_id, "conversation_id": conv_id, "seq": seq},
+                    [
+                        {"device_id": d, "conversation_id": c, "seq": seq}
+                        for (d, c), seq in cursors.items()
+                    ],
                     keys=["device_id", "conversation_id"],
                     keep_max=["seq"],
                 )
-                before = await self._receipt(conn, conv_id, ctx)
-                if before["delivered_seq"] >= seq:
+            moved: list[Moved] = []
+            for (conv_id, user_id), (a, seq) in best.items():
+                row = seen[(conv_id, user_id)]
+                if seq <= row.delivered_seq:
                     continue
-                await upsert(
+                receipt = {
+                    "conversation_id": conv_id,
+                    "user_id": user_id,
+                    "username": a.username,
+                    "delivered_seq": seq,
+                    "read_seq": row.read_seq,
+                }
+                moved.append(Moved(conv_id, receipt, row.delivered_seq, seq))
+            if moved:
+                await upsert_many(
                     conn,
                     receipts,
-                    {
-                        "conversation_id": conv_id,
-                        "user_id": ctx.user_id,
-                        "delivered_seq": seq,
-                        "read_seq": 0,
-                    },
+                    [
+                        {
+                            "conversation_id": m.conversation_id,
+                            "user_id": m.receipt["user_id"],
+                            "delivered_seq": m.high,
+                            "read_seq": 0,
+                        }
+                        for m in moved
+                    ],
                     keys=["conversation_id", "user_id"],
                     keep_max=["delivered_seq"],
                 )
-                changed.append(
-                    (
-                        roster.current,
-                        await self._receipt(conn, conv_id, ctx),
-                    )
-                )
-        for recipients, receipt in changed:
-            await self._fanout(recipients, receipt)
+            by_conv: dict[str, list[Moved]] = {}
+            for m in moved:
+                by_conv.setdefault(m.conversation_id, []).append(m)
+            notices = []
+            for conv_id, changes in by_conv.items():
+                low = min(m.low for m in changes)
+                high = max(m.high for m in changes)
+                spans = await self._sender_spans(conn, conv_id, low, high)
+                notices += _receipt_notices(conv_id, spans, changes)
+        for recipients, event in notices:
+            await self._fanout(recipients, event)
 
     async def start_positions(
         self, user_id: str, device_id: str, claimed: dict[str, int]
@@ -566,8 +687,7 @@ class ChatService:
     # ----- helpers ---------------------------------------------------------------------------
 
     async def _fanout(self, user_ids: Iterable[str], event: dict[str, Any]) -> None:
-        for uid in user_ids:
-            await self.bus.publish(user_topic(uid), event)
+        await self.bus.publish([user_topic(uid) for uid in user_ids], event)
 
     async def _roster(
         self, conn: AsyncConnection, conv_id: str, user_id: str, *, lock: bool = False
@@ -713,23 +833,43 @@ class ChatService:
         return event_out(row._mapping) if row is not None else None
 
     async def _receipt(
-        self, conn: AsyncConnection, conv_id: str, ctx: AuthContext
+        self, conn: AsyncConnection, conv_id: str, user_id: str, username: str
     ) -> dict[str, Any]:
         row = (
             await conn.execute(
                 select(receipts.c.delivered_seq, receipts.c.read_seq).where(
-                    and_(receipts.c.conversation_id == conv_id, receipts.c.user_id == ctx.user_id)
+                    and_(receipts.c.conversation_id == conv_id, receipts.c.user_id == user_id)
                 )
             )
         ).first()
         return {
-            "type": "receipt",
             "conversation_id": conv_id,
-            "user_id": ctx.user_id,
-            "username": ctx.username,
+            "user_id": user_id,
+            "username": username,
             "delivered_seq": row.delivered_seq if row else 0,
             "read_seq": row.read_seq if row else 0,
         }
+
+    async def _sender_spans(
+        self, conn: AsyncConnection, conv_id: str, low: int, high: int
+    ) -> dict[str, tuple[int, int]]:
+        """Who sent messages in ``low < seq <= high``: their first and last seq in that range.
+        One row per sender, however many messages the range holds."""
+        if high <= low:
+            return {}
+        rows = await conn.execute(
+            select(events.c.sender_user_id, func.min(events.c.seq), func.max(events.c.seq))
+            .where(
+                and_(
+                    events.c.conversation_id == conv_id,
+                    events.c.seq > low,
+                    events.c.seq <= high,
+                    events.c.kind == "message",
+                )
+            )
+            .group_by(events.c.sender_user_id)
+        )
+        return {sender: (first, last) for sender, first, last in rows}
 
     async def _unread(
         self, conn: AsyncConnection, user_id: str, conv_ids: list[str]

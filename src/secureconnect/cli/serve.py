@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import socket
 from pathlib import Path
@@ -29,6 +28,9 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
+        # uvloop and httptools when installed ("auto"); `uvicorn[standard]` brings both.
+        loop="auto",
+        http="auto",
         ws="websockets-sansio",
         ws_max_size=WS_MAX_FRAME,
         # Bodies are ciphertext, which does not compress; a deflate context per connection
@@ -43,7 +45,8 @@ def serve(settings: Settings) -> None:
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
     )
     server = _AnnouncingServer(config, settings)
-    asyncio.run(server.serve())
+    # Server.run, not asyncio.run(server.serve()): only run() applies the loop choice above.
+    server.run()
     # Only a clean stop removes it: a crash leaves the file behind as evidence for `diagnose`.
     if server.run_file is not None:
         server.run_file.unlink(missing_ok=True)

@@ -30,6 +30,7 @@ from secureconnect.client.types import (
 
 # Close codes after which reconnecting cannot help.
 FATAL = {4400: "bad frame", 4401: "unauthorized"}
+PROTOCOL = 2  # the realtime protocol this SDK speaks (docs/api.md)
 
 
 class EventStream:
@@ -56,24 +57,29 @@ class EventStream:
                     self._ws = ws
                     self.connects += 1
                     await ws.send(
-                        json.dumps({"type": "auth", "token": self.token, "cursors": self.cursors})
+                        json.dumps(
+                            {
+                                "type": "auth",
+                                "protocol": PROTOCOL,
+                                "token": self.token,
+                                "cursors": self.cursors,
+                            }
+                        )
                     )
                     async for raw in ws:
-                        event = self._parse(raw)
-                        if event is None:
-                            continue
-                        delay = 0.1
-                        yield event
-                        if isinstance(event, Message):
-                            await ws.send(
-                                json.dumps(
-                                    {
-                                        "type": "ack",
-                                        "seq": event.seq,
-                                        "conversation_id": event.conversation_id,
-                                    }
+                        for event in self._parse(raw):
+                            delay = 0.1
+                            yield event
+                            if isinstance(event, Message):
+                                await ws.send(
+                                    json.dumps(
+                                        {
+                                            "type": "ack",
+                                            "seq": event.seq,
+                                            "conversation_id": event.conversation_id,
+                                        }
+                                    )
                                 )
-                            )
                     code, reason = _close_of(ws)
             except websockets.ConnectionClosed as closed:
                 code, reason = _close_of_exc(closed)
@@ -88,34 +94,34 @@ class EventStream:
             await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not a secret
             delay = min(delay * 2, 5.0)
 
-    def _parse(self, raw: str | bytes) -> Event | None:
+    def _parse(self, raw: str | bytes) -> list[Event]:
+        """The events of one frame: none (a duplicate, or a kind this SDK does not know), one,
+        or several (a "receipts" frame carries one receipt per person)."""
         data: dict[str, Any] = json.loads(raw)
         kind = data.get("type")
         if kind == "message":
             conv, seq = data["conversation_id"], data["seq"]
             if seq <= self.cursors.get(conv, 0):
-                return None
+                return []
             self.cursors[conv] = seq
-            return Message.from_json(data)
-        if kind == "receipt":
-            return Receipt(
-                data["conversation_id"],
-                data["user_id"],
-                data["username"],
-                data["delivered_seq"],
-                data["read_seq"],
-            )
+            return [Message.from_json(data)]
+        if kind == "receipts":
+            conv = data["conversation_id"]
+            return [
+                Receipt(conv, r["user_id"], r["username"], r["delivered_seq"], r["read_seq"])
+                for r in data["receipts"]
+            ]
         if kind == "typing":
-            return Typing(
-                data["conversation_id"], data["user_id"], data["username"], data["typing"]
-            )
+            return [
+                Typing(data["conversation_id"], data["user_id"], data["username"], data["typing"])
+            ]
         if kind == "ready":
-            return Ready()
+            return [Ready()]
         if kind == "inbox":
-            return InboxMessage.from_json(data)
+            return [InboxMessage.from_json(data)]
         if kind == "prekeys_low":
-            return PrekeysLow(data["remaining"])
-        return None
+            return [PrekeysLow(data["remaining"])]
+        return []
 
     async def ack_inbox(self, up_to: int) -> None:
         """Tells the server this device has processed its inbox up to ``up_to`` (it deletes them).

@@ -205,7 +205,7 @@ class KeyService:
                 bundles.append(bundle)
         for owner, device_id, left in low:
             await self.bus.publish(
-                user_topic(owner),
+                [user_topic(owner)],
                 {"type": "prekeys_low", "device_id": device_id, "remaining": left},
             )
         return bundles
@@ -316,7 +316,7 @@ class InboxService:
                     )
                 )
         for owner, event in stored:
-            await self.bus.publish(user_topic(owner), event)
+            await self.bus.publish([user_topic(owner)], event)
         return [event["id"] for _, event in stored]
 
     async def pending(

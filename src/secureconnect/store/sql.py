@@ -20,7 +20,20 @@ async def upsert(
 
     Monotonic counters (cursors, receipts) only move forward, whatever order updates arrive in.
     """
-    stmt = _insert(conn, table).values(**values)
+    await upsert_many(conn, table, [values], keys, keep_max)
+
+
+async def upsert_many(
+    conn: AsyncConnection,
+    table: Table,
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    keep_max: list[str] | None = None,
+) -> None:
+    """:func:`upsert` for many rows of the same columns, in one executemany round trip."""
+    if not rows:
+        return
+    stmt = _insert(conn, table)
     columns = keep_max or []
     if not columns:
         stmt = stmt.on_conflict_do_nothing(index_elements=keys)
@@ -32,7 +45,7 @@ async def upsert(
                 for c in columns
             },
         )
-    await conn.execute(stmt)
+    await conn.execute(stmt, rows)
 
 
 async def put(conn: AsyncConnection, table: Table, values: dict[str, Any], keys: list[str]) -> None:

@@ -1,6 +1,9 @@
 // The HTTP and WebSocket client for the browser: the same API the Python SDK uses.
 import { b64, unb64 } from "./crypto/primitives.js";
 
+// The realtime protocol this client speaks (docs/api.md); the server refuses others with 4400.
+export const PROTOCOL = 2;
+
 export class ApiError extends Error {
   constructor(status, code, message) {
     super(message);
@@ -114,7 +117,7 @@ export class EventStream {
     if (this.closed) return;
     const ws = new WebSocket(this.url);
     this.ws = ws;
-    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", token: this.token, cursors: this.cursors }));
+    ws.onopen = () => ws.send(JSON.stringify({ type: "auth", protocol: PROTOCOL, token: this.token, cursors: this.cursors }));
     ws.onmessage = (m) => {
       const event = JSON.parse(m.data);
       this.queue = this.queue.then(() => this.handle(ws, event)).catch((e) => console.warn(e));

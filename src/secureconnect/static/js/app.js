@@ -131,11 +131,15 @@ async function onEvent(event) {
     scheduleRefresh();
   } else if (event.type === "inbox") {
     for (const plain of await ui.secure.handleInbox(event)) addMessage(plain);
-  } else if (event.type === "receipt") {
+  } else if (event.type === "receipts") {
+    // One frame per conversation lists everyone whose marks moved over our messages (or our
+    // own mark, read on another of our devices).
     if (event.conversation_id === ui.open) {
-      ui.receipts = ui.receipts.filter((r) => r.user_id !== event.user_id).concat([event]);
+      const moved = new Map(event.receipts.map((r) => [r.user_id, r]));
+      ui.receipts = ui.receipts.filter((r) => !moved.has(r.user_id)).concat([...moved.values()]);
       renderMessages();
     }
+    if (event.receipts.some((r) => r.username === ui.session.username)) scheduleRefresh();
   } else if (event.type === "typing") {
     ui.typing.set(`${event.conversation_id}|${event.username}`, event.typing ? Date.now() + 6000 : 0);
     renderTyping();
