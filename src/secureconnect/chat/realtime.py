@@ -31,7 +31,7 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -118,10 +118,29 @@ def _conversation(frame: dict[str, Any]) -> None:
 
 
 class Connection:
+    """One device's live connection: what waits to be sent to it, and why it should close.
+
+    The queue is a bare deque with one waiter rather than an ``asyncio.Queue`` (three deques
+    and their bookkeeping): a server holds thousands of idle connections, each paying for it.
+    """
+
+    __slots__ = ("_wake", "closing", "ctx", "limit", "pending")
+
     def __init__(self, ctx: AuthContext, queue_size: int) -> None:
         self.ctx = ctx
-        self.queue: asyncio.Queue[tuple[dict[str, Any], str]] = asyncio.Queue(maxsize=queue_size)
+        self.limit = queue_size
+        self.pending: deque[tuple[dict[str, Any], str]] = deque()
+        self._wake: asyncio.Future[None] | None = None
         self.closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+
+    async def next(self) -> tuple[dict[str, Any], str]:
+        while not self.pending:
+            self._wake = asyncio.get_running_loop().create_future()
+            try:
+                await self._wake
+            finally:
+                self._wake = None
+        return self.pending.popleft()
 
     def close_with(self, code: int, reason: str) -> None:
         if not self.closing.done():
@@ -135,10 +154,12 @@ class Connection:
             return
         if "device_id" in event and event["device_id"] != self.ctx.device_id:
             return  # meant for another of this user's devices
-        try:
-            self.queue.put_nowait((event, frame))
-        except asyncio.QueueFull:
+        if len(self.pending) >= self.limit:
             self.close_with(TOO_SLOW, "too slow to keep up; reconnect and resume")
+            return
+        self.pending.append((event, frame))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
 
 class AckBuffer:
@@ -405,7 +426,7 @@ class SocketSession:
         await self._replay(ctx, cursors)
         await self._send({"type": "ready"})
         while True:
-            event, frame = await conn.queue.get()
+            event, frame = await conn.next()
             if event["type"] == "_resync":
                 await self._replay(ctx, self.sent)
                 continue
