@@ -514,9 +514,13 @@ async def run_system(
     return results
 
 
-async def idle_memory(server: ServerProcess, count: int) -> None:
+async def idle_memory(system: SecureConnect, count: int) -> None:
     """KiB of server memory per idle authenticated connection, and what returns on close."""
-    people = await make_accounts([server.url], f"i{secrets.token_hex(2)}x", count)
+    server = system.servers[0]
+    if len(system.people) < count:
+        more = count - len(system.people)
+        system.people += await make_accounts([server.url], f"i{system.tag}x", more)
+    people = system.people[:count]
     assert server.proc is not None
     pid = server.proc.pid
     await asyncio.sleep(1)
@@ -597,7 +601,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 if args.login_burst:
                     await login_burst(system, args.seconds)
                 if args.idle:
-                    await idle_memory(servers[0], args.idle)
+                    await idle_memory(system, args.idle)
             finally:
                 await system.close()
 

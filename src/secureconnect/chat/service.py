@@ -569,15 +569,16 @@ class ChatService:
                 await upsert_many(
                     conn,
                     device_cursors,
+                    # In key order, so that two replicas' batches lock rows in the same order.
                     [
                         {"device_id": d, "conversation_id": c, "seq": seq}
-                        for (d, c), seq in cursors.items()
+                        for (d, c), seq in sorted(cursors.items())
                     ],
                     keys=["device_id", "conversation_id"],
                     keep_max=["seq"],
                 )
             moved: list[Moved] = []
-            for (conv_id, user_id), (a, seq) in best.items():
+            for (conv_id, user_id), (a, seq) in sorted(best.items(), key=lambda kv: kv[0]):
                 row = seen[(conv_id, user_id)]
                 if seq <= row.delivered_seq:
                     continue
