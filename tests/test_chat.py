@@ -304,6 +304,25 @@ async def test_a_read_mark_reaches_the_readers_other_devices(server, make_user) 
         await phone.aclose()
 
 
+async def test_a_device_level_with_a_conversation_is_not_sent_it_again(server, user) -> None:
+    """Reconnecting with a cursor at the end, the next live message follows on: the server does
+    not take it for a gap and replay the whole history (it used to, to every such device)."""
+    alice, bob = await user("alice"), await user("bob")
+    conv = await alice.direct(bob.login_info.username)
+    for i in range(3):
+        last = await alice.send(conv.id, f"old {i}".encode(), content_type="text/plain")
+    async with connect(ws_url(server)) as ws:
+        cursors = {conv.id: last.seq}
+        await ws.send(
+            json.dumps({"type": "auth", "protocol": 2, "token": bob.token, "cursors": cursors})
+        )
+        while json.loads(await ws.recv())["type"] != "ready":
+            pass
+        fresh = await alice.send(conv.id, b"new", content_type="text/plain")
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert (frame["type"], frame["seq"]) == ("message", fresh.seq)
+
+
 async def test_typing_is_relayed_but_never_stored(user) -> None:
     alice, bob = await user("alice"), await user("bob")
     conv = await alice.direct(bob.login_info.username)

@@ -456,9 +456,10 @@ class SocketSession:
             if len(pending) < REPLAY_PAGE:
                 break
         positions = await self.chat.start_positions(ctx.user_id, ctx.device_id, dict(cursors))
-        for conv_id, start in positions.items():
+        for conv_id, (start, end) in positions.items():
             self.sent[conv_id] = max(start, self.sent.get(conv_id, 0))
-            await self._catch_up(ctx, conv_id)
+            if self.sent[conv_id] < end:
+                await self._catch_up(ctx, conv_id)
 
     async def _catch_up(self, ctx: AuthContext, conv_id: str) -> None:
         while True:

@@ -620,11 +620,13 @@ class ChatService:
 
     async def start_positions(
         self, user_id: str, device_id: str, claimed: dict[str, int]
-    ) -> dict[str, int]:
-        """Where a device's stream resumes in each conversation it may still receive from.
+    ) -> dict[str, tuple[int, int]]:
+        """Where a device's stream resumes in each conversation it can see, and where that
+        conversation ends for it: ``{conversation: (start, end)}``.
 
         The device's own claim wins over the server's cursor (it knows what it has); neither can
-        reach before the user joined.
+        reach before the user joined or past the end. Conversations the device is level with
+        are listed too, so that the next live event is known to follow on, not taken for a gap.
         """
         async with self.db.read() as conn:
             rows = await conn.execute(
@@ -649,10 +651,8 @@ class ChatService:
             for r in rows:
                 claim = claimed.get(r.conversation_id)
                 start = claim if claim is not None else (r.cursor or 0)
-                start = max(start, r.joined_seq)
                 end = r.last_seq if r.left_seq is None else r.left_seq
-                if start < end:
-                    positions[r.conversation_id] = start
+                positions[r.conversation_id] = (min(max(start, r.joined_seq), end), end)
             return positions
 
     async def start_device(self, conn: AsyncConnection, user_id: str, device_id: str) -> None:
