@@ -600,10 +600,17 @@ async def main_async(args: argparse.Namespace) -> None:
                 await run_system(system, rooms, windows, args.seconds, refs)
                 if args.login_burst:
                     await login_burst(system, args.seconds)
-                if args.idle:
-                    await idle_memory(system, args.idle)
             finally:
                 await system.close()
+        if args.idle:
+            # On a server of its own: one whose heap the load above grew would reuse that room
+            # and understate what a connection costs.
+            with tempfile.TemporaryDirectory() as tmp, started(name, Path(tmp)) as servers:
+                system = SecureConnect(LABELS[name], servers)
+                try:
+                    await idle_memory(system, args.idle)
+                finally:
+                    await system.close()
 
 
 def main() -> None:
