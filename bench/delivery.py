@@ -24,8 +24,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from servers import embedded, on_postgresql
 from tests.helpers import Listener
-from tests.server import ServerProcess
 
 from secureconnect.client import Client, Message
 
@@ -126,26 +126,9 @@ async def run(urls: list[str], pairs: int, messages: int) -> dict[str, float]:
 
 def scaled(replicas: int, pairs: int, messages: int) -> dict[str, float]:
     """Replicas on one fresh PostgreSQL database and a redis-server of our own."""
-    from tests.conftest import backend_env, drop_database
-    from tests.test_scale import RedisProcess
-
-    redis = RedisProcess()
-    redis.start()
-    env, database = backend_env("postgresql")
-    env.update({"SECURECONNECT_REDIS_URL": redis.url, "SECURECONNECT_LOG_LEVEL": "WARNING"})
-    servers = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            for n in range(replicas):
-                (Path(tmp) / str(n)).mkdir()
-                servers.append(ServerProcess(Path(tmp) / str(n), env).start())
-            print(f"\nserver: {replicas} replica(s) on PostgreSQL + Redis")
-            return asyncio.run(run([srv.url for srv in servers], pairs, messages))
-    finally:
-        for server in servers:
-            server.stop()
-        redis.stop()
-        drop_database(database)
+    with tempfile.TemporaryDirectory() as tmp, on_postgresql(Path(tmp), replicas) as servers:
+        print(f"\nserver: {replicas} replica(s) on PostgreSQL + Redis")
+        return asyncio.run(run([srv.url for srv in servers], pairs, messages))
 
 
 def main() -> None:
@@ -179,13 +162,9 @@ def main() -> None:
     if args.replicas:
         scaled(args.replicas, args.pairs, args.messages)
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(Path(tmp), {"SECURECONNECT_LOG_LEVEL": "WARNING"}).start()
-        try:
-            print(f"server: embedded default (SQLite, in-process bus) at {server.url}")
-            asyncio.run(run([server.url], args.pairs, args.messages))
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as tmp, embedded(Path(tmp)) as (server,):
+        print(f"server: embedded default (SQLite, in-process bus) at {server.url}")
+        asyncio.run(run([server.url], args.pairs, args.messages))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from servers import embedded, on_postgresql
 from tests.server import ServerProcess
 
 PASSWORD = "benchmark password 1"
@@ -467,31 +468,11 @@ def show(result: Result, reference: Result | None) -> None:
 def started(system: str, tmp: Path) -> Any:
     """The servers of one system: the embedded default, or N replicas on PostgreSQL + Redis."""
     if system == "sqlite":
-        server = ServerProcess(tmp, {"SECURECONNECT_LOG_LEVEL": "WARNING"}).start()
-        try:
-            yield [server]
-        finally:
-            server.stop()
+        with embedded(tmp) as servers:
+            yield servers
         return
-    from tests.conftest import backend_env, drop_database
-    from tests.test_scale import RedisProcess
-
-    replicas = {"postgresql": 1, "postgresql-2": 2}[system]
-    redis = RedisProcess()
-    redis.start()
-    env, database = backend_env("postgresql")
-    env.update({"SECURECONNECT_REDIS_URL": redis.url, "SECURECONNECT_LOG_LEVEL": "WARNING"})
-    servers = []
-    try:
-        for n in range(replicas):
-            (tmp / str(n)).mkdir()
-            servers.append(ServerProcess(tmp / str(n), env).start())
+    with on_postgresql(tmp, {"postgresql": 1, "postgresql-2": 2}[system]) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()
-        redis.stop()
-        drop_database(database)
 
 
 LABELS = {
