@@ -241,12 +241,14 @@ class Hub:
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
         self._unsubscribe: dict[str, Unsubscribe] = {}
         self._encoded: tuple[dict[str, Any], str] | None = None
+        self._open = 0
         self._peak = 0  # most connections since memory was last handed back
 
     async def attach(self, conn: Connection) -> None:
         uid = conn.ctx.user_id
         first = not self._by_user[uid]
         self._by_user[uid].add(conn)
+        self._open += 1
         if first:
             self._unsubscribe[uid] = await self.bus.subscribe(
                 user_topic(uid), lambda event: self._dispatch(uid, event)
@@ -255,7 +257,9 @@ class Hub:
 
     async def detach(self, conn: Connection) -> None:
         uid = conn.ctx.user_id
-        self._by_user[uid].discard(conn)
+        if conn in self._by_user[uid]:
+            self._by_user[uid].discard(conn)
+            self._open -= 1
         if not self._by_user[uid]:
             del self._by_user[uid]
             unsubscribe = self._unsubscribe.pop(uid, None)
@@ -264,7 +268,7 @@ class Hub:
         self._count()
 
     def _count(self) -> None:
-        open_now = sum(len(c) for c in self._by_user.values())
+        open_now = self._open  # kept, not summed: a crowd connecting would cost n squared
         self.metrics.websockets.set(open_now)
         self.metrics.active_users.set(len(self._by_user))
         self._peak = max(self._peak, open_now)
