@@ -15,10 +15,10 @@ import time
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from secureconnect.client.crypto import senderkeys
-from secureconnect.client.crypto.primitives import DHKeyPair
-from secureconnect.client.crypto.ratchet import Ratchet
-from secureconnect.client.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
+from secureconnect.crypto import senderkeys
+from secureconnect.crypto.primitives import DHKeyPair
+from secureconnect.crypto.ratchet import Ratchet
+from secureconnect.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
 
 GROUP = 10
 PAYLOAD = os.urandom(1024)

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from secureconnect.client import ApiError, Client
+from secureconnect.client import ApiError, Client, Me
 from tests.conftest import PASSWORD, unique
 from tests.helpers import call, error_of
 
@@ -18,12 +18,12 @@ async def test_register_login_me_logout(server) -> None:
         await client.register(name.upper(), PASSWORD)  # usernames are case-insensitive
         login = await client.login(name, PASSWORD, device_name="laptop")
         me = await client.me()
-        assert me == {
-            "user_id": login.user_id,
-            "username": name,
-            "device_id": login.device_id,
-            "session_id": login.session_id,
-        }
+        assert me == Me(
+            user_id=login.user_id,
+            username=name,
+            device_id=login.device_id,
+            session_id=login.session_id,
+        )
         await client.logout()
     assert error_of(call(server, "GET", "/v1/me", login.token)) == (401, "token_revoked")
 
@@ -104,8 +104,8 @@ async def test_each_login_is_a_device_and_can_reuse_one(server) -> None:
         again = await laptop.login(name, PASSWORD, device_id=second.device_id)
         assert again.device_id == second.device_id and not again.new_device
         devices = await phone.devices()
-        assert sorted(d["name"] for d in devices) == ["laptop", "phone"]
-        assert [d["current"] for d in devices if d["name"] == "phone"] == [True]
+        assert sorted(d.name for d in devices) == ["laptop", "phone"]
+        assert [d.current for d in devices if d.name == "phone"] == [True]
         assert len(await phone.sessions()) == 3
 
 
@@ -133,7 +133,7 @@ async def test_nobody_can_revoke_another_users_device_or_session(user) -> None:
         with pytest.raises(ApiError) as refused:
             await action
         assert refused.value.status == 404
-    assert (await alice.me())["username"] == alice.login_info.username
+    assert (await alice.me()).username == alice.login_info.username
 
 
 def test_database_holds_argon2id_hashes_and_no_usable_tokens(server) -> None:

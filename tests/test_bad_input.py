@@ -178,7 +178,7 @@ async def test_other_users_conversation_is_invisible_and_unwritable(server, user
         await alice.send(conv.id, b"more secrets", content_type="text/plain")
         await bob.history(conv.id)
         assert spy.messages() == []
-    members = [m["username"] for m in await alice.members(conv.id)]
+    members = [m.username for m in await alice.members(conv.id)]
     assert mallory.login_info.username not in members
 
 
@@ -250,6 +250,7 @@ async def test_revoked_session_loses_its_live_connection(server, user) -> None:
     assert closed.value.rcvd.code == 4401
 
 
+@pytest.mark.slow  # fills a socket until the server gives up on it
 async def test_slow_reader_is_disconnected_then_catches_up(server, user) -> None:
     """A device that stops reading is cut off (4429) instead of growing server memory; when it
     comes back it resumes from its cursor and misses nothing."""

@@ -84,11 +84,11 @@ async def test_only_admins_change_members_and_anyone_may_leave(user) -> None:
         await bob.add_member(group.id, carol.login_info.username)
     assert (refused.value.status, refused.value.code) == (403, "not_admin")
     await bob.remove_member(group.id, bob.login_info.username)
-    assert [m["username"] for m in await alice.members(group.id)] == [alice.login_info.username]
+    assert [m.username for m in await alice.members(group.id)] == [alice.login_info.username]
     # The last admin leaving hands the group to the longest-standing member.
     await alice.add_member(group.id, carol.login_info.username)
     await alice.remove_member(group.id, alice.login_info.username)
-    assert [(m["username"], m["role"]) for m in await carol.members(group.id)] == [
+    assert [(m.username, m.role) for m in await carol.members(group.id)] == [
         (carol.login_info.username, "admin")
     ]
 

@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import PASSWORD, unique
+
+pytestmark = pytest.mark.slow  # a CLI process per command
 
 
 def cli(server, home, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -41,7 +45,7 @@ def test_three_people_chat_from_the_terminal(server, tmp_path) -> None:
     assert "group" in created.stdout
     cli(server, tmp_path, "chat", "send", "trip", "who brings the tent?", "--profile", alice)
     cli(server, tmp_path, "chat", "send", f"@{alice}", "just us two", "--profile", bob)
-    bob_sees = cli(server, tmp_path, "chat", "sync", "--profile", bob).stdout
+    bob_sees = cli(server, tmp_path, "--profile", bob, "chat", "sync").stdout  # before, too
     assert "who brings the tent?" in bob_sees
     # Syncing again shows nothing new: each message once.
     assert (

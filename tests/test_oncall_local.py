@@ -19,6 +19,8 @@ from secureconnect.ops.runfile import load_all
 from tests.conftest import PASSWORD, in_ci
 from tests.test_scale import free_port
 
+pytestmark = pytest.mark.slow  # servers of its own, crashed and restarted by the tooling
+
 ATTACKER = "203.0.113.7"
 
 
@@ -170,11 +172,15 @@ def test_a_brute_force_is_diagnosed_blocked_and_written_on_the_incident(local, t
     for mode in ("emergency", "normal"):
         switched = oncall(local, tmp_path, "oncall", "rate-limit", mode, "--yes")
         assert switched.returncode == 0, switched.stderr
+    lifted = oncall(local, tmp_path, "oncall", "unblock", ATTACKER, "--yes")
+    assert lifted.returncode == 0, lifted.stderr
     shown = oncall(local, tmp_path, "oncall", "show", "1").stdout
-    assert shown.count("action") == 3
+    assert shown.count("action") == 4
     draft = oncall(local, tmp_path, "oncall", "postmortem", "1").stdout
     actions = draft.split("## 5. Immediate actions")[1].split("## 6.")[0]
-    assert f"secureconnect oncall block {ATTACKER}" in actions
+    # The block and its lifting, each written as what it was.
+    assert actions.count(f"secureconnect oncall block {ATTACKER}") == 1
+    assert f"secureconnect oncall unblock {ATTACKER}: {ATTACKER}/32 unblocked" in actions
     assert "rate-limit mode emergency" in actions
 
 

@@ -11,7 +11,6 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -21,36 +20,19 @@ from fastapi.staticfiles import StaticFiles
 
 from secureconnect import __version__
 from secureconnect.accounts.routes import router as accounts_router
-from secureconnect.accounts.service import AccountService
-from secureconnect.bus import Bus, InProcessBus
-from secureconnect.bus.redis import RedisBus
-from secureconnect.chat.realtime import GOING_AWAY, Hub
+from secureconnect.chat.realtime import GOING_AWAY
 from secureconnect.chat.routes import router as chat_router
-from secureconnect.chat.service import ChatService
 from secureconnect.config import Settings
 from secureconnect.edge.errors import install_error_handlers
 from secureconnect.edge.guard import GuardMiddleware
 from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
 from secureconnect.guard.routes import router as guard_router
-from secureconnect.guard.service import GuardService
-from secureconnect.incidents.notify import (
-    Email,
-    Fanout,
-    LogNotifier,
-    Notifier,
-    SlackWebhook,
-)
-from secureconnect.incidents.platform import PrometheusCheck
+from secureconnect.incidents.notify import notifiers
 from secureconnect.incidents.routes import public as status_router
 from secureconnect.incidents.routes import router as incidents_router
-from secureconnect.incidents.service import IncidentService, Severities
-from secureconnect.incidents.status import StatusPage
 from secureconnect.keys.routes import router as keys_router
-from secureconnect.keys.service import InboxService, KeyService
-from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.routes import router as ops_router
-from secureconnect.ops.service import DeployLog
-from secureconnect.store import Database
+from secureconnect.services import Services, build_services
 from secureconnect.store.migrate import upgrade
 
 log = logging.getLogger("secureconnect")
@@ -68,82 +50,6 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
     "chat-service": [chat_router],
     "video-service": [],
 }
-
-
-@dataclass
-class Services:
-    """Everything a request handler may use; one instance per process."""
-
-    settings: Settings
-    db: Database
-    bus: Bus
-    metrics: Metrics
-    accounts: AccountService
-    chat: ChatService
-    keys: KeyService
-    inbox: InboxService
-    hub: Hub
-    incidents: IncidentService
-    status: StatusPage
-    guard: GuardService
-    deploys: DeployLog
-    draining: bool = field(default=False)
-
-
-def build_services(settings: Settings) -> Services:
-    db = Database(
-        settings.effective_database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_s,
-    )
-    bus: Bus = (
-        RedisBus(settings.redis_url.get_secret_value()) if settings.redis_url else InProcessBus()
-    )
-    metrics = Metrics(settings.role)
-    metrics.watch_pool(db.pool_stats)
-    chat = ChatService(
-        db,
-        bus,
-        max_message_bytes=settings.max_message_bytes,
-        history_page_max=settings.history_page_max,
-    )
-    accounts = AccountService(db, settings.token_ttl_s, on_new_device=chat.start_device)
-    hub = Hub(bus, metrics, chat)
-
-    async def health() -> tuple[bool, int]:
-        try:
-            await db.ping()
-            await bus.ping()
-            ready = True
-        except Exception:  # any failure means not ready
-            ready = False
-        return ready, metrics.server_errors()
-
-    severities = Severities.load(
-        settings.incident_verify_s,
-        settings.incident_update_every_s,
-        settings.incident_stakeholders_after_s,
-    )
-    platform = PrometheusCheck(settings.prometheus_url) if settings.prometheus_url else None
-    incidents = IncidentService(db, severities, health, platform)
-    if isinstance(bus, RedisBus):
-        bus.on_reconnect.append(hub.resync_all)
-    return Services(
-        settings,
-        db,
-        bus,
-        metrics,
-        accounts,
-        chat,
-        KeyService(db, bus),
-        InboxService(db, bus),
-        hub,
-        incidents,
-        StatusPage(db, incidents, health, platform),
-        GuardService(db, settings.guard_refresh_s, settings.emergency_requests_per_min),
-        DeployLog(db),
-    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -198,24 +104,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(GuardMiddleware, guard=services.guard)
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
     return app
-
-
-def notifiers(settings: Settings) -> tuple[Notifier, Notifier]:
-    """(owner, stakeholders): the log always; Slack and email when configured."""
-    chat: list[Notifier] = [LogNotifier()]
-    if settings.notify_slack_webhook_url is not None:
-        chat.append(SlackWebhook(settings.notify_slack_webhook_url.get_secret_value()))
-    wide = list(chat)
-    if settings.notify_smtp_host and settings.notify_stakeholder_emails:
-        wide.append(
-            Email(
-                settings.notify_smtp_host,
-                settings.notify_smtp_port,
-                settings.notify_email_from,
-                settings.notify_stakeholder_emails,
-            )
-        )
-    return Fanout(chat), Fanout(wide)
 
 
 async def _reminders(services: Services) -> None:

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from secureconnect.client.crypto import pairwise, safety, senderkeys
-from secureconnect.client.crypto.primitives import DHKeyPair, FixedRandom
-from secureconnect.client.crypto.ratchet import Ratchet
-from secureconnect.client.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
+from secureconnect.crypto import pairwise, safety, senderkeys
+from secureconnect.crypto.primitives import DHKeyPair, FixedRandom
+from secureconnect.crypto.ratchet import Ratchet
+from secureconnect.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
 
 HERE = Path(__file__).parent
 

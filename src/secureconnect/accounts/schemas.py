@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from secureconnect.schemas import Strict
 
 
 class RegisterRequest(Strict):

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.models import devices, sessions, users
+from secureconnect.bus import user_topic
 from secureconnect.errors import Conflict, Invalid, NotFound, Unauthorized
 from secureconnect.store import Database, now_ms
 from secureconnect.store.base import new_id
@@ -44,6 +45,7 @@ _hasher = PasswordHasher()  # argon2id, the library's RFC 9106 defaults
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 NewDeviceHook = Callable[[AsyncConnection, str, str], Awaitable[None]]
+FailedLoginHook = Callable[[str], Awaitable[None]]
 # Below the event loop's priority (nice 0): argon2 is meant to be slow, message delivery is not.
 HASHING_NICE = 10
 
@@ -112,12 +114,26 @@ def check_password(password: str) -> None:
 
 
 class AccountService:
+    """Accounts, devices and sessions.
+
+    What other domains must do when something happens here is wired in by the service
+    container, one hook per action: a new device gets chat cursors (``on_new_device``, in the
+    same transaction); a failed login is counted by the guard and the metrics
+    (``on_failed_login``); a revoked session's live sockets are closed by an event published
+    once the revocation has committed.
+    """
+
     def __init__(
-        self, db: Database, token_ttl_s: int, on_new_device: NewDeviceHook | None = None
+        self,
+        db: Database,
+        token_ttl_s: int,
+        on_new_device: NewDeviceHook | None = None,
+        on_failed_login: FailedLoginHook | None = None,
     ) -> None:
         self.db = db
         self.token_ttl_ms = token_ttl_s * 1000
         self.on_new_device = on_new_device
+        self.on_failed_login = on_failed_login
 
     async def register(self, username: str, password: str) -> dict[str, Any]:
         name = check_username(username)
@@ -137,14 +153,22 @@ class AccountService:
         return {"id": row["id"], "username": name, "created_at": row["created_at"]}
 
     async def login(
-        self, username: str, password: str, device_name: str, device_id: str | None
+        self,
+        username: str,
+        password: str,
+        device_name: str,
+        device_id: str | None,
+        address: str = "-",
     ) -> LoginResult:
+        """``address`` is the client's, for counting failures per address."""
         name = normalise_username(username)
         async with self.db.read() as conn:
             user = (await conn.execute(select(users).where(users.c.username == name))).first()
         stored = user.password_hash if user else _DUMMY_HASH
         ok: bool = await _hashed(_verify, stored, password)
         if user is None or not ok:
+            if self.on_failed_login is not None:
+                await self.on_failed_login(address)
             # One answer for both, so that the login form does not reveal who has an account.
             raise Unauthorized("invalid_credentials", "wrong username or password")
         now = now_ms()
@@ -286,11 +310,12 @@ class AccountService:
                 .where(and_(sessions.c.id == session_id, sessions.c.user_id == user_id))
                 .values(revoked_at=now_ms())
             )
-        if result.rowcount == 0:
-            raise NotFound("session_not_found", "no such session on this account")
+            if result.rowcount == 0:
+                raise NotFound("session_not_found", "no such session on this account")
+            self._close_sockets(conn, user_id, [session_id])
 
-    async def revoke_device(self, user_id: str, device_id: str) -> list[str]:
-        """Revokes the device and every session on it; returns the sessions that were live."""
+    async def revoke_device(self, user_id: str, device_id: str) -> None:
+        """Revokes the device and every session on it."""
         now = now_ms()
         async with self.db.write() as conn:
             result = await conn.execute(
@@ -316,7 +341,14 @@ class AccountService:
                 .where(and_(sessions.c.device_id == device_id, sessions.c.revoked_at.is_(None)))
                 .values(revoked_at=now)
             )
-        return list(live)
+            self._close_sockets(conn, user_id, list(live))
+
+    def _close_sockets(self, conn: AsyncConnection, user_id: str, session_ids: list[str]) -> None:
+        """Every replica closes these sessions' live WebSockets, once the revocation commits."""
+        if session_ids:
+            self.db.publish_on_commit(
+                conn, [user_topic(user_id)], {"type": "_revoked", "session_ids": session_ids}
+            )
 
 
 def _verify(stored: str, password: str) -> bool:

@@ -9,6 +9,11 @@ Handler = Callable[[dict[str, Any]], None]
 Unsubscribe = Callable[[], Awaitable[None]]
 
 
+def user_topic(user_id: str) -> str:
+    """The one topic a user's events go to: every device of theirs, on every replica, listens."""
+    return f"user:{user_id}"
+
+
 class Bus(Protocol):
     async def start(self) -> None: ...
 

@@ -37,8 +37,8 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from secureconnect.accounts.service import AccountService, AuthContext
-from secureconnect.bus import Bus, Unsubscribe
-from secureconnect.chat.service import Ack, ChatService, user_topic
+from secureconnect.bus import Bus, Unsubscribe, user_topic
+from secureconnect.chat.service import Ack, ChatService
 from secureconnect.edge.logging import client_ip
 from secureconnect.errors import Problem
 from secureconnect.keys.service import InboxService
@@ -293,13 +293,6 @@ class Hub:
         self._encoded = (event, frame)
         return frame
 
-    async def announce_revoked(self, user_id: str, session_ids: list[str]) -> None:
-        """Closes the live connections of revoked sessions, on whichever replica holds them."""
-        if session_ids:
-            await self.bus.publish(
-                [user_topic(user_id)], {"type": "_revoked", "session_ids": session_ids}
-            )
-
     async def resync_all(self) -> None:
         """After the bus was away: every connection re-reads the store from where it stands."""
         for conns in self._by_user.values():
@@ -375,10 +368,10 @@ class SocketSession:
             return BAD_FRAME, str(error), "-"
         try:
             ctx = await self.accounts.authenticate(frame["token"])
+        except StoreUnavailable as error:  # a Problem too: caught first, it is not the token
+            return TRY_AGAIN_LATER, error.code, "-"
         except Problem as error:
             return UNAUTHORIZED, error.code, "-"
-        except StoreUnavailable as error:
-            return TRY_AGAIN_LATER, error.code, "-"
         conn = Connection(ctx, self.queue_size)
         await self.hub.attach(conn)
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response, WebSocket, status
+from fastapi import APIRouter, Query, Response, WebSocket, status
 from fastapi.responses import JSONResponse
 from starlette.routing import WebSocketRoute
 
@@ -21,7 +21,8 @@ from secureconnect.chat.schemas import (
     SendMessage,
     Typing,
 )
-from secureconnect.edge.deps import Caller, get_services
+from secureconnect.edge.deps import Caller, ServicesDep
+from secureconnect.services import services_of
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -32,26 +33,26 @@ router = APIRouter(prefix="/v1", tags=["chat"])
     status_code=status.HTTP_201_CREATED,
     responses={200: {"description": "the 1:1 conversation already existed"}},
 )
-async def create_conversation(body: CreateConversation, caller: Caller, request: Request) -> Any:
-    conv, created = await get_services(request).chat.create(
-        caller, body.kind, body.members, body.name
-    )
+async def create_conversation(
+    body: CreateConversation, caller: Caller, services: ServicesDep
+) -> Any:
+    conv, created = await services.chat.create(caller, body.kind, body.members, body.name)
     return JSONResponse(ConversationOut(**conv).model_dump(), status_code=201 if created else 200)
 
 
 @router.get("/conversations", response_model=list[ConversationOut])
-async def list_conversations(caller: Caller, request: Request) -> Any:
-    return await get_services(request).chat.list_for(caller.user_id)
+async def list_conversations(caller: Caller, services: ServicesDep) -> Any:
+    return await services.chat.list_for(caller.user_id)
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationOut)
-async def get_conversation(conversation_id: str, caller: Caller, request: Request) -> Any:
-    return await get_services(request).chat.describe(caller.user_id, conversation_id)
+async def get_conversation(conversation_id: str, caller: Caller, services: ServicesDep) -> Any:
+    return await services.chat.describe(caller.user_id, conversation_id)
 
 
 @router.get("/conversations/{conversation_id}/members", response_model=list[MemberOut])
-async def list_members(conversation_id: str, caller: Caller, request: Request) -> Any:
-    return await get_services(request).chat.members_of(caller.user_id, conversation_id)
+async def list_members(conversation_id: str, caller: Caller, services: ServicesDep) -> Any:
+    return await services.chat.members_of(caller.user_id, conversation_id)
 
 
 @router.post(
@@ -60,16 +61,16 @@ async def list_members(conversation_id: str, caller: Caller, request: Request) -
     status_code=status.HTTP_201_CREATED,
 )
 async def add_member(
-    conversation_id: str, body: AddMember, caller: Caller, request: Request
+    conversation_id: str, body: AddMember, caller: Caller, services: ServicesDep
 ) -> Any:
-    return await get_services(request).chat.add_member(caller, conversation_id, body.username)
+    return await services.chat.add_member(caller, conversation_id, body.username)
 
 
 @router.delete("/conversations/{conversation_id}/members/{username}", response_model=EventOut)
 async def remove_member(
-    conversation_id: str, username: str, caller: Caller, request: Request
+    conversation_id: str, username: str, caller: Caller, services: ServicesDep
 ) -> Any:
-    return await get_services(request).chat.remove_member(caller, conversation_id, username)
+    return await services.chat.remove_member(caller, conversation_id, username)
 
 
 @router.post(
@@ -79,9 +80,8 @@ async def remove_member(
     responses={200: {"description": "a retry: the message stored the first time"}},
 )
 async def send_message(
-    conversation_id: str, body: SendMessage, caller: Caller, request: Request
+    conversation_id: str, body: SendMessage, caller: Caller, services: ServicesDep
 ) -> Any:
-    services = get_services(request)
     event, created = await services.chat.send(
         caller, conversation_id, body.client_msg_id, body.content_type, body.body_bytes()
     )
@@ -94,38 +94,38 @@ async def send_message(
 async def history(
     conversation_id: str,
     caller: Caller,
-    request: Request,
+    services: ServicesDep,
     after: int | None = Query(None, description="exclusive: events with seq > after"),
     before: int | None = Query(None, description="exclusive: the newest events with seq < before"),
     limit: int = Query(100, description="page size"),
 ) -> Any:
-    return await get_services(request).chat.history(
+    return await services.chat.history(
         caller.user_id, conversation_id, after=after, before=before, limit=limit
     )
 
 
 @router.post("/conversations/{conversation_id}/receipts", response_model=ReceiptOut)
-async def mark(conversation_id: str, body: Mark, caller: Caller, request: Request) -> Any:
-    return await get_services(request).chat.mark(
-        caller, conversation_id, body.delivered_seq, body.read_seq
-    )
+async def mark(conversation_id: str, body: Mark, caller: Caller, services: ServicesDep) -> Any:
+    return await services.chat.mark(caller, conversation_id, body.delivered_seq, body.read_seq)
 
 
 @router.get("/conversations/{conversation_id}/receipts", response_model=list[ReceiptOut])
-async def list_receipts(conversation_id: str, caller: Caller, request: Request) -> Any:
-    return await get_services(request).chat.receipts_of(caller.user_id, conversation_id)
+async def list_receipts(conversation_id: str, caller: Caller, services: ServicesDep) -> Any:
+    return await services.chat.receipts_of(caller.user_id, conversation_id)
 
 
 @router.post("/conversations/{conversation_id}/typing", status_code=204)
-async def typing(conversation_id: str, body: Typing, caller: Caller, request: Request) -> Response:
-    await get_services(request).chat.typing(caller, conversation_id, body.typing)
+async def typing(
+    conversation_id: str, body: Typing, caller: Caller, services: ServicesDep
+) -> Response:
+    await services.chat.typing(caller, conversation_id, body.typing)
     return Response(status_code=204)
 
 
 async def events(ws: WebSocket) -> None:
     """The realtime stream. A plain Starlette route: FastAPI's dependency machinery would add
     a few KiB to every one of thousands of idle connections, and this route needs none of it."""
-    services = ws.app.state.services
+    services = services_of(ws)
     await SocketSession(
         ws,
         services.accounts,

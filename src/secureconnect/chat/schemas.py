@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from secureconnect.accounts.schemas import Strict
+from secureconnect.schemas import Strict
 
 
 class CreateConversation(Strict):

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.models import users
 from secureconnect.accounts.service import AuthContext, normalise_username
-from secureconnect.bus import Bus
+from secureconnect.bus import Bus, user_topic
 from secureconnect.chat.models import conversations, device_cursors, events, members, receipts
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from secureconnect.store import Database, now_ms
@@ -30,10 +30,6 @@ from secureconnect.store.base import new_id
 from secureconnect.store.sql import upsert, upsert_many
 
 MEMBERSHIP_TYPE = "application/vnd.secureconnect.membership+json"
-
-
-def user_topic(user_id: str) -> str:
-    return f"user:{user_id}"
 
 
 @dataclass(frozen=True)
@@ -203,6 +199,7 @@ class ChatService:
                 event = await self._insert_event(
                     conn, conv_id, 1, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
                 )
+                self._publish(conn, member_ids, event)
         except IntegrityError:
             # Two people opened the same 1:1 at the same moment: both get the one that won.
             if direct_key is None:
@@ -211,7 +208,6 @@ class ChatService:
             if winner is None:
                 raise
             return await self.describe(ctx.user_id, winner), False
-        await self._fanout(member_ids, event)
         return await self.describe(ctx.user_id, conv_id), True
 
     async def describe(self, user_id: str, conv_id: str) -> dict[str, Any]:
@@ -324,8 +320,7 @@ class ChatService:
                     .where(and_(members.c.conversation_id == conv_id, members.c.user_id == target))
                     .values(role="member", joined_seq=seq - 1, left_seq=None)
                 )
-            recipients = [*roster.current, target]
-        await self._fanout(recipients, event)
+            self._publish(conn, [*roster.current, target], event)
         return event
 
     async def remove_member(self, ctx: AuthContext, conv_id: str, username: str) -> dict[str, Any]:
@@ -358,7 +353,7 @@ class ChatService:
                 .values(left_seq=seq)
             )
             await self._keep_an_admin(conn, conv_id)
-        await self._fanout(recipients, event)
+            self._publish(conn, recipients, event)
         return event
 
     # ----- messages ------------------------------------------------------------------------
@@ -402,7 +397,7 @@ class ChatService:
             event = await self._insert_event(
                 conn, conv_id, seq, ctx, "message", content_type, body, client_msg_id
             )
-        await self._fanout(roster.current, event)
+            self._publish(conn, roster.current, event)
         return event, True
 
     def _same_or_conflict(
@@ -494,10 +489,10 @@ class ChatService:
             # read mark, up to the new delivered mark.
             low, high = before["read_seq"], after["delivered_seq"]
             spans = await self._sender_spans(conn, conv_id, low, high)
-        notices = _receipt_notices(conv_id, spans, [Moved(conv_id, after, low, high)])
-        notices.append(([ctx.user_id], _receipts_event(conv_id, [after])))
-        for recipients, event in notices:
-            await self._fanout(recipients, event)
+            notices = _receipt_notices(conv_id, spans, [Moved(conv_id, after, low, high)])
+            notices.append(([ctx.user_id], _receipts_event(conv_id, [after])))
+            for recipients, event in notices:
+                self._publish(conn, recipients, event)
         return after
 
     async def receipts_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
@@ -615,8 +610,8 @@ class ChatService:
                 high = max(m.high for m in changes)
                 spans = await self._sender_spans(conn, conv_id, low, high)
                 notices += _receipt_notices(conv_id, spans, changes)
-        for recipients, event in notices:
-            await self._fanout(recipients, event)
+            for recipients, event in notices:
+                self._publish(conn, recipients, event)
 
     async def start_positions(
         self, user_id: str, device_id: str, claimed: dict[str, int]
@@ -683,12 +678,16 @@ class ChatService:
             "username": ctx.username,
             "typing": active,
         }
-        await self._fanout([u for u in recipients if u != ctx.user_id], event)
+        # Typing is not stored: there is no commit to wait for.
+        await self.bus.publish([user_topic(u) for u in recipients if u != ctx.user_id], event)
 
     # ----- helpers ---------------------------------------------------------------------------
 
-    async def _fanout(self, user_ids: Iterable[str], event: dict[str, Any]) -> None:
-        await self.bus.publish([user_topic(uid) for uid in user_ids], event)
+    def _publish(
+        self, conn: AsyncConnection, user_ids: Iterable[str], event: dict[str, Any]
+    ) -> None:
+        """To every device of these users, once this transaction has committed."""
+        self.db.publish_on_commit(conn, [user_topic(uid) for uid in user_ids], event)
 
     async def _roster(
         self, conn: AsyncConnection, conv_id: str, user_id: str, *, lock: bool = False

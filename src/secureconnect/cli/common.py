@@ -1,10 +1,13 @@
-"""What every CLI command shares: the consoles, the --profile/--server options, and running an
-SDK call so that API errors end as one red line instead of a traceback."""
+"""What every CLI command shares: the consoles, the --profile/--server options (declared once,
+on the root command), and running an SDK call so that API errors end as one red line instead
+of a traceback."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Annotated, Any, TypeVar
@@ -34,6 +37,54 @@ PasswordOpt = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class ProfileChoice:
+    """Which saved login (``--profile``) and which server (``--server``) a command uses."""
+
+    profile: str = "default"
+    server: str | None = None
+
+
+PROFILE_OPTIONS = ("--profile", "--server")
+
+
+def hoist_profile_options(argv: list[str]) -> list[str]:
+    """Moves ``--profile``/``--server`` (and their values) to the front, where the root command
+    reads them, so that they may also be given after the subcommand. Nothing after ``--`` moves:
+    there a word is an argument, even one that looks like an option."""
+    front: list[str] = []
+    rest: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            rest.append(word)
+            rest.extend(words)
+            break
+        name = word.split("=", 1)[0]
+        if name in PROFILE_OPTIONS:
+            front.append(word)
+            if "=" not in word:
+                value = next(words, None)
+                if value is not None:
+                    front.append(value)
+        else:
+            rest.append(word)
+    return front + rest
+
+
+_chosen: ContextVar[ProfileChoice | None] = ContextVar("profile_choice", default=None)
+
+
+def choose_profile(choice: ProfileChoice) -> None:
+    """Called once per command line, by the root command's callback."""
+    _chosen.set(choice)
+
+
+def profile_choice() -> ProfileChoice:
+    """What the root command was given (the defaults outside a command line, as in tests)."""
+    return _chosen.get() or ProfileChoice()
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Runs a client coroutine; API errors become one red line and exit code 1."""
     try:
@@ -52,18 +103,17 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 def client_command(
     fn: Callable[..., Awaitable[None]],
 ) -> Callable[..., None]:
-    """Wraps an async ``fn(client, profile, ...)`` into a command with --profile and --server."""
+    """Wraps an async ``fn(client, profile, ...)`` into a call on the chosen profile's server."""
 
     @wraps(fn)
-    def command(
-        *args: Any, profile: str = "default", server: str | None = None, **kwargs: Any
-    ) -> None:
-        state = Profile.load(profile, server)
+    def command(*args: Any, **kwargs: Any) -> None:
+        chosen = profile_choice()
+        state = Profile.load(chosen.profile, chosen.server)
 
         async def go() -> None:
             async with Client(state.server, state.token) as client:
                 await fn(client, state, *args, **kwargs)
-            state.save(profile)
+            state.save(chosen.profile)
 
         run(go())
 

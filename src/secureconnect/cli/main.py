@@ -20,17 +20,20 @@ from rich.table import Table
 
 from secureconnect.cli.common import (
     PasswordOpt,
+    ProfileChoice,
     ProfileOpt,
     ServerOpt,
+    choose_profile,
     client_command,
     err,
+    hoist_profile_options,
     out,
+    profile_choice,
     when,
 )
 from secureconnect.cli.oncall import oncall_app
 from secureconnect.cli.profile import Profile, home
 from secureconnect.client import ApiError, Client, Message, Ready, Receipt, Typing
-from secureconnect.client.crypto.safety import display
 from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
 from secureconnect.client.secure import (
     DecryptionFailed,
@@ -39,8 +42,9 @@ from secureconnect.client.secure import (
     SecureClient,
 )
 from secureconnect.config import Settings
+from secureconnect.crypto.safety import display
 
-app = typer.Typer(help="SecureConnect: end-to-end encrypted chat and calls.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the server's settings.", no_args_is_help=True)
 chat_app = typer.Typer(help="Conversations and messages.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
@@ -49,7 +53,16 @@ app.add_typer(oncall_app, name="oncall")
 
 
 def main() -> None:
-    app()
+    app(args=hoist_profile_options(sys.argv[1:]))
+
+
+@app.callback()
+def root(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+    """SecureConnect: end-to-end encrypted chat and calls.
+
+    --profile and --server may stand before or after the subcommand.
+    """
+    choose_profile(ProfileChoice(profile, server))
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -124,8 +137,6 @@ def _password(given: str | None, confirm: bool = False) -> str:
 def register(
     username: str,
     password: PasswordOpt = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Create an account."""
     secret = _password(password, confirm=True)
@@ -133,11 +144,10 @@ def register(
     async def go(client: Client, state: Profile) -> None:
         user = await client.register(username, secret)
         out.print(
-            f"registered [bold]{user['username']}[/bold]; now run: "
-            f"secureconnect login {user['username']}"
+            f"registered [bold]{user.username}[/bold]; now run: secureconnect login {user.username}"
         )
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @app.command()
@@ -145,8 +155,6 @@ def login(
     username: str,
     password: PasswordOpt = None,
     device_name: Annotated[str, typer.Option(help="how this device is listed")] = "cli",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Log in; this terminal becomes one of your devices."""
     secret = _password(password)
@@ -163,14 +171,14 @@ def login(
             state.cursors = {}
         state.token, state.username = info.token, info.username
         state.user_id, state.device_id = info.user_id, info.device_id
-        await _secure(client, profile)  # this device's keys: made here, public halves published
+        await _secure(client)  # this device's keys: made here, public halves published
         out.print(f"logged in as [bold]{info.username}[/bold] on device {info.device_id[:8]}")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @app.command()
-def logout(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def logout() -> None:
     """End this device's session."""
 
     async def go(client: Client, state: Profile) -> None:
@@ -178,32 +186,32 @@ def logout(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
         state.token = None
         out.print("logged out")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @app.command()
-def whoami(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def whoami() -> None:
     """Show who this profile is logged in as."""
 
     async def go(client: Client, state: Profile) -> None:
         me = await client.me()
-        out.print(f"{me['username']} (device {me['device_id'][:8]}) on {state.server}")
+        out.print(f"{me.username} (device {me.device_id[:8]}) on {state.server}")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @app.command()
-def devices(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def devices() -> None:
     """List your devices."""
 
     async def go(client: Client, state: Profile) -> None:
         table = Table("device", "name", "last seen", "status")
         for d in await client.devices():
-            status = "revoked" if d["revoked_at"] else ("this device" if d["current"] else "")
-            table.add_row(d["id"][:8], d["name"], when(d["last_seen_at"]), status)
+            status = "revoked" if d.revoked_at else ("this device" if d.current else "")
+            table.add_row(d.id[:8], d.name, when(d.last_seen_at), status)
         out.print(table)
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 # ----- chat -----------------------------------------------------------------------------------
@@ -221,15 +229,16 @@ async def _resolve(client: Client, ref: str) -> str:
     raise ApiError(404, "conversation_not_found", f"'{ref}' {reason}")
 
 
-def _device_store(profile: str) -> DeviceStore:
+def _device_store() -> DeviceStore:
     """This profile's device keys; encrypted at rest when SECURECONNECT_PASSPHRASE is set."""
     return DeviceStore(
-        home() / f"{profile}.device.json", os.environ.get("SECURECONNECT_PASSPHRASE") or None
+        home() / f"{profile_choice().profile}.device.json",
+        os.environ.get("SECURECONNECT_PASSPHRASE") or None,
     )
 
 
-async def _secure(client: Client, profile: str) -> SecureClient:
-    secure = SecureClient(client, _device_store(profile))
+async def _secure(client: Client) -> SecureClient:
+    secure = SecureClient(client, _device_store())
     try:
         await secure.start()
     except DeviceStoreError as error:
@@ -272,8 +281,6 @@ def chat_new(
     group: Annotated[
         bool, typer.Option("--group", help="a group even with one other person")
     ] = False,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Start a conversation: 1:1 with one person, a group with several (or --group/--name)."""
 
@@ -284,11 +291,11 @@ def chat_new(
             conv = await client.create_group(usernames, name)
         out.print(f"{conv.id} {conv.kind} with {', '.join(conv.members)}")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("list")
-def chat_list(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def chat_list() -> None:
     """Your conversations, with unread counts."""
 
     async def go(client: Client, state: Profile) -> None:
@@ -302,21 +309,19 @@ def chat_list(profile: ProfileOpt = "default", server: ServerOpt = None) -> None
             )
         out.print(table)
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("send")
 def chat_send(
     conversation: Annotated[str, typer.Argument(help="@username, conversation id or group name")],
     text: str,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Send a message; returns once the server has stored it."""
 
     async def go(client: Client, state: Profile) -> None:
         conv = await _resolve(client, conversation)
-        secure = await _secure(client, profile)
+        secure = await _secure(client)
         try:
             sent = await secure.send(conv, text.encode())
         except IdentityChangedError as error:
@@ -331,36 +336,34 @@ def chat_send(
             )
         out.print(f"sent #{sent.seq} (end-to-end encrypted)")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("history")
 def chat_history(
     conversation: str,
     limit: Annotated[int, typer.Option(help="how many of the newest")] = 50,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Show the newest messages of a conversation."""
 
     async def go(client: Client, state: Profile) -> None:
         conv = await _resolve(client, conversation)
-        secure = await _secure(client, profile)
+        secure = await _secure(client)
         await secure.sync_inbox()
         for message in (await secure.history(conv))[-limit:]:
             out.print(_render(message, state.username))
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
-async def _stream(client: Client, state: Profile, profile: str, until_ready: bool) -> None:
-    secure = await _secure(client, profile)
+async def _stream(client: Client, state: Profile, until_ready: bool) -> None:
+    secure = await _secure(client)
     async for event in secure.events(state.cursors):
         if isinstance(event, PlainMessage | DecryptionFailed):
             out.print(_render(event, state.username))
             if secure.stream is not None:
                 state.cursors = secure.stream.cursors
-            state.save(profile)
+            state.save(profile_choice().profile)
         elif isinstance(event, Receipt) and event.username != state.username:
             out.print(
                 f"[dim]{event.conversation_id[:8]} {event.username} read up to "
@@ -376,67 +379,61 @@ async def _stream(client: Client, state: Profile, profile: str, until_ready: boo
 
 
 @chat_app.command("listen")
-def chat_listen(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def chat_listen() -> None:
     """Print what you missed, then new messages as they arrive (Ctrl-C to stop)."""
 
     async def go(client: Client, state: Profile) -> None:
-        await _stream(client, state, profile, until_ready=False)
+        await _stream(client, state, until_ready=False)
 
     with contextlib.suppress(KeyboardInterrupt):
-        client_command(go)(profile=profile, server=server)
+        client_command(go)()
 
 
 @chat_app.command("sync")
-def chat_sync(profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def chat_sync() -> None:
     """Print everything that arrived since this device last looked, then exit."""
 
     async def go(client: Client, state: Profile) -> None:
-        await _stream(client, state, profile, until_ready=True)
+        await _stream(client, state, until_ready=True)
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("members")
-def chat_members(
-    conversation: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
+def chat_members(conversation: str) -> None:
     """Who is in a conversation."""
 
     async def go(client: Client, state: Profile) -> None:
         for m in await client.members(await _resolve(client, conversation)):
-            out.print(f"{m['username']}{' (admin)' if m['role'] == 'admin' else ''}")
+            out.print(f"{m.username}{' (admin)' if m.role == 'admin' else ''}")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("add")
-def chat_add(
-    conversation: str, username: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
+def chat_add(conversation: str, username: str) -> None:
     """Add someone to a group (admins only). They see what is sent from now on."""
 
     async def go(client: Client, state: Profile) -> None:
         event = await client.add_member(await _resolve(client, conversation), username)
         out.print(_render(event, state.username))
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("remove")
-def chat_remove(
-    conversation: str, username: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
+def chat_remove(conversation: str, username: str) -> None:
     """Remove someone from a group (admins), or leave it (your own name)."""
 
     async def go(client: Client, state: Profile) -> None:
         event = await client.remove_member(await _resolve(client, conversation), username)
         out.print(_render(event, state.username))
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("read")
-def chat_read(conversation: str, profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def chat_read(conversation: str) -> None:
     """Mark a conversation read up to its newest message."""
 
     async def go(client: Client, state: Profile) -> None:
@@ -444,7 +441,7 @@ def chat_read(conversation: str, profile: ProfileOpt = "default", server: Server
         await client.mark(conv.id, read=conv.last_seq)
         out.print(f"read up to #{conv.last_seq}")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @chat_app.command("verify")
@@ -454,13 +451,11 @@ def chat_verify(
         bool, typer.Option("--confirm", help="the numbers match: mark verified")
     ] = False,
     accept: Annotated[bool, typer.Option("--accept", help="trust their devices' new keys")] = False,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Show the safety number to compare with USERNAME (in person or on a call)."""
 
     async def go(client: Client, state: Profile) -> None:
-        secure = await _secure(client, profile)
+        secure = await _secure(client)
         if accept:
             secure.accept_identity(username, await client.user_devices(username))
         number = await secure.safety_number(username)
@@ -474,4 +469,4 @@ def chat_verify(
             f"secureconnect chat verify {username} --confirm"
         )
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from secureconnect.cli.common import ProfileOpt, ServerOpt, client_command, err, out, when
+from secureconnect.cli.common import client_command, err, out, when
 from secureconnect.cli.profile import Profile
 from secureconnect.client import ApiError, Client
 from secureconnect.diagnostics.facts import Action
@@ -36,14 +36,12 @@ def _print_incident(incident: dict[str, Any], timeline: bool = False) -> None:
 
 def _oncall(
     fn: Callable[[Client], Awaitable[dict[str, Any]]],
-    profile: str,
-    server: str | None,
     timeline: bool = True,
 ) -> None:
     async def go(client: Client, state: Profile) -> None:
         _print_incident(await fn(client), timeline)
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @oncall_app.command("open")
@@ -51,22 +49,18 @@ def oncall_open(
     title: str,
     severity: Annotated[str, typer.Option(help="P1, P2 or P3")] = "P2",
     text: str = "",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Open an incident."""
-    _oncall(lambda c: c.incident_open(title, severity, text), profile, server)
+    _oncall(lambda c: c.incident_open(title, severity, text))
 
 
 @oncall_app.command("ack")
 def oncall_ack(
     incident: str,
     text: str = "I'm on it",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Acknowledge: you own it now."""
-    _oncall(lambda c: c.incident_step(incident, "acknowledged", text), profile, server)
+    _oncall(lambda c: c.incident_step(incident, "acknowledged", text))
 
 
 @oncall_app.command("triage")
@@ -75,25 +69,19 @@ def oncall_triage(
     users_affected: Annotated[int | None, typer.Option()] = None,
     recent_deploy: Annotated[bool | None, typer.Option()] = None,
     text: str = "",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Record the triage: users affected, whether a deploy came just before."""
     _oncall(
         lambda c: c.incident_step(
             incident, "triaged", text, users_affected=users_affected, recent_deploy=recent_deploy
         ),
-        profile,
-        server,
     )
 
 
 @oncall_app.command("update")
-def oncall_update(
-    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
+def oncall_update(incident: str, text: str) -> None:
     """Post an update (the runbook asks for one every 15 minutes)."""
-    _oncall(lambda c: c.incident_update(incident, text), profile, server)
+    _oncall(lambda c: c.incident_update(incident, text))
 
 
 @oncall_app.command("severity")
@@ -101,44 +89,36 @@ def oncall_severity(
     incident: str,
     severity: str,
     text: str = "",
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Change the severity."""
-    _oncall(lambda c: c.incident_severity(incident, severity, text), profile, server)
+    _oncall(lambda c: c.incident_severity(incident, severity, text))
 
 
 @oncall_app.command("mitigate")
-def oncall_mitigate(
-    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
+def oncall_mitigate(incident: str, text: str) -> None:
     """Users can work again (scaled, rolled back, restarted): say how."""
-    _oncall(lambda c: c.incident_step(incident, "mitigated", text), profile, server)
+    _oncall(lambda c: c.incident_step(incident, "mitigated", text))
 
 
 @oncall_app.command("resolve")
-def oncall_resolve(
-    incident: str, text: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
+def oncall_resolve(incident: str, text: str) -> None:
     """The root cause is fixed; the verification window starts."""
-    _oncall(lambda c: c.incident_step(incident, "resolved", text), profile, server)
+    _oncall(lambda c: c.incident_step(incident, "resolved", text))
 
 
 @oncall_app.command("close")
 def oncall_close(
     incident: str,
     override: Annotated[str | None, typer.Option(help="reason to skip verification")] = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Close, once the platform has stayed healthy for the verification window."""
-    _oncall(lambda c: c.incident_close(incident, override), profile, server)
+    _oncall(lambda c: c.incident_close(incident, override))
 
 
 @oncall_app.command("show")
-def oncall_show(incident: str, profile: ProfileOpt = "default", server: ServerOpt = None) -> None:
+def oncall_show(incident: str) -> None:
     """An incident and its timeline."""
-    _oncall(lambda c: c.incident(incident), profile, server)
+    _oncall(lambda c: c.incident(incident))
 
 
 @oncall_app.command("status")
@@ -152,8 +132,6 @@ def oncall_status(
     ] = None,
     text: Annotated[str | None, typer.Option(help="the public message")] = None,
     component: Annotated[list[str] | None, typer.Option(help='e.g. "Chat=degraded"')] = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Post a public update to the status page (runbook 23.10)."""
     states = dict(c.split("=", 1) for c in component or [])
@@ -166,26 +144,22 @@ def oncall_status(
         for c in page["components"]:
             out.print(f"  {c['name']:<16} {c['state'].replace('_', ' ')}")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @oncall_app.command("postmortem")
-def oncall_postmortem(
-    incident: str, profile: ProfileOpt = "default", server: ServerOpt = None
-) -> None:
+def oncall_postmortem(incident: str) -> None:
     """Draft the blameless post-mortem (Markdown, the runbook's six sections) on stdout."""
 
     async def go(client: Client, state: Profile) -> None:
         print(await client.incident_postmortem(incident))
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 @oncall_app.command("list")
 def oncall_list(
     all_: Annotated[bool, typer.Option("--all", help="closed ones too")] = False,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Open incidents, newest first."""
 
@@ -196,7 +170,7 @@ def oncall_list(
         if not found:
             out.print("no open incidents")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 # ----- diagnosis and mitigations (runbook 23.5 to 23.9) ---------------------------------------
@@ -255,8 +229,6 @@ def oncall_diagnose(
         str | None, typer.Option(help="a video-service address whose UDP port to test")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Run the runbook's checks and say what they found and what to do, with the command.
 
@@ -300,7 +272,7 @@ def oncall_diagnose(
         for gap in facts.gaps:
             out.print(f"[dim]not read: {gap}[/dim]")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
     if failed:
         raise typer.Exit(PROBLEMS_FOUND)
 
@@ -311,8 +283,6 @@ def _mitigate(
     apply: Callable[[Client], Awaitable[str]],
     yes: bool,
     incident: str | None,
-    profile: str,
-    server: str | None,
 ) -> None:
     """Prints what will change, asks, acts, and writes the action on the incident."""
     out.print(f"This will: [bold]{plan}[/bold]")
@@ -329,7 +299,7 @@ def _mitigate(
         out.print(f"[green]done:[/green] {result}")
         await _record(client, incident, f"{action.cli()}: {result}")
 
-    client_command(go)(profile=profile, server=server)
+    client_command(go)()
 
 
 async def _record(client: Client, incident: str | None, text: str) -> None:
@@ -354,8 +324,6 @@ def _workload_action(
     data_dir: Path,
     yes: bool,
     incident: str | None,
-    profile: str,
-    server: str | None,
 ) -> None:
     where = _target(target, namespace, data_dir)
 
@@ -365,7 +333,7 @@ def _workload_action(
         except (LookupError, ValueError) as error:
             raise Unsupported(str(error)) from error
 
-    _mitigate(action, where.plan(action), apply, yes, incident, profile, server)
+    _mitigate(action, where.plan(action), apply, yes, incident)
 
 
 @oncall_app.command("scale")
@@ -377,8 +345,6 @@ def oncall_scale(
     data_dir: DataDirOpt = Path("data"),
     yes: YesOpt = False,
     incident: IncidentOpt = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Set a deployment's replicas (runbook 23.5 step 4, 23.6). Asks first."""
     _workload_action(
@@ -388,8 +354,6 @@ def oncall_scale(
         data_dir,
         yes,
         incident,
-        profile,
-        server,
     )
 
 
@@ -403,12 +367,8 @@ def _workload_command(kind: Literal["restart", "rollback"], doc: str) -> None:
         data_dir: DataDirOpt = Path("data"),
         yes: YesOpt = False,
         incident: IncidentOpt = None,
-        profile: ProfileOpt = "default",
-        server: ServerOpt = None,
     ) -> None:
-        _workload_action(
-            Action(kind, workload), target, namespace, data_dir, yes, incident, profile, server
-        )
+        _workload_action(Action(kind, workload), target, namespace, data_dir, yes, incident)
 
     command.__doc__ = doc
     oncall_app.command(kind)(command)
@@ -432,8 +392,6 @@ def oncall_block(
     ] = None,
     yes: YesOpt = False,
     incident: IncidentOpt = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Refuse every request from an address or network at the API (runbook 23.8). Asks first."""
 
@@ -442,7 +400,7 @@ def oncall_block(
         return f"{done['network']} blocked" + (" (already was)" if done["already"] else "")
 
     plan = f"block {network} on every replica" + (f" for {expires_in} s" if expires_in else "")
-    _mitigate(Action("block", network), plan, apply, yes, incident, profile, server)
+    _mitigate(Action("block", network), plan, apply, yes, incident)
 
 
 @oncall_app.command("unblock")
@@ -450,8 +408,6 @@ def oncall_unblock(
     network: str,
     yes: YesOpt = False,
     incident: IncidentOpt = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Lift a block (it stays in the deny list's history). Asks first."""
 
@@ -459,13 +415,11 @@ def oncall_unblock(
         return f"{(await client.unblock(network))['network']} unblocked"
 
     _mitigate(
-        Action("block", network),
+        Action("unblock", network),
         f"lift the block on {network}",
         apply,
         yes,
         incident,
-        profile,
-        server,
     )
 
 
@@ -476,8 +430,6 @@ def oncall_rate_limit(
     ],
     yes: YesOpt = False,
     incident: IncidentOpt = None,
-    profile: ProfileOpt = "default",
-    server: ServerOpt = None,
 ) -> None:
     """Switch the API's emergency rate limit on or off (runbook 23.8, DDoS). Asks first."""
 
@@ -490,6 +442,4 @@ def oncall_rate_limit(
         apply,
         yes,
         incident,
-        profile,
-        server,
     )

@@ -15,26 +15,38 @@ from secureconnect.client.errors import ApiError, ConnectionLost
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
     Conversation,
+    Device,
     Event,
     Login,
+    Me,
+    Member,
     Message,
     Page,
     Ready,
     Receipt,
+    Session,
     Typing,
+    User,
 )
+from secureconnect.errors import SecureConnectError
 
 __all__ = [
     "ApiError",
     "Client",
     "ConnectionLost",
     "Conversation",
+    "Device",
     "Event",
     "EventStream",
     "Login",
+    "Me",
+    "Member",
     "Message",
     "Page",
     "Ready",
     "Receipt",
+    "SecureConnectError",
+    "Session",
     "Typing",
+    "User",
 ]

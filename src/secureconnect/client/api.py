@@ -15,22 +15,36 @@ from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
     Conversation,
+    Device,
     InboxMessage,
     Login,
+    Me,
+    Member,
     Message,
     Page,
     Receipt,
+    Session,
+    User,
 )
 
 RETRYABLE_STATUS = {502, 503, 504}
 
 
 class Client:
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``transport`` as in httpx: ``httpx.ASGITransport(app)`` talks to an app in this
+        process (the realtime stream still needs a real server)."""
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.login_info: Login | None = None
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> Client:
         return self
@@ -48,14 +62,14 @@ class Client:
 
     # ----- accounts ------------------------------------------------------------------------
 
-    async def register(self, username: str, password: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
+    async def register(self, username: str, password: str) -> User:
+        data = await self._call(
             "POST",
             "/v1/auth/register",
             json={"username": username, "password": password},
             auth=False,
         )
-        return result
+        return User.from_json(data)
 
     async def login(
         self,
@@ -85,20 +99,17 @@ class Client:
         await self._call("POST", "/v1/auth/logout")
         self.token = None
 
-    async def me(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/v1/me")
-        return result
+    async def me(self) -> Me:
+        return Me.from_json(await self._call("GET", "/v1/me"))
 
-    async def devices(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", "/v1/devices")
-        return result
+    async def devices(self) -> list[Device]:
+        return [Device.from_json(d) for d in await self._call("GET", "/v1/devices")]
 
     async def revoke_device(self, device_id: str) -> None:
         await self._call("DELETE", f"/v1/devices/{device_id}")
 
-    async def sessions(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", "/v1/sessions")
-        return result
+    async def sessions(self) -> list[Session]:
+        return [Session.from_json(d) for d in await self._call("GET", "/v1/sessions")]
 
     async def revoke_session(self, session_id: str) -> None:
         await self._call("DELETE", f"/v1/sessions/{session_id}")
@@ -126,11 +137,9 @@ class Client:
             await self._call("GET", f"/v1/conversations/{conversation_id}")
         )
 
-    async def members(self, conversation_id: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(
-            "GET", f"/v1/conversations/{conversation_id}/members"
-        )
-        return result
+    async def members(self, conversation_id: str) -> list[Member]:
+        rows = await self._call("GET", f"/v1/conversations/{conversation_id}/members")
+        return [Member.from_json(m) for m in rows]
 
     async def add_member(self, conversation_id: str, username: str) -> Message:
         return Message.from_json(

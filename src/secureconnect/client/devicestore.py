@@ -18,11 +18,13 @@ from argon2.low_level import Type, hash_secret_raw
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from secureconnect.errors import SecureConnectError
+
 FORMAT = "secureconnect-device-v1"
 KDF = {"alg": "argon2id", "t": 3, "m": 65536, "p": 4}
 
 
-class DeviceStoreError(Exception):
+class DeviceStoreError(SecureConnectError):
     pass
 
 

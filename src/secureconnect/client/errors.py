@@ -1,9 +1,12 @@
-"""Errors the SDK raises."""
+"""Errors the SDK raises; all are :class:`secureconnect.errors.SecureConnectError`, whose
+docstring draws the whole tree."""
 
 from __future__ import annotations
 
+from secureconnect.errors import SecureConnectError
 
-class ApiError(Exception):
+
+class ApiError(SecureConnectError):
     """The server refused a request; ``code`` is the stable machine-readable reason."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -13,7 +16,7 @@ class ApiError(Exception):
         self.message = message
 
 
-class ConnectionLost(Exception):
+class ConnectionLost(SecureConnectError):
     """The realtime connection closed for a reason that reconnecting will not fix."""
 
     def __init__(self, code: int, reason: str) -> None:

@@ -22,8 +22,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from secureconnect.client.api import Client
-from secureconnect.client.crypto import pairwise, safety, senderkeys
-from secureconnect.client.crypto.primitives import (
+from secureconnect.client.devicestore import DeviceStore
+from secureconnect.client.errors import ApiError
+from secureconnect.client.events import EventStream
+from secureconnect.client.types import (
+    InboxMessage,
+    Me,
+    Message,
+    PrekeysLow,
+    Ready,
+    Receipt,
+    Typing,
+)
+from secureconnect.crypto import pairwise, safety, senderkeys
+from secureconnect.crypto.primitives import (
     CryptoError,
     DHKeyPair,
     Random,
@@ -32,25 +44,15 @@ from secureconnect.client.crypto.primitives import (
     system_random,
     unb64,
 )
-from secureconnect.client.crypto.ratchet import Ratchet
-from secureconnect.client.crypto.x3dh import (
+from secureconnect.crypto.ratchet import Ratchet
+from secureconnect.crypto.x3dh import (
     Bundle,
     DeviceIdentity,
     InitialHeader,
     initiate,
     respond,
 )
-from secureconnect.client.devicestore import DeviceStore
-from secureconnect.client.errors import ApiError
-from secureconnect.client.events import EventStream
-from secureconnect.client.types import (
-    InboxMessage,
-    Message,
-    PrekeysLow,
-    Ready,
-    Receipt,
-    Typing,
-)
+from secureconnect.errors import SecureConnectError
 
 PREKEY_STOCK = 100
 PREKEY_REFILL_BELOW = 50
@@ -108,7 +110,7 @@ class IdentityChanged:
 SecureEvent = PlainMessage | DecryptionFailed | IdentityChanged | Receipt | Typing | Ready
 
 
-class IdentityChangedError(Exception):
+class IdentityChangedError(SecureConnectError):
     def __init__(self, username: str) -> None:
         super().__init__(f"{username}'s keys changed; compare safety numbers, then accept them")
         self.username = username
@@ -130,10 +132,10 @@ class SecureClient:
 
     # ----- device set-up ---------------------------------------------------------------------
 
-    async def start(self) -> list[IdentityChanged]:
+    async def start(self) -> None:
         me = await self.client.me()
         loaded = self.store.load()
-        if loaded is None or loaded.get("device_id") != me["device_id"]:
+        if loaded is None or loaded.get("device_id") != me.device_id:
             self.state = self._new_device(me)
         else:
             self.state = loaded
@@ -141,14 +143,13 @@ class SecureClient:
         await self.client.publish_keys(self._public_keys())
         await self._top_up_prekeys()
         self._save()
-        return []
 
-    def _new_device(self, me: dict[str, Any]) -> dict[str, Any]:
+    def _new_device(self, me: Me) -> dict[str, Any]:
         identity = DeviceIdentity.generate(self.rng)
         return {
-            "device_id": me["device_id"],
-            "user_id": me["user_id"],
-            "username": me["username"],
+            "device_id": me.device_id,
+            "user_id": me.user_id,
+            "username": me.username,
             "identity": {"dh": b64(identity.dh.private), "sig": b64(identity.signing.private)},
             "spks": {},
             "spk_current": 0,
@@ -525,11 +526,11 @@ class SecureClient:
         if stored is None or stored["kid"] != request["kid"]:
             return
         try:
-            members = {m["user_id"]: m for m in await self.client.members(conv)}
+            members = {m.user_id: m for m in await self.client.members(conv)}
         except ApiError:
             return
         asker = members.get(item.sender_id)
-        if asker is None or request["seq"] <= asker["joined_seq"]:
+        if asker is None or request["seq"] <= asker.joined_seq:
             return
         key = senderkeys.OutboundSenderKey.from_json(stored)
         try:

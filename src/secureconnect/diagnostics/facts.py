@@ -77,7 +77,7 @@ Status = Literal["ok", "warn", "fail", "unknown"]
 class Action:
     """A mitigation the tooling can carry out (after asking)."""
 
-    kind: Literal["scale", "restart", "rollback", "block", "rate-limit"]
+    kind: Literal["scale", "restart", "rollback", "block", "unblock", "rate-limit"]
     target: str  # a workload, a network, or a mode
     replicas: int | None = None
 

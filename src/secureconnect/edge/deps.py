@@ -1,21 +1,25 @@
-"""FastAPI dependencies every role shares: the service container and the authenticated caller."""
+"""FastAPI dependencies every role shares: the service container and the authenticated caller.
+
+A route declares what it needs by type: ``services: ServicesDep``, ``caller: Caller`` or
+``caller: Admin``; nothing else reaches into ``app.state``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 
 from secureconnect.accounts.service import AuthContext
 from secureconnect.errors import Forbidden, Unauthorized
-
-if TYPE_CHECKING:
-    from secureconnect.app import Services
+from secureconnect.services import Services, services_of
 
 
 def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+    return services_of(request)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -27,9 +31,9 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticated(request: Request) -> AuthContext:
+async def authenticated(request: Request, services: ServicesDep) -> AuthContext:
     token = bearer_token(request.headers.get("authorization"))
-    ctx = await get_services(request).accounts.authenticate(token)
+    ctx = await services.accounts.authenticate(token)
     request.state.username = ctx.username
     return ctx
 
@@ -37,10 +41,9 @@ async def authenticated(request: Request) -> AuthContext:
 Caller = Annotated[AuthContext, Depends(authenticated)]
 
 
-async def admin(request: Request) -> AuthContext:
+async def admin(caller: Caller, services: ServicesDep) -> AuthContext:
     """Only the on-call admins (``SECURECONNECT_ADMINS``) may use the ops API."""
-    caller = await authenticated(request)
-    if caller.username not in get_services(request).settings.admins:
+    if caller.username not in services.settings.admins:
         raise Forbidden("not_admin", "only on-call admins may use the ops API")
     return caller
 

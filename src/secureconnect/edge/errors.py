@@ -13,7 +13,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import Send
 
 from secureconnect.errors import Problem
-from secureconnect.store import StoreUnavailable
 
 log = logging.getLogger("secureconnect.edge")
 
@@ -79,10 +78,6 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(error.status_code, "http_error")
         return error_response(error.status_code, code, str(error.detail))
 
-    async def on_store(_: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, StoreUnavailable)
-        return error_response(503, error.code, error.message)
-
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"fields": {"uri": request.url.path}})
         return error_response(500, "internal", "internal error; it has been logged")
@@ -90,5 +85,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
-    app.add_exception_handler(StoreUnavailable, on_store)
     app.add_exception_handler(Exception, on_unexpected)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from secureconnect.edge.deps import Admin, get_services
+from secureconnect.edge.deps import Admin, ServicesDep
 from secureconnect.guard.schemas import Block, Lift, RateLimit
 
 router = APIRouter(prefix="/v1/ops", tags=["guard"])
@@ -14,23 +14,21 @@ router = APIRouter(prefix="/v1/ops", tags=["guard"])
 
 @router.get("/security")
 async def security(
-    caller: Admin, request: Request, window_s: int = Query(900, ge=60, le=86400)
+    caller: Admin, services: ServicesDep, window_s: int = Query(900, ge=60, le=86400)
 ) -> Any:
-    return await get_services(request).guard.report(window_s)
+    return await services.guard.report(window_s)
 
 
 @router.post("/blocks", status_code=201)
-async def block(body: Block, caller: Admin, request: Request) -> Any:
-    return await get_services(request).guard.block(
-        caller.username, body.network, body.reason, body.expires_in_s
-    )
+async def block(body: Block, caller: Admin, services: ServicesDep) -> Any:
+    return await services.guard.block(caller.username, body.network, body.reason, body.expires_in_s)
 
 
 @router.post("/blocks/lift")
-async def lift(body: Lift, caller: Admin, request: Request) -> Any:
-    return await get_services(request).guard.lift(caller.username, body.network)
+async def lift(body: Lift, caller: Admin, services: ServicesDep) -> Any:
+    return await services.guard.lift(caller.username, body.network)
 
 
 @router.put("/rate-limit")
-async def rate_limit(body: RateLimit, caller: Admin, request: Request) -> Any:
-    return await get_services(request).guard.set_mode(caller.username, body.mode)
+async def rate_limit(body: RateLimit, caller: Admin, services: ServicesDep) -> Any:
+    return await services.guard.set_mode(caller.username, body.mode)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from secureconnect.accounts.schemas import Strict
+from secureconnect.schemas import Strict
 
 
 class Block(Strict):

@@ -11,6 +11,8 @@ from typing import Protocol
 
 import httpx
 
+from secureconnect.config import Settings
+
 log = logging.getLogger("secureconnect.incidents")
 
 
@@ -69,3 +71,21 @@ class Fanout:
                         "fields": {"adapter": type(notifier).__name__, "error": str(error)[:200]}
                     },
                 )
+
+
+def notifiers(settings: Settings) -> tuple[Notifier, Notifier]:
+    """(owner, stakeholders): the log always; Slack and email when configured."""
+    chat: list[Notifier] = [LogNotifier()]
+    if settings.notify_slack_webhook_url is not None:
+        chat.append(SlackWebhook(settings.notify_slack_webhook_url.get_secret_value()))
+    wide = list(chat)
+    if settings.notify_smtp_host and settings.notify_stakeholder_emails:
+        wide.append(
+            Email(
+                settings.notify_smtp_host,
+                settings.notify_smtp_port,
+                settings.notify_email_from,
+                settings.notify_stakeholder_emails,
+            )
+        )
+    return Fanout(chat), Fanout(wide)

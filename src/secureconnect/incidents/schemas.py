@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from secureconnect.accounts.schemas import Strict
+from secureconnect.schemas import Strict
 
 
 class OpenIncident(Strict):

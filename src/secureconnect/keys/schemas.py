@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from secureconnect.accounts.schemas import Strict
+from secureconnect.schemas import Strict
 
 
 def _base64(value: str) -> str:

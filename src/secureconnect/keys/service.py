@@ -17,11 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.models import devices, users
 from secureconnect.accounts.service import AuthContext, normalise_username
-from secureconnect.bus import Bus
+from secureconnect.bus import user_topic
 from secureconnect.chat.models import members
-from secureconnect.chat.service import user_topic
-from secureconnect.client.crypto.primitives import CryptoError, b64, verify
-from secureconnect.client.crypto.x3dh import identity_payload, spk_payload
+from secureconnect.crypto.primitives import CryptoError, b64, verify
+from secureconnect.crypto.x3dh import identity_payload, spk_payload
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from secureconnect.keys.models import device_keys, inbox, one_time_prekeys
 from secureconnect.store import Database, now_ms
@@ -47,9 +46,8 @@ def _check_key(value: bytes, what: str) -> None:
 
 
 class KeyService:
-    def __init__(self, db: Database, bus: Bus) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.bus = bus
 
     async def publish(
         self,
@@ -167,7 +165,6 @@ class KeyService:
     async def claim(self, ctx: AuthContext, device_ids: list[str]) -> list[dict[str, Any]]:
         """A bundle per device, each with one one-time prekey while any are left."""
         bundles = []
-        low: list[tuple[str, str, int]] = []
         async with self.db.write() as conn:
             for device_id in device_ids:
                 found = await self._directory(conn, None, device_id)
@@ -201,13 +198,12 @@ class KeyService:
                         bundle["opk_id"], bundle["opk"] = picked, b64(taken)
                 left = await self._stock(conn, device_id)
                 if left < LOW_PREKEYS:
-                    low.append((bundle["user_id"], device_id, left))
+                    self.db.publish_on_commit(
+                        conn,
+                        [user_topic(bundle["user_id"])],
+                        {"type": "prekeys_low", "device_id": device_id, "remaining": left},
+                    )
                 bundles.append(bundle)
-        for owner, device_id, left in low:
-            await self.bus.publish(
-                [user_topic(owner)],
-                {"type": "prekeys_low", "device_id": device_id, "remaining": left},
-            )
         return bundles
 
     async def _directory(
@@ -260,9 +256,8 @@ class KeyService:
 
 
 class InboxService:
-    def __init__(self, db: Database, bus: Bus) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.bus = bus
 
     async def send(self, ctx: AuthContext, items: list[tuple[str, bytes]]) -> list[int]:
         """Queues pairwise ciphertexts for other devices. Only devices of people the sender
@@ -275,7 +270,7 @@ class InboxService:
             if len(body) > MAX_INBOX_BODY:
                 raise TooLarge("message_too_large", f"inbox message over {MAX_INBOX_BODY} bytes")
         now = now_ms()
-        stored: list[tuple[str, dict[str, Any]]] = []
+        stored: list[int] = []
         async with self.db.write() as conn:
             owners = await self._owners(conn, [d for d, _ in items])
             allowed = await self._contacts(conn, ctx.user_id)
@@ -300,24 +295,19 @@ class InboxService:
                         .returning(inbox.c.id)
                     )
                 ).scalar_one()
-                stored.append(
-                    (
-                        owner,
-                        {
-                            "type": "inbox",
-                            "id": new_id,
-                            "device_id": device_id,
-                            "sender_id": ctx.user_id,
-                            "sender": ctx.username,
-                            "sender_device_id": ctx.device_id,
-                            "body": b64(body),
-                            "created_at": now,
-                        },
-                    )
-                )
-        for owner, event in stored:
-            await self.bus.publish([user_topic(owner)], event)
-        return [event["id"] for _, event in stored]
+                stored.append(new_id)
+                event = {
+                    "type": "inbox",
+                    "id": new_id,
+                    "device_id": device_id,
+                    "sender_id": ctx.user_id,
+                    "sender": ctx.username,
+                    "sender_device_id": ctx.device_id,
+                    "body": b64(body),
+                    "created_at": now,
+                }
+                self.db.publish_on_commit(conn, [user_topic(owner)], event)
+        return stored
 
     async def pending(
         self, ctx: AuthContext, after: int = 0, limit: int = 500

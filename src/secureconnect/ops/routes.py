@@ -8,25 +8,22 @@ otherwise, and the runbook's checks read it).
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from secureconnect import __version__
-from secureconnect.edge.deps import Admin, get_services
-
-if TYPE_CHECKING:
-    from secureconnect.app import Services
+from secureconnect.edge.deps import Admin, ServicesDep
+from secureconnect.services import Services
 
 router = APIRouter(tags=["ops"])
 CHECK_TIMEOUT_S = 2.0
 
 
 @router.get("/healthz")
-async def healthz(request: Request) -> dict[str, Any]:
-    services = get_services(request)
+async def healthz(services: ServicesDep) -> dict[str, Any]:
     return {"status": "ok", "role": services.settings.role, "version": __version__}
 
 
@@ -43,8 +40,7 @@ async def dependency_checks(services: Services) -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> JSONResponse:
-    services = get_services(request)
+async def readyz(services: ServicesDep) -> JSONResponse:
     checks = await dependency_checks(services)
     if services.draining:
         checks["draining"] = "shutting down"
@@ -56,8 +52,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    services = get_services(request)
+async def metrics(services: ServicesDep) -> Response:
     # Readiness as a metric, so that Prometheus can alert on "the store is unreachable" while
     # the process itself still answers (runbook 23.7).
     for check, result in (await dependency_checks(services)).items():
@@ -67,16 +62,15 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/v1/ops/deploys")
 async def deploys(
-    caller: Admin, request: Request, since_s: int = Query(3600, ge=60, le=90 * 86400)
+    caller: Admin, services: ServicesDep, since_s: int = Query(3600, ge=60, le=90 * 86400)
 ) -> list[dict[str, Any]]:
     """Releases started recently: the runbook's "was there a deploy in the last hour?"."""
-    return await get_services(request).deploys.since(since_s)
+    return await services.deploys.since(since_s)
 
 
 @router.get("/v1/ops/store")
-async def store(caller: Admin, request: Request) -> dict[str, Any]:
+async def store(caller: Admin, services: ServicesDep) -> dict[str, Any]:
     """Round trip, primary or standby, and the durability in force (runbook 23.7)."""
-    services = get_services(request)
     described = await services.db.describe()
     stats = services.db.pool_stats()
     described["pool"] = {"in_use": stats.in_use, "max_open": stats.max_open}

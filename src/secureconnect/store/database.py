@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,16 +14,13 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from secureconnect.errors import Unavailable
+
 log = logging.getLogger("secureconnect.store")
 
 
-class StoreUnavailable(Exception):
-    """The database cannot serve right now (down, or every pooled connection busy)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class StoreUnavailable(Unavailable):
+    """The database cannot serve right now (down, or every pooled connection busy): a 503."""
 
 
 @dataclass(frozen=True)
@@ -36,13 +33,30 @@ class PoolStats:
     errors: dict[str, int]
 
 
+Publish = Callable[[Sequence[str], dict[str, Any]], Awaitable[None]]
+
+
 class Database:
-    """One engine per process. SQLite writes are serialised in-process: SQLite has one writer."""
+    """One engine per process. SQLite writes are serialised in-process: SQLite has one writer.
+
+    Events go out only after the commit that made them true (as Zulip's
+    ``send_event_on_commit``): a write queues them with :meth:`publish_on_commit`, and
+    :meth:`write` hands them to ``publish`` (the bus) once the transaction has committed; a
+    rolled-back transaction publishes nothing.
+    """
 
     def __init__(
-        self, url: str, *, pool_size: int = 10, max_overflow: int = 10, pool_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        pool_timeout: float = 10.0,
+        publish: Publish | None = None,
     ) -> None:
         self.url = url
+        self._publish = publish
+        self._outbox: dict[AsyncConnection, list[tuple[Sequence[str], dict[str, Any]]]] = {}
         self.is_sqlite = url.startswith("sqlite")
         self.max_open = pool_size + max_overflow
         self.engine: AsyncEngine = create_async_engine(
@@ -68,10 +82,31 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that commits on exit: when this returns, the change is durable."""
+        """A transaction that commits on exit: when this returns, the change is durable, and
+        what it queued with :meth:`publish_on_commit` has been published, in queued order."""
         lock = self._write_lock or contextlib.nullcontext()
-        async with lock, self._connect() as conn, conn.begin():
-            yield conn
+        outbox: list[tuple[Sequence[str], dict[str, Any]]] = []
+        async with lock, self._connect() as conn:
+            self._outbox[conn] = outbox
+            try:
+                async with conn.begin():
+                    yield conn
+            finally:
+                del self._outbox[conn]
+        if outbox and self._publish is not None:
+            for topics, event in outbox:
+                await self._publish(topics, event)
+
+    def publish_on_commit(
+        self, conn: AsyncConnection, topics: Sequence[str], event: dict[str, Any]
+    ) -> None:
+        """Publishes ``event`` to ``topics`` once the transaction ``conn`` belongs to commits."""
+        try:
+            self._outbox[conn].append((topics, event))
+        except KeyError:
+            raise RuntimeError(
+                "publish_on_commit needs a connection from Database.write()"
+            ) from None
 
     @contextlib.asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:

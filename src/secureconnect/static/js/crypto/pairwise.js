@@ -1,4 +1,4 @@
-// The pairwise (inbox) envelope, as secureconnect/client/crypto/pairwise.py writes it.
+// The pairwise (inbox) envelope, as secureconnect/crypto/pairwise.py writes it.
 import { CryptoError, b64, canonicalJson, unb64, utf8 } from "./primitives.js";
 
 export function encode(initial, header, ciphertext) {

@@ -1,4 +1,4 @@
-// WebCrypto wrappers matching secureconnect/client/crypto/primitives.py byte for byte.
+// WebCrypto wrappers matching secureconnect/crypto/primitives.py byte for byte.
 // Raw 32-byte keys everywhere; private keys enter WebCrypto through fixed PKCS#8 prefixes.
 
 const subtle = globalThis.crypto.subtle;

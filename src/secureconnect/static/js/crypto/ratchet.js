@@ -1,4 +1,4 @@
-// The Double Ratchet as in secureconnect/client/crypto/ratchet.py.
+// The Double Ratchet as in secureconnect/crypto/ratchet.py.
 import {
   CryptoError, aeadDecrypt, aeadEncrypt, b64, concat, dh, dhKeyPair, equal, generateDH, hkdf,
   hmacSha256, messageKeyMaterial, readU32, systemRandom, u32, unb64, utf8,

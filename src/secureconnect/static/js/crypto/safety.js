@@ -1,4 +1,4 @@
-// Signal's numeric safety numbers, as secureconnect/client/crypto/safety.py computes them.
+// Signal's numeric safety numbers, as secureconnect/crypto/safety.py computes them.
 import { concat, utf8 } from "./primitives.js";
 
 const ITERATIONS = 5200;

@@ -1,4 +1,4 @@
-// Sender keys as in secureconnect/client/crypto/senderkeys.py.
+// Sender keys as in secureconnect/crypto/senderkeys.py.
 import {
   CryptoError, aeadDecrypt, aeadEncrypt, b64, canonicalJson, concat, draw, hmacSha256,
   messageKeyMaterial, readU32, sign, signingKeyPair, systemRandom, u32, unb64, utf8, verify,

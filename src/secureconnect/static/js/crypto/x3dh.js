@@ -1,4 +1,4 @@
-// X3DH as in secureconnect/client/crypto/x3dh.py (Signal's spec; Ed25519 signing key for XEdDSA).
+// X3DH as in secureconnect/crypto/x3dh.py (Signal's spec; Ed25519 signing key for XEdDSA).
 import {
   concat, dh, draw, generateDH, generateSigning, hkdf, sign, systemRandom, u32, utf8, verify,
 } from "./primitives.js";

@@ -11,9 +11,9 @@ import binascii
 import json
 from typing import Any
 
-from secureconnect.client.crypto import PROTOCOL_VERSION
-from secureconnect.client.crypto.primitives import CryptoError, b64, unb64
-from secureconnect.client.crypto.x3dh import InitialHeader
+from secureconnect.crypto import PROTOCOL_VERSION
+from secureconnect.crypto.primitives import CryptoError, b64, unb64
+from secureconnect.crypto.x3dh import InitialHeader
 
 
 def encode(initial: InitialHeader | None, header: bytes, ciphertext: bytes) -> bytes:

@@ -1,4 +1,9 @@
-"""SecureConnect's end-to-end encryption, client side only (protocol version 1).
+"""SecureConnect's end-to-end encryption (protocol version 1).
+
+It runs on the devices: the SDK encrypts and decrypts with it. The server imports only what
+checks a public signature (a device's signed prekey, its identity payload); it holds no private
+key and never calls a decrypting function. It lives beside ``client/`` rather than inside it
+because both sides use it.
 
 Built on `cryptography`'s X25519, Ed25519, HKDF-SHA256, HMAC-SHA256 and AES-256-GCM, the five
 primitives WebCrypto also offers, so that the browser client can match it byte for byte:

@@ -21,8 +21,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from secureconnect.client.crypto import PROTOCOL_VERSION
-from secureconnect.client.crypto.primitives import (
+from secureconnect.crypto import PROTOCOL_VERSION
+from secureconnect.crypto.primitives import (
     CryptoError,
     Random,
     SigningKeyPair,

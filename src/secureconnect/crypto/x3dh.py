@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from secureconnect.client.crypto.primitives import (
+from secureconnect.crypto.primitives import (
     CryptoError,
     DHKeyPair,
     Random,

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from secureconnect.errors import SecureConnectError
+
 KEY_BYTES = 32
 _RAW = serialization.Encoding.Raw
 _RAW_PUBLIC = serialization.PublicFormat.Raw
@@ -35,7 +37,7 @@ def unb64(value: str) -> bytes:
     return base64.b64decode(value, validate=True)
 
 
-class CryptoError(Exception):
+class CryptoError(SecureConnectError):
     """A message or key failed a check: it must be dropped, never half-trusted."""
 
     def __init__(self, code: str, message: str) -> None:

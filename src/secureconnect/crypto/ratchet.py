@@ -12,7 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from secureconnect.client.crypto.primitives import (
+from secureconnect.crypto.primitives import (
     CryptoError,
     DHKeyPair,
     Random,

@@ -1,0 +1,126 @@
+"""The service container: one instance per process, built from the settings.
+
+It sits below the routes and above the domains: it imports services, the store, the bus, the
+settings and the metrics, never a router, so that a route can depend on it without a circle.
+Routes take it as ``services: ServicesDep`` (see :mod:`secureconnect.edge.deps`); the
+WebSocket route, a plain Starlette route, reads it with :func:`services_of`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from secureconnect.accounts.service import AccountService
+from secureconnect.bus import Bus, InProcessBus
+from secureconnect.bus.redis import RedisBus
+from secureconnect.chat.realtime import Hub
+from secureconnect.chat.service import ChatService
+from secureconnect.config import Settings
+from secureconnect.guard.service import GuardService
+from secureconnect.incidents.platform import PrometheusCheck
+from secureconnect.incidents.service import IncidentService, Severities
+from secureconnect.incidents.status import StatusPage
+from secureconnect.keys.service import InboxService, KeyService
+from secureconnect.ops.metrics import Metrics
+from secureconnect.ops.service import DeployLog
+from secureconnect.store import Database, StoreUnavailable
+
+log = logging.getLogger("secureconnect.accounts")
+
+
+@dataclass
+class Services:
+    """Everything a request handler may use."""
+
+    settings: Settings
+    db: Database
+    bus: Bus
+    metrics: Metrics
+    accounts: AccountService
+    chat: ChatService
+    keys: KeyService
+    inbox: InboxService
+    hub: Hub
+    incidents: IncidentService
+    status: StatusPage
+    guard: GuardService
+    deploys: DeployLog
+    draining: bool = field(default=False)
+
+
+def build_services(settings: Settings) -> Services:
+    bus: Bus = (
+        RedisBus(settings.redis_url.get_secret_value()) if settings.redis_url else InProcessBus()
+    )
+    db = Database(
+        settings.effective_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_s,
+        publish=bus.publish,
+    )
+    metrics = Metrics(settings.role)
+    metrics.watch_pool(db.pool_stats)
+    chat = ChatService(
+        db,
+        bus,
+        max_message_bytes=settings.max_message_bytes,
+        history_page_max=settings.history_page_max,
+    )
+    guard = GuardService(db, settings.guard_refresh_s, settings.emergency_requests_per_min)
+
+    async def failed_login(address: str) -> None:
+        metrics.failed_logins.inc()
+        try:
+            await guard.record_failed_login(address)
+        except StoreUnavailable:  # counting must not turn "wrong password" into a 503
+            log.warning("could not count a failed login")
+
+    accounts = AccountService(
+        db, settings.token_ttl_s, on_new_device=chat.start_device, on_failed_login=failed_login
+    )
+    hub = Hub(bus, metrics, chat)
+    if isinstance(bus, RedisBus):
+        bus.on_reconnect.append(hub.resync_all)
+
+    async def health() -> tuple[bool, int]:
+        """(store and bus reachable, server errors so far), for incidents and the status page."""
+        try:
+            await db.ping()
+            await bus.ping()
+            ready = True
+        except Exception:  # any failure means not ready
+            ready = False
+        return ready, metrics.server_errors()
+
+    severities = Severities.load(
+        settings.incident_verify_s,
+        settings.incident_update_every_s,
+        settings.incident_stakeholders_after_s,
+    )
+    platform = PrometheusCheck(settings.prometheus_url) if settings.prometheus_url else None
+    incidents = IncidentService(db, severities, health, platform)
+    return Services(
+        settings=settings,
+        db=db,
+        bus=bus,
+        metrics=metrics,
+        accounts=accounts,
+        chat=chat,
+        keys=KeyService(db),
+        inbox=InboxService(db),
+        hub=hub,
+        incidents=incidents,
+        status=StatusPage(db, incidents, health, platform),
+        guard=guard,
+        deploys=DeployLog(db),
+    )
+
+
+def services_of(connection: HTTPConnection) -> Services:
+    """The container of the app serving this request or WebSocket."""
+    services: Services = connection.app.state.services
+    return services
