@@ -41,6 +41,7 @@ def by_check(findings, check: str):
     return [f for f in findings if f.check == check]
 
 
+@pytest.mark.slow  # regenerates every fixture
 def test_the_fixtures_are_reproducible_and_valid_api_objects() -> None:
     built = build()
     assert sorted(built) == sorted(p.stem for p in FIXTURES.glob("*.json"))

@@ -35,6 +35,8 @@ from tests.server import ServerProcess, run_in_thread
 from tests.test_oncall_local import _exists, oncall
 from tests.test_scale import free_port
 
+pytestmark = pytest.mark.slow  # starts servers, breaks them and restores them
+
 ROOT = Path(__file__).parents[1]
 TOKEN = "drill-webhook-token-0123456789"
 VERIFY_S = 6

@@ -186,6 +186,7 @@ async def test_alertmanager_opens_joins_and_resolves_incidents(ops_server) -> No
         await oncall.aclose()
 
 
+@pytest.mark.slow  # a CLI process per step
 def test_oncall_from_the_terminal(ops_server, tmp_path) -> None:
     env = {
         **os.environ,
@@ -273,6 +274,7 @@ class Mailbox:
         self.messages = []
 
 
+@pytest.mark.slow  # waits for real reminder rounds
 async def test_reminders_reach_slack_email_and_the_log(own_server) -> None:
     slack, mailbox = SlackReceiver(), Mailbox()
     smtp_port = free_port()

@@ -20,6 +20,8 @@ from tests.helpers import Listener
 from tests.server import ServerProcess
 from tests.test_scale import RedisProcess, free_port
 
+pytestmark = pytest.mark.slow  # a process per role behind nginx
+
 NGINX_CONF = """
 daemon off;
 worker_processes 1;

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from secureconnect.client import Client
 from tests.conftest import PASSWORD
 from tests.helpers import Listener, texts
+
+pytestmark = pytest.mark.slow  # servers of its own, killed and restarted
 
 
 async def login_pair(url: str) -> tuple[Client, Client]:

@@ -19,6 +19,8 @@ from tests.conftest import PASSWORD, backend_env, drop_database, in_ci
 from tests.helpers import Listener, texts
 from tests.server import ServerProcess
 
+pytestmark = pytest.mark.slow  # two replicas, Redis and nginx of its own
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from secureconnect.client import Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
 from tests.conftest import PASSWORD, unique
+
+pytestmark = pytest.mark.slow  # Chromium
 
 
 async def python_device(sdk: Client, name: str, tmp_path) -> SecureClient:
