@@ -16,50 +16,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.models import users
 from secureconnect.accounts.service import AuthContext, normalise_username
 from secureconnect.bus import Bus, user_topic
-from secureconnect.chat.models import conversations, device_cursors, events, members, receipts
+from secureconnect.chat import store
+from secureconnect.chat.models import conversations, device_cursors, members, receipts
+from secureconnect.chat.store import Membership
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from secureconnect.store import Database, now_ms
 from secureconnect.store.base import new_id
 from secureconnect.store.sql import upsert, upsert_many
 
 MEMBERSHIP_TYPE = "application/vnd.secureconnect.membership+json"
-
-
-@dataclass(frozen=True)
-class Membership:
-    conversation_id: str
-    kind: str
-    role: str
-    joined_seq: int
-    left_seq: int | None
-    last_seq: int
-
-    @property
-    def current(self) -> bool:
-        return self.left_seq is None
-
-    @property
-    def visible_until(self) -> int:
-        return self.last_seq if self.left_seq is None else self.left_seq
-
-
-@dataclass(frozen=True)
-class Roster:
-    """A caller's membership plus every member row (current and former) of the conversation."""
-
-    me: Membership
-    rows: dict[str, tuple[str, int, int | None]]  # user id -> (role, joined_seq, left_seq)
-
-    @property
-    def current(self) -> list[str]:
-        return [uid for uid, (_, _, left) in self.rows.items() if left is None]
 
 
 @dataclass(frozen=True)
@@ -115,37 +87,6 @@ def _receipt_notices(
     ]
 
 
-def event_out(r: Mapping[Any, Any]) -> dict[str, Any]:
-    """The wire form of a timeline event, the same over HTTP history and the WebSocket."""
-    return {
-        "type": "message",
-        "conversation_id": r["conversation_id"],
-        "seq": r["seq"],
-        "kind": r["kind"],
-        "sender_id": r["sender_user_id"],
-        "sender": r["sender_username"],
-        "sender_device_id": r["sender_device_id"],
-        "client_msg_id": r["client_msg_id"],
-        "content_type": r["content_type"],
-        "body": base64.b64encode(r["body"]).decode(),
-        "created_at": r["created_at"],
-    }
-
-
-_EVENT_COLUMNS = (
-    events.c.conversation_id,
-    events.c.seq,
-    events.c.kind,
-    events.c.sender_user_id,
-    events.c.sender_device_id,
-    events.c.client_msg_id,
-    events.c.content_type,
-    events.c.body,
-    events.c.created_at,
-    users.c.username.label("sender_username"),
-)
-
-
 class ChatService:
     def __init__(
         self, db: Database, bus: Bus, *, max_message_bytes: int, history_page_max: int
@@ -196,7 +137,7 @@ class ChatService:
                             conversation_id=conv_id, user_id=uid, role=role, joined_seq=0
                         )
                     )
-                event = await self._insert_event(
+                event = await store.insert_event(
                     conn, conv_id, 1, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
                 )
                 self._publish(conn, member_ids, event)
@@ -248,8 +189,8 @@ class ChatService:
             if not rows:
                 return []
             conv_ids = [r.id for r in rows]
-            unread = await self._unread(conn, user_id, conv_ids)
-            roster = await self._rosters(conn, conv_ids)
+            unread = await store.unread(conn, user_id, conv_ids)
+            roster = await store.current_usernames(conn, conv_ids)
         out = []
         for r in rows:
             visible = r.last_seq if r.left_seq is None else r.left_seq
@@ -274,7 +215,7 @@ class ChatService:
 
     async def members_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
-            await self._roster(conn, conv_id, user_id)
+            await store.roster(conn, conv_id, user_id)
             rows = await conn.execute(
                 select(users.c.id, users.c.username, members.c.role, members.c.joined_seq)
                 .join(users, users.c.id == members.c.user_id)
@@ -295,16 +236,16 @@ class ChatService:
         name = normalise_username(username)
         target = (await self._resolve([name]))[name]
         async with self.db.write() as conn:
-            roster = await self._roster(conn, conv_id, ctx.user_id, lock=True)
+            roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
             me = roster.me
             self._require_admin_of_group(me)
             existing = roster.rows.get(target)
             if existing is not None and existing[2] is None:
                 raise Conflict("already_member", f"{name} is already a member")
             seq = me.last_seq + 1
-            await self._bump(conn, conv_id, seq)
+            await store.bump(conn, conv_id, seq)
             body = {"action": "add", "actor": ctx.username, "user": name}
-            event = await self._insert_event(
+            event = await store.insert_event(
                 conn, conv_id, seq, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
             )
             # They see the timeline from their own "added" event on, never what came before.
@@ -329,7 +270,7 @@ class ChatService:
         leaving = name == ctx.username
         target = ctx.user_id if leaving else (await self._resolve([name]))[name]
         async with self.db.write() as conn:
-            roster = await self._roster(conn, conv_id, ctx.user_id, lock=True)
+            roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
             me = roster.me
             if me.kind == "direct":
                 raise Invalid("direct_conversation", "a direct conversation has fixed members")
@@ -342,9 +283,9 @@ class ChatService:
                 raise NotFound("not_a_member", f"{name} is not a member of this conversation")
             recipients = roster.current
             seq = me.last_seq + 1
-            await self._bump(conn, conv_id, seq)
+            await store.bump(conn, conv_id, seq)
             body = {"action": "leave" if leaving else "remove", "actor": ctx.username, "user": name}
-            event = await self._insert_event(
+            event = await store.insert_event(
                 conn, conv_id, seq, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
             )
             await conn.execute(
@@ -386,15 +327,15 @@ class ChatService:
         # refuses the second insert, the transaction rolls back, and send() answers with the
         # original. The common case, a new message, costs three statements.
         async with self.db.write() as conn:
-            roster = await self._roster(conn, conv_id, ctx.user_id, lock=True)
+            roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
             if not roster.me.current:
                 existing = await self._by_client_id(ctx, conv_id, client_msg_id, conn)
                 if existing is not None:
                     return self._same_or_conflict(existing, content_type, body), False
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
             seq = roster.me.last_seq + 1
-            await self._bump(conn, conv_id, seq)
-            event = await self._insert_event(
+            await store.bump(conn, conv_id, seq)
+            event = await store.insert_event(
                 conn, conv_id, seq, ctx, "message", content_type, body, client_msg_id
             )
             self._publish(conn, roster.current, event)
@@ -421,7 +362,7 @@ class ChatService:
         if (after is not None and after < 0) or (before is not None and before < 1):
             raise Invalid("invalid_range", "'after' must be >= 0 and 'before' >= 1")
         async with self.db.read() as conn:
-            me = (await self._roster(conn, conv_id, user_id)).me
+            me = (await store.roster(conn, conv_id, user_id)).me
             top = me.visible_until
             if after is not None and after > top:
                 raise Invalid(
@@ -429,12 +370,12 @@ class ChatService:
                 )
             if before is not None:
                 lo, hi = me.joined_seq, min(before - 1, top)
-                rows = await self._events(conn, conv_id, lo, hi, limit, newest=True)
+                rows = await store.events_between(conn, conv_id, lo, hi, limit, newest=True)
                 rows.reverse()
                 has_more = bool(rows) and rows[0]["seq"] > me.joined_seq + 1
             else:
                 lo = max(after or 0, me.joined_seq)
-                rows = await self._events(conn, conv_id, lo, top, limit)
+                rows = await store.events_between(conn, conv_id, lo, top, limit)
                 has_more = bool(rows) and rows[-1]["seq"] < top
         return {"events": rows, "has_more": has_more, "last_seq": top, "joined_seq": me.joined_seq}
 
@@ -443,8 +384,8 @@ class ChatService:
     ) -> list[dict[str, Any]]:
         """The realtime path's catch-up: visible events after ``after``, at most ``limit``."""
         async with self.db.read() as conn:
-            me = (await self._roster(conn, conv_id, user_id)).me
-            return await self._events(
+            me = (await store.roster(conn, conv_id, user_id)).me
+            return await store.events_between(
                 conn, conv_id, max(after, me.joined_seq), me.visible_until, limit
             )
 
@@ -461,13 +402,13 @@ class ChatService:
         if delivered is None and read is None:
             raise Invalid("invalid_receipt", "give 'delivered_seq' or 'read_seq'")
         async with self.db.write() as conn:
-            me = (await self._roster(conn, conv_id, ctx.user_id)).me
+            me = (await store.roster(conn, conv_id, ctx.user_id)).me
             for value in (delivered, read):
                 if value is not None and not 0 <= value <= me.visible_until:
                     raise Invalid(
                         "invalid_range", f"sequence number {value} is outside 0..{me.visible_until}"
                     )
-            before = await self._receipt(conn, conv_id, ctx.user_id, ctx.username)
+            before = await store.receipt(conn, conv_id, ctx.user_id, ctx.username)
             read_seq = read or 0
             delivered_seq = max(delivered or 0, read_seq)
             await upsert(
@@ -482,13 +423,13 @@ class ChatService:
                 keys=["conversation_id", "user_id"],
                 keep_max=["delivered_seq", "read_seq"],
             )
-            after = await self._receipt(conn, conv_id, ctx.user_id, ctx.username)
+            after = await store.receipt(conn, conv_id, ctx.user_id, ctx.username)
             if after == before:
                 return after
             # Read <= delivered, so the messages whose state changed are those after the old
             # read mark, up to the new delivered mark.
             low, high = before["read_seq"], after["delivered_seq"]
-            spans = await self._sender_spans(conn, conv_id, low, high)
+            spans = await store.sender_spans(conn, conv_id, low, high)
             notices = _receipt_notices(conv_id, spans, [Moved(conv_id, after, low, high)])
             notices.append(([ctx.user_id], _receipts_event(conv_id, [after])))
             for recipients, event in notices:
@@ -497,7 +438,7 @@ class ChatService:
 
     async def receipts_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
-            await self._roster(conn, conv_id, user_id)
+            await store.roster(conn, conv_id, user_id)
             rows = await conn.execute(
                 select(
                     receipts.c.conversation_id,
@@ -608,7 +549,7 @@ class ChatService:
             for conv_id, changes in by_conv.items():
                 low = min(m.low for m in changes)
                 high = max(m.high for m in changes)
-                spans = await self._sender_spans(conn, conv_id, low, high)
+                spans = await store.sender_spans(conn, conv_id, low, high)
                 notices += _receipt_notices(conv_id, spans, changes)
             for recipients, event in notices:
                 self._publish(conn, recipients, event)
@@ -667,7 +608,7 @@ class ChatService:
 
     async def typing(self, ctx: AuthContext, conv_id: str, active: bool) -> None:
         async with self.db.read() as conn:
-            roster = await self._roster(conn, conv_id, ctx.user_id)
+            roster = await store.roster(conn, conv_id, ctx.user_id)
             if not roster.me.current:
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
             recipients = roster.current
@@ -688,37 +629,6 @@ class ChatService:
     ) -> None:
         """To every device of these users, once this transaction has committed."""
         self.db.publish_on_commit(conn, [user_topic(uid) for uid in user_ids], event)
-
-    async def _roster(
-        self, conn: AsyncConnection, conv_id: str, user_id: str, *, lock: bool = False
-    ) -> Roster:
-        """The caller's membership and every member row, in one query (each round trip to the
-        database costs more than the query itself). A conversation the caller was never in does
-        not exist for them. With ``lock``, writers to this conversation queue behind this one:
-        that is what makes sequence numbers gap-free and commit in order."""
-        query = (
-            select(
-                conversations.c.kind,
-                conversations.c.last_seq,
-                members.c.user_id,
-                members.c.role,
-                members.c.joined_seq,
-                members.c.left_seq,
-            )
-            .join(members, members.c.conversation_id == conversations.c.id)
-            .where(conversations.c.id == conv_id)
-        )
-        if lock:
-            # PostgreSQL locks the conversation row; SQLite has one writer at a time anyway.
-            query = query.with_for_update(of=conversations)
-        rows = (await conn.execute(query)).all()
-        mine = next((r for r in rows if r.user_id == user_id), None)
-        if mine is None:
-            raise NotFound("conversation_not_found", "no such conversation")
-        me = Membership(
-            conv_id, mine.kind, mine.role, mine.joined_seq, mine.left_seq, mine.last_seq
-        )
-        return Roster(me, {r.user_id: (r.role, r.joined_seq, r.left_seq) for r in rows})
 
     @staticmethod
     def _require_admin_of_group(me: Membership) -> None:
@@ -756,57 +666,6 @@ class ChatService:
                 .values(role="admin")
             )
 
-    async def _bump(self, conn: AsyncConnection, conv_id: str, seq: int) -> None:
-        await conn.execute(
-            update(conversations).where(conversations.c.id == conv_id).values(last_seq=seq)
-        )
-
-    async def _insert_event(
-        self,
-        conn: AsyncConnection,
-        conv_id: str,
-        seq: int,
-        ctx: AuthContext,
-        kind: str,
-        content_type: str,
-        body: bytes,
-        client_msg_id: str | None,
-    ) -> dict[str, Any]:
-        row = {
-            "conversation_id": conv_id,
-            "seq": seq,
-            "kind": kind,
-            "sender_user_id": ctx.user_id,
-            "sender_device_id": ctx.device_id,
-            "client_msg_id": client_msg_id,
-            "content_type": content_type,
-            "body": body,
-            "created_at": now_ms(),
-        }
-        await conn.execute(insert(events).values(**row))
-        return event_out({**row, "sender_username": ctx.username})
-
-    async def _events(
-        self,
-        conn: AsyncConnection,
-        conv_id: str,
-        lo: int,
-        hi: int,
-        limit: int,
-        *,
-        newest: bool = False,
-    ) -> list[dict[str, Any]]:
-        """Events with ``lo < seq <= hi``: the oldest ``limit`` of them, or the newest."""
-        order = events.c.seq.desc() if newest else events.c.seq
-        rows = await conn.execute(
-            select(*_EVENT_COLUMNS)
-            .join(users, users.c.id == events.c.sender_user_id)
-            .where(and_(events.c.conversation_id == conv_id, events.c.seq > lo, events.c.seq <= hi))
-            .order_by(order)
-            .limit(limit)
-        )
-        return [event_out(r._mapping) for r in rows]
-
     async def _by_client_id(
         self,
         ctx: AuthContext,
@@ -814,119 +673,16 @@ class ChatService:
         client_msg_id: str,
         conn: AsyncConnection | None = None,
     ) -> dict[str, Any] | None:
-        query = (
-            select(*_EVENT_COLUMNS)
-            .join(users, users.c.id == events.c.sender_user_id)
-            .where(
-                and_(
-                    events.c.conversation_id == conv_id,
-                    events.c.sender_device_id == ctx.device_id,
-                    events.c.client_msg_id == client_msg_id,
-                )
-            )
-        )
         if conn is not None:
-            row = (await conn.execute(query)).first()
-        else:
-            async with self.db.read() as fresh:
-                row = (await fresh.execute(query)).first()
-        return event_out(row._mapping) if row is not None else None
-
-    async def _receipt(
-        self, conn: AsyncConnection, conv_id: str, user_id: str, username: str
-    ) -> dict[str, Any]:
-        row = (
-            await conn.execute(
-                select(receipts.c.delivered_seq, receipts.c.read_seq).where(
-                    and_(receipts.c.conversation_id == conv_id, receipts.c.user_id == user_id)
-                )
-            )
-        ).first()
-        return {
-            "conversation_id": conv_id,
-            "user_id": user_id,
-            "username": username,
-            "delivered_seq": row.delivered_seq if row else 0,
-            "read_seq": row.read_seq if row else 0,
-        }
-
-    async def _sender_spans(
-        self, conn: AsyncConnection, conv_id: str, low: int, high: int
-    ) -> dict[str, tuple[int, int]]:
-        """Who sent messages in ``low < seq <= high``: their first and last seq in that range.
-        One row per sender, however many messages the range holds."""
-        if high <= low:
-            return {}
-        rows = await conn.execute(
-            select(events.c.sender_user_id, func.min(events.c.seq), func.max(events.c.seq))
-            .where(
-                and_(
-                    events.c.conversation_id == conv_id,
-                    events.c.seq > low,
-                    events.c.seq <= high,
-                    events.c.kind == "message",
-                )
-            )
-            .group_by(events.c.sender_user_id)
-        )
-        return {sender: (first, last) for sender, first, last in rows}
-
-    async def _unread(
-        self, conn: AsyncConnection, user_id: str, conv_ids: list[str]
-    ) -> dict[str, int]:
-        read_seq = (
-            select(receipts.c.read_seq)
-            .where(
-                and_(
-                    receipts.c.conversation_id == events.c.conversation_id,
-                    receipts.c.user_id == user_id,
-                )
-            )
-            .scalar_subquery()
-        )
-        rows = await conn.execute(
-            select(events.c.conversation_id, func.count())
-            .join(
-                members,
-                and_(
-                    members.c.conversation_id == events.c.conversation_id,
-                    members.c.user_id == user_id,
-                ),
-            )
-            .where(
-                and_(
-                    events.c.conversation_id.in_(conv_ids),
-                    events.c.kind == "message",
-                    events.c.sender_user_id != user_id,
-                    events.c.seq > members.c.joined_seq,
-                    or_(members.c.left_seq.is_(None), events.c.seq <= members.c.left_seq),
-                    events.c.seq > func.coalesce(read_seq, literal(0)),
-                )
-            )
-            .group_by(events.c.conversation_id)
-        )
-        return {r[0]: r[1] for r in rows}
-
-    async def _rosters(self, conn: AsyncConnection, conv_ids: list[str]) -> dict[str, list[str]]:
-        rows = await conn.execute(
-            select(members.c.conversation_id, users.c.username)
-            .join(users, users.c.id == members.c.user_id)
-            .where(and_(members.c.conversation_id.in_(conv_ids), members.c.left_seq.is_(None)))
-            .order_by(users.c.username)
-        )
-        roster: dict[str, list[str]] = {}
-        for conv_id, username in rows:
-            roster.setdefault(conv_id, []).append(username)
-        return roster
+            return await store.by_client_id(conn, conv_id, ctx.device_id, client_msg_id)
+        async with self.db.read() as fresh:
+            return await store.by_client_id(fresh, conv_id, ctx.device_id, client_msg_id)
 
     async def _resolve(self, usernames: Sequence[str]) -> dict[str, str]:
         if not usernames:
             return {}
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(users.c.username, users.c.id).where(users.c.username.in_(usernames))
-            )
-            found = {r.username: r.id for r in rows}
+            found = await store.user_ids(conn, usernames)
         missing = [u for u in usernames if u not in found]
         if missing:
             raise NotFound("user_not_found", f"no such user: {', '.join(missing)}")
@@ -934,12 +690,7 @@ class ChatService:
 
     async def _direct(self, direct_key: str) -> str | None:
         async with self.db.read() as conn:
-            found: str | None = (
-                await conn.execute(
-                    select(conversations.c.id).where(conversations.c.direct_key == direct_key)
-                )
-            ).scalar()
-            return found
+            return await store.direct_conversation(conn, direct_key)
 
 
 def _json(value: dict[str, Any]) -> bytes:

@@ -1,0 +1,292 @@
+"""The chat queries: every statement the chat rules in :mod:`secureconnect.chat.service` share.
+
+Nothing here decides who may do what or what happens next; each function reads or writes rows
+on the connection it is given, inside the caller's transaction. (Statements used by one rule
+alone still sit beside it in the service.)
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from secureconnect.accounts.models import users
+from secureconnect.accounts.service import AuthContext
+from secureconnect.chat.models import conversations, events, members, receipts
+from secureconnect.errors import NotFound
+from secureconnect.store import now_ms
+
+
+@dataclass(frozen=True)
+class Membership:
+    conversation_id: str
+    kind: str
+    role: str
+    joined_seq: int
+    left_seq: int | None
+    last_seq: int
+
+    @property
+    def current(self) -> bool:
+        return self.left_seq is None
+
+    @property
+    def visible_until(self) -> int:
+        return self.last_seq if self.left_seq is None else self.left_seq
+
+
+@dataclass(frozen=True)
+class Roster:
+    """A caller's membership plus every member row (current and former) of the conversation."""
+
+    me: Membership
+    rows: dict[str, tuple[str, int, int | None]]  # user id -> (role, joined_seq, left_seq)
+
+    @property
+    def current(self) -> list[str]:
+        return [uid for uid, (_, _, left) in self.rows.items() if left is None]
+
+
+def event_out(r: Mapping[Any, Any]) -> dict[str, Any]:
+    """The wire form of a timeline event, the same over HTTP history and the WebSocket."""
+    return {
+        "type": "message",
+        "conversation_id": r["conversation_id"],
+        "seq": r["seq"],
+        "kind": r["kind"],
+        "sender_id": r["sender_user_id"],
+        "sender": r["sender_username"],
+        "sender_device_id": r["sender_device_id"],
+        "client_msg_id": r["client_msg_id"],
+        "content_type": r["content_type"],
+        "body": base64.b64encode(r["body"]).decode(),
+        "created_at": r["created_at"],
+    }
+
+
+_EVENT_COLUMNS = (
+    events.c.conversation_id,
+    events.c.seq,
+    events.c.kind,
+    events.c.sender_user_id,
+    events.c.sender_device_id,
+    events.c.client_msg_id,
+    events.c.content_type,
+    events.c.body,
+    events.c.created_at,
+    users.c.username.label("sender_username"),
+)
+
+
+async def roster(
+    conn: AsyncConnection, conv_id: str, user_id: str, *, lock: bool = False
+) -> Roster:
+    """The caller's membership and every member row, in one query (each round trip to the
+    database costs more than the query itself). A conversation the caller was never in does
+    not exist for them. With ``lock``, writers to this conversation queue behind this one:
+    that is what makes sequence numbers gap-free and commit in order."""
+    query = (
+        select(
+            conversations.c.kind,
+            conversations.c.last_seq,
+            members.c.user_id,
+            members.c.role,
+            members.c.joined_seq,
+            members.c.left_seq,
+        )
+        .join(members, members.c.conversation_id == conversations.c.id)
+        .where(conversations.c.id == conv_id)
+    )
+    if lock:
+        # PostgreSQL locks the conversation row; SQLite has one writer at a time anyway.
+        query = query.with_for_update(of=conversations)
+    rows = (await conn.execute(query)).all()
+    mine = next((r for r in rows if r.user_id == user_id), None)
+    if mine is None:
+        raise NotFound("conversation_not_found", "no such conversation")
+    me = Membership(conv_id, mine.kind, mine.role, mine.joined_seq, mine.left_seq, mine.last_seq)
+    return Roster(me, {r.user_id: (r.role, r.joined_seq, r.left_seq) for r in rows})
+
+
+async def bump(conn: AsyncConnection, conv_id: str, seq: int) -> None:
+    await conn.execute(
+        update(conversations).where(conversations.c.id == conv_id).values(last_seq=seq)
+    )
+
+
+async def insert_event(
+    conn: AsyncConnection,
+    conv_id: str,
+    seq: int,
+    ctx: AuthContext,
+    kind: str,
+    content_type: str,
+    body: bytes,
+    client_msg_id: str | None,
+) -> dict[str, Any]:
+    row = {
+        "conversation_id": conv_id,
+        "seq": seq,
+        "kind": kind,
+        "sender_user_id": ctx.user_id,
+        "sender_device_id": ctx.device_id,
+        "client_msg_id": client_msg_id,
+        "content_type": content_type,
+        "body": body,
+        "created_at": now_ms(),
+    }
+    await conn.execute(insert(events).values(**row))
+    return event_out({**row, "sender_username": ctx.username})
+
+
+async def events_between(
+    conn: AsyncConnection,
+    conv_id: str,
+    lo: int,
+    hi: int,
+    limit: int,
+    *,
+    newest: bool = False,
+) -> list[dict[str, Any]]:
+    """Events with ``lo < seq <= hi``: the oldest ``limit`` of them, or the newest."""
+    order = events.c.seq.desc() if newest else events.c.seq
+    rows = await conn.execute(
+        select(*_EVENT_COLUMNS)
+        .join(users, users.c.id == events.c.sender_user_id)
+        .where(and_(events.c.conversation_id == conv_id, events.c.seq > lo, events.c.seq <= hi))
+        .order_by(order)
+        .limit(limit)
+    )
+    return [event_out(r._mapping) for r in rows]
+
+
+async def receipt(
+    conn: AsyncConnection, conv_id: str, user_id: str, username: str
+) -> dict[str, Any]:
+    row = (
+        await conn.execute(
+            select(receipts.c.delivered_seq, receipts.c.read_seq).where(
+                and_(receipts.c.conversation_id == conv_id, receipts.c.user_id == user_id)
+            )
+        )
+    ).first()
+    return {
+        "conversation_id": conv_id,
+        "user_id": user_id,
+        "username": username,
+        "delivered_seq": row.delivered_seq if row else 0,
+        "read_seq": row.read_seq if row else 0,
+    }
+
+
+async def sender_spans(
+    conn: AsyncConnection, conv_id: str, low: int, high: int
+) -> dict[str, tuple[int, int]]:
+    """Who sent messages in ``low < seq <= high``: their first and last seq in that range.
+    One row per sender, however many messages the range holds."""
+    if high <= low:
+        return {}
+    rows = await conn.execute(
+        select(events.c.sender_user_id, func.min(events.c.seq), func.max(events.c.seq))
+        .where(
+            and_(
+                events.c.conversation_id == conv_id,
+                events.c.seq > low,
+                events.c.seq <= high,
+                events.c.kind == "message",
+            )
+        )
+        .group_by(events.c.sender_user_id)
+    )
+    return {sender: (first, last) for sender, first, last in rows}
+
+
+async def unread(conn: AsyncConnection, user_id: str, conv_ids: list[str]) -> dict[str, int]:
+    read_seq = (
+        select(receipts.c.read_seq)
+        .where(
+            and_(
+                receipts.c.conversation_id == events.c.conversation_id,
+                receipts.c.user_id == user_id,
+            )
+        )
+        .scalar_subquery()
+    )
+    rows = await conn.execute(
+        select(events.c.conversation_id, func.count())
+        .join(
+            members,
+            and_(
+                members.c.conversation_id == events.c.conversation_id,
+                members.c.user_id == user_id,
+            ),
+        )
+        .where(
+            and_(
+                events.c.conversation_id.in_(conv_ids),
+                events.c.kind == "message",
+                events.c.sender_user_id != user_id,
+                events.c.seq > members.c.joined_seq,
+                or_(members.c.left_seq.is_(None), events.c.seq <= members.c.left_seq),
+                events.c.seq > func.coalesce(read_seq, literal(0)),
+            )
+        )
+        .group_by(events.c.conversation_id)
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def current_usernames(conn: AsyncConnection, conv_ids: list[str]) -> dict[str, list[str]]:
+    """Each conversation's current members' usernames, sorted."""
+    rows = await conn.execute(
+        select(members.c.conversation_id, users.c.username)
+        .join(users, users.c.id == members.c.user_id)
+        .where(and_(members.c.conversation_id.in_(conv_ids), members.c.left_seq.is_(None)))
+        .order_by(users.c.username)
+    )
+    roster: dict[str, list[str]] = {}
+    for conv_id, username in rows:
+        roster.setdefault(conv_id, []).append(username)
+    return roster
+
+
+async def by_client_id(
+    conn: AsyncConnection, conv_id: str, device_id: str, client_msg_id: str
+) -> dict[str, Any] | None:
+    """The event a device sent with this client message id, if it is stored."""
+    row = (
+        await conn.execute(
+            select(*_EVENT_COLUMNS)
+            .join(users, users.c.id == events.c.sender_user_id)
+            .where(
+                and_(
+                    events.c.conversation_id == conv_id,
+                    events.c.sender_device_id == device_id,
+                    events.c.client_msg_id == client_msg_id,
+                )
+            )
+        )
+    ).first()
+    return event_out(row._mapping) if row is not None else None
+
+
+async def user_ids(conn: AsyncConnection, usernames: Sequence[str]) -> dict[str, str]:
+    """username -> user id, for those that exist."""
+    rows = await conn.execute(
+        select(users.c.username, users.c.id).where(users.c.username.in_(usernames))
+    )
+    return {r.username: r.id for r in rows}
+
+
+async def direct_conversation(conn: AsyncConnection, direct_key: str) -> str | None:
+    found: str | None = (
+        await conn.execute(
+            select(conversations.c.id).where(conversations.c.direct_key == direct_key)
+        )
+    ).scalar()
+    return found
