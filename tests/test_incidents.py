@@ -46,21 +46,21 @@ async def test_the_runbook_lifecycle_with_a_verified_close(ops_server) -> None:
     oncall = await logged_in(ops_server.url, "oncall")
     try:
         opened = await oncall.incident_open("Cannot log in", "P1", "users report 502s")
-        assert (opened["number"], opened["status"], opened["respond_within_minutes"]) == (
+        assert (opened.number, opened.status, opened.respond_within_minutes) == (
             1,
             "open",
             15,
         )
-        ref = str(opened["number"])
+        ref = str(opened.number)
         acked = await oncall.incident_step(ref, "acknowledged", "I'm on it")
-        assert acked["owner"] == "oncall"
+        assert acked.owner == "oncall"
         triaged = await oncall.incident_step(
             ref, "triaged", users_affected=1200, recent_deploy=True
         )
-        assert (triaged["users_affected"], triaged["recent_deploy"]) == (1200, True)
+        assert (triaged.users_affected, triaged.recent_deploy) == (1200, True)
         await oncall.incident_update(ref, "Still investigating; CPU dropped after scaling.")
         lowered = await oncall.incident_severity(ref, "P2", "logins work for most users")
-        assert lowered["respond_within_minutes"] == 30
+        assert lowered.respond_within_minutes == 30
         await oncall.incident_step(ref, "mitigated", "rolled back api-gateway")
         resolved = await oncall.incident_step(ref, "resolved", "bad config reverted")
         with pytest.raises(ApiError) as early:
@@ -69,8 +69,8 @@ async def test_the_runbook_lifecycle_with_a_verified_close(ops_server) -> None:
         assert "verification window" in early.value.message
         await asyncio.sleep(2.2)
         closed = await oncall.incident_close(ref)
-        assert closed["status"] == "closed"
-        kinds = [e["kind"] for e in closed["timeline"]]
+        assert closed.status == "closed"
+        kinds = [e.kind for e in closed.timeline]
         assert kinds == [
             "opened",
             "acknowledged",
@@ -82,11 +82,11 @@ async def test_the_runbook_lifecycle_with_a_verified_close(ops_server) -> None:
             "verified",
             "closed",
         ]
-        stamps = [e["at"] for e in closed["timeline"]]
+        stamps = [e.at for e in closed.timeline]
         assert stamps == sorted(stamps)
-        assert "verified stable" in closed["timeline"][-2]["text"]
-        assert closed["verified_at"] == closed["closed_at"] >= resolved["resolved_at"]
-        assert closed["resolved_at"] == resolved["resolved_at"]
+        assert "verified stable" in closed.timeline[-2].text
+        assert closed.verified_at == closed.closed_at >= resolved.resolved_at
+        assert closed.resolved_at == resolved.resolved_at
         with pytest.raises(ApiError) as again:
             await oncall.incident_step(ref, "acknowledged")
         assert (again.value.status, again.value.code) == (409, "invalid_transition")
@@ -97,15 +97,15 @@ async def test_the_runbook_lifecycle_with_a_verified_close(ops_server) -> None:
 async def test_closing_early_needs_a_reason(ops_server) -> None:
     oncall = await logged_in(ops_server.url, "oncall")
     try:
-        ref = str((await oncall.incident_open("Avatars broken", "P3"))["number"])
+        ref = str((await oncall.incident_open("Avatars broken", "P3")).number)
         with pytest.raises(ApiError) as unresolved:
             await oncall.incident_close(ref, "whatever")
         assert unresolved.value.code == "not_resolved"
         await oncall.incident_step(ref, "resolved", "CDN purged")
         closed = await oncall.incident_close(ref, "false alarm, confirmed by the CDN vendor")
-        assert "override: false alarm" in closed["timeline"][-1]["text"]
-        assert closed["verified_at"] is None  # closed, but never verified
-        assert "verified" not in [e["kind"] for e in closed["timeline"]]
+        assert "override: false alarm" in closed.timeline[-1].text
+        assert closed.verified_at is None  # closed, but never verified
+        assert "verified" not in [e.kind for e in closed.timeline]
         with pytest.raises(ApiError) as bad:
             await oncall.incident_open("x", "P9")
         assert (bad.value.status, bad.value.code) == (400, "invalid_severity")
@@ -117,7 +117,7 @@ async def test_only_admins_manage_incidents(ops_server) -> None:
     oncall = await logged_in(ops_server.url, "oncall")
     mallory = await logged_in(ops_server.url, "mallory")
     try:
-        ref = str((await oncall.incident_open("DB slow", "P2"))["number"])
+        ref = str((await oncall.incident_open("DB slow", "P2")).number)
         for attempt in (
             mallory.incidents(),
             mallory.incident(ref),
@@ -170,17 +170,17 @@ async def test_alertmanager_opens_joins_and_resolves_incidents(ops_server) -> No
     oncall = await logged_in(ops_server.url, "oncall")
     try:
         incident = await oncall.incident(str(first[0]))
-        assert (incident["severity"], incident["title"]) == (
+        assert (incident.severity, incident.title) == (
             "P1",
             "More than 5% of requests fail with 5xx",
         )
-        assert [e["kind"] for e in incident["timeline"]] == [
+        assert [e.kind for e in incident.timeline] == [
             "opened",
             "alert_firing",
             "alert_resolved",
         ]
         # Stamped when the alert began, even if it reached us later (Alertmanager retries).
-        assert incident["opened_at"] == incident["timeline"][0]["at"] == STARTED_MS
+        assert incident.opened_at == incident.timeline[0].at == STARTED_MS
         assert len(await oncall.incidents()) == 2
     finally:
         await oncall.aclose()
@@ -296,7 +296,7 @@ async def test_reminders_reach_slack_email_and_the_log(own_server) -> None:
     oncall = await logged_in(own_server.url, "oncall")
     try:
         opened = await oncall.incident_open("Chat very slow", "P2")
-        await oncall.incident_step(str(opened["number"]), "acknowledged")
+        await oncall.incident_step(str(opened.number), "acknowledged")
         for _ in range(100):
             if mailbox.messages and any("no update" in m["text"] for m in slack.received):
                 break
@@ -310,7 +310,7 @@ async def test_reminders_reach_slack_email_and_the_log(own_server) -> None:
         assert b"Incident #1 ongoing" in mailbox.messages[0].content
         await asyncio.sleep(1.0)  # more rounds: stakeholders are told once, not every round
         assert len(mailbox.messages) == 1
-        timeline = [e["kind"] for e in (await oncall.incident("1"))["timeline"]]
+        timeline = [e.kind for e in (await oncall.incident("1")).timeline]
         assert "reminder" in timeline
         assert timeline.count("stakeholders_notified") == 1
         assert any(e.get("msg") == "incident notice" for e in own_server.logs())
@@ -337,7 +337,7 @@ async def test_status_page_follows_public_updates_and_works_without_javascript(o
     oncall = await logged_in(ops_server.url, "oncall")
     mallory = await logged_in(ops_server.url, "mallory")
     try:
-        ref = str((await oncall.incident_open("Slow delivery", "P2"))["number"])
+        ref = str((await oncall.incident_open("Slow delivery", "P2")).number)
         assert httpx.get(ops_server.url + "/v1/status").json()["incidents"] == []  # internal
         with pytest.raises(ApiError) as refused:
             await mallory.incident_public_update(ref, template="yellow")
@@ -366,7 +366,7 @@ async def test_status_page_follows_public_updates_and_works_without_javascript(o
         assert after["overall"]["colour"] == "green"
         assert after["incidents"] == []
         assert [i["title"] for i in after["history"]] == ["Slow delivery"]
-        assert [e["kind"] for e in (await oncall.incident(ref))["timeline"]].count(
+        assert [e.kind for e in (await oncall.incident(ref)).timeline].count(
             "public_update"
         ) == 2
     finally:

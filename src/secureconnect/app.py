@@ -27,6 +27,7 @@ from secureconnect.edge.errors import install_error_handlers
 from secureconnect.edge.guard import GuardMiddleware
 from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
 from secureconnect.guard.routes import router as guard_router
+from secureconnect.incidents import reminders
 from secureconnect.incidents.notify import notifiers
 from secureconnect.incidents.routes import public as status_router
 from secureconnect.incidents.routes import router as incidents_router
@@ -111,7 +112,7 @@ async def _reminders(services: Services) -> None:
     while True:
         await asyncio.sleep(services.settings.reminder_check_s)
         try:
-            await services.incidents.remind(owner, stakeholders)
+            await reminders.remind(services.incidents, owner, stakeholders)
         except Exception:  # the store may be down; try again on the next round
             log.exception("reminder round failed")
 

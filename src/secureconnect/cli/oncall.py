@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from secureconnect.cli.common import client_command, err, out, when
 from secureconnect.cli.profile import Profile
-from secureconnect.client import ApiError, Client
+from secureconnect.client import ApiError, Client, Incident, IncidentSummary
 from secureconnect.diagnostics.facts import Action
 from secureconnect.diagnostics.local import Unsupported
 from secureconnect.diagnostics.run import Target, collect, findings, make_target, scenarios_for
@@ -19,27 +20,27 @@ from secureconnect.diagnostics.run import Target, collect, findings, make_target
 oncall_app = typer.Typer(help="Incidents, the runbook's way (admins).", no_args_is_help=True)
 
 
-def _print_incident(incident: dict[str, Any], timeline: bool = False) -> None:
-    colour = {"P1": "red", "P2": "yellow", "P3": "cyan"}.get(incident["severity"], "white")
+def _print_incident(incident: IncidentSummary) -> None:
+    colour = {"P1": "red", "P2": "yellow", "P3": "cyan"}.get(incident.severity, "white")
     out.print(
-        f"[bold]#{incident['number']}[/bold] [{colour}]{incident['severity']} "
-        f"{incident['severity_name']}[/{colour}] {incident['status']}: {incident['title']}"
-        f" [dim](owner {incident['owner'] or '-'}, respond within "
-        f"{incident['respond_within_minutes']} min)[/dim]"
+        f"[bold]#{incident.number}[/bold] [{colour}]{incident.severity} "
+        f"{incident.severity_name}[/{colour}] {incident.status}: {escape(incident.title)}"
+        f" [dim](owner {incident.owner or '-'}, respond within "
+        f"{incident.respond_within_minutes} min)[/dim]"
     )
-    if timeline:
-        for event in incident["timeline"]:
+    if isinstance(incident, Incident):
+        for event in incident.timeline:
             out.print(
-                f"  {when(event['at'])}  {event['kind']:<15} {event['actor']:<14} {event['text']}"
+                f"  {when(event.at)}  {event.kind:<15} {escape(event.actor):<14} "
+                f"{escape(event.text)}"
             )
 
 
 def _oncall(
-    fn: Callable[[Client], Awaitable[dict[str, Any]]],
-    timeline: bool = True,
+    fn: Callable[[Client], Awaitable[Incident]],
 ) -> None:
     async def go(client: Client, state: Profile) -> None:
-        _print_incident(await fn(client), timeline)
+        _print_incident(await fn(client))
 
     client_command(go)()
 
@@ -310,7 +311,7 @@ async def _record(client: Client, incident: str | None, text: str) -> None:
             open_ones = await client.incidents()
             if len(open_ones) != 1:
                 return
-            incident = str(open_ones[0]["number"])
+            incident = str(open_ones[0].number)
         await client.incident_update(incident, text, kind="action")
         out.print(f"[dim]written on incident #{incident}[/dim]")
     except ApiError as error:

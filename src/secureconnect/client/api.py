@@ -17,6 +17,8 @@ from secureconnect.client.types import (
     Conversation,
     Device,
     InboxMessage,
+    Incident,
+    IncidentSummary,
     Login,
     Me,
     Member,
@@ -69,7 +71,7 @@ class Client:
             json={"username": username, "password": password},
             auth=False,
         )
-        return User.from_json(data)
+        return User.model_validate(data)
 
     async def login(
         self,
@@ -100,16 +102,16 @@ class Client:
         self.token = None
 
     async def me(self) -> Me:
-        return Me.from_json(await self._call("GET", "/v1/me"))
+        return Me.model_validate(await self._call("GET", "/v1/me"))
 
     async def devices(self) -> list[Device]:
-        return [Device.from_json(d) for d in await self._call("GET", "/v1/devices")]
+        return [Device.model_validate(d) for d in await self._call("GET", "/v1/devices")]
 
     async def revoke_device(self, device_id: str) -> None:
         await self._call("DELETE", f"/v1/devices/{device_id}")
 
     async def sessions(self) -> list[Session]:
-        return [Session.from_json(d) for d in await self._call("GET", "/v1/sessions")]
+        return [Session.model_validate(d) for d in await self._call("GET", "/v1/sessions")]
 
     async def revoke_session(self, session_id: str) -> None:
         await self._call("DELETE", f"/v1/sessions/{session_id}")
@@ -139,7 +141,7 @@ class Client:
 
     async def members(self, conversation_id: str) -> list[Member]:
         rows = await self._call("GET", f"/v1/conversations/{conversation_id}/members")
-        return [Member.from_json(m) for m in rows]
+        return [Member.model_validate(m) for m in rows]
 
     async def add_member(self, conversation_id: str, username: str) -> Message:
         return Message.from_json(
@@ -293,48 +295,68 @@ class Client:
 
     # ----- on-call (admins) --------------------------------------------------------------
 
-    async def incident_open(self, title: str, severity: str, text: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "POST", "/v1/ops/incidents", json={"title": title, "severity": severity, "text": text}
+    async def incident_open(self, title: str, severity: str, text: str = "") -> Incident:
+        return Incident.model_validate(
+            await self._call(
+                "POST",
+                "/v1/ops/incidents",
+                json={"title": title, "severity": severity, "text": text},
+            )
         )
-        return result
 
-    async def incidents(self, include_closed: bool = False) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(
+    async def incidents(self, include_closed: bool = False) -> list[IncidentSummary]:
+        rows = await self._call(
             "GET", "/v1/ops/incidents", params={"all": str(include_closed).lower()}
         )
-        return result
+        return [IncidentSummary.model_validate(r) for r in rows]
 
-    async def incident(self, ref: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", f"/v1/ops/incidents/{ref}")
-        return result
+    async def incident(self, ref: str) -> Incident:
+        return Incident.model_validate(await self._call("GET", f"/v1/ops/incidents/{ref}"))
 
     async def incident_step(
-        self, ref: str, to: str, text: str = "", **fields: Any
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/ops/incidents/{ref}/steps", json={"to": to, "text": text, **fields}
+        self,
+        ref: str,
+        to: str,
+        text: str = "",
+        *,
+        users_affected: int | None = None,
+        recent_deploy: bool | None = None,
+    ) -> Incident:
+        body = {
+            "to": to,
+            "text": text,
+            "users_affected": users_affected,
+            "recent_deploy": recent_deploy,
+        }
+        return Incident.model_validate(
+            await self._call("POST", f"/v1/ops/incidents/{ref}/steps", json=body)
         )
-        return result
 
-    async def incident_update(self, ref: str, text: str, kind: str = "update") -> dict[str, Any]:
+    async def incident_update(self, ref: str, text: str, kind: str = "update") -> Incident:
         """A timeline entry; ``kind="action"`` for something done through the tooling."""
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/ops/incidents/{ref}/updates", json={"text": text, "kind": kind}
+        return Incident.model_validate(
+            await self._call(
+                "POST", f"/v1/ops/incidents/{ref}/updates", json={"text": text, "kind": kind}
+            )
         )
-        return result
 
-    async def incident_severity(self, ref: str, severity: str, text: str = "") -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/ops/incidents/{ref}/severity", json={"severity": severity, "text": text}
+    async def incident_severity(self, ref: str, severity: str, text: str = "") -> Incident:
+        return Incident.model_validate(
+            await self._call(
+                "POST",
+                f"/v1/ops/incidents/{ref}/severity",
+                json={"severity": severity, "text": text},
+            )
         )
-        return result
 
-    async def incident_close(self, ref: str, override_reason: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/ops/incidents/{ref}/close", json={"override_reason": override_reason}
+    async def incident_close(self, ref: str, override_reason: str | None = None) -> Incident:
+        return Incident.model_validate(
+            await self._call(
+                "POST",
+                f"/v1/ops/incidents/{ref}/close",
+                json={"override_reason": override_reason},
+            )
         )
-        return result
 
     async def incident_public_update(
         self,

@@ -1,67 +1,24 @@
-"""What the SDK returns: plain frozen dataclasses built from the API's JSON."""
+"""What the SDK returns, built from the API's JSON.
+
+Where the server has a response schema, the SDK returns that very model (re-exported here
+under a plain name), so the contract is written once: ``User``, ``Me``, ``Device``,
+``Session``, ``Member``, ``Incident``, ``IncidentSummary``. Unknown fields from a newer server
+are ignored. The rest are frozen dataclasses of the SDK's own.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
-
-class _FromJson:
-    """Built from the API's JSON by field name; a field the server adds later is ignored, so an
-    older SDK keeps working against a newer server."""
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Self:
-        fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
-        return cls(**{k: data[k] for k in fields})
-
-
-@dataclass(frozen=True)
-class User(_FromJson):
-    id: str
-    username: str
-    created_at: int
-
-
-@dataclass(frozen=True)
-class Me(_FromJson):
-    """Who this client is logged in as, and on which device and session."""
-
-    user_id: str
-    username: str
-    device_id: str
-    session_id: str
-
-
-@dataclass(frozen=True)
-class Device(_FromJson):
-    id: str
-    name: str
-    created_at: int
-    last_seen_at: int
-    revoked_at: int | None
-    current: bool  # the device this client is logged in on
-
-
-@dataclass(frozen=True)
-class Session(_FromJson):
-    id: str
-    device_id: str
-    created_at: int
-    expires_at: int
-    last_used_at: int
-    revoked_at: int | None
-    current: bool
-
-
-@dataclass(frozen=True)
-class Member(_FromJson):
-    user_id: str
-    username: str
-    role: str  # "admin" or "member"
-    joined_seq: int  # they see the timeline after this
+from secureconnect.accounts.schemas import DeviceOut as Device
+from secureconnect.accounts.schemas import MeResponse as Me
+from secureconnect.accounts.schemas import SessionOut as Session
+from secureconnect.accounts.schemas import UserOut as User
+from secureconnect.chat.schemas import MemberOut as Member
+from secureconnect.incidents.schemas import Incident, IncidentSummary, TimelineEntry
 
 
 @dataclass(frozen=True)
@@ -195,3 +152,25 @@ class Ready:
 
 
 Event = Message | Receipt | Typing | Ready | InboxMessage | PrekeysLow
+
+
+__all__ = [
+    "Conversation",
+    "Device",
+    "Event",
+    "InboxMessage",
+    "Incident",
+    "IncidentSummary",
+    "Login",
+    "Me",
+    "Member",
+    "Message",
+    "Page",
+    "PrekeysLow",
+    "Ready",
+    "Receipt",
+    "Session",
+    "TimelineEntry",
+    "Typing",
+    "User",
+]

@@ -1,10 +1,10 @@
-"""Request shapes of the incident API."""
+"""Request and response shapes of the incident API (the SDK returns the response ones too)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from secureconnect.schemas import Strict
 
@@ -43,3 +43,41 @@ class PublicUpdate(Strict):
     text: str | None = Field(None, max_length=2000)
     components: dict[str, str] = Field(default_factory=dict)
     template: str | None = Field(None, description="red, yellow or green: the runbook's messages")
+
+
+class TimelineEntry(BaseModel):
+    at: int
+    kind: str = Field(description="opened, acknowledged, ..., update, action, reminder, closed")
+    actor: str
+    text: str
+
+
+class IncidentSummary(BaseModel):
+    """An incident as listed: its state and every stamp, without the timeline."""
+
+    id: str
+    number: int
+    title: str
+    severity: str
+    severity_name: str
+    respond_within_minutes: int
+    status: str
+    owner: str | None
+    users_affected: int | None
+    recent_deploy: bool | None
+    opened_at: int
+    acknowledged_at: int | None
+    triaged_at: int | None
+    mitigated_at: int | None
+    resolved_at: int | None
+    verified_at: int | None  # None when closed by an override, or not closed yet
+    closed_at: int | None
+    last_update_at: int
+
+
+class Incident(IncidentSummary):
+    timeline: list[TimelineEntry]
+
+
+class AlertsReceived(BaseModel):
+    incidents: list[int] = Field(description="the incidents the alerts opened or were added to")

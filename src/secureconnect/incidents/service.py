@@ -1,14 +1,16 @@
-"""Incident logic. Every step is stamped and written to the timeline; closing is refused until
-the platform has been healthy for the verification window after "resolved" (no new 5xx, store
-and bus ready), unless someone gives a reason to override."""
+"""The incident lifecycle. Every step is stamped and written to the timeline; closing is refused
+until the platform has been healthy for the verification window after "resolved" (no new 5xx,
+store and bus ready), unless someone gives a reason to override.
+
+Beside it: Alertmanager's intake (:mod:`.alerts`), the reminder cadence (:mod:`.reminders`),
+post-mortem drafts (:mod:`.postmortem`) and the public status page (:mod:`.status`).
+"""
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -17,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.errors import Conflict, Invalid, NotFound
 from secureconnect.incidents.models import incident_events, incidents
-from secureconnect.incidents.notify import Notifier
 from secureconnect.incidents.platform import PrometheusCheck
+from secureconnect.incidents.schemas import Incident, IncidentSummary, TimelineEntry
 from secureconnect.store import Database, now_ms
 from secureconnect.store.base import new_id
 
@@ -70,27 +72,6 @@ class Severities:
         return severity
 
 
-def _alert_time(text: object) -> int | None:
-    """Alertmanager's RFC 3339 times carry nanoseconds; Python reads up to microseconds."""
-    if not isinstance(text, str) or text.startswith("0001-"):
-        return None
-    match = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
-    if match is None:
-        return None
-    whole, fraction, zone = match.groups()
-    try:
-        parsed = datetime.fromisoformat(
-            whole + (fraction or "")[:7] + ("+00:00" if zone == "Z" else zone)
-        )
-    except ValueError:
-        return None
-    return int(parsed.timestamp() * 1000)
-
-
-def _stamp(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 class IncidentService:
     def __init__(
         self,
@@ -113,7 +94,7 @@ class IncidentService:
         text: str = "",
         alert_key: str | None = None,
         since: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> Incident:
         """``since``: when the trouble began (an alert's ``startsAt``), if before now."""
         self.severities.check(severity)
         now = min(since, now_ms()) if since else now_ms()
@@ -134,7 +115,7 @@ class IncidentService:
                     last_update_at=now,
                 )
             )
-            await self._log(
+            await log_event(
                 conn,
                 incident_id,
                 "opened",
@@ -146,7 +127,7 @@ class IncidentService:
 
     async def advance(
         self, actor: str, ref: str, to: str, text: str = "", **fields: Any
-    ) -> dict[str, Any]:
+    ) -> Incident:
         """Moves the incident forward to ``to`` (steps may be skipped, never undone)."""
         _, errors = await self.health() if to == "resolved" else (True, 0)
         async with self.db.write() as conn:
@@ -164,14 +145,12 @@ class IncidentService:
             detail = ", ".join(
                 f"{k.replace('_', ' ')}: {v}" for k, v in fields.items() if v is not None
             )
-            await self._log(
+            await log_event(
                 conn, row.id, to, actor, "; ".join(p for p in (text, detail) if p) or to
             )
         return await self.get(ref)
 
-    async def set_severity(
-        self, actor: str, ref: str, severity: str, text: str = ""
-    ) -> dict[str, Any]:
+    async def set_severity(self, actor: str, ref: str, severity: str, text: str = "") -> Incident:
         self.severities.check(severity)
         async with self.db.write() as conn:
             row = await self._row(conn, ref)
@@ -180,7 +159,7 @@ class IncidentService:
                 .where(incidents.c.id == row.id)
                 .values(severity=severity, last_update_at=now_ms())
             )
-            await self._log(
+            await log_event(
                 conn,
                 row.id,
                 "severity",
@@ -189,7 +168,7 @@ class IncidentService:
             )
         return await self.get(ref)
 
-    async def note(self, actor: str, ref: str, text: str, kind: str = "update") -> dict[str, Any]:
+    async def note(self, actor: str, ref: str, text: str, kind: str = "update") -> Incident:
         if not text.strip():
             raise Invalid("empty_update", "an update needs some text")
         async with self.db.write() as conn:
@@ -197,12 +176,10 @@ class IncidentService:
             await conn.execute(
                 update(incidents).where(incidents.c.id == row.id).values(last_update_at=now_ms())
             )
-            await self._log(conn, row.id, kind, actor, text)
+            await log_event(conn, row.id, kind, actor, text)
         return await self.get(ref)
 
-    async def close(
-        self, actor: str, ref: str, override_reason: str | None = None
-    ) -> dict[str, Any]:
+    async def close(self, actor: str, ref: str, override_reason: str | None = None) -> Incident:
         ready, errors = await self.health()
         async with self.db.read() as conn:
             resolved_at = (await self._row(conn, ref)).resolved_at
@@ -249,7 +226,7 @@ class IncidentService:
                 text = f"closed by override: {override_reason} ({'; '.join(problems)})"
             else:
                 where = " on every replica (Prometheus)" if self.platform is not None else ""
-                await self._log(
+                await log_event(
                     conn,
                     row.id,
                     "verified",
@@ -259,170 +236,17 @@ class IncidentService:
                     at=now,
                 )
                 text = "closed"
-            await self._log(conn, row.id, "closed", actor, text, at=now)
+            await log_event(conn, row.id, "closed", actor, text, at=now)
         return await self.get(ref)
 
-    async def alert(self, payload: dict[str, Any]) -> list[int]:
-        """Alertmanager's webhook: a firing alert opens an incident (or joins the open one for
-        the same alert); a resolved one is written on its timeline."""
-        touched = []
-        for item in payload.get("alerts", []):
-            labels = item.get("labels", {})
-            name = str(labels.get("alertname", "unnamed alert"))
-            severity = str(labels.get("severity", "P3"))
-            severity = severity if severity in self.severities.levels else "P3"
-            summary = str(item.get("annotations", {}).get("summary") or name)
-            status = item.get("status", "firing")
-            async with self.db.read() as conn:
-                current = (
-                    await conn.execute(
-                        select(incidents.c.number)
-                        .where((incidents.c.alert_key == name) & (incidents.c.status != "closed"))
-                        .order_by(incidents.c.number.desc())
-                        .limit(1)
-                    )
-                ).scalar()
-            if current is None and status == "firing":
-                # Stamped when the alert began: if the store was down then, Alertmanager's retry
-                # delivers it late, and the timeline must still say when the trouble started.
-                opened = await self.open(
-                    "alertmanager",
-                    summary,
-                    severity,
-                    alert_key=name,
-                    text=f"alert {name} firing",
-                    since=_alert_time(item.get("startsAt")),
-                )
-                touched.append(opened["number"])
-            elif current is not None:
-                kind = "alert_resolved" if status == "resolved" else "alert_firing"
-                await self.note("alertmanager", str(current), f"alert {name} {status}", kind)
-                touched.append(current)
-        return touched
-
-    async def remind(self, owner: Notifier, stakeholders: Notifier) -> list[tuple[int, str]]:
-        """The runbook's cadence (23.1, 23.10): no update for 15 minutes reminds the owner
-        (again every 15 minutes); an incident open for 30 minutes tells stakeholders, once. The
-        check runs under the incident's row lock, so several replicas never send it twice."""
-        sent: list[tuple[int, str]] = []
-        now = now_ms()
-        every_ms = self.severities.update_every_s * 1000
-        after_ms = self.severities.stakeholders_after_s * 1000
-        async with self.db.read() as conn:
-            open_ids = list(
-                (
-                    await conn.execute(
-                        select(incidents.c.id).where(
-                            incidents.c.status.in_(["open", "acknowledged", "triaged", "mitigated"])
-                        )
-                    )
-                ).scalars()
-            )
-        for incident_id in open_ids:
-            notices: list[tuple[Notifier, str, str, str]] = []
-            async with self.db.write() as conn:
-                row = (
-                    await conn.execute(
-                        select(incidents).where(incidents.c.id == incident_id).with_for_update()
-                    )
-                ).first()
-                if row is None:
-                    continue
-                kinds = {
-                    r.kind: r.at
-                    for r in await conn.execute(
-                        select(incident_events.c.kind, func.max(incident_events.c.at).label("at"))
-                        .where(incident_events.c.incident_id == incident_id)
-                        .group_by(incident_events.c.kind)
-                    )
-                }
-                last_reminder = kinds.get("reminder", 0)
-                if now - row.last_update_at >= every_ms and now - last_reminder >= every_ms:
-                    quiet = (now - row.last_update_at) // 60000
-                    text = (
-                        f"@{row.owner or 'on-call'}: no update on incident #{row.number} "
-                        f"({row.severity}, {row.title}) for {quiet} min. Post one, even "
-                        f'"no news": secureconnect oncall update {row.number} "..."'
-                    )
-                    await self._log(conn, incident_id, "reminder", "reminders", text)
-                    notices.append((owner, f"Update incident #{row.number}", text, "reminder"))
-                if now - row.opened_at >= after_ms and "stakeholders_notified" not in kinds:
-                    text = (
-                        f"Incident #{row.number} ({row.severity}: {row.title}) has been open "
-                        f"for {(now - row.opened_at) // 60000} min; status {row.status}. "
-                        f"Status page and updates follow."
-                    )
-                    await self._log(conn, incident_id, "stakeholders_notified", "reminders", text)
-                    notices.append(
-                        (stakeholders, f"Incident #{row.number} ongoing", text, "stakeholders")
-                    )
-            for notifier, subject, text, kind in notices:
-                await notifier.send(subject, text)
-                sent.append((row.number, kind))
-        return sent
-
-    async def postmortem(self, ref: str) -> str:
-        """A blameless report in the runbook's six sections (23.11), drafted from the incident's
-        own record, ready to edit: facts filled in, judgement left to people."""
-        i = await self.get(ref)
-        end = i["resolved_at"] or i["closed_at"] or now_ms()
-        minutes = max(0, round((end - i["opened_at"]) / 60000))
-        by_kind: dict[str, list[str]] = {}
-        for event in i["timeline"]:
-            by_kind.setdefault(event["kind"], []).append(event["text"])
-        users = i["users_affected"]
-        measured = (
-            await self.platform.impact(i["opened_at"], end) if self.platform is not None else []
-        )
-        lines = [
-            f"# Post-mortem: incident #{i['number']}: {i['title']}",
-            "",
-            "## 1. Summary",
-            f'{i["severity"]} ({i["severity_name"]}) incident "{i["title"]}", opened '
-            f"{_stamp(i['opened_at'])}, status {i['status']}.",
-            "",
-            "## 2. Impact",
-            f"- Users affected: {users if users is not None else 'not recorded at triage'}",
-            f"- Duration: {minutes} minutes, from opening to "
-            f"{'resolution' if i['resolved_at'] else 'now'}",
-            f"- A deploy in the hour before: "
-            f"{ {True: 'yes', False: 'no', None: 'not recorded'}[i['recent_deploy']] }",
-            *measured,
-            "",
-            "## 3. Timeline",
-            *[
-                f"- {_stamp(e['at'])} {e['kind']} ({e['actor']}): {e['text']}"
-                for e in i["timeline"]
-            ],
-            "",
-            "## 4. Root cause",
-            *(f"- {text}" for text in by_kind.get("resolved", [])),
-            "- (Why did it happen? Code, hardware or process, never a person.)",
-            "",
-            "## 5. Immediate actions",
-            *(
-                f"- {text}"
-                for text in by_kind.get("action", [])
-                + by_kind.get("mitigated", [])
-                + by_kind.get("resolved", [])
-            ),
-            "",
-            "## 6. Lessons and follow-ups",
-            "- [ ] What monitor would have caught this sooner?",
-            "- [ ] What code change stops it happening again?",
-            "- [ ] Does the deploy process need to change?",
-            "",
-        ]
-        return "\n".join(lines)
-
-    async def list(self, include_closed: bool = False) -> list[dict[str, Any]]:
+    async def list(self, include_closed: bool = False) -> list[IncidentSummary]:
         async with self.db.read() as conn:
             query = select(incidents).order_by(incidents.c.number.desc())
             if not include_closed:
                 query = query.where(incidents.c.status != "closed")
             return [self._out(r) for r in await conn.execute(query)]
 
-    async def get(self, ref: str) -> dict[str, Any]:
+    async def get(self, ref: str) -> Incident:
         async with self.db.read() as conn:
             row = await self._row(conn, ref)
             events = await conn.execute(
@@ -431,36 +255,18 @@ class IncidentService:
                 .order_by(incident_events.c.id)
             )
             timeline = [
-                {"at": e.at, "kind": e.kind, "actor": e.actor, "text": e.text} for e in events
+                TimelineEntry(at=e.at, kind=e.kind, actor=e.actor, text=e.text) for e in events
             ]
-        return {**self._out(row), "timeline": timeline}
+        return Incident(**self._out(row).model_dump(), timeline=timeline)
 
-    def _out(self, row: Any) -> dict[str, Any]:
+    def _out(self, row: Any) -> IncidentSummary:
         level = self.severities.levels[row.severity]
-        data = {
-            c: getattr(row, c)
-            for c in (
-                "id",
-                "number",
-                "title",
-                "severity",
-                "status",
-                "owner",
-                "users_affected",
-                "recent_deploy",
-                "opened_at",
-                "acknowledged_at",
-                "triaged_at",
-                "mitigated_at",
-                "resolved_at",
-                "verified_at",
-                "closed_at",
-                "last_update_at",
-            )
-        }
-        data["respond_within_minutes"] = level["respond_minutes"]
-        data["severity_name"] = level["name"]
-        return data
+        fields = IncidentSummary.model_fields.keys() - {"respond_within_minutes", "severity_name"}
+        return IncidentSummary(
+            **{name: getattr(row, name) for name in fields},
+            respond_within_minutes=level["respond_minutes"],
+            severity_name=level["name"],
+        )
 
     async def _row(self, conn: AsyncConnection, ref: str) -> Any:
         query = select(incidents)
@@ -474,17 +280,18 @@ class IncidentService:
             raise NotFound("incident_not_found", f"no incident {ref}")
         return row
 
-    async def _log(
-        self,
-        conn: AsyncConnection,
-        incident_id: str,
-        kind: str,
-        actor: str,
-        text: str,
-        at: int | None = None,
-    ) -> None:
-        await conn.execute(
-            insert(incident_events).values(
-                incident_id=incident_id, at=at or now_ms(), kind=kind, actor=actor, text=text
-            )
+
+async def log_event(
+    conn: AsyncConnection,
+    incident_id: str,
+    kind: str,
+    actor: str,
+    text: str,
+    at: int | None = None,
+) -> None:
+    """One line on an incident's timeline, in the caller's transaction."""
+    await conn.execute(
+        insert(incident_events).values(
+            incident_id=incident_id, at=at or now_ms(), kind=kind, actor=actor, text=text
         )
+    )

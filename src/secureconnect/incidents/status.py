@@ -115,7 +115,7 @@ class StatusPage:
         async with self.db.write() as conn:
             await conn.execute(
                 insert(status_updates).values(
-                    incident_id=incident["id"],
+                    incident_id=incident.id,
                     at=now_ms(),
                     phase=phase,
                     text=text,
