@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import itertools
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,10 +15,11 @@ from secureconnect.app import create_app
 from secureconnect.client import Client
 from secureconnect.config import Settings
 from secureconnect.services import Services
+from tests.helpers import PASSWORD, signed_up, unique
 from tests.server import ServerProcess, run_in_thread
 
-PASSWORD = "correct horse battery staple"
-_counter = itertools.count()
+__all__ = ["PASSWORD", "unique"]  # also imported from here by older tests
+
 
 # Settings that make the failure paths quick to reach in tests.
 FAST = {
@@ -88,10 +88,6 @@ def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serve
     drop_database(database)
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}{next(_counter)}{secrets.token_hex(3)}"
-
-
 UserFactory = Callable[..., Awaitable[Client]]
 
 
@@ -103,10 +99,7 @@ async def make_user() -> AsyncIterator[UserFactory]:
     async def make(srv: ServerProcess, prefix: str = "user") -> Client:
         client = Client(srv.url)
         clients.append(client)
-        name = unique(prefix)
-        await client.register(name, PASSWORD)
-        await client.login(name, PASSWORD, device_name="test")
-        return client
+        return await signed_up(client, unique(prefix))
 
     yield make
     for client in clients:
@@ -155,10 +148,7 @@ async def in_process_user(in_process: InProcess) -> AsyncIterator[Callable[..., 
     async def make(prefix: str = "user") -> Client:
         client = in_process.client()
         clients.append(client)
-        name = unique(prefix)
-        await client.register(name, PASSWORD)
-        await client.login(name, PASSWORD, device_name="test")
-        return client
+        return await signed_up(client, unique(prefix))
 
     yield make
     for client in clients:

@@ -1,16 +1,68 @@
-"""Reading realtime events in tests, with deadlines so that a missing event fails, not hangs."""
+"""What tests share: users, the CLI as a person types it, and reading realtime events with
+deadlines so that a missing event fails, not hangs."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
+import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from secureconnect.client import Client, Event, EventStream, Message, Ready
+
+PASSWORD = "correct horse battery staple"
+_counter = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{next(_counter)}{secrets.token_hex(3)}"
+
+
+async def signed_up(client: Client, name: str, device_name: str = "test") -> Client:
+    """Registers ``name`` and logs ``client`` in as a new device of it."""
+    await client.register(name, PASSWORD)
+    await client.login(name, PASSWORD, device_name=device_name)
+    return client
+
+
+def run_cli(
+    server_url: str,
+    home: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    stdin: str = "",
+    check: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """``secureconnect <args>`` in a shell of its own: ``home`` holds its profiles, the password
+    comes from the environment, and ``env`` (default: this process's) is the operator's shell."""
+    result = subprocess.run(
+        [sys.executable, "-m", "secureconnect", *args],
+        env={
+            **(env if env is not None else os.environ),
+            "SECURECONNECT_SERVER": server_url,
+            "SECURECONNECT_CLI_HOME": str(home),
+            "SECURECONNECT_PASSWORD": PASSWORD,
+            "COLUMNS": "200",
+        },
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
 
 
 def ws_url(server: Any) -> str:

@@ -9,30 +9,14 @@ import sys
 
 import pytest
 
-from tests.conftest import PASSWORD, unique
+from tests.conftest import unique
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow  # a CLI process per command
 
 
 def cli(server, home, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SECURECONNECT_SERVER": server.url,
-        "SECURECONNECT_CLI_HOME": str(home),
-        "SECURECONNECT_PASSWORD": PASSWORD,
-        "COLUMNS": "200",
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "secureconnect", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if ok:
-        assert result.returncode == 0, result.stderr
-    return result
+    return run_cli(server.url, home, *args, check=ok, timeout=60)
 
 
 def test_three_people_chat_from_the_terminal(server, tmp_path) -> None:

@@ -31,9 +31,8 @@ import yaml
 
 from secureconnect.ops.runfile import load_all
 from tests.conftest import PASSWORD, PG_ADMIN, backend_env, drop_database, in_ci
-from tests.server import ServerProcess, run_in_thread
-from tests.test_oncall_local import _exists, oncall
-from tests.test_scale import free_port
+from tests.server import ServerProcess, free_port, pid_alive, run_in_thread
+from tests.test_oncall_local import oncall
 
 pytestmark = pytest.mark.slow  # starts servers, breaks them and restores them
 
@@ -308,7 +307,7 @@ class Platform:
         for server in self.servers:
             server.stop()
         for run in load_all(self.data):
-            if _exists(run.pid):
+            if pid_alive(run.pid):
                 os.kill(run.pid, signal.SIGTERM)
         drop_database(self.database)
         with contextlib.suppress(asyncpg.PostgresError):

@@ -12,7 +12,7 @@ import websockets
 
 from secureconnect.client import ApiError, Client
 from tests.conftest import PASSWORD
-from tests.helpers import error_of
+from tests.helpers import error_of, signed_up
 
 ATTACKER = "203.0.113.7"
 NEIGHBOUR = "203.0.113.8"
@@ -32,10 +32,7 @@ def guarded(own_server):
 
 
 async def admin_client(url: str) -> Client:
-    client = Client(url)
-    await client.register("oncall", PASSWORD)
-    await client.login("oncall", PASSWORD)
-    return client
+    return await signed_up(Client(url), "oncall")
 
 
 def from_ip(ip: str) -> dict[str, str]:

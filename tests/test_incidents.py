@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import httpx
@@ -16,9 +13,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from secureconnect.client import ApiError, Client
-from tests.conftest import PASSWORD
-from tests.server import ServerProcess
-from tests.test_scale import free_port
+from tests.helpers import run_cli, signed_up
+from tests.server import ServerProcess, free_port
 
 TOKEN = "alert-webhook-secret-123"
 
@@ -36,10 +32,7 @@ def ops_server(own_server):
 
 
 async def logged_in(url: str, name: str) -> Client:
-    client = Client(url)
-    await client.register(name, PASSWORD)
-    await client.login(name, PASSWORD)
-    return client
+    return await signed_up(Client(url), name)
 
 
 async def test_the_runbook_lifecycle_with_a_verified_close(ops_server) -> None:
@@ -188,25 +181,8 @@ async def test_alertmanager_opens_joins_and_resolves_incidents(ops_server) -> No
 
 @pytest.mark.slow  # a CLI process per step
 def test_oncall_from_the_terminal(ops_server, tmp_path) -> None:
-    env = {
-        **os.environ,
-        "SECURECONNECT_SERVER": ops_server.url,
-        "SECURECONNECT_CLI_HOME": str(tmp_path),
-        "SECURECONNECT_PASSWORD": PASSWORD,
-        "COLUMNS": "200",
-    }
-
     def cli(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "secureconnect", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return run_cli(ops_server.url, tmp_path, *args, check=True, timeout=60).stdout
 
     cli("register", "oncall")
     cli("login", "oncall")

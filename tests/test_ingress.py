@@ -17,8 +17,7 @@ import pytest
 from secureconnect.client import Client
 from tests.conftest import PASSWORD, backend_env, drop_database, in_ci
 from tests.helpers import Listener
-from tests.server import ServerProcess
-from tests.test_scale import RedisProcess, free_port
+from tests.server import RedisProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow  # a process per role behind nginx
 

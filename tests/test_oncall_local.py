@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import httpx
@@ -17,7 +16,8 @@ import pytest
 
 from secureconnect.ops.runfile import load_all
 from tests.conftest import PASSWORD, in_ci
-from tests.test_scale import free_port
+from tests.helpers import run_cli
+from tests.server import free_port, pid_alive
 
 pytestmark = pytest.mark.slow  # servers of its own, crashed and restarted by the tooling
 
@@ -44,38 +44,15 @@ def local(own_server, tmp_path):
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _exists(run.pid):
+        while time.monotonic() < deadline and pid_alive(run.pid):
             time.sleep(0.1)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def oncall(
     server, home, *args: str, stdin: str = "", url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The CLI in the operator's shell: the same settings the server was started with."""
-    env = {
-        **server.env(),
-        "SECURECONNECT_SERVER": url or server.url,
-        "SECURECONNECT_CLI_HOME": str(home),
-        "SECURECONNECT_PASSWORD": PASSWORD,
-        "COLUMNS": "200",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "secureconnect", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(url or server.url, home, *args, env=server.env(), stdin=stdin)
 
 
 def diagnosis(server, home, scenario: str, *extra: str) -> tuple[int, dict]:

@@ -7,18 +7,13 @@ import asyncio
 import pytest
 
 from secureconnect.client import Client
-from tests.conftest import PASSWORD
-from tests.helpers import Listener, texts
+from tests.helpers import Listener, signed_up, texts
 
 pytestmark = pytest.mark.slow  # servers of its own, killed and restarted
 
 
 async def login_pair(url: str) -> tuple[Client, Client]:
-    alice, bob = Client(url), Client(url)
-    for client, name in ((alice, "alice"), (bob, "bob")):
-        await client.register(name, PASSWORD)
-        await client.login(name, PASSWORD)
-    return alice, bob
+    return await signed_up(Client(url), "alice"), await signed_up(Client(url), "bob")
 
 
 async def test_crash_between_send_and_sync_loses_nothing_acknowledged(own_server) -> None:
