@@ -13,8 +13,9 @@ from fastapi import FastAPI
 
 from secureconnect.app import create_app
 from secureconnect.client import Client
+from secureconnect.clock import ManualClock
 from secureconnect.config import Settings
-from secureconnect.services import Services
+from secureconnect.services import Services, services_of
 from tests.helpers import PASSWORD, signed_up, unique
 from tests.server import ServerProcess, run_in_thread
 
@@ -120,11 +121,14 @@ def in_ci() -> bool:
 
 @dataclass
 class InProcess:
-    """The whole app in this test's process, over a temporary SQLite file: for rules, which
-    need no socket, no subprocess and no waiting (a test here takes milliseconds)."""
+    """The whole app in this test's process, over a temporary SQLite file, on a clock that moves
+    only when the test says so: for rules, which need no socket, no subprocess and no waiting
+    (a test here takes milliseconds). Admin: "oncall"; incidents verify for 2 s; tokens live
+    60 s. (The client address is the transport's: ``httpx.ASGITransport(client=...)``.)"""
 
     app: FastAPI
     services: Services
+    clock: ManualClock
 
     def client(self) -> Client:
         return Client("http://in-process", transport=httpx.ASGITransport(app=self.app))
@@ -133,11 +137,17 @@ class InProcess:
 @pytest.fixture
 async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
     settings = Settings(
-        data_dir=tmp_path, admins=["oncall"], guard_refresh_s=3600, reminder_check_s=3600
+        data_dir=tmp_path,
+        admins=["oncall"],
+        token_ttl_s=60,
+        incident_verify_s=2,
+        guard_refresh_s=3600,
+        reminder_check_s=3600,
     )
-    app = create_app(settings)
+    clock = ManualClock()
+    app = create_app(settings, clock)
     async with app.router.lifespan_context(app):
-        yield InProcess(app, app.state.services)
+        yield InProcess(app, services_of(app), clock)
 
 
 @pytest.fixture

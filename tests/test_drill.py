@@ -31,8 +31,8 @@ import yaml
 
 from secureconnect.ops.runfile import load_all
 from tests.conftest import PASSWORD, PG_ADMIN, backend_env, drop_database, in_ci
+from tests.helpers import run_cli
 from tests.server import ServerProcess, free_port, pid_alive, run_in_thread
-from tests.test_oncall_local import oncall
 
 pytestmark = pytest.mark.slow  # starts servers, breaks them and restores them
 
@@ -289,7 +289,7 @@ class Platform:
 
     def oncall(self, *args: str, shell: ServerProcess | None = None):
         """The engineer's CLI, talking to the gateway (with ``shell``'s settings set)."""
-        return oncall(shell or self.gateway, self.home, *args, url=self.gateway.url)
+        return run_cli(self.gateway.url, self.home, *args, env=(shell or self.gateway).env())
 
     def close_when_verified(self, incident: str) -> None:
         """Tries ``oncall close`` until the verification window has passed and it is accepted."""

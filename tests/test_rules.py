@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
@@ -19,6 +20,9 @@ from secureconnect.crypto.primitives import CryptoError
 from secureconnect.errors import Problem, Unavailable
 from secureconnect.store import Database, StoreUnavailable
 from tests.conftest import PASSWORD, InProcess
+from tests.helpers import signed_up
+
+ATTACKER = "203.0.113.7"
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -189,3 +193,81 @@ def test_profile_and_server_may_stand_anywhere_but_after_a_double_dash() -> None
     ]
     literal = ["chat", "send", "trip", "--", "--profile", "is what I typed"]
     assert hoist_profile_options(literal) == literal
+
+
+async def test_an_expired_token_is_refused(in_process: InProcess) -> None:
+    client = await signed_up(in_process.client(), "expiring")
+    await client.me()
+    in_process.clock.advance(59)
+    await client.me()  # still within its 60 s
+    in_process.clock.advance(2)
+    with pytest.raises(ApiError) as expired:
+        await client.me()
+    assert (expired.value.status, expired.value.code) == (401, "token_expired")
+    await client.aclose()
+
+
+async def test_a_block_with_an_expiry_lifts_itself(in_process: InProcess) -> None:
+    oncall = await signed_up(in_process.client(), "oncall")
+    await oncall.block(ATTACKER, "cool off", expires_in_s=1)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=in_process.app, client=(ATTACKER, 40000)),
+        base_url="http://in-process",
+    ) as attacker:
+        assert (await attacker.get("/v1/status")).status_code == 403
+        in_process.clock.advance(1.5)
+        await in_process.services.guard.refresh()  # what every replica does every few seconds
+        assert (await attacker.get("/v1/status")).status_code == 200
+    await oncall.aclose()
+
+
+async def test_the_runbook_lifecycle_with_a_verified_close(in_process: InProcess) -> None:
+    oncall = await signed_up(in_process.client(), "oncall")
+    try:
+        opened = await oncall.incident_open("Cannot log in", "P1", "users report 502s")
+        assert (opened.number, opened.status, opened.respond_within_minutes) == (
+            1,
+            "open",
+            15,
+        )
+        ref = str(opened.number)
+        acked = await oncall.incident_step(ref, "acknowledged", "I'm on it")
+        assert acked.owner == "oncall"
+        triaged = await oncall.incident_step(
+            ref, "triaged", users_affected=1200, recent_deploy=True
+        )
+        assert (triaged.users_affected, triaged.recent_deploy) == (1200, True)
+        await oncall.incident_update(ref, "Still investigating; CPU dropped after scaling.")
+        lowered = await oncall.incident_severity(ref, "P2", "logins work for most users")
+        assert lowered.respond_within_minutes == 30
+        await oncall.incident_step(ref, "mitigated", "rolled back api-gateway")
+        resolved = await oncall.incident_step(ref, "resolved", "bad config reverted")
+        with pytest.raises(ApiError) as early:
+            await oncall.incident_close(ref)
+        assert (early.value.status, early.value.code) == (409, "not_verified")
+        assert "verification window" in early.value.message
+        in_process.clock.advance(2.2)  # the verification window (2 s here) passes
+        closed = await oncall.incident_close(ref)
+        assert closed.status == "closed"
+        kinds = [e.kind for e in closed.timeline]
+        assert kinds == [
+            "opened",
+            "acknowledged",
+            "triaged",
+            "update",
+            "severity",
+            "mitigated",
+            "resolved",
+            "verified",
+            "closed",
+        ]
+        stamps = [e.at for e in closed.timeline]
+        assert stamps == sorted(stamps)
+        assert "verified stable" in closed.timeline[-2].text
+        assert closed.verified_at == closed.closed_at >= resolved.resolved_at
+        assert closed.resolved_at == resolved.resolved_at
+        with pytest.raises(ApiError) as again:
+            await oncall.incident_step(ref, "acknowledged")
+        assert (again.value.status, again.value.code) == (409, "invalid_transition")
+    finally:
+        await oncall.aclose()

@@ -22,6 +22,7 @@ from secureconnect import __version__
 from secureconnect.accounts.routes import router as accounts_router
 from secureconnect.chat.realtime import GOING_AWAY
 from secureconnect.chat.routes import router as chat_router
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.config import Settings
 from secureconnect.edge.errors import install_error_handlers
 from secureconnect.edge.guard import GuardMiddleware
@@ -53,9 +54,9 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
     settings = settings or Settings()
-    services = build_services(settings)
+    services = build_services(settings, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from secureconnect.accounts.service import AccountService
@@ -18,6 +19,7 @@ from secureconnect.bus import Bus, InProcessBus
 from secureconnect.bus.redis import RedisBus
 from secureconnect.chat.realtime import Hub
 from secureconnect.chat.service import ChatService
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.config import Settings
 from secureconnect.guard.service import GuardService
 from secureconnect.incidents.platform import PrometheusCheck
@@ -51,7 +53,8 @@ class Services:
     draining: bool = field(default=False)
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
+    """``clock``: what every service stamps and expires by (a test may move it)."""
     bus: Bus = (
         RedisBus(settings.redis_url.get_secret_value()) if settings.redis_url else InProcessBus()
     )
@@ -69,8 +72,11 @@ def build_services(settings: Settings) -> Services:
         bus,
         max_message_bytes=settings.max_message_bytes,
         history_page_max=settings.history_page_max,
+        clock=clock,
     )
-    guard = GuardService(db, settings.guard_refresh_s, settings.emergency_requests_per_min)
+    guard = GuardService(
+        db, settings.guard_refresh_s, settings.emergency_requests_per_min, clock=clock
+    )
 
     async def failed_login(address: str) -> None:
         metrics.failed_logins.inc()
@@ -80,7 +86,11 @@ def build_services(settings: Settings) -> Services:
             log.warning("could not count a failed login")
 
     accounts = AccountService(
-        db, settings.token_ttl_s, on_new_device=chat.start_device, on_failed_login=failed_login
+        db,
+        settings.token_ttl_s,
+        on_new_device=chat.start_device,
+        on_failed_login=failed_login,
+        clock=clock,
     )
     hub = Hub(bus, metrics, chat)
     if isinstance(bus, RedisBus):
@@ -102,7 +112,7 @@ def build_services(settings: Settings) -> Services:
         settings.incident_stakeholders_after_s,
     )
     platform = PrometheusCheck(settings.prometheus_url) if settings.prometheus_url else None
-    incidents = IncidentService(db, severities, health, platform)
+    incidents = IncidentService(db, severities, health, platform, clock=clock)
     return Services(
         settings=settings,
         db=db,
@@ -110,17 +120,18 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         accounts=accounts,
         chat=chat,
-        keys=KeyService(db),
-        inbox=InboxService(db),
+        keys=KeyService(db, clock),
+        inbox=InboxService(db, clock),
         hub=hub,
         incidents=incidents,
         status=StatusPage(db, incidents, health, platform),
         guard=guard,
-        deploys=DeployLog(db),
+        deploys=DeployLog(db, clock),
     )
 
 
-def services_of(connection: HTTPConnection) -> Services:
-    """The container of the app serving this request or WebSocket."""
-    services: Services = connection.app.state.services
+def services_of(where: HTTPConnection | Starlette) -> Services:
+    """The container of the app serving this request or WebSocket (or of this app)."""
+    app = where.app if isinstance(where, HTTPConnection) else where
+    services: Services = app.state.services
     return services

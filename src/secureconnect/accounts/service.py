@@ -29,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.models import devices, sessions, users
 from secureconnect.bus import user_topic
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Conflict, Invalid, NotFound, Unauthorized
-from secureconnect.store import Database, now_ms
+from secureconnect.store import Database
 from secureconnect.store.base import new_id
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
@@ -129,8 +130,10 @@ class AccountService:
         token_ttl_s: int,
         on_new_device: NewDeviceHook | None = None,
         on_failed_login: FailedLoginHook | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
+        self.clock = clock
         self.token_ttl_ms = token_ttl_s * 1000
         self.on_new_device = on_new_device
         self.on_failed_login = on_failed_login
@@ -143,7 +146,7 @@ class AccountService:
             "id": new_id(),
             "username": name,
             "password_hash": password_hash,
-            "created_at": now_ms(),
+            "created_at": self.clock.now_ms(),
         }
         try:
             async with self.db.write() as conn:
@@ -171,7 +174,7 @@ class AccountService:
                 await self.on_failed_login(address)
             # One answer for both, so that the login form does not reveal who has an account.
             raise Unauthorized("invalid_credentials", "wrong username or password")
-        now = now_ms()
+        now = self.clock.now_ms()
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.db.write() as conn:
             new_device = True
@@ -254,7 +257,7 @@ class AccountService:
             ).first()
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             raise Unauthorized("invalid_token", "the access token is not valid")
-        now = now_ms()
+        now = self.clock.now_ms()
         if row.revoked_at is not None:
             raise Unauthorized("token_revoked", "this session was logged out or revoked")
         if row.expires_at <= now:
@@ -308,7 +311,7 @@ class AccountService:
             result = await conn.execute(
                 update(sessions)
                 .where(and_(sessions.c.id == session_id, sessions.c.user_id == user_id))
-                .values(revoked_at=now_ms())
+                .values(revoked_at=self.clock.now_ms())
             )
             if result.rowcount == 0:
                 raise NotFound("session_not_found", "no such session on this account")
@@ -316,7 +319,7 @@ class AccountService:
 
     async def revoke_device(self, user_id: str, device_id: str) -> None:
         """Revokes the device and every session on it."""
-        now = now_ms()
+        now = self.clock.now_ms()
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(devices)

@@ -26,8 +26,9 @@ from secureconnect.bus import Bus, user_topic
 from secureconnect.chat import store
 from secureconnect.chat.models import conversations, device_cursors, members, receipts
 from secureconnect.chat.store import Membership
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
-from secureconnect.store import Database, now_ms
+from secureconnect.store import Database
 from secureconnect.store.base import new_id
 from secureconnect.store.sql import upsert, upsert_many
 
@@ -89,9 +90,16 @@ def _receipt_notices(
 
 class ChatService:
     def __init__(
-        self, db: Database, bus: Bus, *, max_message_bytes: int, history_page_max: int
+        self,
+        db: Database,
+        bus: Bus,
+        *,
+        max_message_bytes: int,
+        history_page_max: int,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
+        self.clock = clock
         self.bus = bus
         self.max_message_bytes = max_message_bytes
         self.history_page_max = history_page_max
@@ -112,7 +120,7 @@ class ChatService:
             if existing is not None:
                 return await self.describe(ctx.user_id, existing), False
         conv_id = new_id()
-        now = now_ms()
+        now = self.clock.now_ms()
         member_ids = [ctx.user_id, *ids.values()]
         body = {"action": "create", "actor": ctx.username, "members": [ctx.username, *others]}
         if name:
@@ -138,7 +146,15 @@ class ChatService:
                         )
                     )
                 event = await store.insert_event(
-                    conn, conv_id, 1, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
+                    conn,
+                    self.clock.now_ms(),
+                    conv_id,
+                    1,
+                    ctx,
+                    "membership",
+                    MEMBERSHIP_TYPE,
+                    _json(body),
+                    None,
                 )
                 self._publish(conn, member_ids, event)
         except IntegrityError:
@@ -246,7 +262,15 @@ class ChatService:
             await store.bump(conn, conv_id, seq)
             body = {"action": "add", "actor": ctx.username, "user": name}
             event = await store.insert_event(
-                conn, conv_id, seq, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
+                conn,
+                self.clock.now_ms(),
+                conv_id,
+                seq,
+                ctx,
+                "membership",
+                MEMBERSHIP_TYPE,
+                _json(body),
+                None,
             )
             # They see the timeline from their own "added" event on, never what came before.
             if existing is None:
@@ -286,7 +310,15 @@ class ChatService:
             await store.bump(conn, conv_id, seq)
             body = {"action": "leave" if leaving else "remove", "actor": ctx.username, "user": name}
             event = await store.insert_event(
-                conn, conv_id, seq, ctx, "membership", MEMBERSHIP_TYPE, _json(body), None
+                conn,
+                self.clock.now_ms(),
+                conv_id,
+                seq,
+                ctx,
+                "membership",
+                MEMBERSHIP_TYPE,
+                _json(body),
+                None,
             )
             await conn.execute(
                 update(members)
@@ -336,7 +368,15 @@ class ChatService:
             seq = roster.me.last_seq + 1
             await store.bump(conn, conv_id, seq)
             event = await store.insert_event(
-                conn, conv_id, seq, ctx, "message", content_type, body, client_msg_id
+                conn,
+                self.clock.now_ms(),
+                conv_id,
+                seq,
+                ctx,
+                "message",
+                content_type,
+                body,
+                client_msg_id,
             )
             self._publish(conn, roster.current, event)
         return event, True

@@ -19,7 +19,6 @@ from secureconnect.accounts.models import users
 from secureconnect.accounts.service import AuthContext
 from secureconnect.chat.models import conversations, events, members, receipts
 from secureconnect.errors import NotFound
-from secureconnect.store import now_ms
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,7 @@ async def bump(conn: AsyncConnection, conv_id: str, seq: int) -> None:
 
 async def insert_event(
     conn: AsyncConnection,
+    now: int,
     conv_id: str,
     seq: int,
     ctx: AuthContext,
@@ -138,7 +138,7 @@ async def insert_event(
         "client_msg_id": client_msg_id,
         "content_type": content_type,
         "body": body,
-        "created_at": now_ms(),
+        "created_at": now,
     }
     await conn.execute(insert(events).values(**row))
     return event_out({**row, "sender_username": ctx.username})

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from secureconnect.client import Client
+from secureconnect.clock import SYSTEM_CLOCK
 from secureconnect.diagnostics.facts import SCENARIOS, Action, Facts, Finding
 from secureconnect.diagnostics.probes import (
     read_deploys,
@@ -16,7 +17,6 @@ from secureconnect.diagnostics.probes import (
     udp_probe,
 )
 from secureconnect.diagnostics.rules import Explain, diagnose
-from secureconnect.store import now_ms
 
 
 class Target(Protocol):
@@ -54,7 +54,7 @@ def make_target(kind: str, namespace: str, data_dir: Path) -> Target:
 async def collect(
     target: Target, client: Client, *, turn: str | None = None, udp: str | None = None
 ) -> Facts:
-    facts = await target.facts(now_ms())
+    facts = await target.facts(SYSTEM_CLOCK.now_ms())
     for url in target.service_urls() or [client.base_url]:
         await read_endpoints(facts, url)
     await read_reports(facts, client)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Invalid, NotFound
 from secureconnect.guard.models import blocked_networks, edge_switches, login_failures
-from secureconnect.store import Database, now_ms
+from secureconnect.store import Database
 from secureconnect.store.sql import bump, put
 
 log = logging.getLogger("secureconnect.guard")
@@ -70,8 +70,15 @@ class RateLimiter:
 
 
 class GuardService:
-    def __init__(self, db: Database, refresh_s: float, emergency_per_minute: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        refresh_s: float,
+        emergency_per_minute: int,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.db = db
+        self.clock = clock
         self.refresh_s = refresh_s
         self.snapshot = Snapshot()
         self.limiter = RateLimiter(emergency_per_minute)
@@ -91,7 +98,7 @@ class GuardService:
         """0 when the request may go on, else the seconds to wait (emergency mode only)."""
         if self.snapshot.mode != "emergency":
             return 0
-        allowed, wait = self.limiter.allow(ip, time.time())
+        allowed, wait = self.limiter.allow(ip, self.clock.now_ms() / 1000)
         return 0 if allowed else wait
 
     # -- keeping the snapshot fresh ------------------------------------------------------------
@@ -103,7 +110,7 @@ class GuardService:
             await self._load()
 
     async def _load(self) -> None:
-        now = now_ms()
+        now = self.clock.now_ms()
         async with self.db.read() as conn:
             rows = await conn.execute(select(blocked_networks.c.network).where(_active(now)))
             networks = [ipaddress.ip_network(r.network) for r in rows]
@@ -129,7 +136,7 @@ class GuardService:
         self, actor: str, network_text: str, reason: str, expires_in_s: int | None
     ) -> dict[str, Any]:
         network = str(parse_network(network_text))
-        now = now_ms()
+        now = self.clock.now_ms()
         async with self.db.write() as conn:
             existing = await conn.scalar(
                 select(blocked_networks.c.id).where(
@@ -152,7 +159,7 @@ class GuardService:
 
     async def lift(self, actor: str, network_text: str) -> dict[str, Any]:
         network = str(parse_network(network_text))
-        now = now_ms()
+        now = self.clock.now_ms()
         async with self.db.write() as conn:
             result = await conn.execute(
                 update(blocked_networks)
@@ -168,7 +175,7 @@ class GuardService:
     async def set_mode(self, actor: str, mode: str) -> dict[str, Any]:
         if mode not in MODES:
             raise Invalid("invalid_mode", f"rate-limit mode must be one of {', '.join(MODES)}")
-        row = {"name": "rate_limit", "value": mode, "set_by": actor, "set_at": now_ms()}
+        row = {"name": "rate_limit", "value": mode, "set_by": actor, "set_at": self.clock.now_ms()}
         async with self.db.write() as conn:
             await put(conn, edge_switches, row, ["name"])
         log.warning("rate-limit mode set", extra={"fields": {"mode": mode, "actor": actor}})
@@ -178,7 +185,7 @@ class GuardService:
     # -- failed logins -------------------------------------------------------------------------
 
     async def record_failed_login(self, ip: str) -> None:
-        now = now_ms()
+        now = self.clock.now_ms()
         minute = now // 60_000
         async with self.db.write() as conn:
             await bump(conn, login_failures, {"ip": ip, "minute": minute}, "count")
@@ -191,7 +198,7 @@ class GuardService:
 
     async def report(self, window_s: int) -> dict[str, Any]:
         """What the security diagnosis reads: who fails to log in, who is blocked, which mode."""
-        now = now_ms()
+        now = self.clock.now_ms()
         since = (now - window_s * 1000) // 60_000
         async with self.db.read() as conn:
             failures = await conn.execute(

@@ -5,14 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from secureconnect.incidents.service import IncidentService
-from secureconnect.store import now_ms
 
 
 async def draft(incidents: IncidentService, ref: str) -> str:
     """A blameless report in the runbook's six sections (23.11), drafted from the incident's
     own record, ready to edit: facts filled in, judgement left to people."""
     i = await incidents.get(ref)
-    end = i.resolved_at or i.closed_at or now_ms()
+    end = i.resolved_at or i.closed_at or incidents.clock.now_ms()
     minutes = max(0, round((end - i.opened_at) / 60000))
     by_kind: dict[str, list[str]] = {}
     for event in i.timeline:

@@ -9,7 +9,6 @@ from secureconnect.incidents.models import incident_events
 from secureconnect.incidents.models import incidents as incident_rows
 from secureconnect.incidents.notify import Notifier
 from secureconnect.incidents.service import IncidentService, log_event
-from secureconnect.store import now_ms
 
 
 async def remind(
@@ -19,7 +18,7 @@ async def remind(
     (again every 15 minutes); an incident open for 30 minutes tells stakeholders, once. The
     check runs under the incident's row lock, so several replicas never send it twice."""
     sent: list[tuple[int, str]] = []
-    now = now_ms()
+    now = incidents.clock.now_ms()
     every_ms = incidents.severities.update_every_s * 1000
     after_ms = incidents.severities.stakeholders_after_s * 1000
     async with incidents.db.read() as conn:
@@ -58,7 +57,7 @@ async def remind(
                     f"({row.severity}, {row.title}) for {quiet} min. Post one, even "
                     f'"no news": secureconnect oncall update {row.number} "..."'
                 )
-                await log_event(conn, incident_id, "reminder", "reminders", text)
+                await log_event(incidents.clock, conn, incident_id, "reminder", "reminders", text)
                 notices.append((owner, f"Update incident #{row.number}", text, "reminder"))
             if now - row.opened_at >= after_ms and "stakeholders_notified" not in kinds:
                 text = (
@@ -66,7 +65,9 @@ async def remind(
                     f"for {(now - row.opened_at) // 60000} min; status {row.status}. "
                     f"Status page and updates follow."
                 )
-                await log_event(conn, incident_id, "stakeholders_notified", "reminders", text)
+                await log_event(
+                    incidents.clock, conn, incident_id, "stakeholders_notified", "reminders", text
+                )
                 notices.append(
                     (stakeholders, f"Incident #{row.number} ongoing", text, "stakeholders")
                 )

@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Conflict, Invalid, NotFound
 from secureconnect.incidents.models import incident_events, incidents
 from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.incidents.schemas import Incident, IncidentSummary, TimelineEntry
-from secureconnect.store import Database, now_ms
+from secureconnect.store import Database
 from secureconnect.store.base import new_id
 
 ORDER = ["open", "acknowledged", "triaged", "mitigated", "resolved", "closed"]
@@ -79,8 +80,10 @@ class IncidentService:
         severities: Severities,
         health: HealthProbe,
         platform: PrometheusCheck | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.db = db
+        self.clock = clock
         self.severities = severities
         self.health = health
         self.platform = platform
@@ -97,7 +100,7 @@ class IncidentService:
     ) -> Incident:
         """``since``: when the trouble began (an alert's ``startsAt``), if before now."""
         self.severities.check(severity)
-        now = min(since, now_ms()) if since else now_ms()
+        now = min(since, self.clock.now_ms()) if since else self.clock.now_ms()
         incident_id = new_id()
         async with self.db.write() as conn:
             number = (
@@ -116,6 +119,7 @@ class IncidentService:
                 )
             )
             await log_event(
+                self.clock,
                 conn,
                 incident_id,
                 "opened",
@@ -134,7 +138,7 @@ class IncidentService:
             row = await self._row(conn, ref)
             if ORDER.index(to) <= ORDER.index(row.status):
                 raise Conflict("invalid_transition", f"incident is already {row.status}")
-            now = now_ms()
+            now = self.clock.now_ms()
             values: dict[str, Any] = {"status": to, STAMP[to]: now, "last_update_at": now}
             if to == "acknowledged" and row.owner is None:
                 values["owner"] = actor
@@ -146,7 +150,7 @@ class IncidentService:
                 f"{k.replace('_', ' ')}: {v}" for k, v in fields.items() if v is not None
             )
             await log_event(
-                conn, row.id, to, actor, "; ".join(p for p in (text, detail) if p) or to
+                self.clock, conn, row.id, to, actor, "; ".join(p for p in (text, detail) if p) or to
             )
         return await self.get(ref)
 
@@ -157,9 +161,10 @@ class IncidentService:
             await conn.execute(
                 update(incidents)
                 .where(incidents.c.id == row.id)
-                .values(severity=severity, last_update_at=now_ms())
+                .values(severity=severity, last_update_at=self.clock.now_ms())
             )
             await log_event(
+                self.clock,
                 conn,
                 row.id,
                 "severity",
@@ -174,9 +179,11 @@ class IncidentService:
         async with self.db.write() as conn:
             row = await self._row(conn, ref)
             await conn.execute(
-                update(incidents).where(incidents.c.id == row.id).values(last_update_at=now_ms())
+                update(incidents)
+                .where(incidents.c.id == row.id)
+                .values(last_update_at=self.clock.now_ms())
             )
-            await log_event(conn, row.id, kind, actor, text)
+            await log_event(self.clock, conn, row.id, kind, actor, text)
         return await self.get(ref)
 
     async def close(self, actor: str, ref: str, override_reason: str | None = None) -> Incident:
@@ -184,7 +191,7 @@ class IncidentService:
         async with self.db.read() as conn:
             resolved_at = (await self._row(conn, ref)).resolved_at
         platform_problems = (
-            await self.platform.problems_since((now_ms() - resolved_at) / 1000)
+            await self.platform.problems_since((self.clock.now_ms() - resolved_at) / 1000)
             if self.platform is not None and resolved_at is not None
             else []
         )
@@ -192,7 +199,7 @@ class IncidentService:
             row = await self._row(conn, ref)
             if row.status != "resolved":
                 raise Conflict("not_resolved", "resolve the incident before closing it")
-            stable_s = (now_ms() - row.resolved_at) / 1000
+            stable_s = (self.clock.now_ms() - row.resolved_at) / 1000
             problems = []
             if stable_s < self.severities.verify_s:
                 problems.append(
@@ -211,7 +218,7 @@ class IncidentService:
                     "not_verified",
                     "; ".join(problems) + ". Wait, or close with an override reason.",
                 )
-            now = now_ms()
+            now = self.clock.now_ms()
             await conn.execute(
                 update(incidents)
                 .where(incidents.c.id == row.id)
@@ -227,6 +234,7 @@ class IncidentService:
             else:
                 where = " on every replica (Prometheus)" if self.platform is not None else ""
                 await log_event(
+                    self.clock,
                     conn,
                     row.id,
                     "verified",
@@ -236,7 +244,7 @@ class IncidentService:
                     at=now,
                 )
                 text = "closed"
-            await log_event(conn, row.id, "closed", actor, text, at=now)
+            await log_event(self.clock, conn, row.id, "closed", actor, text, at=now)
         return await self.get(ref)
 
     async def list(self, include_closed: bool = False) -> list[IncidentSummary]:
@@ -282,6 +290,7 @@ class IncidentService:
 
 
 async def log_event(
+    clock: Clock,
     conn: AsyncConnection,
     incident_id: str,
     kind: str,
@@ -292,6 +301,6 @@ async def log_event(
     """One line on an incident's timeline, in the caller's transaction."""
     await conn.execute(
         insert(incident_events).values(
-            incident_id=incident_id, at=at or now_ms(), kind=kind, actor=actor, text=text
+            incident_id=incident_id, at=at or clock.now_ms(), kind=kind, actor=actor, text=text
         )
     )

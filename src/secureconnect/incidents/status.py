@@ -15,7 +15,7 @@ from secureconnect.errors import Invalid
 from secureconnect.incidents.models import incidents, status_updates
 from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.incidents.service import HealthProbe, IncidentService
-from secureconnect.store import Database, StoreUnavailable, now_ms
+from secureconnect.store import Database, StoreUnavailable
 
 COMPONENTS = ["Login & API", "Chat", "Video calls", "AI suggestions", "Avatars"]
 STATES = {
@@ -116,7 +116,7 @@ class StatusPage:
             await conn.execute(
                 insert(status_updates).values(
                     incident_id=incident.id,
-                    at=now_ms(),
+                    at=self.incidents.clock.now_ms(),
                     phase=phase,
                     text=text,
                     components=json.dumps(components),
@@ -133,7 +133,7 @@ class StatusPage:
         for name, state in (await self._platform_states() or {}).items():
             if RANK.index(state) > RANK.index(states[name]):
                 states[name] = state
-        since = now_ms() - HISTORY_DAYS * 86_400_000
+        since = self.incidents.clock.now_ms() - HISTORY_DAYS * 86_400_000
         try:
             async with self.db.read() as conn:
                 rows = (

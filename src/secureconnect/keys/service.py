@@ -19,11 +19,12 @@ from secureconnect.accounts.models import devices, users
 from secureconnect.accounts.service import AuthContext, normalise_username
 from secureconnect.bus import user_topic
 from secureconnect.chat.models import members
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.crypto.primitives import CryptoError, b64, verify
 from secureconnect.crypto.x3dh import identity_payload, spk_payload
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from secureconnect.keys.models import device_keys, inbox, one_time_prekeys
-from secureconnect.store import Database, now_ms
+from secureconnect.store import Database
 from secureconnect.store.sql import upsert
 
 MAX_PREKEYS_PER_UPLOAD = 100
@@ -46,8 +47,9 @@ def _check_key(value: bytes, what: str) -> None:
 
 
 class KeyService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
 
     async def publish(
         self,
@@ -95,7 +97,7 @@ class KeyService:
                 "spk_id": spk_id,
                 "spk": spk,
                 "spk_sig": spk_sig,
-                "updated_at": now_ms(),
+                "updated_at": self.clock.now_ms(),
             }
             if current is None:
                 await conn.execute(insert(device_keys).values(**values))
@@ -256,8 +258,9 @@ class KeyService:
 
 
 class InboxService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
 
     async def send(self, ctx: AuthContext, items: list[tuple[str, bytes]]) -> list[int]:
         """Queues pairwise ciphertexts for other devices. Only devices of people the sender
@@ -269,7 +272,7 @@ class InboxService:
                 raise Invalid("empty_message", "inbox message body is empty")
             if len(body) > MAX_INBOX_BODY:
                 raise TooLarge("message_too_large", f"inbox message over {MAX_INBOX_BODY} bytes")
-        now = now_ms()
+        now = self.clock.now_ms()
         stored: list[int] = []
         async with self.db.write() as conn:
             owners = await self._owners(conn, [d for d, _ in items])

@@ -7,13 +7,15 @@ from typing import Any
 
 from sqlalchemy import select
 
+from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.ops.models import deploys
-from secureconnect.store import Database, now_ms
+from secureconnect.store import Database
 
 
 class DeployLog:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = SYSTEM_CLOCK) -> None:
         self.db = db
+        self.clock = clock
 
     async def record(self, role: str, release: str, host: str) -> bool:
         """Note the start of ``release``; True when it is a deploy (a new release for the role)."""
@@ -27,13 +29,15 @@ class DeployLog:
             if last == release:
                 return False
             await conn.execute(
-                deploys.insert().values(role=role, version=release, host=host, started_at=now_ms())
+                deploys.insert().values(
+                    role=role, version=release, host=host, started_at=self.clock.now_ms()
+                )
             )
         return True
 
     async def since(self, seconds: int) -> list[dict[str, Any]]:
         """Deploys in the last ``seconds``, newest first, each with the release it replaced."""
-        cutoff = now_ms() - seconds * 1000
+        cutoff = self.clock.now_ms() - seconds * 1000
         async with self.db.read() as conn:
             rows = (await conn.execute(select(deploys).order_by(deploys.c.id))).all()
         previous: dict[str, str | None] = {}

@@ -3,7 +3,7 @@
 Every domain's tables hang off :data:`metadata`; migrations live in ``store/migrations``.
 """
 
-from secureconnect.store.base import metadata, now_ms
+from secureconnect.store.base import metadata
 from secureconnect.store.database import Database, PoolStats, StoreUnavailable
 
-__all__ = ["Database", "PoolStats", "StoreUnavailable", "metadata", "now_ms"]
+__all__ = ["Database", "PoolStats", "StoreUnavailable", "metadata"]

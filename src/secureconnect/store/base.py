@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-import time
 
 from sqlalchemy import MetaData
 
@@ -17,11 +16,6 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds: integers sort and compare the same on every backend."""
-    return time.time_ns() // 1_000_000
 
 
 def new_id() -> str:
