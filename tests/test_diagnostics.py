@@ -21,6 +21,13 @@ from secureconnect.diagnostics.kube import (
     scale_patch,
 )
 from secureconnect.diagnostics.rules import diagnose
+from secureconnect.guard.schemas import (
+    BlockedNetwork,
+    FailedLogins,
+    RateLimitState,
+    SecurityReport,
+)
+from secureconnect.ops.schemas import PoolUse, StoreReport
 from tests.fixtures.k8s.generate import build
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
@@ -200,13 +207,15 @@ def test_pool_saturation_scales_the_gateway_out() -> None:
 def test_database_durability_and_timeouts() -> None:
     facts = local_facts(
         readiness={"store": "ok", "bus": "ok"},
-        store={
-            "backend": "postgresql",
-            "latency_ms": 250.0,
-            "role": "primary",
-            "replicas": 1,
-            "consistency": {"synchronous_commit": "local", "synchronous_standby_names": ""},
-        },
+        store=StoreReport(
+            backend="postgresql",
+            latency_ms=250.0,
+            role="primary",
+            replicas=1,
+            consistency={"synchronous_commit": "local", "synchronous_standby_names": ""},
+            pool=PoolUse(in_use=20, max_open=20),
+            errors={"db_pool_exhausted": 4},
+        ),
         store_errors={"db_pool_exhausted": 4, "store_unavailable": 0},
     )
     node, timeouts, consistency = diagnose("database", facts, KUBECTL)
@@ -218,14 +227,21 @@ def test_database_durability_and_timeouts() -> None:
     assert consistency.status == "warn" and "synchronous_commit=local" in consistency.summary
 
 
-def security_report(failures, blocked=(), mode="normal"):
-    return {
-        "window_s": 900,
-        "failed_logins": [{"ip": ip, "count": n, "last_at": 0} for ip, n in failures],
-        "failed_logins_total": sum(n for _, n in failures),
-        "blocked": [{"network": b} for b in blocked],
-        "rate_limit": {"mode": mode, "set_by": None, "emergency_requests_per_min": 1},
-    }
+def security_report(failures, blocked=(), mode="normal") -> SecurityReport:
+    return SecurityReport(
+        window_s=900,
+        failed_logins=[FailedLogins(ip=ip, count=n, last_at=0) for ip, n in failures],
+        failed_logins_total=sum(n for _, n in failures),
+        blocked=[
+            BlockedNetwork(
+                network=b, reason="-", blocked_by="oncall", blocked_at=0, expires_at=None
+            )
+            for b in blocked
+        ],
+        rate_limit=RateLimitState(
+            mode=mode, set_by=None, set_at=None, emergency_requests_per_min=1
+        ),
+    )
 
 
 def test_brute_force_from_one_address_is_blocked() -> None:

@@ -9,6 +9,7 @@ import pytest
 import websockets
 
 from secureconnect.client import ApiError, Client
+from secureconnect.guard.schemas import Blocked, Lifted, ModeSet
 from tests.conftest import PASSWORD
 from tests.helpers import error_of, signed_up
 
@@ -66,13 +67,10 @@ async def test_failed_logins_are_counted_per_address_for_admins_only(guarded) ->
         )
         assert error_of(refused) == (403, "not_admin")
     report = await oncall.security_report(window_s=600)
-    assert report["failed_logins"][:2] == [
-        {"ip": ATTACKER, "count": 7, "last_at": report["failed_logins"][0]["last_at"]},
-        {"ip": USER, "count": 1, "last_at": report["failed_logins"][1]["last_at"]},
-    ]
-    assert report["failed_logins_total"] == 8
-    assert report["rate_limit"]["mode"] == "normal"
-    assert report["blocked"] == []
+    assert [(f.ip, f.count) for f in report.failed_logins[:2]] == [(ATTACKER, 7), (USER, 1)]
+    assert report.failed_logins_total == 8
+    assert report.rate_limit.mode == "normal"
+    assert report.blocked == []
     await oncall.aclose()
 
 
@@ -84,7 +82,7 @@ async def test_a_blocked_network_is_refused_everywhere_but_the_probes(guarded) -
         assert (bad.value.status, bad.value.code) == (400, "invalid_network")
 
         blocked = await oncall.block("203.0.113.0/28", "brute force on /v1/auth/login")
-        assert blocked == {"network": "203.0.113.0/28", "blocked": True, "already": False}
+        assert blocked == Blocked(network="203.0.113.0/28", blocked=True, already=False)
         for ip in (ATTACKER, NEIGHBOUR):
             refused = await http.post(
                 "/v1/auth/login",
@@ -115,13 +113,12 @@ async def test_a_blocked_network_is_refused_everywhere_but_the_probes(guarded) -
         assert error_of(refused) == (403, "ip_blocked")
 
         report = await oncall.security_report()
-        assert [(b["network"], b["blocked_by"]) for b in report["blocked"]] == [
+        assert [(b.network, b.blocked_by) for b in report.blocked] == [
             ("203.0.113.0/28", "oncall")
         ]
-        assert await oncall.unblock("203.0.113.0/28") == {
-            "network": "203.0.113.0/28",
-            "blocked": False,
-        }
+        assert await oncall.unblock("203.0.113.0/28") == Lifted(
+            network="203.0.113.0/28", blocked=False
+        )
         assert (await http.get("/v1/status", headers=from_ip(ATTACKER))).status_code == 200
         with pytest.raises(ApiError) as again:
             await oncall.unblock("203.0.113.0/28")
@@ -137,7 +134,7 @@ async def test_emergency_rate_limit_allows_one_request_a_minute_per_address(guar
     with pytest.raises(ApiError) as bad:
         await oncall.set_rate_limit("panic")
     assert (bad.value.status, bad.value.code) == (400, "invalid_mode")
-    assert await oncall.set_rate_limit("emergency") == {"mode": "emergency"}
+    assert await oncall.set_rate_limit("emergency") == ModeSet(mode="emergency")
     login = {"username": "someone", "password": "wrong-password"}
     async with httpx.AsyncClient(base_url=guarded.url) as http:
         first = await http.post("/v1/auth/login", json=login, headers=from_ip(ATTACKER))
@@ -152,10 +149,10 @@ async def test_emergency_rate_limit_allows_one_request_a_minute_per_address(guar
         for _ in range(3):
             assert (await http.get("/v1/status", headers=from_ip(ATTACKER))).status_code == 200
         report = await oncall.security_report()
-        assert report["rate_limit"]["mode"] == "emergency"
-        assert report["rate_limit"]["set_by"] == "oncall"
-        assert report["rate_limit"]["emergency_requests_per_min"] == 1
-        assert await oncall.set_rate_limit("normal") == {"mode": "normal"}
+        assert report.rate_limit.mode == "emergency"
+        assert report.rate_limit.set_by == "oncall"
+        assert report.rate_limit.emergency_requests_per_min == 1
+        assert await oncall.set_rate_limit("normal") == ModeSet(mode="normal")
         third = await http.post("/v1/auth/login", json=login, headers=from_ip(ATTACKER))
         assert third.status_code == 401
     await oncall.aclose()

@@ -162,7 +162,7 @@ async def test_a_failed_login_is_counted_by_the_guard_and_the_metrics(
     await attacker.aclose()
     assert in_process.services.metrics.failed_logins._value.get() == before + 3
     report = await in_process.services.guard.report(900)
-    assert [(a["ip"], a["count"]) for a in report["failed_logins"]] == [("127.0.0.1", 3)]
+    assert [(a.ip, a.count) for a in report.failed_logins] == [("127.0.0.1", 3)]
 
 
 def test_every_exception_we_raise_on_purpose_has_one_base() -> None:

@@ -398,7 +398,7 @@ def oncall_block(
 
     async def apply(client: Client) -> str:
         done = await client.block(network, reason, expires_in)
-        return f"{done['network']} blocked" + (" (already was)" if done["already"] else "")
+        return f"{done.network} blocked" + (" (already was)" if done.already else "")
 
     plan = f"block {network} on every replica" + (f" for {expires_in} s" if expires_in else "")
     _mitigate(Action("block", network), plan, apply, yes, incident)
@@ -413,7 +413,7 @@ def oncall_unblock(
     """Lift a block (it stays in the deny list's history). Asks first."""
 
     async def apply(client: Client) -> str:
-        return f"{(await client.unblock(network))['network']} unblocked"
+        return f"{(await client.unblock(network)).network} unblocked"
 
     _mitigate(
         Action("unblock", network),
@@ -435,7 +435,7 @@ def oncall_rate_limit(
     """Switch the API's emergency rate limit on or off (runbook 23.8, DDoS). Asks first."""
 
     async def apply(client: Client) -> str:
-        return f"rate-limit mode {(await client.set_rate_limit(mode))['mode']}"
+        return f"rate-limit mode {(await client.set_rate_limit(mode)).mode}"
 
     _mitigate(
         Action("rate-limit", mode),

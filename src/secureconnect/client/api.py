@@ -14,18 +14,24 @@ import httpx
 from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
+    Blocked,
     Conversation,
+    Deploy,
     Device,
     InboxMessage,
     Incident,
     IncidentSummary,
+    Lifted,
     Login,
     Me,
     Member,
     Message,
+    ModeSet,
     Page,
     Receipt,
+    SecurityReport,
     Session,
+    StoreReport,
     User,
 )
 
@@ -380,43 +386,38 @@ class Client:
         )
         return result
 
-    async def security_report(self, window_s: int = 900) -> dict[str, Any]:
+    async def security_report(self, window_s: int = 900) -> SecurityReport:
         """Failed logins per address in the window, blocked networks, rate-limit mode."""
-        result: dict[str, Any] = await self._call(
-            "GET", "/v1/ops/security", params={"window_s": window_s}
+        return SecurityReport.model_validate(
+            await self._call("GET", "/v1/ops/security", params={"window_s": window_s})
         )
-        return result
 
-    async def block(
-        self, network: str, reason: str, expires_in_s: int | None = None
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "POST",
-            "/v1/ops/blocks",
-            json={"network": network, "reason": reason, "expires_in_s": expires_in_s},
+    async def block(self, network: str, reason: str, expires_in_s: int | None = None) -> Blocked:
+        return Blocked.model_validate(
+            await self._call(
+                "POST",
+                "/v1/ops/blocks",
+                json={"network": network, "reason": reason, "expires_in_s": expires_in_s},
+            )
         )
-        return result
 
-    async def unblock(self, network: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "POST", "/v1/ops/blocks/lift", json={"network": network}
+    async def unblock(self, network: str) -> Lifted:
+        return Lifted.model_validate(
+            await self._call("POST", "/v1/ops/blocks/lift", json={"network": network})
         )
-        return result
 
-    async def set_rate_limit(self, mode: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("PUT", "/v1/ops/rate-limit", json={"mode": mode})
-        return result
+    async def set_rate_limit(self, mode: str) -> ModeSet:
+        return ModeSet.model_validate(
+            await self._call("PUT", "/v1/ops/rate-limit", json={"mode": mode})
+        )
 
-    async def store_report(self) -> dict[str, Any]:
+    async def store_report(self) -> StoreReport:
         """The database as the server sees it: round trip, role, durability, pool, errors."""
-        result: dict[str, Any] = await self._call("GET", "/v1/ops/store")
-        return result
+        return StoreReport.model_validate(await self._call("GET", "/v1/ops/store"))
 
-    async def deploys(self, since_s: int = 3600) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(
-            "GET", "/v1/ops/deploys", params={"since_s": since_s}
-        )
-        return result
+    async def deploys(self, since_s: int = 3600) -> list[Deploy]:
+        rows = await self._call("GET", "/v1/ops/deploys", params={"since_s": since_s})
+        return [Deploy.model_validate(d) for d in rows]
 
     async def incident_postmortem(self, ref: str) -> str:
         if self.token is None:

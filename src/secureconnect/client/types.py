@@ -2,7 +2,8 @@
 
 Where the server has a response schema, the SDK returns that very model (re-exported here
 under a plain name), so the contract is written once: ``User``, ``Me``, ``Device``,
-``Session``, ``Member``, ``Incident``, ``IncidentSummary``. Unknown fields from a newer server
+``Session``, ``Member``, ``Incident``, ``IncidentSummary``, ``SecurityReport``, ``Blocked``,
+``Lifted``, ``ModeSet``, ``StoreReport``, ``Deploy``. Unknown fields from a newer server
 are ignored. The rest are frozen dataclasses of the SDK's own.
 """
 
@@ -18,7 +19,9 @@ from secureconnect.accounts.schemas import MeResponse as Me
 from secureconnect.accounts.schemas import SessionOut as Session
 from secureconnect.accounts.schemas import UserOut as User
 from secureconnect.chat.schemas import MemberOut as Member
+from secureconnect.guard.schemas import Blocked, Lifted, ModeSet, SecurityReport
 from secureconnect.incidents.schemas import Incident, IncidentSummary, TimelineEntry
+from secureconnect.ops.schemas import Deploy, StoreReport
 
 
 @dataclass(frozen=True)
@@ -155,21 +158,27 @@ Event = Message | Receipt | Typing | Ready | InboxMessage | PrekeysLow
 
 
 __all__ = [
+    "Blocked",
     "Conversation",
+    "Deploy",
     "Device",
     "Event",
     "InboxMessage",
     "Incident",
     "IncidentSummary",
+    "Lifted",
     "Login",
     "Me",
     "Member",
     "Message",
+    "ModeSet",
     "Page",
     "PrekeysLow",
     "Ready",
     "Receipt",
+    "SecurityReport",
     "Session",
+    "StoreReport",
     "TimelineEntry",
     "Typing",
     "User",

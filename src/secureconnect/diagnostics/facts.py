@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from secureconnect.guard.schemas import SecurityReport
+from secureconnect.ops.schemas import StoreReport
+
 SCENARIOS = ("service-down", "video", "database", "security", "deploy")
 CORE = ("api-gateway", "chat-service")
 
@@ -62,8 +65,8 @@ class Facts:
     readiness: dict[str, str] | None = None  # /readyz checks; None when it did not answer
     pool: tuple[int, int] | None = None  # (in use, max open)
     store_errors: dict[str, int] = field(default_factory=dict)
-    store: dict[str, Any] | None = None  # /v1/ops/store
-    security: dict[str, Any] | None = None  # /v1/ops/security
+    store: StoreReport | None = None  # /v1/ops/store
+    security: SecurityReport | None = None  # /v1/ops/security
     turn: Probe | None = None
     udp: Probe | None = None
     logs: dict[str, list[str]] = field(default_factory=dict)  # instance -> last log lines

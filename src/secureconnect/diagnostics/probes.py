@@ -135,17 +135,20 @@ async def read_endpoints(facts: Facts, url: str) -> None:
 
 async def read_reports(facts: Facts, client: Client) -> None:
     """The admin reports: the database as the service sees it, and the security report."""
-    for name, call in (("store", client.store_report), ("security", client.security_report)):
-        try:
-            setattr(facts, name, await call())
-        except (ApiError, httpx.HTTPError) as error:
-            facts.gaps.append(f"{name} report: {getattr(error, 'message', type(error).__name__)}")
+    try:
+        facts.store = await client.store_report()
+    except (ApiError, httpx.HTTPError) as error:
+        facts.gaps.append(f"store report: {getattr(error, 'message', type(error).__name__)}")
+    try:
+        facts.security = await client.security_report()
+    except (ApiError, httpx.HTTPError) as error:
+        facts.gaps.append(f"security report: {getattr(error, 'message', type(error).__name__)}")
 
 
 async def read_deploys(facts: Facts, client: Client) -> None:
     try:
         for d in await client.deploys(3600):
-            facts.rollouts.append(Rollout(d["role"], d["release"], d["previous"], d["started_at"]))
+            facts.rollouts.append(Rollout(d.role, d.release, d.previous, d.started_at))
     except (ApiError, httpx.HTTPError) as error:
         facts.gaps.append(f"deploy history: {getattr(error, 'message', type(error).__name__)}")
 

@@ -308,15 +308,15 @@ def database(f: Facts, explain: Explain) -> list[Finding]:
             )
         )
     elif f.store is not None:
-        latency = float(f.store.get("latency_ms", 0))
-        role = f.store.get("role")
+        latency = f.store.latency_ms
+        role = f.store.role
         out.append(
             Finding(
                 s,
                 "node",
                 "warn" if latency > SLOW_STORE_MS or role != "primary" else "ok",
-                f"{f.store.get('backend')} {role}, round trip {latency:.1f} ms, "
-                f"{f.store.get('replicas', 0)} streaming replica(s)",
+                f"{f.store.backend} {role}, round trip {latency:.1f} ms, "
+                f"{f.store.replicas} streaming replica(s)",
                 rb,
             )
         )
@@ -337,7 +337,7 @@ def database(f: Facts, explain: Explain) -> list[Finding]:
         )
     else:
         out.append(Finding(s, "timeouts", "ok", "no store timeouts or refusals counted", rb))
-    consistency = (f.store or {}).get("consistency")
+    consistency = f.store.consistency if f.store is not None else {}
     if consistency:
         shown = ", ".join(f"{k}={v}" for k, v in consistency.items())
         relaxed = consistency.get("synchronous_commit") in ("local", "off") or consistency.get(
@@ -372,19 +372,19 @@ def security(f: Facts, explain: Explain) -> list[Finding]:
         return [Finding(s, "failed-logins", "unknown", "the security report was not readable", rb)]
     report = f.security
     out: list[Finding] = []
-    failures = report["failed_logins"]
-    window = report["window_s"] // 60
-    attackers = [x for x in failures if x["count"] >= BRUTE_FORCE]
-    spread = [x for x in failures if x["count"] >= 5]
-    blocked = {b["network"] for b in report["blocked"]}
-    if len(spread) >= DISTRIBUTED and report["rate_limit"]["mode"] != "emergency":
+    failures = report.failed_logins
+    window = report.window_s // 60
+    attackers = [x for x in failures if x.count >= BRUTE_FORCE]
+    spread = [x for x in failures if x.count >= 5]
+    blocked = {b.network for b in report.blocked}
+    if len(spread) >= DISTRIBUTED and report.rate_limit.mode != "emergency":
         out.append(
             Finding(
                 s,
                 "failed-logins",
                 "fail",
                 f"{len(spread)} addresses failing logins in the last {window} min "
-                f"({report['failed_logins_total']} failures): a distributed attack",
+                f"({report.failed_logins_total} failures): a distributed attack",
                 rb,
                 "Turn on the emergency rate limit (1 request a minute per address) on the API.",
                 ("secureconnect oncall rate-limit emergency",),
@@ -392,7 +392,7 @@ def security(f: Facts, explain: Explain) -> list[Finding]:
             )
         )
     for x in attackers:
-        net = f"{x['ip']}/32" if ":" not in x["ip"] else f"{x['ip']}/128"
+        net = f"{x.ip}/32" if ":" not in x.ip else f"{x.ip}/128"
         if net in blocked:
             continue
         out.append(
@@ -400,11 +400,11 @@ def security(f: Facts, explain: Explain) -> list[Finding]:
                 s,
                 "failed-logins",
                 "fail",
-                f"{x['ip']}: {x['count']} failed logins in the last {window} min (brute force)",
+                f"{x.ip}: {x.count} failed logins in the last {window} min (brute force)",
                 rb,
                 "Block the address at the API gateway.",
-                (f'secureconnect oncall block {x["ip"]} --reason "brute force on /v1/auth/login"',),
-                Action("block", x["ip"]),
+                (f'secureconnect oncall block {x.ip} --reason "brute force on /v1/auth/login"',),
+                Action("block", x.ip),
             )
         )
     if not out:
@@ -414,8 +414,8 @@ def security(f: Facts, explain: Explain) -> list[Finding]:
                 s,
                 "failed-logins",
                 "ok",
-                f"{report['failed_logins_total']} failed logins in the last {window} min"
-                + (f" (most from {top['ip']}: {top['count']})" if top else ""),
+                f"{report.failed_logins_total} failed logins in the last {window} min"
+                + (f" (most from {top.ip}: {top.count})" if top else ""),
                 rb,
             )
         )
@@ -428,18 +428,14 @@ def security(f: Facts, explain: Explain) -> list[Finding]:
             rb,
         )
     )
-    mode = report["rate_limit"]["mode"]
+    mode = report.rate_limit.mode
     out.append(
         Finding(
             s,
             "rate-limit",
             "warn" if mode == "emergency" else "ok",
             f"rate-limit mode {mode}"
-            + (
-                f" (set by {report['rate_limit']['set_by']})"
-                if report["rate_limit"]["set_by"]
-                else ""
-            ),
+            + (f" (set by {report.rate_limit.set_by})" if report.rate_limit.set_by else ""),
             rb,
             "Turn it back off once the attack stops." if mode == "emergency" else "",
             ("secureconnect oncall rate-limit normal",) if mode == "emergency" else (),

@@ -18,6 +18,15 @@ from sqlalchemy import and_, func, or_, select, update
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Invalid, NotFound
 from secureconnect.guard.models import blocked_networks, edge_switches, login_failures
+from secureconnect.guard.schemas import (
+    Blocked,
+    BlockedNetwork,
+    FailedLogins,
+    Lifted,
+    ModeSet,
+    RateLimitState,
+    SecurityReport,
+)
 from secureconnect.store import Database
 from secureconnect.store.sql import bump, put
 
@@ -134,7 +143,7 @@ class GuardService:
 
     async def block(
         self, actor: str, network_text: str, reason: str, expires_in_s: int | None
-    ) -> dict[str, Any]:
+    ) -> Blocked:
         network = str(parse_network(network_text))
         now = self.clock.now_ms()
         async with self.db.write() as conn:
@@ -155,9 +164,9 @@ class GuardService:
                 )
         log.warning("network blocked", extra={"fields": {"network": network, "actor": actor}})
         await self.refresh()
-        return {"network": network, "blocked": True, "already": existing is not None}
+        return Blocked(network=network, already=existing is not None)
 
-    async def lift(self, actor: str, network_text: str) -> dict[str, Any]:
+    async def lift(self, actor: str, network_text: str) -> Lifted:
         network = str(parse_network(network_text))
         now = self.clock.now_ms()
         async with self.db.write() as conn:
@@ -170,9 +179,9 @@ class GuardService:
             raise NotFound("not_blocked", f"{network} is not on the deny list")
         log.warning("network unblocked", extra={"fields": {"network": network, "actor": actor}})
         await self.refresh()
-        return {"network": network, "blocked": False}
+        return Lifted(network=network)
 
-    async def set_mode(self, actor: str, mode: str) -> dict[str, Any]:
+    async def set_mode(self, actor: str, mode: str) -> ModeSet:
         if mode not in MODES:
             raise Invalid("invalid_mode", f"rate-limit mode must be one of {', '.join(MODES)}")
         row = {"name": "rate_limit", "value": mode, "set_by": actor, "set_at": self.clock.now_ms()}
@@ -180,7 +189,7 @@ class GuardService:
             await put(conn, edge_switches, row, ["name"])
         log.warning("rate-limit mode set", extra={"fields": {"mode": mode, "actor": actor}})
         await self.refresh()
-        return {"mode": mode}
+        return ModeSet(mode=mode)
 
     # -- failed logins -------------------------------------------------------------------------
 
@@ -196,7 +205,7 @@ class GuardService:
                     )
                 )
 
-    async def report(self, window_s: int) -> dict[str, Any]:
+    async def report(self, window_s: int) -> SecurityReport:
         """What the security diagnosis reads: who fails to log in, who is blocked, which mode."""
         now = self.clock.now_ms()
         since = (now - window_s * 1000) // 60_000
@@ -221,31 +230,31 @@ class GuardService:
                 )
             ).first()
             failed = [
-                {"ip": r.ip, "count": int(r.failures), "last_at": int(r.last_minute) * 60_000}
+                FailedLogins(ip=r.ip, count=int(r.failures), last_at=int(r.last_minute) * 60_000)
                 for r in failures
             ]
             blocked = [
-                {
-                    "network": r.network,
-                    "reason": r.reason,
-                    "blocked_by": r.blocked_by,
-                    "blocked_at": r.blocked_at,
-                    "expires_at": r.expires_at,
-                }
+                BlockedNetwork(
+                    network=r.network,
+                    reason=r.reason,
+                    blocked_by=r.blocked_by,
+                    blocked_at=r.blocked_at,
+                    expires_at=r.expires_at,
+                )
                 for r in blocks
             ]
-        return {
-            "window_s": window_s,
-            "failed_logins": failed,
-            "failed_logins_total": sum(f["count"] for f in failed),
-            "blocked": blocked,
-            "rate_limit": {
-                "mode": mode_row.value if mode_row else "normal",
-                "set_by": mode_row.set_by if mode_row else None,
-                "set_at": mode_row.set_at if mode_row else None,
-                "emergency_requests_per_min": self.limiter.per_minute,
-            },
-        }
+        return SecurityReport(
+            window_s=window_s,
+            failed_logins=failed,
+            failed_logins_total=sum(f.count for f in failed),
+            blocked=blocked,
+            rate_limit=RateLimitState(
+                mode=mode_row.value if mode_row else "normal",
+                set_by=mode_row.set_by if mode_row else None,
+                set_at=mode_row.set_at if mode_row else None,
+                emergency_requests_per_min=self.limiter.per_minute,
+            ),
+        )
 
 
 def _active(now: int) -> Any:

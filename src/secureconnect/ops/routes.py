@@ -8,7 +8,6 @@ otherwise, and the runbook's checks read it).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
@@ -16,15 +15,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from secureconnect import __version__
 from secureconnect.edge.deps import Admin, ServicesDep
+from secureconnect.ops.schemas import Deploy, Health, PoolUse, StoreReport
 from secureconnect.services import Services
 
 router = APIRouter(tags=["ops"])
 CHECK_TIMEOUT_S = 2.0
 
 
-@router.get("/healthz")
-async def healthz(services: ServicesDep) -> dict[str, Any]:
-    return {"status": "ok", "role": services.settings.role, "version": __version__}
+@router.get("/healthz", response_model=Health)
+async def healthz(services: ServicesDep) -> Health:
+    return Health(status="ok", role=services.settings.role, version=__version__)
 
 
 async def dependency_checks(services: Services) -> dict[str, str]:
@@ -60,19 +60,20 @@ async def metrics(services: ServicesDep) -> Response:
     return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/ops/deploys")
+@router.get("/v1/ops/deploys", response_model=list[Deploy])
 async def deploys(
     caller: Admin, services: ServicesDep, since_s: int = Query(3600, ge=60, le=90 * 86400)
-) -> list[dict[str, Any]]:
+) -> list[Deploy]:
     """Releases started recently: the runbook's "was there a deploy in the last hour?"."""
     return await services.deploys.since(since_s)
 
 
-@router.get("/v1/ops/store")
-async def store(caller: Admin, services: ServicesDep) -> dict[str, Any]:
+@router.get("/v1/ops/store", response_model=StoreReport)
+async def store(caller: Admin, services: ServicesDep) -> StoreReport:
     """Round trip, primary or standby, and the durability in force (runbook 23.7)."""
-    described = await services.db.describe()
     stats = services.db.pool_stats()
-    described["pool"] = {"in_use": stats.in_use, "max_open": stats.max_open}
-    described["errors"] = stats.errors
-    return described
+    return StoreReport(
+        **await services.db.describe(),
+        pool=PoolUse(in_use=stats.in_use, max_open=stats.max_open),
+        errors=stats.errors,
+    )

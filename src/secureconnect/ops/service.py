@@ -3,12 +3,11 @@ same release are not deploys (a crash loop must not look like a rollout)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import select
 
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.ops.models import deploys
+from secureconnect.ops.schemas import Deploy
 from secureconnect.store import Database
 
 
@@ -35,23 +34,23 @@ class DeployLog:
             )
         return True
 
-    async def since(self, seconds: int) -> list[dict[str, Any]]:
+    async def since(self, seconds: int) -> list[Deploy]:
         """Deploys in the last ``seconds``, newest first, each with the release it replaced."""
         cutoff = self.clock.now_ms() - seconds * 1000
         async with self.db.read() as conn:
             rows = (await conn.execute(select(deploys).order_by(deploys.c.id))).all()
         previous: dict[str, str | None] = {}
-        out: list[dict[str, Any]] = []
+        out: list[Deploy] = []
         for row in rows:
             if row.started_at >= cutoff:
                 out.append(
-                    {
-                        "role": row.role,
-                        "release": row.version,
-                        "previous": previous.get(row.role),
-                        "host": row.host,
-                        "started_at": row.started_at,
-                    }
+                    Deploy(
+                        role=row.role,
+                        release=row.version,
+                        previous=previous.get(row.role),
+                        host=row.host,
+                        started_at=row.started_at,
+                    )
                 )
             previous[row.role] = row.version
         return list(reversed(out))

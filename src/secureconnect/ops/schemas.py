@@ -1,0 +1,39 @@
+"""Response shapes of the ops API (the SDK returns them as they are)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Health(BaseModel):
+    status: str
+    role: str
+    version: str
+
+
+class Deploy(BaseModel):
+    role: str
+    release: str
+    previous: str | None = Field(description="the release it replaced; None for the first")
+    host: str
+    started_at: int
+
+
+class PoolUse(BaseModel):
+    in_use: int
+    max_open: int
+
+
+class StoreReport(BaseModel):
+    """Round trip, primary or standby, and the durability in force (runbook 23.7)."""
+
+    backend: str  # sqlite | postgresql
+    latency_ms: float
+    role: str  # primary | standby
+    consistency: dict[str, str] = Field(
+        description="synchronous/journal_mode (SQLite) or synchronous_commit and "
+        "synchronous_standby_names (PostgreSQL)"
+    )
+    replicas: int
+    pool: PoolUse
+    errors: dict[str, int] = Field(description="store errors by code since start")
