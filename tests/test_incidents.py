@@ -272,11 +272,11 @@ async def test_status_page_follows_public_updates_and_works_without_javascript(o
             )
         assert (bad.value.status, bad.value.code) == (400, "invalid_component")
         posted = await oncall.incident_public_update(ref, template="yellow")
-        chat = next(c for c in posted["components"] if c["name"] == "Chat")
-        assert (chat["state"], chat["colour"]) == ("degraded", "yellow")
-        assert posted["overall"]["colour"] == "yellow"
-        [shown] = posted["incidents"]
-        assert shown["updates"][0]["text"] == (
+        chat = next(c for c in posted.components if c.name == "Chat")
+        assert (chat.state, chat.colour) == ("degraded", "yellow")
+        assert posted.overall.colour == "yellow"
+        [shown] = posted.incidents
+        assert shown.updates[0].text == (
             "Some users are experiencing slow message delivery. We are working on it."
         )
         html = httpx.get(ops_server.url + "/status")

@@ -141,9 +141,9 @@ def oncall_status(
         page = await client.incident_public_update(
             incident, phase=phase, text=text, components=states, template=template
         )
-        out.print(f"status page: {page['overall']['text']}")
-        for c in page["components"]:
-            out.print(f"  {c['name']:<16} {c['state'].replace('_', ' ')}")
+        out.print(f"status page: {page.overall.text}")
+        for c in page.components:
+            out.print(f"  {c.name:<16} {c.state.replace('_', ' ')}")
 
     client_command(go)()
 

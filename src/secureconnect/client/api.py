@@ -31,6 +31,7 @@ from secureconnect.client.types import (
     Receipt,
     SecurityReport,
     Session,
+    StatusPageOut,
     StoreReport,
     User,
 )
@@ -372,9 +373,9 @@ class Client:
         text: str | None = None,
         components: dict[str, str] | None = None,
         template: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> StatusPageOut:
         """Posts to the status page; returns the page as it now stands."""
-        result: dict[str, Any] = await self._call(
+        data = await self._call(
             "POST",
             f"/v1/ops/incidents/{ref}/public",
             json={
@@ -384,7 +385,7 @@ class Client:
                 "template": template,
             },
         )
-        return result
+        return StatusPageOut.model_validate(data)
 
     async def security_report(self, window_s: int = 900) -> SecurityReport:
         """Failed logins per address in the window, blocked networks, rate-limit mode."""

@@ -20,7 +20,12 @@ from secureconnect.accounts.schemas import SessionOut as Session
 from secureconnect.accounts.schemas import UserOut as User
 from secureconnect.chat.schemas import MemberOut as Member
 from secureconnect.guard.schemas import Blocked, Lifted, ModeSet, SecurityReport
-from secureconnect.incidents.schemas import Incident, IncidentSummary, TimelineEntry
+from secureconnect.incidents.schemas import (
+    Incident,
+    IncidentSummary,
+    StatusPageOut,
+    TimelineEntry,
+)
 from secureconnect.ops.schemas import Deploy, StoreReport
 
 
@@ -178,6 +183,7 @@ __all__ = [
     "Receipt",
     "SecurityReport",
     "Session",
+    "StatusPageOut",
     "StoreReport",
     "TimelineEntry",
     "Typing",

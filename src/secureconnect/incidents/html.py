@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+
+from secureconnect.incidents.schemas import PublicIncident, StatusPageOut
 
 
-def render_status(page: dict[str, Any]) -> str:
+def render_status(page: StatusPageOut) -> str:
     """Plain HTML and CSS: readable on a phone, works with no JavaScript."""
 
     def when(ms: int | None) -> str:
@@ -21,22 +22,22 @@ def render_status(page: dict[str, Any]) -> str:
             else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
         )
 
-    def incident(i: dict[str, Any]) -> str:
+    def incident(i: PublicIncident) -> str:
         updates = "".join(
-            f"<li><b>{escape(u['phase'].capitalize())}</b> "
-            f"<time>{when(u['at'])}</time><br>{escape(u['text'])}</li>"
-            for u in i["updates"]
+            f"<li><b>{escape(u.phase.capitalize())}</b> "
+            f"<time>{when(u.at)}</time><br>{escape(u.text)}</li>"
+            for u in i.updates
         )
-        return f"<article><h3>{escape(i['title'])}</h3><ul>{updates}</ul></article>"
+        return f"<article><h3>{escape(i.title)}</h3><ul>{updates}</ul></article>"
 
-    overall = page["overall"]
+    overall = page.overall
     rows = "".join(
-        f"<li class={c['colour']}><span>{escape(c['name'])}</span>"
-        f"<span>{escape(c['state'].replace('_', ' '))}</span></li>"
-        for c in page["components"]
+        f"<li class={c.colour}><span>{escape(c.name)}</span>"
+        f"<span>{escape(c.state.replace('_', ' '))}</span></li>"
+        for c in page.components
     )
-    active = "".join(incident(i) for i in page["incidents"]) or "<p>No open incidents.</p>"
-    history = "".join(incident(i) for i in page["history"]) or "<p>No incidents in 90 days.</p>"
+    active = "".join(incident(i) for i in page.incidents) or "<p>No open incidents.</p>"
+    history = "".join(incident(i) for i in page.history) or "<p>No incidents in 90 days.</p>"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="60"><title>SecureConnect status</title>
@@ -49,7 +50,7 @@ border-bottom:1px solid #e3e7ef}}ul.components li span:last-child{{color:var(--c
 font-weight:600}}article{{border-left:3px solid #c7ccd6;padding-left:1rem;margin:1rem 0}}
 time{{color:#687386;font-size:.9rem}}</style></head><body>
 <h1>SecureConnect status</h1>
-<p class="banner {overall["colour"]}" id="overall">{escape(overall["text"])}</p>
+<p class="banner {overall.colour}" id="overall">{escape(overall.text)}</p>
 <ul class="components">{rows}</ul>
 <h2>Current incidents</h2>{active}
 <h2>Past 90 days</h2>{history}

@@ -21,6 +21,7 @@ from secureconnect.incidents.schemas import (
     OpenIncident,
     PublicUpdate,
     Severity,
+    StatusPageOut,
     Step,
     Update,
 )
@@ -79,8 +80,10 @@ async def postmortem(ref: str, caller: Admin, services: ServicesDep) -> str:
     return await postmortem_draft(services.incidents, ref)
 
 
-@router.post("/incidents/{ref}/public")
-async def public_update(ref: str, body: PublicUpdate, caller: Admin, services: ServicesDep) -> Any:
+@router.post("/incidents/{ref}/public", response_model=StatusPageOut)
+async def public_update(
+    ref: str, body: PublicUpdate, caller: Admin, services: ServicesDep
+) -> StatusPageOut:
     return await services.status.post(
         caller.username, ref, body.phase, body.text, body.components, body.template
     )
@@ -100,8 +103,8 @@ async def alertmanager(
 public = APIRouter(tags=["status"])
 
 
-@public.get("/v1/status")
-async def status_json(services: ServicesDep) -> Any:
+@public.get("/v1/status", response_model=StatusPageOut)
+async def status_json(services: ServicesDep) -> StatusPageOut:
     return await services.status.page()
 
 

@@ -81,3 +81,40 @@ class Incident(IncidentSummary):
 
 class AlertsReceived(BaseModel):
     incidents: list[int] = Field(description="the incidents the alerts opened or were added to")
+
+
+class PublicNote(BaseModel):
+    at: int
+    phase: str  # investigating | identified | monitoring | resolved
+    text: str
+
+
+class PublicIncident(BaseModel):
+    number: int
+    title: str
+    severity: str
+    active: bool
+    opened_at: int
+    resolved_at: int | None
+    updates: list[PublicNote] = Field(description="newest first")
+
+
+class ComponentState(BaseModel):
+    name: str
+    state: str  # operational | degraded | partial_outage | major_outage
+    colour: str  # green | yellow | red
+
+
+class Overall(BaseModel):
+    state: str
+    colour: str
+    text: str
+
+
+class StatusPageOut(BaseModel):
+    """The public status page: never more than what is true (health and posted updates)."""
+
+    overall: Overall
+    components: list[ComponentState]
+    incidents: list[PublicIncident] = Field(description="active, with a public update")
+    history: list[PublicIncident] = Field(description="the last 90 days")

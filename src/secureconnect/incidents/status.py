@@ -14,6 +14,13 @@ from sqlalchemy import insert, select
 from secureconnect.errors import Invalid
 from secureconnect.incidents.models import incidents, status_updates
 from secureconnect.incidents.platform import PrometheusCheck
+from secureconnect.incidents.schemas import (
+    ComponentState,
+    Overall,
+    PublicIncident,
+    PublicNote,
+    StatusPageOut,
+)
 from secureconnect.incidents.service import HealthProbe, IncidentService
 from secureconnect.store import Database, StoreUnavailable
 
@@ -94,7 +101,7 @@ class StatusPage:
         text: str | None,
         components: dict[str, str],
         template: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> StatusPageOut:
         if template is not None:
             if template not in TEMPLATES:
                 raise Invalid("invalid_template", f"template is one of {', '.join(TEMPLATES)}")
@@ -125,7 +132,7 @@ class StatusPage:
         await self.incidents.note(actor, ref, f"public update ({phase}): {text}", "public_update")
         return await self.page()
 
-    async def page(self) -> dict[str, Any]:
+    async def page(self) -> StatusPageOut:
         ready, _ = await self.health()
         states = dict.fromkeys(COMPONENTS, "operational")
         if not ready:  # the store or the bus is failing: logging in and chatting are down
@@ -156,7 +163,7 @@ class StatusPage:
         by_incident: dict[str, list[Any]] = {}
         for u in updates:
             by_incident.setdefault(u.incident_id, []).append(u)
-        shown = []
+        shown: list[PublicIncident] = []
         for row in rows:
             public = by_incident.get(row.id, [])
             if not public:
@@ -167,17 +174,17 @@ class StatusPage:
                     if RANK.index(state) > RANK.index(states[name]):
                         states[name] = state
             shown.append(
-                {
-                    "number": row.number,
-                    "title": row.title,
-                    "severity": row.severity,
-                    "active": active,
-                    "opened_at": row.opened_at,
-                    "resolved_at": row.resolved_at,
-                    "updates": [
-                        {"at": u.at, "phase": u.phase, "text": u.text} for u in reversed(public)
+                PublicIncident(
+                    number=row.number,
+                    title=row.title,
+                    severity=row.severity,
+                    active=active,
+                    opened_at=row.opened_at,
+                    resolved_at=row.resolved_at,
+                    updates=[
+                        PublicNote(at=u.at, phase=u.phase, text=u.text) for u in reversed(public)
                     ],
-                }
+                )
             )
         worst = max(states.values(), key=RANK.index)
         overall = {
@@ -186,9 +193,11 @@ class StatusPage:
             "partial_outage": "Partial outage",
             "major_outage": "Major outage",
         }[worst]
-        return {
-            "overall": {"state": worst, "colour": STATES[worst], "text": overall},
-            "components": [{"name": n, "state": s, "colour": STATES[s]} for n, s in states.items()],
-            "incidents": [i for i in shown if i["active"]],
-            "history": [i for i in shown if not i["active"]],
-        }
+        return StatusPageOut(
+            overall=Overall(state=worst, colour=STATES[worst], text=overall),
+            components=[
+                ComponentState(name=n, state=st, colour=STATES[st]) for n, st in states.items()
+            ],
+            incidents=[i for i in shown if i.active],
+            history=[i for i in shown if not i.active],
+        )
