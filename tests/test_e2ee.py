@@ -226,7 +226,7 @@ async def test_exhausted_one_time_prekeys_fall_back_to_the_signed_prekey(
         await secure_users("bob"),
         await secure_users("carol"),
     )
-    while (await carol.client.claim([bob.device_id]))[0]["opk"] is not None:
+    while (await carol.client.claim([bob.device_id]))[0].opk is not None:
         pass
     assert await bob.client.prekey_count() == 0
     conv = await alice.client.direct(bob.username)

@@ -37,21 +37,25 @@ async def create_conversation(
     body: CreateConversation, caller: Caller, services: ServicesDep
 ) -> Any:
     conv, created = await services.chat.create(caller, body.kind, body.members, body.name)
-    return JSONResponse(ConversationOut(**conv).model_dump(), status_code=201 if created else 200)
+    return JSONResponse(conv.model_dump(), status_code=201 if created else 200)
 
 
 @router.get("/conversations", response_model=list[ConversationOut])
-async def list_conversations(caller: Caller, services: ServicesDep) -> Any:
+async def list_conversations(caller: Caller, services: ServicesDep) -> list[ConversationOut]:
     return await services.chat.list_for(caller.user_id)
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationOut)
-async def get_conversation(conversation_id: str, caller: Caller, services: ServicesDep) -> Any:
+async def get_conversation(
+    conversation_id: str, caller: Caller, services: ServicesDep
+) -> ConversationOut:
     return await services.chat.describe(caller.user_id, conversation_id)
 
 
 @router.get("/conversations/{conversation_id}/members", response_model=list[MemberOut])
-async def list_members(conversation_id: str, caller: Caller, services: ServicesDep) -> Any:
+async def list_members(
+    conversation_id: str, caller: Caller, services: ServicesDep
+) -> list[MemberOut]:
     return await services.chat.members_of(caller.user_id, conversation_id)
 
 
@@ -110,7 +114,9 @@ async def mark(conversation_id: str, body: Mark, caller: Caller, services: Servi
 
 
 @router.get("/conversations/{conversation_id}/receipts", response_model=list[ReceiptOut])
-async def list_receipts(conversation_id: str, caller: Caller, services: ServicesDep) -> Any:
+async def list_receipts(
+    conversation_id: str, caller: Caller, services: ServicesDep
+) -> list[ReceiptOut]:
     return await services.chat.receipts_of(caller.user_id, conversation_id)
 
 

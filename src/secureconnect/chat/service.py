@@ -25,6 +25,7 @@ from secureconnect.accounts.service import AuthContext, normalise_username
 from secureconnect.bus import Bus, user_topic
 from secureconnect.chat import store
 from secureconnect.chat.models import conversations, device_cursors, members, receipts
+from secureconnect.chat.schemas import ConversationOut, MemberOut, ReceiptOut
 from secureconnect.chat.store import Membership
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
@@ -108,7 +109,7 @@ class ChatService:
 
     async def create(
         self, ctx: AuthContext, kind: str, usernames: Sequence[str], name: str | None
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[ConversationOut, bool]:
         """Creates a conversation; for a 1:1 that already exists, returns it (``created`` False)."""
         others = sorted({normalise_username(u) for u in usernames} - {ctx.username})
         if kind == "direct" and len(others) != 1:
@@ -167,13 +168,13 @@ class ChatService:
             return await self.describe(ctx.user_id, winner), False
         return await self.describe(ctx.user_id, conv_id), True
 
-    async def describe(self, user_id: str, conv_id: str) -> dict[str, Any]:
+    async def describe(self, user_id: str, conv_id: str) -> ConversationOut:
         listed = await self.list_for(user_id, only=conv_id)
         if not listed:
             raise NotFound("conversation_not_found", "no such conversation")
         return listed[0]
 
-    async def list_for(self, user_id: str, only: str | None = None) -> list[dict[str, Any]]:
+    async def list_for(self, user_id: str, only: str | None = None) -> list[ConversationOut]:
         """The user's conversations, newest activity first, with unread counts."""
         async with self.db.read() as conn:
             query = (
@@ -207,29 +208,27 @@ class ChatService:
             conv_ids = [r.id for r in rows]
             unread = await store.unread(conn, user_id, conv_ids)
             roster = await store.current_usernames(conn, conv_ids)
-        out = []
-        for r in rows:
-            visible = r.last_seq if r.left_seq is None else r.left_seq
-            out.append(
-                {
-                    "id": r.id,
-                    "kind": r.kind,
-                    "name": r.name,
-                    "created_at": r.created_at,
-                    "last_seq": visible,
-                    "role": r.role,
-                    "joined_seq": r.joined_seq,
-                    "left": r.left_seq is not None,
-                    "read_seq": r.read_seq,
-                    "delivered_seq": r.delivered_seq,
-                    "unread": unread.get(r.id, 0),
-                    "members": roster.get(r.id, []),
-                }
+        out = [
+            ConversationOut(
+                id=r.id,
+                kind=r.kind,
+                name=r.name,
+                created_at=r.created_at,
+                last_seq=r.last_seq if r.left_seq is None else r.left_seq,
+                role=r.role,
+                joined_seq=r.joined_seq,
+                left=r.left_seq is not None,
+                read_seq=r.read_seq,
+                delivered_seq=r.delivered_seq,
+                unread=unread.get(r.id, 0),
+                members=roster.get(r.id, []),
             )
-        out.sort(key=lambda c: (c["last_seq"] > 0, c["created_at"]), reverse=True)
+            for r in rows
+        ]
+        out.sort(key=lambda c: (c.last_seq > 0, c.created_at), reverse=True)
         return out
 
-    async def members_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
+    async def members_of(self, user_id: str, conv_id: str) -> list[MemberOut]:
         async with self.db.read() as conn:
             await store.roster(conn, conv_id, user_id)
             rows = await conn.execute(
@@ -239,12 +238,7 @@ class ChatService:
                 .order_by(members.c.joined_seq, users.c.username)
             )
             return [
-                {
-                    "user_id": r.id,
-                    "username": r.username,
-                    "role": r.role,
-                    "joined_seq": r.joined_seq,
-                }
+                MemberOut(user_id=r.id, username=r.username, role=r.role, joined_seq=r.joined_seq)
                 for r in rows
             ]
 
@@ -476,7 +470,7 @@ class ChatService:
                 self._publish(conn, recipients, event)
         return after
 
-    async def receipts_of(self, user_id: str, conv_id: str) -> list[dict[str, Any]]:
+    async def receipts_of(self, user_id: str, conv_id: str) -> list[ReceiptOut]:
         async with self.db.read() as conn:
             await store.roster(conn, conv_id, user_id)
             rows = await conn.execute(
@@ -491,7 +485,7 @@ class ChatService:
                 .where(receipts.c.conversation_id == conv_id)
                 .order_by(users.c.username)
             )
-            return [dict(r._mapping) for r in rows]
+            return [ReceiptOut.model_validate(r._mapping) for r in rows]
 
     async def ack(self, acks: Sequence[Ack]) -> None:
         """Records how far devices have received conversations, in one transaction for a whole

@@ -18,6 +18,7 @@ from secureconnect.client.types import (
     Conversation,
     Deploy,
     Device,
+    DeviceKeys,
     InboxMessage,
     Incident,
     IncidentSummary,
@@ -28,6 +29,7 @@ from secureconnect.client.types import (
     Message,
     ModeSet,
     Page,
+    PrekeyBundle,
     Receipt,
     SecurityReport,
     Session,
@@ -265,21 +267,18 @@ class Client:
     async def prekey_count(self) -> int:
         return int((await self._call("GET", "/v1/keys/count"))["one_time_prekeys"])
 
-    async def user_devices(self, username: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call("GET", f"/v1/users/{username}/devices")
-        return result
+    async def user_devices(self, username: str) -> list[DeviceKeys]:
+        rows = await self._call("GET", f"/v1/users/{username}/devices")
+        return [DeviceKeys.model_validate(d) for d in rows]
 
-    async def conversation_devices(self, conversation_id: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(
-            "GET", f"/v1/conversations/{conversation_id}/devices"
-        )
-        return result
+    async def conversation_devices(self, conversation_id: str) -> list[DeviceKeys]:
+        rows = await self._call("GET", f"/v1/conversations/{conversation_id}/devices")
+        return [DeviceKeys.model_validate(d) for d in rows]
 
-    async def claim(self, device_ids: list[str]) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self._call(
-            "POST", "/v1/keys/claim", json={"device_ids": device_ids}
-        )
-        return result
+    async def claim(self, device_ids: list[str]) -> list[PrekeyBundle]:
+        """A prekey bundle per device, each with a one-time prekey while any are left."""
+        rows = await self._call("POST", "/v1/keys/claim", json={"device_ids": device_ids})
+        return [PrekeyBundle.model_validate(b) for b in rows]
 
     async def send_inbox(self, messages: list[tuple[str, bytes]]) -> list[int]:
         data = await self._call(

@@ -26,6 +26,7 @@ from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
+    DeviceKeys,
     InboxMessage,
     Me,
     Message,
@@ -253,7 +254,7 @@ class SecureClient:
     async def _outbound_key(self, conversation_id: str) -> senderkeys.OutboundSenderKey:
         devices = await self.client.conversation_devices(conversation_id)
         self._check_identities(devices)
-        targets = {d["device_id"]: d for d in devices if d["device_id"] != self.device_id}
+        targets = {d.device_id: d for d in devices if d.device_id != self.device_id}
         stored = self.state["outbound"].get(conversation_id)
         key = senderkeys.OutboundSenderKey.from_json(stored) if stored else None
         if key is None or key.due_for_rotation() or not key.shared_with <= set(targets):
@@ -262,26 +263,26 @@ class SecureClient:
         missing = [d for device_id, d in targets.items() if device_id not in key.shared_with]
         if missing:
             share = {"type": "sender_key", "conversation_id": conversation_id, **key.share()}
-            batch = [(d["device_id"], await self._pairwise_encrypt(d, share)) for d in missing]
+            batch = [(d.device_id, await self._pairwise_encrypt(d, share)) for d in missing]
             self._save()
             await self.client.send_inbox(batch)
-            key.shared_with.update(d["device_id"] for d in missing)
+            key.shared_with.update(d.device_id for d in missing)
         return key
 
-    async def _pairwise_encrypt(self, device: dict[str, Any], payload: dict[str, Any]) -> bytes:
-        device_id = device["device_id"]
+    async def _pairwise_encrypt(self, device: DeviceKeys, payload: dict[str, Any]) -> bytes:
+        device_id = device.device_id
         sessions = self.state["sessions"].get(device_id)
         if not sessions:
             bundle_json = (await self.client.claim([device_id]))[0]
             bundle = Bundle(
-                unb64(bundle_json["identity_key"]),
-                unb64(bundle_json["signing_key"]),
-                unb64(bundle_json["identity_sig"]),
-                bundle_json["spk_id"],
-                unb64(bundle_json["spk"]),
-                unb64(bundle_json["spk_sig"]),
-                bundle_json["opk_id"],
-                unb64(bundle_json["opk"]) if bundle_json["opk"] else None,
+                unb64(bundle_json.identity_key),
+                unb64(bundle_json.signing_key),
+                unb64(bundle_json.identity_sig),
+                bundle_json.spk_id,
+                unb64(bundle_json.spk),
+                unb64(bundle_json.spk_sig),
+                bundle_json.opk_id,
+                unb64(bundle_json.opk) if bundle_json.opk else None,
             )
             self._check_identities([bundle_json])
             secret, ad, header = initiate(self._identity(), bundle, self.rng)
@@ -503,7 +504,7 @@ class SecureClient:
             devices = await self.client.conversation_devices(message.conversation_id)
         except ApiError:
             return  # no longer a member: there is no one to ask
-        target = next((d for d in devices if d["device_id"] == message.sender_device_id), None)
+        target = next((d for d in devices if d.device_id == message.sender_device_id), None)
         if target is None:
             return
         request = {
@@ -516,7 +517,7 @@ class SecureClient:
         body = await self._pairwise_encrypt(target, request)
         self.state["requested"].append(marker)
         self._save()
-        await self.client.send_inbox([(target["device_id"], body)])
+        await self.client.send_inbox([(target.device_id, body)])
 
     async def _answer_key_request(self, item: InboxMessage, request: dict[str, Any]) -> None:
         """Re-shares a sender key from the message asked about, if the asker was a member when
@@ -538,41 +539,41 @@ class SecureClient:
         except CryptoError:
             return
         devices = await self.client.conversation_devices(conv)
-        target = next((d for d in devices if d["device_id"] == item.sender_device_id), None)
+        target = next((d for d in devices if d.device_id == item.sender_device_id), None)
         if target is not None:
             body = await self._pairwise_encrypt(target, share)
             self._save()
-            await self.client.send_inbox([(target["device_id"], body)])
+            await self.client.send_inbox([(target.device_id, body)])
 
     # ----- identities ------------------------------------------------------------------------
 
-    def _check_identities(self, devices: list[dict[str, Any]]) -> list[IdentityChanged]:
+    def _check_identities(self, devices: list[DeviceKeys]) -> list[IdentityChanged]:
         """Remembers contacts' device keys; a known device whose keys changed stops sending."""
         changes = []
         for d in devices:
             contact = self.state["contacts"].setdefault(
-                d["username"], {"devices": {}, "verified": False}
+                d.username, {"devices": {}, "verified": False}
             )
-            keys = [d["signing_key"], d["identity_key"]]
-            known = contact["devices"].get(d["device_id"])
+            keys = [d.signing_key, d.identity_key]
+            known = contact["devices"].get(d.device_id)
             if known is None:
                 if contact["devices"] or contact["verified"]:
-                    change = IdentityChanged(d["username"], d["device_id"], "new_device")
+                    change = IdentityChanged(d.username, d.device_id, "new_device")
                     changes.append(change)
                     self.notices.append(change)
                     contact["verified"] = False
-                contact["devices"][d["device_id"]] = keys
+                contact["devices"][d.device_id] = keys
             elif known != keys:
                 contact["verified"] = False
-                contact.setdefault("changed", []).append(d["device_id"])
+                contact.setdefault("changed", []).append(d.device_id)
                 self._save()
-                raise IdentityChangedError(d["username"])
+                raise IdentityChangedError(d.username)
         return changes
 
-    def accept_identity(self, username: str, devices: list[dict[str, Any]]) -> None:
+    def accept_identity(self, username: str, devices: list[DeviceKeys]) -> None:
         """After the user compared safety numbers: trust ``username``'s devices as they are now."""
         self.state["contacts"][username] = {
-            "devices": {d["device_id"]: [d["signing_key"], d["identity_key"]] for d in devices},
+            "devices": {d.device_id: [d.signing_key, d.identity_key] for d in devices},
             "verified": False,
         }
         self._save()
@@ -581,12 +582,9 @@ class SecureClient:
         mine = await self.client.user_devices(self.username)
         theirs = await self.client.user_devices(username)
 
-        def key(devices: list[dict[str, Any]]) -> bytes:
+        def key(devices: list[DeviceKeys]) -> bytes:
             return safety.party_key(
-                [
-                    (d["device_id"], unb64(d["signing_key"]), unb64(d["identity_key"]))
-                    for d in devices
-                ]
+                [(d.device_id, unb64(d.signing_key), unb64(d.identity_key)) for d in devices]
             )
 
         return safety.safety_number(self.username, key(mine), username, key(theirs))

@@ -26,6 +26,8 @@ from secureconnect.incidents.schemas import (
     StatusPageOut,
     TimelineEntry,
 )
+from secureconnect.keys.schemas import BundleOut as PrekeyBundle
+from secureconnect.keys.schemas import DeviceKeysOut as DeviceKeys
 from secureconnect.ops.schemas import Deploy, StoreReport
 
 
@@ -167,6 +169,7 @@ __all__ = [
     "Conversation",
     "Deploy",
     "Device",
+    "DeviceKeys",
     "Event",
     "InboxMessage",
     "Incident",
@@ -178,6 +181,7 @@ __all__ = [
     "Message",
     "ModeSet",
     "Page",
+    "PrekeyBundle",
     "PrekeysLow",
     "Ready",
     "Receipt",
