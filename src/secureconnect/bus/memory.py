@@ -23,16 +23,7 @@ class InProcessBus:
         dispatch(self._handlers, topics, event)
 
     async def subscribe(self, topic: str, handler: Handler) -> Unsubscribe:
-        self._handlers[topic].append(handler)
-
-        async def unsubscribe() -> None:
-            handlers = self._handlers.get(topic)
-            if handlers and handler in handlers:
-                handlers.remove(handler)
-                if not handlers:
-                    del self._handlers[topic]
-
-        return unsubscribe
+        return add_handler(self._handlers, topic, handler)
 
     async def ping(self) -> None:
         return None
@@ -51,3 +42,18 @@ def dispatch(
                 handler(event)
             except Exception:
                 log.exception("bus handler failed", extra={"fields": {"topic": topic}})
+
+
+def add_handler(handlers: dict[str, list[Handler]], topic: str, handler: Handler) -> Unsubscribe:
+    """Registers ``handler`` for ``topic``; awaiting the result removes it (and the topic, once
+    it has no handler left, so that idle users cost nothing)."""
+    handlers.setdefault(topic, []).append(handler)
+
+    async def unsubscribe() -> None:
+        listed = handlers.get(topic)
+        if listed and handler in listed:
+            listed.remove(handler)
+            if not listed:
+                del handlers[topic]
+
+    return unsubscribe

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from secureconnect.bus.base import Handler, Unsubscribe
-from secureconnect.bus.memory import dispatch
+from secureconnect.bus.memory import add_handler, dispatch
 
 log = logging.getLogger("secureconnect.bus")
 CHANNEL = "sc:events"
@@ -59,16 +59,7 @@ class RedisBus:
             log.warning("bus publish failed", extra={"fields": {"error": type(error).__name__}})
 
     async def subscribe(self, topic: str, handler: Handler) -> Unsubscribe:
-        self._handlers[topic].append(handler)
-
-        async def unsubscribe() -> None:
-            handlers = self._handlers.get(topic)
-            if handlers and handler in handlers:
-                handlers.remove(handler)
-                if not handlers:
-                    del self._handlers[topic]
-
-        return unsubscribe
+        return add_handler(self._handlers, topic, handler)
 
     def _received(self, data: bytes) -> None:
         origin, _, body = data.partition(b"\n")

@@ -34,6 +34,7 @@ from secureconnect.client.types import (
     Ready,
     Receipt,
     Typing,
+    membership_of,
 )
 from secureconnect.crypto import pairwise, safety, senderkeys
 from secureconnect.crypto.primitives import (
@@ -79,10 +80,7 @@ class PlainMessage:
 
     @property
     def membership(self) -> dict[str, Any] | None:
-        if self.kind != "membership":
-            return None
-        parsed: dict[str, Any] = json.loads(self.body)
-        return parsed
+        return membership_of(self.kind, self.body)
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,15 @@ class Message:
     @property
     def membership(self) -> dict[str, Any] | None:
         """The change a membership event describes (action, actor, user or members)."""
-        if self.kind != "membership":
-            return None
-        parsed: dict[str, Any] = json.loads(self.body)
-        return parsed
+        return membership_of(self.kind, self.body)
+
+
+def membership_of(kind: str, body: bytes) -> dict[str, Any] | None:
+    """A membership event's body (the server writes it, in the clear); None for a message."""
+    if kind != "membership":
+        return None
+    parsed: dict[str, Any] = json.loads(body)
+    return parsed
 
 
 @dataclass(frozen=True)
