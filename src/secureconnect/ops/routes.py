@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from secureconnect import __version__
 from secureconnect.edge.deps import Admin, ServicesDep
-from secureconnect.ops.schemas import Deploy, Health, PoolUse, StoreReport
+from secureconnect.ops.schemas import Deploy, Health, PoolUse, Readiness, StoreReport
 from secureconnect.services import Services
 
 router = APIRouter(tags=["ops"])
@@ -39,16 +39,18 @@ async def dependency_checks(services: Services) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "not ready: see the checks"}},
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     checks = await dependency_checks(services)
     if services.draining:
         checks["draining"] = "shutting down"
     ready = all(v == "ok" for k, v in checks.items() if k != "draining") and not services.draining
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    answer = Readiness(status="ready" if ready else "not ready", checks=checks)
+    return JSONResponse(answer.model_dump(), status_code=200 if ready else 503)
 
 
 @router.get("/metrics")

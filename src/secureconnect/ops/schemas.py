@@ -11,6 +11,11 @@ class Health(BaseModel):
     version: str
 
 
+class Readiness(BaseModel):
+    status: str  # ready | not ready
+    checks: dict[str, str] = Field(description="store, bus: ok or failed: <reason>; draining")
+
+
 class Deploy(BaseModel):
     role: str
     release: str
