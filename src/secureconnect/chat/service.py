@@ -16,22 +16,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from secureconnect.accounts.models import users
 from secureconnect.accounts.service import AuthContext, normalise_username
 from secureconnect.bus import Bus, user_topic
 from secureconnect.chat import store
-from secureconnect.chat.models import conversations, device_cursors, members, receipts
 from secureconnect.chat.schemas import ConversationOut, MemberOut, ReceiptOut
 from secureconnect.chat.store import Membership
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
 from secureconnect.store import Database
 from secureconnect.store.base import new_id
-from secureconnect.store.sql import upsert, upsert_many
 
 MEMBERSHIP_TYPE = "application/vnd.secureconnect.membership+json"
 
@@ -128,24 +124,13 @@ class ChatService:
             body["name"] = name
         try:
             async with self.db.write() as conn:
-                await conn.execute(
-                    insert(conversations).values(
-                        id=conv_id,
-                        kind=kind,
-                        name=name,
-                        direct_key=direct_key,
-                        created_by=ctx.user_id,
-                        created_at=now,
-                        last_seq=1,
-                    )
+                await store.insert_conversation(
+                    conn, conv_id, kind, name, direct_key, ctx.user_id, now
                 )
                 for uid in member_ids:
+                    # A group's creator is its admin; both people of a 1:1 are.
                     role = "admin" if uid == ctx.user_id or kind == "direct" else "member"
-                    await conn.execute(
-                        insert(members).values(
-                            conversation_id=conv_id, user_id=uid, role=role, joined_seq=0
-                        )
-                    )
+                    await store.join(conn, conv_id, uid, role, joined_seq=0, rejoin=False)
                 event = await store.insert_event(
                     conn,
                     self.clock.now_ms(),
@@ -177,32 +162,7 @@ class ChatService:
     async def list_for(self, user_id: str, only: str | None = None) -> list[ConversationOut]:
         """The user's conversations, newest activity first, with unread counts."""
         async with self.db.read() as conn:
-            query = (
-                select(
-                    conversations.c.id,
-                    conversations.c.kind,
-                    conversations.c.name,
-                    conversations.c.created_at,
-                    conversations.c.last_seq,
-                    members.c.role,
-                    members.c.joined_seq,
-                    members.c.left_seq,
-                    func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
-                    func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
-                )
-                .join(members, members.c.conversation_id == conversations.c.id)
-                .outerjoin(
-                    receipts,
-                    and_(
-                        receipts.c.conversation_id == conversations.c.id,
-                        receipts.c.user_id == user_id,
-                    ),
-                )
-                .where(members.c.user_id == user_id)
-            )
-            if only is not None:
-                query = query.where(conversations.c.id == only)
-            rows = (await conn.execute(query)).all()
+            rows = await store.conversation_rows(conn, user_id, only)
             if not rows:
                 return []
             conv_ids = [r.id for r in rows]
@@ -231,12 +191,7 @@ class ChatService:
     async def members_of(self, user_id: str, conv_id: str) -> list[MemberOut]:
         async with self.db.read() as conn:
             await store.roster(conn, conv_id, user_id)
-            rows = await conn.execute(
-                select(users.c.id, users.c.username, members.c.role, members.c.joined_seq)
-                .join(users, users.c.id == members.c.user_id)
-                .where(and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None)))
-                .order_by(members.c.joined_seq, users.c.username)
-            )
+            rows = await store.current_members(conn, conv_id)
             return [
                 MemberOut(user_id=r.id, username=r.username, role=r.role, joined_seq=r.joined_seq)
                 for r in rows
@@ -267,18 +222,9 @@ class ChatService:
                 None,
             )
             # They see the timeline from their own "added" event on, never what came before.
-            if existing is None:
-                await conn.execute(
-                    insert(members).values(
-                        conversation_id=conv_id, user_id=target, role="member", joined_seq=seq - 1
-                    )
-                )
-            else:
-                await conn.execute(
-                    update(members)
-                    .where(and_(members.c.conversation_id == conv_id, members.c.user_id == target))
-                    .values(role="member", joined_seq=seq - 1, left_seq=None)
-                )
+            await store.join(
+                conn, conv_id, target, "member", joined_seq=seq - 1, rejoin=existing is not None
+            )
             self._publish(conn, [*roster.current, target], event)
         return event
 
@@ -314,11 +260,7 @@ class ChatService:
                 _json(body),
                 None,
             )
-            await conn.execute(
-                update(members)
-                .where(and_(members.c.conversation_id == conv_id, members.c.user_id == target))
-                .values(left_seq=seq)
-            )
+            await store.leave(conn, conv_id, target, seq)
             await self._keep_an_admin(conn, conv_id)
             self._publish(conn, recipients, event)
         return event
@@ -445,18 +387,7 @@ class ChatService:
             before = await store.receipt(conn, conv_id, ctx.user_id, ctx.username)
             read_seq = read or 0
             delivered_seq = max(delivered or 0, read_seq)
-            await upsert(
-                conn,
-                receipts,
-                {
-                    "conversation_id": conv_id,
-                    "user_id": ctx.user_id,
-                    "delivered_seq": delivered_seq,
-                    "read_seq": read_seq,
-                },
-                keys=["conversation_id", "user_id"],
-                keep_max=["delivered_seq", "read_seq"],
-            )
+            await store.raise_receipts(conn, [(conv_id, ctx.user_id, delivered_seq, read_seq)])
             after = await store.receipt(conn, conv_id, ctx.user_id, ctx.username)
             if after == before:
                 return after
@@ -473,19 +404,10 @@ class ChatService:
     async def receipts_of(self, user_id: str, conv_id: str) -> list[ReceiptOut]:
         async with self.db.read() as conn:
             await store.roster(conn, conv_id, user_id)
-            rows = await conn.execute(
-                select(
-                    receipts.c.conversation_id,
-                    receipts.c.user_id,
-                    users.c.username,
-                    receipts.c.delivered_seq,
-                    receipts.c.read_seq,
-                )
-                .join(users, users.c.id == receipts.c.user_id)
-                .where(receipts.c.conversation_id == conv_id)
-                .order_by(users.c.username)
-            )
-            return [ReceiptOut.model_validate(r._mapping) for r in rows]
+            return [
+                ReceiptOut.model_validate(r._mapping)
+                for r in await store.receipt_marks(conn, conv_id)
+            ]
 
     async def ack(self, acks: Sequence[Ack]) -> None:
         """Records how far devices have received conversations, in one transaction for a whole
@@ -498,27 +420,7 @@ class ChatService:
         conv_ids = sorted({a.conversation_id for a in acks})
         user_ids = sorted({a.user_id for a in acks})
         async with self.db.write() as conn:
-            rows = await conn.execute(
-                select(
-                    members.c.conversation_id,
-                    members.c.user_id,
-                    members.c.left_seq,
-                    conversations.c.last_seq,
-                    func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
-                    func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
-                )
-                .join(conversations, conversations.c.id == members.c.conversation_id)
-                .outerjoin(
-                    receipts,
-                    and_(
-                        receipts.c.conversation_id == members.c.conversation_id,
-                        receipts.c.user_id == members.c.user_id,
-                    ),
-                )
-                .where(
-                    and_(members.c.conversation_id.in_(conv_ids), members.c.user_id.in_(user_ids))
-                )
-            )
+            rows = await store.positions(conn, conv_ids, user_ids)
             seen = {(r.conversation_id, r.user_id): r for r in rows}
             cursors: dict[tuple[str, str], int] = {}
             best: dict[tuple[str, str], tuple[Ack, int]] = {}
@@ -536,17 +438,7 @@ class ChatService:
                 if seq > best.get(mark, (a, 0))[1]:
                     best[mark] = (a, seq)
             if cursors:
-                await upsert_many(
-                    conn,
-                    device_cursors,
-                    # In key order, so that two replicas' batches lock rows in the same order.
-                    [
-                        {"device_id": d, "conversation_id": c, "seq": seq}
-                        for (d, c), seq in sorted(cursors.items())
-                    ],
-                    keys=["device_id", "conversation_id"],
-                    keep_max=["seq"],
-                )
+                await store.raise_cursors(conn, cursors)
             moved: list[Moved] = []
             for (conv_id, user_id), (a, seq) in sorted(best.items(), key=lambda kv: kv[0]):
                 row = seen[(conv_id, user_id)]
@@ -561,20 +453,9 @@ class ChatService:
                 }
                 moved.append(Moved(conv_id, receipt, row.delivered_seq, seq))
             if moved:
-                await upsert_many(
-                    conn,
-                    receipts,
-                    [
-                        {
-                            "conversation_id": m.conversation_id,
-                            "user_id": m.receipt["user_id"],
-                            "delivered_seq": m.high,
-                            "read_seq": 0,
-                        }
-                        for m in moved
-                    ],
-                    keys=["conversation_id", "user_id"],
-                    keep_max=["delivered_seq"],
+                # read 0 with keep_max: the read mark stays where it is.
+                await store.raise_receipts(
+                    conn, [(m.conversation_id, m.receipt["user_id"], m.high, 0) for m in moved]
                 )
             by_conv: dict[str, list[Moved]] = {}
             for m in moved:
@@ -599,24 +480,7 @@ class ChatService:
         are listed too, so that the next live event is known to follow on, not taken for a gap.
         """
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                select(
-                    members.c.conversation_id,
-                    members.c.joined_seq,
-                    members.c.left_seq,
-                    conversations.c.last_seq,
-                    device_cursors.c.seq.label("cursor"),
-                )
-                .join(conversations, conversations.c.id == members.c.conversation_id)
-                .outerjoin(
-                    device_cursors,
-                    and_(
-                        device_cursors.c.conversation_id == members.c.conversation_id,
-                        device_cursors.c.device_id == device_id,
-                    ),
-                )
-                .where(members.c.user_id == user_id)
-            )
+            rows = await store.cursor_rows(conn, user_id, device_id)
             positions = {}
             for r in rows:
                 claim = claimed.get(r.conversation_id)
@@ -628,17 +492,7 @@ class ChatService:
     async def start_device(self, conn: AsyncConnection, user_id: str, device_id: str) -> None:
         """A new device starts at the present: its stream holds what is sent from now on, and
         older history is fetched page by page when wanted."""
-        rows = await conn.execute(
-            select(members.c.conversation_id, conversations.c.last_seq)
-            .join(conversations, conversations.c.id == members.c.conversation_id)
-            .where(and_(members.c.user_id == user_id, members.c.left_seq.is_(None)))
-        )
-        for r in rows:
-            await conn.execute(
-                insert(device_cursors).values(
-                    device_id=device_id, conversation_id=r.conversation_id, seq=r.last_seq
-                )
-            )
+        await store.cursors_at_present(conn, user_id, device_id)
 
     async def typing(self, ctx: AuthContext, conv_id: str, active: bool) -> None:
         async with self.db.read() as conn:
@@ -675,30 +529,11 @@ class ChatService:
 
     async def _keep_an_admin(self, conn: AsyncConnection, conv_id: str) -> None:
         """A group whose last admin left promotes its longest-standing member."""
-        current = and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None))
-        admins = (
-            await conn.execute(
-                select(func.count())
-                .select_from(members)
-                .where(and_(current, members.c.role == "admin"))
-            )
-        ).scalar_one()
-        if admins:
+        if await store.admin_count(conn, conv_id):
             return
-        heir = (
-            await conn.execute(
-                select(members.c.user_id)
-                .where(current)
-                .order_by(members.c.joined_seq, members.c.user_id)
-                .limit(1)
-            )
-        ).scalar()
+        heir = await store.longest_standing(conn, conv_id)
         if heir is not None:
-            await conn.execute(
-                update(members)
-                .where(and_(members.c.conversation_id == conv_id, members.c.user_id == heir))
-                .values(role="admin")
-            )
+            await store.set_role(conn, conv_id, heir, "admin")
 
     async def _by_client_id(
         self,

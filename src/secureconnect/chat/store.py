@@ -10,15 +10,21 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from secureconnect.accounts.models import users
 from secureconnect.accounts.service import AuthContext
-from secureconnect.chat.models import conversations, events, members, receipts
+from secureconnect.chat.models import conversations, device_cursors, events, members, receipts
 from secureconnect.errors import NotFound
+from secureconnect.store.sql import upsert_many
+
+# Result rows, read by column name (``row.seq``).
+Rows: TypeAlias = Sequence[Row[*tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -290,3 +296,240 @@ async def direct_conversation(conn: AsyncConnection, direct_key: str) -> str | N
         )
     ).scalar()
     return found
+
+
+async def insert_conversation(
+    conn: AsyncConnection,
+    conv_id: str,
+    kind: str,
+    name: str | None,
+    direct_key: str | None,
+    created_by: str,
+    now: int,
+) -> None:
+    """A conversation whose timeline starts with its creation event (seq 1)."""
+    await conn.execute(
+        insert(conversations).values(
+            id=conv_id,
+            kind=kind,
+            name=name,
+            direct_key=direct_key,
+            created_by=created_by,
+            created_at=now,
+            last_seq=1,
+        )
+    )
+
+
+async def join(
+    conn: AsyncConnection, conv_id: str, user_id: str, role: str, *, joined_seq: int, rejoin: bool
+) -> None:
+    """A member row (``rejoin``: the user was a member before and has a row already)."""
+    if rejoin:
+        await conn.execute(
+            update(members)
+            .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
+            .values(role=role, joined_seq=joined_seq, left_seq=None)
+        )
+    else:
+        await conn.execute(
+            insert(members).values(
+                conversation_id=conv_id, user_id=user_id, role=role, joined_seq=joined_seq
+            )
+        )
+
+
+async def leave(conn: AsyncConnection, conv_id: str, user_id: str, left_seq: int) -> None:
+    await conn.execute(
+        update(members)
+        .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
+        .values(left_seq=left_seq)
+    )
+
+
+async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | None) -> Rows:
+    """The user's membership rows (current and former), with their read and delivered marks."""
+    query = (
+        select(
+            conversations.c.id,
+            conversations.c.kind,
+            conversations.c.name,
+            conversations.c.created_at,
+            conversations.c.last_seq,
+            members.c.role,
+            members.c.joined_seq,
+            members.c.left_seq,
+            func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
+            func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
+        )
+        .join(members, members.c.conversation_id == conversations.c.id)
+        .outerjoin(
+            receipts,
+            and_(
+                receipts.c.conversation_id == conversations.c.id,
+                receipts.c.user_id == user_id,
+            ),
+        )
+        .where(members.c.user_id == user_id)
+    )
+    if only is not None:
+        query = query.where(conversations.c.id == only)
+    return (await conn.execute(query)).all()
+
+
+async def current_members(conn: AsyncConnection, conv_id: str) -> Rows:
+    """Current members, longest-standing first: (id, username, role, joined_seq)."""
+    rows = await conn.execute(
+        select(users.c.id, users.c.username, members.c.role, members.c.joined_seq)
+        .join(users, users.c.id == members.c.user_id)
+        .where(and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None)))
+        .order_by(members.c.joined_seq, users.c.username)
+    )
+    return rows.all()
+
+
+async def receipt_marks(conn: AsyncConnection, conv_id: str) -> Rows:
+    """Every member's marks in a conversation, by username."""
+    rows = await conn.execute(
+        select(
+            receipts.c.conversation_id,
+            receipts.c.user_id,
+            users.c.username,
+            receipts.c.delivered_seq,
+            receipts.c.read_seq,
+        )
+        .join(users, users.c.id == receipts.c.user_id)
+        .where(receipts.c.conversation_id == conv_id)
+        .order_by(users.c.username)
+    )
+    return rows.all()
+
+
+async def raise_receipts(conn: AsyncConnection, marks: Sequence[tuple[str, str, int, int]]) -> None:
+    """(conversation, user, delivered, read) marks; each moves forward only, never back. In key
+    order, so that two replicas' batches lock rows in the same order."""
+    await upsert_many(
+        conn,
+        receipts,
+        [
+            {"conversation_id": c, "user_id": u, "delivered_seq": d, "read_seq": r}
+            for c, u, d, r in sorted(marks)
+        ],
+        keys=["conversation_id", "user_id"],
+        keep_max=["delivered_seq", "read_seq"],
+    )
+
+
+async def raise_cursors(conn: AsyncConnection, cursors: Mapping[tuple[str, str], int]) -> None:
+    """{(device, conversation): seq}: how far each device has received; forward only."""
+    await upsert_many(
+        conn,
+        device_cursors,
+        [
+            {"device_id": d, "conversation_id": c, "seq": seq}
+            for (d, c), seq in sorted(cursors.items())
+        ],
+        keys=["device_id", "conversation_id"],
+        keep_max=["seq"],
+    )
+
+
+async def positions(
+    conn: AsyncConnection, conv_ids: Sequence[str], user_ids: Sequence[str]
+) -> Rows:
+    """For each (conversation, user) pair that is a membership: where the user's visible
+    timeline ends and their delivered/read marks."""
+    rows = await conn.execute(
+        select(
+            members.c.conversation_id,
+            members.c.user_id,
+            members.c.left_seq,
+            conversations.c.last_seq,
+            func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
+            func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
+        )
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .outerjoin(
+            receipts,
+            and_(
+                receipts.c.conversation_id == members.c.conversation_id,
+                receipts.c.user_id == members.c.user_id,
+            ),
+        )
+        .where(and_(members.c.conversation_id.in_(conv_ids), members.c.user_id.in_(user_ids)))
+    )
+    return rows.all()
+
+
+async def cursor_rows(conn: AsyncConnection, user_id: str, device_id: str) -> Rows:
+    """Each conversation the user was ever in: their bounds and this device's cursor."""
+    rows = await conn.execute(
+        select(
+            members.c.conversation_id,
+            members.c.joined_seq,
+            members.c.left_seq,
+            conversations.c.last_seq,
+            device_cursors.c.seq.label("cursor"),
+        )
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .outerjoin(
+            device_cursors,
+            and_(
+                device_cursors.c.conversation_id == members.c.conversation_id,
+                device_cursors.c.device_id == device_id,
+            ),
+        )
+        .where(members.c.user_id == user_id)
+    )
+    return rows.all()
+
+
+async def cursors_at_present(conn: AsyncConnection, user_id: str, device_id: str) -> None:
+    """The device's cursor in each current conversation at its last event."""
+    rows = await conn.execute(
+        select(members.c.conversation_id, conversations.c.last_seq)
+        .join(conversations, conversations.c.id == members.c.conversation_id)
+        .where(and_(members.c.user_id == user_id, members.c.left_seq.is_(None)))
+    )
+    for r in rows:
+        await conn.execute(
+            insert(device_cursors).values(
+                device_id=device_id, conversation_id=r.conversation_id, seq=r.last_seq
+            )
+        )
+
+
+def _current(conv_id: str) -> ColumnElement[bool]:
+    return and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None))
+
+
+async def admin_count(conn: AsyncConnection, conv_id: str) -> int:
+    count: int = (
+        await conn.execute(
+            select(func.count())
+            .select_from(members)
+            .where(and_(_current(conv_id), members.c.role == "admin"))
+        )
+    ).scalar_one()
+    return count
+
+
+async def longest_standing(conn: AsyncConnection, conv_id: str) -> str | None:
+    """The current member who joined first (ties broken by id, so every replica agrees)."""
+    heir: str | None = (
+        await conn.execute(
+            select(members.c.user_id)
+            .where(_current(conv_id))
+            .order_by(members.c.joined_seq, members.c.user_id)
+            .limit(1)
+        )
+    ).scalar()
+    return heir
+
+
+async def set_role(conn: AsyncConnection, conv_id: str, user_id: str, role: str) -> None:
+    await conn.execute(
+        update(members)
+        .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
+        .values(role=role)
+    )
