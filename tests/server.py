@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -197,6 +197,20 @@ class ServerProcess:
         for table in tables:
             rows += [r[0] for r in self.query(f'SELECT t::text FROM "{table}" t')]
         return "\n".join(rows).encode()
+
+    def log_line(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """The first log line that ``match``es, waiting for it: a request's access line is
+        written after its response has gone out, so a fast client can ask before it exists."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next((entry for entry in self.logs() if match(entry)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching log line within {timeout} s")
+            time.sleep(0.05)
 
     def logs(self) -> list[dict[str, Any]]:
         if not self.log_path.exists():

@@ -147,7 +147,7 @@ def test_failed_logins_are_logged_for_the_runbook_query(server) -> None:
     )
     assert response.status_code == 401
     assert response.headers["x-request-id"] == "runbook-check-0001"
-    line = next(entry for entry in server.logs() if entry.get("request_id") == "runbook-check-0001")
+    line = server.log_line(lambda entry: entry.get("request_id") == "runbook-check-0001")
     # The runbook's Kibana query is `Status: 401 AND URI: /v1/auth/login`.
     assert line["status"] == 401 and line["uri"] == "/v1/auth/login"
     assert line["method"] == "POST" and line["ip"] == "127.0.0.1" and line["user"] == name
