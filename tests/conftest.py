@@ -143,6 +143,7 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
         incident_verify_s=2,
         guard_refresh_s=3600,
         reminder_check_s=3600,
+        sfu=False,
     )
     clock = ManualClock()
     app = create_app(settings, clock)

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         await services.bus.start()
         await _record_deploy(services)
         guard = asyncio.create_task(services.guard.run())
+        sfu = asyncio.create_task(services.sfu.run()) if services.sfu is not None else None
         reminders = (
             asyncio.create_task(_reminders(services))
             if settings.role in ("all", "api-gateway")
@@ -78,6 +79,10 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         finally:
             services.draining = True
             guard.cancel()
+            if sfu is not None:
+                sfu.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sfu  # Janus stops with the process that started it
             if reminders is not None:
                 reminders.cancel()
             services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")

@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         1, ge=1, description="per client IP on /v1/ while the emergency rate limit is on"
     )
 
+    sfu: bool = Field(
+        True, description="run Janus (the SFU) in the roles that serve calls, when it is installed"
+    )
+    janus_binary: str = Field("janus", description="the Janus executable (PATH is searched)")
+    janus_lib_dir: Path | None = Field(
+        None, description="Janus's folder holding plugins/ and transports/; found if unset"
+    )
+    janus_rtp_ports: str = Field("20000-20999", description="UDP ports Janus uses for media")
+
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="also write the JSON log lines to this file")
 

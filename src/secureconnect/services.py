@@ -29,6 +29,7 @@ from secureconnect.keys.service import InboxService, KeyService
 from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.service import DeployLog
 from secureconnect.store import Database, StoreUnavailable
+from secureconnect.video.sfu import JanusSupervisor
 
 log = logging.getLogger("secureconnect.accounts")
 
@@ -50,6 +51,7 @@ class Services:
     status: StatusPage
     guard: GuardService
     deploys: DeployLog
+    sfu: JanusSupervisor | None = None  # in the roles that serve calls
     draining: bool = field(default=False)
 
 
@@ -127,7 +129,21 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         status=StatusPage(db, incidents, health, platform),
         guard=guard,
         deploys=DeployLog(db, clock),
+        sfu=_sfu(settings, metrics),
     )
+
+
+def _sfu(settings: Settings, metrics: Metrics) -> JanusSupervisor | None:
+    if not settings.sfu or settings.role not in ("all", "video-service"):
+        return None
+    sfu = JanusSupervisor(
+        settings.janus_binary,
+        settings.data_dir / "janus",
+        settings.janus_rtp_ports,
+        settings.janus_lib_dir,
+    )
+    metrics.watch_sfu(lambda: sfu.state == "up")
+    return sfu
 
 
 def services_of(where: HTTPConnection | Starlette) -> Services:

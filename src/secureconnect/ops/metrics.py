@@ -95,6 +95,14 @@ class Metrics:
     def watch_pool(self, stats: Callable[[], PoolStats]) -> None:
         self.registry.register(_PoolCollector(stats))
 
+    def watch_sfu(self, up: Callable[[], bool]) -> None:
+        self.janus_up = Gauge(
+            "secureconnect_janus_up",
+            "1 while this replica's Janus (the SFU) answers its API, 0 while it is away.",
+            registry=self.registry,
+        )
+        self.janus_up.set_function(lambda: 1.0 if up() else 0.0)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -28,7 +28,10 @@ async def healthz(services: ServicesDep) -> Health:
 
 
 async def dependency_checks(services: Services) -> dict[str, str]:
-    """``ok`` or ``failed: <reason>`` for the store and the bus."""
+    """``ok`` or ``failed: <reason>`` for the store and the bus, and for video-service its SFU.
+
+    Only video-service is unready without Janus: in the embedded ``all`` role chat must stay up
+    while Janus restarts (``secureconnect_janus_up`` says it is away)."""
     checks: dict[str, str] = {}
     for name, probe in (("store", services.db.ping), ("bus", services.bus.ping)):
         try:
@@ -36,6 +39,9 @@ async def dependency_checks(services: Services) -> dict[str, str]:
             checks[name] = "ok"
         except Exception as error:  # any failure means "not ready"; the reason is shown
             checks[name] = f"failed: {type(error).__name__}"
+    if services.settings.role == "video-service":
+        state = services.sfu.state if services.sfu is not None else "disabled"
+        checks["sfu"] = "ok" if state == "up" else f"failed: {state}"
     return checks
 
 

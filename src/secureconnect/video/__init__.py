@@ -1,0 +1,1 @@
+"""Calls: the SFU (Janus) and, to come, signaling and TURN credentials."""
