@@ -271,3 +271,15 @@ async def test_the_runbook_lifecycle_with_a_verified_close(in_process: InProcess
         assert (again.value.status, again.value.code) == (409, "invalid_transition")
     finally:
         await oncall.aclose()
+
+
+async def test_passwords_are_hashed_with_argon2id_at_the_librarys_defaults(
+    in_process: InProcess,
+) -> None:
+    name = (await signed_up(in_process.client(), "hashed")).login_info
+    assert name is not None
+    async with in_process.services.db.read() as conn:
+        stored = await conn.scalar(
+            text("SELECT password_hash FROM users WHERE username = :u"), {"u": name.username}
+        )
+    assert str(stored).startswith("$argon2id$v=19$m=65536,t=3,p=4$")

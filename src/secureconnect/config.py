@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         1, ge=1, description="per client IP on /v1/ while the emergency rate limit is on"
     )
 
+    # argon2id's cost. The defaults are the library's (RFC 9106's second recommendation); the
+    # lower bounds are OWASP's smallest recommended configuration (12 MiB, 3 passes).
+    argon2_memory_kib: int = Field(65536, ge=12288, description="argon2id memory per hash")
+    argon2_time_cost: int = Field(3, ge=3, description="argon2id passes")
+    argon2_parallelism: int = Field(4, ge=1, description="argon2id lanes")
+
     sfu: bool = Field(
         True, description="run Janus (the SFU) in the roles that serve calls, when it is installed"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from argon2 import PasswordHasher
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
@@ -93,6 +94,11 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         on_new_device=chat.start_device,
         on_failed_login=failed_login,
         clock=clock,
+        hasher=PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_kib,
+            parallelism=settings.argon2_parallelism,
+        ),
     )
     hub = Hub(bus, metrics, chat)
     if isinstance(bus, RedisBus):

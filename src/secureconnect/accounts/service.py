@@ -41,9 +41,6 @@ TOKEN_PREFIX = "sct_"  # noqa: S105 - a marker, not a secret
 # How stale ``last_used_at`` may get before an authenticated request writes it again.
 TOUCH_EVERY_MS = 60_000
 
-_hasher = PasswordHasher()  # argon2id, the library's RFC 9106 defaults
-# Verified against on an unknown username so that its timing matches a wrong password.
-_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 NewDeviceHook = Callable[[AsyncConnection, str, str], Awaitable[None]]
 FailedLoginHook = Callable[[str], Awaitable[None]]
@@ -131,9 +128,15 @@ class AccountService:
         on_new_device: NewDeviceHook | None = None,
         on_failed_login: FailedLoginHook | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        hasher: PasswordHasher | None = None,
     ) -> None:
+        """``hasher``: argon2id, the library's RFC 9106 defaults unless the settings say
+        otherwise (never below OWASP's minimums, see ``Settings.argon2_memory_kib``)."""
         self.db = db
         self.clock = clock
+        self.hasher = hasher or PasswordHasher()
+        # Verified against on an unknown username so that its timing matches a wrong password.
+        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
         self.token_ttl_ms = token_ttl_s * 1000
         self.on_new_device = on_new_device
         self.on_failed_login = on_failed_login
@@ -141,7 +144,7 @@ class AccountService:
     async def register(self, username: str, password: str) -> dict[str, Any]:
         name = check_username(username)
         check_password(password)
-        password_hash: str = await _hashed(_hasher.hash, password)
+        password_hash: str = await _hashed(self.hasher.hash, password)
         row = {
             "id": new_id(),
             "username": name,
@@ -167,8 +170,8 @@ class AccountService:
         name = normalise_username(username)
         async with self.db.read() as conn:
             user = (await conn.execute(select(users).where(users.c.username == name))).first()
-        stored = user.password_hash if user else _DUMMY_HASH
-        ok: bool = await _hashed(_verify, stored, password)
+        stored = user.password_hash if user else self._dummy_hash
+        ok: bool = await _hashed(self._verify, stored, password)
         if user is None or not ok:
             if self.on_failed_login is not None:
                 await self.on_failed_login(address)
@@ -222,13 +225,13 @@ class AccountService:
                     last_used_at=now,
                 )
             )
-        if _hasher.check_needs_rehash(user.password_hash):
+        if self.hasher.check_needs_rehash(user.password_hash):
             await self._rehash(user.id, password)
         ctx = AuthContext(user.id, user.username, device_id, session_id)
         return LoginResult(token, expires, ctx, new_device)
 
     async def _rehash(self, user_id: str, password: str) -> None:
-        fresh: str = await _hashed(_hasher.hash, password)
+        fresh: str = await _hashed(self.hasher.hash, password)
         async with self.db.write() as conn:
             await conn.execute(
                 update(users).where(users.c.id == user_id).values(password_hash=fresh)
@@ -346,16 +349,15 @@ class AccountService:
             )
             self._close_sockets(conn, user_id, list(live))
 
+    def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return self.hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
     def _close_sockets(self, conn: AsyncConnection, user_id: str, session_ids: list[str]) -> None:
         """Every replica closes these sessions' live WebSockets, once the revocation commits."""
         if session_ids:
             self.db.publish_on_commit(
                 conn, [user_topic(user_id)], {"type": "_revoked", "session_ids": session_ids}
             )
-
-
-def _verify(stored: str, password: str) -> bool:
-    try:
-        return _hasher.verify(stored, password)
-    except (VerificationError, InvalidHashError):
-        return False
