@@ -131,17 +131,7 @@ class ChatService:
                     # A group's creator is its admin; both people of a 1:1 are.
                     role = "admin" if uid == ctx.user_id or kind == "direct" else "member"
                     await store.join(conn, conv_id, uid, role, joined_seq=0, rejoin=False)
-                event = await store.insert_event(
-                    conn,
-                    self.clock.now_ms(),
-                    conv_id,
-                    1,
-                    ctx,
-                    "membership",
-                    MEMBERSHIP_TYPE,
-                    _json(body),
-                    None,
-                )
+                event = await self._membership_event(conn, ctx, conv_id, 1, body)
                 self._publish(conn, member_ids, event)
         except IntegrityError:
             # Two people opened the same 1:1 at the same moment: both get the one that won.
@@ -210,17 +200,7 @@ class ChatService:
             seq = me.last_seq + 1
             await store.bump(conn, conv_id, seq)
             body = {"action": "add", "actor": ctx.username, "user": name}
-            event = await store.insert_event(
-                conn,
-                self.clock.now_ms(),
-                conv_id,
-                seq,
-                ctx,
-                "membership",
-                MEMBERSHIP_TYPE,
-                _json(body),
-                None,
-            )
+            event = await self._membership_event(conn, ctx, conv_id, seq, body)
             # They see the timeline from their own "added" event on, never what came before.
             await store.join(
                 conn, conv_id, target, "member", joined_seq=seq - 1, rejoin=existing is not None
@@ -249,17 +229,7 @@ class ChatService:
             seq = me.last_seq + 1
             await store.bump(conn, conv_id, seq)
             body = {"action": "leave" if leaving else "remove", "actor": ctx.username, "user": name}
-            event = await store.insert_event(
-                conn,
-                self.clock.now_ms(),
-                conv_id,
-                seq,
-                ctx,
-                "membership",
-                MEMBERSHIP_TYPE,
-                _json(body),
-                None,
-            )
+            event = await self._membership_event(conn, ctx, conv_id, seq, body)
             await store.leave(conn, conv_id, target, seq)
             await self._keep_an_admin(conn, conv_id)
             self._publish(conn, recipients, event)
@@ -511,6 +481,23 @@ class ChatService:
         await self.bus.publish([user_topic(u) for u in recipients if u != ctx.user_id], event)
 
     # ----- helpers ---------------------------------------------------------------------------
+
+    async def _membership_event(
+        self, conn: AsyncConnection, ctx: AuthContext, conv_id: str, seq: int, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A membership change as the timeline's event ``seq``: written by the server, in clear
+        (who joined or left is not a secret from the server, which enforces it)."""
+        return await store.insert_event(
+            conn,
+            self.clock.now_ms(),
+            conv_id,
+            seq,
+            ctx,
+            "membership",
+            MEMBERSHIP_TYPE,
+            _json(body),
+            None,
+        )
 
     def _publish(
         self, conn: AsyncConnection, user_ids: Iterable[str], event: dict[str, Any]
