@@ -144,6 +144,7 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
         guard_refresh_s=3600,
         reminder_check_s=3600,
         sfu=False,
+        media_probe_port=0,
     )
     clock = ManualClock()
     app = create_app(settings, clock)

@@ -107,6 +107,7 @@ class ServerProcess:
             # No SFU unless the test is about calls (it sets this to true): fifty Janus
             # processes would only slow the suite down.
             "SECURECONNECT_SFU": "false",
+            "SECURECONNECT_MEDIA_PROBE_PORT": "0",  # one UDP 5004 per machine; tests pick theirs
             # OWASP's smallest argon2id configuration: 20 ms a hash instead of 140, with a few
             # hundred logins in the suite. Production keeps the library's defaults.
             "SECURECONNECT_ARGON2_MEMORY_KIB": "12288",

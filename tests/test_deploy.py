@@ -98,6 +98,8 @@ def test_video_udp_5004_is_allowed() -> None:
         (p["protocol"], p["port"]) for rule in policy["spec"]["ingress"] for p in rule["ports"]
     ]
     assert ("UDP", 5004) in ports
+    media = [p for rule in policy["spec"]["ingress"] for p in rule["ports"] if "endPort" in p]
+    assert [(p["protocol"], p["port"], p["endPort"]) for p in media] == [("UDP", 20000, 20999)]
 
 
 def test_pods_drain_before_they_stop() -> None:

@@ -19,6 +19,7 @@ from secureconnect.client.secure import IdentityChangedError
 from secureconnect.crypto.primitives import CryptoError
 from secureconnect.errors import Problem, Unavailable
 from secureconnect.store import Database, StoreUnavailable
+from secureconnect.stun import binding_answer, binding_request, mapped_address
 from tests.conftest import PASSWORD, InProcess
 from tests.helpers import signed_up
 
@@ -283,3 +284,16 @@ async def test_passwords_are_hashed_with_argon2id_at_the_librarys_defaults(
             text("SELECT password_hash FROM users WHERE username = :u"), {"u": name.username}
         )
     assert str(stored).startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+
+
+def test_stun_binding_round_trips_for_both_address_families() -> None:
+    for host, port in (("203.0.113.9", 5004), ("2001:db8::7", 40000)):
+        request, transaction = binding_request()
+        answer = binding_answer(request, host, port)
+        assert answer is not None
+        shown = mapped_address(answer, transaction)
+        assert shown == f"{host}:{port}"
+        with pytest.raises(OSError, match="not a STUN binding success"):
+            mapped_address(answer, b"\0" * 12)  # another transaction's answer
+    assert binding_answer(b"GET / HTTP/1.1\r\n\r\n...", "203.0.113.9", 1) is None
+    assert binding_answer(request[:-1], "203.0.113.9", 1) is None  # truncated

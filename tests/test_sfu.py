@@ -1,7 +1,9 @@
-"""video-service runs a real Janus as its child: locked down, watched, restarted when it dies."""
+"""video-service runs a real Janus as its child: locked down, watched, restarted when it dies;
+and it answers STUN on its media probe port, which the diagnosis reads."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -16,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from secureconnect.diagnostics.probes import stun_binding, udp_probe
 from secureconnect.video.sfu import signed_token
 from tests.conftest import FAST, in_ci
 from tests.server import ServerProcess
@@ -163,3 +166,42 @@ def test_without_janus_video_service_says_so_and_chat_roles_do_not_care(tmp_path
         assert "sfu" not in httpx.get(embedded.url + "/readyz").json()["checks"]
     finally:
         embedded.stop()
+
+
+def test_the_media_probe_answers_stun_and_the_diagnosis_reads_it(tmp_path: Path) -> None:
+    port = free_port_udp()
+    env = {
+        **FAST,
+        "SECURECONNECT_ROLE": "video-service",
+        "SECURECONNECT_MEDIA_PROBE_PORT": str(port),
+    }
+    video = ServerProcess(tmp_path / "video", env)
+    video.data_dir.mkdir()
+    video.start(ready=False)  # no SFU here: only the probe is under test
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            probe = asyncio.run(udp_probe(f"127.0.0.1:{port}"))
+            if probe.ok or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert probe.ok, probe
+        assert probe.detail.startswith("answered a STUN binding request (saw us as 127.0.0.1:")
+        # Anything but a Binding request gets nothing back, and the probe keeps answering.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.5)
+            s.sendto(b"\0" * 20, ("127.0.0.1", port))
+            with pytest.raises(TimeoutError):
+                s.recv(100)
+        assert stun_binding("127.0.0.1", port).startswith("127.0.0.1:")
+    finally:
+        video.stop()
+    # Stopped: the diagnosis says the port is dead, not "open or filtered".
+    silent = asyncio.run(udp_probe(f"127.0.0.1:{port}"))
+    assert not silent.ok and "no answer to a STUN binding request" in silent.detail
+
+
+def free_port_udp() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

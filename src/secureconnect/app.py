@@ -36,6 +36,7 @@ from secureconnect.keys.routes import router as keys_router
 from secureconnect.ops.routes import router as ops_router
 from secureconnect.services import Services, build_services
 from secureconnect.store.migrate import upgrade
+from secureconnect.video.probe import start_media_probe
 
 log = logging.getLogger("secureconnect")
 
@@ -68,6 +69,11 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         await _record_deploy(services)
         guard = asyncio.create_task(services.guard.run())
         sfu = asyncio.create_task(services.sfu.run()) if services.sfu is not None else None
+        probe = (
+            await start_media_probe(settings.host, settings.media_probe_port)
+            if settings.role in ("all", "video-service") and settings.media_probe_port
+            else None
+        )
         reminders = (
             asyncio.create_task(_reminders(services))
             if settings.role in ("all", "api-gateway")
@@ -79,6 +85,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         finally:
             services.draining = True
             guard.cancel()
+            if probe is not None:
+                probe.close()
             if sfu is not None:
                 sfu.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
         None, description="Janus's folder holding plugins/ and transports/; found if unset"
     )
     janus_rtp_ports: str = Field("20000-20999", description="UDP ports Janus uses for media")
+    media_probe_port: int = Field(
+        5004, ge=0, le=65535, description="UDP port answering STUN for the runbook's check; 0: off"
+    )
 
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="also write the JSON log lines to this file")

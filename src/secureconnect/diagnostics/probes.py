@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import os
 import socket
-import struct
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from secureconnect.client import ApiError, Client
 from secureconnect.diagnostics.facts import Facts, Probe, Rollout
-
-MAGIC_COOKIE = 0x2112A442
-BINDING_REQUEST = 0x0001
-BINDING_SUCCESS = 0x0101
-XOR_MAPPED_ADDRESS = 0x0020
-MAPPED_ADDRESS = 0x0001
+from secureconnect.stun import binding_request, mapped_address
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -41,33 +33,14 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
 def stun_binding(host: str, port: int, timeout: float = 2.0) -> str:
     """Sends a Binding request and returns the address the server saw us at (XOR-MAPPED-ADDRESS).
 
-    Raises ``OSError`` (refused, unreachable) or ``TimeoutError`` (no answer)."""
-    transaction = os.urandom(12)
-    request = struct.pack("!HHI", BINDING_REQUEST, 0, MAGIC_COOKIE) + transaction
+    Raises ``OSError`` (refused, unreachable, not a STUN answer) or ``TimeoutError``."""
+    request, transaction = binding_request()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))
         sock.send(request)
-        data = sock.recv(2048)
-    kind, length, cookie = struct.unpack("!HHI", data[:8])
-    if kind != BINDING_SUCCESS or cookie != MAGIC_COOKIE or data[8:20] != transaction:
-        raise OSError(f"not a STUN binding success (type 0x{kind:04x})")
-    body = data[20 : 20 + length]
-    while len(body) >= 4:
-        attr, size = struct.unpack("!HH", body[:4])
-        value = body[4 : 4 + size]
-        if attr in (XOR_MAPPED_ADDRESS, MAPPED_ADDRESS) and len(value) >= 8:
-            xor = attr == XOR_MAPPED_ADDRESS
-            fam = value[1]
-            mapped_port = struct.unpack("!H", value[2:4])[0] ^ ((MAGIC_COOKIE >> 16) if xor else 0)
-            raw = value[4:8] if fam == 1 else value[4:20]
-            if xor:
-                key = struct.pack("!I", MAGIC_COOKIE) + transaction
-                raw = bytes(b ^ key[n] for n, b in enumerate(raw))
-            return f"{ipaddress.ip_address(raw)}:{mapped_port}"
-        body = body[4 + size + (-size % 4) :]
-    raise OSError("STUN answer without a mapped address")
+        return mapped_address(sock.recv(2048), transaction)
 
 
 def udp_port(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]:
@@ -102,12 +75,21 @@ async def turn_probe(address: str) -> Probe:
 
 
 async def udp_probe(address: str) -> Probe:
+    """video-service answers STUN on its media probe port: an answer proves the UDP path end to
+    end. Without one, the ``nc -uz`` check tells a refusal (nothing listens) from silence (a
+    filter drops it)."""
     host, port = split_host_port(address, 5004)
+    with contextlib.suppress(OSError, TimeoutError):
+        mapped = await asyncio.to_thread(stun_binding, host, port, 1.0)
+        return Probe(
+            f"{host}:{port}", True, f"answered a STUN binding request (saw us as {mapped})"
+        )
     try:
-        ok, detail = await asyncio.to_thread(udp_port, host, port)
+        _, detail = await asyncio.to_thread(udp_port, host, port)
     except OSError as error:
-        ok, detail = False, str(error)
-    return Probe(f"{host}:{port}", ok, detail)
+        detail = str(error)
+    # video-service always answers here, so silence is a failure too: filtered, or not ours.
+    return Probe(f"{host}:{port}", False, f"no answer to a STUN binding request; {detail}")
 
 
 async def read_endpoints(facts: Facts, url: str) -> None:
