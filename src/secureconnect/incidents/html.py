@@ -43,7 +43,7 @@ def render_status(page: StatusPageOut) -> str:
 <meta http-equiv="refresh" content="60"><title>SecureConnect status</title>
 <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;
 color:#1b2230}}.banner{{padding:1rem;border-radius:10px;color:#fff;font-weight:700}}
-.green{{--c:#137333}}.yellow{{--c:#b06000}}.red{{--c:#b42318}}.banner.green{{background:#137333}}
+.green{{--c:#137333}}.grey{{--c:#687386}}.yellow{{--c:#b06000}}.red{{--c:#b42318}}.banner.green{{background:#137333}}
 .banner.yellow{{background:#b06000}}.banner.red{{background:#b42318}}ul.components{{padding:0}}
 ul.components li{{list-style:none;display:flex;justify-content:space-between;padding:.6rem 0;
 border-bottom:1px solid #e3e7ef}}ul.components li span:last-child{{color:var(--c);

@@ -101,8 +101,8 @@ class PublicIncident(BaseModel):
 
 class ComponentState(BaseModel):
     name: str
-    state: str  # operational | degraded | partial_outage | major_outage
-    colour: str  # green | yellow | red
+    state: str  # operational | degraded | partial_outage | major_outage | not_available
+    colour: str  # green | yellow | red | grey (not available: the function does not exist yet)
 
 
 class Overall(BaseModel):
