@@ -16,11 +16,8 @@ from secureconnect.client import Client
 from secureconnect.clock import ManualClock
 from secureconnect.config import Settings
 from secureconnect.services import Services, services_of
-from tests.helpers import PASSWORD, signed_up, unique
+from tests.helpers import signed_up, unique
 from tests.server import ServerProcess, run_in_thread
-
-__all__ = ["PASSWORD", "unique"]  # also imported from here by older tests
-
 
 # Settings that make the failure paths quick to reach in tests.
 FAST = {

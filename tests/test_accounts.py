@@ -6,8 +6,7 @@ import httpx
 import pytest
 
 from secureconnect.client import ApiError, Client, Me
-from tests.conftest import PASSWORD, unique
-from tests.helpers import call, error_of
+from tests.helpers import PASSWORD, call, error_of, unique
 
 
 async def test_register_login_me_logout(server) -> None:

@@ -10,8 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from secureconnect.client import ApiError, Client, Receipt, Typing
-from tests.conftest import PASSWORD
-from tests.helpers import listening, texts, ws_url
+from tests.helpers import PASSWORD, listening, texts, ws_url
 
 
 async def test_two_users_exchange_messages_live(user) -> None:

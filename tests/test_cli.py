@@ -9,8 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import unique
-from tests.helpers import run_cli
+from tests.helpers import run_cli, unique
 
 pytestmark = pytest.mark.slow  # a CLI process per command
 

@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from secureconnect.ops.runfile import load_all
-from tests.conftest import PASSWORD, PG_ADMIN, backend_env, drop_database, in_ci
-from tests.helpers import run_cli
+from tests.conftest import PG_ADMIN, backend_env, drop_database, in_ci
+from tests.helpers import PASSWORD, run_cli
 from tests.server import ServerProcess, free_port, pid_alive, run_in_thread
 
 pytestmark = pytest.mark.slow  # starts servers, breaks them and restores them

@@ -19,8 +19,7 @@ from secureconnect.client.secure import (
     PlainMessage,
     SecureClient,
 )
-from tests.conftest import PASSWORD, unique
-from tests.helpers import SecureListener
+from tests.helpers import PASSWORD, SecureListener, unique
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import websockets
 
 from secureconnect.client import ApiError, Client
 from secureconnect.guard.schemas import Blocked, Lifted, ModeSet
-from tests.conftest import PASSWORD
-from tests.helpers import error_of, signed_up
+from tests.helpers import PASSWORD, error_of, signed_up
 
 ATTACKER = "203.0.113.7"
 NEIGHBOUR = "203.0.113.8"

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from secureconnect.client import Client
-from tests.conftest import PASSWORD, backend_env, drop_database, in_ci
-from tests.helpers import Listener
+from tests.conftest import backend_env, drop_database, in_ci
+from tests.helpers import PASSWORD, Listener
 from tests.server import RedisProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow  # a process per role behind nginx

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from secureconnect.ops.runfile import load_all
-from tests.conftest import PASSWORD, in_ci
-from tests.helpers import run_cli
+from tests.conftest import in_ci
+from tests.helpers import PASSWORD, run_cli
 from tests.server import free_port, pid_alive
 
 pytestmark = pytest.mark.slow  # servers of its own, crashed and restarted by the tooling

@@ -20,8 +20,8 @@ from secureconnect.crypto.primitives import CryptoError
 from secureconnect.errors import Problem, Unavailable
 from secureconnect.store import Database, StoreUnavailable
 from secureconnect.stun import binding_answer, binding_request, mapped_address
-from tests.conftest import PASSWORD, InProcess
-from tests.helpers import signed_up
+from tests.conftest import InProcess
+from tests.helpers import PASSWORD, signed_up
 
 ATTACKER = "203.0.113.7"
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from secureconnect.client import Client
-from tests.conftest import PASSWORD, backend_env, drop_database, in_ci
-from tests.helpers import Listener, texts
+from tests.conftest import backend_env, drop_database, in_ci
+from tests.helpers import PASSWORD, Listener, texts
 from tests.server import RedisProcess, ServerProcess
 
 pytestmark = pytest.mark.slow  # two replicas, Redis and nginx of its own

@@ -8,6 +8,7 @@ WebSocket route, a plain Starlette route, reads it with :func:`services_of`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -54,6 +55,22 @@ class Services:
     deploys: DeployLog
     sfu: JanusSupervisor | None = None  # in the roles that serve calls
     draining: bool = field(default=False)
+
+
+CHECK_TIMEOUT_S = 2.0
+
+
+async def reachable(db: Database, bus: Bus) -> dict[str, str]:
+    """``ok`` or ``failed: <reason>`` for the store and the bus: the one reachability check that
+    readiness, the metrics, incident verification and the status page all read."""
+    checks: dict[str, str] = {}
+    for name, probe in (("store", db.ping), ("bus", bus.ping)):
+        try:
+            await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
+            checks[name] = "ok"
+        except Exception as error:  # any failure means "not ready"; the reason is shown
+            checks[name] = f"failed: {type(error).__name__}"
+    return checks
 
 
 def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
@@ -106,13 +123,8 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
 
     async def health() -> tuple[bool, int]:
         """(store and bus reachable, server errors so far), for incidents and the status page."""
-        try:
-            await db.ping()
-            await bus.ping()
-            ready = True
-        except Exception:  # any failure means not ready
-            ready = False
-        return ready, metrics.server_errors()
+        checks = await reachable(db, bus)
+        return all(v == "ok" for v in checks.values()), metrics.server_errors()
 
     severities = Severities.load(
         settings.incident_verify_s,

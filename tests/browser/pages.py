@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "screenshots"
 

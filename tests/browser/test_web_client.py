@@ -10,7 +10,7 @@ from secureconnect.client import Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
-from tests.conftest import PASSWORD, unique
+from tests.helpers import PASSWORD, unique
 
 pytestmark = pytest.mark.slow  # Chromium
 

@@ -7,8 +7,6 @@ otherwise, and the runbook's checks read it).
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -16,10 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from secureconnect import __version__
 from secureconnect.edge.deps import Admin, ServicesDep
 from secureconnect.ops.schemas import Deploy, Health, PoolUse, Readiness, StoreReport
-from secureconnect.services import Services
+from secureconnect.services import Services, reachable
 
 router = APIRouter(tags=["ops"])
-CHECK_TIMEOUT_S = 2.0
 
 
 @router.get("/healthz", response_model=Health)
@@ -32,13 +29,7 @@ async def dependency_checks(services: Services) -> dict[str, str]:
 
     Only video-service is unready without Janus: in the embedded ``all`` role chat must stay up
     while Janus restarts (``secureconnect_janus_up`` says it is away)."""
-    checks: dict[str, str] = {}
-    for name, probe in (("store", services.db.ping), ("bus", services.bus.ping)):
-        try:
-            await asyncio.wait_for(probe(), CHECK_TIMEOUT_S)
-            checks[name] = "ok"
-        except Exception as error:  # any failure means "not ready"; the reason is shown
-            checks[name] = f"failed: {type(error).__name__}"
+    checks = await reachable(services.db, services.bus)
     if services.settings.role == "video-service":
         state = services.sfu.state if services.sfu is not None else "disabled"
         checks["sfu"] = "ok" if state == "up" else f"failed: {state}"

@@ -190,6 +190,7 @@ class JanusSupervisor:
         self.state: State = "not installed" if self.libs is None else "down"
         self.config: JanusConfig | None = None
         self.process: asyncio.subprocess.Process | None = None
+        self._http: httpx.AsyncClient | None = None
         self.starts = 0
         self.exits = 0
 
@@ -206,11 +207,12 @@ class JanusSupervisor:
         """Janus's ``info`` answer (server name, version, plugins): proof that its API answers."""
         if self.config is None:
             raise RuntimeError("Janus has not been configured yet")
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            response = await http.get(f"{self.config.api_url}/info")
-            response.raise_for_status()
-            answer: dict[str, object] = response.json()
-            return answer
+        if self._http is None:  # one client for the supervisor's life, not one per poll
+            self._http = httpx.AsyncClient(timeout=2.0)
+        response = await self._http.get(f"{self.config.api_url}/info")
+        response.raise_for_status()
+        answer: dict[str, object] = response.json()
+        return answer
 
     async def run(self) -> None:
         """Until cancelled: start Janus, wait for it to exit, start it again."""
@@ -271,5 +273,8 @@ class JanusSupervisor:
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         if self.installed:
             self.state = "down"
