@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +86,33 @@ def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serve
     yield proc
     proc.stop()
     drop_database(database)
+
+
+@pytest.fixture(scope="session")
+def calls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server running the real Janus and coturn, with calls that ring for 3 s and drop a
+    silent device after 4 s; shared by the call tests (fresh users each)."""
+    for binary in ("janus", "turnserver"):
+        if shutil.which(binary) is None:
+            if in_ci():
+                pytest.fail(f"{binary} is not installed (apt-get install janus coturn)")
+            pytest.skip(f"{binary} is not installed")
+    env = {
+        **FAST,
+        "SECURECONNECT_SFU": "true",
+        "SECURECONNECT_TURN_PORT": "0",
+        "SECURECONNECT_JANUS_RTP_PORTS": "22000-22199",
+        "SECURECONNECT_TURN_RELAY_PORTS": "22200-22299",
+        "SECURECONNECT_CALL_RING_S": "3",
+        "SECURECONNECT_CALL_HEARTBEAT_TIMEOUT_S": "4",
+    }
+    proc = ServerProcess(tmp_path_factory.mktemp("calls"), env).start()
+    deadline = time.monotonic() + 20
+    while "secureconnect_janus_up 1.0" not in httpx.get(proc.url + "/metrics").text:
+        assert time.monotonic() < deadline, "Janus did not come up"
+        time.sleep(0.1)
+    yield proc
+    proc.stop()
 
 
 UserFactory = Callable[..., Awaitable[Client]]

@@ -98,8 +98,9 @@ def test_dashboard_has_the_runbooks_charts() -> None:
     assert all(p["targets"] for p in dashboard["panels"])
 
 
-def test_rules_and_dashboard_name_only_metrics_the_platform_exports(server, user) -> None:
-    text = httpx.get(server.url + "/metrics").text.splitlines()
+def test_rules_and_dashboard_name_only_metrics_the_platform_exports(calls_server) -> None:
+    """Against the server that runs everything, calls included (Janus and coturn)."""
+    text = httpx.get(calls_server.url + "/metrics").text.splitlines()
     exported = {
         line.split("{")[0].split(" ")[0] for line in text if line and not line.startswith("#")
     }

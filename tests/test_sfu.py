@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from secureconnect.diagnostics.probes import stun_binding, udp_probe
+from secureconnect.diagnostics.probes import udp_probe
+from secureconnect.stun import stun_binding
 from secureconnect.video.sfu import signed_token
 from tests.conftest import FAST, in_ci
 from tests.server import ServerProcess

@@ -37,6 +37,7 @@ from secureconnect.ops.routes import router as ops_router
 from secureconnect.services import Services, build_services
 from secureconnect.store.migrate import upgrade
 from secureconnect.video.probe import start_media_probe
+from secureconnect.video.routes import router as calls_router
 
 log = logging.getLogger("secureconnect")
 
@@ -48,10 +49,11 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
         incidents_router,
         guard_router,
         status_router,
+        calls_router,
     ],
     "api-gateway": [accounts_router, keys_router, incidents_router, guard_router, status_router],
     "chat-service": [chat_router],
-    "video-service": [],
+    "video-service": [calls_router],
 }
 
 
@@ -68,7 +70,11 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         await services.bus.start()
         await _record_deploy(services)
         guard = asyncio.create_task(services.guard.run())
-        sfu = asyncio.create_task(services.sfu.run()) if services.sfu is not None else None
+        children = [
+            asyncio.create_task(child.run())
+            for child in (services.sfu, services.turn, services.calls)
+            if child is not None
+        ]
         probe = (
             await start_media_probe(settings.host, settings.media_probe_port)
             if settings.role in ("all", "video-service") and settings.media_probe_port
@@ -87,10 +93,10 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
             guard.cancel()
             if probe is not None:
                 probe.close()
-            if sfu is not None:
-                sfu.cancel()
+            for child in reversed(children):  # calls first, then coturn and Janus
+                child.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sfu  # Janus stops with the process that started it
+                    await child
             if reminders is not None:
                 reminders.cancel()
             services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")

@@ -114,6 +114,32 @@ class Settings(BaseSettings):
     media_probe_port: int = Field(
         5004, ge=0, le=65535, description="UDP port answering STUN for the runbook's check; 0: off"
     )
+    media_address: str | None = Field(
+        None,
+        description="the one address Janus offers media on and coturn may relay to; "
+        "every address of this machine if unset",
+    )
+    turn: bool = Field(
+        True, description="run coturn beside Janus when no external TURN is configured"
+    )
+    turn_binary: str = Field("turnserver", description="coturn's executable (PATH is searched)")
+    turn_port: int = Field(3478, ge=0, le=65535, description="coturn's port; 0: a free one")
+    turn_relay_ports: str = Field("21000-21999", description="UDP ports coturn relays on")
+    turn_urls: str | None = Field(
+        None,
+        description="an external TURN server's URLs, comma-separated (as in Kubernetes: "
+        "turn:coturn.example.org:3478); then coturn is not started here",
+    )
+    turn_secret: SecretStr | None = Field(
+        None, description="the external TURN server's static-auth-secret (use-auth-secret)"
+    )
+    turn_credential_ttl_s: int = Field(
+        3600, ge=60, description="how long a TURN credential handed out with a call lasts"
+    )
+    call_ring_s: float = Field(45.0, gt=0, description="how long a call rings before it is missed")
+    call_heartbeat_timeout_s: float = Field(
+        30.0, gt=0, description="a participant silent this long is dropped from the call"
+    )
 
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="also write the JSON log lines to this file")

@@ -12,8 +12,9 @@ match; the edge turns it into ``{"error": {"code", "message"}}`` with the status
     │   ├── NotFound              404  no such thing, or not one the caller may see
     │   ├── Conflict              409  the state does not allow it (already exists, closed)
     │   ├── TooLarge              413  over a size limit from the settings
-    │   └── Unavailable           503  a dependency is down; try again later
-    │       └── store.StoreUnavailable  the database (down, or its pool exhausted)
+    │   ├── Unavailable           503  a dependency is down; try again later
+    │   │   └── store.StoreUnavailable  the database (down, or its pool exhausted)
+    │   └── video.janus.JanusError  400 or 503  the SFU refused (bad SDP) or is away
     ├── crypto.primitives.CryptoError   a message or key that does not verify or decrypt
     └── the SDK's (secureconnect.client):
         ├── client.errors.ApiError            the server refused: ``status``, ``code``, ``message``

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from argon2 import PasswordHasher
@@ -31,7 +32,10 @@ from secureconnect.keys.service import InboxService, KeyService
 from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.service import DeployLog
 from secureconnect.store import Database, StoreUnavailable
-from secureconnect.video.sfu import JanusSupervisor
+from secureconnect.video.schemas import IceServer
+from secureconnect.video.service import CallService
+from secureconnect.video.sfu import JanusSupervisor, local_addresses
+from secureconnect.video.turn import TurnSupervisor, ice_servers
 
 log = logging.getLogger("secureconnect.accounts")
 
@@ -54,6 +58,8 @@ class Services:
     guard: GuardService
     deploys: DeployLog
     sfu: JanusSupervisor | None = None  # in the roles that serve calls
+    turn: TurnSupervisor | None = None  # coturn, when no external TURN server is configured
+    calls: CallService | None = None
     draining: bool = field(default=False)
 
 
@@ -133,6 +139,37 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
     )
     platform = PrometheusCheck(settings.prometheus_url) if settings.prometheus_url else None
     incidents = IncidentService(db, severities, health, platform, clock=clock)
+    sfu = _sfu(settings, metrics)
+    turn = _turn(settings) if sfu is not None else None
+
+    def ice(user_id: str) -> list[IceServer]:
+        """TURN credentials for one user, from the external server's secret or our coturn's."""
+        ttl = settings.turn_credential_ttl_s
+        if settings.turn_urls and settings.turn_secret is not None:
+            urls = [u.strip() for u in settings.turn_urls.split(",") if u.strip()]
+            secret = settings.turn_secret.get_secret_value()
+            return ice_servers(urls, secret, user_id, ttl, clock.now_ms() / 1000)
+        if turn is not None and turn.state == "up":
+            return ice_servers(turn.urls, turn.secret, user_id, ttl, clock.now_ms() / 1000)
+        return []
+
+    calls = (
+        CallService(
+            db,
+            bus,
+            chat,
+            sfu,
+            ice,
+            metrics,
+            ring_s=settings.call_ring_s,
+            heartbeat_timeout_s=settings.call_heartbeat_timeout_s,
+            clock=clock,
+        )
+        if settings.role in ("all", "video-service")
+        else None
+    )
+    if calls is not None:
+        metrics.watch_calls(calls.counts)
     return Services(
         settings=settings,
         db=db,
@@ -144,10 +181,12 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         inbox=InboxService(db, clock),
         hub=hub,
         incidents=incidents,
-        status=StatusPage(db, incidents, health, platform),
+        status=StatusPage(db, incidents, health, platform, _video_state(settings, sfu)),
         guard=guard,
         deploys=DeployLog(db, clock),
-        sfu=_sfu(settings, metrics),
+        sfu=sfu,
+        turn=turn,
+        calls=calls,
     )
 
 
@@ -159,9 +198,39 @@ def _sfu(settings: Settings, metrics: Metrics) -> JanusSupervisor | None:
         settings.data_dir / "janus",
         settings.janus_rtp_ports,
         settings.janus_lib_dir,
+        settings.media_address,
     )
     metrics.watch_sfu(lambda: sfu.state == "up")
     return sfu
+
+
+def _video_state(settings: Settings, sfu: JanusSupervisor | None) -> Callable[[], str] | None:
+    """The status page's Video component as this process sees it: down while its Janus is
+    (or when Janus is not installed), "not available" when calls are switched off here."""
+    if settings.role not in ("all", "video-service"):
+        return None  # the gateway learns it from Prometheus
+    if sfu is None:
+        return lambda: "not_available"
+    shown = {"up": "operational", "starting": "degraded"}
+    return lambda: shown.get(sfu.state, "major_outage")
+
+
+def _turn(settings: Settings) -> TurnSupervisor | None:
+    if not settings.turn or settings.turn_urls:
+        return None
+    listen = settings.media_address or (
+        settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"  # noqa: S104
+    )
+    # The SFU is the one private address a relay may reach.
+    peers = (settings.media_address,) if settings.media_address else local_addresses()
+    return TurnSupervisor(
+        settings.turn_binary,
+        settings.data_dir / "turn",
+        listen,
+        settings.turn_port,
+        settings.turn_relay_ports,
+        peers,
+    )
 
 
 def services_of(where: HTTPConnection | Starlette) -> Services:

@@ -10,7 +10,7 @@ from secureconnect.client import Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
-from tests.helpers import PASSWORD, unique
+from tests.helpers import PASSWORD, signed_up, unique
 
 pytestmark = pytest.mark.slow  # Chromium
 
@@ -309,3 +309,27 @@ async def test_device_identity_keys_cannot_be_read_by_script(browser, server) ->
     )
     assert found == [[True, False, "private"], [True, False, "private"]]
     await page.context.close()
+
+
+async def test_a_missed_call_shows_in_the_conversation(browser, calls_server) -> None:
+    """A call that rang out shows in the timeline, in the user's language, from the server's
+    clear record of it (who, when): never as a message that could not be decrypted."""
+    alice = unique("alice")
+    a = await pages.open_client(browser, calls_server.url)
+    await pages.register(a, alice, PASSWORD)
+    bob = await signed_up(Client(calls_server.url), unique("bob"))
+    try:
+        conv = await bob.direct(alice)
+        call = await bob.start_call(conv.id, "video")
+        await bob.join_call(call.id)
+        assert bob.login_info is not None
+        await pages.open_conversation(a, bob.login_info.username)
+        await a.wait_for_selector(
+            f".system.call:has-text('Missed video call from {bob.login_info.username}')",
+            timeout=20000,
+        )
+        await pages.shot(a, "20-missed-call")
+        assert a.errors == []
+    finally:
+        await bob.aclose()
+        await a.context.close()

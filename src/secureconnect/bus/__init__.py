@@ -5,7 +5,7 @@ be lost is already durable in the store before it is published, and subscribers 
 catch up from the store.
 """
 
-from secureconnect.bus.base import Bus, Handler, Unsubscribe, user_topic
+from secureconnect.bus.base import MEMBERSHIP_TOPIC, Bus, Handler, Unsubscribe, user_topic
 from secureconnect.bus.memory import InProcessBus
 
-__all__ = ["Bus", "Handler", "InProcessBus", "Unsubscribe", "user_topic"]
+__all__ = ["MEMBERSHIP_TOPIC", "Bus", "Handler", "InProcessBus", "Unsubscribe", "user_topic"]

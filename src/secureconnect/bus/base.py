@@ -9,6 +9,11 @@ Handler = Callable[[dict[str, Any]], None]
 Unsubscribe = Callable[[], Awaitable[None]]
 
 
+# Every membership change, for the services that act on one wherever they run (video-service
+# takes a removed member out of the conversation's call).
+MEMBERSHIP_TOPIC = "membership"
+
+
 def user_topic(user_id: str) -> str:
     """The one topic a user's events go to: every device of theirs, on every replica, listens."""
     return f"user:{user_id}"

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.service import AuthContext, normalise_username
-from secureconnect.bus import Bus, user_topic
+from secureconnect.bus import MEMBERSHIP_TOPIC, Bus, user_topic
 from secureconnect.chat import store
 from secureconnect.chat.schemas import ConversationOut, MemberOut, ReceiptOut
 from secureconnect.chat.store import Membership
@@ -178,6 +178,41 @@ class ChatService:
         out.sort(key=lambda c: (c.last_seq > 0, c.created_at), reverse=True)
         return out
 
+    async def require_member(self, user_id: str, conv_id: str) -> None:
+        """For the other domains (calls): only a current member may act in a conversation."""
+        async with self.db.read() as conn:
+            roster = await store.roster(conn, conv_id, user_id)
+        if not roster.me.current:
+            raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+
+    async def current_member_ids(self, conn: AsyncConnection, conv_id: str) -> list[str]:
+        return [r.id for r in await store.current_members(conn, conv_id)]
+
+    async def record(
+        self,
+        conn: AsyncConnection,
+        conv_id: str,
+        actor_id: str,
+        actor_device_id: str,
+        kind: str,
+        content_type: str,
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A server-written entry in the timeline (a call that happened), inside the caller's
+        transaction, published to the current members once it commits."""
+        roster = await store.roster(conn, conv_id, actor_id, lock=True)
+        seq = roster.me.last_seq + 1
+        await store.bump(conn, conv_id, seq)
+        username = await store.username_of(conn, actor_id)
+        actor = AuthContext(
+            user_id=actor_id, username=username, device_id=actor_device_id, session_id=""
+        )
+        event = await store.insert_event(
+            conn, self.clock.now_ms(), conv_id, seq, actor, kind, content_type, _json(body), None
+        )
+        self._publish(conn, roster.current, event)
+        return event
+
     async def members_of(self, user_id: str, conv_id: str) -> list[MemberOut]:
         async with self.db.read() as conn:
             await store.roster(conn, conv_id, user_id)
@@ -232,7 +267,7 @@ class ChatService:
             event = await self._membership_event(conn, ctx, conv_id, seq, body)
             await store.leave(conn, conv_id, target, seq)
             await self._keep_an_admin(conn, conv_id)
-            self._publish(conn, recipients, event)
+            self._publish(conn, recipients, event, MEMBERSHIP_TOPIC)
         return event
 
     # ----- messages ------------------------------------------------------------------------
@@ -500,10 +535,15 @@ class ChatService:
         )
 
     def _publish(
-        self, conn: AsyncConnection, user_ids: Iterable[str], event: dict[str, Any]
+        self,
+        conn: AsyncConnection,
+        user_ids: Iterable[str],
+        event: dict[str, Any],
+        *also: str,
     ) -> None:
-        """To every device of these users, once this transaction has committed."""
-        self.db.publish_on_commit(conn, [user_topic(uid) for uid in user_ids], event)
+        """To every device of these users (and to the topics in ``also``), once this
+        transaction has committed."""
+        self.db.publish_on_commit(conn, [*(user_topic(uid) for uid in user_ids), *also], event)
 
     @staticmethod
     def _require_admin_of_group(me: Membership) -> None:

@@ -281,6 +281,10 @@ async def by_client_id(
     return event_out(row._mapping) if row is not None else None
 
 
+async def username_of(conn: AsyncConnection, user_id: str) -> str:
+    return str(await conn.scalar(select(users.c.username).where(users.c.id == user_id)))
+
+
 async def user_ids(conn: AsyncConnection, usernames: Sequence[str]) -> dict[str, str]:
     """username -> user id, for those that exist."""
     rows = await conn.execute(

@@ -14,6 +14,9 @@ from secureconnect.client.api import Client
 from secureconnect.client.errors import ApiError, ConnectionLost
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
+    Call,
+    CallChanged,
+    CallJoined,
     Conversation,
     Device,
     Event,
@@ -24,6 +27,7 @@ from secureconnect.client.types import (
     Member,
     Message,
     Page,
+    Participant,
     Ready,
     Receipt,
     Session,
@@ -34,6 +38,9 @@ from secureconnect.errors import SecureConnectError
 
 __all__ = [
     "ApiError",
+    "Call",
+    "CallChanged",
+    "CallJoined",
     "Client",
     "ConnectionLost",
     "Conversation",
@@ -47,6 +54,7 @@ __all__ = [
     "Member",
     "Message",
     "Page",
+    "Participant",
     "Ready",
     "Receipt",
     "SecureConnectError",

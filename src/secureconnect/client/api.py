@@ -15,6 +15,8 @@ from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
     Blocked,
+    Call,
+    CallJoined,
     Conversation,
     Deploy,
     Device,
@@ -35,6 +37,7 @@ from secureconnect.client.types import (
     Session,
     StatusPageOut,
     StoreReport,
+    Subscription,
     User,
 )
 
@@ -445,6 +448,58 @@ class Client:
         return EventStream(self.base_url, self.token, cursors or {}, reconnect=reconnect)
 
     # ----- plumbing ------------------------------------------------------------------------
+
+    # ----- calls ---------------------------------------------------------------------------
+
+    async def start_call(self, conversation_id: str, media: str = "video") -> Call:
+        """Rings every member; if a call is already open in the conversation, returns it."""
+        data = await self._call(
+            "POST", "/v1/calls", json={"conversation_id": conversation_id, "media": media}
+        )
+        return Call.model_validate(data)
+
+    async def current_call(self, conversation_id: str) -> Call:
+        return Call.model_validate(
+            await self._call("GET", "/v1/calls", params={"conversation_id": conversation_id})
+        )
+
+    async def get_call(self, call_id: str) -> Call:
+        return Call.model_validate(await self._call("GET", f"/v1/calls/{call_id}"))
+
+    async def join_call(self, call_id: str) -> CallJoined:
+        """Takes a seat (the TURN credentials come with it); media needs ``publish``."""
+        return CallJoined.model_validate(await self._call("POST", f"/v1/calls/{call_id}/join"))
+
+    async def decline_call(self, call_id: str) -> Call:
+        return Call.model_validate(await self._call("POST", f"/v1/calls/{call_id}/decline"))
+
+    async def leave_call(self, call_id: str) -> Call:
+        return Call.model_validate(await self._call("POST", f"/v1/calls/{call_id}/leave"))
+
+    async def call_heartbeat(self, call_id: str) -> None:
+        """Says this device is still in the call (every 10 s; silent ones are dropped)."""
+        await self._call("POST", f"/v1/calls/{call_id}/heartbeat")
+
+    async def subscribe_call(self, call_id: str, feeds: list[int]) -> Subscription:
+        return Subscription.model_validate(
+            await self._call("POST", f"/v1/calls/{call_id}/subscribe", json={"feeds": feeds})
+        )
+
+    async def configure_call(
+        self,
+        call_id: str,
+        *,
+        audio: bool | None = None,
+        video: bool | None = None,
+        screen: bool | None = None,
+    ) -> Call:
+        body = {"audio": audio, "video": video, "screen": screen}
+        data = await self._call(
+            "POST",
+            f"/v1/calls/{call_id}/configure",
+            json={k: v for k, v in body.items() if v is not None},
+        )
+        return Call.model_validate(data)
 
     async def _call(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
         headers = {}

@@ -19,6 +19,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from secureconnect.client.errors import ConnectionLost
 from secureconnect.client.types import (
+    Call,
+    CallChanged,
     Event,
     InboxMessage,
     Message,
@@ -121,6 +123,8 @@ class EventStream:
             return [InboxMessage.from_json(data)]
         if kind == "prekeys_low":
             return [PrekeysLow(data["remaining"])]
+        if kind == "call":
+            return [CallChanged(Call.model_validate(data["call"]))]
         return []
 
     async def ack_inbox(self, up_to: int) -> None:

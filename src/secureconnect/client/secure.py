@@ -26,6 +26,8 @@ from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
+    Call,
+    CallChanged,
     DeviceKeys,
     InboxMessage,
     Me,
@@ -106,7 +108,27 @@ class IdentityChanged:
     change: str
 
 
-SecureEvent = PlainMessage | DecryptionFailed | IdentityChanged | Receipt | Typing | Ready
+@dataclass(frozen=True)
+class CallKey:
+    """A media key another device sent this one for a call (over the pairwise session)."""
+
+    call_id: str
+    sender_id: str
+    sender_device_id: str
+    key_id: int
+    key: bytes
+
+
+SecureEvent = (
+    PlainMessage
+    | DecryptionFailed
+    | IdentityChanged
+    | Receipt
+    | Typing
+    | Ready
+    | CallChanged
+    | CallKey
+)
 
 
 class IdentityChangedError(SecureConnectError):
@@ -361,7 +383,35 @@ class SecureClient:
                 produced.append(await self.decrypt(message))
         elif payload.get("type") == "key_request":
             await self._answer_key_request(item, payload)
+        elif payload.get("type") == "call_key":
+            produced.append(
+                CallKey(
+                    payload["call_id"],
+                    item.sender_id,
+                    item.sender_device_id,
+                    int(payload["kid"]),
+                    unb64(payload["key"]),
+                )
+            )
         return produced
+
+    async def send_call_key(self, call: Call, key_id: int, key: bytes) -> list[str]:
+        """Sends this device's media key to exactly the other devices in the call, each over
+        its pairwise session: never through the conversation's sender key, which members
+        outside the call hold too. Returns the devices it went to."""
+        in_call = {p.device_id for p in call.participants} - {self.device_id}
+        devices = await self.client.conversation_devices(call.conversation_id)
+        self._check_identities(devices)
+        payload = {"type": "call_key", "call_id": call.id, "kid": key_id, "key": b64(key)}
+        items = [
+            (d.device_id, await self._pairwise_encrypt(d, payload))
+            for d in devices
+            if d.device_id in in_call
+        ]
+        self._save()
+        if items:
+            await self.client.send_inbox(items)
+        return [device_id for device_id, _ in items]
 
     def _pairwise_decrypt(self, item: InboxMessage) -> dict[str, Any]:
         initial, header, ct = pairwise.decode(item.body)
@@ -406,6 +456,18 @@ class SecureClient:
         cached = self.state["messages"].get(message.conversation_id, {}).get(str(message.seq))
         if cached is not None:
             return PlainMessage(**{**cached, "body": unb64(cached["body"])})
+        if message.kind == "call":  # written by the server, in the clear: who, when, how long
+            return PlainMessage(
+                message.conversation_id,
+                message.seq,
+                "call",
+                message.sender,
+                message.sender_id,
+                message.sender_device_id,
+                message.content_type,
+                message.body,
+                message.created_at,
+            )
         if message.kind == "membership":
             change = message.membership or {}
             if change.get("action") in ("remove", "leave"):

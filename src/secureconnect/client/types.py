@@ -29,6 +29,10 @@ from secureconnect.incidents.schemas import (
 from secureconnect.keys.schemas import BundleOut as PrekeyBundle
 from secureconnect.keys.schemas import DeviceKeysOut as DeviceKeys
 from secureconnect.ops.schemas import Deploy, StoreReport
+from secureconnect.video.schemas import CallOut as Call
+from secureconnect.video.schemas import JoinOut as CallJoined
+from secureconnect.video.schemas import ParticipantOut as Participant
+from secureconnect.video.schemas import SubscribeOut as Subscription
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,14 @@ class Message:
     def membership(self) -> dict[str, Any] | None:
         """The change a membership event describes (action, actor, user or members)."""
         return membership_of(self.kind, self.body)
+
+    @property
+    def call(self) -> dict[str, Any] | None:
+        """A call entry's summary (outcome, who, when, how long); None for anything else."""
+        if self.kind != "call":
+            return None
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
 
 
 def membership_of(kind: str, body: bytes) -> dict[str, Any] | None:
@@ -166,11 +178,21 @@ class Ready:
     """Everything missed while away has been delivered; what follows is live."""
 
 
-Event = Message | Receipt | Typing | Ready | InboxMessage | PrekeysLow
+@dataclass(frozen=True)
+class CallChanged:
+    """A call of one of this user's conversations rang, changed its roster, or ended."""
+
+    call: Call
+
+
+Event = Message | Receipt | Typing | Ready | InboxMessage | PrekeysLow | CallChanged
 
 
 __all__ = [
     "Blocked",
+    "Call",
+    "CallChanged",
+    "CallJoined",
     "Conversation",
     "Deploy",
     "Device",
@@ -186,6 +208,7 @@ __all__ = [
     "Message",
     "ModeSet",
     "Page",
+    "Participant",
     "PrekeyBundle",
     "PrekeysLow",
     "Ready",
@@ -194,6 +217,7 @@ __all__ = [
     "Session",
     "StatusPageOut",
     "StoreReport",
+    "Subscription",
     "TimelineEntry",
     "Typing",
     "User",

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from secureconnect.client import ApiError, Client
 from secureconnect.diagnostics.facts import Facts, Probe, Rollout
-from secureconnect.stun import binding_request, mapped_address
+from secureconnect.stun import stun_binding
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -28,19 +28,6 @@ def split_host_port(text: str, default_port: int) -> tuple[str, int]:
         host, port = text.split(":")
         return host, int(port)
     return text, default_port
-
-
-def stun_binding(host: str, port: int, timeout: float = 2.0) -> str:
-    """Sends a Binding request and returns the address the server saw us at (XOR-MAPPED-ADDRESS).
-
-    Raises ``OSError`` (refused, unreachable, not a STUN answer) or ``TimeoutError``."""
-    request, transaction = binding_request()
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
-        sock.send(request)
-        return mapped_address(sock.recv(2048), transaction)
 
 
 def udp_port(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -28,7 +29,7 @@ COMPONENTS = ["Login & API", "Chat", "Video calls", "AI suggestions", "Avatars"]
 # The runbook's components whose function the platform does not offer yet: shown as "not
 # available", never "operational", and left out of the overall state, so that the page claims
 # nothing that is not true. A component leaves this set in the change that builds its function.
-NOT_YET = {"Video calls", "AI suggestions", "Avatars"}
+NOT_YET = {"AI suggestions", "Avatars"}
 NOT_AVAILABLE = "not_available"
 STATES = {
     "operational": "green",
@@ -70,7 +71,11 @@ class StatusPage:
         incidents_service: IncidentService,
         health: HealthProbe,
         platform: PrometheusCheck | None = None,
+        video: Callable[[], str] | None = None,
     ) -> None:
+        """``video``: this process's own view of calls (its SFU up, down, or calls switched
+        off: "not_available"), where it runs one."""
+        self.video = video
         self.db = db
         self.incidents = incidents_service
         self.health = health
@@ -191,6 +196,10 @@ class StatusPage:
                     ],
                 )
             )
+        if self.video is not None:
+            here = self.video()
+            if here == NOT_AVAILABLE or RANK.index(here) > RANK.index(states["Video calls"]):
+                states["Video calls"] = here
         for name in NOT_YET:
             states[name] = NOT_AVAILABLE
         worst = max((st for st in states.values() if st in RANK), key=RANK.index)

@@ -8,6 +8,7 @@ keeping them means the on-call engineer's query works unchanged. See docs/decisi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -76,6 +77,30 @@ class Metrics:
             registry=self.registry,
         )
         self.info.labels(**labels).set(1)
+        self.calls_started = Counter(
+            "secureconnect_calls_started_total", "Calls started.", registry=self.registry
+        )
+        self.calls_ended = Counter(
+            "secureconnect_calls_ended_total",
+            "Calls ended, by outcome (ended, missed, declined).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ice_connected = Counter(
+            "secureconnect_ice_connected_total",
+            "Peer connections (publisher or subscriber) Janus reported up.",
+            registry=self.registry,
+        )
+        self.ice_failures = Counter(
+            "secureconnect_ice_failures_total",
+            "Peer connections Janus hung up because ICE failed.",
+            registry=self.registry,
+        )
+        self.media_decrypt_failures = Counter(
+            "secureconnect_media_decrypt_failures_total",
+            "Media frames clients reported they could not decrypt (a count, no content).",
+            registry=self.registry,
+        )
 
     def server_errors(self) -> int:
         """5xx answers this process has given: what "stable" is measured against."""
@@ -103,8 +128,38 @@ class Metrics:
         )
         self.janus_up.set_function(lambda: 1.0 if up() else 0.0)
 
+    def watch_calls(self, counts: Callable[[], CallCounts]) -> None:
+        self.registry.register(_CallCollector(counts))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class CallCounts:
+    """What this replica's Janus carries now."""
+
+    calls: int
+    participants: int
+    publishers: int
+    subscribers: int
+    forwarded_streams: int
+
+
+class _CallCollector(Collector):
+    def __init__(self, counts: Callable[[], CallCounts]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        now = self.counts()
+        for name, value, text in (
+            ("calls", now.calls, "Calls live on this replica's SFU."),
+            ("call_participants", now.participants, "Devices in those calls."),
+            ("call_publishers", now.publishers, "Devices sending media."),
+            ("call_subscribers", now.subscribers, "Devices receiving media."),
+            ("call_forwarded_streams", now.forwarded_streams, "Streams the SFU forwards."),
+        ):
+            yield GaugeMetricFamily(f"secureconnect_{name}", text, value=value)
 
 
 class _PoolCollector(Collector):

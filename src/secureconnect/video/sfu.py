@@ -13,38 +13,29 @@ backing off up to 30 s, so that ``/readyz`` is false while it is away and true a
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
-import ctypes
 import glob
 import hashlib
 import hmac
-import logging
+import json
 import secrets
 import shutil
-import signal
 import socket
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import httpx
 
-log = logging.getLogger("secureconnect.video")
+from secureconnect.video.child import Supervised
 
 VIDEOROOM = "janus.plugin.videoroom"
 # What Janus may load: the HTTP transport and VideoRoom. Everything else Debian ships stays off.
 KEEP_PLUGINS = ("libjanus_videoroom.so",)
 KEEP_TRANSPORTS = ("libjanus_http.so",)
 LIB_DIRS = ("/usr/lib/*/janus", "/usr/lib/janus", "/usr/local/lib/janus", "/opt/janus/lib/janus")
-START_TIMEOUT_S = 15.0
-PR_SET_PDEATHSIG = 1
-MAX_BACKOFF_S = 30.0
-
-State = Literal["not installed", "starting", "up", "down"]
 
 
 def free_port() -> int:
@@ -83,12 +74,16 @@ class JanusConfig:
     token_secret: str
     admin_secret: str
     admin_key: str
+    media_address: str | None = None
 
     @classmethod
-    def fresh(cls, folder: Path, libs: Path, rtp_ports: str) -> JanusConfig:
+    def fresh(
+        cls, folder: Path, libs: Path, rtp_ports: str, media_address: str | None = None
+    ) -> JanusConfig:
         return cls(
             folder=folder,
             libs=libs,
+            media_address=media_address,
             http_port=free_port(),
             admin_port=free_port(),
             rtp_ports=rtp_ports,
@@ -105,6 +100,7 @@ class JanusConfig:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         plugins = _others(self.libs / "plugins", KEEP_PLUGINS)
         transports = _others(self.libs / "transports", KEEP_TRANSPORTS)
+        enforce = f'\n    ice_enforce_list = "{self.media_address}"' if self.media_address else ""
         files = {
             "janus.jcfg": f"""general: {{
     configs_folder = "{self.folder}"
@@ -127,7 +123,7 @@ media: {{
 }}
 nat: {{
     nice_debug = false
-    ice_ignore_list = "vmnet"
+    ice_ignore_list = "vmnet"{enforce}
 }}
 plugins: {{
     disable = "{",".join(plugins)}"
@@ -169,34 +165,65 @@ cors: {{
             path.chmod(0o600)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the parent goes (Linux's PR_SET_PDEATHSIG)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def local_addresses() -> tuple[str, ...]:
+    """This machine's IPv4 addresses but loopback (from ``ip -j addr``): where Janus offers
+    media when no single media address is set."""
+    try:
+        shown = subprocess.run(
+            ["ip", "-j", "-4", "addr"],  # noqa: S607 - iproute2, wherever PATH has it
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+        found = [
+            a["local"]
+            for link in json.loads(shown)
+            for a in link.get("addr_info", [])
+            if not str(a.get("local", "")).startswith("127.")
+        ]
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return ()
+    return tuple(found)
 
 
 def _others(folder: Path, keep: Sequence[str]) -> list[str]:
     return sorted(p.name for p in folder.glob("*.so") if p.name not in keep)
 
 
-class JanusSupervisor:
-    """Runs Janus and keeps it running; ``state`` is what readiness and metrics report."""
+class JanusSupervisor(Supervised):
+    """Runs Janus and keeps it running. ``generation`` counts its starts: rooms and sessions
+    belong to one generation and are gone when Janus restarts."""
 
-    def __init__(self, binary: str, folder: Path, rtp_ports: str, libs: Path | None = None) -> None:
+    name = "janus"
+
+    def __init__(
+        self,
+        binary: str,
+        folder: Path,
+        rtp_ports: str,
+        libs: Path | None = None,
+        media_address: str | None = None,
+    ) -> None:
+        self.media_address = media_address
         self.binary = shutil.which(binary)
         self.libs = lib_dir(libs) if self.binary else None
+        super().__init__(installed=self.libs is not None)
         self.folder = folder
         self.rtp_ports = rtp_ports
-        self.state: State = "not installed" if self.libs is None else "down"
         self.config: JanusConfig | None = None
-        self.process: asyncio.subprocess.Process | None = None
         self._http: httpx.AsyncClient | None = None
-        self.starts = 0
-        self.exits = 0
 
     @property
-    def installed(self) -> bool:
-        return self.libs is not None
+    def generation(self) -> int:
+        return self.starts
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One client for the supervisor's life, not one per request."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=40.0))
+        return self._http
 
     def token(self, plugins: Sequence[str] = (VIDEOROOM,), valid_s: int = 3600) -> str:
         if self.config is None:
@@ -207,74 +234,29 @@ class JanusSupervisor:
         """Janus's ``info`` answer (server name, version, plugins): proof that its API answers."""
         if self.config is None:
             raise RuntimeError("Janus has not been configured yet")
-        if self._http is None:  # one client for the supervisor's life, not one per poll
-            self._http = httpx.AsyncClient(timeout=2.0)
-        response = await self._http.get(f"{self.config.api_url}/info")
+        response = await self.http.get(f"{self.config.api_url}/info", timeout=2.0)
         response.raise_for_status()
         answer: dict[str, object] = response.json()
         return answer
 
-    async def run(self) -> None:
-        """Until cancelled: start Janus, wait for it to exit, start it again."""
-        if self.binary is None or self.libs is None:
-            log.warning("janus is not installed: calls are unavailable")
-            return
-        backoff = 1.0
-        try:
-            while True:
-                started = time.monotonic()
-                await self._start_once(self.binary, self.libs)
-                assert self.process is not None
-                code = await self.process.wait()
-                self.exits += 1
-                self.state = "down"
-                log.error("janus exited", extra={"fields": {"code": code}})
-                if time.monotonic() - started > 60:
-                    backoff = 1.0  # it ran a good while: this is a fresh failure
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-        finally:
-            await self.stop()
-
-    async def _start_once(self, binary: str, libs: Path) -> None:
-        self.state = "starting"
-        self.config = JanusConfig.fresh(self.folder, libs, self.rtp_ports)
+    def prepare(self) -> list[str]:
+        assert self.binary is not None
+        assert self.libs is not None
+        self.config = JanusConfig.fresh(self.folder, self.libs, self.rtp_ports, self.media_address)
         self.config.write()
-        self.starts += 1
-        self.process = await asyncio.create_subprocess_exec(
-            binary,
+        return [
+            self.binary,
             f"--configs-folder={self.config.folder}",
             f"--config={self.config.folder / 'janus.jcfg'}",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            # Its own session, so that a Ctrl-C reaches video-service, which stops it; and it
-            # dies with video-service even when that is killed (no orphaned SFU holding ports).
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self.process.returncode is None:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                await self.info()
-                self.state = "up"
-                log.info("janus up", extra={"fields": {"pid": self.process.pid}})
-                return
-            await asyncio.sleep(0.1)
-        if self.process.returncode is None:
-            log.error("janus did not answer in time; restarting it")
-            self.process.kill()
+        ]
 
-    async def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 5)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    async def check(self) -> None:
+        try:
+            await self.info()
+        except httpx.HTTPError as error:
+            raise OSError(str(error)) from error
+
+    async def closed(self) -> None:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
-        if self.installed:
-            self.state = "down"

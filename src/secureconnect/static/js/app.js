@@ -445,6 +445,7 @@ function renderMessages() {
       const key = { create: "started", add: "added", remove: "removed", leave: "left" }[c.action] || "added";
       return el("div", { class: "system" }, t(key, { actor: c.actor, user: c.user }));
     }
+    if (m.call) return el("div", { class: "system call" }, callSummary(m));
     const mine = m.sender === ui.session.username;
     if (m.failed) return el("div", { class: "msg failed" }, t("undecryptable", { code: m.failed }));
     return el("div", { class: `msg${mine ? " mine" : ""}`, "data-seq": m.seq },
@@ -454,6 +455,15 @@ function renderMessages() {
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   box.replaceChildren(...nodes);
   if (atBottom || nodes.length < 30) box.scrollTop = box.scrollHeight;
+}
+
+function callSummary(m) {
+  const c = m.call;
+  const kind = c.media === "audio" ? "Voice" : "Video";
+  const outcome = { missed: "missed", declined: "declined" }[c.outcome] || "ended";
+  const minutes = Math.max(1, Math.round(c.duration_ms / 60000));
+  return t(`${outcome}${kind}`, { caller: m.sender, at: time(c.started_at), minutes,
+    people: (c.participants || []).join(", ") });
 }
 
 function renderBanner() {

@@ -21,6 +21,9 @@ const STRINGS = {
     language: "Language", membersTitle: "Members", addMember: "Add a member (username)",
     add: "Add", remove: "Remove", leave: "Leave the group", admin: "admin",
     sendFailed: "Not sent ({reason}). Your text is back in the box; try again.",
+    missedVideo: "Missed video call from {caller} · {at}", missedVoice: "Missed voice call from {caller} · {at}",
+    declinedVideo: "Declined video call from {caller} · {at}", declinedVoice: "Declined voice call from {caller} · {at}",
+    endedVideo: "Video call · {at} · {minutes} min · {people}", endedVoice: "Voice call · {at} · {minutes} min · {people}",
   },
   vi: {
     tagline: "Trò chuyện mã hóa đầu cuối cho tổ chức của bạn",
@@ -43,6 +46,9 @@ const STRINGS = {
     language: "Ngôn ngữ", membersTitle: "Thành viên", addMember: "Thêm thành viên (tên người dùng)",
     add: "Thêm", remove: "Xóa", leave: "Rời nhóm", admin: "quản trị",
     sendFailed: "Chưa gửi được ({reason}). Tin nhắn vẫn còn trong ô soạn; hãy thử lại.",
+    missedVideo: "Cuộc gọi video nhỡ từ {caller} · {at}", missedVoice: "Cuộc gọi thoại nhỡ từ {caller} · {at}",
+    declinedVideo: "Đã từ chối cuộc gọi video từ {caller} · {at}", declinedVoice: "Đã từ chối cuộc gọi thoại từ {caller} · {at}",
+    endedVideo: "Cuộc gọi video · {at} · {minutes} phút · {people}", endedVoice: "Cuộc gọi thoại · {at} · {minutes} phút · {people}",
   },
 };
 

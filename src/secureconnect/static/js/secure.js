@@ -250,6 +250,10 @@ export class SecureClient {
     if (cached) return cached;
     const base = { conversation_id: m.conversation_id, seq: m.seq, kind: m.kind, sender: m.sender,
       sender_id: m.sender_id, sender_device_id: m.sender_device_id, created_at: m.created_at };
+    if (m.kind === "call") {
+      // Written by the server in the clear: that a call happened, who was in it, how long.
+      return { ...base, call: JSON.parse(P.fromUtf8(m.body)) };
+    }
     if (m.kind === "membership") {
       const change = JSON.parse(P.fromUtf8(m.body));
       if (change.action === "remove" || change.action === "leave") {

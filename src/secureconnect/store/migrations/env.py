@@ -7,7 +7,8 @@ import secureconnect.chat.models
 import secureconnect.guard.models
 import secureconnect.incidents.models
 import secureconnect.keys.models
-import secureconnect.ops.models  # noqa: F401
+import secureconnect.ops.models
+import secureconnect.video.models  # noqa: F401
 from secureconnect.store.base import metadata
 
 connection = context.config.attributes.get("connection")

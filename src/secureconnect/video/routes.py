@@ -1,0 +1,133 @@
+"""HTTP routes of the calls API (video-service); the rules are in :mod:`.service`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
+
+from secureconnect.edge.deps import Caller, ServicesDep
+from secureconnect.services import Services
+from secureconnect.video.schemas import (
+    Answer,
+    CallOut,
+    Configure,
+    DecryptFailures,
+    JoinOut,
+    JsepOut,
+    Layer,
+    Ok,
+    Publish,
+    StartCall,
+    Subscribe,
+    SubscribeOut,
+    Trickle,
+)
+from secureconnect.video.service import CallService, calls_unavailable
+
+router = APIRouter(prefix="/v1", tags=["calls"])
+
+
+def calls(services: Services) -> CallService:
+    if services.calls is None:
+        raise calls_unavailable()
+    return services.calls
+
+
+# Everything is under /v1/calls, so that one ingress path reaches video-service.
+@router.post(
+    "/calls",
+    response_model=CallOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"description": "a call was already open in this conversation"}},
+)
+async def start_call(body: StartCall, caller: Caller, services: ServicesDep) -> Any:
+    call, created = await calls(services).start(caller, body.conversation_id, body.media)
+    return JSONResponse(call.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.get("/calls", response_model=CallOut)
+async def current_call(
+    caller: Caller, services: ServicesDep, conversation_id: str = Query(max_length=64)
+) -> CallOut:
+    """The conversation's open (ringing or live) call; 404 ``no_call`` when there is none."""
+    return await calls(services).current(caller, conversation_id)
+
+
+@router.get("/calls/{call_id}", response_model=CallOut)
+async def get_call(call_id: str, caller: Caller, services: ServicesDep) -> CallOut:
+    return await calls(services).describe(caller, call_id)
+
+
+@router.post("/calls/{call_id}/join", response_model=JoinOut)
+async def join(call_id: str, caller: Caller, services: ServicesDep) -> JoinOut:
+    return await calls(services).join(caller, call_id)
+
+
+@router.post("/calls/{call_id}/decline", response_model=CallOut)
+async def decline(call_id: str, caller: Caller, services: ServicesDep) -> CallOut:
+    return await calls(services).decline(caller, call_id)
+
+
+@router.post("/calls/{call_id}/leave", response_model=CallOut)
+async def leave(call_id: str, caller: Caller, services: ServicesDep) -> CallOut:
+    return await calls(services).leave(caller, call_id)
+
+
+@router.post("/calls/{call_id}/heartbeat", response_model=Ok)
+async def heartbeat(call_id: str, caller: Caller, services: ServicesDep) -> Ok:
+    await calls(services).heartbeat(caller, call_id)
+    return Ok()
+
+
+@router.post("/calls/{call_id}/publish", response_model=JsepOut)
+async def publish(call_id: str, body: Publish, caller: Caller, services: ServicesDep) -> JsepOut:
+    jsep = await calls(services).publish(
+        caller, call_id, body.jsep, body.audio, body.video, body.screen
+    )
+    return JsepOut(jsep=jsep)
+
+
+@router.post("/calls/{call_id}/subscribe", response_model=SubscribeOut)
+async def subscribe(
+    call_id: str, body: Subscribe, caller: Caller, services: ServicesDep
+) -> SubscribeOut:
+    return await calls(services).subscribe(caller, call_id, body.feeds)
+
+
+@router.post("/calls/{call_id}/answer", response_model=Ok)
+async def answer(call_id: str, body: Answer, caller: Caller, services: ServicesDep) -> Ok:
+    await calls(services).answer(caller, call_id, body.jsep)
+    return Ok()
+
+
+@router.post("/calls/{call_id}/ice", response_model=Ok)
+async def trickle(call_id: str, body: Trickle, caller: Caller, services: ServicesDep) -> Ok:
+    candidate = body.candidate.model_dump() if body.candidate is not None else None
+    await calls(services).trickle(caller, call_id, body.target, candidate)
+    return Ok()
+
+
+@router.post("/calls/{call_id}/configure", response_model=CallOut)
+async def configure(
+    call_id: str, body: Configure, caller: Caller, services: ServicesDep
+) -> CallOut:
+    return await calls(services).configure(caller, call_id, body.audio, body.video, body.screen)
+
+
+@router.post("/calls/{call_id}/layer", response_model=Ok)
+async def layer(call_id: str, body: Layer, caller: Caller, services: ServicesDep) -> Ok:
+    await calls(services).layer(caller, call_id, body.mid, body.substream)
+    return Ok()
+
+
+@router.post("/calls/{call_id}/decrypt-failures", response_model=Ok)
+async def decrypt_failures(
+    call_id: str, body: DecryptFailures, caller: Caller, services: ServicesDep
+) -> Ok:
+    """Clients report how many frames they could not decrypt (a count, no content)."""
+    service = calls(services)
+    await service.describe(caller, call_id)
+    service.count_decrypt_failures(body.frames)
+    return Ok()

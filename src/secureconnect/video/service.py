@@ -1,0 +1,694 @@
+"""Calls: who may be in one, ringing, the roster, and driving Janus for each participant.
+
+A call belongs to a conversation and to the replica whose Janus hosts it (``owner``). Every join
+is checked against the conversation's current members; Janus stands behind that check with its
+signed API tokens, the room's secret and a per-device ``allowed`` token, so that knowing Janus's
+address is not enough to get in. Each device in the call has one Janus session with a publisher
+handle and, once it receives anyone, a subscriber handle.
+
+The roster lives in the store and is published to every member's devices after each change
+(``{"type": "call", "call": ...}``): it rings, shows who is in, and tells clients whom to
+subscribe to and whom to send their media key (media keys never pass through here). A call that
+ends, answered or missed, becomes an entry in the conversation's timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from secureconnect.accounts.service import AuthContext
+from secureconnect.bus import MEMBERSHIP_TOPIC, Bus, user_topic
+from secureconnect.chat.service import ChatService
+from secureconnect.clock import SYSTEM_CLOCK, Clock
+from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, Unavailable
+from secureconnect.ops.metrics import CallCounts, Metrics
+from secureconnect.store import Database
+from secureconnect.store.base import new_id
+from secureconnect.video import store
+from secureconnect.video.janus import Answer, JanusError, JanusSession
+from secureconnect.video.schemas import (
+    CallOut,
+    IceServer,
+    JoinOut,
+    Jsep,
+    StreamOut,
+    SubscribeOut,
+)
+from secureconnect.video.sfu import JanusSupervisor
+
+log = logging.getLogger("secureconnect.video")
+
+CALL_TYPE = "application/vnd.secureconnect.call+json"
+MAX_PUBLISHERS = 16
+REAP_EVERY_S = 1.0
+
+# What the ICE servers handed out with a call are made from: (urls, user id) -> servers.
+IceSource = Callable[[str], list[IceServer]]
+
+
+def calls_unavailable() -> Unavailable:
+    return Unavailable("calls_unavailable", "calls are unavailable: the SFU is not running")
+
+
+@dataclass
+class Room:
+    number: int
+    secret: str
+    generation: int
+
+
+@dataclass
+class Seat:
+    """A device's place in a live call on this replica's Janus."""
+
+    call_id: str
+    device_id: str
+    user_id: str
+    session: JanusSession
+    publisher: int
+    feed_id: int
+    private_id: int
+    token: str
+    subscriber: int | None = None
+    published: bool = False
+    streams: list[StreamOut] = field(default_factory=list)
+
+
+class CallService:
+    def __init__(
+        self,
+        db: Database,
+        bus: Bus,
+        chat: ChatService,
+        sfu: JanusSupervisor | None,
+        ice: IceSource,
+        metrics: Metrics,
+        *,
+        ring_s: float,
+        heartbeat_timeout_s: float,
+        clock: Clock = SYSTEM_CLOCK,
+        owner: str | None = None,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.chat = chat
+        self.sfu = sfu
+        self.ice = ice
+        self.metrics = metrics
+        self.ring_ms = int(ring_s * 1000)
+        self.heartbeat_ms = int(heartbeat_timeout_s * 1000)
+        self.clock = clock
+        self.owner = owner or socket.gethostname()
+        self.rooms: dict[str, Room] = {}
+        self.seats: dict[tuple[str, str], Seat] = {}
+        self._control: tuple[JanusSession, int] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ----- reading -----------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.sfu.generation if self.sfu is not None else 0
+
+    async def current(self, ctx: AuthContext, conv_id: str) -> CallOut:
+        await self.chat.require_member(ctx.user_id, conv_id)
+        async with self.db.read() as conn:
+            call_id = await store.open_call(conn, conv_id)
+            found = await store.describe(conn, call_id, self.epoch) if call_id else None
+        if found is None:
+            raise NotFound("no_call", "there is no call in this conversation")
+        return found
+
+    async def describe(self, ctx: AuthContext, call_id: str) -> CallOut:
+        async with self.db.read() as conn:
+            found = await store.describe(conn, call_id, self.epoch)
+        if found is None:
+            raise NotFound("call_not_found", "no such call")
+        await self.chat.require_member(ctx.user_id, found.conversation_id)
+        return found
+
+    # ----- starting, ringing, declining --------------------------------------------------
+
+    async def start(self, ctx: AuthContext, conv_id: str, media: str) -> tuple[CallOut, bool]:
+        """Starts a call and rings every member; if one is already open, returns it."""
+        await self.chat.require_member(ctx.user_id, conv_id)
+        self._require_sfu()
+        now = self.clock.now_ms()
+        call_id = new_id()
+        try:
+            async with self.db.write() as conn:
+                existing = await store.open_call(conn, conv_id)
+                if existing is not None:
+                    call_id = existing
+                else:
+                    await store.insert_call(
+                        conn,
+                        {
+                            "id": call_id,
+                            "conversation_id": conv_id,
+                            "open_key": conv_id,
+                            "media": media,
+                            "state": "ringing",
+                            "caller_user_id": ctx.user_id,
+                            "caller_device_id": ctx.device_id,
+                            "owner": self.owner,
+                            "room": secrets.randbelow(2**52) + 1,
+                            "created_at": now,
+                        },
+                    )
+                    await self._announce(conn, call_id, conv_id)
+        except IntegrityError:  # two people pressed "call" at once: both get the one that won
+            async with self.db.read() as conn:
+                existing = await store.open_call(conn, conv_id)
+            if existing is None:
+                raise
+        if existing is None:
+            self.metrics.calls_started.inc()
+        return await self.describe(ctx, call_id), existing is None
+
+    async def decline(self, ctx: AuthContext, call_id: str) -> CallOut:
+        """Stops the ringing on all this user's devices; a 1:1 call, or a group call everyone
+        else declined, ends as declined."""
+        row = await self._open_row(ctx, call_id)
+        async with self._lock(call_id), self.db.write() as conn:
+            await store.decline(conn, call_id, ctx.user_id, self.clock.now_ms())
+            call = await store.describe(conn, call_id, self.epoch)
+            assert call is not None
+            members = await self.chat.current_member_ids(conn, row.conversation_id)
+            others = set(members) - {row.caller_user_id}
+            declined = set(await store.declined_ids(conn, call_id))
+            if row.state == "ringing" and others <= declined and not self._others_in(call, row):
+                await self._end(conn, call_id, "declined")
+            else:
+                await self._announce(conn, call_id, row.conversation_id)
+        await self._cleanup_if_ended(call_id)
+        return await self.describe(ctx, call_id)
+
+    # ----- joining and leaving -----------------------------------------------------------
+
+    async def join(self, ctx: AuthContext, call_id: str) -> JoinOut:
+        row = await self._open_row(ctx, call_id)
+        if row.owner != self.owner:
+            raise Conflict("call_elsewhere", "this call is hosted by another video-service replica")
+        async with self._lock(call_id):
+            await self._drop_seat(call_id, ctx.device_id)  # a rejoin replaces the old seat
+            room = await self._room(call_id, row.room)
+            token = secrets.token_urlsafe(24)
+            await self._control_request(
+                {
+                    "request": "allowed",
+                    "room": room.number,
+                    "secret": room.secret,
+                    "action": "add",
+                    "allowed": [token],
+                }
+            )
+            session = await JanusSession(self._sfu(), self._janus_event).open()
+            try:
+                publisher = await session.attach()
+                joined = await session.message(
+                    publisher,
+                    {
+                        "request": "join",
+                        "ptype": "publisher",
+                        "room": room.number,
+                        "display": ctx.device_id,
+                        "token": token,
+                    },
+                )
+            except JanusError:
+                await session.close()
+                raise
+            seat = Seat(
+                call_id=call_id,
+                device_id=ctx.device_id,
+                user_id=ctx.user_id,
+                session=session,
+                publisher=publisher,
+                feed_id=int(joined.data["id"]),
+                private_id=int(joined.data["private_id"]),
+                token=token,
+            )
+            self.seats[(call_id, ctx.device_id)] = seat
+            now = self.clock.now_ms()
+            async with self.db.write() as conn:
+                again = await store.participant(conn, call_id, ctx.device_id)
+                await store.seat(
+                    conn,
+                    {
+                        "call_id": call_id,
+                        "device_id": ctx.device_id,
+                        "user_id": ctx.user_id,
+                        "feed_id": seat.feed_id,
+                        "publishing": False,
+                        "audio": True,
+                        "video": row.media == "video",
+                        "screen": False,
+                        "joined_at": now,
+                        "heard_at": now,
+                        "left_at": None,
+                    },
+                    rejoin=again is not None,
+                )
+                if row.state == "ringing" and ctx.user_id != row.caller_user_id:
+                    await store.set_call(conn, call_id, state="live", answered_at=now)
+                await self._announce(conn, call_id, row.conversation_id)
+        call = await self.describe(ctx, call_id)
+        return JoinOut(call=call, feed_id=seat.feed_id, ice_servers=self.ice(ctx.user_id))
+
+    async def leave(self, ctx: AuthContext, call_id: str) -> CallOut:
+        row = await self._open_row(ctx, call_id, ended_ok=True)
+        if row.open_key is not None:
+            async with self._lock(call_id):
+                await self._leave(call_id, [ctx.device_id])
+            await self._cleanup_if_ended(call_id)
+        return await self.describe(ctx, call_id)
+
+    async def _leave(self, call_id: str, device_ids: list[str]) -> None:
+        """Takes devices out of the call; the last one out ends it. Call under the call's lock."""
+        for device_id in device_ids:
+            await self._drop_seat(call_id, device_id)
+        async with self.db.write() as conn:
+            row = await store.call_row(conn, call_id)
+            if row is None or row.open_key is None:
+                return
+            await store.set_participant(conn, call_id, device_ids, left_at=self.clock.now_ms())
+            call = await store.describe(conn, call_id, self.epoch)
+            assert call is not None
+            if not call.participants:
+                await self._end(conn, call_id, "ended" if row.answered_at else "missed")
+            else:
+                await self._announce(conn, call_id, row.conversation_id)
+
+    async def heartbeat(self, ctx: AuthContext, call_id: str) -> None:
+        await self._seat_of(ctx, call_id)
+        async with self.db.write() as conn:
+            await store.set_participant(
+                conn, call_id, [ctx.device_id], heard_at=self.clock.now_ms()
+            )
+
+    # ----- media negotiation (SDP and ICE pass through to Janus) ------------------------
+
+    async def publish(
+        self, ctx: AuthContext, call_id: str, jsep: Jsep, audio: bool, video: bool, screen: bool
+    ) -> Jsep:
+        seat = await self._seat_of(ctx, call_id)
+        answer = await seat.session.message(
+            seat.publisher,
+            {"request": "configure", "audio": True, "video": True},
+            {"type": jsep.type, "sdp": jsep.sdp, "e2ee": True},
+        )
+        await self._set_flags(ctx, call_id, audio=audio, video=video, screen=screen)
+        return _jsep(answer)
+
+    async def subscribe(self, ctx: AuthContext, call_id: str, feeds: list[int]) -> SubscribeOut:
+        """Receives exactly these feeds (others' publishers in this call), on one subscriber
+        connection: Janus answers with an offer for the client to answer."""
+        seat = await self._seat_of(ctx, call_id)
+        sending = {s.feed_id for s in self.seats.values() if s.call_id == call_id and s.published}
+        unknown = [f for f in feeds if f not in sending or f == seat.feed_id]
+        if unknown:
+            raise Invalid(
+                "unknown_feed", f"not the feed of another participant sending media: {unknown[0]}"
+            )
+        room = self.rooms[call_id]
+        if seat.subscriber is None:
+            if not feeds:
+                return SubscribeOut(jsep=None, streams=[])
+            seat.subscriber = await seat.session.attach()
+            answer = await seat.session.message(
+                seat.subscriber,
+                {
+                    "request": "join",
+                    "ptype": "subscriber",
+                    "room": room.number,
+                    "private_id": seat.private_id,
+                    "streams": [{"feed": f} for f in feeds],
+                },
+            )
+        else:
+            current = {s.feed_id for s in seat.streams}
+            add = [{"feed": f} for f in feeds if f not in current]
+            drop = [{"feed": f} for f in current if f not in feeds]
+            if not add and not drop:
+                return SubscribeOut(jsep=None, streams=seat.streams)
+            body: dict[str, Any] = {"request": "update"}
+            if add:
+                body["subscribe"] = add
+            if drop:
+                body["unsubscribe"] = drop
+            answer = await seat.session.message(seat.subscriber, body)
+        seat.streams = [
+            StreamOut(mid=str(s["mid"]), feed_id=int(s["feed_id"]), kind=str(s.get("type", "")))
+            for s in answer.data.get("streams", [])
+            if "feed_id" in s and s.get("active", True)
+        ]
+        return SubscribeOut(jsep=_jsep(answer) if answer.jsep else None, streams=seat.streams)
+
+    async def answer(self, ctx: AuthContext, call_id: str, jsep: Jsep) -> None:
+        seat = await self._seat_of(ctx, call_id)
+        if seat.subscriber is None:
+            raise Invalid("not_subscribed", "subscribe before answering")
+        await seat.session.message(
+            seat.subscriber,
+            {"request": "start"},
+            {"type": jsep.type, "sdp": jsep.sdp, "e2ee": True},
+        )
+
+    async def trickle(
+        self, ctx: AuthContext, call_id: str, target: str, candidate: dict[str, Any] | None
+    ) -> None:
+        seat = await self._seat_of(ctx, call_id)
+        handle = seat.publisher if target == "publisher" else seat.subscriber
+        if handle is None:
+            raise Invalid("not_subscribed", "subscribe before sending its candidates")
+        await seat.session.trickle(handle, candidate)
+
+    async def configure(
+        self,
+        ctx: AuthContext,
+        call_id: str,
+        audio: bool | None,
+        video: bool | None,
+        screen: bool | None,
+    ) -> CallOut:
+        """Mute, camera and screen state as the roster shows it (the client stops the track)."""
+        await self._seat_of(ctx, call_id)
+        await self._set_flags(ctx, call_id, audio=audio, video=video, screen=screen)
+        return await self.describe(ctx, call_id)
+
+    async def layer(self, ctx: AuthContext, call_id: str, mid: str, substream: int) -> None:
+        """Which simulcast layer of a received video this device wants."""
+        seat = await self._seat_of(ctx, call_id)
+        if seat.subscriber is None:
+            raise Invalid("not_subscribed", "subscribe before choosing a layer")
+        await seat.session.message(
+            seat.subscriber,
+            {"request": "configure", "streams": [{"mid": mid, "substream": substream}]},
+        )
+
+    def counts(self) -> CallCounts:
+        seats = list(self.seats.values())
+        return CallCounts(
+            calls=len(self.rooms),
+            participants=len(seats),
+            publishers=len({s.device_id for s in seats if s.published}),
+            subscribers=len([s for s in seats if s.subscriber is not None]),
+            forwarded_streams=sum(len(s.streams) for s in seats),
+        )
+
+    def count_decrypt_failures(self, frames: int) -> None:
+        self.metrics.media_decrypt_failures.inc(frames)
+
+    # ----- removal of members, Janus restarts, silent devices ----------------------------
+
+    async def member_left(self, conv_id: str, username: str) -> None:
+        """Someone removed from (or leaving) the conversation is taken out of its call here:
+        Janus kicks their devices, their tokens stop working, and the others see the roster
+        change and replace their media keys."""
+        async with self.db.read() as conn:
+            call_id = await store.open_call(conn, conv_id)
+        if call_id is None:
+            return
+        async with self._lock(call_id):
+            async with self.db.read() as conn:
+                call = await store.describe(conn, call_id, self.epoch)
+            present = (
+                [p.device_id for p in call.participants if p.username == username] if call else []
+            )
+            gone = [d for (c, d) in self.seats if c == call_id and d in present]
+            room = self.rooms.get(call_id)
+            for device_id in gone:
+                seat = self.seats[(call_id, device_id)]
+                if room is not None:
+                    with contextlib.suppress(JanusError):
+                        await self._control_request(
+                            {
+                                "request": "kick",
+                                "room": room.number,
+                                "secret": room.secret,
+                                "id": seat.feed_id,
+                            }
+                        )
+            if present:
+                log.info("removed from call", extra={"fields": {"call_id": call_id}})
+                await self._leave(call_id, present)
+        await self._cleanup_if_ended(call_id)
+
+    async def run(self) -> None:
+        """Until cancelled: end calls that rang unanswered, drop devices that went silent,
+        forget what a restarted Janus lost, and take removed members out of calls."""
+
+        def removed(event: dict[str, Any]) -> None:
+            if event.get("kind") != "membership":
+                return
+            body = json.loads(base64.b64decode(event["body"]))
+            if body.get("action") in ("remove", "leave") and isinstance(body.get("user"), str):
+                asyncio.get_running_loop().create_task(
+                    self.member_left(event["conversation_id"], body["user"])
+                )
+
+        unsubscribe = await self.bus.subscribe(MEMBERSHIP_TOPIC, removed)
+        try:
+            while True:
+                await asyncio.sleep(REAP_EVERY_S)
+                try:
+                    await self._reap()
+                except Exception:  # the store may be away; the next round tries again
+                    log.exception("call upkeep failed")
+        finally:
+            await unsubscribe()
+            for seat in list(self.seats.values()):
+                await seat.session.close()
+            if self._control is not None:
+                await self._control[0].close()
+
+    async def _reap(self) -> None:
+        if self._control is not None and self._control[0].generation != self.epoch:
+            self._forget_janus()
+        now = self.clock.now_ms()
+        async with self.db.read() as conn:
+            rows = await store.owned_calls(conn, self.owner)
+            described = {r.id: await store.describe(conn, r.id, self.epoch) for r in rows}
+        for row in rows:
+            call = described[row.id]
+            if call is None:
+                continue
+            rang_out = row.state == "ringing" and now - row.created_at > self.ring_ms
+            if rang_out and not self._others_in(call, row):
+                async with self._lock(row.id), self.db.write() as conn:
+                    await self._end(conn, row.id, "missed")
+                await self._cleanup_if_ended(row.id)
+                continue
+            async with self.db.read() as conn:
+                silent = await store.silent(conn, row.id, now - self.heartbeat_ms)
+            if silent:
+                async with self._lock(row.id):
+                    await self._leave(row.id, silent)
+                await self._cleanup_if_ended(row.id)
+
+    def _forget_janus(self) -> None:
+        """Janus restarted: its rooms and sessions are gone. Clients see ``sfu_epoch`` change
+        and join again; the rooms are made anew on the first join."""
+        log.warning("janus restarted: calls rejoin", extra={"fields": {"epoch": self.epoch}})
+        self._control = None
+        self.rooms.clear()
+        for seat in self.seats.values():
+            seat.session.id = 0  # nothing to destroy in the new Janus
+            asyncio.get_running_loop().create_task(seat.session.close())
+        self.seats.clear()
+
+    # ----- helpers -----------------------------------------------------------------------
+
+    def _janus_event(self, handle: int, event: dict[str, Any]) -> None:
+        kind = event.get("janus")
+        seat = next((s for s in self.seats.values() if handle in (s.publisher, s.subscriber)), None)
+        if kind == "webrtcup":
+            self.metrics.ice_connected.inc()
+            if seat is not None and handle == seat.publisher:
+                seat.published = True
+                asyncio.get_running_loop().create_task(self._publishing(seat))
+        elif kind == "hangup":
+            reason = str(event.get("reason", ""))
+            if "ICE" in reason:
+                self.metrics.ice_failures.inc()
+
+    async def _publishing(self, seat: Seat) -> None:
+        async with self.db.write() as conn:
+            await store.set_participant(conn, seat.call_id, [seat.device_id], publishing=True)
+            row = await store.call_row(conn, seat.call_id)
+            await self._announce(conn, seat.call_id, row.conversation_id)
+
+    async def _set_flags(self, ctx: AuthContext, call_id: str, **flags: bool | None) -> None:
+        values = {k: v for k, v in flags.items() if v is not None}
+        if not values:
+            return
+        async with self.db.write() as conn:
+            await store.set_participant(conn, call_id, [ctx.device_id], **values)
+            row = await store.call_row(conn, call_id)
+            await self._announce(conn, call_id, row.conversation_id)
+
+    async def _announce(self, conn: AsyncConnection, call_id: str, conv_id: str) -> None:
+        """Every member's devices get the call as it now stands, once this commits."""
+        call = await store.describe(conn, call_id, self.epoch)
+        members = await self.chat.current_member_ids(conn, conv_id)
+        if call is not None:
+            event = {"type": "call", "call": call.model_dump(mode="json")}
+            self.db.publish_on_commit(conn, [user_topic(u) for u in members], event)
+
+    async def _end(self, conn: AsyncConnection, call_id: str, outcome: str) -> None:
+        """Closes the call and writes it into the conversation's timeline (who, when, how
+        long): the server knows that a call happened, never what was said."""
+        now = self.clock.now_ms()
+        row = await store.call_row(conn, call_id)
+        await store.set_participant(
+            conn, call_id, [p for p in await self._present(conn, call_id)], left_at=now
+        )
+        await store.set_call(
+            conn, call_id, state="ended", outcome=outcome, ended_at=now, open_key=None
+        )
+        body = {
+            "call_id": call_id,
+            "media": row.media,
+            "outcome": outcome,
+            "started_at": row.created_at,
+            "answered_at": row.answered_at,
+            "ended_at": now,
+            "duration_ms": now - row.answered_at if row.answered_at else 0,
+            "participants": await store.ever_joined(conn, call_id),
+        }
+        await self.chat.record(
+            conn,
+            row.conversation_id,
+            row.caller_user_id,
+            row.caller_device_id,
+            "call",
+            CALL_TYPE,
+            body,
+        )
+        await self._announce(conn, call_id, row.conversation_id)
+        self.metrics.calls_ended.labels(outcome=outcome).inc()
+
+    async def _present(self, conn: AsyncConnection, call_id: str) -> list[str]:
+        call = await store.describe(conn, call_id, self.epoch)
+        return [p.device_id for p in call.participants] if call else []
+
+    async def _cleanup_if_ended(self, call_id: str) -> None:
+        async with self.db.read() as conn:
+            row = await store.call_row(conn, call_id)
+        if row is None or row.open_key is not None:
+            return
+        for c, device_id in [k for k in self.seats if k[0] == call_id]:
+            await self._drop_seat(c, device_id)
+        room = self.rooms.pop(call_id, None)
+        if room is not None:
+            with contextlib.suppress(JanusError):
+                await self._control_request(
+                    {"request": "destroy", "room": room.number, "secret": room.secret}
+                )
+        self._locks.pop(call_id, None)
+
+    async def _drop_seat(self, call_id: str, device_id: str) -> None:
+        seat = self.seats.pop((call_id, device_id), None)
+        if seat is None:
+            return
+        room = self.rooms.get(call_id)
+        if room is not None:
+            with contextlib.suppress(JanusError):
+                await self._control_request(
+                    {
+                        "request": "allowed",
+                        "room": room.number,
+                        "secret": room.secret,
+                        "action": "remove",
+                        "allowed": [seat.token],
+                    }
+                )
+        await seat.session.close()
+
+    async def _room(self, call_id: str, number: int) -> Room:
+        room = self.rooms.get(call_id)
+        if room is not None and room.generation == self.epoch:
+            return room
+        sfu = self._sfu()
+        assert sfu.config is not None
+        room = Room(number=number, secret=secrets.token_urlsafe(24), generation=self.epoch)
+        await self._control_request(
+            {
+                "request": "create",
+                "room": number,
+                "admin_key": sfu.config.admin_key,
+                "secret": room.secret,
+                "is_private": True,
+                "publishers": MAX_PUBLISHERS,
+                "require_pvtid": True,
+                "require_e2ee": True,
+                "allowed": [],
+                "audiocodec": "opus",
+                "videocodec": "vp8",
+                "permanent": False,
+            }
+        )
+        self.rooms[call_id] = room
+        return room
+
+    async def _control_request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Room administration goes through one session of video-service's own."""
+        sfu = self._sfu()
+        if self._control is None or self._control[0].generation != sfu.generation:
+            session = await JanusSession(sfu).open()
+            self._control = (session, await session.attach())
+        session, handle = self._control
+        return await session.request(handle, body)
+
+    def _sfu(self) -> JanusSupervisor:
+        if self.sfu is None or self.sfu.state != "up":
+            raise calls_unavailable()
+        return self.sfu
+
+    def _require_sfu(self) -> None:
+        self._sfu()
+
+    async def _open_row(self, ctx: AuthContext, call_id: str, ended_ok: bool = False) -> Any:
+        async with self.db.read() as conn:
+            row = await store.call_row(conn, call_id)
+        if row is None:
+            raise NotFound("call_not_found", "no such call")
+        await self.chat.require_member(ctx.user_id, row.conversation_id)
+        if row.open_key is None and not ended_ok:
+            raise Conflict("call_ended", "this call has ended")
+        return row
+
+    async def _seat_of(self, ctx: AuthContext, call_id: str) -> Seat:
+        row = await self._open_row(ctx, call_id)
+        seat = self.seats.get((call_id, ctx.device_id))
+        if seat is None or seat.session.generation != self.epoch:
+            if row.owner != self.owner:
+                raise Conflict("call_elsewhere", "this call is hosted by another replica")
+            raise Forbidden("not_in_call", "join the call first")
+        return seat
+
+    @staticmethod
+    def _others_in(call: CallOut, row: Any) -> bool:
+        return any(p.user_id != row.caller_user_id for p in call.participants)
+
+    def _lock(self, call_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(call_id, asyncio.Lock())
+
+
+def _jsep(answer: Answer) -> Jsep:
+    if answer.jsep is None:
+        raise JanusError(0, "janus sent no SDP")
+    return Jsep(type=answer.jsep["type"], sdp=answer.jsep["sdp"])
