@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from secureconnect.crypto import pairwise, safety, senderkeys
+from secureconnect.crypto import pairwise, safety, senderkeys, sframe
 from secureconnect.crypto.primitives import (
     CryptoError,
     DHKeyPair,
@@ -275,3 +275,46 @@ def test_rfc8032_ed25519(case) -> None:
     verify(pair.public, bytes.fromhex(case["message"]), signature)
     with pytest.raises(CryptoError):
         verify(pair.public, bytes.fromhex(case["message"]) + b"!", signature)
+
+
+def test_sframe_meets_rfc9605_and_the_shared_vectors() -> None:
+    v = load("sframe.json")
+    rfc = v["rfc9605"]
+    key = sframe.derive(bytes.fromhex(rfc["base_key"]), rfc["kid"])
+    assert (key.key.hex(), key.salt.hex()) == (rfc["sframe_key"], rfc["sframe_salt"])
+    metadata, plain = bytes.fromhex(rfc["metadata"]), bytes.fromhex(rfc["pt"])
+    assert sframe.encrypt(key, rfc["ctr"], metadata, plain).hex() == rfc["ct"]
+    assert (
+        sframe.decrypt(lambda k: key if k == key.kid else None, metadata, bytes.fromhex(rfc["ct"]))
+        == plain
+    )
+    for h in v["headers"]:
+        kid, ctr = int(h["kid"]), int(h["ctr"])
+        assert sframe.encode_header(kid, ctr).hex() == h["encoded"]
+        encoded = bytes.fromhex(h["encoded"])
+        assert sframe.parse_header(encoded) == (kid, ctr, len(encoded))
+    base = u(v["generations"][0]["base_key"])
+    for g in v["generations"]:
+        assert u(g["base_key"]) == base
+        derived = sframe.derive(base, g["kid"])
+        assert (
+            base64.b64encode(derived.key).decode(),
+            base64.b64encode(derived.salt).decode(),
+        ) == (g["key"], g["salt"])
+        base = sframe.ratchet(base)
+    first = v["generations"][0]
+    keys = {first["kid"]: sframe.FrameKey(first["kid"], u(first["key"]), u(first["salt"]))}
+    for f in v["frames"]:
+        wire = u(f["wire"])
+        assert sframe.unprotect(keys.get, wire, f["kind"]) == u(f["plain"])
+        clear = sframe.CLEAR_BYTES[f["kind"]]
+        assert wire[:clear] == u(f["plain"])[:clear]  # the codec header stays readable
+        assert u(f["plain"])[clear:] not in wire  # and nothing after it
+        for at in (0, clear, len(wire) - 1):  # clear prefix, SFrame header, tag
+            tampered = bytearray(wire)
+            tampered[at] ^= 0x01
+            with pytest.raises(CryptoError):
+                sframe.unprotect(keys.get, bytes(tampered), f["kind"])
+        with pytest.raises(CryptoError) as missing:
+            sframe.unprotect({}.get, wire, f["kind"])
+        assert missing.value.code == "unknown_key"

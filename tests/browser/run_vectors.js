@@ -7,6 +7,7 @@ async (vectors) => {
   const SK = await import("/static/js/crypto/senderkeys.js");
   const S = await import("/static/js/crypto/safety.js");
   const PW = await import("/static/js/crypto/pairwise.js");
+  const SF = await import("/static/js/crypto/sframe.js");
   const failures = [];
   const u = P.unb64;
   const same = (a, b) => P.toHex(a) === P.toHex(b);
@@ -159,6 +160,43 @@ async (vectors) => {
     const tag = await P.hmacSha256(P.hex(t.key), P.hex(t.msg));
     const matches = P.toHex(tag.slice(0, g.tagSize / 8)) === t.tag;
     check(matches === (t.result === "valid"), `hmac ${t.tcId}`);
+    checked++;
+  }
+
+  // SFrame (RFC 9605): headers, the RFC's known answer, the media framing and its ratchet.
+  const sf = vectors.sframe;
+  for (const h of sf.headers) {
+    check(P.toHex(SF.encodeHeader(BigInt(h.kid), BigInt(h.ctr))) === h.encoded, `sframe header ${h.kid}/${h.ctr}`);
+    const [kid, ctr, size] = SF.parseHeader(P.hex(h.encoded));
+    check(kid === BigInt(h.kid) && ctr === BigInt(h.ctr) && size === h.encoded.length / 2, `sframe parse ${h.encoded}`);
+    checked++;
+  }
+  const rfc = sf.rfc9605;
+  const rk = await SF.derive(P.hex(rfc.base_key), rfc.kid);
+  check(P.toHex(rk.key) === rfc.sframe_key && P.toHex(rk.salt) === rfc.sframe_salt, "sframe rfc9605 key");
+  check(P.toHex(await SF.encrypt(rk, rfc.ctr, P.hex(rfc.metadata), P.hex(rfc.pt))) === rfc.ct, "sframe rfc9605 ct");
+  const rpt = await SF.decrypt((k) => (k === rk.kid ? rk : undefined), P.hex(rfc.metadata), P.hex(rfc.ct));
+  check(P.toHex(rpt) === rfc.pt, "sframe rfc9605 decrypt");
+  let base = u(sf.generations[0].base_key);
+  for (const g of sf.generations) {
+    check(P.b64(base) === g.base_key, `sframe ratchet ${g.kid}`);
+    const d = await SF.derive(base, g.kid);
+    check(P.b64(d.key) === g.key && P.b64(d.salt) === g.salt, `sframe derive ${g.kid}`);
+    base = await SF.ratchet(base);
+    checked++;
+  }
+  const first = await SF.derive(u(sf.generations[0].base_key), sf.generations[0].kid);
+  const keys = (k) => (k === first.kid ? first : undefined);
+  for (const f of sf.frames) {
+    const wire = u(f.wire);
+    check(P.b64(await SF.protect(first, f.ctr, u(f.plain), f.kind)) === f.wire, `sframe protect ${f.kind}`);
+    check(P.b64(await SF.unprotect(keys, wire, f.kind)) === f.plain, `sframe unprotect ${f.kind}`);
+    for (const at of [0, SF.CLEAR_BYTES[f.kind], wire.length - 1]) {
+      const bad = wire.slice();
+      bad[at] ^= 1;
+      await refused(() => SF.unprotect(keys, bad, f.kind), "bad_frame", `sframe tampered ${f.kind}@${at}`);
+    }
+    await refused(() => SF.unprotect(() => undefined, wire, f.kind), "unknown_key", `sframe no key ${f.kind}`);
     checked++;
   }
   return { failures, checked };

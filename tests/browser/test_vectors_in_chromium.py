@@ -18,6 +18,7 @@ def load_all() -> dict[str, object]:
         "ratchet": "ratchet.json",
         "senderkey": "senderkey.json",
         "safety": "safety.json",
+        "sframe": "sframe.json",
         "rfc8032": "rfc8032.json",
         "x25519": "wycheproof/x25519_test.json",
         "ed25519": "wycheproof/ed25519_test.json",

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from secureconnect.crypto import pairwise, safety, senderkeys
+from secureconnect.crypto import pairwise, safety, senderkeys, sframe
 from secureconnect.crypto.primitives import DHKeyPair, FixedRandom
 from secureconnect.crypto.ratchet import Ratchet
 from secureconnect.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
@@ -254,8 +254,63 @@ def safety_vectors() -> dict[str, Any]:
     }
 
 
+# RFC 9605 Appendix C.5, the AES_128_GCM_SHA256_128 case: the format's own known answer.
+RFC9605 = {
+    "kid": 291,
+    "ctr": 17767,
+    "base_key": "000102030405060708090a0b0c0d0e0f",
+    "sframe_key": "d34f547f4ca4f9a7447006fe7fcbf768",
+    "sframe_salt": "75234edefe07819026751816",
+    "metadata": "4945544620534672616d65205747",
+    "pt": "64726166742d696574662d736672616d652d656e63",
+    "ct": "9901234567b7412c2513a1b66dbb48841bbaf17f598751176ad847681a69c6d0b091c07018ce4adb34eb",
+}
+
+
+def sframe_vectors() -> dict[str, Any]:
+    """Headers (RFC 9605 C.1's encodings), the RFC's known answer, and this project's media
+    framing: a sender's ratchet and frames of each kind with their clear prefix."""
+    headers = [
+        # As decimal strings: JSON numbers past 2^53 do not survive JavaScript.
+        {"kid": str(kid), "ctr": str(ctr), "encoded": sframe.encode_header(kid, ctr).hex()}
+        for kid in (0, 1, 7, 8, 255, 256, 65535, 2**32 - 1, 2**64 - 1)
+        for ctr in (0, 7, 8, 255, 256, 2**40, 2**64 - 1)
+    ]
+    rng = FixedRandom(b"sframe/media")
+    base = rng(32)
+    kid = int.from_bytes(rng(3), "big") << 8
+    generations = []
+    for generation in range(3):
+        key = sframe.derive(base, kid + generation)
+        generations.append(
+            {"kid": key.kid, "base_key": b(base), "key": b(key.key), "salt": b(key.salt)}
+        )
+        base = sframe.ratchet(base)
+    first = sframe.derive(base64.b64decode(generations[0]["base_key"]), kid)
+    frames = []
+    for n, kind in enumerate(("key", "delta", "audio")):
+        plain = rng(40 + 10 * n)
+        frames.append(
+            {
+                "kind": kind,
+                "ctr": n * 1000,
+                "plain": b(plain),
+                "wire": b(sframe.protect(first, n * 1000, plain, kind)),
+            }
+        )
+    return {
+        "cipher_suite": sframe.CIPHER_SUITE,
+        "headers": headers,
+        "rfc9605": RFC9605,
+        "generations": generations,
+        "frames": frames,
+        "tampered": "a frame whose clear prefix, header or ciphertext changed must not decrypt",
+    }
+
+
 def build() -> dict[str, dict[str, Any]]:
     return {
+        "sframe.json": sframe_vectors(),
         "x3dh.json": x3dh_vectors(),
         "ratchet.json": ratchet_vectors(),
         "senderkey.json": senderkey_vectors(),
