@@ -185,6 +185,9 @@ class ChatService:
         if not roster.me.current:
             raise Forbidden("not_a_member", "you are no longer a member of this conversation")
 
+    async def is_direct(self, conn: AsyncConnection, conv_id: str) -> bool:
+        return await store.conversation_kind(conn, conv_id) == "direct"
+
     async def current_member_ids(self, conn: AsyncConnection, conv_id: str) -> list[str]:
         return [r.id for r in await store.current_members(conn, conv_id)]
 

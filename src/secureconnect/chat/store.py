@@ -281,6 +281,11 @@ async def by_client_id(
     return event_out(row._mapping) if row is not None else None
 
 
+async def conversation_kind(conn: AsyncConnection, conv_id: str) -> str | None:
+    kind = await conn.scalar(select(conversations.c.kind).where(conversations.c.id == conv_id))
+    return str(kind) if kind is not None else None
+
+
 async def username_of(conn: AsyncConnection, user_id: str) -> str:
     return str(await conn.scalar(select(users.c.username).where(users.c.id == user_id)))
 

@@ -287,10 +287,14 @@ class CallService:
             await store.set_participant(conn, call_id, device_ids, left_at=self.clock.now_ms())
             call = await store.describe(conn, call_id, self.epoch)
             assert call is not None
-            if not call.participants:
+            # A 1:1 call ends when either person hangs up (their other devices do not keep it).
+            alone = len({p.user_id for p in call.participants}) == 1
+            direct = await self.chat.is_direct(conn, row.conversation_id)
+            if not call.participants or (direct and alone and row.answered_at):
                 await self._end(conn, call_id, "ended" if row.answered_at else "missed")
             else:
                 await self._announce(conn, call_id, row.conversation_id)
+        await self._cleanup_if_ended(call_id)
 
     async def heartbeat(self, ctx: AuthContext, call_id: str) -> None:
         await self._seat_of(ctx, call_id)

@@ -74,6 +74,9 @@ export class Api {
     return this.call("POST", "/v1/inbox", { messages: messages.map(([d, body]) => ({ device_id: d, body: b64(body) })) });
   }
   inbox() { return this.call("GET", "/v1/inbox"); }
+  startCall(conversationId, media) { return this.call("POST", "/v1/calls", { conversation_id: conversationId, media }); }
+  currentCall(conversationId) { return this.call("GET", `/v1/calls?conversation_id=${encodeURIComponent(conversationId)}`); }
+  callStep(callId, step, body = {}) { return this.call("POST", `/v1/calls/${callId}/${step}`, body); }
   ackInbox(upTo) { return this.call("POST", "/v1/inbox/ack", { up_to: upTo }); }
 }
 

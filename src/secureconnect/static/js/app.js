@@ -4,12 +4,14 @@ import { display } from "./crypto/safety.js";
 import { IdentityChangedError, SecureClient } from "./secure.js";
 import * as store from "./store.js";
 import { lang, setLang, t } from "./i18n.js";
+import { Call, callsSupported } from "./call.js";
 
 const root = document.getElementById("app");
 const ui = {
   api: new Api(), secure: null, stream: null, session: null, conversations: [],
   open: null, messages: new Map(), receipts: [], typing: new Map(), status: "offline",
   showNew: false, banner: null,
+  call: null, ringing: new Map(), callError: "",
 };
 
 // ----- tiny DOM helpers (text only: nothing a user types is ever parsed as HTML) -------------
@@ -106,6 +108,7 @@ function languagePicker() {
 
 async function enter() {
   ui.secure = new SecureClient(ui.api);
+  ui.secure.onCallKey = (senderId, deviceId, payload) => { if (ui.call) ui.call.onKey(senderId, deviceId, payload); };
   await ui.secure.start();
   await refreshConversations();
   render();
@@ -145,7 +148,128 @@ async function onEvent(event) {
     renderTyping();
   } else if (event.type === "prekeys_low") {
     await ui.secure.topUpPrekeys();
+  } else if (event.type === "call") {
+    onCall(event.call);
   }
+}
+
+// ----- calls --------------------------------------------------------------------------------
+
+function onCall(call) {
+  const mine = call.participants.some((p) => p.device_id === ui.session.device_id);
+  const rings = call.state === "ringing" && !mine && call.caller !== ui.session.username
+    && !call.declined.includes(ui.session.username)
+    && !(ui.call && ui.call.inCall);
+  if (rings) ui.ringing.set(call.id, call); else ui.ringing.delete(call.id);
+  if (ui.call && ui.call.id === call.id) ui.call.update(call).catch((e) => quiet(e));
+  ui.live = ui.live || new Map();
+  if (call.state === "ended") ui.live.delete(call.conversation_id); else ui.live.set(call.conversation_id, call);
+  renderCall();
+  if (!ui.conversations.some((c) => c.id === call.conversation_id)) scheduleRefresh();
+  if (call.conversation_id === ui.open) render();
+}
+
+async function startCall(conv, media) {
+  ui.callError = "";
+  if (!callsSupported()) { ui.callError = t("noE2eeBrowser"); renderCall(); return; }
+  try {
+    const call = await ui.api.startCall(conv.id, media);
+    await joinCall(call);
+  } catch (error) {
+    ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : error.message;
+    renderCall();
+  }
+}
+
+async function joinCall(call) {
+  ui.ringing.delete(call.id);
+  if (!callsSupported()) { ui.callError = t("noE2eeBrowser"); renderCall(); return; }
+  if (ui.call && ui.call.inCall) await ui.call.leave();
+  ui.call = new Call({ api: ui.api, secure: ui.secure, me: ui.session, onChange: renderCall,
+    relayOnly: localStorage.getItem("sc-relay-only") === "1" });
+  try {
+    await ui.call.join(call);
+  } catch (error) {
+    ui.call.stop("failed");
+    ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : error.message;
+  }
+  renderCall();
+}
+
+const videos = new Map();  // the <video> of each tile, kept across redraws (no flicker, no restart)
+function videoFor(key, stream, muted) {
+  let node = videos.get(key);
+  if (!node) {
+    node = el("video", { autoplay: true, playsinline: true });
+    node.muted = muted;
+    videos.set(key, node);
+  }
+  if (node.srcObject !== stream) node.srcObject = stream;
+  return node;
+}
+
+function renderCall() {
+  let layer = document.getElementById("call-layer");
+  if (!layer) { layer = el("div", { id: "call-layer" }); document.body.append(layer); }
+  const parts = [];
+  if (ui.callError) {
+    parts.push(el("div", { class: "call-error", role: "alert", id: "call-error" }, ui.callError,
+      el("button", { class: "ghost", onclick: () => { ui.callError = ""; renderCall(); } }, t("close"))));
+  }
+  for (const call of ui.ringing.values()) {
+    const conv = ui.conversations.find((c) => c.id === call.conversation_id);
+    parts.push(el("div", { class: "incoming", role: "alertdialog", id: "incoming-call", "data-call": call.id },
+      avatar(call.caller),
+      el("div", { class: "who" }, t(call.media === "audio" ? "incomingVoice" : "incomingVideo", { caller: call.caller }),
+        conv && conv.kind === "group" ? el("div", { class: "sub" }, title(conv)) : null),
+      el("button", { class: "decline", id: "decline-call", onclick: async () => {
+        ui.ringing.delete(call.id); renderCall(); await ui.api.callStep(call.id, "decline").catch(quiet); } }, t("decline")),
+      el("button", { class: "accept", id: "accept-call", onclick: () => joinCall(call) }, t("accept"))));
+  }
+  const c = ui.call;
+  if (c && c.inCall) {
+    const others = c.others();
+    const waiting = c.waitingForKeys();
+    const tiles = [el("div", { class: "tile me" }, videoFor("me", c.local, true),
+      el("span", { class: "label" }, `${ui.session.username} (${t("you")})`))];
+    for (const p of others) {
+      const tile = [...c.tiles.values()].find((x) => x.device_id === p.device_id);
+      tiles.push(el("div", { class: `tile${tile && c.speaking.has(tile.feed_id) ? " speaking" : ""}`, "data-user": p.username },
+        tile ? videoFor(tile.feed_id, tile.stream, false) : el("div", { class: "placeholder" }, avatar(p.username)),
+        el("span", { class: "label" }, p.username, p.audio ? "" : ` · ${t("muted")}`, p.video ? "" : ` · ${t("cameraIsOff")}`)));
+    }
+    for (const key of [...videos.keys()]) {
+      if (key !== "me" && ![...c.tiles.keys()].includes(key)) videos.delete(key);
+    }
+    const mic = c.local && c.local.getAudioTracks().some((tr) => tr.enabled);
+    const cam = c.local && c.local.getVideoTracks().some((tr) => tr.enabled);
+    parts.push(el("div", { class: "call-screen", id: "call-screen", "data-state": c.state },
+      el("div", { class: `e2ee${waiting ? " waiting" : ""}`, id: "call-e2ee" },
+        c.state === "reconnecting" ? t("reconnecting") : waiting ? t("waitingKeys") : t("e2eeOn")),
+      el("div", { class: `grid n${Math.min(tiles.length, 9)}` }, tiles),
+      el("div", { class: "controls" },
+        el("button", { id: "toggle-mic", "aria-pressed": String(!mic), onclick: () => c.setAudio(!mic).catch(quiet) }, mic ? t("mute") : t("unmute")),
+        c.local && c.local.getVideoTracks().length ? el("button", { id: "toggle-camera", "aria-pressed": String(!cam),
+          onclick: () => c.setVideo(!cam).catch(quiet) }, cam ? t("cameraOff") : t("cameraOn")) : null,
+        navigator.mediaDevices.getDisplayMedia ? el("button", { id: "share-screen", class: "ghost",
+          onclick: () => c.shareScreen().catch(quiet) }, t("shareScreen")) : null,
+        el("button", { id: "pick-device", class: "ghost", onclick: () => pickDevice(c) }, t("devices")),
+        el("button", { id: "leave-call", class: "leave", onclick: async () => { await c.leave(); renderCall(); } }, t("leaveCall")))));
+  }
+  layer.replaceChildren(...parts);
+}
+
+async function pickDevice(c) {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const select = (kind, label) => el("label", {}, label, el("select", { "data-kind": kind,
+    onchange: (e) => c.useDevice(kind === "audioinput" ? "audio" : "video", e.target.value).catch(quiet) },
+  devices.filter((d) => d.kind === kind).map((d, i) => el("option", { value: d.deviceId }, d.label || `${label} ${i + 1}`))));
+  const dialog = el("dialog", { id: "device-dialog" }, el("h2", {}, t("devices")),
+    select("audioinput", t("microphone")), select("videoinput", t("camera")),
+    el("div", { class: "row" }, el("button", { onclick: () => dialog.close() }, t("close"))));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
 }
 
 function addMessage(plain) {
@@ -417,6 +541,7 @@ function chatPane(conv) {
       el("div", {}, el("div", { class: "title", id: "chat-title" }, title(conv)),
         el("div", { class: "sub" }, conv.kind === "group" ? t("members", { n: conv.members.length }) : "")),
       el("span", { class: "spacer" }),
+      callButtons(conv),
       conv.kind === "group" ? el("button", { class: "ghost", id: "members-button", onclick: () => showMembers(conv).catch((e) => quiet(e)) }, t("membersTitle")) : null,
       others.length === 1 ? el("button", { class: "ghost", id: "safety-button", onclick: () => showSafety(others[0]) }, t("safety")) : null),
     el("div", { id: "banner" }),
@@ -425,6 +550,17 @@ function chatPane(conv) {
     el("div", { class: "typing", id: "typing" }), failure,
     el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
       el("button", { type: "submit", id: "send" }, t("send"))));
+}
+
+function callButtons(conv) {
+  const live = ui.live && ui.live.get(conv.id);
+  if (ui.call && ui.call.inCall) return null;
+  if (live && live.state !== "ended") {
+    return el("button", { id: "join-call", onclick: () => joinCall(live) }, t("joinCall"));
+  }
+  return el("span", { class: "call-buttons" },
+    el("button", { class: "ghost", id: "call-voice", "aria-label": t("voiceCallButton"), onclick: () => startCall(conv, "audio") }, t("voiceCallButton")),
+    el("button", { class: "ghost", id: "call-video", "aria-label": t("videoCallButton"), onclick: () => startCall(conv, "video") }, t("videoCallButton")));
 }
 
 function receiptState(seq) {
@@ -481,6 +617,34 @@ function renderTyping() {
   node.textContent = who.length ? `${who.join(", ")} ${t("typing")}` : "";
 }
 setInterval(renderTyping, 2000);
+
+// Call diagnostics, for support and for the tests: counters only, never a key or a frame.
+window.secureconnect = {
+  async callStats() {
+    const c = ui.call;
+    if (!c || !c.inCall) return null;
+    const out = { state: c.state, framesDecoded: 0, audioSamples: 0, framesSent: 0,
+      decryptFailures: c.stats.failures, decrypted: c.stats.decrypted, candidateTypes: [],
+      keysFrom: [...c.keysFrom.keys()], waitingForKeys: c.waitingForKeys() };
+    for (const pc of [c.pub, c.sub]) {
+      if (!pc) continue;
+      const report = await pc.getStats();
+      const byId = new Map([...report.values()].map((r) => [r.id, r]));
+      for (const r of report.values()) {
+        if (r.type === "inbound-rtp" && r.kind === "video") out.framesDecoded += r.framesDecoded || 0;
+        if (r.type === "inbound-rtp" && r.kind === "audio") out.audioSamples += r.totalSamplesReceived || 0;
+        if (r.type === "outbound-rtp" && r.kind === "video") out.framesSent += r.framesEncoded || 0;
+        if (r.type === "transport" && r.selectedCandidatePairId) {
+          const pair = byId.get(r.selectedCandidatePairId);
+          const local = pair && byId.get(pair.localCandidateId);
+          if (local) out.candidateTypes.push(local.candidateType);
+        }
+      }
+    }
+    return out;
+  },
+  call: () => ui.call,
+};
 
 document.addEventListener("visibilitychange", () => { if (ui.open && document.visibilityState === "visible") markRead(); });
 boot();

@@ -171,6 +171,26 @@ export class SecureClient {
     return PW.encode(initial, header, ct);
   }
 
+  // A call's media key (or a request for one) to exactly these devices of the call, each over
+  // its pairwise session: never through the conversation's sender key, which members outside
+  // the call hold too.
+  sendCallPayload(conversationId, deviceIds, payload) {
+    return this.serial(async () => {
+      const devices = await this.api.conversationDevices(conversationId);
+      this.checkIdentities(devices);
+      const wanted = new Set(deviceIds);
+      const batch = [];
+      for (const d of devices) {
+        if (wanted.has(d.device_id) && d.device_id !== this.deviceId) {
+          batch.push([d.device_id, await this.pairwiseEncrypt(d, payload)]);
+        }
+      }
+      await this.save();
+      if (batch.length) await this.api.sendInbox(batch);
+      return batch.map(([d]) => d);
+    });
+  }
+
   // ----- receiving -----------------------------------------------------------------------------
 
   handleInbox(item) {
@@ -187,6 +207,11 @@ export class SecureClient {
       const produced = [];
       if (payload.type === "key_request") {
         await this.answerKeyRequest(item, payload);
+        return produced;
+      }
+      if (payload.type === "call_key" || payload.type === "call_key_request") {
+        // Media keys for a call: the call screen takes them (they never reach the server).
+        if (this.onCallKey) this.onCallKey(item.sender_id, item.sender_device_id, payload);
         return produced;
       }
       if (payload.type === "sender_key") {

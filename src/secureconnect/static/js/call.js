@@ -1,0 +1,373 @@
+// Calls in the browser: signaling with video-service (/v1/calls), media through Janus, every
+// frame end-to-end encrypted in call-worker.js (SFrame) with keys that travel only over the
+// pairwise sessions to the devices in the call. The server never holds a media key.
+//
+// Keys: a fresh random base key per call and device, KID = 24-bit random tag + 8-bit
+// generation. Someone joins: every sender ratchets forward (generation + 1) and sends the new
+// key to the newcomer only; the others follow the ratchet by themselves. Someone leaves: after
+// LEAVE_ROTATE_MS every sender makes a new key with a new tag for those who remain.
+
+const HEARTBEAT_MS = 10000;
+const LEAVE_ROTATE_MS = 2000;
+const SWITCH_AFTER_MS = 700;     // a new key is sent first, used a moment later
+const STATS_MS = 1000;
+const ASK_KEY_AFTER_MS = 2500;
+const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+
+export function callsSupported() {
+  return typeof RTCRtpScriptTransform === "function" && typeof RTCPeerConnection === "function";
+}
+
+function randomBytes(n) { return crypto.getRandomValues(new Uint8Array(n)); }
+const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
+const unb64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+
+async function ratchet(base) {
+  const key = await crypto.subtle.importKey("raw", base, "HKDF", false, ["deriveBits"]);
+  const bits = await crypto.subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0),
+    info: new TextEncoder().encode("SFrame 1.0 Ratchet") }, key, 256);
+  return new Uint8Array(bits);
+}
+
+function candidateOf(c) {
+  return c ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex } : null;
+}
+
+export class Call {
+  // onChange(): the roster, tiles or state changed; redraw.
+  constructor({ api, secure, me, onChange, relayOnly = false }) {
+    Object.assign(this, { api, secure, me, onChange, relayOnly });
+    this.call = null;            // the call as the server last described it
+    this.state = "idle";         // idle | joining | in-call | reconnecting | ended
+    this.local = null;           // MediaStream
+    this.tiles = new Map();      // feed_id -> { stream, username, device_id, decrypted }
+    this.streams = [];           // mid -> feed
+    this.keysFrom = new Map();   // device_id -> tag (string)
+    this.asked = new Map();      // device_id -> when we last asked for its key
+    this.speaking = new Set();   // feed ids
+    this.stats = { decrypted: 0, failures: 0, missing: [] };
+    this.timers = [];
+    this.error = "";
+  }
+
+  get id() { return this.call && this.call.id; }
+  get inCall() { return this.state === "in-call" || this.state === "reconnecting" || this.state === "joining"; }
+  others() { return (this.call ? this.call.participants : []).filter((p) => p.device_id !== this.me.device_id); }
+
+  // ----- joining ----------------------------------------------------------------------------
+
+  async join(call) {
+    this.call = call;
+    this.state = "joining";
+    this.onChange();
+    const video = call.media === "video";
+    if (!this.local) {
+      this.local = await navigator.mediaDevices.getUserMedia({ audio: true,
+        video: video ? { width: 640, height: 360 } : false });
+    }
+    this.worker = this.worker || this.startWorker();
+    await this.connect();
+    this.timers.push(setInterval(() => this.api.callStep(this.id, "heartbeat").catch(() => {}), HEARTBEAT_MS));
+    this.timers.push(setInterval(() => this.poll(), STATS_MS));
+  }
+
+  startWorker() {
+    const worker = new Worker("/static/js/call-worker.js", { type: "module" });
+    worker.onmessage = ({ data }) => {
+      if (data.type !== "stats") return;
+      this.stats = { decrypted: data.decrypted, failures: data.failures.unknownKey + data.failures.badFrame,
+        missing: data.missing };
+      const bad = this.stats.failures;
+      if (bad && this.id) this.api.callStep(this.id, "decrypt-failures", { frames: bad }).catch(() => {});
+      this.onChange();
+    };
+    return worker;
+  }
+
+  // One seat, one publisher connection, a fresh key: on first join and on every rejoin.
+  async connect() {
+    const joined = await this.api.callStep(this.call.id, "join");
+    this.call = joined.call;
+    this.epoch = joined.call.sfu_epoch;
+    this.feedId = joined.feed_id;
+    this.iceServers = joined.ice_servers;
+    await this.newKey();
+    const config = { iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" };
+    this.pub = new RTCPeerConnection(config);
+    for (const track of this.local.getTracks()) {
+      const { sender } = this.pub.addTransceiver(track, { direction: "sendonly" });
+      sender.transform = new RTCRtpScriptTransform(this.worker, { operation: "encrypt", kind: track.kind });
+    }
+    this.watch(this.pub, "publisher");
+    const offer = await this.pub.createOffer();
+    await this.pub.setLocalDescription(offer);
+    const audio = this.local.getAudioTracks().some((t) => t.enabled);
+    const video = this.local.getVideoTracks().some((t) => t.enabled);
+    const answer = await this.api.callStep(this.id, "publish", { jsep: { type: "offer", sdp: offer.sdp }, audio, video });
+    await this.pub.setRemoteDescription(answer.jsep);
+    this.flush("publisher");
+    this.sub = null;
+    this.subscribed = [];
+    this.tiles.clear();
+    this.state = "in-call";
+    await this.shareKey(this.others().map((p) => p.device_id));
+    await this.update(this.call);
+  }
+
+  // ICE candidates go to the server once the SDP they belong to is there.
+  watch(pc, target) {
+    this.pending = this.pending || { publisher: [], subscriber: [] };
+    this.ready = this.ready || { publisher: false, subscriber: false };
+    this.ready[target] = false;
+    this.pending[target] = [];
+    pc.onicecandidate = (e) => {
+      const c = candidateOf(e.candidate);
+      if (this.ready[target]) this.api.callStep(this.id, "ice", { target, candidate: c }).catch(() => {});
+      else this.pending[target].push(c);
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "failed" && this.inCall) this.rejoin();
+    };
+  }
+
+  flush(target) {
+    this.ready[target] = true;
+    for (const c of this.pending[target].splice(0)) {
+      this.api.callStep(this.id, "ice", { target, candidate: c }).catch(() => {});
+    }
+  }
+
+  // ----- keys -------------------------------------------------------------------------------
+
+  async newKey() {
+    this.tag = crypto.getRandomValues(new Uint32Array(1))[0] & 0xffffff;
+    this.gen = 0;
+    this.base = randomBytes(32);
+    this.worker.postMessage({ type: "send", kid: String(this.kid()), base: this.base });
+  }
+
+  kid() { return BigInt(this.tag) * 256n + BigInt(this.gen); }
+
+  async shareKey(deviceIds) {
+    if (!deviceIds.length) return;
+    await this.secure.sendCallPayload(this.call.conversation_id, deviceIds,
+      { type: "call_key", call_id: this.id, kid: String(this.kid()), key: b64(this.base) });
+  }
+
+  // From secure.js: a key for this call from another device, or a request for ours.
+  onKey(senderId, deviceId, payload) {
+    if (!this.call || payload.call_id !== this.id) return;
+    const inCall = this.call.participants.some((p) => p.device_id === deviceId && p.user_id === senderId);
+    if (!inCall) return;  // only devices the server seated in this call
+    if (payload.type === "call_key_request") { this.shareKey([deviceId]); return; }
+    const kid = BigInt(payload.kid);
+    const tag = String(kid >> 8n);
+    const previous = this.keysFrom.get(deviceId);
+    if (previous && previous !== tag) this.worker.postMessage({ type: "forget", tags: [previous] });
+    this.keysFrom.set(deviceId, tag);
+    this.worker.postMessage({ type: "receive", kid: payload.kid, base: unb64(payload.key) });
+    this.onChange();
+  }
+
+  // ----- the roster -------------------------------------------------------------------------
+
+  async update(call) {
+    if (!this.call || call.id !== this.call.id) return;
+    const before = new Set(this.call.participants.map((p) => p.device_id));
+    const now = new Set(call.participants.map((p) => p.device_id));
+    this.call = call;
+    if (call.state === "ended" || (this.state === "in-call" && !now.has(this.me.device_id))) {
+      this.stop(call.state === "ended" ? "ended" : "removed");
+      return;
+    }
+    if (this.state !== "in-call") return;
+    if (call.sfu_epoch !== this.epoch) { this.rejoin(); return; }
+    const joined = [...now].filter((d) => !before.has(d) && d !== this.me.device_id);
+    const left = [...before].filter((d) => !now.has(d));
+    if (joined.length) {
+      // The newcomer must not read what was said before: ratchet, then give them the result.
+      this.base = await ratchet(this.base);
+      this.gen = (this.gen + 1) % 256;
+      this.worker.postMessage({ type: "send", kid: String(this.kid()), base: this.base });
+      await this.shareKey(joined);
+    }
+    if (left.length) {
+      for (const d of left) this.keysFrom.delete(d);
+      clearTimeout(this.rotation);
+      this.rotation = setTimeout(() => this.rotate(), LEAVE_ROTATE_MS);
+    }
+    await this.resubscribe();
+    this.onChange();
+  }
+
+  // Whoever left must not read what follows: a new key, given to those still here first.
+  async rotate() {
+    if (this.state !== "in-call") return;
+    const tag = crypto.getRandomValues(new Uint32Array(1))[0] & 0xffffff;
+    const base = randomBytes(32);
+    const kid = BigInt(tag) * 256n;
+    await this.secure.sendCallPayload(this.call.conversation_id, this.others().map((p) => p.device_id),
+      { type: "call_key", call_id: this.id, kid: String(kid), key: b64(base) });
+    setTimeout(() => {
+      Object.assign(this, { tag, gen: 0, base });
+      this.worker.postMessage({ type: "send", kid: String(kid), base });
+    }, SWITCH_AFTER_MS);
+  }
+
+  async resubscribe() {
+    const feeds = this.others().filter((p) => p.publishing && p.feed_id).map((p) => p.feed_id).sort();
+    if (feeds.join() === (this.subscribed || []).join()) return;
+    if (!feeds.length && !this.sub) return;
+    const answer = await this.api.callStep(this.id, "subscribe", { feeds });
+    this.subscribed = feeds;
+    this.streams = answer.streams;
+    for (const id of [...this.tiles.keys()]) if (!feeds.includes(id)) this.tiles.delete(id);
+    if (!answer.jsep) return;
+    if (!this.sub) {
+      this.sub = new RTCPeerConnection({ iceServers: this.iceServers,
+        iceTransportPolicy: this.relayOnly ? "relay" : "all" });
+      this.watch(this.sub, "subscriber");
+      this.sub.ontrack = (e) => this.onTrack(e);
+    }
+    await this.sub.setRemoteDescription(answer.jsep);
+    const mine = await this.sub.createAnswer();
+    await this.sub.setLocalDescription(mine);
+    await this.api.callStep(this.id, "answer", { jsep: { type: "answer", sdp: mine.sdp } });
+    this.flush("subscriber");
+  }
+
+  onTrack(event) {
+    event.receiver.transform = new RTCRtpScriptTransform(this.worker,
+      { operation: "decrypt", kind: event.track.kind });
+    const stream = this.streams.find((s) => s.mid === event.transceiver.mid);
+    if (!stream) return;
+    const who = this.call.participants.find((p) => p.feed_id === stream.feed_id);
+    const tile = this.tiles.get(stream.feed_id) || { stream: new MediaStream(), feed_id: stream.feed_id,
+      username: who ? who.username : "?", device_id: who ? who.device_id : null, receivers: [] };
+    tile.stream.addTrack(event.track);
+    tile.receivers.push(event.receiver);
+    this.tiles.set(stream.feed_id, tile);
+    this.onChange();
+  }
+
+  // Who is speaking, which keys are missing (asked for by themselves), and whether media flows.
+  poll() {
+    this.worker.postMessage({ type: "stats" });
+    this.speaking = new Set();
+    for (const tile of this.tiles.values()) {
+      for (const r of tile.receivers) {
+        if (r.track.kind !== "audio") continue;
+        const level = Math.max(0, ...r.getSynchronizationSources().map((s) => s.audioLevel || 0));
+        if (level > 0.05) this.speaking.add(tile.feed_id);
+      }
+    }
+    const now = Date.now();
+    for (const p of this.others()) {
+      if (this.keysFrom.has(p.device_id)) continue;
+      if (now - (this.asked.get(p.device_id) || p.joined_at) < ASK_KEY_AFTER_MS) continue;
+      this.asked.set(p.device_id, now);
+      this.secure.sendCallPayload(this.call.conversation_id, [p.device_id],
+        { type: "call_key_request", call_id: this.id }).catch(() => {});
+    }
+  }
+
+  waitingForKeys() {
+    return this.others().some((p) => p.publishing && !this.keysFrom.has(p.device_id));
+  }
+
+  // ----- controls ---------------------------------------------------------------------------
+
+  async setAudio(on) {
+    for (const t of this.local.getAudioTracks()) t.enabled = on;
+    this.call = await this.api.callStep(this.id, "configure", { audio: on });
+    this.onChange();
+  }
+
+  async setVideo(on) {
+    for (const t of this.local.getVideoTracks()) t.enabled = on;
+    this.call = await this.api.callStep(this.id, "configure", { video: on });
+    this.onChange();
+  }
+
+  async useDevice(kind, deviceId) {
+    const constraints = kind === "audio" ? { audio: { deviceId: { exact: deviceId } } }
+      : { video: { deviceId: { exact: deviceId }, width: 640, height: 360 } };
+    const [track] = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks();
+    await this.replace(kind, track);
+  }
+
+  async shareScreen() {
+    const display = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    const [track] = display.getVideoTracks();
+    const camera = this.local.getVideoTracks()[0];
+    await this.replace("video", track);
+    this.call = await this.api.callStep(this.id, "configure", { screen: true });
+    track.onended = async () => {
+      if (camera && this.inCall) {
+        await this.replace("video", camera);
+        this.call = await this.api.callStep(this.id, "configure", { screen: false }).catch(() => this.call);
+        this.onChange();
+      }
+    };
+    this.onChange();
+  }
+
+  async replace(kind, track) {
+    const sender = this.pub.getSenders().find((s) => s.track && s.track.kind === kind);
+    if (sender) await sender.replaceTrack(track);
+    for (const old of this.local.getTracks().filter((t) => t.kind === kind)) {
+      this.local.removeTrack(old);
+      if (old !== track) old.stop();
+    }
+    this.local.addTrack(track);
+  }
+
+  // After a network drop or an SFU restart: a new seat, without anyone clicking.
+  async rejoin() {
+    if (this.state === "reconnecting" || this.state === "ended" || this.state === "idle") return;
+    this.state = "reconnecting";
+    this.onChange();
+    this.closePeers();
+    for (const wait of REJOIN_BACKOFF_MS.concat(REJOIN_BACKOFF_MS.slice(-1).concat(Array(20).fill(8000)))) {
+      try {
+        await this.connect();
+        this.onChange();
+        return;
+      } catch (error) {
+        if (error.code === "call_ended" || error.code === "not_a_member") { this.stop("ended"); return; }
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+    this.stop("failed");
+  }
+
+  closePeers() {
+    for (const pc of [this.pub, this.sub]) if (pc) pc.close();
+    this.pub = this.sub = null;
+    this.subscribed = [];
+    this.tiles.clear();
+  }
+
+  async leave() {
+    const id = this.id;
+    this.stop("ended");
+    if (id) await this.api.callStep(id, "leave").catch(() => {});
+  }
+
+  async decline(call) {
+    await this.api.callStep(call.id, "decline").catch(() => {});
+  }
+
+  stop(why) {
+    this.state = why === "ended" ? "ended" : why;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    clearTimeout(this.rotation);
+    this.closePeers();
+    if (this.local) for (const t of this.local.getTracks()) t.stop();
+    this.local = null;
+    if (this.worker) this.worker.terminate();
+    this.worker = null;
+    this.onChange();
+  }
+}
