@@ -10,17 +10,24 @@ and a relay-only network still gets media through TURN.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from secureconnect.client import Client
+from secureconnect.client.devicestore import DeviceStore
+from secureconnect.client.secure import CallKey, SecureClient
 from tests.browser import pages
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.netns import ClientNet, can_make_namespaces
 from tests.conftest import FAST, in_ci
-from tests.helpers import PASSWORD, unique
+from tests.helpers import PASSWORD, signed_up, unique
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.slow  # browsers, Janus, coturn
@@ -93,27 +100,46 @@ async def stats(page: Any) -> dict[str, Any]:
     return found
 
 
-async def media_flows(page: Any, timeout: float = 30.0) -> dict[str, Any]:
+async def media_flows(page: Any, timeout: float = 40.0) -> dict[str, Any]:
     """Waits until this browser decodes video and audio from the call, and keeps doing so."""
     deadline = time.monotonic() + timeout
     first: dict[str, Any] | None = None
     while True:
-        now = await stats(page)
-        if first is None and now["framesDecoded"] > 10 and now["audioSamples"] > 0:
-            first = now
-        elif (
-            first is not None
-            and now["framesDecoded"] > first["framesDecoded"] + 10
-            and now["audioSamples"] > first["audioSamples"]
-        ):
-            return now
+        now = await page.evaluate("window.secureconnect.callStats()")
+        if now and now["state"] == "in-call":
+            if first is None:
+                if now["framesDecoded"] > 10 and now["audioSamples"] > 0:
+                    first = now
+            elif (
+                now["framesDecoded"] > first["framesDecoded"] + 10
+                and now["audioSamples"] > first["audioSamples"]
+            ):
+                return dict(now)
         assert time.monotonic() < deadline, f"media did not flow: {now}"
+        await asyncio.sleep(0.5)
+
+
+async def frames_from_each(page: Any, others: int, timeout: float = 60.0) -> None:
+    """Every other participant's video plays here (its <video> advances)."""
+    script = """() => [...document.querySelectorAll('.tile:not(.me) video')]
+        .map((v) => v.getVideoPlaybackQuality().totalVideoFrames)"""
+    deadline = time.monotonic() + timeout
+    first: list[int] | None = None
+    while True:
+        counts: list[int] = await page.evaluate(script)
+        if len(counts) == others and all(c > 0 for c in counts):
+            if first is None:
+                first = counts
+            elif all(c > f for c, f in zip(counts, first, strict=True)):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not every video plays: {counts} {await stats(page)}")
         await asyncio.sleep(0.5)
 
 
 async def call_between(
     browser: Any, server: ServerProcess, relay_only: bool = False
-) -> tuple[Any, Any, str, str]:
+) -> tuple[Any, Any]:
     alice, bob = unique("alice"), unique("bob")
     a = await person(browser, server, alice, relay_only)
     b = await person(browser, server, bob, relay_only)
@@ -122,20 +148,156 @@ async def call_between(
     await b.wait_for_selector("#incoming-call", timeout=20000)
     await pages.shot(b, "21-incoming-call")
     await b.click("#accept-call")
-    return a, b, alice, bob
+    return a, b
+
+
+async def close(*pages_: Any) -> None:
+    for page in pages_:
+        await page.context.close()
 
 
 async def test_a_one_to_one_video_call_is_encrypted_end_to_end(net_browser, media_server) -> None:
-    a, b, alice, bob = await call_between(net_browser, media_server)
+    a, b = await call_between(net_browser, media_server)
     for page in (a, b):
         await media_flows(page)
     for page in (a, b):
         now = await stats(page)
         assert now["decryptFailures"] == 0 and now["decrypted"] > 0, now
         assert await page.text_content("#call-e2ee") == "End-to-end encrypted"
+    await frames_from_each(a, 1)
     await pages.shot(a, "22-in-call")
+    # Mute shows on the other side.
+    await a.click("#toggle-mic")
+    await b.wait_for_selector(".tile:not(.me) .label:has-text('muted')", timeout=10000)
+    # A wrong key decodes nothing: Bob's worker is handed garbage for Alice's current key.
+    await b.evaluate(
+        """() => { const c = window.secureconnect.call();
+                   for (const kid of c.keysFrom.values()) for (let g = 0n; g < 4n; g++)
+                     c.worker.postMessage({ type: "receive", kid: String(BigInt(kid) + g),
+                       base: crypto.getRandomValues(new Uint8Array(32)) }); }"""
+    )
+    await asyncio.sleep(1.5)
+    before = await stats(b)
+    failures = 0
+    for _ in range(6):
+        await asyncio.sleep(0.5)
+        failures += (await stats(b))["decryptFailures"]
+    after = await stats(b)
+    assert after["decrypted"] == before["decrypted"], (before, after)
+    assert after["framesDecoded"] - before["framesDecoded"] <= 2
+    assert failures > 0
     await a.click("#leave-call")
     await b.wait_for_selector("#call-screen", state="detached", timeout=20000)
     assert a.errors == [] and b.errors == []
+    await close(a, b)
+
+
+async def test_a_group_call_of_four_everyone_sees_everyone(net_browser, media_server) -> None:
+    names = [unique(n) for n in ("ann", "ben", "cat", "dan")]
+    people = [await person(net_browser, media_server, n) for n in names]
+    await pages.start_conversation(people[0], ", ".join(names[1:]), "Standup")
+    await people[0].click("#call-video")
+    for page in people[1:]:
+        await page.wait_for_selector("#incoming-call", timeout=20000)
+        await page.click("#accept-call")
+    for page in people:
+        await frames_from_each(page, 3, timeout=90)
+    for page in people:
+        now = await stats(page)
+        assert now["decryptFailures"] == 0 and len(now["keysFrom"]) == 3, now
+    await pages.shot(people[0], "23-group-call")
+    # Dan is removed from the group by Ann (from her phone, here the SDK): he is put out of
+    # the call, and the others carry on under new keys that his browser never gets.
+    admin = Client(media_server.url)
+    await admin.login(names[0], PASSWORD)
+    try:
+        conv = next(c for c in await admin.conversations() if c.name == "Standup")
+        keys_before = [
+            dict(
+                await people[i].evaluate("Object.fromEntries(window.secureconnect.call().keysFrom)")
+            )
+            for i in (1, 2)
+        ]
+        await admin.remove_member(conv.id, names[3])
+    finally:
+        await admin.aclose()
+    await people[3].wait_for_selector("#call-screen", state="detached", timeout=20000)
+    for page in people[:3]:
+        await frames_from_each(page, 2, timeout=40)
+    await asyncio.sleep(4)  # the key change after a leave, and a margin
+    for i, page in zip((1, 2), people[1:3], strict=True):
+        now = await page.evaluate("Object.fromEntries(window.secureconnect.call().keysFrom)")
+        changed = [d for d in now if now[d] != keys_before[i - 1].get(d)]
+        assert len(now) == 2 and len(changed) == 2, (keys_before[i - 1], now)
+        assert (await stats(page))["decryptFailures"] == 0
+    await frames_from_each(people[0], 2)
+    for page in people[:3]:
+        assert page.errors == [], page.errors
+    # Dan's browser was refused what it tried after his removal (403), and nothing else.
+    assert all("403" in e for e in people[3].errors), people[3].errors
+    await close(*people)
+
+
+async def test_relay_only_goes_through_coturn(net_browser, media_server) -> None:
+    a, b = await call_between(net_browser, media_server, relay_only=True)
     for page in (a, b):
-        await page.context.close()
+        now = await media_flows(page)
+        assert now["candidateTypes"] and set(now["candidateTypes"]) == {"relay"}, now
+    await close(a, b)
+
+
+async def test_janus_killed_mid_call_comes_back_without_a_click(net_browser, media_server) -> None:
+    a, b = await call_between(net_browser, media_server)
+    for page in (a, b):
+        await media_flows(page)
+    assert media_server.proc is not None
+    pids = subprocess.run(  # noqa: ASYNC221 - one quick pgrep
+        ["pgrep", "-P", str(media_server.proc.pid), "-x", "janus"], capture_output=True, text=True
+    ).stdout.split()
+    os.kill(int(pids[0]), signal.SIGKILL)
+    await a.wait_for_selector("#call-e2ee:has-text('Reconnecting')", timeout=30000)
+    for page in (a, b):
+        now = await media_flows(page, timeout=90)
+        assert now["decryptFailures"] == 0
+    await close(a, b)
+
+
+async def test_a_python_device_joins_and_trades_media_keys_with_a_browser(
+    net_browser, media_server, tmp_path: Path
+) -> None:
+    alice = unique("alice")
+    a = await person(net_browser, media_server, alice)
+    bot = Client(media_server.url)
+    try:
+        await signed_up(bot, unique("bot"))
+        secure = SecureClient(bot, DeviceStore(tmp_path / "bot.json", "pass"))
+        await secure.start()
+        conv = await bot.direct(alice)
+        call = await bot.start_call(conv.id, "video")
+        await bot.join_call(call.id)
+        await a.wait_for_selector("#incoming-call", timeout=20000)
+        await a.click("#accept-call")
+        deadline = time.monotonic() + 20
+        got: list[CallKey] = []
+        while not got:
+            assert time.monotonic() < deadline, "the browser's media key never came"
+            got = [e for e in await secure.sync_inbox() if isinstance(e, CallKey)]
+            await bot.call_heartbeat(call.id)
+            await asyncio.sleep(0.3)
+        assert got[0].call_id == call.id and len(got[0].key) == 32
+        roster = await bot.get_call(call.id)
+        assert secure.device_id in {p.device_id for p in roster.participants}
+        sent = await secure.send_call_key(roster, 7 << 8, os.urandom(32))
+        assert len(sent) == 1
+        deadline = time.monotonic() + 20
+        while True:
+            keys = await a.evaluate("[...window.secureconnect.call().keysFrom.keys()]")
+            if secure.device_id in keys:
+                break
+            assert time.monotonic() < deadline, keys
+            await asyncio.sleep(0.3)
+        await bot.leave_call(call.id)
+    finally:
+        await bot.aclose()
+    await a.wait_for_selector("#call-screen", state="detached", timeout=20000)
+    await close(a)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from secureconnect.client import Client
+from secureconnect.client import ApiError, Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
@@ -330,6 +330,29 @@ async def test_a_missed_call_shows_in_the_conversation(browser, calls_server) ->
         )
         await pages.shot(a, "20-missed-call")
         assert a.errors == []
+    finally:
+        await bob.aclose()
+        await a.context.close()
+
+
+async def test_a_browser_that_cannot_encrypt_calls_gets_no_call(browser, calls_server) -> None:
+    """Without RTCRtpScriptTransform a call could only be unencrypted: there is none, and the
+    person is told why, in their language."""
+    a = await pages.open_client(browser, calls_server.url)
+    await a.add_init_script("delete window.RTCRtpScriptTransform")
+    await a.reload()
+    await pages.register(a, unique("alice"), PASSWORD)
+    bob = await signed_up(Client(calls_server.url), unique("bob"))
+    try:
+        assert bob.login_info is not None
+        await pages.start_conversation(a, bob.login_info.username)
+        await a.click("#call-video")
+        notice = await a.wait_for_selector("#call-error", timeout=10000)
+        assert "cannot encrypt calls end to end" in (await notice.text_content() or "")
+        assert await a.query_selector("#call-screen") is None
+        with pytest.raises(ApiError) as none:
+            await bob.current_call((await bob.conversations())[0].id)
+        assert none.value.code == "no_call"  # nothing was started, nothing rings
     finally:
         await bob.aclose()
         await a.context.close()

@@ -46,6 +46,9 @@ class CallOut(BaseModel):
     created_at: int
     answered_at: int | None
     ended_at: int | None
+    rings_until: int | None = Field(
+        description="until when members who have not answered are rung (ms); none once ended"
+    )
     sfu_epoch: int = Field(description="changes when the SFU restarted: rejoin if yours differs")
     participants: list[ParticipantOut]
     declined: list[str]

@@ -114,6 +114,7 @@ class CallService:
         self.rooms: dict[str, Room] = {}
         self.seats: dict[tuple[str, str], Seat] = {}
         self._control: tuple[JanusSession, int] | None = None
+        self._epoch = 0  # the Janus generation the rooms and seats here belong to
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ----- reading -----------------------------------------------------------------------
@@ -126,14 +127,16 @@ class CallService:
         await self.chat.require_member(ctx.user_id, conv_id)
         async with self.db.read() as conn:
             call_id = await store.open_call(conn, conv_id)
-            found = await store.describe(conn, call_id, self.epoch) if call_id else None
+            found = (
+                await store.describe(conn, call_id, self.epoch, self.ring_ms) if call_id else None
+            )
         if found is None:
             raise NotFound("no_call", "there is no call in this conversation")
         return found
 
     async def describe(self, ctx: AuthContext, call_id: str) -> CallOut:
         async with self.db.read() as conn:
-            found = await store.describe(conn, call_id, self.epoch)
+            found = await store.describe(conn, call_id, self.epoch, self.ring_ms)
         if found is None:
             raise NotFound("call_not_found", "no such call")
         await self.chat.require_member(ctx.user_id, found.conversation_id)
@@ -184,7 +187,7 @@ class CallService:
         row = await self._open_row(ctx, call_id)
         async with self._lock(call_id), self.db.write() as conn:
             await store.decline(conn, call_id, ctx.user_id, self.clock.now_ms())
-            call = await store.describe(conn, call_id, self.epoch)
+            call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
             assert call is not None
             members = await self.chat.current_member_ids(conn, row.conversation_id)
             others = set(members) - {row.caller_user_id}
@@ -285,7 +288,7 @@ class CallService:
             if row is None or row.open_key is None:
                 return
             await store.set_participant(conn, call_id, device_ids, left_at=self.clock.now_ms())
-            call = await store.describe(conn, call_id, self.epoch)
+            call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
             assert call is not None
             # A 1:1 call ends when either person hangs up (their other devices do not keep it).
             alone = len({p.user_id for p in call.participants}) == 1
@@ -428,7 +431,7 @@ class CallService:
             return
         async with self._lock(call_id):
             async with self.db.read() as conn:
-                call = await store.describe(conn, call_id, self.epoch)
+                call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
             present = (
                 [p.device_id for p in call.participants if p.username == username] if call else []
             )
@@ -480,12 +483,22 @@ class CallService:
                 await self._control[0].close()
 
     async def _reap(self) -> None:
-        if self._control is not None and self._control[0].generation != self.epoch:
-            self._forget_janus()
+        restarted = self.sfu is not None and self.sfu.state == "up" and self.epoch != self._epoch
+        if restarted:
+            lost = self._epoch != 0 and bool(self.rooms or self.seats)
+            self._epoch = self.epoch
+            if lost:
+                self._forget_janus()
         now = self.clock.now_ms()
         async with self.db.read() as conn:
             rows = await store.owned_calls(conn, self.owner)
-            described = {r.id: await store.describe(conn, r.id, self.epoch) for r in rows}
+            described = {
+                r.id: await store.describe(conn, r.id, self.epoch, self.ring_ms) for r in rows
+            }
+        if restarted:  # every device in these calls hears the new epoch, and joins again
+            for row in rows:
+                async with self.db.write() as conn:
+                    await self._announce(conn, row.id, row.conversation_id)
         for row in rows:
             call = described[row.id]
             if call is None:
@@ -546,7 +559,7 @@ class CallService:
 
     async def _announce(self, conn: AsyncConnection, call_id: str, conv_id: str) -> None:
         """Every member's devices get the call as it now stands, once this commits."""
-        call = await store.describe(conn, call_id, self.epoch)
+        call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
         members = await self.chat.current_member_ids(conn, conv_id)
         if call is not None:
             event = {"type": "call", "call": call.model_dump(mode="json")}
@@ -586,7 +599,7 @@ class CallService:
         self.metrics.calls_ended.labels(outcome=outcome).inc()
 
     async def _present(self, conn: AsyncConnection, call_id: str) -> list[str]:
-        call = await store.describe(conn, call_id, self.epoch)
+        call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
         return [p.device_id for p in call.participants] if call else []
 
     async def _cleanup_if_ended(self, call_id: str) -> None:

@@ -112,7 +112,9 @@ async def ever_joined(conn: AsyncConnection, call_id: str) -> list[str]:
     return seen
 
 
-async def describe(conn: AsyncConnection, call_id: str, epoch: int) -> CallOut | None:
+async def describe(
+    conn: AsyncConnection, call_id: str, epoch: int, ring_ms: int = 0
+) -> CallOut | None:
     row = await call_row(conn, call_id)
     if row is None:
         return None
@@ -143,6 +145,7 @@ async def describe(conn: AsyncConnection, call_id: str, epoch: int) -> CallOut |
         created_at=row.created_at,
         answered_at=row.answered_at,
         ended_at=row.ended_at,
+        rings_until=row.created_at + ring_ms if row.open_key is not None else None,
         sfu_epoch=epoch,
         participants=[
             ParticipantOut(

@@ -155,12 +155,22 @@ async function onEvent(event) {
 
 // ----- calls --------------------------------------------------------------------------------
 
+const firstHeard = new Map();  // call id -> when this device first heard it ring (its own clock)
 function onCall(call) {
   const mine = call.participants.some((p) => p.device_id === ui.session.device_id);
-  const rings = call.state === "ringing" && !mine && call.caller !== ui.session.username
+  if (!firstHeard.has(call.id)) firstHeard.set(call.id, Date.now());
+  // A group call keeps ringing for those who have not answered, as Signal's and Element's do.
+  const ringWindow = call.rings_until ? call.rings_until - call.created_at : 0;
+  const stillRinging = call.state === "ringing"
+    || (call.state === "live" && Date.now() - firstHeard.get(call.id) < ringWindow);
+  const rings = stillRinging && !mine && call.caller !== ui.session.username
     && !call.declined.includes(ui.session.username)
     && !(ui.call && ui.call.inCall);
-  if (rings) ui.ringing.set(call.id, call); else ui.ringing.delete(call.id);
+  if (rings) {
+    ui.ringing.set(call.id, call);
+    const left = ringWindow - (Date.now() - firstHeard.get(call.id));
+    setTimeout(() => { if (ui.ringing.delete(call.id)) renderCall(); }, Math.max(0, left));
+  } else ui.ringing.delete(call.id);
   if (ui.call && ui.call.id === call.id) ui.call.update(call).catch((e) => quiet(e));
   ui.live = ui.live || new Map();
   if (call.state === "ended") ui.live.delete(call.conversation_id); else ui.live.set(call.conversation_id, call);
@@ -208,9 +218,17 @@ function videoFor(key, stream, muted) {
   return node;
 }
 
+let shownCall = "";
 function renderCall() {
   let layer = document.getElementById("call-layer");
   if (!layer) { layer = el("div", { id: "call-layer" }); document.body.append(layer); }
+  // Redraw only when something a person would see changed: buttons stay put under the pointer.
+  const c0 = ui.call;
+  const seen = JSON.stringify([ui.callError, [...ui.ringing.keys()], lang(), c0 && c0.inCall && [c0.state,
+    c0.waitingForKeys(), [...c0.tiles.keys()], [...c0.speaking], c0.others().map((p) => [p.device_id, p.audio, p.video]),
+    c0.local && c0.local.getTracks().map((tr) => tr.enabled)]]);
+  if (seen === shownCall) return;
+  shownCall = seen;
   const parts = [];
   if (ui.callError) {
     parts.push(el("div", { class: "call-error", role: "alert", id: "call-error" }, ui.callError,

@@ -42,7 +42,7 @@ export class Call {
     this.local = null;           // MediaStream
     this.tiles = new Map();      // feed_id -> { stream, username, device_id, decrypted }
     this.streams = [];           // mid -> feed
-    this.keysFrom = new Map();   // device_id -> tag (string)
+    this.keysFrom = new Map();   // device_id -> the KID of its latest key (string)
     this.asked = new Map();      // device_id -> when we last asked for its key
     this.speaking = new Set();   // feed ids
     this.stats = { decrypted: 0, failures: 0, missing: [] };
@@ -111,7 +111,8 @@ export class Call {
     this.tiles.clear();
     this.state = "in-call";
     await this.shareKey(this.others().map((p) => p.device_id));
-    await this.update(this.call);
+    await this.resubscribe();
+    this.onChange();
   }
 
   // ICE candidates go to the server once the SDP they belong to is there.
@@ -160,18 +161,27 @@ export class Call {
     const inCall = this.call.participants.some((p) => p.device_id === deviceId && p.user_id === senderId);
     if (!inCall) return;  // only devices the server seated in this call
     if (payload.type === "call_key_request") { this.shareKey([deviceId]); return; }
-    const kid = BigInt(payload.kid);
-    const tag = String(kid >> 8n);
+    const tag = String(BigInt(payload.kid) >> 8n);
     const previous = this.keysFrom.get(deviceId);
-    if (previous && previous !== tag) this.worker.postMessage({ type: "forget", tags: [previous] });
-    this.keysFrom.set(deviceId, tag);
+    const before = previous && String(BigInt(previous) >> 8n);
+    if (before && before !== tag) this.worker.postMessage({ type: "forget", tags: [before] });
+    this.keysFrom.set(deviceId, payload.kid);
     this.worker.postMessage({ type: "receive", kid: payload.kid, base: unb64(payload.key) });
     this.onChange();
   }
 
   // ----- the roster -------------------------------------------------------------------------
 
-  async update(call) {
+  // Roster changes are applied one at a time, in order: each may renegotiate with Janus, and
+  // two renegotiations at once would cross.
+  update(call) {
+    this.queue = (this.queue || Promise.resolve()).then(() => this.apply(call)).catch((e) => {
+      console.warn("call update failed:", e.message);
+    });
+    return this.queue;
+  }
+
+  async apply(call) {
     if (!this.call || call.id !== this.call.id) return;
     const before = new Set(this.call.participants.map((p) => p.device_id));
     const now = new Set(call.participants.map((p) => p.device_id));
