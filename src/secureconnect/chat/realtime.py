@@ -57,6 +57,7 @@ AUTH_TIMEOUT = 4408
 TOO_SLOW = 4429
 
 REPLAY_PAGE = 200
+INBOX_REMEMBERED = 4096
 ACK_FLUSH_S = 0.5
 # 2: receipts arrive as "receipts" frames, sent to the people whose messages they cover.
 PROTOCOL = 2
@@ -324,7 +325,12 @@ class SocketSession:
         self.chat = chat
         self.inbox = inbox
         self.hub = hub
-        self.inbox_sent = 0
+        self.inbox_sent = 0  # the replay's position
+        # Inbox ids are one sequence for every device, and two senders' messages can reach the
+        # bus in the other order than their ids: delivery is deduplicated by id, not by a
+        # high-water mark, and an ack deletes only what this connection delivered.
+        self.inbox_delivered: dict[int, None] = {}  # ordered, bounded
+        self.inbox_unacked: set[int] = set()
         self.auth_timeout = auth_timeout
         self.queue_size = queue_size
         self.sent: dict[str, int] = {}
@@ -436,11 +442,19 @@ class SocketSession:
                     await self._catch_up(ctx, conv_id)
                     continue
                 self.sent[conv_id] = seq
-            elif event["type"] == "inbox":
-                if event["id"] <= self.inbox_sent:
-                    continue
-                self.inbox_sent = event["id"]
+            elif event["type"] == "inbox" and not self._deliverable(event["id"]):
+                continue
             await self.ws.send_text(frame)
+
+    def _deliverable(self, inbox_id: int) -> bool:
+        if inbox_id in self.inbox_delivered:
+            return False
+        self.inbox_delivered[inbox_id] = None
+        if len(self.inbox_delivered) > INBOX_REMEMBERED:
+            del self.inbox_delivered[next(iter(self.inbox_delivered))]
+        self.inbox_unacked.add(inbox_id)
+        self.inbox_sent = max(self.inbox_sent, inbox_id)
+        return True
 
     async def _replay(self, ctx: AuthContext, cursors: dict[str, int]) -> None:
         """Everything after the given positions, from the store: the inbox first (it carries
@@ -448,8 +462,8 @@ class SocketSession:
         while True:
             pending = await self.inbox.pending(ctx, self.inbox_sent, REPLAY_PAGE)
             for item in pending:
-                self.inbox_sent = item["id"]
-                await self._send(item)
+                if self._deliverable(item["id"]):
+                    await self._send(item)
             if len(pending) < REPLAY_PAGE:
                 break
         positions = await self.chat.start_positions(ctx.user_id, ctx.device_id, dict(cursors))
@@ -485,7 +499,9 @@ class SocketSession:
             elif kind == "ack":
                 self.hub.acks.add(conn.ctx, frame["conversation_id"], frame["seq"])
             elif kind == "inbox_ack":
-                await self.inbox.ack(conn.ctx, frame["up_to"])
+                done = {i for i in self.inbox_unacked if i <= frame["up_to"]}
+                self.inbox_unacked -= done
+                await self.inbox.ack(conn.ctx, frame["up_to"], only=done)
             elif kind == "typing":
                 try:
                     await self.chat.typing(conn.ctx, frame["conversation_id"], frame["typing"])

@@ -10,6 +10,7 @@ The inbox keeps pairwise-encrypted messages for one device until that device ack
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
@@ -337,12 +338,17 @@ class InboxService:
                 for r in rows
             ]
 
-    async def ack(self, ctx: AuthContext, up_to: int) -> int:
-        """Deletes this device's messages up to ``up_to``: acknowledged means gone."""
+    async def ack(self, ctx: AuthContext, up_to: int, only: Collection[int] | None = None) -> int:
+        """Deletes this device's messages up to ``up_to`` (of those, only the ids in ``only``
+        when given: what the realtime connection actually delivered, since a message with a
+        lower id can arrive after a higher one): acknowledged means gone."""
+        if only is not None and not only:
+            return 0
+        where = and_(inbox.c.device_id == ctx.device_id, inbox.c.id <= up_to)
+        if only is not None:
+            where = and_(where, inbox.c.id.in_(sorted(only)))
         async with self.db.write() as conn:
-            result = await conn.execute(
-                delete(inbox).where(and_(inbox.c.device_id == ctx.device_id, inbox.c.id <= up_to))
-            )
+            result = await conn.execute(delete(inbox).where(where))
             return result.rowcount
 
     async def _owners(self, conn: AsyncConnection, device_ids: list[str]) -> dict[str, str]:

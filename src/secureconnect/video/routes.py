@@ -122,6 +122,12 @@ async def layer(call_id: str, body: Layer, caller: Caller, services: ServicesDep
     return Ok()
 
 
+@router.post("/calls/{call_id}/keyframe", response_model=Ok)
+async def keyframe(call_id: str, caller: Caller, services: ServicesDep) -> Ok:
+    await calls(services).keyframe(caller, call_id)
+    return Ok()
+
+
 @router.post("/calls/{call_id}/decrypt-failures", response_model=Ok)
 async def decrypt_failures(
     call_id: str, body: DecryptFailures, caller: Caller, services: ServicesDep

@@ -406,6 +406,12 @@ class CallService:
             {"request": "configure", "streams": [{"mid": mid, "substream": substream}]},
         )
 
+    async def keyframe(self, ctx: AuthContext, call_id: str) -> None:
+        """Asks this device's own encoder, through Janus, for a key frame: a sender that has
+        just given someone its key sends one, so they need not wait for the next."""
+        seat = await self._seat_of(ctx, call_id)
+        await seat.session.message(seat.publisher, {"request": "configure", "keyframe": True})
+
     def counts(self) -> CallCounts:
         seats = list(self.seats.values())
         return CallCounts(
@@ -489,31 +495,25 @@ class CallService:
             self._epoch = self.epoch
             if lost:
                 self._forget_janus()
+        # Two statements a round for a call in progress: this runs every second while
+        # media flows, and is most of what the control plane costs then (bench/calls.py).
         now = self.clock.now_ms()
         async with self.db.read() as conn:
             rows = await store.owned_calls(conn, self.owner)
-            described = {
-                r.id: await store.describe(conn, r.id, self.epoch, self.ring_ms) for r in rows
-            }
+            silent = {r.id: await store.silent(conn, r.id, now - self.heartbeat_ms) for r in rows}
         if restarted:  # every device in these calls hears the new epoch, and joins again
             for row in rows:
                 async with self.db.write() as conn:
                     await self._announce(conn, row.id, row.conversation_id)
         for row in rows:
-            call = described[row.id]
-            if call is None:
-                continue
-            rang_out = row.state == "ringing" and now - row.created_at > self.ring_ms
-            if rang_out and not self._others_in(call, row):
+            # Still "ringing" means nobody but the caller has answered.
+            if row.state == "ringing" and now - row.created_at > self.ring_ms:
                 async with self._lock(row.id), self.db.write() as conn:
                     await self._end(conn, row.id, "missed")
                 await self._cleanup_if_ended(row.id)
-                continue
-            async with self.db.read() as conn:
-                silent = await store.silent(conn, row.id, now - self.heartbeat_ms)
-            if silent:
+            elif silent[row.id]:
                 async with self._lock(row.id):
-                    await self._leave(row.id, silent)
+                    await self._leave(row.id, silent[row.id])
                 await self._cleanup_if_ended(row.id)
 
     def _forget_janus(self) -> None:

@@ -191,14 +191,14 @@ async function startCall(conv, media) {
   }
 }
 
-async function joinCall(call) {
+async function joinCall(call, options = {}) {
   ui.ringing.delete(call.id);
   if (!callsSupported()) { ui.callError = t("noE2eeBrowser"); renderCall(); return; }
   if (ui.call && ui.call.inCall) await ui.call.leave();
   ui.call = new Call({ api: ui.api, secure: ui.secure, me: ui.session, onChange: renderCall,
     relayOnly: localStorage.getItem("sc-relay-only") === "1" });
   try {
-    await ui.call.join(call);
+    await ui.call.join(call, options);
   } catch (error) {
     ui.call.stop("failed");
     ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : error.message;
@@ -242,6 +242,8 @@ function renderCall() {
         conv && conv.kind === "group" ? el("div", { class: "sub" }, title(conv)) : null),
       el("button", { class: "decline", id: "decline-call", onclick: async () => {
         ui.ringing.delete(call.id); renderCall(); await ui.api.callStep(call.id, "decline").catch(quiet); } }, t("decline")),
+      call.media === "video" ? el("button", { class: "ghost", id: "accept-audio",
+        onclick: () => joinCall(call, { camera: false }) }, t("acceptAudio")) : null,
       el("button", { class: "accept", id: "accept-call", onclick: () => joinCall(call) }, t("accept"))));
   }
   const c = ui.call;
@@ -643,7 +645,7 @@ window.secureconnect = {
     if (!c || !c.inCall) return null;
     const out = { state: c.state, framesDecoded: 0, audioSamples: 0, framesSent: 0,
       decryptFailures: c.stats.failures, decrypted: c.stats.decrypted, candidateTypes: [],
-      keysFrom: [...c.keysFrom.keys()], waitingForKeys: c.waitingForKeys() };
+      keysFrom: [...c.keysFrom.keys()], waitingForKeys: c.waitingForKeys(), keys: { ...c.counters } };
     for (const pc of [c.pub, c.sub]) {
       if (!pc) continue;
       const report = await pc.getStats();

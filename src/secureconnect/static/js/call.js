@@ -11,7 +11,9 @@ const HEARTBEAT_MS = 10000;
 const LEAVE_ROTATE_MS = 2000;
 const SWITCH_AFTER_MS = 700;     // a new key is sent first, used a moment later
 const STATS_MS = 1000;
-const ASK_KEY_AFTER_MS = 2500;
+const ASK_KEY_AFTER_MS = 2500;   // then 5 s, 10 s, 20 s: asking must never outrun answering
+const KEYFRAME_AFTER_MS = 300;
+const RESUBSCRIBE_AFTER_MS = 250;   // once a new key has reached its receivers
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 
 export function callsSupported() {
@@ -43,11 +45,13 @@ export class Call {
     this.tiles = new Map();      // feed_id -> { stream, username, device_id, decrypted }
     this.streams = [];           // mid -> feed
     this.keysFrom = new Map();   // device_id -> the KID of its latest key (string)
-    this.asked = new Map();      // device_id -> when we last asked for its key
+    this.asked = new Map();      // device_id -> { at, wait } of our last request for its key
     this.speaking = new Set();   // feed ids
     this.stats = { decrypted: 0, failures: 0, missing: [] };
     this.timers = [];
     this.error = "";
+    // Key traffic, for call diagnostics: counts only.
+    this.counters = { keysSent: 0, keysReceived: 0, requestsSent: 0, requestsAnswered: 0, dropped: 0 };
   }
 
   get id() { return this.call && this.call.id; }
@@ -56,11 +60,12 @@ export class Call {
 
   // ----- joining ----------------------------------------------------------------------------
 
-  async join(call) {
+  // camera: false joins a video call with sound only (Signal's "answer as audio").
+  async join(call, { camera = true } = {}) {
     this.call = call;
     this.state = "joining";
     this.onChange();
-    const video = call.media === "video";
+    const video = call.media === "video" && camera;
     if (!this.local) {
       this.local = await navigator.mediaDevices.getUserMedia({ audio: true,
         video: video ? { width: 640, height: 360 } : false });
@@ -151,6 +156,7 @@ export class Call {
 
   async shareKey(deviceIds) {
     if (!deviceIds.length) return;
+    this.counters.keysSent += deviceIds.length;
     await this.secure.sendCallPayload(this.call.conversation_id, deviceIds,
       { type: "call_key", call_id: this.id, kid: String(this.kid()), key: b64(this.base) });
   }
@@ -159,8 +165,13 @@ export class Call {
   onKey(senderId, deviceId, payload) {
     if (!this.call || payload.call_id !== this.id) return;
     const inCall = this.call.participants.some((p) => p.device_id === deviceId && p.user_id === senderId);
-    if (!inCall) return;  // only devices the server seated in this call
-    if (payload.type === "call_key_request") { this.shareKey([deviceId]); return; }
+    if (!inCall) { this.counters.dropped++; return; }  // only devices seated in this call
+    if (payload.type === "call_key_request") {
+      this.counters.requestsAnswered++;
+      this.shareKey([deviceId]).then(() => this.keyframeSoon());
+      return;
+    }
+    this.counters.keysReceived++;
     const tag = String(BigInt(payload.kid) >> 8n);
     const previous = this.keysFrom.get(deviceId);
     const before = previous && String(BigInt(previous) >> 8n);
@@ -200,14 +211,27 @@ export class Call {
       this.gen = (this.gen + 1) % 256;
       this.worker.postMessage({ type: "send", kid: String(this.kid()), base: this.base });
       await this.shareKey(joined);
+      this.keyframeSoon();
     }
     if (left.length) {
       for (const d of left) this.keysFrom.delete(d);
       clearTimeout(this.rotation);
       this.rotation = setTimeout(() => this.rotate(), LEAVE_ROTATE_MS);
     }
-    await this.resubscribe();
+    this.resubscribeSoon();
     this.onChange();
+  }
+
+  // Several joins in a moment make one renegotiation with Janus, not one each; a refusal (a
+  // feed that was replaced as it was asked for) is tried again a moment later.
+  resubscribeSoon(delay = RESUBSCRIBE_AFTER_MS) {
+    clearTimeout(this.resubscribing);
+    this.resubscribing = setTimeout(() => {
+      this.queue = (this.queue || Promise.resolve()).then(() => this.resubscribe()).catch((e) => {
+        console.warn("subscription failed, trying again:", e.message);
+        if (this.state === "in-call") this.resubscribeSoon(1000);
+      });
+    }, delay);
   }
 
   // Whoever left must not read what follows: a new key, given to those still here first.
@@ -221,7 +245,14 @@ export class Call {
     setTimeout(() => {
       Object.assign(this, { tag, gen: 0, base });
       this.worker.postMessage({ type: "send", kid: String(kid), base });
+      this.keyframeSoon();
     }, SWITCH_AFTER_MS);
+  }
+
+  // Receivers of a new key decode from the next key frame on: ask for one now.
+  keyframeSoon() {
+    setTimeout(() => { if (this.state === "in-call") this.api.callStep(this.id, "keyframe").catch(() => {}); },
+      KEYFRAME_AFTER_MS);
   }
 
   async resubscribe() {
@@ -272,12 +303,18 @@ export class Call {
       }
     }
     const now = Date.now();
+    const ask = [];
     for (const p of this.others()) {
-      if (this.keysFrom.has(p.device_id)) continue;
-      if (now - (this.asked.get(p.device_id) || p.joined_at) < ASK_KEY_AFTER_MS) continue;
-      this.asked.set(p.device_id, now);
-      this.secure.sendCallPayload(this.call.conversation_id, [p.device_id],
-        { type: "call_key_request", call_id: this.id }).catch(() => {});
+      if (this.keysFrom.has(p.device_id) || !p.publishing) continue;
+      const last = this.asked.get(p.device_id) || { at: p.joined_at, wait: ASK_KEY_AFTER_MS / 2 };
+      if (now - last.at < last.wait * 2) continue;
+      this.asked.set(p.device_id, { at: now, wait: Math.min(last.wait * 2, 20000) });
+      ask.push(p.device_id);
+    }
+    if (ask.length && !this.asking) {
+      this.counters.requestsSent += ask.length;
+      this.asking = this.secure.sendCallPayload(this.call.conversation_id, ask,
+        { type: "call_key_request", call_id: this.id }).catch(() => {}).finally(() => { this.asking = null; });
     }
   }
 
@@ -373,6 +410,7 @@ export class Call {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     clearTimeout(this.rotation);
+    clearTimeout(this.resubscribing);
     this.closePeers();
     if (this.local) for (const t of this.local.getTracks()) t.stop();
     this.local = null;

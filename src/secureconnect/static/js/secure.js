@@ -176,7 +176,14 @@ export class SecureClient {
   // the call hold too.
   sendCallPayload(conversationId, deviceIds, payload) {
     return this.serial(async () => {
-      const devices = await this.api.conversationDevices(conversationId);
+      // A call sends many small key messages at once: the member devices are looked up once
+      // for a few seconds, not once per message.
+      const cached = this.callDevices && this.callDevices.conversationId === conversationId
+        && Date.now() - this.callDevices.at < 5000 && deviceIds.every((d) => this.callDevices.ids.has(d));
+      const devices = cached ? this.callDevices.devices : await this.api.conversationDevices(conversationId);
+      if (!cached) {
+        this.callDevices = { conversationId, at: Date.now(), devices, ids: new Set(devices.map((d) => d.device_id)) };
+      }
       this.checkIdentities(devices);
       const wanted = new Set(deviceIds);
       const batch = [];

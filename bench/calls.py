@@ -1,0 +1,220 @@
+"""Calls: one publisher to 1, 4 and 8 subscribers, through the real Janus, end-to-end encrypted.
+
+Every participant is a headless Chromium page (fake 640x360 camera and microphone) in a network
+namespace of this benchmark's own, joined to this machine by a veth pair (WebRTC skips loopback).
+The publisher sends video and sound; the subscribers answer "audio only" and mute, so what
+Janus forwards is the publisher's streams to each of them.
+
+The reference, measured in the same run, is Janus's own CPU: the figure the issue bounds is the
+Python control plane's CPU as a share of it while media flows (goal: under 10%), and the whole
+SFU side of a call of 8 as a share of one core (goal: under 10%). Also printed: CPU per
+forwarded video stream, bandwidth forwarded, and the time from pressing "join" to the first
+decoded frame (p50, p95; goal under 1.5 s). Every run is bounded in time and stops itself.
+
+    .venv/bin/python bench/calls.py                     # 1, 4 and 8 subscribers, 10 s each
+    .venv/bin/python bench/calls.py --subscribers 4 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from servers import QUIET
+from tests.browser.conftest import ARGS, CHROMIUM
+from tests.browser.netns import ClientNet
+from tests.helpers import PASSWORD, unique
+from tests.server import ServerProcess
+
+TICKS = os.sysconf("SC_CLK_TCK")
+JOIN_TIMEOUT_S = 60.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def janus_pid(server: ServerProcess) -> int:
+    assert server.proc is not None
+    found = subprocess.run(
+        ["pgrep", "-P", str(server.proc.pid), "-x", "janus"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return int(found[0])
+
+
+async def person(browser: Any, url: str) -> Any:
+    ctx = await browser.new_context(permissions=["camera", "microphone"])
+    page = await ctx.new_page()
+    page.console_lines = []
+    page.on("console", lambda m: page.console_lines.append(f"{m.type}: {m.text}"))
+    await page.goto(url)
+    name = unique("p")
+    await page.fill("#username", name)
+    await page.fill("#password", PASSWORD)
+    await page.click("#register")
+    await page.wait_for_selector("#status.online", timeout=30000)
+    page.username = name
+    return page
+
+
+async def first_frame(page: Any) -> float:
+    """Seconds from pressing "join" to the first decoded video frame."""
+    await page.wait_for_selector("#incoming-call", timeout=30000)
+    started = time.perf_counter()
+    await page.click("#accept-audio")
+    deadline = started + JOIN_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        now = await page.evaluate("window.secureconnect.callStats()")
+        if now and now["framesDecoded"] > 0:
+            return time.perf_counter() - started
+        await asyncio.sleep(0.02)
+    stuck = await page.evaluate("window.secureconnect.callStats()")
+    raise TimeoutError(f"no decoded frame: {stuck} {page.console_lines[-20:]}")
+
+
+async def received_bytes(page: Any) -> int:
+    total: int = await page.evaluate(
+        """async () => { const c = window.secureconnect.call(); let n = 0;
+             if (c && c.sub) for (const r of (await c.sub.getStats()).values())
+               if (r.type === "inbound-rtp") n += r.bytesReceived || 0;
+             return n; }"""
+    )
+    return total
+
+
+async def one_run(
+    browser: Any, server: ServerProcess, subscribers: int, seconds: float
+) -> dict[str, float]:
+    publisher = await person(browser, server.url)
+    others = [await person(browser, server.url) for _ in range(subscribers)]
+    try:
+        await publisher.click("#new-conversation")
+        await publisher.fill("#new-people", ", ".join(p.username for p in others))
+        await publisher.fill("#new-name", f"bench {subscribers}")
+        await publisher.click("#new-start")
+        await publisher.wait_for_selector("#call-video", timeout=20000)
+        await publisher.click("#call-video")
+        try:
+            joins = await asyncio.gather(*(first_frame(p) for p in others))
+        except TimeoutError:
+            for p in [publisher, *others]:
+                lock = await p.evaluate("""() => { const c = window.secureconnect.call();
+                    if (!c) return "no call";
+                    return Promise.race([c.secure.lock.then(() => "free"),
+                      new Promise((r) => setTimeout(() => r("stuck"), 2000))]); }""")
+                print(p.username, lock, p.console_lines[-15:], file=sys.stderr)
+            raise
+        for p in others:
+            await p.click("#toggle-mic")
+        await asyncio.sleep(2 + subscribers / 2)  # joins finish, the bitrate settles
+        janus = janus_pid(server)
+        assert server.proc is not None
+        j0, p0, w0 = cpu_seconds(janus), cpu_seconds(server.proc.pid), time.perf_counter()
+        b0 = sum([await received_bytes(p) for p in others])
+        await asyncio.sleep(seconds)
+        b1 = sum([await received_bytes(p) for p in others])
+        j1, p1, w1 = cpu_seconds(janus), cpu_seconds(server.proc.pid), time.perf_counter()
+        wall = w1 - w0
+        failures = 0
+        for p in [publisher, *others]:
+            failures += (await p.evaluate("window.secureconnect.callStats()"))["decryptFailures"]
+        joins_sorted = sorted(joins)
+        return {
+            "janus_core": (j1 - j0) / wall,
+            "python_core": (p1 - p0) / wall,
+            "mbit_s": (b1 - b0) * 8 / wall / 1e6,
+            "join_p50": statistics.median(joins_sorted),
+            "join_p95": joins_sorted[min(len(joins_sorted) - 1, int(0.95 * len(joins_sorted)))],
+            "decrypt_failures": failures,
+        }
+    finally:
+        for p in [publisher, *others]:
+            await p.context.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    from playwright.async_api import async_playwright
+
+    with ClientNet.create() as net, tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **QUIET,
+            "SECURECONNECT_HOST": net.host_ip,
+            "SECURECONNECT_SFU": "true",
+            "SECURECONNECT_MEDIA_ADDRESS": net.host_ip,
+            "SECURECONNECT_TURN_PORT": "0",
+            "SECURECONNECT_MEDIA_PROBE_PORT": "0",
+            "SECURECONNECT_ARGON2_MEMORY_KIB": "12288",  # logins are not what is measured here
+            "SECURECONNECT_ARGON2_PARALLELISM": "1",
+        }
+        server = ServerProcess(Path(tmp) / "server", env)
+        server.data_dir.mkdir()
+        server.start()
+        wrapper = net.wrapper(Path(tmp), CHROMIUM)
+        flags = [
+            *ARGS,
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--unsafely-treat-insecure-origin-as-secure={server.url}",
+        ]
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=str(wrapper), args=flags)
+                # What the Python process spends with no call at all: its own upkeep, which a
+                # call does not add to.
+                assert server.proc is not None
+                i0, w0 = cpu_seconds(server.proc.pid), time.perf_counter()
+                await asyncio.sleep(args.seconds)
+                idle = (cpu_seconds(server.proc.pid) - i0) / (time.perf_counter() - w0)
+                print(f"python process with no call: {100 * idle:.2f}% of a core")
+                print("one publisher (640x360 video + audio) to N subscribers, SFrame end to end")
+                print(
+                    f"{'N':>3} {'janus %core':>12} {'python added':>13} {'python/janus':>13} "
+                    f"{'SFU %core/stream':>17} {'Mbit/s fwd':>11} "
+                    f"{'join p50 s':>11} {'join p95 s':>11}"
+                )
+                for n in args.subscribers:
+                    r = await one_run(browser, server, n, args.seconds)
+                    r["python_core"] = max(0.0, r["python_core"] - idle)  # what the call adds
+                    ratio = r["python_core"] / r["janus_core"] if r["janus_core"] else float("inf")
+                    per_stream = (r["janus_core"] + r["python_core"]) / n
+                    print(
+                        f"{n:>3} {100 * r['janus_core']:>12.2f} {100 * r['python_core']:>13.2f} "
+                        f"{ratio:>13.2f} {100 * per_stream:>17.2f} {r['mbit_s']:>11.2f} "
+                        f"{r['join_p50']:>11.2f} {r['join_p95']:>11.2f}"
+                        + (
+                            f"  ({r['decrypt_failures']} decrypt failures)"
+                            if r["decrypt_failures"]
+                            else ""
+                        )
+                    )
+                await browser.close()
+        finally:
+            server.stop()
+    print(
+        "goals: python/janus < 0.10; a call of 8: (janus + python) < 10% of a core;"
+        " join p50/p95 < 1.5 s"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
