@@ -13,6 +13,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -23,6 +24,9 @@ import httpx
 import pytest
 
 from secureconnect.client import ApiError, Call, CallChanged, Client
+from secureconnect.diagnostics.facts import Facts
+from secureconnect.diagnostics.probes import turn_probe
+from secureconnect.diagnostics.rules import diagnose
 from secureconnect.stun import TurnClient, TurnRefused
 from secureconnect.video.sfu import local_addresses, signed_token
 from secureconnect.video.turn import credentials
@@ -402,3 +406,25 @@ async def test_without_an_sfu_calls_are_refused_clearly(in_process_user) -> None
     with pytest.raises(ApiError) as refused:
         await alice.start_call(conv.id)
     assert refused.value.status == 503 and refused.value.code == "calls_unavailable"
+
+
+async def test_the_diagnosis_allocates_on_coturn_and_names_a_wrong_secret_or_a_dead_one(
+    calls_server: ServerProcess,
+) -> None:
+    config = (calls_server.data_dir / "turn" / "turnserver.conf").read_text()
+    secret = re.search(r"^static-auth-secret=(.+)$", config, re.M)
+    port = re.search(r"^listening-port=(\d+)$", config, re.M)
+    assert secret is not None and port is not None
+    address = f"127.0.0.1:{port.group(1)}"
+    good = await turn_probe(address, secret.group(1))
+    assert good.ok and good.detail.startswith("allocated a TURN relay at 127.0.0.1:"), good
+    wrong = await turn_probe(address, "not the secret")
+    assert not wrong.ok and "SECURECONNECT_TURN_SECRET differs" in wrong.detail
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    stopped = await turn_probe(dead, secret.group(1))
+    assert not stopped.ok and ("no answer" in stopped.detail or "refused" in stopped.detail)
+    facts = Facts(target="local", now_ms=0, turn=stopped)
+    [finding] = [f for f in diagnose("video", facts, lambda a: "") if f.check == "turn"]
+    assert finding.status == "fail" and "coturn" in finding.advice

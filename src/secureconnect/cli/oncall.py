@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -244,7 +245,8 @@ def oncall_diagnose(
 
     async def go(client: Client, state: Profile) -> None:
         nonlocal failed
-        facts = await collect(where, client, turn=turn, udp=udp)
+        secret = os.environ.get("SECURECONNECT_TURN_SECRET") or None
+        facts = await collect(where, client, turn=turn, udp=udp, turn_secret=secret)
         found = findings(facts, chosen, where.explain)
         failed = any(f.status == "fail" for f in found)
         if as_json:

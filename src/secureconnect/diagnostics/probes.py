@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from secureconnect.client import ApiError, Client
 from secureconnect.diagnostics.facts import Facts, Probe, Rollout
-from secureconnect.stun import stun_binding
+from secureconnect.stun import TurnClient, TurnRefused, stun_binding
+from secureconnect.video.turn import credentials
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -48,17 +50,50 @@ def udp_port(host: str, port: int, timeout: float = 1.0) -> tuple[bool, str]:
     return True, "open or filtered (no refusal)"
 
 
-async def turn_probe(address: str) -> Probe:
+async def turn_probe(address: str, secret: str | None = None) -> Probe:
+    """With coturn's shared secret (``SECURECONNECT_TURN_SECRET``): a real allocation with a
+    credential minted as a call would, which proves coturn relays and agrees on the secret.
+    Without it: a STUN binding, which proves only that it answers."""
     host, port = split_host_port(address, 3478)
+    where = f"{host}:{port}"
+    if secret:
+        return await asyncio.to_thread(_allocate, host, port, secret)
     try:
         mapped = await asyncio.to_thread(stun_binding, host, port)
         return Probe(
-            f"{host}:{port}", True, f"answered a STUN binding request (saw us as {mapped})"
+            where,
+            True,
+            f"answered a STUN binding request (saw us as {mapped}); "
+            "set SECURECONNECT_TURN_SECRET to try a real allocation",
         )
     except TimeoutError:
-        return Probe(f"{host}:{port}", False, "no answer to a STUN binding request in 2 s")
+        return Probe(where, False, "no answer to a STUN binding request in 2 s")
     except OSError as error:
-        return Probe(f"{host}:{port}", False, f"STUN binding failed: {error}")
+        return Probe(where, False, f"STUN binding failed: {error}")
+
+
+def _allocate(host: str, port: int, secret: str) -> Probe:
+    where = f"{host}:{port}"
+    name, password = credentials(secret, "oncall-diagnose", 300, time.time())
+    turn = TurnClient(host, port, name, password)
+    try:
+        relayed = turn.allocate()
+        return Probe(where, True, f"allocated a TURN relay at {relayed} with a call's credential")
+    except TurnRefused as error:
+        if error.code == 401:
+            return Probe(
+                where,
+                False,
+                "refused the credential (401): SECURECONNECT_TURN_SECRET differs from "
+                "coturn's static-auth-secret",
+            )
+        return Probe(where, False, f"refused the allocation: {error}")
+    except TimeoutError:
+        return Probe(where, False, "no answer to a TURN allocation in 2 s")
+    except OSError as error:
+        return Probe(where, False, f"TURN allocation failed: {error}")
+    finally:
+        turn.close()
 
 
 async def udp_probe(address: str) -> Probe:

@@ -52,7 +52,12 @@ def make_target(kind: str, namespace: str, data_dir: Path) -> Target:
 
 
 async def collect(
-    target: Target, client: Client, *, turn: str | None = None, udp: str | None = None
+    target: Target,
+    client: Client,
+    *,
+    turn: str | None = None,
+    udp: str | None = None,
+    turn_secret: str | None = None,
 ) -> Facts:
     facts = await target.facts(SYSTEM_CLOCK.now_ms())
     for url in target.service_urls() or [client.base_url]:
@@ -61,7 +66,7 @@ async def collect(
     if target.deploys_from_service:
         await read_deploys(facts, client)
     if turn:
-        facts.turn = await turn_probe(turn)
+        facts.turn = await turn_probe(turn, turn_secret)
     if udp:
         facts.udp = await udp_probe(udp)
     return facts

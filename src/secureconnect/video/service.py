@@ -491,7 +491,7 @@ class CallService:
     async def _reap(self) -> None:
         restarted = self.sfu is not None and self.sfu.state == "up" and self.epoch != self._epoch
         if restarted:
-            lost = self._epoch != 0 and bool(self.rooms or self.seats)
+            lost = self._epoch != 0
             self._epoch = self.epoch
             if lost:
                 self._forget_janus()
@@ -517,15 +517,18 @@ class CallService:
                 await self._cleanup_if_ended(row.id)
 
     def _forget_janus(self) -> None:
-        """Janus restarted: its rooms and sessions are gone. Clients see ``sfu_epoch`` change
-        and join again; the rooms are made anew on the first join."""
+        """Janus restarted: the rooms and sessions of the old one are gone (a seat taken in
+        the new one meanwhile stays). Clients see ``sfu_epoch`` change and join again; the
+        rooms are made anew on the first join."""
         log.warning("janus restarted: calls rejoin", extra={"fields": {"epoch": self.epoch}})
-        self._control = None
-        self.rooms.clear()
-        for seat in self.seats.values():
+        if self._control is not None and self._control[0].generation != self.epoch:
+            self._control = None
+        for call_id in [c for c, room in self.rooms.items() if room.generation != self.epoch]:
+            del self.rooms[call_id]
+        for key in [k for k, seat in self.seats.items() if seat.session.generation != self.epoch]:
+            seat = self.seats.pop(key)
             seat.session.id = 0  # nothing to destroy in the new Janus
             asyncio.get_running_loop().create_task(seat.session.close())
-        self.seats.clear()
 
     # ----- helpers -----------------------------------------------------------------------
 
