@@ -301,3 +301,29 @@ async def test_a_python_device_joins_and_trades_media_keys_with_a_browser(
         await bot.aclose()
     await a.wait_for_selector("#call-screen", state="detached", timeout=20000)
     await close(a)
+
+
+async def test_a_call_on_a_phone_in_vietnamese(net_browser, media_server) -> None:
+    phone = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "locale": "vi-VN"}
+    a = await pages.open_client(
+        net_browser, media_server.url, permissions=["camera", "microphone"], **phone
+    )
+    b = await pages.open_client(
+        net_browser, media_server.url, permissions=["camera", "microphone"], **phone
+    )
+    alice, bob = unique("an"), unique("binh")
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await a.click("#call-video")
+    incoming = await b.wait_for_selector("#incoming-call", timeout=20000)
+    assert "đang gọi video" in (await incoming.text_content() or "")
+    await pages.shot(b, "24-incoming-phone-vi")
+    await b.click("#accept-call")
+    await media_flows(b)
+    assert await b.text_content("#call-e2ee") == "Mã hóa đầu cuối"
+    await frames_from_each(b, 1)
+    await pages.shot(b, "25-call-phone-vi")
+    await b.click("#leave-call")
+    await a.wait_for_selector("#call-screen", state="detached", timeout=20000)
+    await close(a, b)
