@@ -73,7 +73,10 @@ def test_secrets_are_referenced_never_inlined() -> None:
     assert "postgresql://" not in text and "redis://" not in text
     for role in ROLES:
         env = by_kind(docs, "Deployment")[role]["spec"]["template"]["spec"]["containers"][0]["env"]
-        assert all("valueFrom" in e for e in env)
+        # Secrets come from secretKeyRef; the only plain value is the pod's own address.
+        plain = [e for e in env if "valueFrom" not in e]
+        assert all(e["name"] == "SECURECONNECT_INTERNAL_URL" for e in plain), plain
+        assert all(e["value"] == "http://$(POD_IP):8000" for e in plain)
 
 
 def test_ingress_routes_by_path_and_keeps_websockets_open() -> None:

@@ -90,6 +90,11 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
             yield
         finally:
             services.draining = True
+            if services.calls is not None:
+                try:  # the calls hosted here move to another replica
+                    await services.calls.release()
+                except Exception:
+                    log.warning("could not release the calls hosted here", exc_info=True)
             guard.cancel()
             if probe is not None:
                 probe.close()

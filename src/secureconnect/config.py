@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     turn_credential_ttl_s: int = Field(
         3600, ge=60, description="how long a TURN credential handed out with a call lasts"
     )
+    internal_url: str | None = Field(
+        None,
+        description="where other video-service replicas reach this one (in Kubernetes "
+        "http://$(POD_IP):8000); the public URL if unset",
+    )
     call_ring_s: float = Field(45.0, gt=0, description="how long a call rings before it is missed")
     call_heartbeat_timeout_s: float = Field(
         30.0, gt=0, description="a participant silent this long is dropped from the call"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -164,6 +165,9 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
             ring_s=settings.call_ring_s,
             heartbeat_timeout_s=settings.call_heartbeat_timeout_s,
             clock=clock,
+            # Replicas on one machine share a host name: the port tells them apart.
+            owner=f"{socket.gethostname()}:{settings.port}",
+            url=settings.internal_url or settings.effective_public_url,
         )
         if settings.role in ("all", "video-service")
         else None

@@ -166,6 +166,20 @@ async def test_a_one_to_one_video_call_is_encrypted_end_to_end(net_browser, medi
         assert await page.text_content("#call-e2ee") == "End-to-end encrypted"
     await frames_from_each(a, 1)
     await pages.shot(a, "22-in-call")
+    # Simulcast: Bob asks the SFU for Alice's low layer, then her high one again, and gets the
+    # width Alice's browser is sending on that layer (it may lower both when its CPU is short).
+    layers = """async () => Object.fromEntries([...(await window.secureconnect.call().pub
+        .getStats()).values()].filter((r) => r.type === "outbound-rtp" && r.kind === "video")
+        .map((r) => [r.rid, r.frameWidth || 0]))"""
+    for layer, rid in ((0, "l"), (1, "h")):
+        await b.evaluate(f"window.secureconnect.call().chooseLayers({layer})")
+        deadline = time.monotonic() + 30
+        while True:
+            sent, got = await a.evaluate(layers), (await stats(b))["frameWidth"]
+            if sent["h"] > sent["l"] and got == sent[rid]:
+                break
+            assert time.monotonic() < deadline, (layer, sent, got)
+            await asyncio.sleep(0.3)
     # Mute shows on the other side.
     await a.click("#toggle-mic")
     await b.wait_for_selector(".tile:not(.me) .label:has-text('muted')", timeout=10000)

@@ -16,8 +16,19 @@ from secureconnect.ops.runfile import RunFile
 WS_MAX_FRAME = 64 * 1024
 
 
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_file)
+    if settings.port == 0:
+        # Chosen now, not by uvicorn at bind time: the app names itself by its address (a
+        # video-service replica tells the others where to forward a call's requests).
+        settings = settings.model_copy(update={"port": _free_port(settings.host)})
     if settings.log_file is not None:
         # A hard crash (segmentation fault, abort) then leaves its trace in the log the
         # diagnosis reads, like `kubectl logs` shows a pod's last words (runbook 23.5).

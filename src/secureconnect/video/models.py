@@ -25,9 +25,15 @@ calls = Table(
     Column("outcome", String(8), nullable=True),  # "ended" | "missed" | "declined"
     Column("caller_user_id", String(32), ForeignKey("users.id"), nullable=False),
     Column("caller_device_id", String(32), nullable=False),
-    # Which replica's Janus hosts the call (its host name), and Janus's room number there.
+    # Which replica's Janus hosts the call (its host name; "" once released by a replica that
+    # shut down), the URL other replicas forward its requests to, Janus's room number there, and
+    # that Janus's generation (the roster's sfu_epoch: clients rejoin when it changes).
     Column("owner", String(255), nullable=False),
+    Column("owner_url", String(255), nullable=True),
     Column("room", BigInteger, nullable=False),
+    Column("sfu_epoch", BigInteger, nullable=False, default=0, server_default="0"),
+    # Goes up with every roster change published: a device drops one older than what it has.
+    Column("version", BigInteger, nullable=False, default=0, server_default="0"),
     Column("created_at", BigInteger, nullable=False),
     Column("answered_at", BigInteger, nullable=True),
     Column("ended_at", BigInteger, nullable=True),

@@ -1,10 +1,17 @@
-"""HTTP routes of the calls API (video-service); the rules are in :mod:`.service`."""
+"""HTTP routes of the calls API (video-service); the rules are in :mod:`.service`.
+
+A request about a call that another video-service replica hosts is sent on to that replica
+(its Janus holds the call's media); if it does not answer, this replica takes the call over and
+its devices join again here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Query, status
+import httpx
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from secureconnect.edge.deps import Caller, ServicesDep
@@ -24,7 +31,7 @@ from secureconnect.video.schemas import (
     SubscribeOut,
     Trickle,
 )
-from secureconnect.video.service import CallService, calls_unavailable
+from secureconnect.video.service import FORWARDED, CallElsewhere, CallService, calls_unavailable
 
 router = APIRouter(prefix="/v1", tags=["calls"])
 
@@ -33,6 +40,38 @@ def calls(services: Services) -> CallService:
     if services.calls is None:
         raise calls_unavailable()
     return services.calls
+
+
+async def on_owner(
+    request: Request,
+    services: Services,
+    call_id: str,
+    work: Callable[[CallService], Awaitable[Any]],
+) -> Any:
+    """Runs ``work`` here, or on the replica that hosts the call."""
+    service = calls(services)
+    try:
+        return await work(service)
+    except CallElsewhere as elsewhere:
+        if elsewhere.url == service.url:  # a previous run of this very replica: it is gone
+            if not await service.take_over(call_id, elsewhere.owner):
+                raise
+            return await work(service)
+        if request.headers.get(FORWARDED) or not elsewhere.url:
+            raise
+        try:
+            answer = await service.forward(
+                elsewhere.url,
+                request.method,
+                request.url.path,
+                await request.body(),
+                request.headers.get("authorization", ""),
+            )
+        except httpx.TransportError:
+            if not await service.take_over(call_id, elsewhere.owner):
+                raise calls_unavailable() from None
+            return await work(service)
+        return Response(answer.content, answer.status_code, media_type="application/json")
 
 
 # Everything is under /v1/calls, so that one ingress path reaches video-service.
@@ -61,8 +100,8 @@ async def get_call(call_id: str, caller: Caller, services: ServicesDep) -> CallO
 
 
 @router.post("/calls/{call_id}/join", response_model=JoinOut)
-async def join(call_id: str, caller: Caller, services: ServicesDep) -> JoinOut:
-    return await calls(services).join(caller, call_id)
+async def join(call_id: str, request: Request, caller: Caller, services: ServicesDep) -> Any:
+    return await on_owner(request, services, call_id, lambda s: s.join(caller, call_id))
 
 
 @router.post("/calls/{call_id}/decline", response_model=CallOut)
@@ -71,61 +110,93 @@ async def decline(call_id: str, caller: Caller, services: ServicesDep) -> CallOu
 
 
 @router.post("/calls/{call_id}/leave", response_model=CallOut)
-async def leave(call_id: str, caller: Caller, services: ServicesDep) -> CallOut:
-    return await calls(services).leave(caller, call_id)
+async def leave(call_id: str, request: Request, caller: Caller, services: ServicesDep) -> Any:
+    return await on_owner(request, services, call_id, lambda s: s.leave(caller, call_id))
 
 
 @router.post("/calls/{call_id}/heartbeat", response_model=Ok)
-async def heartbeat(call_id: str, caller: Caller, services: ServicesDep) -> Ok:
-    await calls(services).heartbeat(caller, call_id)
-    return Ok()
+async def heartbeat(call_id: str, request: Request, caller: Caller, services: ServicesDep) -> Any:
+    async def work(s: CallService) -> Ok:
+        await s.heartbeat(caller, call_id)
+        return Ok()
+
+    return await on_owner(request, services, call_id, work)
 
 
 @router.post("/calls/{call_id}/publish", response_model=JsepOut)
-async def publish(call_id: str, body: Publish, caller: Caller, services: ServicesDep) -> JsepOut:
-    jsep = await calls(services).publish(
-        caller, call_id, body.jsep, body.audio, body.video, body.screen
-    )
-    return JsepOut(jsep=jsep)
+async def publish(
+    call_id: str, body: Publish, request: Request, caller: Caller, services: ServicesDep
+) -> Any:
+    async def work(s: CallService) -> JsepOut:
+        jsep = await s.publish(caller, call_id, body.jsep, body.audio, body.video, body.screen)
+        return JsepOut(jsep=jsep)
+
+    return await on_owner(request, services, call_id, work)
 
 
 @router.post("/calls/{call_id}/subscribe", response_model=SubscribeOut)
 async def subscribe(
-    call_id: str, body: Subscribe, caller: Caller, services: ServicesDep
-) -> SubscribeOut:
-    return await calls(services).subscribe(caller, call_id, body.feeds)
+    call_id: str, body: Subscribe, request: Request, caller: Caller, services: ServicesDep
+) -> Any:
+    return await on_owner(
+        request, services, call_id, lambda s: s.subscribe(caller, call_id, body.feeds)
+    )
 
 
 @router.post("/calls/{call_id}/answer", response_model=Ok)
-async def answer(call_id: str, body: Answer, caller: Caller, services: ServicesDep) -> Ok:
-    await calls(services).answer(caller, call_id, body.jsep)
-    return Ok()
+async def answer(
+    call_id: str, body: Answer, request: Request, caller: Caller, services: ServicesDep
+) -> Any:
+    async def work(s: CallService) -> Ok:
+        await s.answer(caller, call_id, body.jsep)
+        return Ok()
+
+    return await on_owner(request, services, call_id, work)
 
 
 @router.post("/calls/{call_id}/ice", response_model=Ok)
-async def trickle(call_id: str, body: Trickle, caller: Caller, services: ServicesDep) -> Ok:
+async def trickle(
+    call_id: str, body: Trickle, request: Request, caller: Caller, services: ServicesDep
+) -> Any:
     candidate = body.candidate.model_dump() if body.candidate is not None else None
-    await calls(services).trickle(caller, call_id, body.target, candidate)
-    return Ok()
+
+    async def work(s: CallService) -> Ok:
+        await s.trickle(caller, call_id, body.target, candidate)
+        return Ok()
+
+    return await on_owner(request, services, call_id, work)
 
 
 @router.post("/calls/{call_id}/configure", response_model=CallOut)
 async def configure(
-    call_id: str, body: Configure, caller: Caller, services: ServicesDep
-) -> CallOut:
-    return await calls(services).configure(caller, call_id, body.audio, body.video, body.screen)
+    call_id: str, body: Configure, request: Request, caller: Caller, services: ServicesDep
+) -> Any:
+    return await on_owner(
+        request,
+        services,
+        call_id,
+        lambda s: s.configure(caller, call_id, body.audio, body.video, body.screen),
+    )
 
 
 @router.post("/calls/{call_id}/layer", response_model=Ok)
-async def layer(call_id: str, body: Layer, caller: Caller, services: ServicesDep) -> Ok:
-    await calls(services).layer(caller, call_id, body.mid, body.substream)
-    return Ok()
+async def layer(
+    call_id: str, body: Layer, request: Request, caller: Caller, services: ServicesDep
+) -> Any:
+    async def work(s: CallService) -> Ok:
+        await s.layer(caller, call_id, body.mid, body.substream)
+        return Ok()
+
+    return await on_owner(request, services, call_id, work)
 
 
 @router.post("/calls/{call_id}/keyframe", response_model=Ok)
-async def keyframe(call_id: str, caller: Caller, services: ServicesDep) -> Ok:
-    await calls(services).keyframe(caller, call_id)
-    return Ok()
+async def keyframe(call_id: str, request: Request, caller: Caller, services: ServicesDep) -> Any:
+    async def work(s: CallService) -> Ok:
+        await s.keyframe(caller, call_id)
+        return Ok()
+
+    return await on_owner(request, services, call_id, work)
 
 
 @router.post("/calls/{call_id}/decrypt-failures", response_model=Ok)

@@ -50,6 +50,7 @@ class CallOut(BaseModel):
         description="until when members who have not answered are rung (ms); none once ended"
     )
     sfu_epoch: int = Field(description="changes when the SFU restarted: rejoin if yours differs")
+    version: int = Field(description="goes up with every change: ignore one older than yours")
     participants: list[ParticipantOut]
     declined: list[str]
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,10 +53,20 @@ log = logging.getLogger("secureconnect.video")
 
 CALL_TYPE = "application/vnd.secureconnect.call+json"
 MAX_PUBLISHERS = 16
+FORWARDED = "x-secureconnect-forwarded"  # marks a request one replica sent on to another
 REAP_EVERY_S = 1.0
 
 # What the ICE servers handed out with a call are made from: (urls, user id) -> servers.
 IceSource = Callable[[str], list[IceServer]]
+
+
+class CallElsewhere(Conflict):
+    """The call is hosted by another replica's Janus: the route forwards the request there."""
+
+    def __init__(self, owner: str, url: str | None) -> None:
+        super().__init__("call_elsewhere", "this call is hosted by another video-service replica")
+        self.owner = owner
+        self.url = url
 
 
 def calls_unavailable() -> Unavailable:
@@ -100,7 +111,10 @@ class CallService:
         heartbeat_timeout_s: float,
         clock: Clock = SYSTEM_CLOCK,
         owner: str | None = None,
+        url: str = "",
     ) -> None:
+        """``owner``: this replica's name in the store; ``url``: where other replicas forward
+        requests for the calls it hosts."""
         self.db = db
         self.bus = bus
         self.chat = chat
@@ -111,10 +125,12 @@ class CallService:
         self.heartbeat_ms = int(heartbeat_timeout_s * 1000)
         self.clock = clock
         self.owner = owner or socket.gethostname()
+        self.url = url
         self.rooms: dict[str, Room] = {}
         self.seats: dict[tuple[str, str], Seat] = {}
         self._control: tuple[JanusSession, int] | None = None
         self._epoch = 0  # the Janus generation the rooms and seats here belong to
+        self._http: httpx.AsyncClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ----- reading -----------------------------------------------------------------------
@@ -127,16 +143,14 @@ class CallService:
         await self.chat.require_member(ctx.user_id, conv_id)
         async with self.db.read() as conn:
             call_id = await store.open_call(conn, conv_id)
-            found = (
-                await store.describe(conn, call_id, self.epoch, self.ring_ms) if call_id else None
-            )
+            found = await store.describe(conn, call_id, self.ring_ms) if call_id else None
         if found is None:
             raise NotFound("no_call", "there is no call in this conversation")
         return found
 
     async def describe(self, ctx: AuthContext, call_id: str) -> CallOut:
         async with self.db.read() as conn:
-            found = await store.describe(conn, call_id, self.epoch, self.ring_ms)
+            found = await store.describe(conn, call_id, self.ring_ms)
         if found is None:
             raise NotFound("call_not_found", "no such call")
         await self.chat.require_member(ctx.user_id, found.conversation_id)
@@ -167,6 +181,7 @@ class CallService:
                             "caller_user_id": ctx.user_id,
                             "caller_device_id": ctx.device_id,
                             "owner": self.owner,
+                            "owner_url": self.url,
                             "room": secrets.randbelow(2**52) + 1,
                             "created_at": now,
                         },
@@ -187,7 +202,7 @@ class CallService:
         row = await self._open_row(ctx, call_id)
         async with self._lock(call_id), self.db.write() as conn:
             await store.decline(conn, call_id, ctx.user_id, self.clock.now_ms())
-            call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
+            call = await store.describe(conn, call_id, self.ring_ms)
             assert call is not None
             members = await self.chat.current_member_ids(conn, row.conversation_id)
             others = set(members) - {row.caller_user_id}
@@ -204,7 +219,7 @@ class CallService:
     async def join(self, ctx: AuthContext, call_id: str) -> JoinOut:
         row = await self._open_row(ctx, call_id)
         if row.owner != self.owner:
-            raise Conflict("call_elsewhere", "this call is hosted by another video-service replica")
+            row = await self._claim_if_released(row)
         async with self._lock(call_id):
             await self._drop_seat(call_id, ctx.device_id)  # a rejoin replaces the old seat
             room = await self._room(call_id, row.room)
@@ -271,8 +286,62 @@ class CallService:
         call = await self.describe(ctx, call_id)
         return JoinOut(call=call, feed_id=seat.feed_id, ice_servers=self.ice(ctx.user_id))
 
+    async def _claim_if_released(self, row: Any) -> Any:
+        """A released call (its replica shut down) is taken over by the replica a join lands
+        on; a call another live replica hosts is forwarded there."""
+        if row.owner:
+            raise CallElsewhere(row.owner, row.owner_url)
+        async with self.db.write() as conn:
+            won = await store.claim(conn, row.id, "", self.owner, self.url)
+            fresh = await store.call_row(conn, row.id)
+        if not won and fresh.owner != self.owner:
+            raise CallElsewhere(fresh.owner, fresh.owner_url)
+        log.info("took over call", extra={"fields": {"call_id": row.id}})
+        return fresh
+
+    async def take_over(self, call_id: str, was: str) -> bool:
+        """The replica hosting a call does not answer: this one hosts it from now on, and its
+        devices join again here (the epoch changes)."""
+        async with self.db.write() as conn:
+            won = await store.claim(conn, call_id, was, self.owner, self.url)
+            if won:
+                await store.set_call(conn, call_id, sfu_epoch=0)
+                row = await store.call_row(conn, call_id)
+                await self._announce(conn, call_id, row.conversation_id)
+        if won:
+            log.warning(
+                "took over call from a silent replica", extra={"fields": {"call_id": call_id}}
+            )
+        return won
+
+    async def release(self) -> None:
+        """At shutdown: the calls hosted here are let go (epoch 0), so that their devices join
+        again and the replica they reach takes them over."""
+        async with self.db.read() as conn:
+            rows = await store.owned_calls(conn, self.owner)
+        for row in rows:
+            async with self.db.write() as conn:
+                await store.set_call(conn, row.id, owner="", owner_url=None, sfu_epoch=0)
+                await self._announce(conn, row.id, row.conversation_id)
+        if rows:
+            log.info("released calls", extra={"fields": {"calls": len(rows)}})
+
+    async def forward(self, url: str, method: str, path: str, body: bytes, auth: str) -> Any:
+        """A request for a call hosted by another replica, sent on to it (once: a forwarded
+        request is never forwarded again). ``httpx.TransportError`` when it does not answer."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=15.0)
+        return await self._http.request(
+            method,
+            url.rstrip("/") + path,
+            content=body,
+            headers={"authorization": auth, "content-type": "application/json", FORWARDED: "1"},
+        )
+
     async def leave(self, ctx: AuthContext, call_id: str) -> CallOut:
         row = await self._open_row(ctx, call_id, ended_ok=True)
+        if row.open_key is not None and row.owner and row.owner != self.owner:
+            raise CallElsewhere(row.owner, row.owner_url)
         if row.open_key is not None:
             async with self._lock(call_id):
                 await self._leave(call_id, [ctx.device_id])
@@ -288,7 +357,7 @@ class CallService:
             if row is None or row.open_key is None:
                 return
             await store.set_participant(conn, call_id, device_ids, left_at=self.clock.now_ms())
-            call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
+            call = await store.describe(conn, call_id, self.ring_ms)
             assert call is not None
             # A 1:1 call ends when either person hangs up (their other devices do not keep it).
             alone = len({p.user_id for p in call.participants}) == 1
@@ -437,7 +506,7 @@ class CallService:
             return
         async with self._lock(call_id):
             async with self.db.read() as conn:
-                call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
+                call = await store.describe(conn, call_id, self.ring_ms)
             present = (
                 [p.device_id for p in call.participants if p.username == username] if call else []
             )
@@ -487,6 +556,8 @@ class CallService:
                 await seat.session.close()
             if self._control is not None:
                 await self._control[0].close()
+            if self._http is not None:
+                await self._http.aclose()
 
     async def _reap(self) -> None:
         restarted = self.sfu is not None and self.sfu.state == "up" and self.epoch != self._epoch
@@ -504,6 +575,7 @@ class CallService:
         if restarted:  # every device in these calls hears the new epoch, and joins again
             for row in rows:
                 async with self.db.write() as conn:
+                    await store.set_call(conn, row.id, sfu_epoch=self.epoch)
                     await self._announce(conn, row.id, row.conversation_id)
         for row in rows:
             # Still "ringing" means nobody but the caller has answered.
@@ -561,8 +633,10 @@ class CallService:
             await self._announce(conn, call_id, row.conversation_id)
 
     async def _announce(self, conn: AsyncConnection, call_id: str, conv_id: str) -> None:
-        """Every member's devices get the call as it now stands, once this commits."""
-        call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
+        """Every member's devices get the call as it now stands, once this commits. The version
+        goes up under the row's lock, so devices can tell a late event from a new one."""
+        await store.bump_version(conn, call_id)
+        call = await store.describe(conn, call_id, self.ring_ms)
         members = await self.chat.current_member_ids(conn, conv_id)
         if call is not None:
             event = {"type": "call", "call": call.model_dump(mode="json")}
@@ -602,7 +676,7 @@ class CallService:
         self.metrics.calls_ended.labels(outcome=outcome).inc()
 
     async def _present(self, conn: AsyncConnection, call_id: str) -> list[str]:
-        call = await store.describe(conn, call_id, self.epoch, self.ring_ms)
+        call = await store.describe(conn, call_id, self.ring_ms)
         return [p.device_id for p in call.participants] if call else []
 
     async def _cleanup_if_ended(self, call_id: str) -> None:
@@ -662,6 +736,8 @@ class CallService:
             }
         )
         self.rooms[call_id] = room
+        async with self.db.write() as conn:
+            await store.set_call(conn, call_id, sfu_epoch=self.epoch)
         return room
 
     async def _control_request(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -696,7 +772,7 @@ class CallService:
         seat = self.seats.get((call_id, ctx.device_id))
         if seat is None or seat.session.generation != self.epoch:
             if row.owner != self.owner:
-                raise Conflict("call_elsewhere", "this call is hosted by another replica")
+                raise CallElsewhere(row.owner, row.owner_url)
             raise Forbidden("not_in_call", "join the call first")
         return seat
 

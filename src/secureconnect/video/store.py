@@ -31,8 +31,25 @@ async def owned_calls(conn: AsyncConnection, owner: str) -> list[Any]:
     return list((await conn.execute(query)).all())
 
 
+async def bump_version(conn: AsyncConnection, call_id: str) -> None:
+    await conn.execute(
+        update(calls).where(calls.c.id == call_id).values(version=calls.c.version + 1)
+    )
+
+
 async def set_call(conn: AsyncConnection, call_id: str, **values: Any) -> None:
     await conn.execute(update(calls).where(calls.c.id == call_id).values(**values))
+
+
+async def claim(conn: AsyncConnection, call_id: str, was: str, owner: str, url: str) -> bool:
+    """Takes an open call over from ``was`` (a replica gone, or "" once released): only one
+    replica wins, whoever asks at once."""
+    result = await conn.execute(
+        update(calls)
+        .where(calls.c.id == call_id, calls.c.owner == was, calls.c.open_key.is_not(None))
+        .values(owner=owner, owner_url=url)
+    )
+    return bool(result.rowcount)
 
 
 async def participant(conn: AsyncConnection, call_id: str, device_id: str) -> Any:
@@ -112,9 +129,7 @@ async def ever_joined(conn: AsyncConnection, call_id: str) -> list[str]:
     return seen
 
 
-async def describe(
-    conn: AsyncConnection, call_id: str, epoch: int, ring_ms: int = 0
-) -> CallOut | None:
+async def describe(conn: AsyncConnection, call_id: str, ring_ms: int = 0) -> CallOut | None:
     row = await call_row(conn, call_id)
     if row is None:
         return None
@@ -146,7 +161,8 @@ async def describe(
         answered_at=row.answered_at,
         ended_at=row.ended_at,
         rings_until=row.created_at + ring_ms if row.open_key is not None else None,
-        sfu_epoch=epoch,
+        sfu_epoch=row.sfu_epoch,
+        version=row.version,
         participants=[
             ParticipantOut(
                 device_id=p.device_id,

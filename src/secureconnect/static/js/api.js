@@ -3,6 +3,7 @@ import { b64, unb64 } from "./crypto/primitives.js";
 
 // The realtime protocol this client speaks (docs/api.md); the server refuses others with 4400.
 export const PROTOCOL = 2;
+const REQUEST_TIMEOUT_MS = 30000;
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -23,10 +24,13 @@ export class Api {
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     let response;
     try {
+      // A request that hangs must fail, not hold up whatever waits for it.
       response = await fetch(this.base + path, {
         method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       });
     } catch (error) {
+      if (error.name === "TimeoutError") throw new ApiError(0, "timeout", "the server did not answer in time");
       throw new ApiError(0, "offline", "cannot reach the server");
     }
     if (response.status === 204) return null;

@@ -156,7 +156,10 @@ async function onEvent(event) {
 // ----- calls --------------------------------------------------------------------------------
 
 const firstHeard = new Map();  // call id -> when this device first heard it ring (its own clock)
+const lastVersion = new Map();  // call id -> the newest version seen: a late event is ignored
 function onCall(call) {
+  if (call.version <= (lastVersion.get(call.id) ?? -1)) return;
+  lastVersion.set(call.id, call.version);
   const mine = call.participants.some((p) => p.device_id === ui.session.device_id);
   if (!firstHeard.has(call.id)) firstHeard.set(call.id, Date.now());
   // A group call keeps ringing for those who have not answered, as Signal's and Element's do.
@@ -651,7 +654,10 @@ window.secureconnect = {
       const report = await pc.getStats();
       const byId = new Map([...report.values()].map((r) => [r.id, r]));
       for (const r of report.values()) {
-        if (r.type === "inbound-rtp" && r.kind === "video") out.framesDecoded += r.framesDecoded || 0;
+        if (r.type === "inbound-rtp" && r.kind === "video") {
+          out.framesDecoded += r.framesDecoded || 0;
+          out.frameWidth = Math.max(out.frameWidth || 0, r.frameWidth || 0);
+        }
         if (r.type === "inbound-rtp" && r.kind === "audio") out.audioSamples += r.totalSamplesReceived || 0;
         if (r.type === "outbound-rtp" && r.kind === "video") out.framesSent += r.framesEncoded || 0;
         if (r.type === "transport" && r.selectedCandidatePairId) {

@@ -14,6 +14,12 @@ const STATS_MS = 1000;
 const ASK_KEY_AFTER_MS = 2500;   // then 5 s, 10 s, 20 s: asking must never outrun answering
 const KEYFRAME_AFTER_MS = 300;
 const RESUBSCRIBE_AFTER_MS = 250;   // once a new key has reached its receivers
+// Highest first, the order Janus assumes ("hml"); it numbers them 0 (low) and 1 (high).
+const SIMULCAST = [
+  { rid: "h", scaleResolutionDownBy: 1, maxBitrate: 900000 },
+  { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 200000 },
+];
+const SMALL_TILES_FROM = 4;  // with this many others on screen, each gets the low layer
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 
 export function callsSupported() {
@@ -29,6 +35,16 @@ async function ratchet(base) {
   const bits = await crypto.subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0),
     info: new TextEncoder().encode("SFrame 1.0 Ratchet") }, key, 256);
   return new Uint8Array(bits);
+}
+
+// One step of the roster queue may not hold up the ones after it for ever.
+const STEP_TIMEOUT_MS = 20000;
+function bounded(promise) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error("a call step took too long")), STEP_TIMEOUT_MS);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
 function candidateOf(c) {
@@ -92,7 +108,7 @@ export class Call {
   // One seat, one publisher connection, a fresh key: on first join and on every rejoin.
   async connect() {
     const joined = await this.api.callStep(this.call.id, "join");
-    this.call = joined.call;
+    this.newer(joined.call);
     this.epoch = joined.call.sfu_epoch;
     this.feedId = joined.feed_id;
     this.iceServers = joined.ice_servers;
@@ -100,7 +116,9 @@ export class Call {
     const config = { iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" };
     this.pub = new RTCPeerConnection(config);
     for (const track of this.local.getTracks()) {
-      const { sender } = this.pub.addTransceiver(track, { direction: "sendonly" });
+      // Video goes up in two layers (simulcast): the SFU sends each receiver the one it asks for.
+      const init = track.kind === "video" ? { direction: "sendonly", sendEncodings: SIMULCAST } : { direction: "sendonly" };
+      const { sender } = this.pub.addTransceiver(track, init);
       sender.transform = new RTCRtpScriptTransform(this.worker, { operation: "encrypt", kind: track.kind });
     }
     this.watch(this.pub, "publisher");
@@ -113,6 +131,7 @@ export class Call {
     this.flush("publisher");
     this.sub = null;
     this.subscribed = [];
+    this.layers = new Map();
     this.tiles.clear();
     this.state = "in-call";
     await this.shareKey(this.others().map((p) => p.device_id));
@@ -186,7 +205,7 @@ export class Call {
   // Roster changes are applied one at a time, in order: each may renegotiate with Janus, and
   // two renegotiations at once would cross.
   update(call) {
-    this.queue = (this.queue || Promise.resolve()).then(() => this.apply(call)).catch((e) => {
+    this.queue = (this.queue || Promise.resolve()).then(() => bounded(this.apply(call))).catch((e) => {
       console.warn("call update failed:", e.message);
     });
     return this.queue;
@@ -194,6 +213,7 @@ export class Call {
 
   async apply(call) {
     if (!this.call || call.id !== this.call.id) return;
+    if (call.version <= this.call.version) return;  // older than what we have: it came late
     const before = new Set(this.call.participants.map((p) => p.device_id));
     const now = new Set(call.participants.map((p) => p.device_id));
     this.call = call;
@@ -227,7 +247,7 @@ export class Call {
   resubscribeSoon(delay = RESUBSCRIBE_AFTER_MS) {
     clearTimeout(this.resubscribing);
     this.resubscribing = setTimeout(() => {
-      this.queue = (this.queue || Promise.resolve()).then(() => this.resubscribe()).catch((e) => {
+      this.queue = (this.queue || Promise.resolve()).then(() => bounded(this.resubscribe())).catch((e) => {
         console.warn("subscription failed, trying again:", e.message);
         if (this.state === "in-call") this.resubscribeSoon(1000);
       });
@@ -275,6 +295,17 @@ export class Call {
     await this.sub.setLocalDescription(mine);
     await this.api.callStep(this.id, "answer", { jsep: { type: "answer", sdp: mine.sdp } });
     this.flush("subscriber");
+    await this.chooseLayers();
+  }
+
+  // Small tiles need no 640x360: a large grid receives the low layer of every video.
+  async chooseLayers(force = null) {
+    const want = force !== null ? force : (this.subscribed.length >= SMALL_TILES_FROM ? 0 : 1);
+    for (const s of this.streams.filter((x) => x.kind === "video")) {
+      if (this.layers && this.layers.get(s.mid) === want) continue;
+      await this.api.callStep(this.id, "layer", { mid: s.mid, substream: want });
+      (this.layers ||= new Map()).set(s.mid, want);
+    }
   }
 
   onTrack(event) {
@@ -318,6 +349,11 @@ export class Call {
     }
   }
 
+  // A REST answer describes the call too; it wins only if it is newer than what we have.
+  newer(call) {
+    if (call && (!this.call || call.version > this.call.version)) this.call = call;
+  }
+
   waitingForKeys() {
     return this.others().some((p) => p.publishing && !this.keysFrom.has(p.device_id));
   }
@@ -326,13 +362,13 @@ export class Call {
 
   async setAudio(on) {
     for (const t of this.local.getAudioTracks()) t.enabled = on;
-    this.call = await this.api.callStep(this.id, "configure", { audio: on });
+    this.newer(await this.api.callStep(this.id, "configure", { audio: on }));
     this.onChange();
   }
 
   async setVideo(on) {
     for (const t of this.local.getVideoTracks()) t.enabled = on;
-    this.call = await this.api.callStep(this.id, "configure", { video: on });
+    this.newer(await this.api.callStep(this.id, "configure", { video: on }));
     this.onChange();
   }
 
@@ -348,11 +384,11 @@ export class Call {
     const [track] = display.getVideoTracks();
     const camera = this.local.getVideoTracks()[0];
     await this.replace("video", track);
-    this.call = await this.api.callStep(this.id, "configure", { screen: true });
+    this.newer(await this.api.callStep(this.id, "configure", { screen: true }));
     track.onended = async () => {
       if (camera && this.inCall) {
         await this.replace("video", camera);
-        this.call = await this.api.callStep(this.id, "configure", { screen: false }).catch(() => this.call);
+        this.newer(await this.api.callStep(this.id, "configure", { screen: false }).catch(() => this.call));
         this.onChange();
       }
     };
@@ -392,6 +428,7 @@ export class Call {
     for (const pc of [this.pub, this.sub]) if (pc) pc.close();
     this.pub = this.sub = null;
     this.subscribed = [];
+    this.layers = new Map();
     this.tiles.clear();
   }
 
