@@ -30,7 +30,7 @@ from secureconnect.diagnostics.rules import diagnose
 from secureconnect.stun import TurnClient, TurnRefused
 from secureconnect.video.sfu import local_addresses, signed_token
 from secureconnect.video.turn import credentials
-from tests.helpers import Listener, listening, signed_up, unique
+from tests.helpers import Listener, listening
 from tests.server import ServerProcess
 
 pytestmark = pytest.mark.slow  # the server with Janus and coturn (tests/conftest.py)
@@ -72,17 +72,9 @@ def _offer() -> dict[str, str]:
 
 
 @pytest.fixture
-async def new_user(calls_server: ServerProcess) -> Awaitable[NewUser]:  # type: ignore[misc]
-    clients: list[Client] = []
-
-    async def make(prefix: str) -> Client:
-        client = Client(calls_server.url)
-        clients.append(client)
-        return await signed_up(client, unique(prefix))
-
-    yield make
-    for client in clients:
-        await client.aclose()
+def new_user(make_user, calls_server: ServerProcess) -> NewUser:  # type: ignore[no-untyped-def]
+    """A new user logged in on the server with Janus and coturn."""
+    return lambda prefix: make_user(calls_server, prefix)
 
 
 async def wait_call(

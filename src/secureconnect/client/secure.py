@@ -456,36 +456,10 @@ class SecureClient:
         cached = self.state["messages"].get(message.conversation_id, {}).get(str(message.seq))
         if cached is not None:
             return PlainMessage(**{**cached, "body": unb64(cached["body"])})
-        if message.kind == "call":  # written by the server, in the clear: who, when, how long
-            return PlainMessage(
-                message.conversation_id,
-                message.seq,
-                "call",
-                message.sender,
-                message.sender_id,
-                message.sender_device_id,
-                message.content_type,
-                message.body,
-                message.created_at,
-            )
-        if message.kind == "membership":
-            change = message.membership or {}
-            if change.get("action") in ("remove", "leave"):
-                # Whoever left must not read on: start a new sender key for what follows.
-                self.state["outbound"].pop(message.conversation_id, None)
-                self._save()
-            plain = PlainMessage(
-                message.conversation_id,
-                message.seq,
-                "membership",
-                message.sender,
-                message.sender_id,
-                message.sender_device_id,
-                message.content_type,
-                message.body,
-                message.created_at,
-            )
-            return plain
+        if message.kind in ("call", "membership"):
+            # Written by the server, in the clear: who joined or left; a call's who, when and
+            # how long.
+            return self._clear(message)
         try:
             plain = self._decrypt_message(message)
         except CryptoError as error:
@@ -502,6 +476,24 @@ class SecureClient:
             )
         self._remember(plain)
         return plain
+
+    def _clear(self, message: Message) -> PlainMessage:
+        change = message.membership or {}
+        if change.get("action") in ("remove", "leave"):
+            # Whoever left must not read on: start a new sender key for what follows.
+            self.state["outbound"].pop(message.conversation_id, None)
+            self._save()
+        return PlainMessage(
+            message.conversation_id,
+            message.seq,
+            message.kind,
+            message.sender,
+            message.sender_id,
+            message.sender_device_id,
+            message.content_type,
+            message.body,
+            message.created_at,
+        )
 
     def _decrypt_message(self, message: Message) -> PlainMessage:
         if message.content_type != senderkeys.CONTENT_TYPE:

@@ -474,6 +474,17 @@ class CallService:
             seat.subscriber,
             {"request": "configure", "streams": [{"mid": mid, "substream": substream}]},
         )
+        # Janus switches layers on a key frame of the new one; ask its sender for one now
+        # rather than wait for the encoder's next (which can be minutes away).
+        feed = next((s.feed_id for s in seat.streams if s.mid == mid), None)
+        sender = next(
+            (s for s in self.seats.values() if s.call_id == call_id and s.feed_id == feed), None
+        )
+        if sender is not None:
+            with contextlib.suppress(JanusError):
+                await sender.session.message(
+                    sender.publisher, {"request": "configure", "keyframe": True}
+                )
 
     async def keyframe(self, ctx: AuthContext, call_id: str) -> None:
         """Asks this device's own encoder, through Janus, for a key frame: a sender that has
@@ -515,15 +526,7 @@ class CallService:
             for device_id in gone:
                 seat = self.seats[(call_id, device_id)]
                 if room is not None:
-                    with contextlib.suppress(JanusError):
-                        await self._control_request(
-                            {
-                                "request": "kick",
-                                "room": room.number,
-                                "secret": room.secret,
-                                "id": seat.feed_id,
-                            }
-                        )
+                    await self._room_request(room, {"request": "kick", "id": seat.feed_id})
             if present:
                 log.info("removed from call", extra={"fields": {"call_id": call_id}})
                 await self._leave(call_id, present)
@@ -688,10 +691,7 @@ class CallService:
             await self._drop_seat(c, device_id)
         room = self.rooms.pop(call_id, None)
         if room is not None:
-            with contextlib.suppress(JanusError):
-                await self._control_request(
-                    {"request": "destroy", "room": room.number, "secret": room.secret}
-                )
+            await self._room_request(room, {"request": "destroy"})
         self._locks.pop(call_id, None)
 
     async def _drop_seat(self, call_id: str, device_id: str) -> None:
@@ -700,16 +700,9 @@ class CallService:
             return
         room = self.rooms.get(call_id)
         if room is not None:
-            with contextlib.suppress(JanusError):
-                await self._control_request(
-                    {
-                        "request": "allowed",
-                        "room": room.number,
-                        "secret": room.secret,
-                        "action": "remove",
-                        "allowed": [seat.token],
-                    }
-                )
+            await self._room_request(
+                room, {"request": "allowed", "action": "remove", "allowed": [seat.token]}
+            )
         await seat.session.close()
 
     async def _room(self, call_id: str, number: int) -> Room:
@@ -739,6 +732,12 @@ class CallService:
         async with self.db.write() as conn:
             await store.set_call(conn, call_id, sfu_epoch=self.epoch)
         return room
+
+    async def _room_request(self, room: Room, body: dict[str, Any]) -> None:
+        """A best-effort request about a room (kick, revoke a token, destroy): a Janus that is
+        away took the room with it."""
+        with contextlib.suppress(JanusError):
+            await self._control_request({**body, "room": room.number, "secret": room.secret})
 
     async def _control_request(self, body: dict[str, Any]) -> dict[str, Any]:
         """Room administration goes through one session of video-service's own."""

@@ -184,12 +184,16 @@ export class Call {
   onKey(senderId, deviceId, payload) {
     if (!this.call || payload.call_id !== this.id) return;
     const inCall = this.call.participants.some((p) => p.device_id === deviceId && p.user_id === senderId);
-    if (!inCall) { this.counters.dropped++; return; }  // only devices seated in this call
     if (payload.type === "call_key_request") {
+      // Our key goes only to devices the server seated in this call; one our roster does not
+      // show yet gets it when it appears there (a join hands the key to newcomers).
+      if (!inCall) { this.counters.dropped++; return; }
       this.counters.requestsAnswered++;
       this.shareKey([deviceId]).then(() => this.keyframeSoon());
       return;
     }
+    // A key is taken even from a device our roster does not show yet (the key can arrive
+    // before the roster event): it only ever decrypts what that device sends through the SFU.
     this.counters.keysReceived++;
     const tag = String(BigInt(payload.kid) >> 8n);
     const previous = this.keysFrom.get(deviceId);
@@ -344,8 +348,8 @@ export class Call {
     }
     if (ask.length && !this.asking) {
       this.counters.requestsSent += ask.length;
-      this.asking = this.secure.sendCallPayload(this.call.conversation_id, ask,
-        { type: "call_key_request", call_id: this.id }).catch(() => {}).finally(() => { this.asking = null; });
+      this.asking = bounded(this.secure.sendCallPayload(this.call.conversation_id, ask,
+        { type: "call_key_request", call_id: this.id })).catch(() => {}).finally(() => { this.asking = null; });
     }
   }
 
