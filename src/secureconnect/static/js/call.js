@@ -87,8 +87,12 @@ export class Call {
         video: video ? { width: 640, height: 360 } : false });
     }
     this.worker = this.worker || this.startWorker();
+    // Heartbeats start with the join, not after it: a slow join (a busy machine, many people
+    // joining at once) must not look like a device that went silent.
+    this.timers.push(setInterval(() => {
+      if (this.feedId) this.api.callStep(this.id, "heartbeat").catch(() => {});  // once seated
+    }, HEARTBEAT_MS));
     await this.connect();
-    this.timers.push(setInterval(() => this.api.callStep(this.id, "heartbeat").catch(() => {}), HEARTBEAT_MS));
     this.timers.push(setInterval(() => this.poll(), STATS_MS));
   }
 
@@ -182,7 +186,7 @@ export class Call {
 
   // From secure.js: a key for this call from another device, or a request for ours.
   onKey(senderId, deviceId, payload) {
-    if (!this.call || payload.call_id !== this.id) return;
+    if (!this.call || !this.worker || payload.call_id !== this.id) return;  // not (or no longer) in it
     const inCall = this.call.participants.some((p) => p.device_id === deviceId && p.user_id === senderId);
     if (payload.type === "call_key_request") {
       // Our key goes only to devices the server seated in this call; one our roster does not
