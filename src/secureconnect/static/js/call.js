@@ -317,8 +317,11 @@ export class Call {
   }
 
   onTrack(event) {
-    event.receiver.transform = new RTCRtpScriptTransform(this.worker,
-      { operation: "decrypt", kind: event.track.kind });
+    // Janus reuses an m-line for another feed: its receiver keeps the decrypting transform.
+    if (!event.receiver.transform) {
+      event.receiver.transform = new RTCRtpScriptTransform(this.worker,
+        { operation: "decrypt", kind: event.track.kind });
+    }
     const stream = this.streams.find((s) => s.mid === event.transceiver.mid);
     if (!stream) return;
     const who = this.call.participants.find((p) => p.feed_id === stream.feed_id);
