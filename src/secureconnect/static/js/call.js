@@ -112,7 +112,8 @@ export class Call {
   // One seat, one publisher connection, a fresh key: on first join and on every rejoin.
   async connect() {
     const joined = await this.api.callStep(this.call.id, "join");
-    this.newer(joined.call);
+    // Not through the queue: nothing is negotiated yet, and what follows needs the roster now.
+    if (joined.call.version > this.call.version || this.call.id !== joined.call.id) this.call = joined.call;
     this.epoch = joined.call.sfu_epoch;
     this.feedId = joined.feed_id;
     this.iceServers = joined.ice_servers;
@@ -139,7 +140,9 @@ export class Call {
     this.tiles.clear();
     this.state = "in-call";
     await this.shareKey(this.others().map((p) => p.device_id));
-    await this.resubscribe();
+    // In the queue, after any roster change that arrived while we were joining: two
+    // subscriptions negotiated at once would cross, and a feed would never get its tile.
+    await this.enqueue(() => this.resubscribe());
     this.onChange();
   }
 
@@ -213,8 +216,13 @@ export class Call {
   // Roster changes are applied one at a time, in order: each may renegotiate with Janus, and
   // two renegotiations at once would cross.
   update(call) {
-    this.queue = (this.queue || Promise.resolve()).then(() => bounded(this.apply(call))).catch((e) => {
-      console.warn("call update failed:", e.message);
+    return this.enqueue(() => this.apply(call), "call update failed:");
+  }
+
+  // Everything that renegotiates with Janus goes through this one queue.
+  enqueue(step, failure = "call step failed:") {
+    this.queue = (this.queue || Promise.resolve()).then(() => bounded(step())).catch((e) => {
+      console.warn(failure, e.message);
     });
     return this.queue;
   }
@@ -255,10 +263,11 @@ export class Call {
   resubscribeSoon(delay = RESUBSCRIBE_AFTER_MS) {
     clearTimeout(this.resubscribing);
     this.resubscribing = setTimeout(() => {
-      this.queue = (this.queue || Promise.resolve()).then(() => bounded(this.resubscribe())).catch((e) => {
-        console.warn("subscription failed, trying again:", e.message);
+      this.resubscribing = null;
+      this.enqueue(() => this.resubscribe().catch((e) => {
         if (this.state === "in-call") this.resubscribeSoon(1000);
-      });
+        throw e;
+      }), "subscription failed, trying again:");
     }, delay);
   }
 
@@ -284,7 +293,7 @@ export class Call {
   }
 
   async resubscribe() {
-    const feeds = this.others().filter((p) => p.publishing && p.feed_id).map((p) => p.feed_id).sort();
+    const feeds = this.wanted();
     if (feeds.join() === (this.subscribed || []).join()) return;
     if (!feeds.length && !this.sub) return;
     const answer = await this.api.callStep(this.id, "subscribe", { feeds });
@@ -336,6 +345,7 @@ export class Call {
   // Who is speaking, which keys are missing (asked for by themselves), and whether media flows.
   poll() {
     this.worker.postMessage({ type: "stats" });
+    this.heal();
     this.speaking = new Set();
     for (const tile of this.tiles.values()) {
       for (const r of tile.receivers) {
@@ -360,9 +370,24 @@ export class Call {
     }
   }
 
-  // A REST answer describes the call too; it wins only if it is newer than what we have.
+  // A REST answer describes the call too. It goes the roster's way: were it only stored, the
+  // realtime frame of the same version would then be ignored, and a newcomer's feed or key
+  // with it.
   newer(call) {
-    if (call && (!this.call || call.version > this.call.version)) this.call = call;
+    if (call) this.update(call);
+  }
+
+  // What we receive should be what is published. A difference that outlasts a poll (a roster
+  // frame that was lost, a renegotiation that failed) is mended by subscribing again.
+  heal() {
+    const feeds = this.wanted().join();
+    const behind = this.state === "in-call" && !this.resubscribing && feeds !== (this.subscribed || []).join();
+    if (behind && this.behind === feeds) this.resubscribeSoon(0);
+    this.behind = behind ? feeds : null;
+  }
+
+  wanted() {
+    return this.others().filter((p) => p.publishing && p.feed_id).map((p) => p.feed_id).sort();
   }
 
   waitingForKeys() {
