@@ -220,22 +220,28 @@ class CallService:
         row = await self._open_row(ctx, call_id)
         if row.owner != self.owner:
             row = await self._claim_if_released(row)
+        # The device's own Janus session is opened before the call's lock is taken: joins that
+        # arrive together wait for each other only for the steps that touch the room.
+        session = await JanusSession(self._sfu(), self._janus_event).open()
+        try:
+            publisher = await session.attach()
+        except JanusError:
+            await session.close()
+            raise
         async with self._lock(call_id):
-            await self._drop_seat(call_id, ctx.device_id)  # a rejoin replaces the old seat
-            room = await self._room(call_id, row.room)
-            token = secrets.token_urlsafe(24)
-            await self._control_request(
-                {
-                    "request": "allowed",
-                    "room": room.number,
-                    "secret": room.secret,
-                    "action": "add",
-                    "allowed": [token],
-                }
-            )
-            session = await JanusSession(self._sfu(), self._janus_event).open()
             try:
-                publisher = await session.attach()
+                await self._drop_seat(call_id, ctx.device_id)  # a rejoin replaces the old seat
+                room = await self._room(call_id, row.room)
+                token = secrets.token_urlsafe(24)
+                await self._control_request(
+                    {
+                        "request": "allowed",
+                        "room": room.number,
+                        "secret": room.secret,
+                        "action": "add",
+                        "allowed": [token],
+                    }
+                )
                 joined = await session.message(
                     publisher,
                     {
@@ -246,7 +252,7 @@ class CallService:
                         "token": token,
                     },
                 )
-            except JanusError:
+            except BaseException:
                 await session.close()
                 raise
             seat = Seat(

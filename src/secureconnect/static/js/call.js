@@ -109,7 +109,9 @@ export class Call {
     return worker;
   }
 
-  // One seat, one publisher connection, a fresh key: on first join and on every rejoin.
+  // One seat, one publisher connection, a fresh key: on first join and on every rejoin. Once
+  // seated, three things go at once, since none needs another: our key to the others, our
+  // media up to the SFU, and theirs down to us. Each newcomer waits for the slowest, not the sum.
   async connect() {
     const joined = await this.api.callStep(this.call.id, "join");
     // Not through the queue: nothing is negotiated yet, and what follows needs the roster now.
@@ -118,32 +120,39 @@ export class Call {
     this.feedId = joined.feed_id;
     this.iceServers = joined.ice_servers;
     await this.newKey();
-    const config = { iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" };
-    this.pub = new RTCPeerConnection(config);
-    for (const track of this.local.getTracks()) {
-      // Video goes up in two layers (simulcast): the SFU sends each receiver the one it asks for.
-      const init = track.kind === "video" ? { direction: "sendonly", sendEncodings: SIMULCAST } : { direction: "sendonly" };
-      const { sender } = this.pub.addTransceiver(track, init);
-      sender.transform = new RTCRtpScriptTransform(this.worker, { operation: "encrypt", kind: track.kind });
-    }
-    this.watch(this.pub, "publisher");
-    const offer = await this.pub.createOffer();
-    await this.pub.setLocalDescription(offer);
-    const audio = this.local.getAudioTracks().some((t) => t.enabled);
-    const video = this.local.getVideoTracks().some((t) => t.enabled);
-    const answer = await this.api.callStep(this.id, "publish", { jsep: { type: "offer", sdp: offer.sdp }, audio, video });
-    await this.pub.setRemoteDescription(answer.jsep);
-    this.flush("publisher");
     this.sub = null;
     this.subscribed = [];
     this.layers = new Map();
     this.tiles.clear();
+    // From here a roster change is applied in full (a newcomer gets our key from apply()).
     this.state = "in-call";
-    await this.shareKey(this.others().map((p) => p.device_id));
+    const sharing = this.shareKey(this.others().map((p) => p.device_id));
     // In the queue, after any roster change that arrived while we were joining: two
     // subscriptions negotiated at once would cross, and a feed would never get its tile.
-    await this.enqueue(() => this.resubscribe());
+    const receiving = this.enqueue(() => this.resubscribe());
+    sharing.catch(() => {});  // awaited below; a failed publish must not leave it unhandled
+    await this.publish();
+    await Promise.all([sharing, receiving]);
     this.onChange();
+  }
+
+  async publish() {
+    const config = { iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" };
+    const pc = this.pub = new RTCPeerConnection(config);
+    for (const track of this.local.getTracks()) {
+      // Video goes up in two layers (simulcast): the SFU sends each receiver the one it asks for.
+      const init = track.kind === "video" ? { direction: "sendonly", sendEncodings: SIMULCAST } : { direction: "sendonly" };
+      const { sender } = pc.addTransceiver(track, init);
+      sender.transform = new RTCRtpScriptTransform(this.worker, { operation: "encrypt", kind: track.kind });
+    }
+    this.watch(pc, "publisher");
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const audio = this.local.getAudioTracks().some((t) => t.enabled);
+    const video = this.local.getVideoTracks().some((t) => t.enabled);
+    const answer = await this.api.callStep(this.id, "publish", { jsep: { type: "offer", sdp: offer.sdp }, audio, video });
+    await pc.setRemoteDescription(answer.jsep);
+    this.flush("publisher");
   }
 
   // ICE candidates go to the server once the SDP they belong to is there.
@@ -243,19 +252,36 @@ export class Call {
     const left = [...before].filter((d) => !now.has(d));
     if (joined.length) {
       // The newcomer must not read what was said before: ratchet, then give them the result.
-      this.base = await ratchet(this.base);
-      this.gen = (this.gen + 1) % 256;
-      this.worker.postMessage({ type: "send", kid: String(this.kid()), base: this.base });
-      await this.shareKey(joined);
-      this.keyframeSoon();
+      // Key work has a chain of its own: a first message to a new device (X3DH) can take a
+      // while, and the newcomer's media must not wait behind it, nor ours behind theirs.
+      // Newcomers who arrive while a key is on its way are served together: one ratchet, one
+      // message to all of them, not one after another.
+      this.newcomers = [...new Set([...(this.newcomers || []), ...joined])];
+      this.keyStep(async () => {
+        const newcomers = this.newcomers.splice(0);
+        if (!newcomers.length) return;  // an earlier step took them
+        this.base = await ratchet(this.base);
+        this.gen = (this.gen + 1) % 256;
+        this.worker.postMessage({ type: "send", kid: String(this.kid()), base: this.base });
+        await this.shareKey(newcomers);
+        this.keyframeSoon();
+      });
     }
     if (left.length) {
       for (const d of left) this.keysFrom.delete(d);
       clearTimeout(this.rotation);
-      this.rotation = setTimeout(() => this.rotate(), LEAVE_ROTATE_MS);
+      this.rotation = setTimeout(() => this.keyStep(() => this.rotate()), LEAVE_ROTATE_MS);
     }
     this.resubscribeSoon();
     this.onChange();
+  }
+
+  // Changes of our own key (a ratchet for a newcomer, a new key after a leave) happen one at
+  // a time, apart from the media queue.
+  keyStep(step) {
+    this.keyWork = (this.keyWork || Promise.resolve()).then(() => (this.state === "in-call" ? bounded(step()) : null))
+      .catch((e) => console.warn("changing our key failed:", e.message));
+    return this.keyWork;
   }
 
   // Several joins in a moment make one renegotiation with Janus, not one each; a refusal (a
@@ -432,7 +458,7 @@ export class Call {
   }
 
   async replace(kind, track) {
-    const sender = this.pub.getSenders().find((s) => s.track && s.track.kind === kind);
+    const sender = this.pub && this.pub.getSenders().find((s) => s.track && s.track.kind === kind);
     if (sender) await sender.replaceTrack(track);
     for (const old of this.local.getTracks().filter((t) => t.kind === kind)) {
       this.local.removeTrack(old);

@@ -137,8 +137,7 @@ export class SecureClient {
     const missing = [...targets.values()].filter((d) => !key.sharedWith.has(d.device_id));
     if (missing.length) {
       const share = { type: "sender_key", conversation_id: conversationId, ...key.share() };
-      const batch = [];
-      for (const d of missing) batch.push([d.device_id, await this.pairwiseEncrypt(d, share)]);
+      const batch = await this.encryptEach(missing, share);
       await this.save();
       await this.api.sendInbox(batch);
       for (const d of missing) key.sharedWith.add(d.device_id);
@@ -146,10 +145,22 @@ export class SecureClient {
     return key;
   }
 
-  async pairwiseEncrypt(device, payload) {
+  // One payload to each of these devices, as [device_id, body] pairs. The prekey bundles of
+  // devices without a session yet are claimed in one request, not one each: a call's key to
+  // four newcomers would otherwise wait for four round trips in a row.
+  async encryptEach(devices, payload) {
+    const fresh = devices.filter((d) => !(this.state.sessions[d.device_id] || []).length);
+    const bundles = fresh.length ? await this.api.claim(fresh.map((d) => d.device_id)) : [];
+    const claimed = new Map(fresh.map((d, i) => [d.device_id, bundles[i]]));
+    const out = [];
+    for (const d of devices) out.push([d.device_id, await this.pairwiseEncrypt(d, payload, claimed.get(d.device_id))]);
+    return out;
+  }
+
+  async pairwiseEncrypt(device, payload, claimed = null) {
     let sessions = this.state.sessions[device.device_id];
     if (!sessions || !sessions.length) {
-      const [b] = await this.api.claim([device.device_id]);
+      const b = claimed || (await this.api.claim([device.device_id]))[0];
       const bundle = { identityKey: unb64(b.identity_key), signingKey: unb64(b.signing_key),
         identitySig: unb64(b.identity_sig), spkId: b.spk_id, spk: unb64(b.spk),
         spkSig: unb64(b.spk_sig), opkId: b.opk_id, opk: b.opk ? unb64(b.opk) : null };
@@ -186,12 +197,7 @@ export class SecureClient {
       }
       this.checkIdentities(devices);
       const wanted = new Set(deviceIds);
-      const batch = [];
-      for (const d of devices) {
-        if (wanted.has(d.device_id) && d.device_id !== this.deviceId) {
-          batch.push([d.device_id, await this.pairwiseEncrypt(d, payload)]);
-        }
-      }
+      const batch = await this.encryptEach(devices.filter((d) => wanted.has(d.device_id) && d.device_id !== this.deviceId), payload);
       await this.save();
       if (batch.length) await this.api.sendInbox(batch);
       return batch.map(([d]) => d);
