@@ -95,3 +95,23 @@ def test_config_show_masks_secrets(tmp_path) -> None:
     assert "hunter2" not in out and "s3cret" not in out
     assert shown["database_url"] == "postgresql+asyncpg://app:***@db:5432/sc"
     assert shown["redis_url"] == "redis://:***@redis:6379/0"
+
+
+def test_other_peoples_text_reaches_the_terminal_as_plain_text(server, tmp_path) -> None:
+    """Rich markup, escape sequences and bidirectional overrides from a sender are shown, not
+    obeyed: nobody can style a recipient's terminal, plant a hidden link or reorder a line."""
+    alice, bob = unique("alice"), unique("bob")
+    for name in (alice, bob):
+        cli(server, tmp_path, "register", name, "--profile", name)
+        cli(server, tmp_path, "login", name, "--profile", name)
+    group = "[link=http://evil.test]pay here[/link]"
+    cli(server, tmp_path, "chat", "new", bob, "--name", group, "--profile", alice)
+    text = "[bold red]URGENT[/] \x1b]8;;http://evil.test\x1b\\click\x1b]8;;\x1b\\ \x1b[2J \u202efdp.exe"
+    cli(server, tmp_path, "chat", "send", group, text, "--profile", alice)
+    seen = cli(server, tmp_path, "chat", "sync", "--profile", bob).stdout
+    assert "\x1b" not in seen and "\u202e" not in seen
+    assert "[bold red]URGENT[/]" in seen  # the markup, as typed
+    assert "\\x1b]8;;http://evil.test\\x1b\\click" in seen and "\\x1b[2J" in seen
+    assert "\\u202efdp.exe" in seen
+    listing = cli(server, tmp_path, "chat", "list", "--profile", bob).stdout
+    assert "[link=http://evil.test]pay" in listing

@@ -5,6 +5,7 @@ of a traceback."""
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -14,13 +15,36 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from secureconnect.cli.profile import Profile
 from secureconnect.client import ApiError, Client, ConnectionLost
 
-out = Console()
-err = Console(stderr=True)
+# No highlighting: it would colour parts of other people's text as if they meant something.
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
 T = TypeVar("T")
+
+# Kept as they are in text from other people: line breaks and tabs.
+_LAYOUT = {"\n", "\t"}
+
+
+def shown(text: str) -> str:
+    """Text someone else wrote (a message, a name, a server's error), ready for ``out.print``.
+
+    Rich would read ``[link=...]`` or ``[bold]`` in it as markup, and a terminal obeys escape
+    sequences: another person could style the screen, plant a hidden link or rewrite what is
+    shown. Markup is escaped, and control and format characters (escape, carriage return,
+    bidirectional overrides, zero-width characters) are shown as ``\\x1b``-style codes.
+    """
+    visible = "".join(
+        ch
+        if ch in _LAYOUT or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+        else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )
+    return escape(visible)
+
 
 ProfileOpt = Annotated[
     str, typer.Option("--profile", envvar="SECURECONNECT_PROFILE", help="which saved login to use")
@@ -90,13 +114,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except ApiError as error:
-        err.print(f"[red]error:[/red] {error.message} [dim]({error.code})[/dim]")
+        err.print(f"[red]error:[/red] {shown(error.message)} [dim]({shown(error.code)})[/dim]")
         raise typer.Exit(1) from error
     except ConnectionLost as error:
-        err.print(f"[red]disconnected:[/red] {error.reason} [dim]({error.code})[/dim]")
+        err.print(f"[red]disconnected:[/red] {shown(error.reason)} [dim]({error.code})[/dim]")
         raise typer.Exit(1) from error
     except OSError as error:
-        err.print(f"[red]cannot reach the server:[/red] {error}")
+        err.print(f"[red]cannot reach the server:[/red] {shown(str(error))}")
         raise typer.Exit(1) from error
 
 

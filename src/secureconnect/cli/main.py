@@ -29,6 +29,7 @@ from secureconnect.cli.common import (
     hoist_profile_options,
     out,
     profile_choice,
+    shown,
     when,
 )
 from secureconnect.cli.oncall import oncall_app
@@ -208,7 +209,7 @@ def devices() -> None:
         table = Table("device", "name", "last seen", "status")
         for d in await client.devices():
             status = "revoked" if d.revoked_at else ("this device" if d.current else "")
-            table.add_row(d.id[:8], d.name, when(d.last_seen_at), status)
+            table.add_row(d.id[:8], shown(d.name), when(d.last_seen_at), status)
         out.print(table)
 
     client_command(go)()
@@ -242,13 +243,13 @@ async def _secure(client: Client) -> SecureClient:
     try:
         await secure.start()
     except DeviceStoreError as error:
-        err.print(f"[red]error:[/red] {error}")
+        err.print(f"[red]error:[/red] {shown(str(error))}")
         raise typer.Exit(1) from error
     return secure
 
 
 def _render(message: Message | PlainMessage | DecryptionFailed, me: str | None) -> str:
-    who = "you" if message.sender == me else message.sender
+    who = "you" if message.sender == me else shown(message.sender)
     if isinstance(message, DecryptionFailed):
         return (
             f"[dim]{message.conversation_id[:8]} #{message.seq}[/dim] [red]could not "
@@ -261,16 +262,16 @@ def _render(message: Message | PlainMessage | DecryptionFailed, me: str | None) 
         action = change["action"]
         if action == "create":
             return (
-                f"{head} [italic]{change['actor']} started the conversation with "
-                f"{', '.join(m for m in change['members'] if m != change['actor'])}[/italic]"
+                f"{head} [italic]{shown(change['actor'])} started the conversation with "
+                f"{shown(', '.join(m for m in change['members'] if m != change['actor']))}[/italic]"
             )
         verb = {"add": "added", "remove": "removed", "leave": "left"}.get(action, action)
-        target = "" if action == "leave" else f" {change['user']}"
-        return f"{head} [italic]{change['actor']} {verb}{target}[/italic]"
+        target = "" if action == "leave" else f" {shown(change['user'])}"
+        return f"{head} [italic]{shown(change['actor'])} {shown(verb)}{target}[/italic]"
     if message.content_type.startswith("text/"):
-        text = message.body.decode("utf-8", errors="replace")
+        text = shown(message.body.decode("utf-8", errors="replace"))
     else:
-        text = f"<{message.content_type}, {len(message.body)} bytes>"
+        text = shown(f"<{message.content_type}, {len(message.body)} bytes>")
     return f"{head} [bold]{who}[/bold]: {text}"
 
 
@@ -289,7 +290,7 @@ def chat_new(
             conv = await client.direct(usernames[0])
         else:
             conv = await client.create_group(usernames, name)
-        out.print(f"{conv.id} {conv.kind} with {', '.join(conv.members)}")
+        out.print(f"{conv.id} {conv.kind} with {shown(', '.join(conv.members))}")
 
     client_command(go)()
 
@@ -305,7 +306,7 @@ def chat_list() -> None:
             if c.left:
                 label += " (left)"
             table.add_row(
-                c.id[:8], c.kind, label, str(c.unread) if c.unread else "", f"#{c.last_seq}"
+                c.id[:8], c.kind, shown(label), str(c.unread) if c.unread else "", f"#{c.last_seq}"
             )
         out.print(table)
 
@@ -326,7 +327,8 @@ def chat_send(
             sent = await secure.send(conv, text.encode())
         except IdentityChangedError as error:
             err.print(
-                f"[red]not sent:[/red] {error}. Run: secureconnect chat verify {error.username}"
+                f"[red]not sent:[/red] {shown(str(error))}. Run: secureconnect chat verify "
+                f"{shown(error.username)}"
             )
             raise typer.Exit(1) from error
         for notice in secure.notices:
@@ -366,12 +368,12 @@ async def _stream(client: Client, state: Profile, until_ready: bool) -> None:
             state.save(profile_choice().profile)
         elif isinstance(event, Receipt) and event.username != state.username:
             out.print(
-                f"[dim]{event.conversation_id[:8]} {event.username} read up to "
+                f"[dim]{event.conversation_id[:8]} {shown(event.username)} read up to "
                 f"#{event.read_seq}, has up to #{event.delivered_seq}[/dim]"
             )
         elif isinstance(event, Typing):
             verb = "is typing" if event.typing else "stopped typing"
-            out.print(f"[dim]{event.conversation_id[:8]} {event.username} {verb}[/dim]")
+            out.print(f"[dim]{event.conversation_id[:8]} {shown(event.username)} {verb}[/dim]")
         elif isinstance(event, Ready) and until_ready:
             if secure.stream is not None:
                 await secure.stream.close()
@@ -405,7 +407,7 @@ def chat_members(conversation: str) -> None:
 
     async def go(client: Client, state: Profile) -> None:
         for m in await client.members(await _resolve(client, conversation)):
-            out.print(f"{m.username}{' (admin)' if m.role == 'admin' else ''}")
+            out.print(f"{shown(m.username)}{' (admin)' if m.role == 'admin' else ''}")
 
     client_command(go)()
 
@@ -461,12 +463,12 @@ def chat_verify(
         number = await secure.safety_number(username)
         if confirm:
             secure.mark_verified(username)
-        out.print(f"safety number with [bold]{username}[/bold]:")
+        out.print(f"safety number with [bold]{shown(username)}[/bold]:")
         out.print(f"  {display(number)}")
         status = "verified" if secure.is_verified(username) else "not verified"
         out.print(
-            f"{username} is {status}. Compare the number with theirs; if it matches, run "
-            f"secureconnect chat verify {username} --confirm"
+            f"{shown(username)} is {status}. Compare the number with theirs; if it matches, run "
+            f"secureconnect chat verify {shown(username)} --confirm"
         )
 
     client_command(go)()
