@@ -336,6 +336,33 @@ async def test_typing_is_relayed_but_never_stored(user) -> None:
     assert [m.kind for m in (await bob.history(conv.id)).messages] == ["membership"]
 
 
+async def test_a_flood_of_typing_frames_reaches_the_peer_as_a_few(server, user) -> None:
+    """2,000 typing frames in a burst (repeats and flips) become at most one relay per half
+    second; a real change after that still gets through."""
+    alice, bob = await user("alice"), await user("bob")
+    conv = await alice.direct(bob.login_info.username)
+    async with listening(bob) as bob_rx, connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": alice.token}))
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        started = asyncio.get_running_loop().time()
+        for i in range(2000):
+            frame = {"type": "typing", "conversation_id": conv.id, "typing": i % 3 != 0}
+            await ws.send(json.dumps(frame))
+        await ws.send(json.dumps({"type": "ping"}))
+        while json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] != "pong":
+            pass  # every frame before the ping has been handled
+        burst = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(0.6)
+        relayed = [e for e in bob_rx.events if isinstance(e, Typing)]
+        assert 1 <= len(relayed) <= 1 + burst / 0.5 + 1, (len(relayed), burst)
+        change = not relayed[-1].typing
+        await ws.send(json.dumps({"type": "typing", "conversation_id": conv.id, "typing": change}))
+        await bob_rx.wait_for(
+            lambda s: [e.typing for e in s.events if isinstance(e, Typing)][len(relayed) :]
+            == [change]
+        )
+
+
 async def test_conversation_list_shows_unread_and_members(user) -> None:
     alice, bob, carol = await user("alice"), await user("bob"), await user("carol")
     direct = await alice.direct(bob.login_info.username)

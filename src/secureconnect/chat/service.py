@@ -30,6 +30,12 @@ from secureconnect.store import Database
 from secureconnect.store.base import new_id
 
 MEMBERSHIP_TYPE = "application/vnd.secureconnect.membership+json"
+# Typing relays per device and conversation: "still typing" at most every TYPING_REPEAT_MS (the
+# web client repeats it every 3 s and shows it for 6), any change at most every TYPING_MIN_MS.
+# Whatever a client sends beyond that is dropped: 5,000 frames a second reach nobody.
+TYPING_REPEAT_MS = 2500
+TYPING_MIN_MS = 500
+TYPING_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class ChatService:
         self.bus = bus
         self.max_message_bytes = max_message_bytes
         self.history_page_max = history_page_max
+        self._typing: dict[tuple[str, str], tuple[bool, int]] = {}  # (device, conv) -> last relay
 
     # ----- conversations -------------------------------------------------------------------
 
@@ -503,6 +510,15 @@ class ChatService:
         await store.cursors_at_present(conn, user_id, device_id)
 
     async def typing(self, ctx: AuthContext, conv_id: str, active: bool) -> None:
+        key = (ctx.device_id, conv_id)
+        now = self.clock.now_ms()
+        last = self._typing.get(key)
+        if last is not None:
+            was, at = last
+            if now - at < TYPING_MIN_MS or (
+                was == active and (not active or now - at < TYPING_REPEAT_MS)
+            ):
+                return  # the others already show this
         async with self.db.read() as conn:
             roster = await store.roster(conn, conv_id, ctx.user_id)
             if not roster.me.current:
@@ -517,6 +533,9 @@ class ChatService:
         }
         # Typing is not stored: there is no commit to wait for.
         await self.bus.publish([user_topic(u) for u in recipients if u != ctx.user_id], event)
+        if len(self._typing) >= TYPING_REMEMBERED:  # forget what no longer holds anything back
+            self._typing = {k: v for k, v in self._typing.items() if now - v[1] < TYPING_REPEAT_MS}
+        self._typing[key] = (active, now)
 
     # ----- helpers ---------------------------------------------------------------------------
 
