@@ -42,6 +42,12 @@ def calls(services: Services) -> CallService:
     return services.calls
 
 
+async def _ok(step: Awaitable[None]) -> Ok:
+    """A step whose answer is only that it was done."""
+    await step
+    return Ok()
+
+
 async def on_owner(
     request: Request,
     services: Services,
@@ -116,11 +122,7 @@ async def leave(call_id: str, request: Request, caller: Caller, services: Servic
 
 @router.post("/calls/{call_id}/heartbeat", response_model=Ok)
 async def heartbeat(call_id: str, request: Request, caller: Caller, services: ServicesDep) -> Any:
-    async def work(s: CallService) -> Ok:
-        await s.heartbeat(caller, call_id)
-        return Ok()
-
-    return await on_owner(request, services, call_id, work)
+    return await on_owner(request, services, call_id, lambda s: _ok(s.heartbeat(caller, call_id)))
 
 
 @router.post("/calls/{call_id}/publish", response_model=JsepOut)
@@ -147,11 +149,9 @@ async def subscribe(
 async def answer(
     call_id: str, body: Answer, request: Request, caller: Caller, services: ServicesDep
 ) -> Any:
-    async def work(s: CallService) -> Ok:
-        await s.answer(caller, call_id, body.jsep)
-        return Ok()
-
-    return await on_owner(request, services, call_id, work)
+    return await on_owner(
+        request, services, call_id, lambda s: _ok(s.answer(caller, call_id, body.jsep))
+    )
 
 
 @router.post("/calls/{call_id}/ice", response_model=Ok)
@@ -160,11 +160,12 @@ async def trickle(
 ) -> Any:
     candidate = body.candidate.model_dump() if body.candidate is not None else None
 
-    async def work(s: CallService) -> Ok:
-        await s.trickle(caller, call_id, body.target, candidate)
-        return Ok()
-
-    return await on_owner(request, services, call_id, work)
+    return await on_owner(
+        request,
+        services,
+        call_id,
+        lambda s: _ok(s.trickle(caller, call_id, body.target, candidate)),
+    )
 
 
 @router.post("/calls/{call_id}/configure", response_model=CallOut)
@@ -183,20 +184,17 @@ async def configure(
 async def layer(
     call_id: str, body: Layer, request: Request, caller: Caller, services: ServicesDep
 ) -> Any:
-    async def work(s: CallService) -> Ok:
-        await s.layer(caller, call_id, body.mid, body.substream)
-        return Ok()
-
-    return await on_owner(request, services, call_id, work)
+    return await on_owner(
+        request,
+        services,
+        call_id,
+        lambda s: _ok(s.layer(caller, call_id, body.mid, body.substream)),
+    )
 
 
 @router.post("/calls/{call_id}/keyframe", response_model=Ok)
 async def keyframe(call_id: str, request: Request, caller: Caller, services: ServicesDep) -> Any:
-    async def work(s: CallService) -> Ok:
-        await s.keyframe(caller, call_id)
-        return Ok()
-
-    return await on_owner(request, services, call_id, work)
+    return await on_owner(request, services, call_id, lambda s: _ok(s.keyframe(caller, call_id)))
 
 
 @router.post("/calls/{call_id}/decrypt-failures", response_model=Ok)
