@@ -184,7 +184,7 @@ async def main() -> None:
         }
         server = ServerProcess(Path(tmp) / "server", env)
         server.data_dir.mkdir()
-        server.start()
+        server.start().wait_media()
         wrapper = net.wrapper(Path(tmp), CHROMIUM)
         flags = [
             *ARGS,

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +105,7 @@ def calls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
         "SECURECONNECT_CALL_RING_S": "3",
         "SECURECONNECT_CALL_HEARTBEAT_TIMEOUT_S": "4",
     }
-    proc = ServerProcess(tmp_path_factory.mktemp("calls"), env).start()
-    deadline = time.monotonic() + 20
-    while "secureconnect_janus_up 1.0" not in httpx.get(proc.url + "/metrics").text:
-        assert time.monotonic() < deadline, "Janus did not come up"
-        time.sleep(0.1)
+    proc = ServerProcess(tmp_path_factory.mktemp("calls"), env).start().wait_media()
     yield proc
     proc.stop()
 

@@ -153,6 +153,17 @@ class ServerProcess:
             time.sleep(0.05)
         raise RuntimeError("server never became ready")
 
+    def wait_media(self, timeout: float = 20.0) -> ServerProcess:
+        """Waits until this server's Janus and coturn are both up: a call joined before coturn
+        is would get no TURN server."""
+        deadline = time.monotonic() + timeout
+        up = ("secureconnect_janus_up 1.0", "secureconnect_turn_up 1.0")
+        while not all(u in httpx.get(self.url + "/metrics", timeout=5).text for u in up):
+            if time.monotonic() > deadline:
+                raise RuntimeError("Janus or coturn did not come up")
+            time.sleep(0.1)
+        return self
+
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc is None:
             return 0

@@ -106,7 +106,8 @@ def test_other_peoples_text_reaches_the_terminal_as_plain_text(server, tmp_path)
         cli(server, tmp_path, "login", name, "--profile", name)
     group = "[link=http://evil.test]pay here[/link]"
     cli(server, tmp_path, "chat", "new", bob, "--name", group, "--profile", alice)
-    text = "[bold red]URGENT[/] \x1b]8;;http://evil.test\x1b\\click\x1b]8;;\x1b\\ \x1b[2J \u202efdp.exe"
+    link = "\x1b]8;;http://evil.test\x1b\\click\x1b]8;;\x1b\\"  # OSC 8: a hidden link
+    text = f"[bold red]URGENT[/] {link} \x1b[2J \u202efdp.exe"
     cli(server, tmp_path, "chat", "send", group, text, "--profile", alice)
     seen = cli(server, tmp_path, "chat", "sync", "--profile", bob).stdout
     assert "\x1b" not in seen and "\u202e" not in seen

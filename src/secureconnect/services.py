@@ -142,6 +142,8 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
     incidents = IncidentService(db, severities, health, platform, clock=clock)
     sfu = _sfu(settings, metrics)
     turn = _turn(settings) if sfu is not None else None
+    if turn is not None:
+        metrics.watch_turn(lambda: turn.state == "up")
 
     def ice(user_id: str) -> list[IceServer]:
         """TURN credentials for one user, from the external server's secret or our coturn's."""

@@ -58,7 +58,7 @@ def media_server(
         "SECURECONNECT_TURN_RELAY_PORTS": "23200-23299",
         "SECURECONNECT_CALL_RING_S": "30",
     }
-    proc = ServerProcess(tmp_path_factory.mktemp("media"), env).start()
+    proc = ServerProcess(tmp_path_factory.mktemp("media"), env).start().wait_media()
     yield proc
     proc.stop()
 

@@ -128,6 +128,15 @@ class Metrics:
         )
         self.janus_up.set_function(lambda: 1.0 if up() else 0.0)
 
+    def watch_turn(self, up: Callable[[], bool]) -> None:
+        self.turn_up = Gauge(
+            "secureconnect_turn_up",
+            "1 while the coturn this replica runs is up, 0 while it is away: calls then get no "
+            "TURN server, and clients behind strict NATs cannot reach the SFU.",
+            registry=self.registry,
+        )
+        self.turn_up.set_function(lambda: 1.0 if up() else 0.0)
+
     def watch_calls(self, counts: Callable[[], CallCounts]) -> None:
         self.registry.register(_CallCollector(counts))
 
