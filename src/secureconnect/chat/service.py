@@ -30,7 +30,7 @@ from secureconnect.store import Database
 from secureconnect.store.base import new_id
 
 MEMBERSHIP_TYPE = "application/vnd.secureconnect.membership+json"
-# Typing relays per device and conversation: "still typing" at most every TYPING_REPEAT_MS (the
+# Typing relays per person and conversation: "still typing" at most every TYPING_REPEAT_MS (the
 # web client repeats it every 3 s and shows it for 6), any change at most every TYPING_MIN_MS.
 # Whatever a client sends beyond that is dropped: 5,000 frames a second reach nobody.
 TYPING_REPEAT_MS = 2500
@@ -106,7 +106,7 @@ class ChatService:
         self.bus = bus
         self.max_message_bytes = max_message_bytes
         self.history_page_max = history_page_max
-        self._typing: dict[tuple[str, str], tuple[bool, int]] = {}  # (device, conv) -> last relay
+        self._typing: dict[tuple[str, str], tuple[bool, int]] = {}  # (user, conv) -> last relay
 
     # ----- conversations -------------------------------------------------------------------
 
@@ -294,6 +294,8 @@ class ChatService:
             )
         if not body:
             raise Invalid("empty_message", "message body is empty")
+        # Receivers take a message as the end of its sender's "typing": so does the relay.
+        self._typing.pop((ctx.user_id, conv_id), None)
         try:
             return await self._send_once(ctx, conv_id, client_msg_id, content_type, body)
         except IntegrityError:
@@ -510,7 +512,7 @@ class ChatService:
         await store.cursors_at_present(conn, user_id, device_id)
 
     async def typing(self, ctx: AuthContext, conv_id: str, active: bool) -> None:
-        key = (ctx.device_id, conv_id)
+        key = (ctx.user_id, conv_id)
         now = self.clock.now_ms()
         last = self._typing.get(key)
         if last is not None:
