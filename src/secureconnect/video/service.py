@@ -288,8 +288,8 @@ class CallService:
                 )
                 if row.state == "ringing" and ctx.user_id != row.caller_user_id:
                     await store.set_call(conn, call_id, state="live", answered_at=now)
-                await self._announce(conn, call_id, row.conversation_id)
-        call = await self.describe(ctx, call_id)
+                call = await self._announce(conn, call_id, row.conversation_id)
+        assert call is not None  # the row was read and locked in this very transaction
         return JoinOut(call=call, feed_id=seat.feed_id, ice_servers=self.ice(ctx.user_id))
 
     async def _claim_if_released(self, row: Any) -> Any:
@@ -468,8 +468,8 @@ class CallService:
     ) -> CallOut:
         """Mute, camera and screen state as the roster shows it (the client stops the track)."""
         await self._seat_of(ctx, call_id)
-        await self._set_flags(ctx, call_id, audio=audio, video=video, screen=screen)
-        return await self.describe(ctx, call_id)
+        changed = await self._set_flags(ctx, call_id, audio=audio, video=video, screen=screen)
+        return changed or await self.describe(ctx, call_id)
 
     async def layer(self, ctx: AuthContext, call_id: str, mid: str, substream: int) -> None:
         """Which simulcast layer of a received video this device wants."""
@@ -632,24 +632,29 @@ class CallService:
             row = await store.call_row(conn, seat.call_id)
             await self._announce(conn, seat.call_id, row.conversation_id)
 
-    async def _set_flags(self, ctx: AuthContext, call_id: str, **flags: bool | None) -> None:
+    async def _set_flags(
+        self, ctx: AuthContext, call_id: str, **flags: bool | None
+    ) -> CallOut | None:
         values = {k: v for k, v in flags.items() if v is not None}
         if not values:
-            return
+            return None
         async with self.db.write() as conn:
             await store.set_participant(conn, call_id, [ctx.device_id], **values)
             row = await store.call_row(conn, call_id)
-            await self._announce(conn, call_id, row.conversation_id)
+            return await self._announce(conn, call_id, row.conversation_id)
 
-    async def _announce(self, conn: AsyncConnection, call_id: str, conv_id: str) -> None:
+    async def _announce(self, conn: AsyncConnection, call_id: str, conv_id: str) -> CallOut | None:
         """Every member's devices get the call as it now stands, once this commits. The version
-        goes up under the row's lock, so devices can tell a late event from a new one."""
+        goes up under the row's lock, so devices can tell a late event from a new one. The
+        call is returned too: the device that caused the change gets the same version in its
+        answer, with no second read."""
         await store.bump_version(conn, call_id)
         call = await store.describe(conn, call_id, self.ring_ms)
         members = await self.chat.current_member_ids(conn, conv_id)
         if call is not None:
             event = {"type": "call", "call": call.model_dump(mode="json")}
             self.db.publish_on_commit(conn, [user_topic(u) for u in members], event)
+        return call
 
     async def _end(self, conn: AsyncConnection, call_id: str, outcome: str) -> None:
         """Closes the call and writes it into the conversation's timeline (who, when, how
