@@ -183,6 +183,21 @@ async def test_a_one_to_one_video_call_is_encrypted_end_to_end(net_browser, medi
     # Mute shows on the other side.
     await a.click("#toggle-mic")
     await b.wait_for_selector(".tile:not(.me) .label:has-text('muted')", timeout=10000)
+    # A muted microphone sends nothing at all, not even silence; unmuting brings the sound back.
+    packets = """async ([pc, type]) => [
+        ...(await window.secureconnect.call()[pc].getStats()).values()].filter(
+        (r) => r.type === type && r.kind === "audio").reduce(
+        (n, r) => n + (r.packetsSent || r.packetsReceived || 0), 0)"""
+    await asyncio.sleep(0.5)
+    quiet = await a.evaluate(packets, ["pub", "outbound-rtp"])
+    await asyncio.sleep(1.5)
+    assert await a.evaluate(packets, ["pub", "outbound-rtp"]) == quiet
+    heard = await b.evaluate(packets, ["sub", "inbound-rtp"])
+    await a.click("#toggle-mic")
+    deadline = time.monotonic() + 10
+    while await b.evaluate(packets, ["sub", "inbound-rtp"]) < heard + 50:
+        assert time.monotonic() < deadline, "no sound after unmuting"
+        await asyncio.sleep(0.2)
     # A wrong key decodes nothing: Bob's worker is handed garbage for Alice's current key.
     await b.evaluate(
         """() => { const c = window.secureconnect.call();

@@ -144,6 +144,10 @@ export class Call {
       const init = track.kind === "video" ? { direction: "sendonly", sendEncodings: SIMULCAST } : { direction: "sendonly" };
       const { sender } = pc.addTransceiver(track, init);
       sender.transform = new RTCRtpScriptTransform(this.worker, { operation: "encrypt", kind: track.kind });
+      if (track.kind === "audio") {
+        this.micSender = sender;
+        if (!track.enabled) await sender.replaceTrack(null);  // still muted after a rejoin
+      }
     }
     this.watch(pc, "publisher");
     const offer = await pc.createOffer();
@@ -422,8 +426,12 @@ export class Call {
 
   // ----- controls ---------------------------------------------------------------------------
 
+  // A muted microphone sends nothing at all, not 50 packets a second of silence: in a call of
+  // N, the muted microphones would be N x (N-1) streams through the SFU.
   async setAudio(on) {
+    const mic = this.local.getAudioTracks()[0];
     for (const t of this.local.getAudioTracks()) t.enabled = on;
+    if (this.micSender && mic) await this.micSender.replaceTrack(on ? mic : null);
     this.newer(await this.api.callStep(this.id, "configure", { audio: on }));
     this.onChange();
   }
@@ -458,8 +466,11 @@ export class Call {
   }
 
   async replace(kind, track) {
-    const sender = this.pub && this.pub.getSenders().find((s) => s.track && s.track.kind === kind);
-    if (sender) await sender.replaceTrack(track);
+    const before = this.local.getTracks().find((t) => t.kind === kind);
+    if (kind === "audio" && before) track.enabled = before.enabled;  // a new microphone stays muted
+    const sender = kind === "audio" ? this.micSender
+      : this.pub && this.pub.getSenders().find((s) => s.track && s.track.kind === kind);
+    if (sender) await sender.replaceTrack(track.enabled || kind !== "audio" ? track : null);
     for (const old of this.local.getTracks().filter((t) => t.kind === kind)) {
       this.local.removeTrack(old);
       if (old !== track) old.stop();
@@ -488,7 +499,7 @@ export class Call {
 
   closePeers() {
     for (const pc of [this.pub, this.sub]) if (pc) pc.close();
-    this.pub = this.sub = null;
+    this.pub = this.sub = this.micSender = null;
     this.subscribed = [];
     this.layers = new Map();
     this.tiles.clear();
