@@ -294,6 +294,13 @@ async def test_publish_subscribe_and_bad_media_are_told_apart(new_user: NewUser)
     with pytest.raises(ApiError) as refused:
         await bob.subscribe_call(call.id, [alice_seat.feed_id])
     assert refused.value.code == "unknown_feed"
+    # A key frame is asked of one's own encoder, or of a feed one receives: not of anyone else.
+    await bob._call("POST", f"/v1/calls/{call.id}/keyframe", json={})
+    with pytest.raises(ApiError) as refused:
+        await bob._call(
+            "POST", f"/v1/calls/{call.id}/keyframe", json={"feed_id": alice_seat.feed_id}
+        )
+    assert refused.value.status == 400 and refused.value.code == "unknown_feed"
     for client in (alice, bob):
         await client.leave_call(call.id)
 

@@ -23,6 +23,7 @@ from secureconnect.video.schemas import (
     DecryptFailures,
     JoinOut,
     JsepOut,
+    Keyframe,
     Layer,
     Ok,
     Publish,
@@ -193,8 +194,17 @@ async def layer(
 
 
 @router.post("/calls/{call_id}/keyframe", response_model=Ok)
-async def keyframe(call_id: str, request: Request, caller: Caller, services: ServicesDep) -> Any:
-    return await on_owner(request, services, call_id, lambda s: _ok(s.keyframe(caller, call_id)))
+async def keyframe(
+    call_id: str,
+    request: Request,
+    caller: Caller,
+    services: ServicesDep,
+    body: Keyframe | None = None,
+) -> Any:
+    feed = body.feed_id if body is not None else None
+    return await on_owner(
+        request, services, call_id, lambda s: _ok(s.keyframe(caller, call_id, feed))
+    )
 
 
 @router.post("/calls/{call_id}/decrypt-failures", response_model=Ok)

@@ -120,6 +120,12 @@ class Configure(Strict):
     screen: bool | None = None
 
 
+class Keyframe(Strict):
+    feed_id: int | None = Field(
+        None, description="a feed you receive: ask its sender; none: ask your own encoder"
+    )
+
+
 class Layer(Strict):
     mid: str = Field(max_length=64)
     substream: int = Field(ge=0, le=2)

@@ -483,20 +483,31 @@ class CallService:
         # Janus switches layers on a key frame of the new one; ask its sender for one now
         # rather than wait for the encoder's next (which can be minutes away).
         feed = next((s.feed_id for s in seat.streams if s.mid == mid), None)
+        if feed is not None:
+            await self._keyframe_from(call_id, feed)
+
+    async def keyframe(self, ctx: AuthContext, call_id: str, feed_id: int | None = None) -> None:
+        """Asks for a key frame, through Janus. Without ``feed_id``, from this device's own
+        encoder: a sender that has just given someone its key sends one, so they need not wait
+        for the next. With it, from the sender of a feed this device receives: its frames came
+        before their key and were dropped, and the next key frame may be minutes away."""
+        seat = await self._seat_of(ctx, call_id)
+        if feed_id is None:
+            await seat.session.message(seat.publisher, {"request": "configure", "keyframe": True})
+            return
+        if feed_id not in {s.feed_id for s in seat.streams}:
+            raise Invalid("unknown_feed", f"not a feed you receive: {feed_id}")
+        await self._keyframe_from(call_id, feed_id)
+
+    async def _keyframe_from(self, call_id: str, feed_id: int) -> None:
         sender = next(
-            (s for s in self.seats.values() if s.call_id == call_id and s.feed_id == feed), None
+            (s for s in self.seats.values() if s.call_id == call_id and s.feed_id == feed_id), None
         )
         if sender is not None:
-            with contextlib.suppress(JanusError):
+            with contextlib.suppress(JanusError):  # a sender that just left needs none
                 await sender.session.message(
                     sender.publisher, {"request": "configure", "keyframe": True}
                 )
-
-    async def keyframe(self, ctx: AuthContext, call_id: str) -> None:
-        """Asks this device's own encoder, through Janus, for a key frame: a sender that has
-        just given someone its key sends one, so they need not wait for the next."""
-        seat = await self._seat_of(ctx, call_id)
-        await seat.session.message(seat.publisher, {"request": "configure", "keyframe": True})
 
     def counts(self) -> CallCounts:
         seats = list(self.seats.values())

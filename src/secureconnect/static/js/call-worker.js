@@ -23,7 +23,9 @@ async function learn(kid, base) {
   const tag = tagOf(kid);
   const known = bases.get(tag);
   if (!known || known.gen <= genOf(kid)) bases.set(tag, { gen: genOf(kid), base });
-  missingTags.delete(tag);
+  // Frames under this key came first and were dropped: the decoder now needs a key frame,
+  // which the sender's encoder may not make for minutes unless asked.
+  if (missingTags.delete(tag)) self.postMessage({ type: "recovered", tag: String(tag) });
 }
 
 // A sender ratchets forward when someone joins; receivers follow it without being told.

@@ -67,7 +67,8 @@ export class Call {
     this.timers = [];
     this.error = "";
     // Key traffic, for call diagnostics: counts only.
-    this.counters = { keysSent: 0, keysReceived: 0, requestsSent: 0, requestsAnswered: 0, dropped: 0 };
+    this.counters = { keysSent: 0, keysReceived: 0, requestsSent: 0, requestsAnswered: 0, dropped: 0,
+      keyframesAsked: 0 };
   }
 
   get id() { return this.call && this.call.id; }
@@ -99,6 +100,7 @@ export class Call {
   startWorker() {
     const worker = new Worker("/static/js/call-worker.js", { type: "module" });
     worker.onmessage = ({ data }) => {
+      if (data.type === "recovered") { this.keyframeFrom(data.tag); return; }
       if (data.type !== "stats") return;
       this.stats = { decrypted: data.decrypted, failures: data.failures.unknownKey + data.failures.badFrame,
         missing: data.missing };
@@ -314,6 +316,16 @@ export class Call {
       this.worker.postMessage({ type: "send", kid: String(kid), base });
       this.keyframeSoon();
     }, SWITCH_AFTER_MS);
+  }
+
+  // A key that arrived after its first frames (dropped): ask its sender for a key frame, or
+  // that tile stays frozen until the encoder makes one by itself.
+  keyframeFrom(tag) {
+    const device = [...this.keysFrom].find(([, kid]) => String(BigInt(kid) >> 8n) === tag);
+    const who = device && this.others().find((p) => p.device_id === device[0]);
+    if (!who || !who.feed_id || !this.subscribed.includes(who.feed_id)) return;
+    this.counters.keyframesAsked++;
+    this.api.callStep(this.id, "keyframe", { feed_id: who.feed_id }).catch(() => {});
   }
 
   // Receivers of a new key decode from the next key frame on: ask for one now.
