@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         None, description="Janus's folder holding plugins/ and transports/; found if unset"
     )
     janus_rtp_ports: str = Field("20000-20999", description="UDP ports Janus uses for media")
+    janus_record_dir: Path | None = Field(
+        None,
+        description="Janus records every call's media here (.mjr files): what the SFU's "
+        "operator can capture, which end-to-end encryption leaves as ciphertext; for audits",
+    )
     media_probe_port: int = Field(
         5004, ge=0, le=65535, description="UDP port answering STUN for the runbook's check; 0: off"
     )

@@ -170,6 +170,7 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
             # Replicas on one machine share a host name: the port tells them apart.
             owner=f"{socket.gethostname()}:{settings.port}",
             url=settings.internal_url or settings.effective_public_url,
+            record_dir=settings.janus_record_dir,
         )
         if settings.role in ("all", "video-service")
         else None

@@ -10,7 +10,9 @@ and a relay-only network still gets media through TURN.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -23,7 +25,9 @@ import pytest
 from secureconnect.client import Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import CallKey, SecureClient
-from tests.browser import pages
+from secureconnect.crypto import sframe
+from secureconnect.crypto.primitives import CryptoError
+from tests.browser import mjr, pages
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.netns import ClientNet, can_make_namespaces
 from tests.conftest import FAST, in_ci
@@ -58,6 +62,8 @@ def media_server(
         "SECURECONNECT_TURN_RELAY_PORTS": "23200-23299",
         "SECURECONNECT_CALL_RING_S": "30",
     }
+    # Janus records every call here: the SFU's own view, for the test that reads it back.
+    env["SECURECONNECT_JANUS_RECORD_DIR"] = str(tmp_path_factory.mktemp("janus-recordings"))
     proc = ServerProcess(tmp_path_factory.mktemp("media"), env).start().wait_media()
     yield proc
     proc.stop()
@@ -245,6 +251,57 @@ async def test_a_one_to_one_video_call_is_encrypted_end_to_end(net_browser, medi
     await b.wait_for_selector("#call-screen", state="detached", timeout=20000)
     assert a.errors == [] and b.errors == []
     await close(a, b)
+
+
+async def test_what_janus_holds_of_a_call_does_not_decrypt_without_the_key(
+    net_browser, media_server
+) -> None:
+    """The SFU's own view of the media: Janus's recording of the streams it forwards. Every
+    video and audio frame in it is SFrame ciphertext: with Alice's key each one decrypts, with
+    any other key none does. In clear there is only the codec's payload header (VP8's frame
+    tag and, on a key frame, the picture's size), which Janus reads to switch layers."""
+    a, b = await call_between(net_browser, media_server)
+    for page in (a, b):
+        await media_flows(page)
+    key = await a.evaluate(
+        """async () => { const c = window.secureconnect.call();
+                         await c.api.callStep(c.id, "keyframe");  // one under this key for sure
+                         return { kid: String(c.kid()), base: btoa(String.fromCharCode(...c.base)),
+                                  feed: c.feedId }; }"""
+    )
+    await asyncio.sleep(2)
+    await a.click("#leave-call")  # Janus closes its files as the publishers leave
+    await b.wait_for_selector("#call-screen", state="detached", timeout=20000)
+    await close(a, b)
+    await asyncio.sleep(1)
+    folder = Path(media_server.env()["SECURECONNECT_JANUS_RECORD_DIR"])
+    seen = frames_janus_holds(folder, key["feed"], int(key["kid"]), base64.b64decode(key["base"]))
+    assert seen["key"] >= 1 and seen["delta"] >= 20 and seen["audio"] >= 50, seen
+
+
+def frames_janus_holds(folder: Path, feed: int, kid: int, base: bytes) -> dict[str, int]:
+    """Checks every frame of this feed under this key in Janus's recordings; counts them."""
+    right = sframe.derive(base, kid)
+    wrong = sframe.derive(secrets.token_bytes(32), kid)
+    seen = {"key": 0, "delta": 0, "audio": 0}
+    for path in sorted(folder.glob(f"*-{feed}-*.mjr")):
+        header, packets = mjr.read(path)
+        if header["t"] == "v":
+            frames = [("key" if f[0] & 1 == 0 else "delta", f) for f in mjr.vp8_frames(packets)]
+        else:
+            frames = [("audio", p.payload) for p in packets if p.payload]
+        for kind, frame in frames:
+            clear = sframe.CLEAR_BYTES[kind]
+            if sframe.parse_header(frame[clear:])[0] != kid:
+                continue  # a frame from before this key (it ratcheted when Bob joined)
+            plain = sframe.unprotect(lambda k: right if k == kid else None, frame, kind)
+            with pytest.raises(CryptoError):
+                sframe.unprotect(lambda k: wrong if k == kid else None, frame, kind)
+            assert plain[clear:] not in frame  # what the decoder gets is nowhere in Janus's copy
+            if kind == "key":  # VP8's key frame start code and 640x360, all Janus can read
+                assert frame[3:6] == b"\x9d\x01\x2a" and frame[6:10] == bytes([128, 2, 104, 1])
+            seen[kind] += 1
+    return seen
 
 
 async def test_a_group_call_of_four_everyone_sees_everyone(net_browser, media_server) -> None:

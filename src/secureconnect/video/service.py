@@ -23,6 +23,7 @@ import secrets
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -112,9 +113,11 @@ class CallService:
         clock: Clock = SYSTEM_CLOCK,
         owner: str | None = None,
         url: str = "",
+        record_dir: Path | None = None,
     ) -> None:
         """``owner``: this replica's name in the store; ``url``: where other replicas forward
-        requests for the calls it hosts."""
+        requests for the calls it hosts; ``record_dir``: where Janus records the (encrypted)
+        media of every room, if anywhere."""
         self.db = db
         self.bus = bus
         self.chat = chat
@@ -126,6 +129,7 @@ class CallService:
         self.clock = clock
         self.owner = owner or socket.gethostname()
         self.url = url
+        self.record_dir = record_dir
         self.rooms: dict[str, Room] = {}
         self.seats: dict[tuple[str, str], Seat] = {}
         self._control: tuple[JanusSession, int] | None = None
@@ -734,8 +738,13 @@ class CallService:
         sfu = self._sfu()
         assert sfu.config is not None
         room = Room(number=number, secret=secrets.token_urlsafe(24), generation=self.epoch)
+        recording: dict[str, Any] = {}
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
+            recording = {"record": True, "rec_dir": str(self.record_dir)}
         await self._control_request(
             {
+                **recording,
                 "request": "create",
                 "room": number,
                 "admin_key": sfu.config.admin_key,
