@@ -253,6 +253,41 @@ async def test_a_one_to_one_video_call_is_encrypted_end_to_end(net_browser, medi
     await close(a, b)
 
 
+async def test_speaking_another_microphone_and_a_shared_screen(net_browser, media_server) -> None:
+    """The controls a person uses in a call do what they say on the other side."""
+    a, b = await call_between(net_browser, media_server)
+    for page in (a, b):
+        await media_flows(page)
+    alice = await a.evaluate("window.secureconnect.call().me.username")
+    # Alice's (fake) microphone beeps: Bob sees her tile light up as speaking.
+    await b.wait_for_selector(f".tile.speaking[data-user='{alice}']", timeout=20000)
+    # Another microphone from the device picker: Bob keeps hearing her.
+    await a.click("#pick-device")
+    microphones = "#device-dialog select[data-kind=audioinput]"
+    await a.wait_for_selector(f"{microphones} option", state="attached")
+    values = "(options) => options.map((o) => o.value)"
+    options = await a.eval_on_selector_all(f"{microphones} option", values)
+    assert len(options) >= 2, options
+    before = await a.evaluate("window.secureconnect.call().local.getAudioTracks()[0].label")
+    await a.select_option(microphones, options[-1])
+    deadline = time.monotonic() + 10
+    while await a.evaluate("window.secureconnect.call().local.getAudioTracks()[0].label") == before:
+        assert time.monotonic() < deadline, "the microphone did not change"
+        await asyncio.sleep(0.2)
+    await a.click("#device-dialog button")
+    await media_flows(b)
+    # Sharing the screen: Bob is told, and what he sees keeps coming (now the screen).
+    await a.click("#share-screen")
+    await b.wait_for_selector(
+        f".tile[data-user='{alice}'] .label:has-text('sharing screen')", timeout=20000
+    )
+    await frames_from_each(b, 1)
+    assert (await stats(b))["decryptFailures"] == 0
+    await pages.shot(b, "26-screen-shared")
+    assert a.errors == [] and b.errors == []
+    await close(a, b)
+
+
 async def test_what_janus_holds_of_a_call_does_not_decrypt_without_the_key(
     net_browser, media_server
 ) -> None:

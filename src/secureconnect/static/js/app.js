@@ -228,7 +228,7 @@ function renderCall() {
   // Redraw only when something a person would see changed: buttons stay put under the pointer.
   const c0 = ui.call;
   const seen = JSON.stringify([ui.callError, [...ui.ringing.keys()], lang(), c0 && c0.inCall && [c0.state,
-    c0.waitingForKeys(), [...c0.tiles.keys()], [...c0.speaking], c0.others().map((p) => [p.device_id, p.audio, p.video]),
+    c0.waitingForKeys(), [...c0.tiles.keys()], [...c0.speaking], c0.others().map((p) => [p.device_id, p.audio, p.video, p.screen]),
     c0.local && c0.local.getTracks().map((tr) => tr.enabled)]]);
   if (seen === shownCall) return;
   shownCall = seen;
@@ -259,7 +259,8 @@ function renderCall() {
       const tile = [...c.tiles.values()].find((x) => x.device_id === p.device_id);
       tiles.push(el("div", { class: `tile${tile && c.speaking.has(tile.feed_id) ? " speaking" : ""}`, "data-user": p.username },
         tile ? videoFor(tile.feed_id, tile.stream, false) : el("div", { class: "placeholder" }, avatar(p.username)),
-        el("span", { class: "label" }, p.username, p.audio ? "" : ` · ${t("muted")}`, p.video ? "" : ` · ${t("cameraIsOff")}`)));
+        el("span", { class: "label" }, p.username, p.audio ? "" : ` · ${t("muted")}`, p.video ? "" : ` · ${t("cameraIsOff")}`,
+          p.screen ? ` · ${t("sharingScreen")}` : "")));
     }
     for (const key of [...videos.keys()]) {
       if (key !== "me" && ![...c.tiles.keys()].includes(key)) videos.delete(key);

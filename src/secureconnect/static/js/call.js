@@ -20,6 +20,7 @@ const SIMULCAST = [
   { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 200000 },
 ];
 const SMALL_TILES_FROM = 4;  // with this many others on screen, each gets the low layer
+const SPEAKING_LEVEL = 0.03;  // mean level over a second (0..1) above which someone speaks
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 
 export function callsSupported() {
@@ -63,6 +64,7 @@ export class Call {
     this.keysFrom = new Map();   // device_id -> the KID of its latest key (string)
     this.asked = new Map();      // device_id -> { at, wait } of our last request for its key
     this.speaking = new Set();   // feed ids
+    this.energy = new Map();     // mid -> the received audio's energy and duration so far
     this.stats = { decrypted: 0, failures: 0, missing: [] };
     this.timers = [];
     this.error = "";
@@ -388,14 +390,7 @@ export class Call {
   poll() {
     this.worker.postMessage({ type: "stats" });
     this.heal();
-    this.speaking = new Set();
-    for (const tile of this.tiles.values()) {
-      for (const r of tile.receivers) {
-        if (r.track.kind !== "audio") continue;
-        const level = Math.max(0, ...r.getSynchronizationSources().map((s) => s.audioLevel || 0));
-        if (level > 0.05) this.speaking.add(tile.feed_id);
-      }
-    }
+    this.hear().catch(() => {});
     const now = Date.now();
     const ask = [];
     for (const p of this.others()) {
@@ -409,6 +404,27 @@ export class Call {
       this.counters.requestsSent += ask.length;
       this.asking = bounded(this.secure.sendCallPayload(this.call.conversation_id, ask,
         { type: "call_key_request", call_id: this.id })).catch(() => {}).finally(() => { this.asking = null; });
+    }
+  }
+
+  // Who spoke in the last second: the mean level of each received voice over that second
+  // (from the energy the receiver adds up), not one sample of it, which misses short words.
+  async hear() {
+    const heard = new Set();
+    for (const r of this.sub ? (await this.sub.getStats()).values() : []) {
+      if (r.type !== "inbound-rtp" || r.kind !== "audio") continue;
+      const was = this.energy.get(r.mid) || { energy: 0, seconds: 0 };
+      const now = { energy: r.totalAudioEnergy || 0, seconds: r.totalSamplesDuration || 0 };
+      this.energy.set(r.mid, now);
+      const stream = this.streams.find((x) => x.mid === r.mid);
+      const seconds = now.seconds - was.seconds;
+      if (stream && seconds > 0 && Math.sqrt(Math.max(0, now.energy - was.energy) / seconds) > SPEAKING_LEVEL) {
+        heard.add(stream.feed_id);
+      }
+    }
+    if ([...heard].join() !== [...this.speaking].join()) {
+      this.speaking = heard;
+      this.onChange();
     }
   }
 
@@ -512,6 +528,7 @@ export class Call {
   closePeers() {
     for (const pc of [this.pub, this.sub]) if (pc) pc.close();
     this.pub = this.sub = this.micSender = null;
+    this.energy = new Map();
     this.subscribed = [];
     this.layers = new Map();
     this.tiles.clear();
