@@ -65,6 +65,10 @@ class ClientNet:
             raise
         return net
 
+    def cut(self, down: bool) -> None:
+        """Takes this namespace's only link down (a network drop for everyone in it) or up."""
+        _ip("link", "set", self.host_link, "down" if down else "up")
+
     def wrapper(self, folder: Path, binary: str) -> Path:
         """An executable that runs ``binary`` inside the namespace (what Playwright launches)."""
         script = folder / f"in-{self.name}.sh"

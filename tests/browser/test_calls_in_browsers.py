@@ -387,6 +387,28 @@ async def test_a_group_call_of_four_everyone_sees_everyone(net_browser, media_se
     await close(*people)
 
 
+async def test_after_a_network_drop_the_call_comes_back_without_a_click(
+    net, net_browser, media_server
+) -> None:
+    """Both browsers lose the network for 20 s (a train tunnel, a Wi-Fi hand-over), less than
+    the 30 s after which the server drops a silent device. Once it is back they see and hear
+    each other again, with no one pressing anything."""
+    a, b = await call_between(net_browser, media_server)
+    for page in (a, b):
+        await media_flows(page)
+    net.cut(down=True)
+    try:
+        await asyncio.sleep(20)
+    finally:
+        net.cut(down=False)
+    for page in (a, b):
+        now = await media_flows(page, timeout=90)
+        assert now["state"] == "in-call" and now["decryptFailures"] == 0, now
+    await frames_from_each(a, 1)
+    await frames_from_each(b, 1)
+    await close(a, b)
+
+
 async def test_relay_only_goes_through_coturn(net_browser, media_server) -> None:
     a, b = await call_between(net_browser, media_server, relay_only=True)
     for page in (a, b):

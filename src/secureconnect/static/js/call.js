@@ -250,8 +250,12 @@ export class Call {
     const before = new Set(this.call.participants.map((p) => p.device_id));
     const now = new Set(call.participants.map((p) => p.device_id));
     this.call = call;
-    if (call.state === "ended" || (this.state === "in-call" && !now.has(this.me.device_id))) {
-      this.stop(call.state === "ended" ? "ended" : "removed");
+    if (call.state === "ended") { this.stop("ended"); return; }
+    if (this.state === "in-call" && !now.has(this.me.device_id)) {
+      // Out of the roster while the call goes on: the server dropped a device it did not hear
+      // from (a network drop), or we were removed from the conversation. Joining again tells
+      // which: it works, or it is refused and the call ends here.
+      this.rejoin();
       return;
     }
     if (this.state !== "in-call") return;
