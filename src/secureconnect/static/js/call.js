@@ -383,9 +383,8 @@ export class Call {
     if (!stream) return;
     const who = this.call.participants.find((p) => p.feed_id === stream.feed_id);
     const tile = this.tiles.get(stream.feed_id) || { stream: new MediaStream(), feed_id: stream.feed_id,
-      username: who ? who.username : "?", device_id: who ? who.device_id : null, receivers: [] };
+      username: who ? who.username : "?", device_id: who ? who.device_id : null };
     tile.stream.addTrack(event.track);
-    tile.receivers.push(event.receiver);
     this.tiles.set(stream.feed_id, tile);
     this.onChange();
   }
