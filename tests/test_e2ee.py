@@ -19,7 +19,8 @@ from secureconnect.client.secure import (
     PlainMessage,
     SecureClient,
 )
-from tests.helpers import PASSWORD, SecureListener, unique
+from secureconnect.client.types import PrekeysLow
+from tests.helpers import PASSWORD, SecureListener, listening, signed_up, unique
 
 
 @pytest.fixture
@@ -217,23 +218,26 @@ async def test_a_new_device_is_announced_and_safety_numbers_agree(secure_users) 
     assert await alice.safety_number(bob.username) != number
 
 
-async def test_exhausted_one_time_prekeys_fall_back_to_the_signed_prekey(
-    secure_users, server
-) -> None:
+async def test_nobody_can_drain_a_device_of_its_one_time_prekeys(secure_users, server) -> None:
+    """A claimer gets a few one-time prekeys of a device an hour; past that its bundles come
+    without one, and a session made from such a bundle (the signed prekey alone) works."""
     alice, bob, carol = (
         await secure_users("alice"),
         await secure_users("bob"),
         await secure_users("carol"),
     )
-    while (await carol.client.claim([bob.device_id]))[0].opk is not None:
-        pass
-    assert await bob.client.prekey_count() == 0
-    conv = await alice.client.direct(bob.username)
-    await alice.send(conv.id, b"no one-time prekey left")
+    async with listening(bob.client) as bob_hears:
+        handed = [(await carol.client.claim([bob.device_id]))[0].opk for _ in range(50)]
+    assert sum(opk is not None for opk in handed) == 3 and all(o is None for o in handed[3:])
+    assert await bob.client.prekey_count() == 97  # not 50 fewer
+    # Someone else still gets one; and nothing told Bob his stock ran low.
+    assert (await alice.client.claim([bob.device_id]))[0].opk is not None
+    assert not [e for e in bob_hears.events if isinstance(e, PrekeysLow)]
+    # Carol, past her allowance, starts a session without a one-time prekey: it still works.
+    conv = await carol.client.direct(bob.username)
+    await carol.send(conv.id, b"no one-time prekey for me")
     await bob.sync_inbox()
-    assert texts(await bob.history(conv.id)) == ["no one-time prekey left"]
-    await bob.start()  # a restart refills the stock
-    assert await bob.client.prekey_count() == 100
+    assert texts(await bob.history(conv.id)) == ["no one-time prekey for me"]
 
 
 async def test_the_server_never_sees_plaintext_or_private_keys(secure_users, server) -> None:
@@ -317,12 +321,16 @@ async def test_a_revoked_device_gets_no_new_keys(secure_users) -> None:
     assert texts(await bob.history(conv.id)) == ["both of bob's devices", "only bob's phone"]
 
 
-async def test_running_low_on_one_time_prekeys_refills_them(secure_users) -> None:
-    bob, carol = await secure_users("bob"), await secure_users("carol")
+async def test_running_low_on_one_time_prekeys_refills_them(secure_users, server) -> None:
+    bob = await secure_users("bob")
+    # 32 people each take their allowance of 3 of bob's one-time prekeys: fewer than 10 left.
+    claimers = [Client(server.url) for _ in range(32)]
     listener = await SecureListener(bob).start()
     try:
-        for _ in range(95):  # carol takes bob's one-time prekeys until fewer than 10 are left
-            await carol.client.claim([bob.device_id])
+        for claimer in claimers:
+            await signed_up(claimer, unique("claimer"))
+            for _ in range(3):
+                await claimer.claim([bob.device_id])
         # Without a refill 5 would be left; bob's device heard it was low and topped up.
         for _ in range(100):
             if await bob.client.prekey_count() >= 50:
@@ -331,6 +339,8 @@ async def test_running_low_on_one_time_prekeys_refills_them(secure_users) -> Non
         assert await bob.client.prekey_count() >= 50
     finally:
         await listener.stop()
+        for claimer in claimers:
+            await claimer.aclose()
 
 
 async def test_sender_keys_rotate_after_100_messages_or_a_week(secure_users) -> None:

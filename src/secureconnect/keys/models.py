@@ -7,6 +7,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Table,
 )
@@ -34,6 +35,20 @@ one_time_prekeys = Table(
     Column("device_id", String(32), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
     Column("key_id", BigInteger, primary_key=True),
     Column("public_key", LargeBinary, nullable=False),
+)
+
+# One-time prekeys handed out, per claiming user, device and hour: past a small allowance a
+# claimer gets bundles without one (X3DH then uses the signed prekey alone, as when the stock
+# is empty), so that nobody can empty another device's stock by claiming it over and over.
+prekey_claims = Table(
+    "prekey_claims",
+    metadata,
+    Column("claimer_id", String(32), nullable=False),
+    Column("device_id", String(32), nullable=False),
+    Column("hour", BigInteger, nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("claimer_id", "device_id", "hour"),
+    Index("ix_prekey_claims_hour", "hour"),
 )
 
 inbox = Table(

@@ -24,13 +24,17 @@ from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.crypto.primitives import CryptoError, b64, verify
 from secureconnect.crypto.x3dh import identity_payload, spk_payload
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, TooLarge
-from secureconnect.keys.models import device_keys, inbox, one_time_prekeys
+from secureconnect.keys.models import device_keys, inbox, one_time_prekeys, prekey_claims
 from secureconnect.store import Database
-from secureconnect.store.sql import upsert
+from secureconnect.store.sql import bump, upsert
 
 MAX_PREKEYS_PER_UPLOAD = 100
 MAX_PREKEY_STOCK = 500
 LOW_PREKEYS = 10
+# One-time prekeys one user may take from one device in an hour. A real contact needs one per
+# session (a new session is rare: a reinstall, a lost state); the rest get the signed prekey.
+PREKEYS_PER_CLAIMER_HOUR = 3
+HOUR_MS = 3_600_000
 MAX_INBOX_BODY = 64 * 1024
 MAX_INBOX_BATCH = 500
 
@@ -166,23 +170,30 @@ class KeyService:
             return await self._directory(conn, current)
 
     async def claim(self, ctx: AuthContext, device_ids: list[str]) -> list[dict[str, Any]]:
-        """A bundle per device, each with one one-time prekey while any are left."""
+        """A bundle per device, each with one one-time prekey while any are left and the
+        claimer is within its allowance (:data:`PREKEYS_PER_CLAIMER_HOUR`)."""
         bundles = []
+        hour = self.clock.now_ms() // HOUR_MS
         async with self.db.write() as conn:
+            await conn.execute(delete(prekey_claims).where(prekey_claims.c.hour < hour))
             for device_id in device_ids:
                 found = await self._directory(conn, None, device_id)
                 if not found:
                     raise NotFound("device_not_found", f"no published keys for device {device_id}")
                 bundle = found[0]
-                picked = (
-                    await conn.execute(
-                        select(one_time_prekeys.c.key_id)
-                        .where(one_time_prekeys.c.device_id == device_id)
-                        .order_by(one_time_prekeys.c.key_id)
-                        .limit(1)
-                        .with_for_update(skip_locked=True)
-                    )
-                ).scalar()
+                claimed = {"claimer_id": ctx.user_id, "device_id": device_id, "hour": hour}
+                allowed = await self._claimed(conn, claimed) < PREKEYS_PER_CLAIMER_HOUR
+                picked = None
+                if allowed:
+                    picked = (
+                        await conn.execute(
+                            select(one_time_prekeys.c.key_id)
+                            .where(one_time_prekeys.c.device_id == device_id)
+                            .order_by(one_time_prekeys.c.key_id)
+                            .limit(1)
+                            .with_for_update(skip_locked=True)
+                        )
+                    ).scalar()
                 bundle["opk_id"], bundle["opk"] = None, None
                 if picked is not None:
                     taken = (
@@ -199,15 +210,27 @@ class KeyService:
                     ).scalar()
                     if taken is not None:
                         bundle["opk_id"], bundle["opk"] = picked, b64(taken)
-                left = await self._stock(conn, device_id)
-                if left < LOW_PREKEYS:
-                    self.db.publish_on_commit(
-                        conn,
-                        [user_topic(bundle["user_id"])],
-                        {"type": "prekeys_low", "device_id": device_id, "remaining": left},
-                    )
+                        await bump(conn, prekey_claims, claimed, "count")
+                        # The owner hears only of a stock that went down, not of every claim.
+                        left = await self._stock(conn, device_id)
+                        if left < LOW_PREKEYS:
+                            self.db.publish_on_commit(
+                                conn,
+                                [user_topic(bundle["user_id"])],
+                                {"type": "prekeys_low", "device_id": device_id, "remaining": left},
+                            )
                 bundles.append(bundle)
         return bundles
+
+    async def _claimed(self, conn: AsyncConnection, claimed: dict[str, Any]) -> int:
+        count = (
+            await conn.execute(
+                select(prekey_claims.c.count).where(
+                    and_(*(prekey_claims.c[k] == v for k, v in claimed.items()))
+                )
+            )
+        ).scalar()
+        return int(count or 0)
 
     async def _directory(
         self, conn: AsyncConnection, user_ids: list[str] | None, device_id: str | None = None
