@@ -3,10 +3,13 @@ was already accepted, and never produces a 500."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
+import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -235,6 +238,33 @@ async def test_websocket_answers_pings_and_reports_non_fatal_errors(server, user
         assert error["type"] == "error" and error["code"] == "conversation_not_found"
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await ws.recv()) == {"type": "pong"}  # still open
+
+
+async def test_a_flood_of_frames_is_dropped_with_an_error_and_the_socket_lives(
+    server, user
+) -> None:
+    """1,000 pings at once: the first hundred or so are answered, the rest dropped with a
+    rate_limited error; a second later the same socket answers again."""
+    alice = await user("alice")
+    async with connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": alice.token}))
+        assert json.loads(await ws.recv())["type"] == "welcome"
+        assert json.loads(await ws.recv())["type"] == "ready"
+        started = time.monotonic()
+        for _ in range(1000):
+            await ws.send(json.dumps({"type": "ping"}))
+        replies: list[dict] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                replies.append(json.loads(await asyncio.wait_for(ws.recv(), 1.0)))
+        pongs = [r for r in replies if r["type"] == "pong"]
+        limited = [r for r in replies if r.get("code") == "rate_limited"]
+        # The bucket holds 100 and refills at 20 a second while the pings go out.
+        assert 100 <= len(pongs) <= 101 + 20 * (time.monotonic() - started), len(pongs)
+        assert limited and limited[0]["frame"] == "ping", replies[-3:]
+        await asyncio.sleep(1.0)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "pong"}
 
 
 async def test_revoked_session_loses_its_live_connection(server, user) -> None:

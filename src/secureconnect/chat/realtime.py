@@ -63,6 +63,12 @@ ACK_FLUSH_S = 0.5
 PROTOCOL = 2
 # A crowd this large that halves hands its memory back (see Hub._count).
 TRIM_AFTER = 200
+# Frames other than acks (pings, typing, inbox acks), per connection: a bucket of FRAME_BURST
+# refilled at FRAME_RATE a second; a frame beyond it is dropped and answered, once a second,
+# with a rate_limited error. Acks are not counted: a busy group sends one per message, and the
+# AckBuffer writes them together anyway.
+FRAME_RATE = 20.0
+FRAME_BURST = 100.0
 
 
 class BadFrame(Exception):
@@ -334,6 +340,9 @@ class SocketSession:
         self.auth_timeout = auth_timeout
         self.queue_size = queue_size
         self.sent: dict[str, int] = {}
+        self.allowance = FRAME_BURST
+        self.allowance_at = time.monotonic()
+        self.warned_at = 0.0
 
     async def run(self) -> None:
         started = time.perf_counter()
@@ -494,6 +503,19 @@ class SocketSession:
                 conn.close_with(BAD_FRAME, str(error))
                 return
             kind = frame["type"]
+            if kind != "ack" and not self._within_rate():
+                if time.monotonic() - self.warned_at >= 1.0:
+                    self.warned_at = time.monotonic()
+                    await self._send(
+                        {
+                            "type": "error",
+                            "code": "rate_limited",
+                            "message": f"too many frames: at most {FRAME_RATE:g} a second "
+                            "besides acks; this one was dropped",
+                            "frame": kind,
+                        }
+                    )
+                continue
             if kind == "ping":
                 await self._send({"type": "pong"})
             elif kind == "ack":
@@ -517,6 +539,15 @@ class SocketSession:
             else:
                 conn.close_with(BAD_FRAME, "already authenticated")
                 return
+
+    def _within_rate(self) -> bool:
+        now = time.monotonic()
+        self.allowance = min(FRAME_BURST, self.allowance + (now - self.allowance_at) * FRAME_RATE)
+        self.allowance_at = now
+        if self.allowance < 1.0:
+            return False
+        self.allowance -= 1.0
+        return True
 
     async def _send(self, event: dict[str, Any]) -> None:
         await self.ws.send_text(encode(event))
