@@ -173,8 +173,7 @@ async def test_a_one_to_one_video_call_is_encrypted_end_to_end(net_browser, medi
     await frames_from_each(a, 1)
     await pages.shot(a, "22-in-call")
     # Simulcast: Bob asks the SFU for Alice's low layer and gets the width Alice's browser is
-    # sending on it. (Going back up is not asserted: Janus does not reliably switch an
-    # encrypted stream up again; see the issue's closing note.)
+    # sending on it; then for the high one again, and gets that.
     layers = """async () => Object.fromEntries([...(await window.secureconnect.call().pub
         .getStats()).values()].filter((r) => r.type === "outbound-rtp" && r.kind === "video")
         .map((r) => [r.rid, r.frameWidth || 0]))"""
@@ -185,6 +184,11 @@ async def test_a_one_to_one_video_call_is_encrypted_end_to_end(net_browser, medi
         if sent["h"] > sent["l"] and got == sent["l"]:
             break
         assert time.monotonic() < deadline, (sent, got)
+        await asyncio.sleep(0.3)
+    await b.evaluate("window.secureconnect.call().chooseLayers(1)")
+    deadline = time.monotonic() + 30
+    while (await stats(b))["frameWidth"] != (sent := await a.evaluate(layers))["h"]:
+        assert time.monotonic() < deadline, ("not back on the high layer", sent)
         await asyncio.sleep(0.3)
     # Mute shows on the other side.
     await a.click("#toggle-mic")

@@ -20,6 +20,7 @@ const SIMULCAST = [
   { rid: "l", scaleResolutionDownBy: 2, maxBitrate: 200000 },
 ];
 const SMALL_TILES_FROM = 4;  // with this many others on screen, each gets the low layer
+const LAYER_KEYFRAME_AGAIN_MS = 1200;
 const SPEAKING_LEVEL = 0.03;  // mean level over a second (0..1) above which someone speaks
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 
@@ -366,10 +367,24 @@ export class Call {
   // Small tiles need no 640x360: a large grid receives the low layer of every video.
   async chooseLayers(force = null) {
     const want = force !== null ? force : (this.subscribed.length >= SMALL_TILES_FROM ? 0 : 1);
+    const changed = [];
     for (const s of this.streams.filter((x) => x.kind === "video")) {
       if (this.layers && this.layers.get(s.mid) === want) continue;
       await this.api.callStep(this.id, "layer", { mid: s.mid, substream: want });
       (this.layers ||= new Map()).set(s.mid, want);
+      changed.push(s.feed_id);
+    }
+    // Janus switches on a key frame of the new layer. A key-frame request right after another
+    // one (down, then straight back up) is often not acted on (requests to a sender are
+    // throttled), and the switch then waits for an encoder's key frame that may never come:
+    // in the browser test it failed 2 times in 3. Ask once more, a little later.
+    if (changed.length) {
+      setTimeout(() => {
+        if (this.state !== "in-call") return;
+        for (const feed of changed.filter((f) => this.subscribed.includes(f))) {
+          this.api.callStep(this.id, "keyframe", { feed_id: feed }).catch(() => {});
+        }
+      }, LAYER_KEYFRAME_AGAIN_MS);
     }
   }
 
