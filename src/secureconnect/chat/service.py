@@ -185,11 +185,14 @@ class ChatService:
         out.sort(key=lambda c: (c.last_seq > 0, c.created_at), reverse=True)
         return out
 
-    async def require_member(self, user_id: str, conv_id: str) -> None:
-        """For the other domains (calls): only a current member may act in a conversation."""
-        async with self.db.read() as conn:
-            roster = await store.roster(conn, conv_id, user_id)
-        if not roster.me.current:
+    async def require_member(self, conn: AsyncConnection, user_id: str, conv_id: str) -> None:
+        """For the other domains (calls): only a current member may act in a conversation.
+        In the caller's own transaction, and one member row rather than the whole roster:
+        calls check it on every request, ICE candidates included."""
+        ever, left_seq = await store.membership_left(conn, conv_id, user_id)
+        if not ever:
+            raise NotFound("conversation_not_found", "no such conversation")
+        if left_seq is not None:
             raise Forbidden("not_a_member", "you are no longer a member of this conversation")
 
     async def is_direct(self, conn: AsyncConnection, conv_id: str) -> bool:

@@ -118,6 +118,20 @@ async def roster(
     return Roster(me, {r.user_id: (r.role, r.joined_seq, r.left_seq) for r in rows})
 
 
+async def membership_left(
+    conn: AsyncConnection, conv_id: str, user_id: str
+) -> tuple[bool, int | None]:
+    """(was ever a member, ``left_seq``): the one member row, for checks made per request."""
+    row = (
+        await conn.execute(
+            select(members.c.left_seq).where(
+                members.c.conversation_id == conv_id, members.c.user_id == user_id
+            )
+        )
+    ).first()
+    return (row is not None, row.left_seq if row is not None else None)
+
+
 async def bump(conn: AsyncConnection, conv_id: str, seq: int) -> None:
     await conn.execute(
         update(conversations).where(conversations.c.id == conv_id).values(last_seq=seq)

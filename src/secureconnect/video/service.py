@@ -144,8 +144,8 @@ class CallService:
         return self.sfu.generation if self.sfu is not None else 0
 
     async def current(self, ctx: AuthContext, conv_id: str) -> CallOut:
-        await self.chat.require_member(ctx.user_id, conv_id)
         async with self.db.read() as conn:
+            await self.chat.require_member(conn, ctx.user_id, conv_id)
             call_id = await store.open_call(conn, conv_id)
             found = await store.describe(conn, call_id, self.ring_ms) if call_id else None
         if found is None:
@@ -155,16 +155,17 @@ class CallService:
     async def describe(self, ctx: AuthContext, call_id: str) -> CallOut:
         async with self.db.read() as conn:
             found = await store.describe(conn, call_id, self.ring_ms)
-        if found is None:
-            raise NotFound("call_not_found", "no such call")
-        await self.chat.require_member(ctx.user_id, found.conversation_id)
+            if found is None:
+                raise NotFound("call_not_found", "no such call")
+            await self.chat.require_member(conn, ctx.user_id, found.conversation_id)
         return found
 
     # ----- starting, ringing, declining --------------------------------------------------
 
     async def start(self, ctx: AuthContext, conv_id: str, media: str) -> tuple[CallOut, bool]:
         """Starts a call and rings every member; if one is already open, returns it."""
-        await self.chat.require_member(ctx.user_id, conv_id)
+        async with self.db.read() as conn:
+            await self.chat.require_member(conn, ctx.user_id, conv_id)
         self._require_sfu()
         now = self.clock.now_ms()
         call_id = new_id()
@@ -590,12 +591,12 @@ class CallService:
             self._epoch = self.epoch
             if lost:
                 self._forget_janus()
-        # Two statements a round for a call in progress: this runs every second while
+        # Two statements a round, whatever the number of calls: this runs every second while
         # media flows, and is most of what the control plane costs then (bench/calls.py).
         now = self.clock.now_ms()
         async with self.db.read() as conn:
             rows = await store.owned_calls(conn, self.owner)
-            silent = {r.id: await store.silent(conn, r.id, now - self.heartbeat_ms) for r in rows}
+            silent = await store.silent(conn, [r.id for r in rows], now - self.heartbeat_ms)
         if restarted:  # every device in these calls hears the new epoch, and joins again
             for row in rows:
                 async with self.db.write() as conn:
@@ -607,7 +608,7 @@ class CallService:
                 async with self._lock(row.id), self.db.write() as conn:
                     await self._end(conn, row.id, "missed")
                 await self._cleanup_if_ended(row.id)
-            elif silent[row.id]:
+            elif silent.get(row.id):
                 async with self._lock(row.id):
                     await self._leave(row.id, silent[row.id])
                 await self._cleanup_if_ended(row.id)
@@ -676,9 +677,7 @@ class CallService:
         long): the server knows that a call happened, never what was said."""
         now = self.clock.now_ms()
         row = await store.call_row(conn, call_id)
-        await store.set_participant(
-            conn, call_id, [p for p in await self._present(conn, call_id)], left_at=now
-        )
+        await store.set_participant(conn, call_id, await store.present(conn, call_id), left_at=now)
         await store.set_call(
             conn, call_id, state="ended", outcome=outcome, ended_at=now, open_key=None
         )
@@ -703,10 +702,6 @@ class CallService:
         )
         await self._announce(conn, call_id, row.conversation_id)
         self.metrics.calls_ended.labels(outcome=outcome).inc()
-
-    async def _present(self, conn: AsyncConnection, call_id: str) -> list[str]:
-        call = await store.describe(conn, call_id, self.ring_ms)
-        return [p.device_id for p in call.participants] if call else []
 
     async def _cleanup_if_ended(self, call_id: str) -> None:
         async with self.db.read() as conn:
@@ -790,9 +785,9 @@ class CallService:
     async def _open_row(self, ctx: AuthContext, call_id: str, ended_ok: bool = False) -> Any:
         async with self.db.read() as conn:
             row = await store.call_row(conn, call_id)
-        if row is None:
-            raise NotFound("call_not_found", "no such call")
-        await self.chat.require_member(ctx.user_id, row.conversation_id)
+            if row is None:
+                raise NotFound("call_not_found", "no such call")
+            await self.chat.require_member(conn, ctx.user_id, row.conversation_id)
         if row.open_key is None and not ended_ok:
             raise Conflict("call_ended", "this call has ended")
         return row

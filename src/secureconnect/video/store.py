@@ -87,12 +87,27 @@ async def set_participant(
     )
 
 
-async def silent(conn: AsyncConnection, call_id: str, before_ms: int) -> list[str]:
-    """Devices in the call not heard from since ``before_ms``."""
-    query = select(call_participants.c.device_id).where(
-        call_participants.c.call_id == call_id,
+async def silent(
+    conn: AsyncConnection, call_ids: list[str], before_ms: int
+) -> dict[str, list[str]]:
+    """Per call, its devices not heard from since ``before_ms`` (calls with none are absent)."""
+    if not call_ids:
+        return {}
+    query = select(call_participants.c.call_id, call_participants.c.device_id).where(
+        call_participants.c.call_id.in_(call_ids),
         call_participants.c.left_at.is_(None),
         call_participants.c.heard_at < before_ms,
+    )
+    found: dict[str, list[str]] = {}
+    for call_id, device_id in (await conn.execute(query)).all():
+        found.setdefault(str(call_id), []).append(str(device_id))
+    return found
+
+
+async def present(conn: AsyncConnection, call_id: str) -> list[str]:
+    """The devices in the call now."""
+    query = select(call_participants.c.device_id).where(
+        call_participants.c.call_id == call_id, call_participants.c.left_at.is_(None)
     )
     return [str(d) for d in (await conn.scalars(query)).all()]
 
