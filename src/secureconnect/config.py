@@ -97,6 +97,23 @@ class Settings(BaseSettings):
         1, ge=1, description="per client IP on /v1/ while the emergency rate limit is on"
     )
 
+    # Login throttling (guard.throttle): a few free failures, then waits that double.
+    login_throttle: bool = Field(
+        True, description="throttle logins per account and address (off: only for measuring)"
+    )
+    login_free_failures: int = Field(
+        5, ge=1, description="failed logins of one account before its first wait"
+    )
+    login_free_failures_per_address: int = Field(
+        30, ge=1, description="failed logins from one address before its first wait"
+    )
+    login_max_wait_s: int = Field(
+        900, ge=1, le=3600, description="the longest wait a run of failures leads to"
+    )
+    login_failures_per_hour: int = Field(
+        100, ge=1, description="failed logins of one account in a clock hour, at most"
+    )
+
     # argon2id's cost. The defaults are the library's (RFC 9106's second recommendation); the
     # lower bounds are OWASP's smallest recommended configuration (12 MiB, 3 passes).
     argon2_memory_kib: int = Field(65536, ge=12288, description="argon2id memory per hash")

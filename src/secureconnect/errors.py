@@ -12,6 +12,7 @@ match; the edge turns it into ``{"error": {"code", "message"}}`` with the status
     │   ├── NotFound              404  no such thing, or not one the caller may see
     │   ├── Conflict              409  the state does not allow it (already exists, closed)
     │   ├── TooLarge              413  over a size limit from the settings
+    │   ├── TooManyRequests       429  over a limit; ``retry_after_s`` says when to try again
     │   ├── Unavailable           503  a dependency is down; try again later
     │   │   └── store.StoreUnavailable  the database (down, or its pool exhausted)
     │   └── video.janus.JanusError  400 or 503  the SFU refused (bad SDP) or is away
@@ -61,6 +62,16 @@ class Conflict(Problem):
 
 class TooLarge(Problem):
     status = 413
+
+
+class TooManyRequests(Problem):
+    """Answered with a ``Retry-After`` header, so that clients wait rather than guess."""
+
+    status = 429
+
+    def __init__(self, code: str, message: str, retry_after_s: int) -> None:
+        super().__init__(code, message)
+        self.retry_after_s = max(1, retry_after_s)
 
 
 class Unavailable(Problem):

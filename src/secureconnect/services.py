@@ -26,6 +26,7 @@ from secureconnect.chat.service import ChatService
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.config import Settings
 from secureconnect.guard.service import GuardService
+from secureconnect.guard.throttle import LoginThrottle, MemoryCounts, RedisCounts, ThrottlePolicy
 from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.incidents.service import IncidentService, Severities
 from secureconnect.incidents.status import StatusPage
@@ -112,6 +113,21 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         except StoreUnavailable:  # counting must not turn "wrong password" into a 503
             log.warning("could not count a failed login")
 
+    memory_counts = MemoryCounts(clock)
+    counts: MemoryCounts | RedisCounts = memory_counts
+    if settings.redis_url:
+        counts = RedisCounts(settings.redis_url.get_secret_value(), memory_counts)
+    throttle = LoginThrottle(
+        counts,
+        account=ThrottlePolicy(
+            settings.login_free_failures,
+            settings.login_max_wait_s,
+            settings.login_failures_per_hour,
+        ),
+        address=ThrottlePolicy(settings.login_free_failures_per_address, settings.login_max_wait_s),
+        clock=clock,
+        on_refused=lambda scope: metrics.logins_throttled.labels(scope=scope).inc(),
+    )
     accounts = AccountService(
         db,
         settings.token_ttl_s,
@@ -123,6 +139,7 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
         ),
+        throttle=throttle if settings.login_throttle else None,
     )
     hub = Hub(bus, metrics, chat)
     if isinstance(bus, RedisBus):

@@ -356,3 +356,33 @@ async def test_a_browser_that_cannot_encrypt_calls_gets_no_call(browser, calls_s
     finally:
         await bob.aclose()
         await a.context.close()
+
+
+async def test_too_many_wrong_passwords_make_the_login_wait_then_it_works(
+    browser, own_server
+) -> None:
+    own_server.extra_env.update(
+        {"SECURECONNECT_LOGIN_FREE_FAILURES": "1", "SECURECONNECT_LOGIN_MAX_WAIT_S": "3"}
+    )
+    srv = own_server.start()
+    async with Client(srv.url) as sdk:
+        await sdk.register("forgetful", PASSWORD)
+    page = await pages.open_client(browser, srv.url)
+    await page.fill("#username", "forgetful")
+    await page.fill("#password", "not my password")
+    alert = page.locator(".auth .error")
+    for _ in range(6):  # 1 free failure, then waits of 1, 2, 3 s: the buttons rest meanwhile
+        await page.wait_for_selector("#login:enabled")
+        await page.click("#login")
+        await page.wait_for_function(
+            "document.querySelector('.auth .error').textContent.match(/password|Try again/)"
+        )
+        if "Try again" in await alert.inner_text():
+            break
+    assert await page.locator("#login").is_disabled()
+    assert "Too many failed attempts. Try again in" in await alert.inner_text()
+    await pages.shot(page, "27-login-throttled")
+    await page.wait_for_selector("#login:enabled", timeout=10000)
+    await pages.login(page, "forgetful", PASSWORD)
+    assert page.errors == [] or all("429" in e or "401" in e for e in page.errors)
+    await page.context.close()

@@ -31,6 +31,7 @@ from secureconnect.accounts.models import devices, sessions, users
 from secureconnect.bus import user_topic
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Conflict, Invalid, NotFound, Unauthorized
+from secureconnect.guard.throttle import LoginThrottle
 from secureconnect.store import Database
 from secureconnect.store.base import new_id
 
@@ -56,8 +57,9 @@ def _yield_to_the_loop() -> None:
 
 # One core is left for the event loop: with N cores, at most N-1 hashes run at once and the rest
 # queue here, however many logins arrive together.
+HASHING_THREADS = max(1, (os.cpu_count() or 2) - 1)
 _hashing = ThreadPoolExecutor(
-    max_workers=max(1, (os.cpu_count() or 2) - 1),
+    max_workers=HASHING_THREADS,
     thread_name_prefix="argon2",
     initializer=_yield_to_the_loop,
 )
@@ -129,9 +131,11 @@ class AccountService:
         on_failed_login: FailedLoginHook | None = None,
         clock: Clock = SYSTEM_CLOCK,
         hasher: PasswordHasher | None = None,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         """``hasher``: argon2id, the library's RFC 9106 defaults unless the settings say
-        otherwise (never below OWASP's minimums, see ``Settings.argon2_memory_kib``)."""
+        otherwise (never below OWASP's minimums, see ``Settings.argon2_memory_kib``).
+        ``throttle``: logins per account and address (off only when the settings say so)."""
         self.db = db
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
@@ -140,6 +144,11 @@ class AccountService:
         self.token_ttl_ms = token_ttl_s * 1000
         self.on_new_device = on_new_device
         self.on_failed_login = on_failed_login
+        self.throttle = throttle
+        # A login is admitted by the throttle when a hashing thread is free for it, not when
+        # it arrives: a hundred logins at once (an office at 9:00 behind one address) then
+        # count as at most this many attempts in flight, not a hundred failures in advance.
+        self._login_slots = asyncio.Semaphore(HASHING_THREADS)
 
     async def register(self, username: str, password: str) -> dict[str, Any]:
         name = check_username(username)
@@ -171,12 +180,16 @@ class AccountService:
         async with self.db.read() as conn:
             user = (await conn.execute(select(users).where(users.c.username == name))).first()
         stored = user.password_hash if user else self._dummy_hash
-        ok: bool = await _hashed(self._verify, stored, password)
+        async with self._login_slots:
+            attempt = await self.throttle.admit(name, address) if self.throttle else None
+            ok: bool = await _hashed(self._verify, stored, password)
         if user is None or not ok:
             if self.on_failed_login is not None:
                 await self.on_failed_login(address)
             # One answer for both, so that the login form does not reveal who has an account.
             raise Unauthorized("invalid_credentials", "wrong username or password")
+        if self.throttle is not None and attempt is not None:
+            await self.throttle.succeeded(attempt)
         now = self.clock.now_ms()
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.db.write() as conn:

@@ -517,8 +517,12 @@ class Client:
         if response.is_error:
             error = (data or {}).get("error") if isinstance(data, dict) else None
             if isinstance(error, dict):
+                wait = response.headers.get("retry-after", "0")
                 raise ApiError(
-                    response.status_code, str(error.get("code")), str(error.get("message"))
+                    response.status_code,
+                    str(error.get("code")),
+                    str(error.get("message")),
+                    int(wait) if wait.isdigit() else 0,
                 )
             raise ApiError(response.status_code, "http_error", response.text[:200])
         return data

@@ -7,13 +7,15 @@ from secureconnect.errors import SecureConnectError
 
 
 class ApiError(SecureConnectError):
-    """The server refused a request; ``code`` is the stable machine-readable reason."""
+    """The server refused a request; ``code`` is the stable machine-readable reason, and
+    ``retry_after_s`` the wait a 429 asked for (0 otherwise)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int = 0) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 class ConnectionLost(SecureConnectError):

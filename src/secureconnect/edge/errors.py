@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import Send
 
-from secureconnect.errors import Problem
+from secureconnect.errors import Problem, TooManyRequests
 
 log = logging.getLogger("secureconnect.edge")
 
@@ -51,8 +51,11 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    if status == 401:
+        headers = {"WWW-Authenticate": "Bearer", **(headers or {})}
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
@@ -67,7 +70,10 @@ def _describe_validation(error: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def on_problem(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, Problem)
-        return error_response(error.status, error.code, error.message)
+        headers = None
+        if isinstance(error, TooManyRequests):
+            headers = {"Retry-After": str(error.retry_after_s)}
+        return error_response(error.status, error.code, error.message, headers)
 
     async def on_validation(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

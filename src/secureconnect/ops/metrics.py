@@ -64,6 +64,12 @@ class Metrics:
             "Login attempts refused for a wrong username or password.",
             registry=self.registry,
         )
+        self.logins_throttled = Counter(
+            "secureconnect_logins_throttled_total",
+            "Logins refused without checking the password: the account or the address waits.",
+            ["scope"],
+            registry=self.registry,
+        )
         self.ready = Gauge(
             "secureconnect_ready",
             "1 when this replica reaches the dependency (store, bus), 0 when it does not.",

@@ -6,10 +6,11 @@ export const PROTOCOL = 2;
 const REQUEST_TIMEOUT_MS = 30000;
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, retryAfter = 0) {
     super(message);
     this.status = status;
     this.code = code;
+    this.retryAfter = retryAfter; // seconds, from a 429's Retry-After
   }
 }
 
@@ -37,7 +38,8 @@ export class Api {
     const data = await response.json().catch(() => null);
     if (!response.ok) {
       const e = data && data.error;
-      throw new ApiError(response.status, e ? e.code : "http_error", e ? e.message : response.statusText);
+      const retryAfter = parseInt(response.headers.get("Retry-After") || "0", 10) || 0;
+      throw new ApiError(response.status, e ? e.code : "http_error", e ? e.message : response.statusText, retryAfter);
     }
     return data;
   }

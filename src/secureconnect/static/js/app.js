@@ -85,8 +85,21 @@ function renderAuth(message = "") {
       await store.save("session", ui.session);
       await enter();
     } catch (e) {
-      error.textContent = e.message;
+      if (e.code === "login_throttled") waitOut(e.retryAfter);
+      else error.textContent = e.message;
     }
+  }
+  // Too many failed logins: the buttons rest until the server's wait is over, counting down.
+  function waitOut(seconds) {
+    const buttons = form.querySelectorAll("#login");
+    const until = Date.now() + Math.max(1, seconds) * 1000;
+    const tick = () => {
+      const left = Math.ceil((until - Date.now()) / 1000);
+      buttons.forEach((b) => { b.disabled = left > 0; });
+      error.textContent = left > 0 ? t("loginThrottled", { s: left }) : "";
+      if (left > 0) setTimeout(tick, 1000);
+    };
+    tick();
   }
   const form = el("form", { class: "auth", onsubmit: (e) => { e.preventDefault(); go(false); } },
     el("h1", {}, "SecureConnect"), el("p", { class: "tag" }, t("tagline")),

@@ -32,6 +32,7 @@ const STRINGS = {
     e2eeOn: "End-to-end encrypted", waitingKeys: "Waiting for keys…", reconnecting: "Reconnecting…",
     noE2eeBrowser: "This browser cannot encrypt calls end to end, so calls are off here. Use a current Chrome, Chromium, Edge or Safari.",
     callsUnavailable: "Calls are unavailable right now. Try again in a few minutes.",
+    loginThrottled: "Too many failed attempts. Try again in {s} s.",
   },
   vi: {
     tagline: "Trò chuyện mã hóa đầu cuối cho tổ chức của bạn",
@@ -65,6 +66,7 @@ const STRINGS = {
     e2eeOn: "Mã hóa đầu cuối", waitingKeys: "Đang chờ khóa…", reconnecting: "Đang kết nối lại…",
     noE2eeBrowser: "Trình duyệt này không mã hóa đầu cuối được cuộc gọi, nên cuộc gọi bị tắt ở đây. Hãy dùng Chrome, Chromium, Edge hoặc Safari bản mới.",
     callsUnavailable: "Hiện không gọi được. Hãy thử lại sau vài phút.",
+    loginThrottled: "Sai quá nhiều lần. Hãy thử lại sau {s} giây.",
   },
 };
 
