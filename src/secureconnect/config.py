@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         1, ge=1, description="per client IP on /v1/ while the emergency rate limit is on"
     )
 
+    secret_key: SecretStr | None = Field(
+        None,
+        description="base64 of 32 bytes that seal TOTP secrets at rest; the same on every "
+        "replica (without it, a key is made on first start in the data dir)",
+    )
+    require_totp_for_admins: bool = Field(
+        False, description="on-call admins may use the ops API only with two-step verification on"
+    )
+
     # Login throttling (guard.throttle): a few free failures, then waits that double.
     login_throttle: bool = Field(
         True, description="throttle logins per account and address (off: only for measuring)"

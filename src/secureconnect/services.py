@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from secureconnect.accounts.service import AccountService
+from secureconnect.accounts.totp import SecretBox, TotpService, server_key
 from secureconnect.bus import Bus, InProcessBus
 from secureconnect.bus.redis import RedisBus
 from secureconnect.chat.realtime import Hub
@@ -128,6 +129,10 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         clock=clock,
         on_refused=lambda scope: metrics.logins_throttled.labels(scope=scope).inc(),
     )
+    totp = None
+    if settings.role in ("all", "api-gateway"):  # where logins are
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        totp = TotpService(db, SecretBox(server_key(secret, settings.data_dir)), clock)
     accounts = AccountService(
         db,
         settings.token_ttl_s,
@@ -140,6 +145,7 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
             parallelism=settings.argon2_parallelism,
         ),
         throttle=throttle if settings.login_throttle else None,
+        totp=totp,
     )
     hub = Hub(bus, metrics, chat)
     if isinstance(bus, RedisBus):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -385,4 +386,46 @@ async def test_too_many_wrong_passwords_make_the_login_wait_then_it_works(
     await page.wait_for_selector("#login:enabled", timeout=10000)
     await pages.login(page, "forgetful", PASSWORD)
     assert page.errors == [] or all("429" in e or "401" in e for e in page.errors)
+    await page.context.close()
+
+
+async def test_two_step_verification_on_from_the_browser_then_a_login_asks_for_the_code(
+    browser, server
+) -> None:
+    import pyotp
+
+    name = unique("erin")
+    page = await pages.open_client(browser, server.url)
+    await pages.register(page, name, PASSWORD)
+    await page.click("#security")
+    await page.click("#totp-begin")
+    await page.wait_for_selector("#totp-qr")
+    # The QR code is a real picture of the otpauth URI (Chromium drew it).
+    await page.wait_for_function("document.getElementById('totp-qr').complete")
+    assert await page.evaluate("document.getElementById('totp-qr').naturalWidth") > 100
+    secret = await page.locator("#totp-secret").inner_text()
+    await pages.shot(page, "28-totp-scan")
+    await page.fill("#totp-confirm-code", pyotp.TOTP(secret).now())
+    await page.click("#totp-confirm")
+    await page.wait_for_selector("#recovery-codes li")
+    assert await page.locator("#recovery-codes li").count() == 10
+    await pages.shot(page, "29-totp-recovery-codes")
+    await page.click("#security-close")
+
+    await page.click("#logout")
+    await page.click("#confirm-logout")
+    await page.fill("#username", name)
+    await page.fill("#password", PASSWORD)
+    await page.click("#login")
+    await page.wait_for_selector("#totp-code:visible")
+    assert "authenticator app" in await page.locator(".auth .error").inner_text()
+    await pages.shot(page, "30-login-asks-for-code")
+    # The code that turned it on is used up; the next one (a phone 30 s ahead) works.
+    await page.fill("#totp-code", pyotp.TOTP(secret).at(time.time() + 30))
+    await page.click("#login")
+    await page.wait_for_selector("#status.online", timeout=20000)
+    await page.click("#security")
+    await page.wait_for_selector("#totp-disable")
+    assert "10 recovery codes left" in await page.locator("#totp-state").inner_text()
+    assert page.errors == [] or all("401" in e for e in page.errors)
     await page.context.close()

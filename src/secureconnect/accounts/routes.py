@@ -9,13 +9,20 @@ from secureconnect.accounts.schemas import (
     LoginRequest,
     LoginResponse,
     MeResponse,
+    RecoveryCodesOut,
     RegisterRequest,
     SessionOut,
+    TotpConfirmRequest,
+    TotpDisableRequest,
+    TotpEnrolmentOut,
+    TotpStatusOut,
     UserOut,
 )
 from secureconnect.accounts.service import AuthContext, normalise_username
+from secureconnect.accounts.totp import TotpService
 from secureconnect.edge.deps import Caller, ServicesDep
 from secureconnect.edge.logging import client_ip
+from secureconnect.errors import NotFound
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -30,7 +37,12 @@ async def register(body: RegisterRequest, services: ServicesDep) -> UserOut:
 async def login(body: LoginRequest, request: Request, services: ServicesDep) -> LoginResponse:
     request.state.username = normalise_username(body.username)[:64]
     result = await services.accounts.login(
-        body.username, body.password, body.device_name, body.device_id, client_ip(request.scope)
+        body.username,
+        body.password,
+        body.device_name,
+        body.device_id,
+        client_ip(request.scope),
+        body.totp_code,
     )
     ctx = result.context
     return LoginResponse(
@@ -81,6 +93,42 @@ async def list_sessions(caller: Caller, services: ServicesDep) -> list[SessionOu
 @router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_session(session_id: str, caller: Caller, services: ServicesDep) -> Response:
     await services.accounts.revoke_session(caller.user_id, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _totp(services: ServicesDep) -> TotpService:
+    if services.accounts.totp is None:  # a role without logins
+        raise NotFound("not_found", "two-step verification is on the api-gateway")
+    return services.accounts.totp
+
+
+@router.get("/auth/totp", response_model=TotpStatusOut)
+async def totp_status(caller: Caller, services: ServicesDep) -> TotpStatusOut:
+    status_ = await _totp(services).status(caller.user_id)
+    return TotpStatusOut(enabled=status_.enabled, recovery_codes_left=status_.recovery_codes_left)
+
+
+@router.post("/auth/totp", response_model=TotpEnrolmentOut)
+async def totp_begin(caller: Caller, services: ServicesDep) -> TotpEnrolmentOut:
+    enrolment = await _totp(services).begin(caller.user_id, caller.username)
+    return TotpEnrolmentOut(
+        secret=enrolment.secret, otpauth_uri=enrolment.otpauth_uri, qr_svg=enrolment.qr_svg
+    )
+
+
+@router.post("/auth/totp/confirm", response_model=RecoveryCodesOut)
+async def totp_confirm(
+    body: TotpConfirmRequest, caller: Caller, services: ServicesDep
+) -> RecoveryCodesOut:
+    return RecoveryCodesOut(recovery_codes=await _totp(services).confirm(caller.user_id, body.code))
+
+
+@router.post("/auth/totp/disable", status_code=status.HTTP_204_NO_CONTENT)
+async def totp_disable(
+    body: TotpDisableRequest, request: Request, caller: Caller, services: ServicesDep
+) -> Response:
+    _totp(services)
+    await services.accounts.disable_totp(caller, body.password, body.code, client_ip(request.scope))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

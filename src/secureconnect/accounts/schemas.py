@@ -25,6 +25,11 @@ class LoginRequest(Strict):
     device_id: str | None = Field(
         None, max_length=64, description="log in again on a device this account already has"
     )
+    totp_code: str | None = Field(
+        None,
+        max_length=32,
+        description="with two-step verification on: the app's current code or a recovery code",
+    )
 
 
 class LoginResponse(BaseModel):
@@ -61,3 +66,27 @@ class SessionOut(BaseModel):
     last_used_at: int
     revoked_at: int | None
     current: bool
+
+
+class TotpStatusOut(BaseModel):
+    enabled: bool
+    recovery_codes_left: int
+
+
+class TotpEnrolmentOut(BaseModel):
+    secret: str = Field(description="base32, for apps that cannot scan the QR code")
+    otpauth_uri: str
+    qr_svg: str = Field(description="the otpauth URI as a QR code (SVG)")
+
+
+class TotpConfirmRequest(Strict):
+    code: str = Field(min_length=1, max_length=32)
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str] = Field(description="each works once instead of a code; shown once")
+
+
+class TotpDisableRequest(Strict):
+    password: str = Field(min_length=1, max_length=4096)
+    code: str = Field(min_length=1, max_length=32)

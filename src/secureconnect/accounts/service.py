@@ -28,10 +28,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.models import devices, sessions, users
+from secureconnect.accounts.totp import TotpService
 from secureconnect.bus import user_topic
 from secureconnect.clock import SYSTEM_CLOCK, Clock
-from secureconnect.errors import Conflict, Invalid, NotFound, Unauthorized
-from secureconnect.guard.throttle import LoginThrottle
+from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from secureconnect.guard.throttle import Attempt, LoginThrottle
 from secureconnect.store import Database
 from secureconnect.store.base import new_id
 
@@ -132,10 +133,12 @@ class AccountService:
         clock: Clock = SYSTEM_CLOCK,
         hasher: PasswordHasher | None = None,
         throttle: LoginThrottle | None = None,
+        totp: TotpService | None = None,
     ) -> None:
         """``hasher``: argon2id, the library's RFC 9106 defaults unless the settings say
         otherwise (never below OWASP's minimums, see ``Settings.argon2_memory_kib``).
-        ``throttle``: logins per account and address (off only when the settings say so)."""
+        ``throttle``: logins per account and address (off only when the settings say so).
+        ``totp``: the second factor, for the accounts that turned it on."""
         self.db = db
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
@@ -145,6 +148,7 @@ class AccountService:
         self.on_new_device = on_new_device
         self.on_failed_login = on_failed_login
         self.throttle = throttle
+        self.totp = totp
         # A login is admitted by the throttle when a hashing thread is free for it, not when
         # it arrives: a hundred logins at once (an office at 9:00 behind one address) then
         # count as at most this many attempts in flight, not a hundred failures in advance.
@@ -174,22 +178,11 @@ class AccountService:
         device_name: str,
         device_id: str | None,
         address: str = "-",
+        totp_code: str | None = None,
     ) -> LoginResult:
-        """``address`` is the client's, for counting failures per address."""
-        name = normalise_username(username)
-        async with self.db.read() as conn:
-            user = (await conn.execute(select(users).where(users.c.username == name))).first()
-        stored = user.password_hash if user else self._dummy_hash
-        async with self._login_slots:
-            attempt = await self.throttle.admit(name, address) if self.throttle else None
-            ok: bool = await _hashed(self._verify, stored, password)
-        if user is None or not ok:
-            if self.on_failed_login is not None:
-                await self.on_failed_login(address)
-            # One answer for both, so that the login form does not reveal who has an account.
-            raise Unauthorized("invalid_credentials", "wrong username or password")
-        if self.throttle is not None and attempt is not None:
-            await self.throttle.succeeded(attempt)
+        """``address`` is the client's, for counting failures per address. An account with
+        two-step verification also needs ``totp_code`` (a current code or a recovery code)."""
+        user = await self._check_password(username, password, address, totp_code)
         now = self.clock.now_ms()
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.db.write() as conn:
@@ -242,6 +235,54 @@ class AccountService:
             await self._rehash(user.id, password)
         ctx = AuthContext(user.id, user.username, device_id, session_id)
         return LoginResult(token, expires, ctx, new_device)
+
+    async def _check_password(
+        self, username: str, password: str, address: str, totp_code: str | None
+    ) -> Any:
+        """The user row, once the password (and the second factor, if on) are right; throttled
+        per account and address, password and code failures counted together."""
+        name = normalise_username(username)
+        async with self.db.read() as conn:
+            user = (await conn.execute(select(users).where(users.c.username == name))).first()
+        stored = user.password_hash if user else self._dummy_hash
+        async with self._login_slots:
+            attempt = await self.throttle.admit(name, address) if self.throttle else None
+            ok: bool = await _hashed(self._verify, stored, password)
+        if user is None or not ok:
+            await self._failed(address)
+            # One answer for both, so that the login form does not reveal who has an account.
+            raise Unauthorized("invalid_credentials", "wrong username or password")
+        if self.totp is not None and await self.totp.enabled(user.id):
+            if not totp_code:
+                # The password was right: not a failure; the client now asks for the code.
+                await self._forgive(attempt)
+                raise Unauthorized("totp_required", "enter the code from your authenticator app")
+            if not await self.totp.verify(user.id, totp_code):
+                await self._failed(address)
+                raise Unauthorized("invalid_totp_code", "that code is wrong or was already used")
+        await self._forgive(attempt)
+        return user
+
+    async def _failed(self, address: str) -> None:
+        if self.on_failed_login is not None:
+            await self.on_failed_login(address)
+
+    async def _forgive(self, attempt: Attempt | None) -> None:
+        if self.throttle is not None and attempt is not None:
+            await self.throttle.succeeded(attempt)
+
+    async def disable_totp(
+        self, ctx: AuthContext, password: str, code: str, address: str = "-"
+    ) -> None:
+        """Needs the password and a code: a stolen session alone cannot turn it off."""
+        if self.totp is None or not await self.totp.enabled(ctx.user_id):
+            raise Conflict("totp_not_enabled", "two-step verification is not on")
+        try:
+            await self._check_password(ctx.username, password, address, code)
+        except Unauthorized as refused:
+            # 403, not 401: the session is fine, and clients log out on a 401.
+            raise Forbidden(refused.code, refused.message) from None
+        await self.totp.remove(ctx.user_id)
 
     async def _rehash(self, user_id: str, password: str) -> None:
         fresh: str = await _hashed(self.hasher.hash, password)

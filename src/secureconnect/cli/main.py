@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import segno
 import typer
 from pydantic import ValidationError
 from rich.table import Table
@@ -51,6 +53,14 @@ chat_app = typer.Typer(help="Conversations and messages.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(chat_app, name="chat")
 app.add_typer(oncall_app, name="oncall")
+totp_app = typer.Typer(
+    help="Two-step verification with an authenticator app.", no_args_is_help=True
+)
+app.add_typer(totp_app, name="totp")
+CodeOpt = Annotated[
+    str | None,
+    typer.Option("--code", help="the authenticator app's current code, or a recovery code"),
+]
 
 
 def main() -> None:
@@ -156,24 +166,101 @@ def login(
     username: str,
     password: PasswordOpt = None,
     device_name: Annotated[str, typer.Option(help="how this device is listed")] = "cli",
+    code: CodeOpt = None,
 ) -> None:
     """Log in; this terminal becomes one of your devices."""
     secret = _password(password)
 
     async def go(client: Client, state: Profile) -> None:
         reuse = state.device_id if state.username == username.lower() else None
-        try:
-            info = await client.login(username, secret, device_name=device_name, device_id=reuse)
-        except ApiError as error:
-            if error.code != "device_not_found":
-                raise
-            info = await client.login(username, secret, device_name=device_name)
+        totp = code
+        for _ in range(3):
+            try:
+                info = await client.login(
+                    username, secret, device_name=device_name, device_id=reuse, totp_code=totp
+                )
+                break
+            except ApiError as error:
+                if error.code == "device_not_found":
+                    reuse = None
+                elif error.code == "totp_required" and totp is None:
+                    totp = _code()
+                else:
+                    raise
+        else:  # pragma: no cover - each refusal above is answered once
+            raise typer.Exit(1)
         if info.new_device:
             state.cursors = {}
         state.token, state.username = info.token, info.username
         state.user_id, state.device_id = info.user_id, info.device_id
         await _secure(client)  # this device's keys: made here, public halves published
         out.print(f"logged in as [bold]{info.username}[/bold] on device {info.device_id[:8]}")
+
+    client_command(go)()
+
+
+def _code() -> str:
+    if not sys.stdin.isatty():
+        err.print("[red]error:[/red] two-step verification is on: pass --code")
+        raise typer.Exit(2)
+    value: str = typer.prompt("Code from your authenticator app (or a recovery code)")
+    return value
+
+
+@totp_app.command("status")
+def totp_status() -> None:
+    """Whether two-step verification is on, and how many recovery codes are left."""
+
+    async def go(client: Client, state: Profile) -> None:
+        status = await client.totp_status()
+        if status.enabled:
+            left = status.recovery_codes_left
+            out.print(f"two-step verification is on; {left} recovery codes left")
+        else:
+            out.print("two-step verification is off; turn it on with: secureconnect totp enable")
+
+    client_command(go)()
+
+
+@totp_app.command("enable")
+def totp_enable() -> None:
+    """Show a QR code for your authenticator app; then confirm with its first code."""
+
+    async def go(client: Client, state: Profile) -> None:
+        enrolment = await client.totp_begin()
+        qr = io.StringIO()
+        segno.make(enrolment.otpauth_uri, error="m").terminal(out=qr, compact=True)
+        out.print(qr.getvalue(), markup=False, highlight=False)
+        out.print(f"or add this URI: {enrolment.otpauth_uri}", markup=False)
+        out.print(f"or type the key: {enrolment.secret}", markup=False)
+        out.print("then run: secureconnect totp confirm CODE")
+
+    client_command(go)()
+
+
+@totp_app.command("confirm")
+def totp_confirm(code: str) -> None:
+    """Turn two-step verification on with the app's first code; shows the recovery codes."""
+
+    async def go(client: Client, state: Profile) -> None:
+        codes = await client.totp_confirm(code)
+        out.print("two-step verification is on. Keep these recovery codes somewhere safe;")
+        out.print("each logs you in once without the app, and they are shown only now:")
+        for recovery in codes:
+            out.print(f"  {recovery}", markup=False)
+
+    client_command(go)()
+
+
+@totp_app.command("disable")
+def totp_disable(password: PasswordOpt = None, code: CodeOpt = None) -> None:
+    """Turn two-step verification off (needs your password and a code)."""
+    secret = _password(password)
+    totp = code if code is not None else _code()
+
+    async def go(client: Client, state: Profile) -> None:
+        await client.totp_disable(secret, totp)
+        out.print("two-step verification is off")
 
     client_command(go)()
 

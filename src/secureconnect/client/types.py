@@ -2,9 +2,9 @@
 
 Where the server has a response schema, the SDK returns that very model (re-exported here
 under a plain name), so the contract is written once: ``User``, ``Me``, ``Device``,
-``Session``, ``Member``, ``Incident``, ``IncidentSummary``, ``SecurityReport``, ``Blocked``,
-``Lifted``, ``ModeSet``, ``StoreReport``, ``Deploy``. Unknown fields from a newer server
-are ignored. The rest are frozen dataclasses of the SDK's own.
+``Session``, ``TotpStatus``, ``TotpEnrolment``, ``Member``, ``Incident``, ``IncidentSummary``,
+``SecurityReport``, ``Blocked``, ``Lifted``, ``ModeSet``, ``StoreReport``, ``Deploy``.
+Unknown fields from a newer server are ignored. The rest are frozen dataclasses of the SDK's own.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 from secureconnect.accounts.schemas import DeviceOut as Device
 from secureconnect.accounts.schemas import MeResponse as Me
 from secureconnect.accounts.schemas import SessionOut as Session
+from secureconnect.accounts.schemas import TotpEnrolmentOut as TotpEnrolment
+from secureconnect.accounts.schemas import TotpStatusOut as TotpStatus
 from secureconnect.accounts.schemas import UserOut as User
 from secureconnect.chat.schemas import MemberOut as Member
 from secureconnect.guard.schemas import Blocked, Lifted, ModeSet, SecurityReport
@@ -219,6 +221,8 @@ __all__ = [
     "StoreReport",
     "Subscription",
     "TimelineEntry",
+    "TotpEnrolment",
+    "TotpStatus",
     "Typing",
     "User",
 ]

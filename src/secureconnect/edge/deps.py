@@ -45,6 +45,14 @@ async def admin(caller: Caller, services: ServicesDep) -> AuthContext:
     """Only the on-call admins (``SECURECONNECT_ADMINS``) may use the ops API."""
     if caller.username not in services.settings.admins:
         raise Forbidden("not_admin", "only on-call admins may use the ops API")
+    totp = services.accounts.totp
+    if services.settings.require_totp_for_admins and (
+        totp is None or not await totp.enabled(caller.user_id)
+    ):
+        raise Forbidden(
+            "totp_required_for_admins",
+            "turn on two-step verification to use the ops API (secureconnect totp enable)",
+        )
     return caller
 
 

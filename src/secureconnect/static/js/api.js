@@ -45,13 +45,17 @@ export class Api {
   }
 
   register(username, password) { return this.call("POST", "/v1/auth/register", { username, password }); }
-  async login(username, password, deviceName, deviceId = null) {
+  async login(username, password, deviceName, deviceId = null, totpCode = null) {
     const data = await this.call("POST", "/v1/auth/login",
-      { username, password, device_name: deviceName, device_id: deviceId });
+      { username, password, device_name: deviceName, device_id: deviceId, totp_code: totpCode || null });
     this.token = data.token;
     return data;
   }
   logout() { return this.call("POST", "/v1/auth/logout"); }
+  totpStatus() { return this.call("GET", "/v1/auth/totp"); }
+  totpBegin() { return this.call("POST", "/v1/auth/totp"); }
+  totpConfirm(code) { return this.call("POST", "/v1/auth/totp/confirm", { code }); }
+  totpDisable(password, code) { return this.call("POST", "/v1/auth/totp/disable", { password, code }); }
   me() { return this.call("GET", "/v1/me"); }
   conversations() { return this.call("GET", "/v1/conversations"); }
   conversation(id) { return this.call("GET", `/v1/conversations/${id}`); }

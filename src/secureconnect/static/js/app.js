@@ -67,18 +67,22 @@ async function boot() {
 function renderAuth(message = "") {
   const username = el("input", { id: "username", name: "username", autocomplete: "username", required: true });
   const password = el("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true });
+  // Shown once the server says this account has two-step verification on.
+  const code = el("input", { id: "totp-code", name: "totp-code", autocomplete: "one-time-code", inputmode: "numeric", "aria-label": t("totpCode") });
+  const codeRow = el("div", { hidden: true }, el("label", { for: "totp-code" }, t("totpCode")), code);
   const error = el("div", { class: "error", role: "alert" }, message);
   async function go(register) {
     error.textContent = t("working");
     try {
       if (register) await ui.api.register(username.value, password.value);
       const previous = await store.load(`device-id:${username.value.trim().toLowerCase()}`);
+      const device = navigator.userAgent.includes("Mobile") ? "phone browser" : "web browser";
       let login;
       try {
-        login = await ui.api.login(username.value, password.value, navigator.userAgent.includes("Mobile") ? "phone browser" : "web browser", previous || null);
+        login = await ui.api.login(username.value, password.value, device, previous || null, code.value.trim());
       } catch (e) {
         if (e.code !== "device_not_found") throw e;
-        login = await ui.api.login(username.value, password.value, "web browser");
+        login = await ui.api.login(username.value, password.value, device, null, code.value.trim());
       }
       ui.session = { token: login.token, username: login.username, device_id: login.device_id, cursors: {} };
       await store.save(`device-id:${login.username}`, login.device_id);
@@ -86,7 +90,12 @@ function renderAuth(message = "") {
       await enter();
     } catch (e) {
       if (e.code === "login_throttled") waitOut(e.retryAfter);
-      else error.textContent = e.message;
+      else if (e.code === "totp_required" || e.code === "invalid_totp_code") {
+        codeRow.hidden = false;
+        code.value = "";
+        error.textContent = e.code === "totp_required" ? t("totpPrompt") : t("totpWrong");
+        code.focus();
+      } else error.textContent = e.message;
     }
   }
   // Too many failed logins: the buttons rest until the server's wait is over, counting down.
@@ -104,7 +113,7 @@ function renderAuth(message = "") {
   const form = el("form", { class: "auth", onsubmit: (e) => { e.preventDefault(); go(false); } },
     el("h1", {}, "SecureConnect"), el("p", { class: "tag" }, t("tagline")),
     el("label", { for: "username" }, t("username")), username,
-    el("label", { for: "password" }, t("password")), password,
+    el("label", { for: "password" }, t("password")), password, codeRow,
     el("div", { class: "row" },
       el("button", { type: "submit", id: "login" }, t("login")),
       el("button", { type: "button", class: "ghost", id: "register", onclick: () => go(true) }, t("register"))),
@@ -423,6 +432,54 @@ function confirmLogout() {
   });
 }
 
+// Two-step verification: turn on with a QR code and a first code (then the recovery codes,
+// shown this once), or off with the password and a code.
+async function showSecurity() {
+  const body = el("div", { id: "security-body" });
+  const dialog = el("dialog", { id: "security-dialog" }, el("h2", {}, t("totpTitle")), body,
+    el("div", { class: "row" }, el("button", { class: "ghost", id: "security-close", onclick: () => dialog.close() }, t("close"))));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+  const error = () => el("div", { class: "error", role: "alert", id: "security-error" });
+  async function show() {
+    const status = await ui.api.totpStatus();
+    if (status.enabled) {
+      const password = el("input", { type: "password", id: "totp-off-password", autocomplete: "current-password", "aria-label": t("password"), placeholder: t("password") });
+      const code = el("input", { id: "totp-off-code", autocomplete: "one-time-code", "aria-label": t("totpCode"), placeholder: t("totpCode") });
+      const failure = error();
+      body.replaceChildren(el("p", { id: "totp-state" }, t("totpOn", { n: status.recovery_codes_left })), password, code,
+        el("button", { id: "totp-disable", onclick: async () => {
+          try { await ui.api.totpDisable(password.value, code.value.trim()); await show(); } catch (e) { failure.textContent = e.message; }
+        } }, t("totpDisable")), failure);
+      return;
+    }
+    const failure = error();
+    body.replaceChildren(el("p", { id: "totp-state" }, t("totpOff")),
+      el("button", { id: "totp-begin", onclick: async () => {
+        try { enrol(await ui.api.totpBegin()); } catch (e) { failure.textContent = e.message; }
+      } }, t("totpBegin")), failure);
+  }
+  function enrol(enrolment) {
+    const code = el("input", { id: "totp-confirm-code", autocomplete: "one-time-code", inputmode: "numeric", "aria-label": t("totpCode"), placeholder: t("totpCode") });
+    const failure = error();
+    // An <img> of the server's SVG: it is displayed, never run.
+    const qr = el("img", { id: "totp-qr", alt: t("totpScan"), width: 200, height: 200,
+      src: `data:image/svg+xml;base64,${btoa(enrolment.qr_svg)}` });
+    body.replaceChildren(el("p", {}, t("totpScan")), qr,
+      el("p", {}, t("totpKey"), " ", el("code", { id: "totp-secret" }, enrolment.secret)), code,
+      el("button", { id: "totp-confirm", onclick: async () => {
+        try {
+          const done = await ui.api.totpConfirm(code.value.trim());
+          body.replaceChildren(el("p", { id: "totp-state" }, t("recoveryHelp")),
+            el("ul", { id: "recovery-codes", class: "codes" }, done.recovery_codes.map((c) => el("li", {}, el("code", {}, c)))));
+        } catch (e) { failure.textContent = e.message; }
+      } }, t("totpConfirm")), failure);
+    code.focus();
+  }
+  try { await show(); } catch (e) { body.replaceChildren(el("p", { class: "error" }, e.message)); }
+}
+
 async function showSafety(username) {
   const number = await ui.secure.safetyNumber(username);
   const status = el("p", { id: "verified-state" }, ui.secure.isVerified(username) ? t("verified") : t("notVerified"));
@@ -509,6 +566,7 @@ function render() {
       el("span", { class: "spacer" }),
       el("span", { id: "me" }, ui.session.username),
       languagePicker(),
+      el("button", { class: "ghost", id: "security", onclick: () => showSecurity() }, t("security")),
       el("button", { class: "ghost", id: "logout", onclick: () => logout() }, t("logout"))),
     el("aside", { id: "sidebar", "aria-label": t("conversations") }),
     el("main", {}, conv ? chatPane(conv) : el("div", { class: "placeholder" }, t("pick"))));

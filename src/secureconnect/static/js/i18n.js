@@ -33,6 +33,12 @@ const STRINGS = {
     noE2eeBrowser: "This browser cannot encrypt calls end to end, so calls are off here. Use a current Chrome, Chromium, Edge or Safari.",
     callsUnavailable: "Calls are unavailable right now. Try again in a few minutes.",
     loginThrottled: "Too many failed attempts. Try again in {s} s.",
+    security: "Security", totpTitle: "Two-step verification", totpCode: "Code from your authenticator app",
+    totpPrompt: "Enter the code from your authenticator app (or a recovery code).", totpWrong: "That code is wrong or was already used.",
+    totpOff: "Off. With it on, logging in also needs a code from an app on your phone.", totpBegin: "Turn on",
+    totpScan: "Scan this QR code with your authenticator app, then enter the code it shows.", totpKey: "Or type this key:",
+    totpConfirm: "Confirm", totpOn: "On. {n} recovery codes left. To turn it off, enter your password and a code.",
+    totpDisable: "Turn off", recoveryHelp: "On. Keep these recovery codes somewhere safe: each logs you in once without your phone. They are shown only now.",
   },
   vi: {
     tagline: "Trò chuyện mã hóa đầu cuối cho tổ chức của bạn",
@@ -67,6 +73,12 @@ const STRINGS = {
     noE2eeBrowser: "Trình duyệt này không mã hóa đầu cuối được cuộc gọi, nên cuộc gọi bị tắt ở đây. Hãy dùng Chrome, Chromium, Edge hoặc Safari bản mới.",
     callsUnavailable: "Hiện không gọi được. Hãy thử lại sau vài phút.",
     loginThrottled: "Sai quá nhiều lần. Hãy thử lại sau {s} giây.",
+    security: "Bảo mật", totpTitle: "Xác minh hai bước", totpCode: "Mã từ ứng dụng xác thực",
+    totpPrompt: "Nhập mã từ ứng dụng xác thực (hoặc một mã khôi phục).", totpWrong: "Mã sai hoặc đã được dùng.",
+    totpOff: "Đang tắt. Khi bật, đăng nhập cần thêm mã từ ứng dụng trên điện thoại.", totpBegin: "Bật",
+    totpScan: "Quét mã QR này bằng ứng dụng xác thực, rồi nhập mã ứng dụng hiển thị.", totpKey: "Hoặc nhập khoá này:",
+    totpConfirm: "Xác nhận", totpOn: "Đang bật. Còn {n} mã khôi phục. Để tắt, nhập mật khẩu và một mã.",
+    totpDisable: "Tắt", recoveryHelp: "Đã bật. Hãy cất các mã khôi phục này ở nơi an toàn: mỗi mã đăng nhập được một lần khi không có điện thoại. Chúng chỉ hiện lúc này.",
   },
 };
 
