@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+
 import httpx
 import pytest
 
-from secureconnect.client import ApiError, Client, Me
-from tests.helpers import PASSWORD, call, error_of, unique
+from secureconnect.client import ApiError, Client, ConnectionLost, Me
+from tests.helpers import PASSWORD, call, error_of, run_cli, unique
 
 
 async def test_register_login_me_logout(server) -> None:
@@ -56,6 +59,11 @@ def test_wrong_password_and_unknown_user_look_the_same(server) -> None:
         ({"username": "ab", "password": PASSWORD}, "invalid_username"),
         ({"username": "has space", "password": PASSWORD}, "invalid_username"),
         ({"username": "okname", "password": "short"}, "weak_password"),
+        # ASVS 2.1: at least 12 characters; not the username, one character, or a known one.
+        ({"username": "okname", "password": "eleven-char"}, "weak_password"),
+        ({"username": "okname", "password": "zzzzzzzzzzzzzzzz"}, "weak_password"),
+        ({"username": "okname", "password": "Password1234"}, "weak_password"),
+        ({"username": "okname", "password": "my OKNAME is great"}, "weak_password"),
     ],
 )
 def test_bad_registrations_name_the_problem(server, body, code) -> None:
@@ -153,3 +161,59 @@ def test_failed_logins_are_logged_for_the_runbook_query(server) -> None:
     assert isinstance(line["latency_ms"], float)
     metrics = httpx.get(server.url + "/metrics").text
     assert "secureconnect_failed_logins_total" in metrics
+
+
+NEW_PASSWORD = "a new and longer passphrase"
+
+
+async def test_changing_the_password_logs_out_the_other_sessions(server) -> None:
+    name = unique("hana")
+    async with Client(server.url) as here, Client(server.url) as laptop:
+        await here.register(name, PASSWORD)
+        await here.login(name, PASSWORD)
+        await laptop.login(name, PASSWORD, device_name="laptop")
+        refusals = [
+            (PASSWORD.upper(), NEW_PASSWORD, (403, "invalid_credentials")),
+            (PASSWORD, PASSWORD, (400, "same_password")),
+            (PASSWORD, "too short", (400, "weak_password")),
+        ]
+        for current, new, expected in refusals:
+            with pytest.raises(ApiError) as refused:
+                await here.change_password(current, new)
+            assert (refused.value.status, refused.value.code) == expected
+        stream = aiter(laptop.events())
+        await asyncio.wait_for(anext(stream), 10)  # ready: the laptop is live
+        assert await here.change_password(PASSWORD, NEW_PASSWORD) == 1
+        # The laptop's session is over, its live connection too; this one goes on.
+        with pytest.raises(ConnectionLost) as lost:
+            while True:
+                await asyncio.wait_for(anext(stream), 10)
+        assert lost.value.code == 4401
+        with pytest.raises(ApiError) as revoked:
+            await laptop.me()
+        assert revoked.value.code == "token_revoked"
+        assert (await here.me()).username == name
+    async with Client(server.url) as again:
+        with pytest.raises(ApiError) as old:
+            await again.login(name, PASSWORD)
+        assert old.value.code == "invalid_credentials"
+        await again.login(name, NEW_PASSWORD)
+        async with Client(server.url) as kept:
+            await kept.login(name, NEW_PASSWORD)
+            assert await again.change_password(
+                NEW_PASSWORD, PASSWORD, keep_other_sessions=True
+            ) == 0
+            assert (await kept.me()).username == name
+
+
+def test_the_cli_changes_the_password(server, tmp_path) -> None:
+    name = unique("ivo")
+    run_cli(server.url, tmp_path, "register", name, check=True)
+    run_cli(server.url, tmp_path, "login", name, check=True)
+    env = {**os.environ, "SECURECONNECT_NEW_PASSWORD": NEW_PASSWORD}
+    changed = run_cli(server.url, tmp_path, "password", env=env, check=True)
+    assert "password changed; 0 other session(s) logged out" in changed.stdout
+    # Still logged in here; the new password is the one that works now.
+    assert name in run_cli(server.url, tmp_path, "whoami", check=True).stdout
+    other = run_cli(server.url, tmp_path / "other", "login", name, "--password", NEW_PASSWORD)
+    assert other.returncode == 0, other.stderr

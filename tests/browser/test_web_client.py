@@ -429,3 +429,31 @@ async def test_two_step_verification_on_from_the_browser_then_a_login_asks_for_t
     assert "10 recovery codes left" in await page.locator("#totp-state").inner_text()
     assert page.errors == [] or all("401" in e for e in page.errors)
     await page.context.close()
+
+
+async def test_changing_the_password_in_the_browser_logs_out_the_other_session(
+    browser, server
+) -> None:
+    name, new = unique("jon"), "another long passphrase"
+    async with Client(server.url) as elsewhere:
+        page = await pages.open_client(browser, server.url)
+        await pages.register(page, name, PASSWORD)
+        await elsewhere.login(name, PASSWORD, device_name="phone")
+        await page.click("#security")
+        await page.fill("#password-current", PASSWORD)
+        await page.fill("#password-new", new)
+        await page.fill("#password-again", new + "typo")
+        await page.click("#password-change")
+        result = page.locator("#password-result")
+        await result.filter(has_text="The two new passwords differ.").wait_for()
+        await page.fill("#password-again", new)
+        await page.click("#password-change")
+        done = "Password changed. 1 other session(s) were logged out."
+        await result.filter(has_text=done).wait_for()
+        await pages.shot(page, "31-password-changed")
+        with pytest.raises(ApiError) as revoked:
+            await elsewhere.me()
+        assert revoked.value.code == "token_revoked"
+        await elsewhere.login(name, new)
+    assert page.errors == []
+    await page.context.close()

@@ -9,6 +9,8 @@ from secureconnect.accounts.schemas import (
     LoginRequest,
     LoginResponse,
     MeResponse,
+    PasswordChanged,
+    PasswordChangeRequest,
     RecoveryCodesOut,
     RegisterRequest,
     SessionOut,
@@ -60,6 +62,20 @@ async def login(body: LoginRequest, request: Request, services: ServicesDep) -> 
 async def logout(caller: Caller, services: ServicesDep) -> Response:
     await services.accounts.logout(caller)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/auth/password", response_model=PasswordChanged)
+async def change_password(
+    body: PasswordChangeRequest, request: Request, caller: Caller, services: ServicesDep
+) -> PasswordChanged:
+    revoked = await services.accounts.change_password(
+        caller,
+        body.current_password,
+        body.new_password,
+        client_ip(request.scope),
+        body.keep_other_sessions,
+    )
+    return PasswordChanged(revoked_sessions=revoked)
 
 
 @router.get("/me", response_model=MeResponse)

@@ -90,3 +90,15 @@ class RecoveryCodesOut(BaseModel):
 class TotpDisableRequest(Strict):
     password: str = Field(min_length=1, max_length=4096)
     code: str = Field(min_length=1, max_length=32)
+
+
+class PasswordChangeRequest(Strict):
+    current_password: str = Field(min_length=1, max_length=4096)
+    new_password: str = Field(min_length=1, max_length=4096)
+    keep_other_sessions: bool = Field(
+        False, description="leave the account's other sessions logged in (default: log them out)"
+    )
+
+
+class PasswordChanged(BaseModel):
+    revoked_sessions: int = Field(description="other sessions logged out")

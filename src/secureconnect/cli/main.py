@@ -134,13 +134,13 @@ def config_show() -> None:
 # ----- accounts -------------------------------------------------------------------------------
 
 
-def _password(given: str | None, confirm: bool = False) -> str:
+def _password(given: str | None, confirm: bool = False, prompt: str = "Password") -> str:
     if given:
         return given
     if not sys.stdin.isatty():
-        err.print("[red]error:[/red] no password: pass --password or SECURECONNECT_PASSWORD")
+        err.print(f"[red]error:[/red] no {prompt.lower()}: see --help for its option")
         raise typer.Exit(2)
-    value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    value: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
     return value
 
 
@@ -195,6 +195,30 @@ def login(
         state.user_id, state.device_id = info.user_id, info.device_id
         await _secure(client)  # this device's keys: made here, public halves published
         out.print(f"logged in as [bold]{info.username}[/bold] on device {info.device_id[:8]}")
+
+    client_command(go)()
+
+
+@app.command()
+def password(
+    current: PasswordOpt = None,
+    new: Annotated[
+        str | None,
+        typer.Option(
+            "--new-password", envvar="SECURECONNECT_NEW_PASSWORD", help="asked for if not given"
+        ),
+    ] = None,
+    keep_other_sessions: Annotated[
+        bool, typer.Option(help="leave your other sessions logged in")
+    ] = False,
+) -> None:
+    """Change your password; your other sessions are logged out unless you keep them."""
+    old = _password(current, prompt="Current password")
+    fresh = _password(new, confirm=True, prompt="New password")
+
+    async def go(client: Client, state: Profile) -> None:
+        revoked = await client.change_password(old, fresh, keep_other_sessions=keep_other_sessions)
+        out.print(f"password changed; {revoked} other session(s) logged out")
 
     client_command(go)()
 

@@ -115,6 +115,22 @@ class Client:
         self.token = self.login_info.token
         return self.login_info
 
+    async def change_password(
+        self, current: str, new: str, *, keep_other_sessions: bool = False
+    ) -> int:
+        """Changes the password; returns how many other sessions were logged out (all, unless
+        kept). This session stays logged in."""
+        data = await self._call(
+            "POST",
+            "/v1/auth/password",
+            json={
+                "current_password": current,
+                "new_password": new,
+                "keep_other_sessions": keep_other_sessions,
+            },
+        )
+        return int(data["revoked_sessions"])
+
     async def totp_status(self) -> TotpStatus:
         return TotpStatus.model_validate(await self._call("GET", "/v1/auth/totp"))
 

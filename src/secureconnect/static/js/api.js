@@ -52,6 +52,7 @@ export class Api {
     return data;
   }
   logout() { return this.call("POST", "/v1/auth/logout"); }
+  changePassword(current, fresh) { return this.call("POST", "/v1/auth/password", { current_password: current, new_password: fresh }); }
   totpStatus() { return this.call("GET", "/v1/auth/totp"); }
   totpBegin() { return this.call("POST", "/v1/auth/totp"); }
   totpConfirm(code) { return this.call("POST", "/v1/auth/totp/confirm", { code }); }

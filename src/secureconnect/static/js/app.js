@@ -437,6 +437,7 @@ function confirmLogout() {
 async function showSecurity() {
   const body = el("div", { id: "security-body" });
   const dialog = el("dialog", { id: "security-dialog" }, el("h2", {}, t("totpTitle")), body,
+    passwordForm(),
     el("div", { class: "row" }, el("button", { class: "ghost", id: "security-close", onclick: () => dialog.close() }, t("close"))));
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
@@ -478,6 +479,26 @@ async function showSecurity() {
     code.focus();
   }
   try { await show(); } catch (e) { body.replaceChildren(el("p", { class: "error" }, e.message)); }
+}
+
+// Changing the password logs out this account's other sessions (whoever knew the old one).
+function passwordForm() {
+  const field = (id, label, autocomplete) => el("input", { id, type: "password", autocomplete, "aria-label": label, placeholder: label });
+  const current = field("password-current", t("passwordCurrent"), "current-password");
+  const fresh = field("password-new", t("passwordNew"), "new-password");
+  const again = field("password-again", t("passwordAgain"), "new-password");
+  const result = el("div", { role: "status", id: "password-result" });
+  return el("form", { id: "password-form", onsubmit: async (e) => {
+    e.preventDefault();
+    if (fresh.value !== again.value) { result.className = "error"; result.textContent = t("passwordMismatch"); return; }
+    try {
+      const done = await ui.api.changePassword(current.value, fresh.value);
+      result.className = "";
+      result.textContent = t("passwordChanged", { n: done.revoked_sessions });
+      current.value = fresh.value = again.value = "";
+    } catch (err) { result.className = "error"; result.textContent = err.message; }
+  } }, el("h2", {}, t("changePassword")), current, fresh, again,
+  el("button", { type: "submit", id: "password-change" }, t("changePassword")), result);
 }
 
 async function showSafety(username) {

@@ -38,6 +38,9 @@ const STRINGS = {
     totpOff: "Off. With it on, logging in also needs a code from an app on your phone.", totpBegin: "Turn on",
     totpScan: "Scan this QR code with your authenticator app, then enter the code it shows.", totpKey: "Or type this key:",
     totpConfirm: "Confirm", totpOn: "On. {n} recovery codes left. To turn it off, enter your password and a code.",
+    changePassword: "Change password", passwordCurrent: "Current password", passwordNew: "New password (at least 12 characters)",
+    passwordAgain: "New password again", passwordMismatch: "The two new passwords differ.",
+    passwordChanged: "Password changed. {n} other session(s) were logged out.",
     totpDisable: "Turn off", recoveryHelp: "On. Keep these recovery codes somewhere safe: each logs you in once without your phone. They are shown only now.",
   },
   vi: {
@@ -78,6 +81,9 @@ const STRINGS = {
     totpOff: "Đang tắt. Khi bật, đăng nhập cần thêm mã từ ứng dụng trên điện thoại.", totpBegin: "Bật",
     totpScan: "Quét mã QR này bằng ứng dụng xác thực, rồi nhập mã ứng dụng hiển thị.", totpKey: "Hoặc nhập khoá này:",
     totpConfirm: "Xác nhận", totpOn: "Đang bật. Còn {n} mã khôi phục. Để tắt, nhập mật khẩu và một mã.",
+    changePassword: "Đổi mật khẩu", passwordCurrent: "Mật khẩu hiện tại", passwordNew: "Mật khẩu mới (ít nhất 12 ký tự)",
+    passwordAgain: "Nhập lại mật khẩu mới", passwordMismatch: "Hai mật khẩu mới không giống nhau.",
+    passwordChanged: "Đã đổi mật khẩu. {n} phiên khác đã bị đăng xuất.",
     totpDisable: "Tắt", recoveryHelp: "Đã bật. Hãy cất các mã khôi phục này ở nơi an toàn: mỗi mã đăng nhập được một lần khi không có điện thoại. Chúng chỉ hiện lúc này.",
   },
 };
