@@ -107,6 +107,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
             services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")
             await services.hub.acks.close()
             await services.bus.close()
+            if services.accounts.email is not None:
+                await services.accounts.email.drain()
             if services.accounts.throttle is not None:
                 await services.accounts.throttle.aclose()
             await services.db.close()

@@ -18,6 +18,7 @@ from argon2 import PasswordHasher
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
+from secureconnect.accounts.email import EmailService
 from secureconnect.accounts.service import AccountService
 from secureconnect.accounts.totp import SecretBox, TotpService, server_key
 from secureconnect.bus import Bus, InProcessBus
@@ -32,6 +33,7 @@ from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.incidents.service import IncidentService, Severities
 from secureconnect.incidents.status import StatusPage
 from secureconnect.keys.service import InboxService, KeyService
+from secureconnect.mail import Mailer
 from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.service import DeployLog
 from secureconnect.store import Database, StoreUnavailable
@@ -133,6 +135,9 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
     if settings.role in ("all", "api-gateway"):  # where logins are
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         totp = TotpService(db, SecretBox(server_key(secret, settings.data_dir)), clock)
+    mailer = Mailer(
+        settings.notify_smtp_host, settings.notify_smtp_port, settings.notify_email_from
+    )
     accounts = AccountService(
         db,
         settings.token_ttl_s,
@@ -146,6 +151,7 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         ),
         throttle=throttle if settings.login_throttle else None,
         totp=totp,
+        email=EmailService(db, mailer, clock),
     )
     hub = Hub(bus, metrics, chat)
     if isinstance(bus, RedisBus):

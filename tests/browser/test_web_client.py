@@ -457,3 +457,70 @@ async def test_changing_the_password_in_the_browser_logs_out_the_other_session(
         await elsewhere.login(name, new)
     assert page.errors == []
     await page.context.close()
+
+
+async def test_after_the_breach_procedure_the_browser_guides_to_a_new_password(
+    browser, own_server
+) -> None:
+    own_server.extra_env["SECURECONNECT_ADMINS"] = '["oncall"]'
+    srv = own_server.start()
+    page = await pages.open_client(browser, srv.url)
+    await pages.register(page, "mira", PASSWORD)
+    async with Client(srv.url) as oncall:
+        await signed_up(oncall, "oncall")
+        report = await oncall.compromise("a laptop with saved passwords was stolen", ["mira"])
+        assert (report.users, report.sessions_revoked) == (1, 1)
+    # Her open tab is logged out at once; logging in again asks for a new password first.
+    await page.wait_for_selector("#login", timeout=20000)
+    await page.fill("#username", "mira")
+    await page.fill("#password", PASSWORD)
+    await page.click("#login")
+    await page.wait_for_selector("#must-change")
+    assert "logged out every device" in await page.locator("#must-change").inner_text()
+    await pages.shot(page, "32-must-change-password")
+    new = "a fresh passphrase after the theft"
+    await page.fill("#password-current", PASSWORD)
+    await page.fill("#password-new", new)
+    await page.fill("#password-again", new)
+    await page.click("#password-change")
+    await page.wait_for_selector("#status.online", timeout=20000)
+    async with Client(srv.url) as check:
+        await check.login("mira", new)
+        assert len([d for d in await check.devices() if d.revoked_at is None]) == 2
+    await page.context.close()
+
+
+async def test_an_email_address_for_security_notices_is_set_from_the_browser(
+    browser, own_server
+) -> None:
+    import re
+
+    from aiosmtpd.controller import Controller
+
+    from tests.server import free_port
+    from tests.test_compromise import Mailbox
+
+    box, port = Mailbox(), free_port()
+    smtp = Controller(box, hostname="127.0.0.1", port=port)
+    smtp.start()
+    own_server.extra_env.update(
+        {"SECURECONNECT_NOTIFY_SMTP_HOST": "127.0.0.1", "SECURECONNECT_NOTIFY_SMTP_PORT": str(port)}
+    )
+    srv = own_server.start()
+    try:
+        page = await pages.open_client(browser, srv.url)
+        await pages.register(page, "nadia", PASSWORD)
+        await page.click("#security")
+        await page.locator("#email-state").filter(has_text="No address").wait_for()
+        await page.fill("#email-address", "nadia@example.org")
+        await page.click("#email-send")
+        [mail] = await box.wait("nadia@example.org", 1)
+        await page.fill("#email-code", re.search(r"your code is (\d{6})", mail).group(1))
+        await page.click("#email-verify")
+        await page.locator("#email-state").filter(has_text="nadia@example.org").wait_for()
+        await page.locator("#email-form").scroll_into_view_if_needed()
+        await pages.shot(page, "33-email-for-notices")
+        assert page.errors == []
+        await page.context.close()
+    finally:
+        smtp.stop()

@@ -1,6 +1,18 @@
 """Account tables. A login is a session bound to one device; tokens are kept only as hashes."""
 
-from sqlalchemy import BigInteger, Column, ForeignKey, Index, PrimaryKeyConstraint, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    false,
+)
 
 from secureconnect.store.base import metadata
 
@@ -11,6 +23,10 @@ users = Table(
     Column("username", String(64), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # A verified address for security notices (accounts.email); none until proven by a code.
+    Column("email", String(254), nullable=True),
+    # Set by ``oncall compromise``: until the password changes, a login may do nothing else.
+    Column("must_change_password", Boolean, nullable=False, server_default=false()),
 )
 
 devices = Table(
@@ -60,4 +76,29 @@ recovery_codes = Table(
     Column("code_hash", String(64), nullable=False),
     Column("used_at", BigInteger, nullable=True),
     PrimaryKeyConstraint("user_id", "code_hash"),
+)
+
+# An address being proven: the code mailed to it (hashed), until when, and how many wrong tries.
+email_codes = Table(
+    "email_codes",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("email", String(254), nullable=False),
+    Column("code_hash", String(64), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+)
+
+# Who a compromise (``oncall compromise``, one key per scope and reason) has already dealt
+# with, and whether they were mailed: running the same command twice does nothing twice.
+compromised_users = Table(
+    "compromised_users",
+    metadata,
+    Column("compromise_key", String(64), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("mailed", Boolean, nullable=False),
+    PrimaryKeyConstraint("compromise_key", "user_id"),
 )

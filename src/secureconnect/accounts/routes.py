@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request, Response, status
 
+from secureconnect.accounts.email import EmailService
 from secureconnect.accounts.schemas import (
+    CompromiseOut,
+    CompromiseRequest,
     DeviceOut,
+    EmailOut,
+    EmailRequest,
+    EmailVerifyRequest,
     LoginRequest,
     LoginResponse,
     MeResponse,
@@ -22,9 +30,9 @@ from secureconnect.accounts.schemas import (
 )
 from secureconnect.accounts.service import AuthContext, normalise_username
 from secureconnect.accounts.totp import TotpService
-from secureconnect.edge.deps import Caller, ServicesDep
+from secureconnect.edge.deps import Admin, Caller, ServicesDep
 from secureconnect.edge.logging import client_ip
-from secureconnect.errors import NotFound
+from secureconnect.errors import Invalid, NotFound
 
 router = APIRouter(prefix="/v1", tags=["accounts"])
 
@@ -55,6 +63,7 @@ async def login(body: LoginRequest, request: Request, services: ServicesDep) -> 
         device_id=ctx.device_id,
         session_id=ctx.session_id,
         new_device=result.new_device,
+        must_change_password=ctx.must_change_password,
     )
 
 
@@ -136,7 +145,7 @@ async def totp_begin(caller: Caller, services: ServicesDep) -> TotpEnrolmentOut:
 async def totp_confirm(
     body: TotpConfirmRequest, caller: Caller, services: ServicesDep
 ) -> RecoveryCodesOut:
-    return RecoveryCodesOut(recovery_codes=await _totp(services).confirm(caller.user_id, body.code))
+    return RecoveryCodesOut(recovery_codes=await services.accounts.enable_totp(caller, body.code))
 
 
 @router.post("/auth/totp/disable", status_code=status.HTTP_204_NO_CONTENT)
@@ -146,6 +155,50 @@ async def totp_disable(
     _totp(services)
     await services.accounts.disable_totp(caller, body.password, body.code, client_ip(request.scope))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _email(services: ServicesDep) -> EmailService:
+    if services.accounts.email is None:  # pragma: no cover - every role has one
+        raise NotFound("not_found", "no email here")
+    return services.accounts.email
+
+
+@router.get("/me/email", response_model=EmailOut)
+async def email_state(caller: Caller, services: ServicesDep) -> EmailOut:
+    state = await _email(services).state(caller.user_id)
+    return EmailOut(email=state.email, pending=state.pending)
+
+
+@router.put("/me/email", status_code=status.HTTP_202_ACCEPTED, response_model=EmailOut)
+async def email_begin(body: EmailRequest, caller: Caller, services: ServicesDep) -> EmailOut:
+    await _email(services).begin(caller.user_id, caller.username, body.email)
+    state = await _email(services).state(caller.user_id)
+    return EmailOut(email=state.email, pending=state.pending)
+
+
+@router.post("/me/email/verify", response_model=EmailOut)
+async def email_verify(body: EmailVerifyRequest, caller: Caller, services: ServicesDep) -> EmailOut:
+    await _email(services).verify(caller.user_id, body.code)
+    state = await _email(services).state(caller.user_id)
+    return EmailOut(email=state.email, pending=state.pending)
+
+
+@router.delete("/me/email", status_code=status.HTTP_204_NO_CONTENT)
+async def email_remove(caller: Caller, services: ServicesDep) -> Response:
+    await _email(services).remove(caller.user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/ops/compromise", response_model=CompromiseOut, tags=["ops"])
+async def compromise(
+    body: CompromiseRequest, caller: Admin, services: ServicesDep
+) -> CompromiseOut:
+    if body.all == bool(body.usernames):
+        raise Invalid("invalid_scope", "name the users, or say all, not both")
+    report = await services.accounts.compromise(
+        caller.username, None if body.all else body.usernames, body.reason, body.dry_run
+    )
+    return CompromiseOut(**dataclasses.asdict(report))
 
 
 __all__ = ["AuthContext", "router"]

@@ -40,6 +40,9 @@ class LoginResponse(BaseModel):
     device_id: str
     session_id: str
     new_device: bool
+    must_change_password: bool = Field(
+        False, description="the breach procedure ran: change the password before anything else"
+    )
 
 
 class MeResponse(BaseModel):
@@ -102,3 +105,33 @@ class PasswordChangeRequest(Strict):
 
 class PasswordChanged(BaseModel):
     revoked_sessions: int = Field(description="other sessions logged out")
+
+
+class EmailOut(BaseModel):
+    email: str | None = Field(description="the verified address security notices go to")
+    pending: str | None = Field(description="an address waiting for its mailed code")
+
+
+class EmailRequest(Strict):
+    email: str = Field(min_length=3, max_length=254)
+
+
+class EmailVerifyRequest(Strict):
+    code: str = Field(min_length=1, max_length=16)
+
+
+class CompromiseRequest(Strict):
+    all: bool = Field(False, description="every user")
+    usernames: list[str] = Field(default_factory=list, max_length=10_000)
+    reason: str = Field(min_length=3, max_length=1000)
+    dry_run: bool = False
+
+
+class CompromiseOut(BaseModel):
+    users: int = Field(description="users dealt with now")
+    already: int = Field(description="users this same command had already dealt with")
+    sessions_revoked: int
+    devices_revoked: int
+    mailed: int
+    no_address: int = Field(description="users dealt with now who have no verified address")
+    dry_run: bool

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -27,7 +28,8 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from secureconnect.accounts.models import devices, sessions, users
+from secureconnect.accounts.email import EmailService
+from secureconnect.accounts.models import compromised_users, devices, sessions, users
 from secureconnect.accounts.totp import TotpService
 from secureconnect.bus import user_topic
 from secureconnect.clock import SYSTEM_CLOCK, Clock
@@ -35,6 +37,8 @@ from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, Unautho
 from secureconnect.guard.throttle import Attempt, LoginThrottle
 from secureconnect.store import Database
 from secureconnect.store.base import new_id
+
+log = logging.getLogger("secureconnect.accounts")
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{2,31}$")
 MIN_PASSWORD = 12
@@ -78,6 +82,8 @@ class AuthContext:
     username: str
     device_id: str
     session_id: str
+    # Set by the breach procedure: until the password changes, this session may do nothing else.
+    must_change_password: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,19 @@ class LoginResult:
     expires_at: int
     context: AuthContext
     new_device: bool
+
+
+@dataclass(frozen=True)
+class CompromiseReport:
+    """What ``oncall compromise`` did (or, with ``dry_run``, would do)."""
+
+    users: int
+    already: int
+    sessions_revoked: int
+    devices_revoked: int
+    mailed: int
+    no_address: int
+    dry_run: bool
 
 
 def hash_token(token: str) -> str:
@@ -172,11 +191,13 @@ class AccountService:
         hasher: PasswordHasher | None = None,
         throttle: LoginThrottle | None = None,
         totp: TotpService | None = None,
+        email: EmailService | None = None,
     ) -> None:
         """``hasher``: argon2id, the library's RFC 9106 defaults unless the settings say
         otherwise (never below OWASP's minimums, see ``Settings.argon2_memory_kib``).
         ``throttle``: logins per account and address (off only when the settings say so).
-        ``totp``: the second factor, for the accounts that turned it on."""
+        ``totp``: the second factor, for the accounts that turned it on. ``email``: security
+        notices, to the users who gave an address."""
         self.db = db
         self.clock = clock
         self.hasher = hasher or PasswordHasher()
@@ -187,6 +208,7 @@ class AccountService:
         self.on_failed_login = on_failed_login
         self.throttle = throttle
         self.totp = totp
+        self.email = email
         # A login is admitted by the throttle when a hashing thread is free for it, not when
         # it arrives: a hundred logins at once (an office at 9:00 behind one address) then
         # count as at most this many attempts in flight, not a hundred failures in advance.
@@ -271,7 +293,16 @@ class AccountService:
             )
         if self.hasher.check_needs_rehash(user.password_hash):
             await self._rehash(user.id, password)
-        ctx = AuthContext(user.id, user.username, device_id, session_id)
+        if new_device and self.email is not None:
+            self.email.notify_later(
+                user.id,
+                "a new device logged in",
+                f'A new device, "{device_name[:100]}", logged in to your account from {address}. '
+                "If this was not you, change your password now and remove the device.\n",
+            )
+        ctx = AuthContext(
+            user.id, user.username, device_id, session_id, bool(user.must_change_password)
+        )
         return LoginResult(token, expires, ctx, new_device)
 
     async def _check_password(
@@ -326,6 +357,12 @@ class AccountService:
             # 403, not 401: the session is fine, and clients log out on a 401.
             raise Forbidden(refused.code, refused.message) from None
         await self.totp.remove(ctx.user_id)
+        self._notice(
+            ctx.user_id,
+            "two-step verification is off",
+            "Two-step verification was turned off for your account: logins need only the "
+            "password now. If this was not you, change your password now.\n",
+        )
 
     async def change_password(
         self,
@@ -349,19 +386,169 @@ class AccountService:
         now = self.clock.now_ms()
         async with self.db.write() as conn:
             await conn.execute(
-                update(users).where(users.c.id == ctx.user_id).values(password_hash=fresh)
+                update(users)
+                .where(users.c.id == ctx.user_id)
+                .values(password_hash=fresh, must_change_password=False)
             )
-            if keep_other_sessions:
-                return 0
-            others = and_(
-                sessions.c.user_id == ctx.user_id,
-                sessions.c.id != ctx.session_id,
-                sessions.c.revoked_at.is_(None),
-            )
-            live = list((await conn.execute(select(sessions.c.id).where(others))).scalars())
-            await conn.execute(update(sessions).where(others).values(revoked_at=now))
-            self._close_sockets(conn, ctx.user_id, live)
+            live: list[str] = []
+            if not keep_other_sessions:
+                others = and_(
+                    sessions.c.user_id == ctx.user_id,
+                    sessions.c.id != ctx.session_id,
+                    sessions.c.revoked_at.is_(None),
+                )
+                live = list((await conn.execute(select(sessions.c.id).where(others))).scalars())
+                await conn.execute(update(sessions).where(others).values(revoked_at=now))
+                self._close_sockets(conn, ctx.user_id, live)
+        self._notice(
+            ctx.user_id,
+            "your password was changed",
+            "The password of your account was just changed"
+            + (f", and {len(live)} other session(s) were logged out" if live else "")
+            + ". If this was not you, contact your administrator now.\n",
+        )
         return len(live)
+
+    async def enable_totp(self, ctx: AuthContext, code: str) -> list[str]:
+        """Confirms the begun enrolment; the recovery codes, shown once."""
+        if self.totp is None:
+            raise NotFound("not_found", "two-step verification is on the api-gateway")
+        codes = await self.totp.confirm(ctx.user_id, code)
+        self._notice(
+            ctx.user_id,
+            "two-step verification is on",
+            "Two-step verification was turned on for your account: logins now need a code "
+            "from your authenticator app. If this was not you, contact your administrator.\n",
+        )
+        return codes
+
+    def _notice(self, user_id: str, subject: str, text: str) -> None:
+        if self.email is not None:
+            self.email.notify_later(user_id, subject, text)
+
+    async def compromise(
+        self, actor: str, usernames: list[str] | None, reason: str, dry_run: bool = False
+    ) -> CompromiseReport:
+        """The breach procedure (runbook 23.8) for every user but the actor, or the named
+        ones: their sessions and devices are revoked (clients make new keys; contacts see the
+        change), they must change their password before anything else, and each with an
+        address is mailed the reason. Keyed by scope and reason: the same command again does
+        nothing twice."""
+        names = sorted({normalise_username(n) for n in usernames}) if usernames else None
+        key = hashlib.sha256(f"{','.join(names) if names else '*'}\n{reason}".encode()).hexdigest()
+        now = self.clock.now_ms()
+        async with self.db.write() as conn:
+            query = select(users.c.id, users.c.username, users.c.email)
+            if names is not None:
+                query = query.where(users.c.username.in_(names))
+            else:
+                # The on-call running it keeps their session to finish the procedure (and the
+                # incident's timeline); they change their own password after.
+                query = query.where(users.c.username != actor)
+            targets = (await conn.execute(query)).all()
+            if names is not None and len(targets) != len(names):
+                missing = sorted(set(names) - {t.username for t in targets})
+                raise NotFound("user_not_found", f"no such user: {', '.join(missing)}")
+            done = set(
+                (
+                    await conn.execute(
+                        select(compromised_users.c.user_id).where(
+                            compromised_users.c.compromise_key == key
+                        )
+                    )
+                ).scalars()
+            )
+            todo = [t for t in targets if t.id not in done]
+            ids = [t.id for t in todo]
+            live = (
+                await conn.execute(
+                    select(sessions.c.id, sessions.c.user_id).where(
+                        sessions.c.user_id.in_(ids), sessions.c.revoked_at.is_(None)
+                    )
+                )
+            ).all()
+            device_count = len(
+                (
+                    await conn.execute(
+                        select(devices.c.id).where(
+                            devices.c.user_id.in_(ids), devices.c.revoked_at.is_(None)
+                        )
+                    )
+                ).all()
+            )
+            if not dry_run and ids:
+                await conn.execute(
+                    update(sessions)
+                    .where(sessions.c.user_id.in_(ids), sessions.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                await conn.execute(
+                    update(devices)
+                    .where(devices.c.user_id.in_(ids), devices.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                await conn.execute(
+                    update(users).where(users.c.id.in_(ids)).values(must_change_password=True)
+                )
+                await conn.execute(
+                    insert(compromised_users),
+                    [
+                        {
+                            "compromise_key": key,
+                            "user_id": i,
+                            "reason": reason,
+                            "actor": actor,
+                            "at": now,
+                            "mailed": False,
+                        }
+                        for i in ids
+                    ],
+                )
+                for user_id in ids:
+                    self._close_sockets(conn, user_id, [s.id for s in live if s.user_id == user_id])
+        with_address = [t for t in todo if t.email]
+        mailed = 0
+        if not dry_run and self.email is not None:
+            for target in with_address:
+                sent = await self.email.notify(
+                    target.id,
+                    "action needed on your account",
+                    f"Your administrator logged every device of your account out because: "
+                    f"{reason}\n\nWhat to do: log in again and choose a new password; your "
+                    "devices will make new security keys, and your contacts will be asked to "
+                    "check your safety number again.\n",
+                )
+                if sent:
+                    mailed += 1
+                    async with self.db.write() as conn:
+                        await conn.execute(
+                            update(compromised_users)
+                            .where(
+                                compromised_users.c.compromise_key == key,
+                                compromised_users.c.user_id == target.id,
+                            )
+                            .values(mailed=True)
+                        )
+        log.warning(
+            "accounts compromised",
+            extra={
+                "fields": {
+                    "actor": actor,
+                    "users": len(todo),
+                    "already": len(done),
+                    "dry_run": dry_run,
+                }
+            },
+        )
+        return CompromiseReport(
+            users=len(todo),
+            already=len(targets) - len(todo),
+            sessions_revoked=len(live),
+            devices_revoked=device_count,
+            mailed=mailed if not dry_run else 0,
+            no_address=len(todo) - len(with_address),
+            dry_run=dry_run,
+        )
 
     async def _rehash(self, user_id: str, password: str) -> None:
         fresh: str = await _hashed(self.hasher.hash, password)
@@ -386,6 +573,7 @@ class AccountService:
                         sessions.c.device_id,
                         users.c.id.label("user_id"),
                         users.c.username,
+                        users.c.must_change_password,
                     )
                     .join(users, users.c.id == sessions.c.user_id)
                     .where(sessions.c.token_hash == digest)
@@ -406,7 +594,9 @@ class AccountService:
                 await conn.execute(
                     update(devices).where(devices.c.id == row.device_id).values(last_seen_at=now)
                 )
-        return AuthContext(row.user_id, row.username, row.device_id, row.id)
+        return AuthContext(
+            row.user_id, row.username, row.device_id, row.id, bool(row.must_change_password)
+        )
 
     async def logout(self, ctx: AuthContext) -> None:
         await self.revoke_session(ctx.user_id, ctx.session_id)

@@ -53,6 +53,7 @@ GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
 BAD_FRAME = 4400
 UNAUTHORIZED = 4401
+FORBIDDEN = 4403
 AUTH_TIMEOUT = 4408
 TOO_SLOW = 4429
 
@@ -387,6 +388,8 @@ class SocketSession:
             return TRY_AGAIN_LATER, error.code, "-"
         except Problem as error:
             return UNAUTHORIZED, error.code, "-"
+        if ctx.must_change_password:
+            return FORBIDDEN, "must_change_password", ctx.username
         conn = Connection(ctx, self.queue_size)
         await self.hub.attach(conn)
         try:

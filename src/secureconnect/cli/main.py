@@ -193,6 +193,12 @@ def login(
             state.cursors = {}
         state.token, state.username = info.token, info.username
         state.user_id, state.device_id = info.user_id, info.device_id
+        if info.must_change_password:
+            out.print(
+                "your administrator asks you to choose a new password before anything else: "
+                "run secureconnect password"
+            )
+            return
         await _secure(client)  # this device's keys: made here, public halves published
         out.print(f"logged in as [bold]{info.username}[/bold] on device {info.device_id[:8]}")
 
@@ -219,6 +225,48 @@ def password(
     async def go(client: Client, state: Profile) -> None:
         revoked = await client.change_password(old, fresh, keep_other_sessions=keep_other_sessions)
         out.print(f"password changed; {revoked} other session(s) logged out")
+        await _secure(client)  # after the breach procedure, this device has no keys yet
+
+    client_command(go)()
+
+
+email_app = typer.Typer(help="The address your security notices go to.", no_args_is_help=True)
+app.add_typer(email_app, name="email")
+
+
+@email_app.command("show")
+def email_show() -> None:
+    """The verified address, and one waiting for its code."""
+
+    async def go(client: Client, state: Profile) -> None:
+        state_ = await client.email()
+        out.print(f"address: {state_.email or 'none'}", markup=False)
+        if state_.pending:
+            out.print(f"waiting for the code sent to {state_.pending}", markup=False)
+
+    client_command(go)()
+
+
+@email_app.command("set")
+def email_set(address: str) -> None:
+    """Mail a code to ADDRESS; then run: secureconnect email verify CODE."""
+
+    async def go(client: Client, state: Profile) -> None:
+        await client.set_email(address)
+        out.print(
+            f"a code was mailed to {address}; run: secureconnect email verify CODE", markup=False
+        )
+
+    client_command(go)()
+
+
+@email_app.command("verify")
+def email_verify(code: str) -> None:
+    """Prove the address with the mailed code."""
+
+    async def go(client: Client, state: Profile) -> None:
+        done = await client.verify_email(code)
+        out.print(f"security notices now go to {done.email}", markup=False)
 
     client_command(go)()
 

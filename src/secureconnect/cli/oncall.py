@@ -14,6 +14,7 @@ from rich.markup import escape
 from secureconnect.cli.common import client_command, err, out, when
 from secureconnect.cli.profile import Profile
 from secureconnect.client import ApiError, Client, Incident, IncidentSummary
+from secureconnect.client.types import CompromiseReport
 from secureconnect.diagnostics.facts import Action
 from secureconnect.diagnostics.local import Unsupported
 from secureconnect.diagnostics.run import Target, collect, findings, make_target, scenarios_for
@@ -404,6 +405,49 @@ def oncall_block(
 
     plan = f"block {network} on every replica" + (f" for {expires_in} s" if expires_in else "")
     _mitigate(Action("block", network), plan, apply, yes, incident)
+
+
+@oncall_app.command("compromise")
+def oncall_compromise(
+    reason: Annotated[str, typer.Option(help="why: mailed to the users, and on the timeline")],
+    all_users: Annotated[bool, typer.Option("--all", help="every user")] = False,
+    users: Annotated[
+        list[str] | None, typer.Option("--user", help="a user (repeat for several)")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="count what it would do; change nothing")] = False,
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+) -> None:
+    """Breach procedure (runbook 23.8): log out and revoke every device of the users, make them
+    change their password, mail them why. The same command again does nothing twice."""
+    if all_users == bool(users):
+        err.print("[red]error:[/red] say --all, or name users with --user, not both")
+        raise typer.Exit(2)
+    names = None if all_users else list(users or [])
+    scope = "--all" if names is None else " ".join(f"--user {n}" for n in names)
+
+    def summary(report: CompromiseReport) -> str:
+        return (
+            f"{report.users} user(s) ({report.already} already done), "
+            f"{report.sessions_revoked} session(s) and {report.devices_revoked} device(s) "
+            f"revoked, {report.mailed} mailed, {report.no_address} without an address"
+        )
+
+    if dry_run:
+
+        async def preview(client: Client, state: Profile) -> None:
+            report = await client.compromise(reason, names, dry_run=True)
+            out.print(f"dry run, nothing changed: would affect {summary(report)}")
+
+        client_command(preview)()
+        return
+
+    async def apply(client: Client) -> str:
+        return summary(await client.compromise(reason, names))
+
+    who = "every user" if names is None else ", ".join(names)
+    plan = f"revoke every session and device of {who}, require a new password, mail them the reason"
+    _mitigate(Action("compromise", scope), plan, apply, yes, incident)
 
 
 @oncall_app.command("unblock")

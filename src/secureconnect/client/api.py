@@ -17,10 +17,12 @@ from secureconnect.client.types import (
     Blocked,
     Call,
     CallJoined,
+    CompromiseReport,
     Conversation,
     Deploy,
     Device,
     DeviceKeys,
+    EmailState,
     InboxMessage,
     Incident,
     IncidentSummary,
@@ -130,6 +132,38 @@ class Client:
             },
         )
         return int(data["revoked_sessions"])
+
+    async def email(self) -> EmailState:
+        return EmailState.model_validate(await self._call("GET", "/v1/me/email"))
+
+    async def set_email(self, address: str) -> EmailState:
+        """Mails a code to ``address``; it receives security notices once :meth:`verify_email`
+        has the code."""
+        return EmailState.model_validate(
+            await self._call("PUT", "/v1/me/email", json={"email": address})
+        )
+
+    async def verify_email(self, code: str) -> EmailState:
+        return EmailState.model_validate(
+            await self._call("POST", "/v1/me/email/verify", json={"code": code})
+        )
+
+    async def remove_email(self) -> None:
+        await self._call("DELETE", "/v1/me/email")
+
+    async def compromise(
+        self, reason: str, usernames: list[str] | None = None, *, dry_run: bool = False
+    ) -> CompromiseReport:
+        """The breach procedure for the named users, or every user (admins only)."""
+        body = {
+            "all": usernames is None,
+            "usernames": usernames or [],
+            "reason": reason,
+            "dry_run": dry_run,
+        }
+        return CompromiseReport.model_validate(
+            await self._call("POST", "/v1/ops/compromise", json=body)
+        )
 
     async def totp_status(self) -> TotpStatus:
         return TotpStatus.model_validate(await self._call("GET", "/v1/auth/totp"))

@@ -14,7 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from secureconnect.accounts.schemas import CompromiseOut as CompromiseReport
 from secureconnect.accounts.schemas import DeviceOut as Device
+from secureconnect.accounts.schemas import EmailOut as EmailState
 from secureconnect.accounts.schemas import MeResponse as Me
 from secureconnect.accounts.schemas import SessionOut as Session
 from secureconnect.accounts.schemas import TotpEnrolmentOut as TotpEnrolment
@@ -46,6 +48,8 @@ class Login:
     session_id: str
     expires_at: int
     new_device: bool
+    # The breach procedure ran: call change_password before anything else.
+    must_change_password: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,10 +199,12 @@ __all__ = [
     "Call",
     "CallChanged",
     "CallJoined",
+    "CompromiseReport",
     "Conversation",
     "Deploy",
     "Device",
     "DeviceKeys",
+    "EmailState",
     "Event",
     "InboxMessage",
     "Incident",

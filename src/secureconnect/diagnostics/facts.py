@@ -80,15 +80,15 @@ Status = Literal["ok", "warn", "fail", "unknown"]
 class Action:
     """A mitigation the tooling can carry out (after asking)."""
 
-    kind: Literal["scale", "restart", "rollback", "block", "unblock", "rate-limit"]
+    kind: Literal["scale", "restart", "rollback", "block", "unblock", "rate-limit", "compromise"]
     target: str  # a workload, a network, or a mode
     replicas: int | None = None
 
     def cli(self) -> str:
         if self.kind == "scale":
             return f"secureconnect oncall scale {self.target} {self.replicas}"
-        if self.kind == "block":
-            return f'secureconnect oncall block {self.target} --reason "..."'
+        if self.kind in ("block", "compromise"):
+            return f'secureconnect oncall {self.kind} {self.target} --reason "..."'
         return f"secureconnect oncall {self.kind} {self.target}"
 
 

@@ -31,10 +31,19 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
+# What a session that must change its password may still do.
+WHILE_MUST_CHANGE = ("/v1/auth/password", "/v1/auth/logout", "/v1/me")
+
+
 async def authenticated(request: Request, services: ServicesDep) -> AuthContext:
     token = bearer_token(request.headers.get("authorization"))
     ctx = await services.accounts.authenticate(token)
     request.state.username = ctx.username
+    if ctx.must_change_password and request.url.path not in WHILE_MUST_CHANGE:
+        raise Forbidden(
+            "must_change_password",
+            "your administrator asks you to choose a new password before anything else",
+        )
     return ctx
 
 

@@ -3,15 +3,13 @@ SMTP, and always the log. Each adapter is tested against a real local receiver."
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import smtplib
-from email.message import EmailMessage
 from typing import Protocol
 
 import httpx
 
 from secureconnect.config import Settings
+from secureconnect.mail import Mailer
 
 log = logging.getLogger("secureconnect.incidents")
 
@@ -39,19 +37,11 @@ class SlackWebhook:
 
 class Email:
     def __init__(self, host: str, port: int, sender: str, recipients: list[str]) -> None:
-        self.host, self.port, self.sender, self.recipients = host, port, sender, recipients
+        self.mailer = Mailer(host, port, sender)
+        self.recipients = recipients
 
     async def send(self, subject: str, text: str) -> None:
-        message = EmailMessage()
-        message["Subject"], message["From"] = subject, self.sender
-        message["To"] = ", ".join(self.recipients)
-        message.set_content(text)
-
-        def deliver() -> None:
-            with smtplib.SMTP(self.host, self.port, timeout=10) as smtp:
-                smtp.send_message(message)
-
-        await asyncio.to_thread(deliver)
+        await self.mailer.send(self.recipients, subject, text)
 
 
 class Fanout:

@@ -53,6 +53,9 @@ export class Api {
   }
   logout() { return this.call("POST", "/v1/auth/logout"); }
   changePassword(current, fresh) { return this.call("POST", "/v1/auth/password", { current_password: current, new_password: fresh }); }
+  email() { return this.call("GET", "/v1/me/email"); }
+  setEmail(email) { return this.call("PUT", "/v1/me/email", { email }); }
+  verifyEmail(code) { return this.call("POST", "/v1/me/email/verify", { code }); }
   totpStatus() { return this.call("GET", "/v1/auth/totp"); }
   totpBegin() { return this.call("POST", "/v1/auth/totp"); }
   totpConfirm(code) { return this.call("POST", "/v1/auth/totp/confirm", { code }); }

@@ -87,7 +87,8 @@ function renderAuth(message = "") {
       ui.session = { token: login.token, username: login.username, device_id: login.device_id, cursors: {} };
       await store.save(`device-id:${login.username}`, login.device_id);
       await store.save("session", ui.session);
-      await enter();
+      if (login.must_change_password) renderMustChange();
+      else await enter();
     } catch (e) {
       if (e.code === "login_throttled") waitOut(e.retryAfter);
       else if (e.code === "totp_required" || e.code === "invalid_totp_code") {
@@ -437,7 +438,7 @@ function confirmLogout() {
 async function showSecurity() {
   const body = el("div", { id: "security-body" });
   const dialog = el("dialog", { id: "security-dialog" }, el("h2", {}, t("totpTitle")), body,
-    passwordForm(),
+    passwordForm(), emailForm(),
     el("div", { class: "row" }, el("button", { class: "ghost", id: "security-close", onclick: () => dialog.close() }, t("close"))));
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
@@ -481,8 +482,38 @@ async function showSecurity() {
   try { await show(); } catch (e) { body.replaceChildren(el("p", { class: "error" }, e.message)); }
 }
 
+// The address security notices go to: in force once the mailed code comes back.
+function emailForm() {
+  const state = el("p", { id: "email-state" });
+  const address = el("input", { id: "email-address", type: "email", autocomplete: "email", "aria-label": t("emailAddress"), placeholder: t("emailAddress") });
+  const code = el("input", { id: "email-code", inputmode: "numeric", autocomplete: "one-time-code", "aria-label": t("emailCode"), placeholder: t("emailCode"), hidden: true });
+  const verify = el("button", { type: "button", id: "email-verify", hidden: true, onclick: async () => {
+    try { await ui.api.verifyEmail(code.value.trim()); code.value = ""; await show(); } catch (e) { result.textContent = e.message; }
+  } }, t("emailVerify"));
+  const result = el("div", { class: "error", role: "alert", id: "email-result" });
+  async function show() {
+    const now = await ui.api.email();
+    state.textContent = now.email ? t("emailIs", { address: now.email }) : t("emailNone");
+    code.hidden = verify.hidden = !now.pending;
+    result.textContent = now.pending ? t("emailSent", { address: now.pending }) : "";
+  }
+  show().catch((e) => { result.textContent = e.message; });
+  return el("div", { id: "email-form" }, el("h2", {}, t("emailTitle")), state, address,
+    el("button", { type: "button", id: "email-send", onclick: async () => {
+      try { await ui.api.setEmail(address.value.trim()); await show(); code.focus(); } catch (e) { result.textContent = e.message; }
+    } }, t("emailSend")), code, verify, result);
+}
+
+// After the on-call's breach procedure: a new password first, then this device makes new keys.
+function renderMustChange() {
+  root.replaceChildren(el("div", { class: "auth", id: "must-change" },
+    el("h1", {}, "SecureConnect"), el("p", { role: "alert" }, t("mustChange")),
+    passwordForm(() => enter())));
+  document.getElementById("password-current")?.focus();
+}
+
 // Changing the password logs out this account's other sessions (whoever knew the old one).
-function passwordForm() {
+function passwordForm(done = null) {
   const field = (id, label, autocomplete) => el("input", { id, type: "password", autocomplete, "aria-label": label, placeholder: label });
   const current = field("password-current", t("passwordCurrent"), "current-password");
   const fresh = field("password-new", t("passwordNew"), "new-password");
@@ -492,10 +523,11 @@ function passwordForm() {
     e.preventDefault();
     if (fresh.value !== again.value) { result.className = "error"; result.textContent = t("passwordMismatch"); return; }
     try {
-      const done = await ui.api.changePassword(current.value, fresh.value);
+      const changed = await ui.api.changePassword(current.value, fresh.value);
       result.className = "";
-      result.textContent = t("passwordChanged", { n: done.revoked_sessions });
+      result.textContent = t("passwordChanged", { n: changed.revoked_sessions });
       current.value = fresh.value = again.value = "";
+      if (done) await done();
     } catch (err) { result.className = "error"; result.textContent = err.message; }
   } }, el("h2", {}, t("changePassword")), current, fresh, again,
   el("button", { type: "submit", id: "password-change" }, t("changePassword")), result);
