@@ -208,3 +208,40 @@ async def test_compromise_logs_out_revokes_devices_mails_once_and_forces_a_new_p
     assert (await carol.me()).username == "carol"
     for client in (oncall, alice, bob, carol, relogin):
         await client.aclose()
+
+
+async def test_notify_users_mails_everyone_once_and_resumes_after_an_interruption(
+    mail_server, mailbox, tmp_path
+) -> None:
+    box, _ = mailbox
+    url = mail_server.url
+    oncall = await signed_up(Client(url), "oncall")
+    people = [await signed_up(Client(url), f"user{i}") for i in range(4)]
+    for i, person in enumerate(people[:3]):
+        await with_address(person, box, f"user{i}@example.org")
+    codes = len(box.messages)
+    body = "We detected unusual activity; please change your password."
+    with pytest.raises(ApiError) as not_admin:
+        await people[0].notify_users("Unusual activity", body)
+    assert not_admin.value.code == "not_admin"
+    dry = await oncall.notify_users("Unusual activity", body, dry_run=True)
+    assert (dry.remaining, dry.sent, dry.no_address) == (3, 0, 2)  # oncall and user3: none
+
+    first = await oncall.notify_users("Unusual activity", body, batch=2)
+    assert (first.sent_now, first.sent, first.remaining) == (2, 2, 1)
+    # The command is cut off here; run again, it goes on with the one left.
+    path = tmp_path / "body.txt"
+    path.write_text(body)
+    home = tmp_path / "cli"
+    run_cli(url, home, "login", "oncall", check=True)
+    args = ("oncall", "notify-users", "--subject", "Unusual activity", "--body-file", str(path))
+    done = run_cli(url, home, *args, "--yes", check=True)
+    assert "3 user(s) mailed, 2 without an address" in done.stdout
+    again = run_cli(url, home, *args, "--yes", check=True)
+    assert "3 user(s) mailed" in again.stdout
+    await asyncio.sleep(0.3)
+    mails = box.messages[codes:]
+    assert sorted(m["X-Rcpt"] for m in mails) == [f"user{i}@example.org" for i in range(3)]
+    assert all(body in m.get_payload(decode=True).decode() for m in mails)
+    for client in (oncall, *people):
+        await client.aclose()

@@ -19,9 +19,9 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, exists, insert, literal, select, update
 
-from secureconnect.accounts.models import email_codes, users
+from secureconnect.accounts.models import email_codes, mailing_recipients, users
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Invalid, Unavailable
 from secureconnect.mail import Mailer
@@ -34,6 +34,17 @@ CODE_TRIES = 5
 # Deliberately loose (RFC 5321's sizes, one @, a dot in the domain): the mailed code is the
 # real check.
 ADDRESS = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class MailingProgress:
+    """Where a mailing to every user stands after one batch."""
+
+    sent_now: int
+    sent: int  # in all, this batch included
+    remaining: int
+    failed: int  # refused by the mail server in this batch: tried again next time
+    no_address: int  # users without a verified address, never mailed
 
 
 @dataclass(frozen=True)
@@ -153,6 +164,63 @@ class EmailService:
         task = asyncio.get_running_loop().create_task(send())
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    async def mail_everyone(
+        self, subject: str, text: str, batch: int = 50, dry_run: bool = False
+    ) -> MailingProgress:
+        """Mails the next ``batch`` users with a verified address who have not had this mail
+        (the same subject and text); call again until nothing remains."""
+        if not self.mailer.configured:
+            raise Unavailable("mail_unavailable", "this server cannot send mail")
+        key = hashlib.sha256(f"{subject}\n{text}".encode()).hexdigest()
+        had = select(mailing_recipients.c.user_id).where(mailing_recipients.c.mailing_key == key)
+        async with self.db.read() as conn:
+            sent = len((await conn.execute(had)).all())
+            no_address = len(
+                (await conn.execute(select(users.c.id).where(users.c.email.is_(None)))).all()
+            )
+            todo = (
+                await conn.execute(
+                    select(users.c.id, users.c.username, users.c.email)
+                    .where(users.c.email.is_not(None), users.c.id.not_in(had))
+                    .order_by(users.c.id)
+                )
+            ).all()
+        if dry_run:
+            return MailingProgress(0, sent, len(todo), 0, no_address)
+        sent_now = failed = 0
+        for user in todo[:batch]:
+            async with self.db.write() as conn:  # claimed before sending: never twice
+                claimed = await conn.execute(
+                    insert(mailing_recipients).from_select(
+                        ["mailing_key", "user_id", "sent_at"],
+                        select(literal(key), literal(user.id), literal(self.clock.now_ms())).where(
+                            ~exists(had.where(mailing_recipients.c.user_id == user.id))
+                        ),
+                    )
+                )
+            if not claimed.rowcount:
+                continue  # another run took this one
+            try:
+                await self.mailer.send([user.email], subject, f"Hello {user.username},\n\n{text}")
+                sent_now += 1
+            except Exception as error:  # smtplib raises OSError and SMTPException
+                failed += 1
+                log.warning("mailing failed", extra={"fields": {"error": str(error)[:200]}})
+                async with self.db.write() as conn:
+                    await conn.execute(
+                        delete(mailing_recipients).where(
+                            mailing_recipients.c.mailing_key == key,
+                            mailing_recipients.c.user_id == user.id,
+                        )
+                    )
+        return MailingProgress(
+            sent_now=sent_now,
+            sent=sent + sent_now,
+            remaining=len(todo) - sent_now,
+            failed=failed,
+            no_address=no_address,
+        )
 
     async def drain(self) -> None:
         """Waits for notices still being sent (at shutdown)."""

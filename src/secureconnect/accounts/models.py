@@ -102,3 +102,15 @@ compromised_users = Table(
     Column("mailed", Boolean, nullable=False),
     PrimaryKeyConstraint("compromise_key", "user_id"),
 )
+
+# ``oncall notify-users``: who a mailing (keyed by its subject and text) went to. A row is
+# written before its mail is sent and removed if the mail server refuses, so an interrupted
+# mailing resumes where it stopped and never mails anyone twice.
+mailing_recipients = Table(
+    "mailing_recipients",
+    metadata,
+    Column("mailing_key", String(64), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("sent_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("mailing_key", "user_id"),
+)

@@ -16,6 +16,8 @@ from secureconnect.accounts.schemas import (
     EmailVerifyRequest,
     LoginRequest,
     LoginResponse,
+    MailingOut,
+    MailingRequest,
     MeResponse,
     PasswordChanged,
     PasswordChangeRequest,
@@ -199,6 +201,14 @@ async def compromise(
         caller.username, None if body.all else body.usernames, body.reason, body.dry_run
     )
     return CompromiseOut(**dataclasses.asdict(report))
+
+
+@router.post("/ops/notify-users", response_model=MailingOut, tags=["ops"])
+async def notify_users(body: MailingRequest, caller: Admin, services: ServicesDep) -> MailingOut:
+    progress = await _email(services).mail_everyone(
+        body.subject, body.body, body.batch, body.dry_run
+    )
+    return MailingOut(**dataclasses.asdict(progress))
 
 
 __all__ = ["AuthContext", "router"]

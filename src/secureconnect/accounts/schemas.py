@@ -135,3 +135,18 @@ class CompromiseOut(BaseModel):
     mailed: int
     no_address: int = Field(description="users dealt with now who have no verified address")
     dry_run: bool
+
+
+class MailingRequest(Strict):
+    subject: str = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=100_000)
+    batch: int = Field(50, ge=1, le=1000)
+    dry_run: bool = False
+
+
+class MailingOut(BaseModel):
+    sent_now: int
+    sent: int = Field(description="users this mail went to, in all")
+    remaining: int
+    failed: int = Field(description="refused by the mail server in this batch; tried again later")
+    no_address: int

@@ -450,6 +450,49 @@ def oncall_compromise(
     _mitigate(Action("compromise", scope), plan, apply, yes, incident)
 
 
+@oncall_app.command("notify-users")
+def oncall_notify_users(
+    subject: Annotated[str, typer.Option(help="the mail's subject")],
+    body_file: Annotated[
+        Path, typer.Option(help="the mail's text", exists=True, dir_okay=False, readable=True)
+    ],
+    dry_run: Annotated[bool, typer.Option(help="count who would get it; send nothing")] = False,
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+) -> None:
+    """Email every user with a verified address (runbook 23.8), with progress. Interrupted, run
+    it again: it goes on where it stopped and never mails anyone twice."""
+    text = body_file.read_text()
+
+    async def preview(client: Client, state: Profile) -> None:
+        p = await client.notify_users(subject, text, dry_run=True)
+        out.print(
+            f"dry run, nothing sent: {p.remaining} to mail, {p.sent} already had it, "
+            f"{p.no_address} without an address"
+        )
+
+    if dry_run:
+        client_command(preview)()
+        return
+
+    async def apply(client: Client) -> str:
+        while True:
+            p = await client.notify_users(subject, text)
+            out.print(f"sent {p.sent}, {p.remaining} to go", markup=False)
+            if p.remaining == 0 or p.sent_now == 0:
+                break
+        tail = f", {p.remaining} not sent (mail server refused; run again)" if p.remaining else ""
+        return f"{p.sent} user(s) mailed, {p.no_address} without an address{tail}"
+
+    _mitigate(
+        Action("notify-users", "--subject ... --body-file ..."),
+        f'mail "{subject}" to every user with a verified address',
+        apply,
+        yes,
+        incident,
+    )
+
+
 @oncall_app.command("unblock")
 def oncall_unblock(
     network: str,

@@ -28,6 +28,7 @@ from secureconnect.client.types import (
     IncidentSummary,
     Lifted,
     Login,
+    MailingProgress,
     Me,
     Member,
     Message,
@@ -164,6 +165,18 @@ class Client:
         return CompromiseReport.model_validate(
             await self._call("POST", "/v1/ops/compromise", json=body)
         )
+
+    async def notify_users(
+        self, subject: str, body: str, *, batch: int = 50, dry_run: bool = False
+    ) -> MailingProgress:
+        """Mails the next ``batch`` users who have not had this mail (admins only); call again
+        until ``remaining`` is 0."""
+        data = await self._call(
+            "POST",
+            "/v1/ops/notify-users",
+            json={"subject": subject, "body": body, "batch": batch, "dry_run": dry_run},
+        )
+        return MailingProgress.model_validate(data)
 
     async def totp_status(self) -> TotpStatus:
         return TotpStatus.model_validate(await self._call("GET", "/v1/auth/totp"))

@@ -17,6 +17,7 @@ from typing import Any
 from secureconnect.accounts.schemas import CompromiseOut as CompromiseReport
 from secureconnect.accounts.schemas import DeviceOut as Device
 from secureconnect.accounts.schemas import EmailOut as EmailState
+from secureconnect.accounts.schemas import MailingOut as MailingProgress
 from secureconnect.accounts.schemas import MeResponse as Me
 from secureconnect.accounts.schemas import SessionOut as Session
 from secureconnect.accounts.schemas import TotpEnrolmentOut as TotpEnrolment
@@ -211,6 +212,7 @@ __all__ = [
     "IncidentSummary",
     "Lifted",
     "Login",
+    "MailingProgress",
     "Me",
     "Member",
     "Message",

@@ -80,7 +80,16 @@ Status = Literal["ok", "warn", "fail", "unknown"]
 class Action:
     """A mitigation the tooling can carry out (after asking)."""
 
-    kind: Literal["scale", "restart", "rollback", "block", "unblock", "rate-limit", "compromise"]
+    kind: Literal[
+        "scale",
+        "restart",
+        "rollback",
+        "block",
+        "unblock",
+        "rate-limit",
+        "compromise",
+        "notify-users",
+    ]
     target: str  # a workload, a network, or a mode
     replicas: int | None = None
 

@@ -1,4 +1,4 @@
-"""users' verified email, must-change-password, email codes, compromise records
+"""users' verified email, must-change-password, email codes, compromise and mailing records
 
 Revision ID: 0010
 Revises: 0009
@@ -52,8 +52,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("compromise_key", "user_id", name=op.f("pk_compromised_users")),
     )
 
+    op.create_table(
+        "mailing_recipients",
+        sa.Column("mailing_key", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.String(length=32), nullable=False),
+        sa.Column("sent_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["users.id"],
+            name=op.f("fk_mailing_recipients_user_id_users"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("mailing_key", "user_id", name=op.f("pk_mailing_recipients")),
+    )
+
 
 def downgrade() -> None:
+    op.drop_table("mailing_recipients")
     op.drop_table("compromised_users")
     op.drop_table("email_codes")
     with op.batch_alter_table("users", schema=None) as batch_op:
