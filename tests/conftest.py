@@ -166,6 +166,8 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
         reminder_check_s=3600,
         sfu=False,
         media_probe_port=0,
+        # The manual clock stands still: buckets would never refill (test_rate_limits has them).
+        rate_limits=False,
     )
     clock = ManualClock()
     app = create_app(settings, clock)

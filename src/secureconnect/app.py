@@ -109,6 +109,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
             await services.bus.close()
             if services.accounts.email is not None:
                 await services.accounts.email.drain()
+            if services.limits is not None:
+                await services.limits.aclose()
             if services.accounts.throttle is not None:
                 await services.accounts.throttle.aclose()
             await services.db.close()
@@ -131,7 +133,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         app.mount("/static", StaticFiles(directory=static), name="static")
         app.add_api_route("/", _landing, include_in_schema=False, response_class=HTMLResponse)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(GuardMiddleware, guard=services.guard)
+    app.add_middleware(GuardMiddleware, guard=services.guard, limits=services.limits)
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
     return app
 

@@ -106,6 +106,15 @@ class Settings(BaseSettings):
         False, description="on-call admins may use the ops API only with two-step verification on"
     )
 
+    # Normal-mode rate limits (guard.limits): token buckets holding a minute's worth.
+    rate_limits: bool = Field(True, description="limit requests per user and per address")
+    rate_limit_per_user_min: int = Field(
+        200, ge=1, description="authenticated requests a minute per user, all replicas together"
+    )
+    rate_limit_per_address_min: int = Field(
+        100, ge=1, description="unauthenticated API requests a minute per client address"
+    )
+
     # Login throttling (guard.throttle): a few free failures, then waits that double.
     login_throttle: bool = Field(
         True, description="throttle logins per account and address (off: only for measuring)"

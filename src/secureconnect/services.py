@@ -27,6 +27,7 @@ from secureconnect.chat.realtime import Hub
 from secureconnect.chat.service import ChatService
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.config import Settings
+from secureconnect.guard.limits import MemoryBuckets, Rate, RateLimits, RedisBuckets
 from secureconnect.guard.service import GuardService
 from secureconnect.guard.throttle import LoginThrottle, MemoryCounts, RedisCounts, ThrottlePolicy
 from secureconnect.incidents.platform import PrometheusCheck
@@ -61,6 +62,7 @@ class Services:
     incidents: IncidentService
     status: StatusPage
     guard: GuardService
+    limits: RateLimits | None
     deploys: DeployLog
     sfu: JanusSupervisor | None = None  # in the roles that serve calls
     turn: TurnSupervisor | None = None  # coturn, when no external TURN server is configured
@@ -116,6 +118,16 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         except StoreUnavailable:  # counting must not turn "wrong password" into a 503
             log.warning("could not count a failed login")
 
+    memory_buckets = MemoryBuckets(clock)
+    buckets: MemoryBuckets | RedisBuckets = memory_buckets
+    if settings.redis_url:
+        buckets = RedisBuckets(settings.redis_url.get_secret_value(), memory_buckets)
+    limits = RateLimits(
+        buckets,
+        per_user=Rate(settings.rate_limit_per_user_min, settings.rate_limit_per_user_min),
+        per_address=Rate(settings.rate_limit_per_address_min, settings.rate_limit_per_address_min),
+        on_refused=lambda scope: metrics.rate_limited.labels(scope=scope).inc(),
+    )
     memory_counts = MemoryCounts(clock)
     counts: MemoryCounts | RedisCounts = memory_counts
     if settings.redis_url:
@@ -219,6 +231,7 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         incidents=incidents,
         status=StatusPage(db, incidents, health, platform, _video_state(settings, sfu)),
         guard=guard,
+        limits=limits if settings.rate_limits else None,
         deploys=DeployLog(db, clock),
         sfu=sfu,
         turn=turn,

@@ -39,6 +39,8 @@ async def authenticated(request: Request, services: ServicesDep) -> AuthContext:
     token = bearer_token(request.headers.get("authorization"))
     ctx = await services.accounts.authenticate(token)
     request.state.username = ctx.username
+    if services.limits is not None:
+        await services.limits.user(ctx.user_id)
     if ctx.must_change_password and request.url.path not in WHILE_MUST_CHANGE:
         raise Forbidden(
             "must_change_password",

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from secureconnect.edge.errors import send_error
 from secureconnect.edge.logging import client_ip
+from secureconnect.guard.limits import RateLimited, RateLimits
 from secureconnect.guard.service import GuardService
 
 PROBES = ("/healthz", "/readyz", "/metrics")
@@ -18,9 +19,12 @@ UNLIMITED = ("/v1/ops/", "/v1/status")
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, guard: GuardService) -> None:
+    def __init__(self, app: ASGIApp, guard: GuardService, limits: RateLimits | None = None) -> None:
+        """``limits``: the normal-mode limit per address on unauthenticated API requests (the
+        per-user one is applied once the caller is known, in ``edge.deps``)."""
         self.app = app
         self.guard = guard
+        self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -44,7 +48,21 @@ class GuardMiddleware:
                     retry_after=wait,
                 )
                 return
+            # WebSocket upgrades are not counted: a whole office reconnecting after a restart
+            # must not be refused; their frames have a limit of their own (realtime).
+            if self.limits is not None and scope["type"] == "http" and not _has_bearer(scope):
+                try:
+                    await self.limits.address(ip)
+                except RateLimited as limited:
+                    await _refuse(
+                        scope, send, 429, limited.code, limited.message, limited.retry_after_s
+                    )
+                    return
         await self.app(scope, receive, send)
+
+
+def _has_bearer(scope: Scope) -> bool:
+    return any(k == b"authorization" for k, _ in scope.get("headers") or [])
 
 
 async def _refuse(

@@ -64,6 +64,12 @@ class Metrics:
             "Login attempts refused for a wrong username or password.",
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "secureconnect_rate_limited_total",
+            "Requests refused by the normal-mode rate limits, per user or per address.",
+            ["scope"],
+            registry=self.registry,
+        )
         self.logins_throttled = Counter(
             "secureconnect_logins_throttled_total",
             "Logins refused without checking the password: the account or the address waits.",

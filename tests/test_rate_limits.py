@@ -1,0 +1,103 @@
+"""Normal-mode rate limits through real servers: per user across two replicas sharing Redis,
+per address on unauthenticated requests, 429 with Retry-After, the others unaffected."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from secureconnect.client import ApiError, Client
+from tests.conftest import backend_env, drop_database
+from tests.helpers import PASSWORD, error_of, signed_up
+from tests.server import ServerProcess
+from tests.test_scale import RedisProcess, redis_server  # noqa: F401 - a fixture
+
+LIMITS = {
+    "SECURECONNECT_RATE_LIMIT_PER_USER_MIN": "20",
+    "SECURECONNECT_RATE_LIMIT_PER_ADDRESS_MIN": "10",
+    "SECURECONNECT_TRUSTED_PROXIES": '["127.0.0.1"]',
+}
+
+
+async def until_limited(clients: list[Client], most: int) -> int:
+    """Requests that went through, the clients taking turns, before the first 429."""
+    for n in range(most):
+        try:
+            await clients[n % len(clients)].conversations()
+        except ApiError as refused:
+            assert refused.code == "rate_limited" and refused.status == 429
+            assert 1 <= refused.retry_after_s <= 4
+            return n
+    return most
+
+
+async def test_a_user_is_limited_and_others_are_not(own_server) -> None:
+    own_server.extra_env.update(LIMITS)
+    srv = own_server.start()
+    busy, calm = await signed_up(Client(srv.url), "busy"), await signed_up(Client(srv.url), "calm")
+    started = time.monotonic()
+    done = await until_limited([busy], 100)
+    # A bucket of 20, refilling one every 3 s while the burst goes out.
+    assert 19 <= done <= 20 + (time.monotonic() - started) / 3
+    assert await calm.conversations() == []  # someone else is not slowed down
+    await busy.aclose()
+    await calm.aclose()
+    line = srv.log_line(lambda e: e.get("status") == 429 and e.get("uri") == "/v1/conversations")
+    assert line["user"] == "busy"
+    metrics = httpx.get(srv.url + "/metrics").text
+    assert 'secureconnect_rate_limited_total{scope="user"}' in metrics
+
+
+async def test_unauthenticated_requests_are_limited_per_address(own_server) -> None:
+    own_server.extra_env.update(LIMITS)
+    srv = own_server.start()
+    body = {"username": "nobody-at-all", "password": PASSWORD}
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+        answers = []
+        for _ in range(14):
+            answer = await http.post(
+                "/v1/auth/register", json=body, headers={"X-Forwarded-For": "203.0.113.9"}
+            )
+            answers.append(answer)
+        codes = [error_of(a)[1] if a.status_code >= 400 else "ok" for a in answers]
+        assert codes[0] == "ok" and set(codes[1:10]) == {"username_taken"}
+        assert codes[10:] == ["rate_limited"] * 4
+        assert int(answers[-1].headers["retry-after"]) >= 1
+        # Another address, the status page and the probes are served.
+        other = await http.post(
+            "/v1/auth/register", json=body, headers={"X-Forwarded-For": "198.51.100.2"}
+        )
+        assert error_of(other) == (409, "username_taken")
+        for path in ("/v1/status", "/readyz"):
+            answer = await http.get(path, headers={"X-Forwarded-For": "203.0.113.9"})
+            assert answer.status_code == 200
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, redis_server: RedisProcess) -> Iterator[list[ServerProcess]]:  # noqa: F811
+    env, database = backend_env("postgresql")
+    env.update({**LIMITS, "SECURECONNECT_REDIS_URL": redis_server.url})
+    procs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        procs.append(ServerProcess(tmp_path / name, env).start())
+    yield procs
+    for proc in procs:
+        proc.stop()
+    drop_database(database)
+
+
+@pytest.mark.slow
+async def test_the_limit_holds_across_two_replicas_on_redis(replicas) -> None:
+    a, b = Client(replicas[0].url), Client(replicas[1].url)
+    await signed_up(a, "shared")
+    await b.login("shared", PASSWORD)
+    started = time.monotonic()
+    done = await until_limited([a, b], 100)  # turns: each replica sees half
+    assert 18 <= done <= 20 + (time.monotonic() - started) / 3
+    await a.aclose()
+    await b.aclose()
