@@ -139,7 +139,7 @@ async def main() -> None:
     argon2_ms = argon2_verify_ms()
     await decisions("in memory", MemoryCounts(), args.decisions, argon2_ms)
     if not args.skip_redis:
-        from tests.test_scale import RedisProcess
+        from tests.server import RedisProcess
 
         redis = RedisProcess()
         redis.start()

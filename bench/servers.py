@@ -32,7 +32,7 @@ def embedded(tmp: Path) -> Iterator[list[ServerProcess]]:
 def on_postgresql(tmp: Path, replicas: int) -> Iterator[list[ServerProcess]]:
     """``replicas`` servers on one fresh PostgreSQL database and a redis-server of their own."""
     from tests.conftest import backend_env, drop_database
-    from tests.test_scale import RedisProcess
+    from tests.server import RedisProcess
 
     redis = RedisProcess()
     redis.start()

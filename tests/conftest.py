@@ -18,7 +18,7 @@ from secureconnect.clock import ManualClock
 from secureconnect.config import Settings
 from secureconnect.services import Services, services_of
 from tests.helpers import signed_up, unique
-from tests.server import ServerProcess, run_in_thread
+from tests.server import RedisProcess, ServerProcess, run_in_thread
 
 # Settings that make the failure paths quick to reach in tests.
 FAST = {
@@ -188,3 +188,44 @@ async def in_process_user(in_process: InProcess) -> AsyncIterator[Callable[..., 
     yield make
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    """A redis-server of the test's own."""
+    if not shutil.which("redis-server"):
+        if in_ci():
+            pytest.fail("redis-server is required in CI")
+        pytest.skip("redis-server not installed")
+    proc = RedisProcess()
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def replicas_on_redis(
+    tmp_path: Path, redis_server: RedisProcess
+) -> Iterator[Callable[..., list[ServerProcess]]]:
+    """Starts replicas on one fresh PostgreSQL database and the test's Redis, with ``env``."""
+    started: list[ServerProcess] = []
+    databases: list[str | None] = []
+
+    def start(env: dict[str, str] | None = None, count: int = 2) -> list[ServerProcess]:
+        base, database = backend_env("postgresql")
+        databases.append(database)
+        base.update({**(env or {}), "SECURECONNECT_REDIS_URL": redis_server.url})
+        procs = []
+        for _ in range(count):
+            data = tmp_path / f"replica{len(started)}"
+            data.mkdir()
+            proc = ServerProcess(data, base)
+            started.append(proc)
+            procs.append(proc.start())
+        return procs
+
+    yield start
+    for proc in started:
+        proc.stop()
+    for database in databases:
+        drop_database(database)

@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from secureconnect.client import ApiError, Client
 from secureconnect.guard.throttle import account_key
-from tests.conftest import backend_env, drop_database
 from tests.helpers import PASSWORD, error_of
-from tests.server import ServerProcess
-from tests.test_scale import RedisProcess, redis_server  # noqa: F401 - a fixture
+from tests.server import RedisProcess, ServerProcess
 
 ATTACKER = "203.0.113.7"
 OWNER = "198.51.100.20"
@@ -51,17 +47,8 @@ def throttled(own_server):
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, redis_server: RedisProcess) -> Iterator[list[ServerProcess]]:  # noqa: F811
-    env, database = backend_env("postgresql")
-    env.update({**SMALL, "SECURECONNECT_REDIS_URL": redis_server.url})
-    procs = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        procs.append(ServerProcess(tmp_path / name, env).start())
-    yield procs
-    for proc in procs:
-        proc.stop()
-    drop_database(database)
+def replicas(replicas_on_redis) -> list[ServerProcess]:
+    return replicas_on_redis(SMALL)
 
 
 def from_ip(ip: str) -> dict[str, str]:
@@ -191,7 +178,7 @@ async def test_throttling_can_be_turned_off_for_measuring(own_server) -> None:
 
 @pytest.mark.slow
 async def test_replicas_on_redis_share_the_counts_and_an_outage_refuses_no_login(
-    replicas: list[ServerProcess], redis_server: RedisProcess  # noqa: F811
+    replicas: list[ServerProcess], redis_server: RedisProcess
 ) -> None:
     a, b = (httpx.AsyncClient(base_url=r.url) for r in replicas)
     async with a, b:

@@ -4,17 +4,13 @@ per address on unauthenticated requests, 429 with Retry-After, the others unaffe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from secureconnect.client import ApiError, Client
-from tests.conftest import backend_env, drop_database
 from tests.helpers import PASSWORD, error_of, signed_up
 from tests.server import ServerProcess
-from tests.test_scale import RedisProcess, redis_server  # noqa: F401 - a fixture
 
 LIMITS = {
     "SECURECONNECT_RATE_LIMIT_PER_USER_MIN": "20",
@@ -78,17 +74,8 @@ async def test_unauthenticated_requests_are_limited_per_address(own_server) -> N
 
 
 @pytest.fixture
-def replicas(tmp_path: Path, redis_server: RedisProcess) -> Iterator[list[ServerProcess]]:  # noqa: F811
-    env, database = backend_env("postgresql")
-    env.update({**LIMITS, "SECURECONNECT_REDIS_URL": redis_server.url})
-    procs = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        procs.append(ServerProcess(tmp_path / name, env).start())
-    yield procs
-    for proc in procs:
-        proc.stop()
-    drop_database(database)
+def replicas(replicas_on_redis) -> list[ServerProcess]:
+    return replicas_on_redis(LIMITS)
 
 
 @pytest.mark.slow

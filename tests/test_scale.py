@@ -4,45 +4,21 @@ devices on the others, and neither Redis going away nor a replica dying loses an
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from secureconnect.client import Client
-from tests.conftest import backend_env, drop_database, in_ci
 from tests.helpers import PASSWORD, Listener, texts
-from tests.server import RedisProcess, ServerProcess
+from tests.server import ServerProcess
 
 pytestmark = pytest.mark.slow  # two replicas, Redis and nginx of its own
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisProcess]:
-    if not shutil.which("redis-server"):
-        if in_ci():
-            pytest.fail("redis-server is required in CI")
-        pytest.skip("redis-server not installed")
-    proc = RedisProcess()
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def replicas(tmp_path: Path, redis_server: RedisProcess) -> Iterator[list[ServerProcess]]:
-    env, database = backend_env("postgresql")
-    env["SECURECONNECT_REDIS_URL"] = redis_server.url
-    procs = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        procs.append(ServerProcess(tmp_path / name, env).start())
-    yield procs
-    for proc in procs:
-        proc.stop()
-    drop_database(database)
+def replicas(replicas_on_redis) -> list[ServerProcess]:
+    return replicas_on_redis()
 
 
 @pytest.fixture

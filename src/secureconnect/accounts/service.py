@@ -24,7 +24,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -437,75 +437,68 @@ class AccountService:
         names = sorted({normalise_username(n) for n in usernames}) if usernames else None
         key = hashlib.sha256(f"{','.join(names) if names else '*'}\n{reason}".encode()).hexdigest()
         now = self.clock.now_ms()
-        async with self.db.write() as conn:
-            query = select(users.c.id, users.c.username, users.c.email)
-            if names is not None:
-                query = query.where(users.c.username.in_(names))
-            else:
-                # The on-call running it keeps their session to finish the procedure (and the
-                # incident's timeline); they change their own password after.
-                query = query.where(users.c.username != actor)
-            targets = (await conn.execute(query)).all()
-            if names is not None and len(targets) != len(names):
-                missing = sorted(set(names) - {t.username for t in targets})
-                raise NotFound("user_not_found", f"no such user: {', '.join(missing)}")
-            done = set(
-                (
-                    await conn.execute(
-                        select(compromised_users.c.user_id).where(
-                            compromised_users.c.compromise_key == key
-                        )
-                    )
-                ).scalars()
+        # Subqueries, not lists of ids: --all over a large instance stays one statement each
+        # (SQLite allows some 32,000 parameters in one).
+        scope = (
+            users.c.username.in_(names)
+            if names is not None
+            # The on-call running it keeps their session to finish the procedure (and the
+            # incident's timeline); they change their own password after.
+            else users.c.username != actor
+        )
+        dealt = exists(
+            select(compromised_users.c.user_id).where(
+                compromised_users.c.compromise_key == key,
+                compromised_users.c.user_id == users.c.id,
             )
-            todo = [t for t in targets if t.id not in done]
-            ids = [t.id for t in todo]
-            live = (
+        )
+        todo_ids = select(users.c.id).where(scope, ~dealt)
+        async with self.db.write() as conn:
+            if names is not None:
+                found = set((await conn.execute(select(users.c.username).where(scope))).scalars())
+                if len(found) != len(names):
+                    missing = sorted(set(names) - found)
+                    raise NotFound("user_not_found", f"no such user: {', '.join(missing)}")
+            count = select(func.count()).select_from(users).where(scope)
+            targets = int(await conn.scalar(count) or 0)
+            todo = (
                 await conn.execute(
-                    select(sessions.c.id, sessions.c.user_id).where(
-                        sessions.c.user_id.in_(ids), sessions.c.revoked_at.is_(None)
-                    )
+                    select(users.c.id, users.c.username, users.c.email).where(scope, ~dealt)
                 )
             ).all()
-            device_count = len(
-                (
-                    await conn.execute(
-                        select(devices.c.id).where(
-                            devices.c.user_id.in_(ids), devices.c.revoked_at.is_(None)
-                        )
-                    )
-                ).all()
+            open_sessions = and_(sessions.c.user_id.in_(todo_ids), sessions.c.revoked_at.is_(None))
+            live = (
+                await conn.execute(select(sessions.c.id, sessions.c.user_id).where(open_sessions))
+            ).all()
+            open_devices = and_(devices.c.user_id.in_(todo_ids), devices.c.revoked_at.is_(None))
+            device_count = int(
+                await conn.scalar(select(func.count()).select_from(devices).where(open_devices))
+                or 0
             )
-            if not dry_run and ids:
+            if not dry_run and todo:
+                await conn.execute(update(sessions).where(open_sessions).values(revoked_at=now))
+                await conn.execute(update(devices).where(open_devices).values(revoked_at=now))
                 await conn.execute(
-                    update(sessions)
-                    .where(sessions.c.user_id.in_(ids), sessions.c.revoked_at.is_(None))
-                    .values(revoked_at=now)
+                    update(users).where(users.c.id.in_(todo_ids)).values(must_change_password=True)
                 )
                 await conn.execute(
-                    update(devices)
-                    .where(devices.c.user_id.in_(ids), devices.c.revoked_at.is_(None))
-                    .values(revoked_at=now)
+                    insert(compromised_users).from_select(
+                        ["compromise_key", "user_id", "reason", "actor", "at", "mailed"],
+                        select(
+                            literal(key),
+                            users.c.id,
+                            literal(reason),
+                            literal(actor),
+                            literal(now),
+                            literal(False),
+                        ).where(scope, ~dealt),
+                    )
                 )
-                await conn.execute(
-                    update(users).where(users.c.id.in_(ids)).values(must_change_password=True)
-                )
-                await conn.execute(
-                    insert(compromised_users),
-                    [
-                        {
-                            "compromise_key": key,
-                            "user_id": i,
-                            "reason": reason,
-                            "actor": actor,
-                            "at": now,
-                            "mailed": False,
-                        }
-                        for i in ids
-                    ],
-                )
-                for user_id in ids:
-                    self._close_sockets(conn, user_id, [s.id for s in live if s.user_id == user_id])
+                by_user: dict[str, list[str]] = {}
+                for session in live:
+                    by_user.setdefault(session.user_id, []).append(session.id)
+                for user_id, session_ids in by_user.items():
+                    self._close_sockets(conn, user_id, session_ids)
         with_address = [t for t in todo if t.email]
         mailed = 0
         if not dry_run and self.email is not None:
@@ -535,14 +528,14 @@ class AccountService:
                 "fields": {
                     "actor": actor,
                     "users": len(todo),
-                    "already": len(done),
+                    "already": targets - len(todo),
                     "dry_run": dry_run,
                 }
             },
         )
         return CompromiseReport(
             users=len(todo),
-            already=len(targets) - len(todo),
+            already=targets - len(todo),
             sessions_revoked=len(live),
             devices_revoked=device_count,
             mailed=mailed if not dry_run else 0,
