@@ -115,6 +115,7 @@ class ServerProcess:
             # Test clients send far faster than people: the limits' own tests set real ones.
             "SECURECONNECT_RATE_LIMIT_PER_USER_MIN": "1000000",
             "SECURECONNECT_RATE_LIMIT_PER_ADDRESS_MIN": "1000000",
+            "SECURECONNECT_REGISTRATIONS_PER_ADDRESS_HOUR": "1000000",
             **self.extra_env,
         }
 

@@ -88,3 +88,24 @@ async def test_the_limit_holds_across_two_replicas_on_redis(replicas) -> None:
     assert 18 <= done <= 20 + (time.monotonic() - started) / 3
     await a.aclose()
     await b.aclose()
+
+
+async def test_registrations_are_limited_per_address(own_server) -> None:
+    own_server.extra_env.update({**LIMITS, "SECURECONNECT_REGISTRATIONS_PER_ADDRESS_HOUR": "3"})
+    srv = own_server.start()
+    async with httpx.AsyncClient(base_url=srv.url) as http:
+
+        async def register(name: str, ip: str) -> httpx.Response:
+            return await http.post(
+                "/v1/auth/register",
+                json={"username": name, "password": PASSWORD},
+                headers={"X-Forwarded-For": ip},
+            )
+
+        made = [(await register(f"new{i}", "203.0.113.9")).status_code for i in range(4)]
+        assert made == [201, 201, 201, 429]
+        refused = await register("new9", "203.0.113.9")
+        assert error_of(refused) == (429, "rate_limited")
+        assert "3 an hour per address" in refused.json()["error"]["message"]
+        assert 1100 <= int(refused.headers["retry-after"]) <= 1200  # one more in 20 minutes
+        assert (await register("new9", "198.51.100.2")).status_code == 201

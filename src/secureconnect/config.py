@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         100, ge=1, description="unauthenticated API requests a minute per client address"
     )
 
+    registrations_per_address_hour: int = Field(
+        10, ge=1, description="accounts created an hour per client address"
+    )
+
     # Login throttling (guard.throttle): a few free failures, then waits that double.
     login_throttle: bool = Field(
         True, description="throttle logins per account and address (off: only for measuring)"

@@ -126,6 +126,9 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         buckets,
         per_user=Rate(settings.rate_limit_per_user_min, settings.rate_limit_per_user_min),
         per_address=Rate(settings.rate_limit_per_address_min, settings.rate_limit_per_address_min),
+        registrations=Rate(
+            settings.registrations_per_address_hour / 60, settings.registrations_per_address_hour
+        ),
         on_refused=lambda scope: metrics.rate_limited.labels(scope=scope).inc(),
     )
     memory_counts = MemoryCounts(clock)

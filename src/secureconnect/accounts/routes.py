@@ -40,7 +40,9 @@ router = APIRouter(prefix="/v1", tags=["accounts"])
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED, response_model=UserOut)
-async def register(body: RegisterRequest, services: ServicesDep) -> UserOut:
+async def register(body: RegisterRequest, request: Request, services: ServicesDep) -> UserOut:
+    if services.limits is not None:
+        await services.limits.registration(client_ip(request.scope))
     user = await services.accounts.register(body.username, body.password)
     return UserOut(**user)
 

@@ -31,8 +31,13 @@ log = logging.getLogger("secureconnect.guard")
 
 @dataclass(frozen=True)
 class Rate:
-    per_minute: int
+    per_minute: float
     burst: int
+
+    def described(self) -> str:
+        if self.per_minute >= 1:
+            return f"{self.per_minute:g} a minute"
+        return f"{self.per_minute * 60:g} an hour"
 
     @property
     def interval_ms(self) -> float:
@@ -122,26 +127,30 @@ class RateLimited(TooManyRequests):
     def __init__(self, scope: str, rate: Rate, wait_ms: int) -> None:
         super().__init__(
             "rate_limited",
-            f"too many requests: {rate.per_minute} a minute per {scope}; "
-            f"retry in {-(-wait_ms // 1000)} s",
+            f"too many requests: {rate.described()} per {scope}; retry in {-(-wait_ms // 1000)} s",
             -(-wait_ms // 1000),
         )
 
 
 class RateLimits:
-    """``per_user`` on every authenticated request, ``per_address`` on the API's others."""
+    """``per_user`` on every authenticated request, ``per_address`` on the API's others,
+    ``registrations`` on account creation."""
 
     def __init__(
         self,
         buckets: Buckets,
         per_user: Rate,
         per_address: Rate,
+        registrations: Rate,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:
-        """``on_refused(scope)`` is told of every refusal (the metrics count them)."""
+        """``registrations``: new accounts per address, on top of its request limit (a
+        registration answers whether a name is taken, so it must not be a directory to
+        walk). ``on_refused(scope)`` is told of every refusal (the metrics count them)."""
         self.buckets = buckets
         self.per_user = per_user
         self.per_address = per_address
+        self.registrations = registrations
         self.on_refused = on_refused
 
     async def user(self, user_id: str) -> None:
@@ -149,6 +158,9 @@ class RateLimits:
 
     async def address(self, ip: str) -> None:
         await self._take("address", f"a:{ip}", self.per_address)
+
+    async def registration(self, ip: str) -> None:
+        await self._take("address", f"r:{ip}", self.registrations)
 
     async def _take(self, scope: str, key: str, rate: Rate) -> None:
         wait = await self.buckets.take(key, rate)
