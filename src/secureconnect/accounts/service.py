@@ -34,7 +34,7 @@ from secureconnect.accounts.totp import TotpService
 from secureconnect.bus import user_topic
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from secureconnect.guard.throttle import Attempt, LoginThrottle
+from secureconnect.guard.throttle import Attempt, LoginThrottle, LoginThrottled
 from secureconnect.store import Database
 from secureconnect.store.base import new_id
 
@@ -320,7 +320,13 @@ class AccountService:
             user = (await conn.execute(select(users).where(users.c.username == name))).first()
         stored = user.password_hash if user else self._dummy_hash
         async with self._login_slots:
-            attempt = await self.throttle.admit(name, address) if self.throttle else None
+            try:
+                attempt = await self.throttle.admit(name, address) if self.throttle else None
+            except LoginThrottled:
+                # Still an attempt to get in: the security diagnosis and FailedLoginSpike must
+                # see a brute force at its real rate, not at the rate the throttle lets through.
+                await self._failed(address)
+                raise
             ok: bool = await _hashed(self._verify, stored, password)
         if user is None or not ok:
             await self._failed(address)

@@ -61,7 +61,7 @@ class Metrics:
         )
         self.failed_logins = Counter(
             "secureconnect_failed_logins_total",
-            "Login attempts refused for a wrong username or password.",
+            "Login attempts refused: wrong username, password or code, or throttled.",
             registry=self.registry,
         )
         self.rate_limited = Counter(
