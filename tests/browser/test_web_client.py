@@ -249,6 +249,8 @@ async def test_vietnamese_on_a_phone(browser, server) -> None:
     await pages.send(page, "Xin chào! Tin nhắn này được mã hóa đầu cuối.")
     assert await page.locator("#send").inner_text() == "Gửi"
     assert await page.locator("#sidebar").is_hidden()  # one pane at a time on a phone
+    # Nothing is wider than the phone (else Chromium zooms the whole page out).
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await pages.shot(page, "05-phone-chat-vi")
     await page.click(".back")
     await page.wait_for_selector("#conversations")
