@@ -145,6 +145,10 @@ async def test_compromise_logs_out_revokes_devices_mails_once_and_forces_a_new_p
     with pytest.raises(ApiError) as unknown:
         await oncall.compromise("leaked laptop", ["alice", "nobody-here"])
     assert (unknown.value.status, unknown.value.code) == (404, "user_not_found")
+    with pytest.raises(ApiError) as nul:  # PostgreSQL cannot hold one: refused, not a 500
+        await oncall.compromise("leaked\x00laptop", ["alice\x00"])
+    assert (nul.value.status, nul.value.code) == (422, "invalid_request")
+    assert "NUL" in nul.value.message
     preview = await oncall.compromise("leaked laptop", ["alice", "bob"], dry_run=True)
     assert (preview.users, preview.sessions_revoked, preview.devices_revoked) == (2, 2, 2)
     assert (preview.mailed, preview.no_address, preview.dry_run) == (0, 1, True)
