@@ -24,7 +24,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import and_, exists, func, insert, literal, select, update
+from sqlalchemy import Row, and_, exists, func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -312,7 +312,7 @@ class AccountService:
         address: str,
         totp_code: str | None,
         second_factor: bool = True,
-    ) -> Any:
+    ) -> Row[Any]:
         """The user row, once the password (and the second factor, if on and asked for) are
         right; throttled per account and address, password and code failures together."""
         name = normalise_username(username)
@@ -465,8 +465,10 @@ class AccountService:
                 if len(found) != len(names):
                     missing = sorted(set(names) - found)
                     raise NotFound("user_not_found", f"no such user: {', '.join(missing)}")
-            count = select(func.count()).select_from(users).where(scope)
-            targets = int(await conn.scalar(count) or 0)
+                targets = len(found)
+            else:
+                count = select(func.count()).select_from(users).where(scope)
+                targets = int(await conn.scalar(count) or 0)
             todo = (
                 await conn.execute(
                     select(users.c.id, users.c.username, users.c.email).where(scope, ~dealt)

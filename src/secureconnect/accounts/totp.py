@@ -141,7 +141,12 @@ class TotpService:
         return TotpStatus(enabled=confirmed is not None, recovery_codes_left=left)
 
     async def enabled(self, user_id: str) -> bool:
-        return (await self.status(user_id)).enabled
+        """One indexed read: asked on every login and admin request, unlike :meth:`status`."""
+        async with self.db.read() as conn:
+            confirmed = await conn.scalar(
+                select(totp_secrets.c.confirmed_at).where(totp_secrets.c.user_id == user_id)
+            )
+        return confirmed is not None
 
     async def begin(self, user_id: str, username: str) -> Enrolment:
         """A new secret, not yet in force: the first code from it turns it on. Beginning again

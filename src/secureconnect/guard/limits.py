@@ -94,6 +94,20 @@ return 0
 """
 
 
+class OutageWarning:
+    """Logs that a Redis-backed guard fell back to this replica's memory, once a minute at most
+    (each request would otherwise log it)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self._last = 0.0
+
+    def __call__(self, error: Exception) -> None:
+        if time.monotonic() - self._last > 60:
+            self._last = time.monotonic()
+            log.warning(self.message, extra={"fields": {"error": type(error).__name__}})
+
+
 class RedisBuckets:
     PREFIX = "sc:rate:"
 
@@ -101,7 +115,7 @@ class RedisBuckets:
         self._client = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         self._script = self._client.register_script(_TAKE)
         self.fallback = fallback
-        self._warned = 0.0
+        self._warn = OutageWarning("rate limits on this replica's memory: Redis unavailable")
 
     async def take(self, key: str, rate: Rate) -> int:
         try:
@@ -110,12 +124,7 @@ class RedisBuckets:
             )
             return int(wait)
         except (RedisError, OSError) as error:
-            if time.monotonic() - self._warned > 60:
-                self._warned = time.monotonic()
-                log.warning(
-                    "rate limits on this replica's memory: Redis unavailable",
-                    extra={"fields": {"error": type(error).__name__}},
-                )
+            self._warn(error)
             return await self.fallback.take(key, rate)
 
     async def aclose(self) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass, replace
 from typing import Protocol
@@ -35,6 +34,7 @@ from redis.exceptions import RedisError
 
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.errors import TooManyRequests
+from secureconnect.guard.limits import OutageWarning
 
 log = logging.getLogger("secureconnect.guard")
 
@@ -174,7 +174,7 @@ class RedisCounts:
         self._script = self._client.register_script(_COMPARE_AND_SET)
         self.fallback = fallback
         self.seen: dict[str, str] = {}
-        self._warned = 0.0
+        self._warn = OutageWarning("login throttle on this replica's memory: Redis unavailable")
 
     async def change(self, keys: list[str], change: Change) -> list[Count]:
         names = [self.PREFIX + k for k in keys]
@@ -192,12 +192,7 @@ class RedisCounts:
                 held = [h.decode() if isinstance(h, bytes) else str(h) for h in answer]
                 self._remember(names, held)
         except (RedisError, OSError) as error:
-            if time.monotonic() - self._warned > 60:
-                self._warned = time.monotonic()
-                log.warning(
-                    "login throttle on this replica's memory: Redis unavailable",
-                    extra={"fields": {"error": type(error).__name__}},
-                )
+            self._warn(error)
             return await self.fallback.change(keys, change)
         raise RedisError("login throttle: too much contention on one key")  # pragma: no cover
 
