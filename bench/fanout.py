@@ -155,6 +155,7 @@ class Tally:
     other_frames: int = 0
     deliveries: int = 0
     done: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    replies: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     measuring: bool = False
 
     def delivered(self, key: str) -> None:
@@ -190,6 +191,10 @@ async def receiver(
             elif kind in ("receipt", "receipts"):
                 tally.receipt_frames += 1
                 tally.receipt_entries += len(event.get("receipts", [event]))
+            elif kind == "sent" or (kind == "error" and event.get("frame") == "send"):
+                reply = tally.replies.pop(event.get("client_msg_id") or "", None)
+                if reply is not None and not reply.done():
+                    reply.set_result(event)
             else:
                 tally.other_frames += 1
 
@@ -379,10 +384,14 @@ def ws_url(url: str) -> str:
 
 
 class SecureConnect(System):
-    """Receivers are spread over the replicas; the sender posts to the first one."""
+    """Receivers are spread over the replicas; the sender sends through the first one, with a
+    ``send`` frame on its device's socket (as the web client does) or ``POST .../messages``."""
 
-    def __init__(self, name: str, servers: list[ServerProcess]) -> None:
-        self.name = name
+    def __init__(self, name: str, servers: list[ServerProcess], via: str = "ws") -> None:
+        self.name = f"{name}, send {via}"
+        self.via = via
+        self.tally: Tally | None = None
+        self.own_socket: ClientConnection | None = None
         self.servers = servers
         self.urls = [s.url for s in servers]
         self.pids = [s.proc.pid for s in servers if s.proc is not None]
@@ -426,10 +435,32 @@ class SecureConnect(System):
         members = self.people[1 : tally.room + 1]
         sockets = list(await asyncio.gather(*(one(i, p) for i, p in enumerate(members, 1))))
         assert self.sender is not None
-        sockets.append(await open_device(self.urls[0], self.sender.token, cursor))
+        self.own_socket = await open_device(self.urls[0], self.sender.token, cursor)
+        sockets.append(self.own_socket)
+        self.tally = tally
         return sockets
 
     async def send(self, key: str) -> None:
+        if self.via == "ws":
+            assert self.own_socket is not None
+            assert self.tally is not None
+            reply = asyncio.get_running_loop().create_future()
+            self.tally.replies[key] = reply
+            await self.own_socket.send(
+                json.dumps(
+                    {
+                        "type": "send",
+                        "conversation_id": self.conv,
+                        "client_msg_id": key,
+                        "content_type": "text/plain",
+                        "body": BODY,
+                    }
+                )
+            )
+            answer = await asyncio.wait_for(reply, 30)
+            if answer["type"] != "sent":
+                raise RuntimeError(f"send answered {answer}")
+            return
         r = await self.http.post(
             f"/v1/conversations/{self.conv}/messages",
             json={"client_msg_id": key, "content_type": "text/plain", "body": BODY},
@@ -576,7 +607,7 @@ async def main_async(args: argparse.Namespace) -> None:
         if not name:
             continue
         with tempfile.TemporaryDirectory() as tmp, started(name, Path(tmp)) as servers:
-            system = SecureConnect(LABELS[name], servers)
+            system = SecureConnect(LABELS[name], servers, args.send)
             try:
                 await run_system(system, rooms, windows, args.seconds, refs)
                 if args.login_burst:
@@ -603,6 +634,9 @@ def main() -> None:
         "--systems",
         default="sqlite,postgresql,postgresql-2",
         help="sqlite (embedded), postgresql (1 replica + Redis), postgresql-2 (2 replicas)",
+    )
+    parser.add_argument(
+        "--send", default="ws", choices=["ws", "http"], help="how the sender sends (default ws)"
     )
     parser.add_argument("--idle", type=int, default=0, help="also measure N idle connections")
     parser.add_argument("--login-burst", action="store_true", help="also measure during logins")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 
@@ -377,3 +378,73 @@ async def test_conversation_list_shows_unread_and_members(user) -> None:
     assert sorted(listed[group.id].members) == sorted(
         [alice.login_info.username, carol.login_info.username]
     )
+
+
+async def test_a_send_frame_stores_and_answers_as_the_http_send_does(server, user) -> None:
+    """The web client sends on its socket: the same rules, idempotency and order as the POST,
+    an answer per message, and a refusal that names the message and keeps the socket open."""
+    alice, bob, carol = await user("alice"), await user("bob"), await user("carol")
+    conv = await alice.direct(bob.login_info.username)
+    others = await bob.direct(carol.login_info.username)
+    body = base64.b64encode(b"ciphertext").decode()
+
+    def send(conv_id: str, msg_id: str, data: str = body) -> str:
+        frame = {"type": "send", "conversation_id": conv_id, "client_msg_id": msg_id}
+        return json.dumps({**frame, "content_type": "text/plain", "body": data})
+
+    async def answer(ws) -> dict:
+        while True:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if frame["type"] in ("sent", "error", "pong"):
+                return frame
+
+    async with listening(bob) as bob_rx, connect(ws_url(server)) as ws:
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": alice.token}))
+        while json.loads(await ws.recv())["type"] != "ready":
+            pass
+        for i in range(3):  # pipelined: no waiting between them
+            await ws.send(send(conv.id, f"m{i}", base64.b64encode(f"msg {i}".encode()).decode()))
+        sent = [await answer(ws) for _ in range(3)]
+        assert [(s["type"], s["client_msg_id"], s["created"]) for s in sent] == [
+            ("sent", f"m{i}", True) for i in range(3)
+        ]
+        seqs = [s["seq"] for s in sent]
+        assert seqs == list(range(seqs[0], seqs[0] + 3))
+        got = await bob_rx.wait_messages(conv.id, 3)
+        assert texts(got) == ["msg 0", "msg 1", "msg 2"]
+
+        # A retry is the original, not a second copy; the same id for other content is refused.
+        await ws.send(send(conv.id, "m0", base64.b64encode(b"msg 0").decode()))
+        again = await answer(ws)
+        assert (again["type"], again["seq"], again["created"]) == ("sent", seqs[0], False)
+        await ws.send(send(conv.id, "m0", base64.b64encode(b"other").decode()))
+        conflict = await answer(ws)
+        assert (conflict["status"], conflict["code"], conflict["client_msg_id"]) == (
+            409,
+            "client_msg_id_reused",
+            "m0",
+        )
+
+        # Someone else's conversation: refused as the HTTP send refuses it.
+        await ws.send(send(others.id, "x1"))
+        refused = await answer(ws)
+        with pytest.raises(ApiError) as http:
+            await alice.send(others.id, b"x", content_type="text/plain")
+        assert (refused["type"], refused["frame"], refused["status"], refused["code"]) == (
+            "error",
+            "send",
+            http.value.status,
+            http.value.code,
+        )
+
+        # Malformed content is named; the socket lives on.
+        await ws.send(send(conv.id, "m9", "not base64!"))
+        bad = await answer(ws)
+        assert (bad["status"], bad["code"], bad["client_msg_id"]) == (422, "invalid_message", "m9")
+        assert "body" in bad["message"]
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await answer(ws))["type"] == "pong"
+
+    page = await bob.history(conv.id)
+    assert texts([m for m in page.messages if m.kind == "message"]) == ["msg 0", "msg 1", "msg 2"]
+    assert [m.kind for m in (await bob.history(others.id)).messages] == ["membership"]

@@ -3,13 +3,17 @@ per address on unauthenticated requests, 429 with Retry-After, the others unaffe
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 import time
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from secureconnect.client import ApiError, Client
-from tests.helpers import PASSWORD, error_of, signed_up
+from tests.helpers import PASSWORD, error_of, signed_up, ws_url
 from tests.server import ServerProcess
 
 LIMITS = {
@@ -46,6 +50,43 @@ async def test_a_user_is_limited_and_others_are_not(own_server) -> None:
     assert line["user"] == "busy"
     metrics = httpx.get(srv.url + "/metrics").text
     assert 'secureconnect_rate_limited_total{scope="user"}' in metrics
+
+
+async def test_sends_on_the_socket_count_against_the_same_limit(own_server) -> None:
+    """A send frame is a request like the POST it replaces: the user's one bucket limits both,
+    and a refused send is named, with the wait, on a socket that stays open."""
+    own_server.extra_env.update(LIMITS)
+    srv = own_server.start()
+    busy, calm = await signed_up(Client(srv.url), "busy"), await signed_up(Client(srv.url), "calm")
+    conv = await busy.direct(calm.login_info.username)
+    body = base64.b64encode(b"ciphertext").decode()
+    async with connect(ws_url(srv)) as ws:
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": busy.token}))
+        while json.loads(await ws.recv())["type"] != "ready":
+            pass
+        for i in range(30):
+            frame = {"type": "send", "conversation_id": conv.id, "client_msg_id": f"m{i}"}
+            await ws.send(json.dumps({**frame, "content_type": "text/plain", "body": body}))
+        answers = []
+        while len(answers) < 30:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if frame["type"] in ("sent", "error"):
+                answers.append(frame)
+        stored = [a for a in answers if a["type"] == "sent"]
+        refused = [a for a in answers if a["type"] == "error"]
+        # The bucket of 20 had paid for the conversation: about 19 sends, then refusals.
+        assert 18 <= len(stored) <= 20, len(stored)
+        assert {(a["code"], a["status"]) for a in refused} == {("rate_limited", 429)}
+        assert all(1 <= a["retry_after_s"] <= 4 for a in refused)
+        await ws.send(json.dumps({"type": "ping"}))
+        while json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] != "pong":
+            pass
+    with pytest.raises(ApiError) as http:  # the HTTP side of the same bucket is empty too
+        await busy.conversations()
+    assert http.value.code == "rate_limited"
+    assert len((await calm.history(conv.id)).messages) == 1 + len(stored)
+    await busy.aclose()
+    await calm.aclose()
 
 
 async def test_unauthenticated_requests_are_limited_per_address(own_server) -> None:

@@ -17,10 +17,12 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from secureconnect import __version__
 from secureconnect.accounts.routes import router as accounts_router
 from secureconnect.chat.realtime import GOING_AWAY
+from secureconnect.chat.routes import REALTIME_PATH, events
 from secureconnect.chat.routes import router as chat_router
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.config import Settings
@@ -55,6 +57,25 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
     "chat-service": [chat_router],
     "video-service": [calls_router],
 }
+
+
+class SecureConnectApp(FastAPI):
+    """The app, with the realtime socket (where this role serves it) taken ahead of the
+    middleware stack and the router: it is the one long-lived request, held open by every
+    device at once, and it applies the guard itself (``chat.routes.events``)."""
+
+    realtime: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.realtime is not None
+            and scope["type"] == "websocket"
+            and scope["path"] == REALTIME_PATH
+        ):
+            scope["app"] = self
+            await self.realtime(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:
@@ -116,7 +137,7 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
             await services.db.close()
             log.info("stopped", extra={"fields": {"role": settings.role}})
 
-    app = FastAPI(
+    app = SecureConnectApp(
         title="SecureConnect",
         version=__version__,
         summary="End-to-end encrypted chat and calls. The server relays ciphertext only.",
@@ -127,6 +148,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.include_router(ops_router)
     for router in ROLE_ROUTERS[settings.role]:
         app.include_router(router)
+    if chat_router in ROLE_ROUTERS[settings.role]:
+        app.realtime = events
     if settings.role in ("all", "api-gateway"):
         # The web client: plain ES modules, no build step, served by the server itself.
         static = Path(str(resources.files("secureconnect").joinpath("static")))

@@ -48,6 +48,61 @@ async def test_two_browsers_chat_both_ways(browser, server) -> None:
     await b.type("#composer", "typing something")
     await a.wait_for_selector("#typing:has-text('is typing')", timeout=10000)
     assert a.errors == [] and b.errors == []
+    # Both messages went on the browsers' sockets (a send frame), not as HTTP requests.
+    posts = [
+        e
+        for e in server.logs()
+        if e.get("route") == "/v1/conversations/{conversation_id}/messages"
+        and e.get("method") == "POST"
+        and e.get("user") in (alice, bob)
+    ]
+    assert posts == []
+    await a.context.close()
+    await b.context.close()
+
+
+async def test_a_send_whose_answer_the_socket_lost_goes_once_over_http(browser, server) -> None:
+    """The socket drops right after carrying a send frame, before its answer: the browser
+    sends the same message over HTTP with the same id, and it is stored and shown once."""
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    b = await pages.open_client(browser, server.url)
+    cut: list[str] = []
+    closing: list[asyncio.Future] = []
+
+    def route(ws) -> None:
+        upstream = ws.connect_to_server()
+
+        def from_page(message) -> None:
+            upstream.send(message)
+            if not cut and isinstance(message, str) and '"type":"send"' in message:
+                cut.append(message)
+                closing.append(asyncio.ensure_future(ws.close(code=1012, reason="cut")))
+
+        ws.on_message(from_page)
+
+    await a.context.route_web_socket("**/v1/events", route)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "sent once, whatever the socket did")
+    assert len(cut) == 1
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "sent once, whatever the socket did")
+    await a.wait_for_selector("#status.online", timeout=20000)  # the socket is back
+    await pages.send(a, "and the next one on the socket again")
+    await pages.wait_text(b, "and the next one on the socket again")
+    shown = b.locator(".msg:has-text('sent once, whatever the socket did')")
+    assert await shown.count() == 1
+    posts = [
+        e
+        for e in server.logs()
+        if e.get("route") == "/v1/conversations/{conversation_id}/messages"
+        and e.get("method") == "POST"
+        and e.get("user") == alice
+    ]
+    assert [e["status"] in (200, 201) for e in posts] == [True]  # the retry, and only it
+    assert a.errors == [] and b.errors == []
     await a.context.close()
     await b.context.close()
 

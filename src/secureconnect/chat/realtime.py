@@ -3,11 +3,14 @@
 Protocol (JSON text frames; full description in docs/api.md):
 
     client -> server   {"type": "auth", "protocol": 2, "token": "...", "cursors": {"<conv>": seq}}
+                       {"type": "send", "conversation_id": "...", "client_msg_id": "...",
+                        "content_type": "...", "body": "<base64>"}
                        {"type": "ack", "conversation_id": "...", "seq": n}
                        {"type": "typing", "conversation_id": "...", "typing": true}
                        {"type": "ping"}
     server -> client   {"type": "welcome", ...}, then everything missed, then {"type": "ready"};
-                       then live "message", "receipts", "typing" events; "pong"; "error"
+                       then live "message", "receipts", "typing" events; "pong"; "error";
+                       {"type": "sent", ...} once a sent message is stored durably
 
 Each connection subscribes to its user's bus topic *before* replaying from the store, and tracks the
 last sequence number it sent per conversation: a live event already replayed is dropped, and a live
@@ -19,6 +22,11 @@ without bound; the client reconnects and resumes from its cursor.
 
 Acks from every connection of the process are written together (:class:`AckBuffer`): one
 transaction per half second, whatever the number of devices acking.
+
+A ``send`` frame is ``POST /v1/conversations/{id}/messages`` without an HTTP request around it:
+the same rules, idempotency and durability (``sent`` comes after the commit, as the 201 does),
+the same per-user rate limit, and no middleware stack, token lookup or connection per message
+(decision 0023). A connection's sends are stored in the order it sent them.
 """
 
 from __future__ import annotations
@@ -31,16 +39,19 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from secureconnect.accounts.service import AccountService, AuthContext
 from secureconnect.bus import Bus, Unsubscribe, user_topic
+from secureconnect.chat.schemas import SendMessage
 from secureconnect.chat.service import Ack, ChatService
 from secureconnect.edge.logging import client_ip
-from secureconnect.errors import Problem
+from secureconnect.errors import Problem, TooManyRequests
+from secureconnect.guard.limits import RateLimits
 from secureconnect.keys.service import InboxService
 from secureconnect.ops.metrics import Metrics
 from secureconnect.store import StoreUnavailable
@@ -64,10 +75,11 @@ ACK_FLUSH_S = 0.5
 PROTOCOL = 2
 # A crowd this large that halves hands its memory back (see Hub._count).
 TRIM_AFTER = 200
-# Frames other than acks (pings, typing, inbox acks), per connection: a bucket of FRAME_BURST
-# refilled at FRAME_RATE a second; a frame beyond it is dropped and answered, once a second,
-# with a rate_limited error. Acks are not counted: a busy group sends one per message, and the
-# AckBuffer writes them together anyway.
+# Frames other than acks and sends (pings, typing, inbox acks), per connection: a bucket of
+# FRAME_BURST refilled at FRAME_RATE a second; a frame beyond it is dropped and answered, once a
+# second, with a rate_limited error. Acks are not counted: a busy group sends one per message,
+# and the AckBuffer writes them together anyway. Sends count against the user's request limit,
+# as the HTTP send does.
 FRAME_RATE = 20.0
 FRAME_BURST = 100.0
 
@@ -114,6 +126,8 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
         _conversation(frame)
         if not isinstance(frame.get("typing"), bool):
             raise BadFrame("typing frame needs a boolean 'typing'")
+    elif kind == "send":
+        _conversation(frame)  # the rest is checked as the HTTP body is, answered per message
     elif kind != "ping":
         raise BadFrame(f"unknown frame type '{kind[:40]}'")
     return frame
@@ -128,8 +142,9 @@ def _conversation(frame: dict[str, Any]) -> None:
 class Connection:
     """One device's live connection: what waits to be sent to it, and why it should close.
 
-    The queue is a bare deque with one waiter rather than an ``asyncio.Queue`` (three deques
-    and their bookkeeping): a server holds thousands of idle connections, each paying for it.
+    What waits is a plain list with one waiter, and the writer takes all of it at once: not an
+    ``asyncio.Queue`` (three deques and their bookkeeping) nor even one deque (about 700 bytes
+    empty), since a server holds thousands of idle connections, each paying for it.
     """
 
     __slots__ = ("_wake", "closing", "ctx", "limit", "pending")
@@ -137,25 +152,28 @@ class Connection:
     def __init__(self, ctx: AuthContext, queue_size: int) -> None:
         self.ctx = ctx
         self.limit = queue_size
-        self.pending: deque[tuple[dict[str, Any], str]] = deque()
+        self.pending: list[tuple[dict[str, Any], str]] = []
         self._wake: asyncio.Future[None] | None = None
         self.closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
 
-    async def next(self) -> tuple[dict[str, Any], str]:
+    async def take(self) -> list[tuple[dict[str, Any], str]]:
+        """Everything queued so far, in order, waiting for something if nothing is."""
         while not self.pending:
             self._wake = asyncio.get_running_loop().create_future()
             try:
                 await self._wake
             finally:
                 self._wake = None
-        return self.pending.popleft()
+        taken, self.pending = self.pending, []
+        return taken
 
     def close_with(self, code: int, reason: str) -> None:
         if not self.closing.done():
             self.closing.set_result((code, reason))
 
     def offer(self, event: dict[str, Any], frame: str) -> None:
-        """Queues an event with its encoded frame (encoded once for every connection)."""
+        """Queues an event with its encoded frame (encoded once for every connection). At most
+        ``limit`` wait beside the batch the writer is sending."""
         if event.get("type") == "_revoked":
             if self.ctx.session_id in event.get("session_ids", ()):
                 self.close_with(UNAUTHORIZED, "session revoked")
@@ -326,8 +344,10 @@ class SocketSession:
         *,
         auth_timeout: float,
         queue_size: int,
+        limits: RateLimits | None = None,
     ) -> None:
         self.ws = ws
+        self.limits = limits
         self.accounts = accounts
         self.chat = chat
         self.inbox = inbox
@@ -441,22 +461,22 @@ class SocketSession:
         await self._replay(ctx, cursors)
         await self._send({"type": "ready"})
         while True:
-            event, frame = await conn.next()
-            if event["type"] == "_resync":
-                await self._replay(ctx, self.sent)
-                continue
-            if event["type"] == "message":
-                conv_id, seq = event["conversation_id"], event["seq"]
-                last = self.sent.get(conv_id, 0)
-                if seq <= last:
+            for event, frame in await conn.take():
+                if event["type"] == "_resync":
+                    await self._replay(ctx, self.sent)
                     continue
-                if seq > last + 1:
-                    await self._catch_up(ctx, conv_id)
+                if event["type"] == "message":
+                    conv_id, seq = event["conversation_id"], event["seq"]
+                    last = self.sent.get(conv_id, 0)
+                    if seq <= last:
+                        continue
+                    if seq > last + 1:
+                        await self._catch_up(ctx, conv_id)
+                        continue
+                    self.sent[conv_id] = seq
+                elif event["type"] == "inbox" and not self._deliverable(event["id"]):
                     continue
-                self.sent[conv_id] = seq
-            elif event["type"] == "inbox" and not self._deliverable(event["id"]):
-                continue
-            await self.ws.send_text(frame)
+                await self.ws.send_text(frame)
 
     def _deliverable(self, inbox_id: int) -> bool:
         if inbox_id in self.inbox_delivered:
@@ -506,6 +526,9 @@ class SocketSession:
                 conn.close_with(BAD_FRAME, str(error))
                 return
             kind = frame["type"]
+            if kind == "send":
+                await self._send_message(conn.ctx, frame)
+                continue
             if kind != "ack" and not self._within_rate():
                 if time.monotonic() - self.warned_at >= 1.0:
                     self.warned_at = time.monotonic()
@@ -542,6 +565,67 @@ class SocketSession:
             else:
                 conn.close_with(BAD_FRAME, "already authenticated")
                 return
+
+    async def _send_message(self, ctx: AuthContext, frame: dict[str, Any]) -> None:
+        """Stores one message as ``POST .../messages`` would and answers ``sent`` once it is
+        durable, or an ``error`` naming the message; the connection stays open either way."""
+        msg_id = frame.get("client_msg_id")
+        answer: dict[str, Any] = {
+            "conversation_id": frame["conversation_id"],
+            "client_msg_id": msg_id if isinstance(msg_id, str) else None,
+        }
+        try:
+            body = SendMessage.model_validate(
+                {k: frame.get(k) for k in ("client_msg_id", "content_type", "body")}
+            )
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "frame"
+            await self._send(
+                {
+                    "type": "error",
+                    "frame": "send",
+                    "status": 422,
+                    "code": "invalid_message",
+                    "message": f"{field}: {first['msg']}",
+                    **answer,
+                }
+            )
+            return
+        try:
+            if self.limits is not None:
+                await self.limits.user(ctx.user_id)
+            event, created = await self.chat.send(
+                ctx,
+                frame["conversation_id"],
+                body.client_msg_id,
+                body.content_type,
+                body.body_bytes(),
+            )
+        except Problem as error:
+            refused: dict[str, Any] = {
+                "type": "error",
+                "frame": "send",
+                "status": error.status,  # what the same refusal answers over HTTP
+                "code": error.code,
+                "message": error.message,
+                **answer,
+            }
+            if isinstance(error, TooManyRequests):
+                refused["retry_after_s"] = error.retry_after_s
+            await self._send(refused)
+            return
+        if created:
+            self.hub.metrics.messages.inc()
+        await self._send(
+            {
+                "type": "sent",
+                **answer,
+                "seq": event["seq"],
+                "created_at": event["created_at"],
+                "created": created,
+            }
+        )
 
     def _within_rate(self) -> bool:
         now = time.monotonic()

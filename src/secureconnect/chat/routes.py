@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response, WebSocket, status
 from fastapi.responses import JSONResponse
-from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from secureconnect.chat.realtime import SocketSession
 from secureconnect.chat.schemas import (
@@ -22,6 +22,7 @@ from secureconnect.chat.schemas import (
     Typing,
 )
 from secureconnect.edge.deps import Caller, ServicesDep
+from secureconnect.edge.guard import admitted
 from secureconnect.services import services_of
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -128,10 +129,18 @@ async def typing(
     return Response(status_code=204)
 
 
-async def events(ws: WebSocket) -> None:
-    """The realtime stream. A plain Starlette route: FastAPI's dependency machinery would add
-    a few KiB to every one of thousands of idle connections, and this route needs none of it."""
-    services = services_of(ws)
+REALTIME_PATH = "/v1/events"
+
+
+async def events(scope: Scope, receive: Receive, send: Send) -> None:
+    """The realtime stream, served ahead of the app's middleware and router (``app.py``): each
+    of thousands of idle sockets would otherwise hold a suspended frame of every layer (about
+    7 KiB), and every frame sent would pass through them; this socket needs only the guard,
+    and logs its own line when it closes (decision 0023)."""
+    services = services_of(scope["app"])
+    if not await admitted(scope, send, services.guard):
+        return
+    ws = WebSocket(scope, receive, send)
     await SocketSession(
         ws,
         services.accounts,
@@ -140,7 +149,5 @@ async def events(ws: WebSocket) -> None:
         services.hub,
         auth_timeout=services.settings.ws_auth_timeout_s,
         queue_size=services.settings.ws_send_queue,
+        limits=services.limits,
     ).run()
-
-
-router.routes.append(WebSocketRoute("/v1/events", events))

@@ -13,7 +13,12 @@ from secureconnect.config import Settings
 from secureconnect.edge.logging import configure_logging
 from secureconnect.ops.runfile import RunFile
 
-WS_MAX_FRAME = 64 * 1024
+WS_MIN_FRAME = 64 * 1024
+
+
+def ws_max_frame(settings: Settings) -> int:
+    """The largest frame a device may send: a ``send`` frame carries a whole message, base64."""
+    return max(WS_MIN_FRAME, 4 * -(-settings.max_message_bytes // 3) + 4096)
 
 
 def _free_port(host: str) -> int:
@@ -43,7 +48,7 @@ def serve(settings: Settings) -> None:
         loop="auto",
         http="auto",
         ws="websockets-sansio",
-        ws_max_size=WS_MAX_FRAME,
+        ws_max_size=ws_max_frame(settings),
         # Bodies are ciphertext, which does not compress; a deflate context per connection
         # would cost memory and CPU for nothing (docs/decisions/0002).
         ws_per_message_deflate=False,

@@ -27,38 +27,46 @@ class GuardMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or await admitted(
+            scope, send, self.guard, self.limits
+        ):
             await self.app(scope, receive, send)
-            return
-        path: str = scope["path"]
-        ip = client_ip(scope)
-        if path not in PROBES and self.guard.blocked(ip):
-            await _refuse(scope, send, 403, "ip_blocked", "requests from this address are blocked")
-            return
-        if path.startswith("/v1/") and not path.startswith(UNLIMITED):
-            wait = self.guard.rate_limited(ip)
-            if wait:
+
+
+async def admitted(
+    scope: Scope, send: Send, guard: GuardService, limits: RateLimits | None = None
+) -> bool:
+    """Whether the guard lets this request or WebSocket upgrade through; if not, it has been
+    refused (403 ``ip_blocked`` or 429 ``rate_limited``, a close before accept on a socket)."""
+    path: str = scope["path"]
+    ip = client_ip(scope)
+    if path not in PROBES and guard.blocked(ip):
+        await _refuse(scope, send, 403, "ip_blocked", "requests from this address are blocked")
+        return False
+    if path.startswith("/v1/") and not path.startswith(UNLIMITED):
+        wait = guard.rate_limited(ip)
+        if wait:
+            await _refuse(
+                scope,
+                send,
+                429,
+                "rate_limited",
+                "emergency rate limit in force: "
+                f"{guard.limiter.per_minute} request(s) a minute; retry in {wait} s",
+                retry_after=wait,
+            )
+            return False
+        # WebSocket upgrades are not counted: a whole office reconnecting after a restart
+        # must not be refused; their frames have a limit of their own (realtime).
+        if limits is not None and scope["type"] == "http" and not _has_bearer(scope):
+            try:
+                await limits.address(ip)
+            except RateLimited as limited:
                 await _refuse(
-                    scope,
-                    send,
-                    429,
-                    "rate_limited",
-                    "emergency rate limit in force: "
-                    f"{self.guard.limiter.per_minute} request(s) a minute; retry in {wait} s",
-                    retry_after=wait,
+                    scope, send, 429, limited.code, limited.message, limited.retry_after_s
                 )
-                return
-            # WebSocket upgrades are not counted: a whole office reconnecting after a restart
-            # must not be refused; their frames have a limit of their own (realtime).
-            if self.limits is not None and scope["type"] == "http" and not _has_bearer(scope):
-                try:
-                    await self.limits.address(ip)
-                except RateLimited as limited:
-                    await _refuse(
-                        scope, send, 429, limited.code, limited.message, limited.retry_after_s
-                    )
-                    return
-        await self.app(scope, receive, send)
+                return False
+    return True
 
 
 def _has_bearer(scope: Scope) -> bool:

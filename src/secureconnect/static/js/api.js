@@ -70,9 +70,18 @@ export class Api {
   removeMember(id, username) {
     return this.call("DELETE", `/v1/conversations/${id}/members/${encodeURIComponent(username)}`);
   }
-  send(id, body, contentType, clientMsgId) {
-    return this.call("POST", `/v1/conversations/${id}/messages`,
-      { client_msg_id: clientMsgId, content_type: contentType, body: b64(body) });
+  // Through the device's socket when it is up (no HTTP request per message), else over HTTP.
+  // Both are idempotent by clientMsgId, so a send the socket lost is retried over HTTP safely.
+  async send(id, body, contentType, clientMsgId) {
+    const message = { client_msg_id: clientMsgId, content_type: contentType, body: b64(body) };
+    if (this.socket && this.socket.canSend()) {
+      try {
+        return await this.socket.sendMessage(id, message);
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.status !== 0) throw error;
+      }
+    }
+    return this.call("POST", `/v1/conversations/${id}/messages`, message);
   }
   history(id, after) { return this.call("GET", `/v1/conversations/${id}/messages?after=${after}&limit=500`); }
   mark(id, read) { return this.call("POST", `/v1/conversations/${id}/receipts`, { read_seq: read }); }
@@ -123,6 +132,35 @@ export class EventStream {
     this.closed = false;
     this.delay = 200;
     this.queue = Promise.resolve();
+    this.ready = false;
+    this.pending = new Map(); // client_msg_id -> {resolve, reject, timer} of sends on the socket
+  }
+
+  canSend() {
+    return this.ready && this.ws && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  // Resolves with {seq, created_at, ...} once the server has stored the message durably (the
+  // "sent" frame), rejects with the server's refusal, or with status 0 if the socket went away.
+  sendMessage(conversationId, message) {
+    return new Promise((resolve, reject) => {
+      const id = message.client_msg_id;
+      const timer = setTimeout(() => this.settle(id, null, new ApiError(0, "timeout", "the server did not answer in time")), REQUEST_TIMEOUT_MS);
+      this.pending.set(id, { resolve, reject, timer });
+      this.ws.send(JSON.stringify({ type: "send", conversation_id: conversationId, ...message }));
+    });
+  }
+
+  settle(id, value, error) {
+    const waiting = this.pending.get(id);
+    if (!waiting) return;
+    this.pending.delete(id);
+    clearTimeout(waiting.timer);
+    if (error) waiting.reject(error); else waiting.resolve(value);
+  }
+
+  dropPending() {
+    for (const id of [...this.pending.keys()]) this.settle(id, null, new ApiError(0, "offline", "cannot reach the server"));
   }
 
   start() {
@@ -137,9 +175,17 @@ export class EventStream {
     ws.onopen = () => ws.send(JSON.stringify({ type: "auth", protocol: PROTOCOL, token: this.token, cursors: this.cursors }));
     ws.onmessage = (m) => {
       const event = JSON.parse(m.data);
+      // Answers to sends are not events: they settle at once, ahead of the event queue.
+      if (event.type === "sent") { this.settle(event.client_msg_id, event, null); return; }
+      if (event.type === "error" && event.frame === "send") {
+        this.settle(event.client_msg_id, null, new ApiError(event.status || 400, event.code, event.message, event.retry_after_s || 0));
+        return;
+      }
       this.queue = this.queue.then(() => this.handle(ws, event)).catch((e) => console.warn(e));
     };
     ws.onclose = (c) => {
+      this.ready = false;
+      this.dropPending();
       this.onStatus("offline", c.code);
       if (this.closed || c.code === 4401 || c.code === 4400) return;
       setTimeout(() => this.connect(), this.delay * (1 + Math.random()));
@@ -159,6 +205,7 @@ export class EventStream {
       return;
     }
     if (event.type === "ready") {
+      this.ready = true;
       this.delay = 200;
       this.onStatus("online");
     }
@@ -171,6 +218,8 @@ export class EventStream {
 
   close() {
     this.closed = true;
+    this.ready = false;
+    this.dropPending();
     if (this.ws) this.ws.close();
   }
 }

@@ -136,6 +136,7 @@ async function enter() {
   await refreshConversations();
   render();
   ui.stream = new EventStream(location.origin, ui.session.token, ui.session.cursors || {}, onEvent, onStatus).start();
+  ui.api.socket = ui.stream;
 }
 
 function onStatus(status, code) {
@@ -413,6 +414,7 @@ async function logout(ask = true) {
     wipe = choice;
   }
   ui.stream?.close();
+  ui.api.socket = null;
   await ui.api.logout().catch(() => {});
   if (wipe) await store.wipe();
   else await store.remove("session");
