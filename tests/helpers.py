@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import yaml
 
 from secureconnect.client import Client, Event, EventStream, Message, Ready
 
@@ -210,3 +212,28 @@ class SecureListener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+
+
+DEPLOY = Path(__file__).parents[1] / "deploy" / "k8s"
+K8S_VERSION = "1.30.0"
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize`` makes of an overlay of deploy/k8s."""
+    import shutil
+
+    if not shutil.which("kubectl"):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("kubectl is required in CI (.ci/run installs it)")
+        pytest.skip("kubectl not installed")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}

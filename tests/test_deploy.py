@@ -3,38 +3,13 @@ the names and settings that the runbook's commands rely on."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-from typing import Any
-
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.conftest import in_ci
+from tests.helpers import K8S_VERSION, by_kind, render
 
-DEPLOY = Path(__file__).parents[1] / "deploy" / "k8s"
-K8S_VERSION = "1.30.0"
 ROLES = ("api-gateway", "chat-service", "video-service")
-
-
-def render(overlay: str) -> list[dict[str, Any]]:
-    if not shutil.which("kubectl"):
-        if in_ci():
-            pytest.fail("kubectl is required in CI (.ci/run installs it)")
-        pytest.skip("kubectl not installed")
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
 @pytest.mark.parametrize("overlay", ["prod", "dev"])

@@ -12,8 +12,10 @@ import pytest
 
 from secureconnect.diagnostics.facts import Action, Facts, Workload
 from secureconnect.diagnostics.kube import (
+    DENYLIST,
     Kubectl,
     cpu_cores,
+    denylist_patch,
     facts_from_objects,
     parse_time,
     restart_patch,
@@ -29,6 +31,7 @@ from secureconnect.guard.schemas import (
 )
 from secureconnect.ops.schemas import PoolUse, StoreReport
 from tests.fixtures.k8s.generate import build
+from tests.helpers import K8S_VERSION, by_kind, render
 
 FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
 NS = "secureconnect-prod"
@@ -249,6 +252,10 @@ def test_brute_force_from_one_address_is_blocked() -> None:
     found = diagnose("security", facts, KUBECTL)
     assert found[0].summary == "203.0.113.7: 40 failed logins in the last 15 min (brute force)"
     assert found[0].action == Action("block", "203.0.113.7")
+    assert found[0].commands == (
+        'secureconnect oncall block 203.0.113.7 --reason "brute force on /v1/auth/login"'
+        f" --target kubernetes -n {NS}",
+    )
     facts.security = security_report([("203.0.113.7", 40)], blocked=["203.0.113.7/32"])
     found = diagnose("security", facts, KUBECTL)
     assert [f.status for f in found] == ["ok", "ok", "ok"]
@@ -264,3 +271,32 @@ def test_a_distributed_attack_turns_on_the_emergency_rate_limit() -> None:
     facts.security = security_report(spread, mode="emergency")
     mode = by_check(diagnose("security", facts, KUBECTL), "rate-limit")[0]
     assert mode.status == "warn" and mode.commands == ("secureconnect oncall rate-limit normal",)
+
+
+def test_a_block_on_kubernetes_adds_to_the_ingress_deny_list_and_keeps_the_rest() -> None:
+    """The patch `oncall block --target kubernetes` sends to our own Ingress (rendered from the
+    prod overlay), entry by entry; the patched object is still a valid Ingress."""
+    ingress = by_kind(render("prod"), "Ingress")["secureconnect"]
+    assert ingress["metadata"]["annotations"][DENYLIST] == ""
+
+    def apply(obj: dict, network: str, add: bool) -> tuple[dict, list[str]]:
+        patch, listed = denylist_patch(obj, network, add=add)
+        assert set(patch) == {"metadata"}  # only the one annotation: a merge patch
+        patched = json.loads(json.dumps(obj))
+        patched["metadata"]["annotations"].update(patch["metadata"]["annotations"])
+        kubernetes_validate.validate(patched, K8S_VERSION, strict=True)
+        return patched, listed
+
+    one, listed = apply(ingress, "203.0.113.7/32", True)
+    assert listed == ["203.0.113.7/32"]
+    two, listed = apply(one, "198.51.100.0/24", True)
+    assert two["metadata"]["annotations"][DENYLIST] == "203.0.113.7/32,198.51.100.0/24"
+    again, listed = apply(two, "198.51.100.0/24", True)
+    assert listed == ["203.0.113.7/32", "198.51.100.0/24"]  # no double entry
+    lifted, listed = apply(again, "203.0.113.7/32", False)
+    assert lifted["metadata"]["annotations"][DENYLIST] == "198.51.100.0/24"
+    empty, listed = apply(lifted, "198.51.100.0/24", False)
+    assert (empty["metadata"]["annotations"][DENYLIST], listed) == ("", [])
+    # Every other annotation (timeouts, the normal rate limit) is untouched.
+    others = {k: v for k, v in ingress["metadata"]["annotations"].items() if k != DENYLIST}
+    assert {k: v for k, v in empty["metadata"]["annotations"].items() if k != DENYLIST} == others

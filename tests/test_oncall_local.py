@@ -133,6 +133,21 @@ def test_a_brute_force_is_diagnosed_blocked_and_written_on_the_incident(local, t
         assert attack["summary"] == f"{ATTACKER}: 25 failed logins in the last 15 min (brute force)"
         assert attack["action"]["kind"] == "block"
 
+        # At the ingress too needs a cluster: without one it says so and blocks nothing.
+        nowhere = {**local.env(), "KUBECONFIG": str(tmp_path / "no-such-kubeconfig")}
+        at_edge = run_cli(
+            local.url,
+            tmp_path,
+            *("oncall", "block", ATTACKER, "--reason", "brute force", "--target", "kubernetes"),
+            "--yes",
+            env=nowhere,
+        )
+        assert at_edge.returncode == 1
+        assert "cannot reach Kubernetes" in at_edge.stderr
+        assert check(diagnosis(local, tmp_path, "security")[1], "blocked")["summary"] == (
+            "none blocked"
+        )
+
         blocked = oncall(
             local, tmp_path, "oncall", "block", ATTACKER, "--reason", "brute force", "--yes"
         )
@@ -159,6 +174,56 @@ def test_a_brute_force_is_diagnosed_blocked_and_written_on_the_incident(local, t
     assert actions.count(f"secureconnect oncall block {ATTACKER}") == 1
     assert f"secureconnect oncall unblock {ATTACKER}: {ATTACKER}/32 unblocked" in actions
     assert "rate-limit mode emergency" in actions
+
+
+def test_an_address_failing_too_many_logins_blocks_itself_for_a_while(own_server, tmp_path) -> None:
+    """With SECURECONNECT_AUTO_BLOCK_FAILURES_PER_MIN set, the address is on the deny list at
+    that count, on the open incident's timeline, and off it once the time is over; another
+    address, and the proxy every request comes through, are never blocked."""
+    own_server.extra_env.update(
+        {
+            "SECURECONNECT_ADMINS": '["oncall"]',
+            "SECURECONNECT_TRUSTED_PROXIES": '["127.0.0.1"]',
+            "SECURECONNECT_GUARD_REFRESH_S": "0.2",
+            "SECURECONNECT_AUTO_BLOCK_FAILURES_PER_MIN": "8",
+            "SECURECONNECT_AUTO_BLOCK_S": "3",
+        }
+    )
+    srv = own_server.start()
+    as_admin(srv, tmp_path)
+    assert oncall(srv, tmp_path, "oncall", "open", "Logins", "--severity", "P2").returncode == 0
+    if time.time() % 60 > 50:  # the count is per clock minute: start at the top of one
+        time.sleep(61 - time.time() % 60)
+    guesses = {"password": "guess-guess-guess"}
+    with httpx.Client(base_url=srv.url) as http:
+        codes = []
+        for n in range(10):  # many names from one address: guessing
+            answer = http.post(
+                "/v1/auth/login",
+                json={"username": f"someone{n}", **guesses},
+                headers={"X-Forwarded-For": ATTACKER},
+            )
+            codes.append(answer.status_code)
+        assert codes == [401] * 8 + [403, 403]
+        login = {"username": "oncall", "password": PASSWORD}
+        other = http.post("/v1/auth/login", json=login, headers={"X-Forwarded-For": "198.51.100.9"})
+        assert other.status_code == 200  # another address is not touched
+        for _ in range(10):  # failures straight from the proxy's own address
+            http.post("/v1/auth/login", json={"username": "someone", **guesses})
+        assert http.post("/v1/auth/login", json=login).status_code == 200
+
+        shown = oncall(srv, tmp_path, "oncall", "show", "1").stdout
+        assert f"blocked {ATTACKER}/32 for 3 s: 8 failed logins within a minute" in shown
+        assert "secureconnect_auto_blocks_total 1.0" in http.get("/metrics").text
+        line = srv.log_line(lambda e: e.get("msg") == "network blocked")
+        assert (line["network"], line["actor"]) == (
+            f"{ATTACKER}/32",
+            "secureconnect (automatic block)",
+        )
+
+        time.sleep(3.5)  # it lifts by itself
+        back = http.post("/v1/auth/login", json=login, headers={"X-Forwarded-For": ATTACKER})
+        assert back.status_code == 200
 
 
 def test_the_turn_server_is_checked_with_a_real_stun_request(server, tmp_path) -> None:

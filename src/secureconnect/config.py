@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     emergency_requests_per_min: int = Field(
         1, ge=1, description="per client IP on /v1/ while the emergency rate limit is on"
     )
+    auto_block_failures_per_min: int = Field(
+        0,
+        ge=0,
+        description="failed logins from one address within a clock minute that put it on the "
+        "deny list by itself (0: never; the login throttle still applies)",
+    )
+    auto_block_s: int = Field(
+        3600, ge=1, description="how long an automatic block lasts before it lifts by itself"
+    )
 
     secret_key: SecretStr | None = Field(
         None,

@@ -9,6 +9,7 @@ WebSocket route, a plain Starlette route, reads it with :func:`services_of`.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from secureconnect.chat.realtime import Hub
 from secureconnect.chat.service import ChatService
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.config import Settings
+from secureconnect.errors import Problem
 from secureconnect.guard.limits import MemoryBuckets, Rate, RateLimits, RedisBuckets
 from secureconnect.guard.service import GuardService
 from secureconnect.guard.throttle import LoginThrottle, MemoryCounts, RedisCounts, ThrottlePolicy
@@ -44,6 +46,7 @@ from secureconnect.video.sfu import JanusSupervisor, local_addresses
 from secureconnect.video.turn import TurnSupervisor, ice_servers
 
 log = logging.getLogger("secureconnect.accounts")
+AUTO_BLOCKER = "secureconnect (automatic block)"
 
 
 @dataclass
@@ -114,9 +117,34 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
     async def failed_login(address: str) -> None:
         metrics.failed_logins.inc()
         try:
-            await guard.record_failed_login(address)
+            count = await guard.record_failed_login(address)
+            threshold = settings.auto_block_failures_per_min
+            if threshold and count >= threshold and not guard.blocked(address):
+                await auto_block(address, count)
         except StoreUnavailable:  # counting must not turn "wrong password" into a 503
             log.warning("could not count a failed login")
+
+    async def auto_block(address: str, count: int) -> None:
+        """Puts an address that fails too many logins on the deny list for a while, and says so
+        on the open incident. Never a proxy the platform trusts: its address is everyone's."""
+        if _among(address, settings.trusted_proxies):
+            return
+        reason = f"{count} failed logins within a minute (automatic)"
+        try:
+            done = await guard.block(AUTO_BLOCKER, address, reason, settings.auto_block_s)
+        except Problem:  # not an address ("-"): nothing to block
+            return
+        if done.already:
+            return
+        metrics.auto_blocks.inc()
+        open_ones = await incidents.list()
+        if len(open_ones) == 1:  # as the CLI's mitigations do: only when it is clear which
+            await incidents.note(
+                AUTO_BLOCKER,
+                str(open_ones[0].number),
+                f"blocked {done.network} for {settings.auto_block_s} s: {reason}",
+                kind="action",
+            )
 
     memory_buckets = MemoryBuckets(clock)
     buckets: MemoryBuckets | RedisBuckets = memory_buckets
@@ -283,6 +311,14 @@ def _turn(settings: Settings) -> TurnSupervisor | None:
         settings.turn_relay_ports,
         peers,
     )
+
+
+def _among(address: str, networks: list[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+        return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+    except ValueError:
+        return False
 
 
 def services_of(where: HTTPConnection | Starlette) -> Services:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -394,17 +395,33 @@ def oncall_block(
     expires_in: Annotated[
         int | None, typer.Option(help="seconds until it lifts by itself", min=1)
     ] = None,
+    target: TargetOpt = "local",
+    namespace: NamespaceOpt = "secureconnect-prod",
     yes: YesOpt = False,
     incident: IncidentOpt = None,
 ) -> None:
-    """Refuse every request from an address or network at the API (runbook 23.8). Asks first."""
+    """Refuse every request from an address or network at the API, and with --target
+    kubernetes at the ingress too (runbook 23.8). Asks first."""
+    edge = _edge(target, namespace)
 
     async def apply(client: Client) -> str:
         done = await client.block(network, reason, expires_in)
-        return f"{done.network} blocked" + (" (already was)" if done.already else "")
+        result = f"{done.network} blocked" + (" (already was)" if done.already else "")
+        if edge is not None:
+            result += "; " + await edge.apply(Action("block", done.network))
+        return result
 
     plan = f"block {network} on every replica" + (f" for {expires_in} s" if expires_in else "")
+    if edge is not None:
+        plan += f", and add it to the ingress's deny list in {namespace}"
+        if expires_in:
+            plan += " (the ingress entry stays until `oncall unblock`)"
     _mitigate(Action("block", network), plan, apply, yes, incident)
+
+
+def _edge(target: str, namespace: str) -> Target | None:
+    """The cluster whose ingress also blocks, or None for the API's deny list alone."""
+    return _target(target, namespace, Path("data")) if target == "kubernetes" else None
 
 
 @oncall_app.command("compromise")
@@ -496,21 +513,32 @@ def oncall_notify_users(
 @oncall_app.command("unblock")
 def oncall_unblock(
     network: str,
+    target: TargetOpt = "local",
+    namespace: NamespaceOpt = "secureconnect-prod",
     yes: YesOpt = False,
     incident: IncidentOpt = None,
 ) -> None:
-    """Lift a block (it stays in the deny list's history). Asks first."""
+    """Lift a block (it stays in the deny list's history), and with --target kubernetes take
+    it off the ingress's deny list too. Asks first."""
+    edge = _edge(target, namespace)
 
     async def apply(client: Client) -> str:
-        return f"{(await client.unblock(network)).network} unblocked"
+        try:
+            lifted = (await client.unblock(network)).network
+            result = f"{lifted} unblocked"
+        except ApiError as error:
+            if edge is None or error.code != "not_blocked":
+                raise
+            lifted = str(ipaddress.ip_network(network.strip(), strict=False))
+            result = error.message
+        if edge is not None:
+            result += "; " + await edge.apply(Action("unblock", lifted))
+        return result
 
-    _mitigate(
-        Action("unblock", network),
-        f"lift the block on {network}",
-        apply,
-        yes,
-        incident,
+    plan = f"lift the block on {network}" + (
+        f", at the API and on the ingress in {namespace}" if edge is not None else ""
     )
+    _mitigate(Action("unblock", network), plan, apply, yes, incident)
 
 
 @oncall_app.command("rate-limit")

@@ -14,6 +14,8 @@ from secureconnect.diagnostics.facts import Action, Facts, Instance, Rollout, Wo
 
 Obj = dict[str, Any]
 REVISION = "deployment.kubernetes.io/revision"
+INGRESS = "secureconnect"  # deploy/k8s/base/ingress.yaml
+DENYLIST = "nginx.ingress.kubernetes.io/denylist-source-range"
 CRASH_WAITING = {
     "CrashLoopBackOff",
     "ImagePullBackOff",
@@ -170,6 +172,20 @@ def rollback_patch(deployment: str, replicasets: Obj) -> tuple[list[Obj], str]:
     )
 
 
+def denylist_patch(ingress: Obj, network: str, *, add: bool) -> tuple[Obj, list[str]]:
+    """The merge patch that adds ``network`` (a normalised CIDR) to the ingress's deny list, or
+    takes it off, keeping every other entry (what ``kubectl annotate --overwrite`` would send,
+    without retyping the list), and the list it leaves. ingress-nginx then refuses those
+    addresses before any request reaches a replica (runbook 23.8, "block at the ingress")."""
+    current = ingress.get("metadata", {}).get("annotations", {}).get(DENYLIST) or ""
+    listed = [n.strip() for n in current.split(",") if n.strip()]
+    if add and network not in listed:
+        listed.append(network)
+    elif not add:
+        listed = [n for n in listed if n != network]
+    return {"metadata": {"annotations": {DENYLIST: ",".join(listed)}}}, listed
+
+
 class Kubectl:
     """The runbook's own commands for each action, for the engineer to read or copy."""
 
@@ -184,6 +200,8 @@ class Kubectl:
             return f"kubectl rollout restart deployment/{action.target} -n {self.ns}"
         if action.kind == "rollback":
             return f"kubectl rollout undo deployment/{action.target} -n {self.ns}"
+        if action.kind in ("block", "unblock"):
+            return f"{action.cli()} --target kubernetes -n {self.ns}"
         return action.cli()
 
     def logs(self, instance: str) -> str:
@@ -216,6 +234,7 @@ class KubernetesTarget:
         self.ingress_namespace = ingress_namespace
         self.core = client.CoreV1Api()
         self.apps = client.AppsV1Api()
+        self.networking = client.NetworkingV1Api()
         self.custom = client.CustomObjectsApi()
         self.explain = Kubectl(namespace)
 
@@ -275,4 +294,9 @@ class KubernetesTarget:
             )
             self.apps.patch_namespaced_deployment(action.target, ns, patch)
             return f"deployment/{action.target} rolling back to {image}"
+        if action.kind in ("block", "unblock"):
+            ingress = self._raw(self.networking.read_namespaced_ingress, INGRESS, ns)
+            edge, listed = denylist_patch(ingress, action.target, add=action.kind == "block")
+            self.networking.patch_namespaced_ingress(INGRESS, ns, edge)
+            return f"ingress {INGRESS} denies {', '.join(listed) or 'no address'}"
         raise ValueError(f"{action.kind} is not a Kubernetes action")

@@ -402,8 +402,12 @@ def security(f: Facts, explain: Explain) -> list[Finding]:
                 "fail",
                 f"{x.ip}: {x.count} failed logins in the last {window} min (brute force)",
                 rb,
-                "Block the address at the API gateway.",
-                (f'secureconnect oncall block {x.ip} --reason "brute force on /v1/auth/login"',),
+                "Block the address at the API (and, on Kubernetes, at the ingress).",
+                (
+                    explain(Action("block", x.ip)).replace(
+                        '"..."', '"brute force on /v1/auth/login"'
+                    ),
+                ),
                 Action("block", x.ip),
             )
         )

@@ -193,17 +193,25 @@ class GuardService:
 
     # -- failed logins -------------------------------------------------------------------------
 
-    async def record_failed_login(self, ip: str) -> None:
+    async def record_failed_login(self, ip: str) -> int:
+        """Counts one failure from ``ip``; returns its failures in this clock minute, on every
+        replica together (what an automatic block is decided on)."""
         now = self.clock.now_ms()
         minute = now // 60_000
         async with self.db.write() as conn:
             await bump(conn, login_failures, {"ip": ip, "minute": minute}, "count")
+            count = await conn.scalar(
+                select(login_failures.c.count).where(
+                    login_failures.c.ip == ip, login_failures.c.minute == minute
+                )
+            )
             if minute % 10 == 0:  # keep a day: prune now and then, not on every failure
                 await conn.execute(
                     login_failures.delete().where(
                         login_failures.c.minute < (now - FAILURES_KEPT_MS) // 60_000
                     )
                 )
+        return int(count or 0)
 
     async def report(self, window_s: int) -> SecurityReport:
         """What the security diagnosis reads: who fails to log in, who is blocked, which mode."""

@@ -64,6 +64,11 @@ class Metrics:
             "Login attempts refused: wrong username, password or code, or throttled.",
             registry=self.registry,
         )
+        self.auto_blocks = Counter(
+            "secureconnect_auto_blocks_total",
+            "Addresses put on the deny list by themselves, for too many failed logins.",
+            registry=self.registry,
+        )
         self.rate_limited = Counter(
             "secureconnect_rate_limited_total",
             "Requests refused by the normal-mode rate limits, per user or per address.",
