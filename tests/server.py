@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -86,6 +87,82 @@ class RedisProcess:
 
 
 URL_LINE = re.compile(r"Open (http://\S+) in your browser")
+
+
+class PostgresCluster:
+    """A PostgreSQL server of the test's own: initdb in a temporary folder, its own port on
+    127.0.0.1, scram-sha-256 for every connection (the machine's shared cluster trusts
+    127.0.0.1, so it cannot show a password being refused). Runs as the ``postgres`` user."""
+
+    SUPERUSER_PASSWORD = "cluster superuser password"
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not found or shutil.which("runuser") is None:
+            raise RuntimeError("PostgreSQL's server binaries (postgresql) are not installed")
+        self.bin = found[-1].parent
+        self.dir = Path(tempfile.mkdtemp(prefix="sc-pg-"))
+        self.port = free_port()
+
+    def _as_postgres(self, *argv: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", *argv],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> PostgresCluster:
+        import pwd
+
+        owner = pwd.getpwnam("postgres")
+        os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.SUPERUSER_PASSWORD)
+        os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        self._as_postgres(
+            str(self.bin / "initdb"),
+            *("-D", str(self.dir / "data"), "-U", "postgres", f"--pwfile={pwfile}"),
+            "--auth=scram-sha-256",
+        )
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir}"
+        )
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            *("-D", str(self.dir / "data"), "-o", options, "-l", str(self.dir / "log"), "-w"),
+            "start",
+        )
+        return self
+
+    def sql(self, *statements: str, database: str = "postgres") -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user="postgres",
+                password=self.SUPERUSER_PASSWORD,
+                database=database,
+            )
+            try:
+                for statement in statements:
+                    await conn.execute(statement)
+            finally:
+                await conn.close()
+
+        run_in_thread(run())
+
+    def stop(self) -> None:
+        import shutil
+
+        with contextlib.suppress(subprocess.SubprocessError):
+            self._as_postgres(
+                str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"
+            )
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class ServerProcess:

@@ -20,7 +20,10 @@ from secureconnect.diagnostics.kube import (
     parse_time,
     restart_patch,
     rollback_patch,
+    rolled_out,
     scale_patch,
+    secret_patch,
+    secret_value,
 )
 from secureconnect.diagnostics.rules import diagnose
 from secureconnect.guard.schemas import (
@@ -300,3 +303,42 @@ def test_a_block_on_kubernetes_adds_to_the_ingress_deny_list_and_keeps_the_rest(
     # Every other annotation (timeouts, the normal rate limit) is untouched.
     others = {k: v for k, v in ingress["metadata"]["annotations"].items() if k != DENYLIST}
     assert {k: v for k, v in empty["metadata"]["annotations"].items() if k != DENYLIST} == others
+
+
+def test_the_database_url_is_read_and_patched_as_one_key_and_a_rollout_is_waited_for() -> None:
+    """What `oncall rotate-db-password --target kubernetes` reads and sends: the Secret's one
+    key (base64 in the API), a merge patch of that key only, and the rollout's end as
+    `kubectl rollout status` sees it, through the states the controller writes on the way."""
+    import base64
+    import copy
+
+    url = "postgresql+asyncpg://sc:old@db.secureconnect-prod:5432/secureconnect"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "secureconnect-secrets", "namespace": NS},
+        "data": {
+            k: base64.b64encode(v.encode()).decode()
+            for k, v in {"database-url": url, "redis-url": "redis://r:6379/0"}.items()
+        },
+    }
+    assert secret_value(secret, "database-url") == url
+    with pytest.raises(LookupError):
+        secret_value(secret, "no-such-key")
+    assert secret_patch("database-url", "postgresql+asyncpg://sc:new@db/secureconnect") == {
+        "stringData": {"database-url": "postgresql+asyncpg://sc:new@db/secureconnect"}
+    }
+
+    done = next(
+        d for d in load("healthy")["deployments"]["items"] if d["metadata"]["name"] == "api-gateway"
+    )
+    assert rolled_out(done)
+    restarted = copy.deepcopy(done)
+    restarted["metadata"]["generation"] = 2  # patched; the controller has not looked yet
+    assert not rolled_out(restarted)
+    restarted["status"].update(observedGeneration=2, updatedReplicas=1, replicas=4)  # surging
+    assert not rolled_out(restarted)
+    restarted["status"].update(updatedReplicas=3, replicas=4, availableReplicas=3)  # old pod left
+    assert not rolled_out(restarted)
+    restarted["status"].update(replicas=3)
+    assert rolled_out(restarted)

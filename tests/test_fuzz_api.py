@@ -17,7 +17,7 @@ from tests.test_compromise import Mailbox
 
 pytestmark = pytest.mark.slow  # a minute of generated requests
 
-PATHS = r"^/v1/(auth|me|ops/compromise|ops/notify-users)"
+PATHS = r"^/v1/(auth|me|ops/compromise|ops/notify-users|ops/store/password)"
 
 
 def test_no_server_errors_on_the_account_endpoints(own_server, tmp_path: Path) -> None:

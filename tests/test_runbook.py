@@ -16,8 +16,9 @@ from secureconnect.config import Settings
 
 ROOT = Path(__file__).parents[1]
 RUNBOOKS = {lang: ROOT / "docs" / "runbook" / f"RUNBOOK.{lang}.md" for lang in ("en", "vi")}
-# Read by the CLI rather than the server.
+# Read by the CLI rather than the server, or (CONFIG) naming the file the settings come from.
 CLI_SETTINGS = {
+    "CONFIG",
     "SERVER",
     "PROFILE",
     "TARGET",

@@ -5,12 +5,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from secureconnect.cli.common import client_command, err, out, when
 from secureconnect.cli.profile import Profile
@@ -19,6 +22,7 @@ from secureconnect.client.types import CompromiseReport
 from secureconnect.diagnostics.facts import Action
 from secureconnect.diagnostics.local import Unsupported
 from secureconnect.diagnostics.run import Target, collect, findings, make_target, scenarios_for
+from secureconnect.store.credentials import scram_verifier
 
 oncall_app = typer.Typer(help="Incidents, the runbook's way (admins).", no_args_is_help=True)
 
@@ -539,6 +543,63 @@ def oncall_unblock(
         f", at the API and on the ingress in {namespace}" if edge is not None else ""
     )
     _mitigate(Action("unblock", network), plan, apply, yes, incident)
+
+
+@oncall_app.command("rotate-db-password")
+def oncall_rotate_db_password(
+    target: TargetOpt = "local",
+    namespace: NamespaceOpt = "secureconnect-prod",
+    data_dir: DataDirOpt = Path("data"),
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+) -> None:
+    """A new PostgreSQL password for the services' role (runbook 23.8, a leaked database
+    password): set in PostgreSQL, written where the services read it (the Kubernetes Secret, or
+    the local config file), the services restarted, the old password checked refused. Asks
+    first. The password is made here and never printed; PostgreSQL gets only its verifier."""
+    where = _target(target, namespace, data_dir)
+    try:
+        home = where.url_home
+        current = make_url(where.read_database_url())
+    except (Unsupported, LookupError, ArgumentError) as error:
+        err.print(f"[red]not done:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from error
+    if not current.drivername.startswith("postgresql") or not current.username:
+        err.print(
+            "[red]not done:[/red] the services' database is not PostgreSQL with a role and "
+            "password (the embedded SQLite database has none)"
+        )
+        raise typer.Exit(1)
+    old = current.password or ""
+    still_accepted = False
+
+    async def apply(client: Client) -> str:
+        nonlocal still_accepted
+        fresh = secrets.token_urlsafe(32)
+        # Written first: the services read it only when they restart, after the change.
+        where.write_database_url(current.set(password=fresh).render_as_string(False))
+        try:
+            role = (await client.change_store_password(scram_verifier(fresh))).role
+        except BaseException:
+            where.write_database_url(current.render_as_string(False))  # back as it was
+            raise
+        restarted = await where.restart_with_database_url()
+        result = f"role {role}: a new password, kept in {home}; {restarted}"
+        if await client.store_accepts_password(old):
+            still_accepted = True
+            return (
+                f"{result}; BUT PostgreSQL still accepts the old password: its pg_hba.conf "
+                "does not check passwords on the services' connections (trust)"
+            )
+        return f"{result}; the old password is refused"
+
+    plan = (
+        f"give PostgreSQL role {current.username} a new password, write it to {home}, "
+        "restart the services that read it, and check that the old one is refused"
+    )
+    _mitigate(Action("rotate-db-password", current.username), plan, apply, yes, incident)
+    if still_accepted:
+        raise typer.Exit(1)
 
 
 @oncall_app.command("rate-limit")

@@ -39,6 +39,8 @@ from secureconnect.client.types import (
     SecurityReport,
     Session,
     StatusPageOut,
+    StorePasswordChanged,
+    StorePasswordChecked,
     StoreReport,
     Subscription,
     TotpEnrolment,
@@ -502,6 +504,20 @@ class Client:
     async def store_report(self) -> StoreReport:
         """The database as the server sees it: round trip, role, durability, pool, errors."""
         return StoreReport.model_validate(await self._call("GET", "/v1/ops/store"))
+
+    async def change_store_password(self, verifier: str) -> StorePasswordChanged:
+        """The service role's new PostgreSQL password, sent as its SCRAM verifier
+        (``secureconnect.store.credentials.scram_verifier``), never as the password."""
+        return StorePasswordChanged.model_validate(
+            await self._call("POST", "/v1/ops/store/password", json={"verifier": verifier})
+        )
+
+    async def store_accepts_password(self, password: str) -> bool:
+        """Whether PostgreSQL still lets the service role in with ``password``."""
+        answer = await self._call(
+            "POST", "/v1/ops/store/password/check", json={"password": password}
+        )
+        return StorePasswordChecked.model_validate(answer).accepted
 
     async def deploys(self, since_s: int = 3600) -> list[Deploy]:
         rows = await self._call("GET", "/v1/ops/deploys", params={"since_s": since_s})

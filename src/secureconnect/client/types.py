@@ -33,7 +33,12 @@ from secureconnect.incidents.schemas import (
 )
 from secureconnect.keys.schemas import BundleOut as PrekeyBundle
 from secureconnect.keys.schemas import DeviceKeysOut as DeviceKeys
-from secureconnect.ops.schemas import Deploy, StoreReport
+from secureconnect.ops.schemas import (
+    Deploy,
+    StorePasswordChanged,
+    StorePasswordChecked,
+    StoreReport,
+)
 from secureconnect.video.schemas import CallOut as Call
 from secureconnect.video.schemas import JoinOut as CallJoined
 from secureconnect.video.schemas import ParticipantOut as Participant
@@ -226,6 +231,8 @@ __all__ = [
     "SecurityReport",
     "Session",
     "StatusPageOut",
+    "StorePasswordChanged",
+    "StorePasswordChecked",
     "StoreReport",
     "Subscription",
     "TimelineEntry",

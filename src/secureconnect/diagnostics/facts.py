@@ -89,6 +89,7 @@ class Action:
         "rate-limit",
         "compromise",
         "notify-users",
+        "rotate-db-password",
     ]
     target: str  # a workload, a network, or a mode
     replicas: int | None = None
@@ -98,6 +99,8 @@ class Action:
             return f"secureconnect oncall scale {self.target} {self.replicas}"
         if self.kind in ("block", "compromise"):
             return f'secureconnect oncall {self.kind} {self.target} --reason "..."'
+        if self.kind == "rotate-db-password":  # the target is the role, not an argument
+            return "secureconnect oncall rotate-db-password"
         return f"secureconnect oncall {self.kind} {self.target}"
 
 

@@ -5,8 +5,10 @@ recorded API answers (tests/fixtures/k8s)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +17,10 @@ from secureconnect.diagnostics.facts import Action, Facts, Instance, Rollout, Wo
 Obj = dict[str, Any]
 REVISION = "deployment.kubernetes.io/revision"
 INGRESS = "secureconnect"  # deploy/k8s/base/ingress.yaml
+SECRETS = "secureconnect-secrets"  # deploy/k8s/base/config.yaml (a name, not a secret)
+DATABASE_URL_KEY = "database-url"
+# The deployments whose pods read the database URL (deploy/k8s/base/*.yaml).
+READS_DATABASE_URL = ("api-gateway", "chat-service", "video-service")
 DENYLIST = "nginx.ingress.kubernetes.io/denylist-source-range"
 CRASH_WAITING = {
     "CrashLoopBackOff",
@@ -186,6 +192,32 @@ def denylist_patch(ingress: Obj, network: str, *, add: bool) -> tuple[Obj, list[
     return {"metadata": {"annotations": {DENYLIST: ",".join(listed)}}}, listed
 
 
+def secret_value(secret: Obj, key: str) -> str:
+    """One key of a Secret as the API returns it (``data`` is base64)."""
+    data = secret.get("data") or {}
+    if key not in data:
+        raise LookupError(f"secret {secret['metadata']['name']} has no key {key}")
+    return base64.b64decode(data[key]).decode()
+
+
+def secret_patch(key: str, value: str) -> Obj:
+    """A merge patch of one key: the Secret's other keys (redis-url, turn-secret, secret-key)
+    stay as they are (runbook 23.8)."""
+    return {"stringData": {key: value}}
+
+
+def rolled_out(deployment: Obj) -> bool:
+    """What ``kubectl rollout status`` waits for: the controller has seen the latest spec, and
+    every wanted replica is updated, available, and no old one is left."""
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    wanted = int(spec.get("replicas", 1))
+    seen = int(status.get("observedGeneration", 0))
+    return seen >= int(deployment["metadata"].get("generation", 0)) and all(
+        int(status.get(field, 0)) == wanted
+        for field in ("updatedReplicas", "availableReplicas", "replicas")
+    )
+
+
 class Kubectl:
     """The runbook's own commands for each action, for the engineer to read or copy."""
 
@@ -300,3 +332,39 @@ class KubernetesTarget:
             self.networking.patch_namespaced_ingress(INGRESS, ns, edge)
             return f"ingress {INGRESS} denies {', '.join(listed) or 'no address'}"
         raise ValueError(f"{action.kind} is not a Kubernetes action")
+
+    # -- the database URL the services read (oncall rotate-db-password) -----------------------
+
+    @property
+    def url_home(self) -> str:
+        return f"secret/{SECRETS} key {DATABASE_URL_KEY} in {self.namespace}"
+
+    def read_database_url(self) -> str:
+        secret = self._raw(self.core.read_namespaced_secret, SECRETS, self.namespace)
+        return secret_value(secret, DATABASE_URL_KEY)
+
+    def write_database_url(self, url: str) -> None:
+        self.core.patch_namespaced_secret(
+            SECRETS, self.namespace, secret_patch(DATABASE_URL_KEY, url)
+        )
+
+    async def restart_with_database_url(self, timeout_s: float = 600) -> str:
+        """Rolls every deployment that reads the URL and waits until each has rolled out."""
+        return await asyncio.to_thread(self._roll, timeout_s)
+
+    def _roll(self, timeout_s: float) -> str:
+        ns = self.namespace
+        for name in READS_DATABASE_URL:
+            self.apps.patch_namespaced_deployment(name, ns, restart_patch(datetime.now(UTC)))
+        deadline = time.monotonic() + timeout_s
+        waiting = list(READS_DATABASE_URL)
+        while waiting and time.monotonic() < deadline:
+            time.sleep(2)
+            waiting = [
+                name
+                for name in waiting
+                if not rolled_out(self._raw(self.apps.read_namespaced_deployment, name, ns))
+            ]
+        if waiting:
+            raise LookupError(f"not rolled out after {timeout_s:.0f} s: {', '.join(waiting)}")
+        return f"{', '.join(READS_DATABASE_URL)} restarted and ready"

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -171,6 +173,19 @@ class LocalTarget:
         done = [await asyncio.to_thread(self._restart, run) for run in runs]
         return "; ".join(done)
 
+    @property
+    def url_home(self) -> str:
+        return f"database_url in {config_file()}"
+
+    def read_database_url(self) -> str:
+        return read_config_url(config_file())
+
+    def write_database_url(self, url: str) -> None:
+        write_config_url(config_file(), url)
+
+    async def restart_with_database_url(self) -> str:
+        return await self.apply(Action("restart", "all"))
+
     def _restart(self, run: RunFile) -> str:
         missing = [n for n in run.setting_names if n not in os.environ]
         if missing:
@@ -207,3 +222,55 @@ class LocalTarget:
                     return f"{run.name} restarted (pid {run.pid} -> {child.pid}), ready"
             time.sleep(0.2)
         return f"{run.name} restarted (pid {run.pid} -> {child.pid}) but not ready after 60 s"
+
+
+# -- the database URL (oncall rotate-db-password) ---------------------------------------------
+
+URL_LINE = re.compile(r"""(?m)^([ \t]*database_url[ \t]*=[ \t]*)(?:"[^"\n]*"|'[^'\n]*')[ \t]*$""")
+
+
+def config_file() -> Path:
+    """The TOML file the local processes read their database URL from, or why not."""
+    if "SECURECONNECT_DATABASE_URL" in os.environ:
+        raise Unsupported(
+            "the database URL comes from this shell's SECURECONNECT_DATABASE_URL, which no "
+            "command can change for the processes started from it later: put it in a config "
+            'file instead (database_url = "..." in the file SECURECONNECT_CONFIG names), unset '
+            "the variable, restart, and run this again"
+        )
+    named = os.environ.get("SECURECONNECT_CONFIG")
+    if not named:
+        raise Unsupported(
+            "no SECURECONNECT_CONFIG in this shell: on this machine the database URL is kept in "
+            'that TOML file (database_url = "postgresql+asyncpg://...")'
+        )
+    return Path(named)
+
+
+def read_config_url(path: Path) -> str:
+    try:
+        url = tomllib.loads(path.read_text()).get("database_url")
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise Unsupported(f"cannot read {path}: {error}") from error
+    if not isinstance(url, str):
+        raise Unsupported(f"{path} sets no database_url")
+    return url
+
+
+def write_config_url(path: Path, url: str) -> None:
+    """Replaces the one ``database_url`` line, leaving the rest of the file as it was; the
+    file is replaced whole (never half-written) and readable by its owner only."""
+    text = path.read_text()
+    quoted = '"' + url.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    changed, count = URL_LINE.subn(lambda m: m.group(1) + quoted, text)
+    if count != 1:
+        raise Unsupported(f'{path}: expected one line database_url = "...", found {count}')
+    tmp = path.with_name(f".{path.name}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(changed)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    if read_config_url(path) != url:  # pragma: no cover - the pattern and TOML disagree
+        raise Unsupported(f"{path}: the new URL did not read back as written")

@@ -38,6 +38,20 @@ class Target(Protocol):
 
     async def apply(self, action: Action) -> str: ...
 
+    # The database URL the services read, for `oncall rotate-db-password` (runbook 23.8).
+    @property
+    def url_home(self) -> str:
+        """Where that URL is kept, in words."""
+        ...
+
+    def read_database_url(self) -> str: ...
+
+    def write_database_url(self, url: str) -> None: ...
+
+    async def restart_with_database_url(self) -> str:
+        """Restarts every service that reads the URL and waits until they are ready again."""
+        ...
+
 
 def make_target(kind: str, namespace: str, data_dir: Path) -> Target:
     if kind == "kubernetes":

@@ -7,16 +7,29 @@ otherwise, and the runbook's checks read it).
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from secureconnect import __version__
 from secureconnect.edge.deps import Admin, ServicesDep
-from secureconnect.ops.schemas import Deploy, Health, PoolUse, Readiness, StoreReport
+from secureconnect.ops.schemas import (
+    Deploy,
+    Health,
+    NewStorePassword,
+    PoolUse,
+    Readiness,
+    StorePasswordChanged,
+    StorePasswordChecked,
+    StorePasswordProbe,
+    StoreReport,
+)
 from secureconnect.services import Services, reachable
 
 router = APIRouter(tags=["ops"])
+log = logging.getLogger("secureconnect.ops")
 
 
 @router.get("/healthz", response_model=Health)
@@ -76,3 +89,24 @@ async def store(caller: Admin, services: ServicesDep) -> StoreReport:
         pool=PoolUse(in_use=stats.in_use, max_open=stats.max_open),
         errors=stats.errors,
     )
+
+
+@router.post("/v1/ops/store/password", response_model=StorePasswordChanged)
+async def change_store_password(
+    body: NewStorePassword, caller: Admin, services: ServicesDep
+) -> StorePasswordChanged:
+    """The service role's new PostgreSQL password, from its SCRAM verifier; the services must
+    then restart with the new URL (``secureconnect oncall rotate-db-password`` does it all)."""
+    role = await services.db.set_own_password(body.verifier)
+    log.warning(
+        "store password changed", extra={"fields": {"role": role, "actor": caller.username}}
+    )
+    return StorePasswordChanged(role=role)
+
+
+@router.post("/v1/ops/store/password/check", response_model=StorePasswordChecked)
+async def check_store_password(
+    body: StorePasswordProbe, caller: Admin, services: ServicesDep
+) -> StorePasswordChecked:
+    """Whether PostgreSQL still accepts a password for the service role (the old one must not)."""
+    return StorePasswordChecked(accepted=await services.db.accepts_password(body.password))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from secureconnect.schemas import Strict
+
 
 class Health(BaseModel):
     status: str
@@ -42,3 +44,23 @@ class StoreReport(BaseModel):
     replicas: int
     pool: PoolUse
     errors: dict[str, int] = Field(description="store errors by code since start")
+
+
+class NewStorePassword(Strict):
+    verifier: str = Field(
+        max_length=300,
+        description="the new password as a SCRAM-SHA-256 verifier, made on the operator's "
+        "machine: the password itself is never sent",
+    )
+
+
+class StorePasswordChanged(BaseModel):
+    role: str = Field(description="the PostgreSQL role whose password changed")
+
+
+class StorePasswordProbe(Strict):
+    password: str = Field(min_length=1, max_length=200)
+
+
+class StorePasswordChecked(BaseModel):
+    accepted: bool = Field(description="whether PostgreSQL lets the store's role in with it")

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event, exc, text
+import asyncpg
+from sqlalchemy import event, exc, make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from secureconnect.errors import Unavailable
+from secureconnect.errors import Conflict, Invalid, Unavailable
+from secureconnect.store.credentials import VERIFIER
 
 log = logging.getLogger("secureconnect.store")
 
@@ -189,6 +191,48 @@ class Database:
                 },
                 "replicas": int(replicas or 0),
             }
+
+    async def set_own_password(self, verifier: str) -> str:
+        """Gives the role this store connects as a new password, as a SCRAM verifier (see
+        ``store.credentials``), and returns the role's name. Open connections keep working; a
+        new one needs the new password, so the services restart with it next (runbook 23.8)."""
+        self._require_postgresql()
+        if not VERIFIER.match(verifier):
+            raise Invalid("invalid_verifier", "verifier must be a SCRAM-SHA-256 verifier")
+        async with self.write() as conn:
+            role = await conn.scalar(text("SELECT current_user"))
+            # A role may change its own password. The verifier's alphabet holds no quote (the
+            # pattern above), and a driver-level statement leaves its colons alone.
+            await conn.exec_driver_sql(f"ALTER ROLE CURRENT_USER PASSWORD '{verifier}'")
+        return str(role)
+
+    async def accepts_password(self, password: str) -> bool:
+        """Whether PostgreSQL lets this store's role in with ``password``: once a password has
+        been changed, the old one must be refused (a server that trusts every connection, as
+        ``trust`` in pg_hba.conf does, accepts it, and that is worth knowing)."""
+        self._require_postgresql()
+        url = make_url(self.url)
+        try:
+            conn = await asyncpg.connect(
+                host=url.host,
+                port=url.port or 5432,
+                user=url.username,
+                password=password,
+                database=url.database,
+                timeout=10,
+            )
+        except asyncpg.InvalidPasswordError:
+            return False
+        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+            raise StoreUnavailable(
+                "store_unavailable", f"cannot reach the database: {error}"
+            ) from error
+        await conn.close()
+        return True
+
+    def _require_postgresql(self) -> None:
+        if self.is_sqlite:
+            raise Conflict("not_postgresql", "the embedded SQLite database has no password")
 
     async def close(self) -> None:
         await self.engine.dispose()
