@@ -49,6 +49,25 @@ def test_three_people_chat_from_the_terminal(server, tmp_path) -> None:
     assert members[:2] == [alice, "(admin)"] and bob in members and carol in members
 
 
+def test_a_message_request_is_shown_and_declined_with_a_block(server, tmp_path) -> None:
+    stranger, me = unique("stranger"), unique("me")
+    for name in (stranger, me):
+        cli(server, tmp_path, "register", name, "--profile", name)
+        cli(server, tmp_path, "login", name, "--profile", name)
+    cli(server, tmp_path, "chat", "send", f"@{me}", "hello from nowhere", "--profile", stranger)
+    listing = " ".join(cli(server, tmp_path, "chat", "list", "--profile", me).stdout.split())
+    assert f"(request from {stranger}" in listing
+    declined = cli(server, tmp_path, "chat", "decline", f"@{stranger}", "--block", "--profile", me)
+    assert f"declined; {stranger} is blocked" in declined.stdout
+    assert stranger not in cli(server, tmp_path, "chat", "list", "--profile", me).stdout
+    assert cli(server, tmp_path, "chat", "blocked", "--profile", me).stdout.split() == [stranger]
+    again = cli(server, tmp_path, "chat", "new", me, "--profile", stranger, ok=False)
+    assert again.returncode != 0 and f"no such user: {me}" in again.stderr
+    unblocked = cli(server, tmp_path, "chat", "unblock", stranger, "--profile", me)
+    assert f"{stranger} may ask you again" in unblocked.stdout
+    assert cli(server, tmp_path, "chat", "blocked", "--profile", me).stdout.split() == []
+
+
 def test_safety_numbers_match_and_can_be_confirmed(server, tmp_path) -> None:
     alice, bob = unique("alice"), unique("bob")
     for name in (alice, bob):

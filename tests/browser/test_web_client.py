@@ -107,6 +107,59 @@ async def test_a_send_whose_answer_the_socket_lost_goes_once_over_http(browser, 
     await b.context.close()
 
 
+async def test_a_stranger_is_a_request_to_accept_or_block(browser, server) -> None:
+    """Someone not in contact starts a chat: it shows as a request (what it says, who asks),
+    the asker sees no "Read" until it is accepted; another is blocked, and then cannot start
+    one again."""
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    a = await pages.open_client(browser, server.url)
+    b = await pages.open_client(browser, server.url)
+    c = await pages.open_client(browser, server.url)
+    for page, name in ((a, alice), (b, bob), (c, carol)):
+        await pages.register(page, name, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "Hello, we met at the conference")
+    await b.wait_for_selector(f"#conversations li:has-text('{alice}') .request-tag", timeout=20000)
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "Hello, we met at the conference")
+    assert f"{alice} wants to message you" in await b.locator("#request").inner_text()
+    await pages.shot(b, "30-message-request")
+    await a.wait_for_selector(".msg.mine .meta:has-text('Delivered')", timeout=10000)
+    await asyncio.sleep(1.0)  # opening a request sends no read mark
+    assert "Read" not in await a.locator(".msg.mine .meta").inner_text()
+    await b.click("#request-accept")
+    await b.wait_for_selector("#request", state="detached")
+    await a.wait_for_selector(".msg.mine .meta:has-text('Read')", timeout=10000)
+    await pages.send(b, "Nice to hear from you")
+    await pages.wait_text(a, "Nice to hear from you")
+
+    await pages.start_conversation(c, bob)
+    await pages.send(c, "cheap watches")
+    await b.wait_for_selector(f"#conversations li:has-text('{carol}') .request-tag", timeout=20000)
+    await pages.open_conversation(b, carol)
+    await b.click("#request-block")
+    await b.wait_for_selector(f"#conversations li:has-text('{carol}')", state="detached")
+    await c.click("#new-conversation")
+
+    async def refusal(people: str) -> str:
+        await c.fill("#new-people", people)
+        await c.click("#new-start")
+        await c.wait_for_function(
+            "p => document.querySelector('#new-form .error').textContent.trim().endsWith(p)", arg=people
+        )
+        return await c.locator("#new-form .error").inner_text()
+
+    unknown = await refusal(bob + "-and-friends")  # an unknown name, and the person who
+    blocked = await refusal(bob)  # blocked carol, read the same
+    assert blocked.replace(bob, "X") == unknown.replace(bob + "-and-friends", "X")
+    assert "no such user" in blocked
+    # Chromium logs the two refused requests (404) themselves; nothing else went wrong.
+    assert [e for e in c.errors if "status of 404" not in e] == []
+    assert a.errors == [] and b.errors == []
+    for page in (a, b, c):
+        await page.context.close()
+
+
 async def test_browser_and_python_devices_share_a_group(browser, server, tmp_path) -> None:
     alice, carol, bob = unique("alice"), unique("carol"), unique("bob")
     a = await pages.open_client(browser, server.url)

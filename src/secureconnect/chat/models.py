@@ -45,7 +45,20 @@ members = Table(
     # Visible window of the timeline: joined_seq < seq <= left_seq (left_seq NULL: still a member).
     Column("joined_seq", BigInteger, nullable=False),
     Column("left_seq", BigInteger, nullable=True),
+    # A message request: set while the member has not accepted a conversation that this user
+    # (a stranger to them) put them in; NULL once accepted, or for people already in contact.
+    Column("requested_by", String(32), nullable=True),
     Index("ix_members_user_id", "user_id"),
+)
+
+# Who will not be put in conversations by whom: a blocked user cannot start one with, or add,
+# the person who blocked them (they are told what an unknown name gets).
+user_blocks = Table(
+    "user_blocks",
+    metadata,
+    Column("blocker_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("blocked_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("at", BigInteger, nullable=False),
 )
 
 events = Table(
@@ -96,4 +109,4 @@ device_cursors = Table(
     Column("seq", BigInteger, nullable=False),
 )
 
-__all__ = ["conversations", "device_cursors", "events", "members", "receipts"]
+__all__ = ["conversations", "device_cursors", "events", "members", "receipts", "user_blocks"]

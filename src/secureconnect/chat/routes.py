@@ -13,6 +13,7 @@ from secureconnect.chat.schemas import (
     AddMember,
     ConversationOut,
     CreateConversation,
+    Decline,
     EventOut,
     HistoryOut,
     Mark,
@@ -51,6 +52,39 @@ async def get_conversation(
     conversation_id: str, caller: Caller, services: ServicesDep
 ) -> ConversationOut:
     return await services.chat.describe(caller.user_id, conversation_id)
+
+
+@router.post("/conversations/{conversation_id}/accept", response_model=ConversationOut)
+async def accept_request(
+    conversation_id: str, caller: Caller, services: ServicesDep
+) -> ConversationOut:
+    """Accepts a message request: the conversation becomes an ordinary one."""
+    return await services.chat.accept(caller, conversation_id)
+
+
+@router.post(
+    "/conversations/{conversation_id}/decline",
+    status_code=204,
+    responses={409: {"description": "not_a_request: the conversation is not a request"}},
+)
+async def decline_request(
+    conversation_id: str, body: Decline, caller: Caller, services: ServicesDep
+) -> Response:
+    """Declines a message request (leaving it), and with ``block`` blocks who asked."""
+    await services.chat.decline(caller, conversation_id, body.block)
+    return Response(status_code=204)
+
+
+@router.get("/blocks", response_model=list[str])
+async def blocked(caller: Caller, services: ServicesDep) -> list[str]:
+    """The people you blocked: they cannot put you in a conversation."""
+    return await services.chat.blocked(caller)
+
+
+@router.delete("/blocks/{username}", status_code=204)
+async def unblock(username: str, caller: Caller, services: ServicesDep) -> Response:
+    await services.chat.unblock(caller, username)
+    return Response(status_code=204)
 
 
 @router.get("/conversations/{conversation_id}/members", response_model=list[MemberOut])

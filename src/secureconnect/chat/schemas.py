@@ -32,6 +32,16 @@ class ConversationOut(BaseModel):
     delivered_seq: int
     unread: int
     members: list[str]
+    request: bool = Field(
+        False,
+        description="a message request: someone you are not in contact with put you here; "
+        "accept, decline or block (a message you send accepts it)",
+    )
+    requested_by: str | None = Field(None, description="who asked, while it is a request")
+
+
+class Decline(Strict):
+    block: bool = Field(False, description="also stop them putting you in conversations")
 
 
 class MemberOut(BaseModel):

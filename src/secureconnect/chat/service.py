@@ -122,6 +122,7 @@ class ChatService:
         if direct_key is not None:
             existing = await self._direct(direct_key)
             if existing is not None:
+                await self._reopen_direct(ctx, existing, ids)
                 return await self.describe(ctx.user_id, existing), False
         conv_id = new_id()
         now = self.clock.now_ms()
@@ -131,13 +132,22 @@ class ChatService:
             body["name"] = name
         try:
             async with self.db.write() as conn:
+                asked = await self._requests(conn, ctx, ids)
                 await store.insert_conversation(
                     conn, conv_id, kind, name, direct_key, ctx.user_id, now
                 )
                 for uid in member_ids:
                     # A group's creator is its admin; both people of a 1:1 are.
                     role = "admin" if uid == ctx.user_id or kind == "direct" else "member"
-                    await store.join(conn, conv_id, uid, role, joined_seq=0, rejoin=False)
+                    await store.join(
+                        conn,
+                        conv_id,
+                        uid,
+                        role,
+                        joined_seq=0,
+                        rejoin=False,
+                        requested_by=asked.get(uid),
+                    )
                 event = await self._membership_event(conn, ctx, conv_id, 1, body)
                 self._publish(conn, member_ids, event)
         except IntegrityError:
@@ -168,6 +178,8 @@ class ChatService:
         out = [
             ConversationOut(
                 id=r.id,
+                request=r.requested_by is not None and r.left_seq is None,
+                requested_by=r.requested_by if r.left_seq is None else None,
                 kind=r.kind,
                 name=r.name,
                 created_at=r.created_at,
@@ -181,6 +193,9 @@ class ChatService:
                 members=roster.get(r.id, []),
             )
             for r in rows
+            # A 1:1 one has left is a request declined: it is gone for them (a group they left
+            # keeps what they saw).
+            if not (r.kind == "direct" and r.left_seq is not None)
         ]
         out.sort(key=lambda c: (c.last_seq > 0, c.created_at), reverse=True)
         return out
@@ -245,13 +260,20 @@ class ChatService:
             existing = roster.rows.get(target)
             if existing is not None and existing[2] is None:
                 raise Conflict("already_member", f"{name} is already a member")
+            asked = await self._requests(conn, ctx, {name: target})
             seq = me.last_seq + 1
             await store.bump(conn, conv_id, seq)
             body = {"action": "add", "actor": ctx.username, "user": name}
             event = await self._membership_event(conn, ctx, conv_id, seq, body)
             # They see the timeline from their own "added" event on, never what came before.
             await store.join(
-                conn, conv_id, target, "member", joined_seq=seq - 1, rejoin=existing is not None
+                conn,
+                conv_id,
+                target,
+                "member",
+                joined_seq=seq - 1,
+                rejoin=existing is not None,
+                requested_by=asked[target],
             )
             self._publish(conn, [*roster.current, target], event)
         return event
@@ -282,6 +304,77 @@ class ChatService:
             await self._keep_an_admin(conn, conv_id)
             self._publish(conn, recipients, event, MEMBERSHIP_TOPIC)
         return event
+
+    # ----- message requests ----------------------------------------------------------------
+
+    async def _requests(
+        self, conn: AsyncConnection, ctx: AuthContext, others: Mapping[str, str]
+    ) -> dict[str, str | None]:
+        """For each person (name -> id) the caller puts in a conversation: None when they are
+        in contact (an accepted conversation in common), else the caller's id, which makes
+        their membership a message request that they accept, decline or block. Someone who
+        blocked the caller is answered as an unknown name is."""
+        ids = list(others.values())
+        refusing = await store.blocking(conn, ctx.user_id, ids)
+        if refusing:
+            names = sorted(n for n, uid in others.items() if uid in refusing)
+            raise NotFound("user_not_found", f"no such user: {', '.join(names)}")
+        contacts = await store.contacts_among(conn, ctx.user_id, ids)
+        return {uid: None if uid in contacts else ctx.user_id for uid in ids}
+
+    async def _reopen_direct(
+        self, ctx: AuthContext, conv_id: str, others: Mapping[str, str]
+    ) -> None:
+        """Starting a 1:1 that exists: someone who blocked the caller is not there for them; a
+        caller who had a request from the other accepts it, and one who had declined comes
+        back (from now on)."""
+        async with self.db.write() as conn:
+            await self._requests(conn, ctx, others)  # only for the refusal of a block
+            roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
+            me = roster.me
+            if me.current and me.requested_by is not None:
+                await store.accept_request(conn, conv_id, ctx.user_id)
+            elif not me.current:
+                await store.join(
+                    conn, conv_id, ctx.user_id, me.role, joined_seq=me.last_seq, rejoin=True
+                )
+
+    async def accept(self, ctx: AuthContext, conv_id: str) -> ConversationOut:
+        """Accepts a message request (a conversation already accepted stays as it is)."""
+        async with self.db.write() as conn:
+            roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
+            if not roster.me.current:
+                raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+            if roster.me.requested_by is not None:
+                await store.accept_request(conn, conv_id, ctx.user_id)
+        return await self.describe(ctx.user_id, conv_id)
+
+    async def decline(self, ctx: AuthContext, conv_id: str, block: bool) -> None:
+        """Declines a message request: out of the group (as leaving), or out of the 1:1 without
+        a word to the other person; with ``block``, the one who asked can no longer put the
+        caller in a conversation."""
+        async with self.db.write() as conn:
+            roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
+            me = roster.me
+            if not me.current or me.requested_by is None:
+                raise Conflict("not_a_request", "this conversation is not a message request")
+            if block:
+                await store.block(conn, ctx.user_id, me.requested_by, self.clock.now_ms())
+            if me.kind == "direct":
+                await store.leave(conn, conv_id, ctx.user_id, me.last_seq)
+                return
+        await self.remove_member(ctx, conv_id, ctx.username)
+
+    async def blocked(self, ctx: AuthContext) -> list[str]:
+        async with self.db.read() as conn:
+            return await store.blocked_usernames(conn, ctx.user_id)
+
+    async def unblock(self, ctx: AuthContext, username: str) -> None:
+        name = normalise_username(username)
+        async with self.db.write() as conn:
+            found = await store.user_ids(conn, [name])
+            if name not in found or not await store.unblock(conn, ctx.user_id, found[name]):
+                raise NotFound("not_blocked", f"you have not blocked {name}")
 
     # ----- messages ------------------------------------------------------------------------
 
@@ -321,6 +414,8 @@ class ChatService:
                 if existing is not None:
                     return self._same_or_conflict(existing, content_type, body), False
                 raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+            if roster.me.requested_by is not None:  # replying to a request accepts it
+                await store.accept_request(conn, conv_id, ctx.user_id)
             seq = roster.me.last_seq + 1
             await store.bump(conn, conv_id, seq)
             event = await store.insert_event(

@@ -19,9 +19,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from secureconnect.accounts.models import users
 from secureconnect.accounts.service import AuthContext
-from secureconnect.chat.models import conversations, device_cursors, events, members, receipts
+from secureconnect.chat.models import (
+    conversations,
+    device_cursors,
+    events,
+    members,
+    receipts,
+    user_blocks,
+)
 from secureconnect.errors import NotFound
-from secureconnect.store.sql import upsert_many
+from secureconnect.store.sql import put, upsert_many
 
 # Result rows, read by column name (``row.seq``).
 Rows: TypeAlias = Sequence[Row[*tuple[Any, ...]]]
@@ -35,6 +42,7 @@ class Membership:
     joined_seq: int
     left_seq: int | None
     last_seq: int
+    requested_by: str | None = None  # a message request not yet accepted (its requester)
 
     @property
     def current(self) -> bool:
@@ -103,6 +111,7 @@ async def roster(
             members.c.role,
             members.c.joined_seq,
             members.c.left_seq,
+            members.c.requested_by,
         )
         .join(members, members.c.conversation_id == conversations.c.id)
         .where(conversations.c.id == conv_id)
@@ -114,7 +123,15 @@ async def roster(
     mine = next((r for r in rows if r.user_id == user_id), None)
     if mine is None:
         raise NotFound("conversation_not_found", "no such conversation")
-    me = Membership(conv_id, mine.kind, mine.role, mine.joined_seq, mine.left_seq, mine.last_seq)
+    me = Membership(
+        conv_id,
+        mine.kind,
+        mine.role,
+        mine.joined_seq,
+        mine.left_seq,
+        mine.last_seq,
+        mine.requested_by,
+    )
     return Roster(me, {r.user_id: (r.role, r.joined_seq, r.left_seq) for r in rows})
 
 
@@ -345,21 +362,111 @@ async def insert_conversation(
 
 
 async def join(
-    conn: AsyncConnection, conv_id: str, user_id: str, role: str, *, joined_seq: int, rejoin: bool
+    conn: AsyncConnection,
+    conv_id: str,
+    user_id: str,
+    role: str,
+    *,
+    joined_seq: int,
+    rejoin: bool,
+    requested_by: str | None = None,
 ) -> None:
-    """A member row (``rejoin``: the user was a member before and has a row already)."""
+    """A member row (``rejoin``: the user was a member before and has a row already);
+    ``requested_by``: a message request from that user, until the member accepts it."""
+    values = {"role": role, "joined_seq": joined_seq, "requested_by": requested_by}
     if rejoin:
         await conn.execute(
             update(members)
             .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
-            .values(role=role, joined_seq=joined_seq, left_seq=None)
+            .values(**values, left_seq=None)
         )
     else:
         await conn.execute(
-            insert(members).values(
-                conversation_id=conv_id, user_id=user_id, role=role, joined_seq=joined_seq
-            )
+            insert(members).values(conversation_id=conv_id, user_id=user_id, **values)
         )
+
+
+async def accept_request(conn: AsyncConnection, conv_id: str, user_id: str) -> None:
+    await conn.execute(
+        update(members)
+        .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
+        .values(requested_by=None)
+    )
+
+
+async def contacts_among(conn: AsyncConnection, user_id: str, others: Sequence[str]) -> set[str]:
+    """Those of ``others`` in contact with ``user_id``: both in one conversation, each of them
+    having accepted it (a request nobody answered is no contact)."""
+    if not others:
+        return set()
+    mine, theirs = members.alias("mine"), members.alias("theirs")
+    rows = await conn.execute(
+        select(theirs.c.user_id)
+        .distinct()
+        .join(mine, mine.c.conversation_id == theirs.c.conversation_id)
+        .where(
+            mine.c.user_id == user_id,
+            mine.c.requested_by.is_(None),
+            theirs.c.user_id.in_(others),
+            theirs.c.requested_by.is_(None),
+        )
+    )
+    return {r.user_id for r in rows}
+
+
+async def shares_a_conversation(conn: AsyncConnection, user_id: str, other: str) -> bool:
+    """Any conversation, requests included, now or before: what the key directory asks."""
+    mine, theirs = members.alias("mine"), members.alias("theirs")
+    found = await conn.scalar(
+        select(literal(1))
+        .select_from(theirs.join(mine, mine.c.conversation_id == theirs.c.conversation_id))
+        .where(mine.c.user_id == user_id, theirs.c.user_id == other)
+        .limit(1)
+    )
+    return found is not None
+
+
+async def blocking(conn: AsyncConnection, blocked: str, blockers: Sequence[str]) -> set[str]:
+    """Those of ``blockers`` who have blocked ``blocked``."""
+    if not blockers:
+        return set()
+    rows = await conn.execute(
+        select(user_blocks.c.blocker_id).where(
+            user_blocks.c.blocked_id == blocked, user_blocks.c.blocker_id.in_(blockers)
+        )
+    )
+    return {r.blocker_id for r in rows}
+
+
+async def block(conn: AsyncConnection, blocker: str, blocked: str, at: int) -> None:
+    await put(
+        conn,
+        user_blocks,
+        {"blocker_id": blocker, "blocked_id": blocked, "at": at},
+        [
+            "blocker_id",
+            "blocked_id",
+        ],
+    )
+
+
+async def unblock(conn: AsyncConnection, blocker: str, blocked: str) -> int:
+    result = await conn.execute(
+        user_blocks.delete().where(
+            user_blocks.c.blocker_id == blocker, user_blocks.c.blocked_id == blocked
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+async def blocked_usernames(conn: AsyncConnection, blocker: str) -> list[str]:
+    rows = await conn.execute(
+        select(users.c.username)
+        .join(user_blocks, user_blocks.c.blocked_id == users.c.id)
+        .where(user_blocks.c.blocker_id == blocker)
+        .order_by(users.c.username)
+    )
+    return [r.username for r in rows]
 
 
 async def leave(conn: AsyncConnection, conv_id: str, user_id: str, left_seq: int) -> None:
@@ -371,7 +478,9 @@ async def leave(conn: AsyncConnection, conv_id: str, user_id: str, left_seq: int
 
 
 async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | None) -> Rows:
-    """The user's membership rows (current and former), with their read and delivered marks."""
+    """The user's membership rows (current and former), with their read and delivered marks
+    and, for a message request, who asked."""
+    requester = users.alias("requester")
     query = (
         select(
             conversations.c.id,
@@ -382,10 +491,12 @@ async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | Non
             members.c.role,
             members.c.joined_seq,
             members.c.left_seq,
+            requester.c.username.label("requested_by"),
             func.coalesce(receipts.c.read_seq, 0).label("read_seq"),
             func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
         )
         .join(members, members.c.conversation_id == conversations.c.id)
+        .outerjoin(requester, requester.c.id == members.c.requested_by)
         .outerjoin(
             receipts,
             and_(

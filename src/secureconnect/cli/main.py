@@ -377,12 +377,17 @@ def devices() -> None:
 # ----- chat -----------------------------------------------------------------------------------
 
 
-async def _resolve(client: Client, ref: str) -> str:
-    """A conversation named by ``@username`` (the 1:1), its id or id prefix, or its group name."""
-    if ref.startswith("@"):
+async def _resolve(client: Client, ref: str, *, start: bool = True) -> str:
+    """A conversation named by ``@username`` (the 1:1), its id or id prefix, or its group name.
+    ``start``: a 1:1 named by ``@username`` is started (or, if it was a request, accepted);
+    without it, only an existing one is found."""
+    if ref.startswith("@") and start:
         return (await client.direct(ref[1:])).id
     convs = await client.conversations()
-    matches = [c for c in convs if c.id.startswith(ref) or c.name == ref]
+    if ref.startswith("@"):
+        matches = [c for c in convs if c.kind == "direct" and ref[1:].lower() in c.members]
+    else:
+        matches = [c for c in convs if c.id.startswith(ref) or c.name == ref]
     if len(matches) == 1:
         return matches[0].id
     reason = "matches several conversations" if matches else "matches no conversation"
@@ -464,6 +469,8 @@ def chat_list() -> None:
             label = c.name or ", ".join(m for m in c.members if m != state.username)
             if c.left:
                 label += " (left)"
+            if c.request:
+                label += f" (request from {c.requested_by}: chat accept or chat decline)"
             table.add_row(
                 c.id[:8], c.kind, shown(label), str(c.unread) if c.unread else "", f"#{c.last_seq}"
             )
@@ -589,6 +596,57 @@ def chat_remove(conversation: str, username: str) -> None:
     async def go(client: Client, state: Profile) -> None:
         event = await client.remove_member(await _resolve(client, conversation), username)
         out.print(_render(event, state.username))
+
+    client_command(go)()
+
+
+@chat_app.command("accept")
+def chat_accept(conversation: str) -> None:
+    """Accept a message request (someone you are not in contact with put you in a
+    conversation). Sending a message in it accepts it too."""
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await client.accept(await _resolve(client, conversation))
+        out.print(f"accepted: {conv.id[:8]} {shown(conv.name or ', '.join(conv.members))}")
+
+    client_command(go)()
+
+
+@chat_app.command("decline")
+def chat_decline(
+    conversation: str,
+    block: Annotated[
+        bool, typer.Option("--block", help="and stop them putting you in conversations")
+    ] = False,
+) -> None:
+    """Decline a message request: you leave it; the sender is not told of a declined 1:1."""
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await client.conversation(await _resolve(client, conversation, start=False))
+        await client.decline(conv.id, block=block)
+        out.print("declined" + (f"; {shown(conv.requested_by or '')} is blocked" if block else ""))
+
+    client_command(go)()
+
+
+@chat_app.command("blocked")
+def chat_blocked() -> None:
+    """The people you blocked."""
+
+    async def go(client: Client, state: Profile) -> None:
+        for name in await client.blocked_users():
+            out.print(shown(name))
+
+    client_command(go)()
+
+
+@chat_app.command("unblock")
+def chat_unblock(username: str) -> None:
+    """Let someone you blocked ask you again."""
+
+    async def go(client: Client, state: Profile) -> None:
+        await client.unblock_user(username)
+        out.print(f"{shown(username)} may ask you again")
 
     client_command(go)()
 

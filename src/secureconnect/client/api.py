@@ -230,6 +230,25 @@ class Client:
         )
         return Conversation.from_json(data)
 
+    async def accept(self, conversation_id: str) -> Conversation:
+        """Accepts a message request (sending a message in it accepts it too)."""
+        data = await self._call("POST", f"/v1/conversations/{conversation_id}/accept")
+        return Conversation.from_json(data)
+
+    async def decline(self, conversation_id: str, *, block: bool = False) -> None:
+        """Declines a message request; ``block`` also stops its sender putting you anywhere."""
+        await self._call(
+            "POST", f"/v1/conversations/{conversation_id}/decline", json={"block": block}
+        )
+
+    async def blocked_users(self) -> list[str]:
+        """The people you blocked (``decline(..., block=True)``)."""
+        names: list[str] = await self._call("GET", "/v1/blocks")
+        return names
+
+    async def unblock_user(self, username: str) -> None:
+        await self._call("DELETE", f"/v1/blocks/{username}")
+
     async def conversations(self) -> list[Conversation]:
         return [Conversation.from_json(c) for c in await self._call("GET", "/v1/conversations")]
 

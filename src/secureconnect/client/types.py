@@ -124,10 +124,12 @@ class Conversation:
     left: bool
     joined_seq: int
     created_at: int
+    request: bool = False  # a message request from ``requested_by``, not yet accepted
+    requested_by: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Conversation:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ async def prekey_count(caller: Caller, services: ServicesDep) -> Any:
 
 @router.get("/users/{username}/devices", response_model=list[DeviceKeysOut])
 async def user_devices(username: str, caller: Caller, services: ServicesDep) -> Any:
-    return await services.keys.user_devices(username)
+    return await services.keys.user_devices(caller, username)
 
 
 @router.get("/conversations/{conversation_id}/devices", response_model=list[DeviceKeysOut])

@@ -20,6 +20,7 @@ from secureconnect.accounts.models import devices, users
 from secureconnect.accounts.service import AuthContext, normalise_username
 from secureconnect.bus import user_topic
 from secureconnect.chat.models import members
+from secureconnect.chat.store import shares_a_conversation
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.crypto.primitives import CryptoError, b64, verify
 from secureconnect.crypto.x3dh import identity_payload, spk_payload
@@ -143,13 +144,19 @@ class KeyService:
         async with self.db.read() as conn:
             return await self._stock(conn, ctx.device_id)
 
-    async def user_devices(self, username: str) -> list[dict[str, Any]]:
+    async def user_devices(self, ctx: AuthContext, username: str) -> list[dict[str, Any]]:
+        """A person's devices and keys, for the caller and the people they share a conversation
+        with (a request included); anyone else is answered as an unknown name is, so that the
+        directory does not tell a stranger who has an account."""
         name = normalise_username(username)
         async with self.db.read() as conn:
             user_id = (
                 await conn.execute(select(users.c.id).where(users.c.username == name))
             ).scalar()
-            if user_id is None:
+            if user_id is None or (
+                user_id != ctx.user_id
+                and not await shares_a_conversation(conn, ctx.user_id, user_id)
+            ):
                 raise NotFound("user_not_found", f"no such user: {name}")
             return await self._directory(conn, [user_id])
 

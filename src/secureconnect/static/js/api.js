@@ -66,6 +66,8 @@ export class Api {
   direct(username) { return this.call("POST", "/v1/conversations", { kind: "direct", members: [username] }); }
   group(members, name) { return this.call("POST", "/v1/conversations", { kind: "group", members, name }); }
   members(id) { return this.call("GET", `/v1/conversations/${id}/members`); }
+  acceptRequest(id) { return this.call("POST", `/v1/conversations/${id}/accept`); }
+  declineRequest(id, block) { return this.call("POST", `/v1/conversations/${id}/decline`, { block }); }
   addMember(id, username) { return this.call("POST", `/v1/conversations/${id}/members`, { username }); }
   removeMember(id, username) {
     return this.call("DELETE", `/v1/conversations/${id}/members/${encodeURIComponent(username)}`);

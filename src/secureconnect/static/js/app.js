@@ -361,6 +361,7 @@ async function openConversation(id) {
 
 async function markRead() {
   const conv = ui.conversations.find((c) => c.id === ui.open);
+  if (conv && conv.request) return;  // the asker learns nothing until it is accepted
   const seqs = [...(ui.messages.get(ui.open) || new Map()).keys()];
   const last = seqs.length ? Math.max(...seqs) : 0;
   if (conv && last > conv.read_seq) {
@@ -657,6 +658,7 @@ function renderSidebar() {
     class: c.id === ui.open ? "active" : "", tabindex: "0", "data-id": c.id,
     onclick: () => openConversation(c.id), onkeydown: (e) => { if (e.key === "Enter") openConversation(c.id); },
   }, avatar(title(c)), el("span", { class: "name" }, title(c)),
+  c.request ? el("span", { class: "request-tag" }, t("request")) : null,
   c.unread && c.id !== ui.open ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, c.unread) : null)));
   aside.replaceChildren(
     el("button", { class: "new", id: "new-conversation", onclick: () => { ui.showNew = !ui.showNew; renderSidebar(); document.getElementById("new-people")?.focus(); } }, t("newChat")),
@@ -695,11 +697,31 @@ function chatPane(conv) {
       conv.kind === "group" ? el("button", { class: "ghost", id: "members-button", onclick: () => showMembers(conv).catch((e) => quiet(e)) }, t("membersTitle")) : null,
       others.length === 1 ? el("button", { class: "ghost", id: "safety-button", onclick: () => showSafety(others[0]) }, t("safety")) : null),
     el("div", { id: "banner" }),
+    conv.request ? requestPanel(conv) : null,
     el("div", { class: "lock" }, t("encrypted")),
     el("div", { class: "messages", id: "messages", role: "log" }),
     el("div", { class: "typing", id: "typing" }), failure,
     el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
       el("button", { type: "submit", id: "send" }, t("send"))));
+}
+
+// A message request: someone not in contact put this person here. Accepting (or replying)
+// makes it an ordinary conversation; deleting leaves it; blocking also stops the asker.
+function requestPanel(conv) {
+  const answer = (block) => async () => {
+    if (block === null) await ui.api.acceptRequest(conv.id);
+    else { await ui.api.declineRequest(conv.id, block); ui.open = null; }
+    await refreshConversations();
+    render();
+    if (block === null) { renderMessages(); await markRead(); }
+  };
+  const name = conv.requested_by || "";
+  return el("div", { class: "request", id: "request", role: "region", "aria-label": t("request") },
+    el("p", {}, t("requestFrom", { name })),
+    el("div", { class: "actions" },
+      el("button", { id: "request-accept", onclick: () => answer(null)().catch(quiet) }, t("requestAccept")),
+      el("button", { class: "ghost", id: "request-decline", onclick: () => answer(false)().catch(quiet) }, t("requestDecline")),
+      el("button", { class: "ghost danger", id: "request-block", onclick: () => answer(true)().catch(quiet) }, t("requestBlock", { name }))));
 }
 
 function callButtons(conv) {
