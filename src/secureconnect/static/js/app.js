@@ -379,7 +379,15 @@ async function send(text) {
       ui.banner = { kind: "notice", text: t("newDevice", { name: n.username }), username: n.username };
     }
     renderBanner();
-    scheduleRefresh();
+    if (ui.conversations.find((c) => c.id === id && c.request)) {
+      // Replying accepted the request: it is an ordinary conversation now, read marks included.
+      await refreshConversations();
+      render();
+      renderMessages();
+      await markRead();
+    } else {
+      scheduleRefresh();
+    }
     return true;
   } catch (error) {
     if (error instanceof IdentityChangedError) {
