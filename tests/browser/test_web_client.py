@@ -144,9 +144,8 @@ async def test_a_stranger_is_a_request_to_accept_or_block(browser, server) -> No
     async def refusal(people: str) -> str:
         await c.fill("#new-people", people)
         await c.click("#new-start")
-        await c.wait_for_function(
-            "p => document.querySelector('#new-form .error').textContent.trim().endsWith(p)", arg=people
-        )
+        shown = "p => document.querySelector('#new-form .error').textContent.trim().endsWith(p)"
+        await c.wait_for_function(shown, arg=people)
         return await c.locator("#new-form .error").inner_text()
 
     unknown = await refusal(bob + "-and-friends")  # an unknown name, and the person who
