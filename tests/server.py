@@ -30,6 +30,21 @@ def run_in_thread(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
+def run_statements(*statements: str, **connect: Any) -> None:
+    """Runs SQL statements one after another on a connection of their own (``connect``:
+    asyncpg.connect's arguments)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(**connect)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    run_in_thread(run())
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,21 +154,14 @@ class PostgresCluster:
         return self
 
     def sql(self, *statements: str, database: str = "postgres") -> None:
-        async def run() -> None:
-            conn = await asyncpg.connect(
-                host="127.0.0.1",
-                port=self.port,
-                user="postgres",
-                password=self.SUPERUSER_PASSWORD,
-                database=database,
-            )
-            try:
-                for statement in statements:
-                    await conn.execute(statement)
-            finally:
-                await conn.close()
-
-        run_in_thread(run())
+        run_statements(
+            *statements,
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            password=self.SUPERUSER_PASSWORD,
+            database=database,
+        )
 
     def stop(self) -> None:
         import shutil

@@ -32,7 +32,7 @@ import yaml
 from secureconnect.ops.runfile import load_all
 from tests.conftest import PG_ADMIN, backend_env, drop_database, in_ci
 from tests.helpers import PASSWORD, run_cli
-from tests.server import ServerProcess, free_port, pid_alive, run_in_thread
+from tests.server import ServerProcess, free_port, pid_alive, run_statements
 
 pytestmark = pytest.mark.slow  # starts servers, breaks them and restores them
 
@@ -52,15 +52,7 @@ def tool(*names: str) -> str:
 
 
 def pg(database: str, *statements: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(PG_ADMIN.rsplit("/", 1)[0] + f"/{database}", timeout=5)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    run_in_thread(run())
+    run_statements(*statements, dsn=PG_ADMIN.rsplit("/", 1)[0] + f"/{database}", timeout=5)
 
 
 def wait_for(what: str, check, timeout: float = 60.0, every: float = 0.25):
