@@ -216,6 +216,43 @@ async def test_websocket_refuses_bad_frames_with_close_codes(server, user) -> No
     assert code == 4400 and "cursors" in reason
 
 
+HUGE = 2**63  # one past what a 64-bit column holds
+
+
+async def test_numbers_beyond_64_bits_and_deep_nesting_are_refused_not_500(server, pair) -> None:
+    """Found by fuzzing (issue 15): such numbers reached the database and came back as 500s
+    (on PostgreSQL the connection was lost too), and nested JSON closed the socket with 1011."""
+    alice, _bob, conv, kept = pair
+    token = alice.token
+    answers = [
+        call(server, "GET", f"/v1/inbox?after={HUGE}", token),
+        call(server, "POST", "/v1/inbox/ack", token, json={"up_to": HUGE}),
+        call(server, "GET", f"/v1/conversations/{conv.id}/messages?after={HUGE}", token),
+        call(server, "GET", f"/v1/conversations/{conv.id}/messages?before={-HUGE - 1}", token),
+        call(
+            server, "POST", f"/v1/conversations/{conv.id}/receipts", token, json={"read_seq": HUGE}
+        ),
+    ]
+    for answer in answers:
+        assert error_of(answer) == (422, "invalid_request"), answer.text
+    assert "between" in answers[1].json()["error"]["message"]
+    # The server, and its database connections, are fine: the same requests in range work.
+    page = call(server, "GET", f"/v1/conversations/{conv.id}/messages?after=0", token).json()
+    assert page["events"][-1]["seq"] == kept.seq
+    assert call(server, "GET", f"/v1/inbox?after={HUGE - 1}", token).status_code == 200
+    auth = json.dumps({"type": "auth", "protocol": 2, "token": token})
+    for frames in (
+        [auth, json.dumps({"type": "inbox_ack", "up_to": HUGE})],
+        [auth, json.dumps({"type": "ack", "conversation_id": conv.id, "seq": HUGE})],
+        [json.dumps({"type": "auth", "protocol": 2, "token": token, "cursors": {conv.id: HUGE}})],
+        ["[" * 30000 + "]" * 30000],  # before auth
+        [auth, "[" * 30000 + "]" * 30000],  # and after
+    ):
+        code, reason = await close_code_after(server, *frames)
+        assert code == 4400, (code, reason)
+    assert not [e for e in server.logs() if e.get("status", 0) >= 500]
+
+
 async def test_a_client_of_the_old_protocol_is_told_to_update(server, user) -> None:
     """Protocol 1 clients expected a receipt frame per member; rather than leave them waiting
     for receipts that never come, the server refuses them with a reason they can show."""

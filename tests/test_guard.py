@@ -81,6 +81,13 @@ async def test_a_blocked_network_is_refused_everywhere_but_the_probes(guarded) -
         with pytest.raises(ApiError) as bad:
             await oncall.block("203.0.113.999", "brute force")
         assert (bad.value.status, bad.value.code) == (400, "invalid_network")
+        # Numbers beyond 64 bits are refused, not handed to the database (they were 500s).
+        with pytest.raises(ApiError) as bad:
+            await oncall.block("203.0.113.5", "brute force", expires_in_s=2**63)
+        assert (bad.value.status, bad.value.code) == (422, "invalid_request")
+        with pytest.raises(ApiError) as bad:
+            await oncall.incident(str(2**64))
+        assert (bad.value.status, bad.value.code) == (404, "incident_not_found")
 
         blocked = await oncall.block("203.0.113.0/28", "brute force on /v1/auth/login")
         assert blocked == Blocked(network="203.0.113.0/28", blocked=True, already=False)

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# The stores keep integers in 64 bits: a larger number from a client is refused (422) where it
+# arrives, never handed to the database to fail there as a 500.
+INT64_MAX = 2**63 - 1
+Int64 = Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+
+
+def _has_wide_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -INT64_MAX - 1 <= value <= INT64_MAX
+    if isinstance(value, dict):
+        return any(_has_wide_int(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_wide_int(v) for v in value)
+    return False
 
 
 def _has_nul(value: Any) -> bool:
@@ -22,7 +39,8 @@ class Strict(BaseModel):
     rather than silently ignored: a typo in a client must not look like success.
 
     Text with a NUL character is refused too (422): PostgreSQL cannot store one, and no client
-    of this API has a reason to send one (message bodies are base64)."""
+    of this API has a reason to send one (message bodies are base64). So is an integer beyond
+    64 bits, which no column can hold."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,4 +49,6 @@ class Strict(BaseModel):
     def _no_nul(cls, data: Any) -> Any:
         if _has_nul(data):
             raise ValueError("text must not contain NUL characters")
+        if _has_wide_int(data):
+            raise ValueError(f"numbers must be between {-INT64_MAX - 1} and {INT64_MAX}")
         return data

@@ -54,6 +54,7 @@ from secureconnect.errors import Problem, TooManyRequests
 from secureconnect.guard.limits import RateLimits
 from secureconnect.keys.service import InboxService
 from secureconnect.ops.metrics import Metrics
+from secureconnect.schemas import INT64_MAX
 from secureconnect.store import StoreUnavailable
 
 log = logging.getLogger("secureconnect.realtime")
@@ -96,6 +97,8 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
         frame = json.loads(text)
     except ValueError as error:
         raise BadFrame("frame is not valid JSON") from error
+    except RecursionError as error:  # "[[[[...": nested past what the parser will follow
+        raise BadFrame("frame is nested too deeply") from error
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise BadFrame("frame must be a JSON object with a string 'type'")
     kind = frame["type"]
@@ -109,19 +112,16 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
             raise BadFrame("auth frame needs a string 'token'")
         cursors = frame.get("cursors", {})
         if not isinstance(cursors, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
-            for k, v in cursors.items()
+            isinstance(k, str) and _position(v) for k, v in cursors.items()
         ):
             raise BadFrame("'cursors' must map conversation ids to sequence numbers >= 0")
     elif kind == "ack":
         _conversation(frame)
-        seq = frame.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise BadFrame("ack frame needs an integer 'seq' >= 0")
+        if not _position(frame.get("seq")):
+            raise BadFrame(f"ack frame needs an integer 'seq' from 0 to {INT64_MAX}")
     elif kind == "inbox_ack":
-        up_to = frame.get("up_to")
-        if not isinstance(up_to, int) or isinstance(up_to, bool) or up_to < 0:
-            raise BadFrame("inbox_ack frame needs an integer 'up_to' >= 0")
+        if not _position(frame.get("up_to")):
+            raise BadFrame(f"inbox_ack frame needs an integer 'up_to' from 0 to {INT64_MAX}")
     elif kind == "typing":
         _conversation(frame)
         if not isinstance(frame.get("typing"), bool):
@@ -131,6 +131,11 @@ def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
     elif kind != "ping":
         raise BadFrame(f"unknown frame type '{kind[:40]}'")
     return frame
+
+
+def _position(value: Any) -> bool:
+    """A sequence number or inbox id as the store keeps them: 0 to 2**63 - 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX
 
 
 def _conversation(frame: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from secureconnect.chat.schemas import (
 )
 from secureconnect.edge.deps import Caller, ServicesDep
 from secureconnect.edge.guard import admitted
+from secureconnect.schemas import INT64_MAX
 from secureconnect.services import services_of
 
 router = APIRouter(prefix="/v1", tags=["chat"])
@@ -134,9 +135,16 @@ async def history(
     conversation_id: str,
     caller: Caller,
     services: ServicesDep,
-    after: int | None = Query(None, description="exclusive: events with seq > after"),
-    before: int | None = Query(None, description="exclusive: the newest events with seq < before"),
-    limit: int = Query(100, description="page size"),
+    after: int | None = Query(
+        None, ge=-INT64_MAX - 1, le=INT64_MAX, description="exclusive: events with seq > after"
+    ),
+    before: int | None = Query(
+        None,
+        ge=-INT64_MAX - 1,
+        le=INT64_MAX,
+        description="exclusive: the newest events with seq < before",
+    ),
+    limit: int = Query(100, ge=-INT64_MAX, le=INT64_MAX, description="page size"),
 ) -> Any:
     return await services.chat.history(
         caller.user_id, conversation_id, after=after, before=before, limit=limit

@@ -280,7 +280,7 @@ class IncidentService:
         query = select(incidents)
         query = (
             query.where(incidents.c.number == int(ref))
-            if ref.isdigit()
+            if ref.isdigit() and len(ref) <= 18  # a number a 64-bit column can hold
             else query.where(incidents.c.id == ref)
         )
         row = (await conn.execute(query)).first()

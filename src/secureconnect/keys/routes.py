@@ -21,6 +21,7 @@ from secureconnect.keys.schemas import (
     UploadPrekeys,
     raw,
 )
+from secureconnect.schemas import INT64_MAX
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 
@@ -76,7 +77,7 @@ async def send_inbox(body: SendInbox, caller: Caller, services: ServicesDep) -> 
 async def pending(
     caller: Caller,
     services: ServicesDep,
-    after: int = Query(0, ge=0),
+    after: int = Query(0, ge=0, le=INT64_MAX),
     limit: int = Query(500, ge=1, le=1000),
 ) -> Any:
     return await services.inbox.pending(caller, after, limit)
