@@ -48,6 +48,7 @@ def serve(settings: Settings) -> None:
         loop="auto",
         http="auto",
         ws="websockets-sansio",
+        server_header=False,  # what runs the platform is nobody else's business
         ws_max_size=ws_max_frame(settings),
         # Bodies are ciphertext, which does not compress; a deflate context per connection
         # would cost memory and CPU for nothing (docs/decisions/0002).

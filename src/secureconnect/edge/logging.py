@@ -19,6 +19,7 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from secureconnect.edge.errors import send_error
+from secureconnect.edge.headers import with_security_headers
 from secureconnect.ops.metrics import Metrics
 
 access_log = logging.getLogger("secureconnect.access")
@@ -88,6 +89,7 @@ class RequestLogMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                with_security_headers(scope, headers)
                 message["headers"] = headers
             await send(message)
 

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from secureconnect.edge.deps import Admin, ServicesDep, bearer_token
 from secureconnect.errors import Unauthorized
 from secureconnect.incidents import alerts
-from secureconnect.incidents.html import render_status
+from secureconnect.incidents.html import CSP, render_status
 from secureconnect.incidents.postmortem import draft as postmortem_draft
 from secureconnect.incidents.schemas import (
     AlertsReceived,
@@ -110,4 +110,6 @@ async def status_json(services: ServicesDep) -> StatusPageOut:
 
 @public.get("/status", response_class=HTMLResponse, include_in_schema=False)
 async def status_html(services: ServicesDep) -> HTMLResponse:
-    return HTMLResponse(render_status(await services.status.page()))
+    return HTMLResponse(
+        render_status(await services.status.page()), headers={"Content-Security-Policy": CSP}
+    )
