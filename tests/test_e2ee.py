@@ -7,11 +7,12 @@ import asyncio
 import base64
 import dataclasses
 import json
+import os
 
 import httpx
 import pytest
 
-from secureconnect.client import Client
+from secureconnect.client import ApiError, Client
 from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
 from secureconnect.client.secure import (
     DecryptionFailed,
@@ -20,6 +21,7 @@ from secureconnect.client.secure import (
     SecureClient,
 )
 from secureconnect.client.types import PrekeysLow
+from secureconnect.crypto.primitives import b64
 from tests.helpers import PASSWORD, SecureListener, listening, signed_up, unique
 
 
@@ -226,6 +228,12 @@ async def test_nobody_can_drain_a_device_of_its_one_time_prekeys(secure_users, s
         await secure_users("bob"),
         await secure_users("carol"),
     )
+    # Someone who shares no conversation with Bob cannot even see his device's keys.
+    with pytest.raises(ApiError) as unseen:
+        await carol.client.claim([bob.device_id])
+    assert (unseen.value.status, unseen.value.code) == (404, "device_not_found")
+    conv = await carol.client.direct(bob.username)  # a message request: now she may
+    await alice.client.direct(bob.username)
     async with listening(bob.client) as bob_hears:
         handed = [(await carol.client.claim([bob.device_id]))[0].opk for _ in range(50)]
     assert sum(opk is not None for opk in handed) == 3 and all(o is None for o in handed[3:])
@@ -234,7 +242,6 @@ async def test_nobody_can_drain_a_device_of_its_one_time_prekeys(secure_users, s
     assert (await alice.client.claim([bob.device_id]))[0].opk is not None
     assert not [e for e in bob_hears.events if isinstance(e, PrekeysLow)]
     # Carol, past her allowance, starts a session without a one-time prekey: it still works.
-    conv = await carol.client.direct(bob.username)
     await carol.send(conv.id, b"no one-time prekey for me")
     await bob.sync_inbox()
     assert texts(await bob.history(conv.id)) == ["no one-time prekey for me"]
@@ -329,6 +336,7 @@ async def test_running_low_on_one_time_prekeys_refills_them(secure_users, server
     try:
         for claimer in claimers:
             await signed_up(claimer, unique("claimer"))
+            await claimer.direct(bob.username)  # strangers ask first: a message request
             for _ in range(3):
                 await claimer.claim([bob.device_id])
         # Without a refill 5 would be left; bob's device heard it was low and topped up.
@@ -339,6 +347,29 @@ async def test_running_low_on_one_time_prekeys_refills_them(secure_users, server
         assert await bob.client.prekey_count() >= 50
     finally:
         await listener.stop()
+        for claimer in claimers:
+            await claimer.aclose()
+
+
+async def test_many_accounts_together_take_at_most_100_one_time_prekeys_an_hour(
+    secure_users, server
+) -> None:
+    """36 accounts, each within its own allowance of 3: the device hands out 100 in the hour
+    and then bundles without one, although its stock is far from empty."""
+    bob = await secure_users("bob")
+    extra = [{"id": 100_000 + i, "key": b64(os.urandom(32))} for i in range(100)]
+    assert await bob.client.upload_prekeys(extra) == 200
+    claimers = [Client(server.url) for _ in range(36)]
+    try:
+        handed = []
+        for claimer in claimers:
+            await signed_up(claimer, unique("claimer"))
+            await claimer.direct(bob.username)
+            handed += [(await claimer.claim([bob.device_id]))[0].opk for _ in range(3)]
+        assert sum(opk is not None for opk in handed) == 100
+        assert all(opk is None for opk in handed[100:])
+        assert await bob.client.prekey_count() == 100
+    finally:
         for claimer in claimers:
             await claimer.aclose()
 

@@ -35,6 +35,9 @@ LOW_PREKEYS = 10
 # One-time prekeys one user may take from one device in an hour. A real contact needs one per
 # session (a new session is rare: a reinstall, a lost state); the rest get the signed prekey.
 PREKEYS_PER_CLAIMER_HOUR = 3
+# And one device hands out at most this many in an hour, whoever asks: many accounts acting
+# together cannot empty it faster than its owner's refill (decision 0017).
+PREKEYS_PER_DEVICE_HOUR = 100
 HOUR_MS = 3_600_000
 MAX_INBOX_BODY = 64 * 1024
 MAX_INBOX_BATCH = 500
@@ -153,10 +156,7 @@ class KeyService:
             user_id = (
                 await conn.execute(select(users.c.id).where(users.c.username == name))
             ).scalar()
-            if user_id is None or (
-                user_id != ctx.user_id
-                and not await shares_a_conversation(conn, ctx.user_id, user_id)
-            ):
+            if user_id is None or not await _may_see(conn, ctx, user_id):
                 raise NotFound("user_not_found", f"no such user: {name}")
             return await self._directory(conn, [user_id])
 
@@ -177,19 +177,24 @@ class KeyService:
             return await self._directory(conn, current)
 
     async def claim(self, ctx: AuthContext, device_ids: list[str]) -> list[dict[str, Any]]:
-        """A bundle per device, each with one one-time prekey while any are left and the
-        claimer is within its allowance (:data:`PREKEYS_PER_CLAIMER_HOUR`)."""
+        """A bundle per device of the caller or of someone they share a conversation with
+        (anyone else's device is "not found", as the directory answers), each with one
+        one-time prekey while any are left and within the allowances
+        (:data:`PREKEYS_PER_CLAIMER_HOUR`, :data:`PREKEYS_PER_DEVICE_HOUR`)."""
         bundles = []
         hour = self.clock.now_ms() // HOUR_MS
         async with self.db.write() as conn:
             await conn.execute(delete(prekey_claims).where(prekey_claims.c.hour < hour))
             for device_id in device_ids:
                 found = await self._directory(conn, None, device_id)
-                if not found:
+                if not found or not await _may_see(conn, ctx, found[0]["user_id"]):
                     raise NotFound("device_not_found", f"no published keys for device {device_id}")
                 bundle = found[0]
                 claimed = {"claimer_id": ctx.user_id, "device_id": device_id, "hour": hour}
-                allowed = await self._claimed(conn, claimed) < PREKEYS_PER_CLAIMER_HOUR
+                allowed = (
+                    await self._claimed(conn, claimed) < PREKEYS_PER_CLAIMER_HOUR
+                    and await self._handed_out(conn, device_id, hour) < PREKEYS_PER_DEVICE_HOUR
+                )
                 picked = None
                 if allowed:
                     picked = (
@@ -228,6 +233,14 @@ class KeyService:
                             )
                 bundles.append(bundle)
         return bundles
+
+    async def _handed_out(self, conn: AsyncConnection, device_id: str, hour: int) -> int:
+        total = await conn.scalar(
+            select(func.coalesce(func.sum(prekey_claims.c.count), 0)).where(
+                prekey_claims.c.device_id == device_id, prekey_claims.c.hour == hour
+            )
+        )
+        return int(total or 0)
 
     async def _claimed(self, conn: AsyncConnection, claimed: dict[str, Any]) -> int:
         count = (
@@ -399,3 +412,9 @@ class InboxService:
             .where(and_(members.c.conversation_id.in_(mine), members.c.left_seq.is_(None)))
         )
         return {user_id, *rows.scalars()}
+
+
+async def _may_see(conn: AsyncConnection, ctx: AuthContext, owner: str) -> bool:
+    """Whose keys the caller may have: their own, and of people they share a conversation with
+    (a request included: its keys are needed to read it)."""
+    return owner == ctx.user_id or await shares_a_conversation(conn, ctx.user_id, owner)
