@@ -65,6 +65,8 @@ async def test_declining_with_a_block_makes_the_blocker_an_unknown_name(user, se
     await victim.decline(spam.id, block=True)
     assert await by_id(victim, spam.id) is None  # gone from the list
     assert await victim.blocked_users() == [s]
+    # Nor may the spammer look up the victim's devices or take their keys any more.
+    assert (await refused(spammer.user_devices(v)))[:2] == (404, "user_not_found")
     notes = await victim.create_group([], name="notes")  # a group of one, to sync on
     async with listening(victim) as victim_rx:
         await spammer.send(spam.id, b"buy now!!", content_type="text/plain")

@@ -415,12 +415,18 @@ async def contacts_among(conn: AsyncConnection, user_id: str, others: Sequence[s
 
 
 async def shares_a_conversation(conn: AsyncConnection, user_id: str, other: str) -> bool:
-    """Any conversation, requests included, now or before: what the key directory asks."""
+    """Both are members of one conversation now (a request included), as the inbox requires:
+    what the key directory asks. Someone who declined or left is nobody's to look up."""
     mine, theirs = members.alias("mine"), members.alias("theirs")
     found = await conn.scalar(
         select(literal(1))
         .select_from(theirs.join(mine, mine.c.conversation_id == theirs.c.conversation_id))
-        .where(mine.c.user_id == user_id, theirs.c.user_id == other)
+        .where(
+            mine.c.user_id == user_id,
+            mine.c.left_seq.is_(None),
+            theirs.c.user_id == other,
+            theirs.c.left_seq.is_(None),
+        )
         .limit(1)
     )
     return found is not None
