@@ -116,6 +116,24 @@ def test_config_show_masks_secrets(tmp_path) -> None:
     assert shown["redis_url"] == "redis://:***@redis:6379/0"
 
 
+def test_list_settings_take_commas_or_json_and_a_bad_one_says_how(tmp_path) -> None:
+    def show(admins: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "secureconnect", "config", "show"],
+            env={**os.environ, "SECURECONNECT_ADMINS": admins},
+            capture_output=True,
+            text=True,
+        )
+
+    for given in ("alice, bob", '["alice", "bob"]'):
+        assert json.loads(show(given).stdout)["admins"] == ["alice", "bob"]
+    broken = show('["alice"')  # was a 138-line traceback
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr + broken.stdout
+    assert 'give a JSON list, e.g. ["alice", "bob"], or names separated by commas' in " ".join(
+        (broken.stdout + broken.stderr).split()
+    )
+
+
 def test_other_peoples_text_reaches_the_terminal_as_plain_text(server, tmp_path) -> None:
     """Rich markup, escape sequences and bidirectional overrides from a sender are shown, not
     obeyed: nobody can style a recipient's terminal, plant a hidden link or reorder a line."""

@@ -291,6 +291,13 @@ async def test_status_page_follows_public_updates_and_works_without_javascript(o
         assert "Some systems degraded" in html.text
         assert "slow message delivery" in html.text
         assert 'name="viewport"' in html.text
+        # Once resolved, a stray update must not put it back to "identified" in public.
+        for step in ("acknowledged", "mitigated", "resolved"):
+            await oncall.incident_step(ref, step, "done")
+        with pytest.raises(ApiError) as late:
+            await oncall.incident_public_update(ref, template="yellow")
+        assert (late.value.status, late.value.code) == (409, "incident_resolved")
+        assert httpx.get(ops_server.url + "/v1/status").json()["overall"]["colour"] == "green"
         await oncall.incident_public_update(ref, template="green")
         after = httpx.get(ops_server.url + "/v1/status").json()
         assert after["overall"]["colour"] == "green"

@@ -6,14 +6,16 @@ Kubernetes manifest can override a baked-in file without editing it.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -22,6 +24,11 @@ from pydantic_settings import (
 from secureconnect import __version__
 
 Role = Literal["all", "api-gateway", "chat-service", "video-service"]
+
+
+# A list setting, given in the environment as JSON (["a", "b"]) or as a,b: parsed by
+# Settings._names rather than by the settings loader, whose own JSON error names no format.
+NameList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -61,8 +68,9 @@ class Settings(BaseSettings):
     ws_ping_timeout_s: float = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(25.0, ge=0)
 
-    admins: list[str] = Field(
-        default_factory=list, description='usernames of on-call admins, e.g. ["alice"]'
+    admins: NameList = Field(
+        default_factory=list,
+        description='usernames of on-call admins: ["alice", "bob"] or alice,bob',
     )
     alert_webhook_token: SecretStr | None = Field(
         None, description="Alertmanager sends it as a bearer token to /v1/ops/alertmanager"
@@ -84,9 +92,9 @@ class Settings(BaseSettings):
     notify_smtp_host: str | None = None
     notify_smtp_port: int = 25
     notify_email_from: str = "secureconnect@localhost"
-    notify_stakeholder_emails: list[str] = Field(default_factory=list)
+    notify_stakeholder_emails: NameList = Field(default_factory=list)
 
-    trusted_proxies: list[str] = Field(
+    trusted_proxies: NameList = Field(
         default_factory=list,
         description='proxies whose X-Forwarded-For is believed, e.g. ["10.0.0.0/8"]',
     )
@@ -206,6 +214,22 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("admins", "notify_stakeholder_emails", "trusted_proxies", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError as error:
+                raise ValueError(
+                    'give a JSON list, e.g. ["alice", "bob"], or names separated by commas, '
+                    "e.g. alice,bob"
+                ) from error
+        return [part.strip() for part in text.split(",") if part.strip()]
 
     @classmethod
     def settings_customise_sources(

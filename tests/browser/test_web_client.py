@@ -242,6 +242,15 @@ async def test_an_admin_removes_and_adds_back_a_member(browser, server, tmp_path
         await pages.send(a, "welcome back, carol")
         # Added again, carol sees from her new joining on (decision 0005), never the gap.
         assert await texts(carol) == ["welcome back, carol"]
+
+        # Leaving asks first: the first press only says what it means.
+        await a.click("#members-button")
+        await a.click("#leave-group")
+        assert "Really leave?" in await a.locator("#leave-group").inner_text()
+        assert alice in [m.username for m in await bob_sdk.members(conv.id)]
+        await a.click("#leave-group")
+        await a.wait_for_selector("#members-dialog", state="detached")
+        assert alice not in [m.username for m in await bob_sdk.members(conv.id)]
     assert a.errors == []
     await a.context.close()
 
@@ -395,11 +404,16 @@ async def test_keyboard_only_login_and_send(browser, server) -> None:
     await page.keyboard.press("Enter")
     await page.keyboard.type(friend)
     await page.keyboard.press("Enter")
-    await page.wait_for_function("document.activeElement?.id === 'composer'")
+    await page.wait_for_function("() => document.activeElement?.id === 'composer'")
     await page.keyboard.type("typed without a mouse")
     await page.keyboard.press("Enter")
     await pages.wait_text(page, "typed without a mouse")
-    await asyncio.sleep(0)
+    # Enter on a conversation in the list opens it, and types nothing into its composer.
+    await page.focus(f"#conversations li:has-text('{friend}')")
+    await page.keyboard.press("Enter")
+    await page.wait_for_function("() => document.activeElement?.id === 'composer'")
+    await asyncio.sleep(0.2)
+    assert await page.input_value("#composer") == ""
     assert page.errors == []
     await page.context.close()
 
@@ -485,7 +499,7 @@ async def test_too_many_wrong_passwords_make_the_login_wait_then_it_works(
         await page.wait_for_selector("#login:enabled")
         await page.click("#login")
         await page.wait_for_function(
-            "document.querySelector('.auth .error').textContent.match(/password|Try again/)"
+            "() => document.querySelector('.auth .error').textContent.match(/password|Try again/)"
         )
         if "Try again" in await alert.inner_text():
             break
@@ -510,7 +524,7 @@ async def test_two_step_verification_on_from_the_browser_then_a_login_asks_for_t
     await page.click("#totp-begin")
     await page.wait_for_selector("#totp-qr")
     # The QR code is a real picture of the otpauth URI (Chromium drew it).
-    await page.wait_for_function("document.getElementById('totp-qr').complete")
+    await page.wait_for_function("() => document.getElementById('totp-qr').complete")
     assert await page.evaluate("document.getElementById('totp-qr').naturalWidth") > 100
     secret = await page.locator("#totp-secret").inner_text()
     await pages.shot(page, "28-totp-scan")

@@ -127,7 +127,9 @@ def migrate() -> None:
 
 @config_app.command("show")
 def config_show() -> None:
-    """Print the effective settings, secrets masked."""
+    """Print the settings `secureconnect serve` would start with from this shell (its
+    SECURECONNECT_* variables and the SECURECONNECT_CONFIG file), secrets masked. A server
+    already running has the ones it was started with."""
     out.print_json(json.dumps(_settings().masked(), default=str))
 
 

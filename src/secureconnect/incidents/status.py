@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert, select
 
-from secureconnect.errors import Invalid
+from secureconnect.errors import Conflict, Invalid
 from secureconnect.incidents.models import incidents, status_updates
 from secureconnect.incidents.platform import PrometheusCheck
 from secureconnect.incidents.schemas import (
@@ -129,6 +129,13 @@ class StatusPage:
                     f"components are {', '.join(COMPONENTS)}; states are {', '.join(STATES)}",
                 )
         incident = await self.incidents.get(ref)
+        if incident.status in ("resolved", "closed") and phase != "resolved":
+            # It would put a resolved incident back to "investigating" on the public page.
+            raise Conflict(
+                "incident_resolved",
+                f"incident {incident.number} is {incident.status}: its public updates can only "
+                "say it is resolved (phase resolved, or the green template); reopen it first",
+            )
         async with self.db.write() as conn:
             await conn.execute(
                 insert(status_updates).values(

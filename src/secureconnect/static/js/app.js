@@ -598,7 +598,14 @@ async function showMembers(conv) {
     } }, input, el("button", { type: "submit", id: "add-member-button" }, t("add"))) : null,
     error,
     el("div", { class: "row" },
-      el("button", { class: "ghost", id: "leave-group", onclick: async () => {
+      el("button", { class: "ghost", id: "leave-group", onclick: async (e) => {
+        // Leaving cannot be undone by the person who leaves: the first press asks.
+        if (!e.currentTarget.dataset.confirm) {
+          e.currentTarget.dataset.confirm = "1";
+          e.currentTarget.textContent = t("leaveConfirm");
+          e.currentTarget.classList.add("danger");
+          return;
+        }
         try {
           await ui.api.removeMember(conv.id, ui.session.username);
           dialog.close();
@@ -665,7 +672,8 @@ function renderSidebar() {
   } }, people, name, el("button", { type: "submit", id: "new-start" }, t("start")), error) : null;
   const list = el("ul", { id: "conversations" }, ui.conversations.map((c) => el("li", {
     class: c.id === ui.open ? "active" : "", tabindex: "0", "data-id": c.id,
-    onclick: () => openConversation(c.id), onkeydown: (e) => { if (e.key === "Enter") openConversation(c.id); },
+    // Enter opens it; its default must not then type a newline into the composer it focuses.
+    onclick: () => openConversation(c.id), onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openConversation(c.id); } },
   }, avatar(title(c)), el("span", { class: "name" }, title(c)),
   c.request ? el("span", { class: "request-tag" }, t("request")) : null,
   c.unread && c.id !== ui.open ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, c.unread) : null)));
