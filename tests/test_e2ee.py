@@ -218,6 +218,15 @@ async def test_a_new_device_is_announced_and_safety_numbers_agree(secure_users) 
     assert [(n.username, n.change) for n in alice.notices] == [(bob.username, "new_device")]
     assert not alice.is_verified(bob.username)
     assert await alice.safety_number(bob.username) != number
+    # Bob's new device is his own: to him it is a security notice about his account, never a
+    # contact's change, and no device warns about itself.
+    bob_again = await secure_users(username=bob.username)
+    await bob.send(conv.id, b"from the first device")
+    # (His second device, from above, and this third one: both his own.)
+    assert {(n.username, n.change) for n in bob.notices} == {(bob.username, "own_new_device")}
+    assert bob_again.device_id in [n.device_id for n in bob.notices]
+    await bob_again.send(conv.id, b"from the newest device")
+    assert all(n.device_id != bob_again.device_id for n in bob_again.notices)
 
 
 async def test_nobody_can_drain_a_device_of_its_one_time_prekeys(secure_users, server) -> None:

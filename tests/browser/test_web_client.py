@@ -159,6 +159,25 @@ async def test_a_stranger_is_a_request_to_accept_or_block(browser, server) -> No
         await page.context.close()
 
 
+async def test_ones_own_new_device_is_a_notice_about_ones_account(browser, server) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    b = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "first")
+    laptop = await pages.open_client(browser, server.url)  # alice on a second device
+    await pages.login(laptop, alice, PASSWORD)
+    await pages.send(a, "second")
+    banner = await a.locator("#banner").inner_text()
+    assert "A new device was added to your account" in banner
+    assert "safety number" not in banner and alice not in banner
+    assert a.errors == [] and laptop.errors == [] and b.errors == []
+    for page in (a, b, laptop):
+        await page.context.close()
+
+
 async def test_browser_and_python_devices_share_a_group(browser, server, tmp_path) -> None:
     alice, carol, bob = unique("alice"), unique("carol"), unique("bob")
     a = await pages.open_client(browser, server.url)

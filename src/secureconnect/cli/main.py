@@ -500,8 +500,15 @@ def chat_send(
             )
             raise typer.Exit(1) from error
         for notice in secure.notices:
+            if notice.change == "own_new_device":
+                err.print(
+                    f"[yellow]a new device ({notice.device_id[:8]}) was added to your account; "
+                    "if it was not you: secureconnect password, then log it out "
+                    "(secureconnect devices)[/yellow]"
+                )
+                continue
             err.print(
-                f"[yellow]{notice.username} has a new device "
+                f"[yellow]{shown(notice.username)} has a new device "
                 f"({notice.device_id[:8]}); their safety number changed[/yellow]"
             )
         out.print(f"sent #{sent.seq} (end-to-end encrypted)")

@@ -101,7 +101,8 @@ class DecryptionFailed:
 @dataclass(frozen=True)
 class IdentityChanged:
     """A contact's devices changed: ``new_device``, ``device_removed`` or ``key_changed`` (the
-    last is never accepted silently: sending to that device stops until accept_identity)."""
+    last is never accepted silently: sending to that device stops until accept_identity); or
+    ``own_new_device``: another device of one's own account appeared (a security notice)."""
 
     username: str
     device_id: str
@@ -608,9 +609,14 @@ class SecureClient:
             )
             keys = [d.signing_key, d.identity_key]
             known = contact["devices"].get(d.device_id)
+            if d.device_id == self.device_id:
+                contact["devices"][d.device_id] = keys  # this very device: nothing to tell
+                continue
             if known is None:
                 if contact["devices"] or contact["verified"]:
-                    change = IdentityChanged(d.username, d.device_id, "new_device")
+                    # One of one's own: a security notice for oneself, not a contact's change.
+                    kind = "own_new_device" if d.username == self.username else "new_device"
+                    change = IdentityChanged(d.username, d.device_id, kind)
                     changes.append(change)
                     self.notices.append(change)
                     contact["verified"] = False

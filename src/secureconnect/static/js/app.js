@@ -377,7 +377,9 @@ async function send(text) {
     const plain = await ui.secure.send(id, text);
     addMessage(plain);
     for (const n of ui.secure.notices.splice(0)) {
-      ui.banner = { kind: "notice", text: t("newDevice", { name: n.username }), username: n.username };
+      ui.banner = n.change === "own_new_device"
+        ? { kind: "own", text: t("ownNewDevice"), username: null }
+        : { kind: "notice", text: t("newDevice", { name: n.username }), username: n.username };
     }
     renderBanner();
     if (ui.conversations.find((c) => c.id === id && c.request)) {
@@ -795,7 +797,9 @@ function renderBanner() {
   const node = document.getElementById("banner");
   if (!node) return;
   node.replaceChildren(ui.banner ? el("div", { class: "banner", role: "alert" }, ui.banner.text,
-    el("button", { class: "ghost", onclick: () => showSafety(ui.banner.username) }, t("review"))) : "");
+    ui.banner.username
+      ? el("button", { class: "ghost", onclick: () => showSafety(ui.banner.username) }, t("review"))
+      : el("button", { class: "ghost", onclick: () => showSecurity().catch(quiet) }, t("security"))) : "");
 }
 
 function renderTyping() {

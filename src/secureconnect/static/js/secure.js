@@ -395,9 +395,12 @@ export class SecureClient {
       const contact = (this.state.contacts[d.username] ||= { devices: {}, verified: false });
       const keys = [d.signing_key, d.identity_key];
       const known = contact.devices[d.device_id];
+      if (d.device_id === this.deviceId) { contact.devices[d.device_id] = keys; continue; }  // this very device
       if (!known) {
         if (Object.keys(contact.devices).length || contact.verified) {
-          this.notices.push({ username: d.username, device_id: d.device_id, change: "new_device" });
+          // Another device of one's own is a security notice for oneself, not a contact's change.
+          const change = d.username === this.username ? "own_new_device" : "new_device";
+          this.notices.push({ username: d.username, device_id: d.device_id, change });
           contact.verified = false;
         }
         contact.devices[d.device_id] = keys;
