@@ -205,6 +205,20 @@ async def test_identity_key_change_is_never_silent(secure_users, server) -> None
     await alice.send(conv.id, b"after checking the safety number")
 
 
+async def test_a_new_device_says_plainly_that_older_messages_are_not_on_it(secure_users) -> None:
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    await alice.send(conv.id, b"before the new phone")
+    await asyncio.sleep(0.01)
+    phone = await secure_users(username=bob.username)
+    await alice.send(conv.id, b"after it")
+    await phone.sync_inbox()
+    seen = await phone.history(conv.id)
+    old = [m for m in seen if isinstance(m, DecryptionFailed)]
+    assert [m.before_this_device for m in old] == [True]
+    assert texts(seen) == ["after it"]
+
+
 async def test_a_new_device_is_announced_and_safety_numbers_agree(secure_users) -> None:
     alice, bob = await secure_users("alice"), await secure_users("bob")
     conv = await alice.client.direct(bob.username)
@@ -220,11 +234,13 @@ async def test_a_new_device_is_announced_and_safety_numbers_agree(secure_users) 
     assert await alice.safety_number(bob.username) != number
     # Bob's new device is his own: to him it is a security notice about his account, never a
     # contact's change, and no device warns about itself.
+    await bob.send(conv.id, b"from the first device")  # a first look: nothing is "new"
+    assert bob.notices == []
     bob_again = await secure_users(username=bob.username)
-    await bob.send(conv.id, b"from the first device")
-    # (His second device, from above, and this third one: both his own.)
-    assert {(n.username, n.change) for n in bob.notices} == {(bob.username, "own_new_device")}
-    assert bob_again.device_id in [n.device_id for n in bob.notices]
+    await bob.send(conv.id, b"from the first device, again")
+    assert [(n.username, n.change, n.device_id) for n in bob.notices] == [
+        (bob.username, "own_new_device", bob_again.device_id)
+    ]
     await bob_again.send(conv.id, b"from the newest device")
     assert all(n.device_id != bob_again.device_id for n in bob_again.notices)
 

@@ -417,6 +417,11 @@ async def _secure(client: Client) -> SecureClient:
 def _render(message: Message | PlainMessage | DecryptionFailed, me: str | None) -> str:
     who = "you" if message.sender == me else shown(message.sender)
     if isinstance(message, DecryptionFailed):
+        if message.before_this_device:
+            return (
+                f"[dim]{message.conversation_id[:8]} #{message.seq}[/dim] [italic]a message from "
+                f"{who} sent before this device was added: it is not on this device[/italic]"
+            )
         return (
             f"[dim]{message.conversation_id[:8]} #{message.seq}[/dim] [red]could not "
             f"decrypt a message from {who} ({message.code})[/red]"

@@ -96,6 +96,8 @@ class DecryptionFailed:
     sender_device_id: str | None
     code: str
     reason: str
+    # Sent before this device existed: its keys never came here (not a fault; say so plainly).
+    before_this_device: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class SecureClient:
             "device_id": me.device_id,
             "user_id": me.user_id,
             "username": me.username,
+            "created_at": int(time.time() * 1000),
             "identity": {"dh": b64(identity.dh.private), "sig": b64(identity.signing.private)},
             "spks": {},
             "spk_current": 0,
@@ -467,6 +470,7 @@ class SecureClient:
             if error.code == "unknown_sender_key":
                 self._failed.append(message)
                 await self._request_key(message)
+            born = self.state.get("created_at", 0)
             return DecryptionFailed(
                 message.conversation_id,
                 message.seq,
@@ -474,6 +478,10 @@ class SecureClient:
                 message.sender_device_id,
                 error.code,
                 str(error),
+                # No key for it, or a key that starts after it (the sender shares its current
+                # iteration with a new device, which reads as a replay of anything older).
+                before_this_device=error.code in ("unknown_sender_key", "replay")
+                and message.created_at < born,
             )
         self._remember(plain)
         return plain
@@ -603,6 +611,11 @@ class SecureClient:
     def _check_identities(self, devices: list[DeviceKeys]) -> list[IdentityChanged]:
         """Remembers contacts' device keys; a known device whose keys changed stops sending."""
         changes = []
+        # Whom this device had looked at before: a first look finds nothing "new" (the order of
+        # the list must not decide what is announced).
+        looked = {
+            name: bool(c["devices"]) or c["verified"] for name, c in self.state["contacts"].items()
+        }
         for d in devices:
             contact = self.state["contacts"].setdefault(
                 d.username, {"devices": {}, "verified": False}
@@ -613,7 +626,7 @@ class SecureClient:
                 contact["devices"][d.device_id] = keys  # this very device: nothing to tell
                 continue
             if known is None:
-                if contact["devices"] or contact["verified"]:
+                if looked.get(d.username, False):
                     # One of one's own: a security notice for oneself, not a contact's change.
                     kind = "own_new_device" if d.username == self.username else "new_device"
                     change = IdentityChanged(d.username, d.device_id, kind)

@@ -774,6 +774,7 @@ function renderMessages() {
     }
     if (m.call) return el("div", { class: "system call" }, callSummary(m));
     const mine = m.sender === ui.session.username;
+    if (m.failed === "before_this_device") return el("div", { class: "msg failed before" }, t("beforeThisDevice", { name: m.sender }));
     if (m.failed) return el("div", { class: "msg failed" }, t("undecryptable", { code: m.failed }));
     return el("div", { class: `msg${mine ? " mine" : ""}`, "data-seq": m.seq },
       mine ? null : el("div", { class: "who" }, m.sender), m.text,

@@ -57,7 +57,7 @@ export class SecureClient {
     const dhPair = await P.generateLongTerm("X25519");
     const sigPair = await P.generateLongTerm("Ed25519");
     return {
-      device_id: me.device_id, user_id: me.user_id, username: me.username,
+      device_id: me.device_id, user_id: me.user_id, username: me.username, created_at: Date.now(),
       // Non-extractable CryptoKeys: IndexedDB keeps them, no script can read their bytes.
       identity: { dh: dhPair.private, dh_pub: b64(dhPair.public),
                   sig: sigPair.private, sig_pub: b64(sigPair.public) },
@@ -321,7 +321,10 @@ export class SecureClient {
         this.failed.push(m);
         await this.requestKey(m).catch((e) => console.warn("key request not sent:", e.message));
       }
-      return { ...base, failed: error.code || "error" };
+      // Sent before this device existed: its keys never came here. Not a fault: say so plainly.
+      // (No key for it, or a key that starts after it: the sender shares its current iteration.)
+      const before = ["unknown_sender_key", "replay"].includes(error.code) && this.state.created_at && m.created_at < this.state.created_at;
+      return { ...base, failed: before ? "before_this_device" : (error.code || "error") };
     }
   }
 
@@ -391,13 +394,16 @@ export class SecureClient {
   // ----- identities ----------------------------------------------------------------------------
 
   checkIdentities(devices) {
+    // Whom this device had looked at before: a first look finds nothing "new", whatever the order.
+    const looked = new Set(Object.entries(this.state.contacts)
+      .filter(([, c]) => Object.keys(c.devices).length || c.verified).map(([name]) => name));
     for (const d of devices) {
       const contact = (this.state.contacts[d.username] ||= { devices: {}, verified: false });
       const keys = [d.signing_key, d.identity_key];
       const known = contact.devices[d.device_id];
       if (d.device_id === this.deviceId) { contact.devices[d.device_id] = keys; continue; }  // this very device
       if (!known) {
-        if (Object.keys(contact.devices).length || contact.verified) {
+        if (looked.has(d.username)) {
           // Another device of one's own is a security notice for oneself, not a contact's change.
           const change = d.username === this.username ? "own_new_device" : "new_device";
           this.notices.push({ username: d.username, device_id: d.device_id, change });
