@@ -17,6 +17,7 @@ from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
 from secureconnect.client.secure import (
     DecryptionFailed,
     IdentityChangedError,
+    MessageTooLong,
     PlainMessage,
     SecureClient,
 )
@@ -217,6 +218,29 @@ async def test_a_new_device_says_plainly_that_older_messages_are_not_on_it(secur
     old = [m for m in seen if isinstance(m, DecryptionFailed)]
     assert [m.before_this_device for m in old] == [True]
     assert texts(seen) == ["after it"]
+
+
+async def test_a_message_too_long_is_refused_before_sending_with_what_to_cut(
+    secure_users,
+) -> None:
+    """The limit is the server's, on ciphertext; the person typed characters. A text that would
+    be over is refused on the device, saying how many characters to take out, and nothing is
+    stored; taking out exactly that many makes it go."""
+    alice, bob = await secure_users("alice"), await secure_users("bob")
+    conv = await alice.client.direct(bob.username)
+    assert alice.max_message_bytes == 64 * 1024  # the server's setting, from /v1/me
+    for text in ("x" * 40_000, "ệ" * 16_000):  # one byte a character, and three
+        with pytest.raises(MessageTooLong) as refused:
+            await alice.send(conv.id, text.encode())
+        over = refused.value.over
+        assert 0 < over < len(text)
+        with pytest.raises(MessageTooLong):  # and not many more than needed
+            await alice.send(conv.id, text[: -(over - 4)].encode())
+        await alice.send(conv.id, text[:-over].encode())
+    await bob.sync_inbox()
+    got = texts(await bob.history(conv.id))
+    assert got[0] == "x" * len(got[0]) and got[1] == "ệ" * len(got[1])
+    assert 36_000 < len(got[0]) < 40_000 and 12_000 < len(got[1]) < 16_000
 
 
 async def test_a_new_device_is_announced_and_safety_numbers_agree(secure_users) -> None:

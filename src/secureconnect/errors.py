@@ -21,6 +21,7 @@ match; the edge turns it into ``{"error": {"code", "message"}}`` with the status
         ├── client.errors.ApiError            the server refused: ``status``, ``code``, ``message``
         ├── client.errors.ConnectionLost      the realtime stream closed for good (close code)
         ├── client.devicestore.DeviceStoreError  the device's key file cannot be read
+        ├── client.secure.MessageTooLong         refused before sending: over the server's limit
         └── client.secure.IdentityChangedError   a contact's keys changed (compare safety numbers)
 """
 

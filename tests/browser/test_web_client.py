@@ -178,6 +178,37 @@ async def test_ones_own_new_device_is_a_notice_about_ones_account(browser, serve
         await page.context.close()
 
 
+async def test_a_text_too_long_is_counted_and_kept_not_sent(browser, server) -> None:
+    """The limit is on ciphertext; the composer counts what the person typed, says how much is
+    over, and a refused text stays in the box; nothing reaches the server."""
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    async with Client(server.url) as sdk:
+        await sdk.register(bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "short and sweet")
+    long_text = "x" * 40_000
+    await a.fill("#composer", long_text)
+    assert "characters too many" in await a.locator("#length").inner_text()
+    await a.press("#composer", "Enter")
+    await a.wait_for_selector("#send-error:has-text('too long')")
+    assert await a.input_value("#composer") == long_text  # nothing typed is lost
+    await pages.shot(a, "31-too-long")
+    await a.fill("#composer", "x" * 30_000)
+    assert "characters too many" not in await a.locator("#length").inner_text()
+    await a.press("#composer", "Enter")
+    await a.wait_for_selector(".msg.mine >> nth=1")  # sent: the second of alice's messages
+    assert await a.locator("#send-error").inner_text() == ""
+    async with Client(server.url) as sdk:
+        await sdk.login(bob, PASSWORD)
+        conv = (await sdk.conversations())[0]
+        lengths = [len(m.body) for m in (await sdk.history(conv.id)).messages if m.kind == "message"]
+    assert len(lengths) == 2 and max(lengths) < 64 * 1024  # the short one and the 30,000
+    assert a.errors == []
+    await a.context.close()
+
+
 async def test_browser_and_python_devices_share_a_group(browser, server, tmp_path) -> None:
     alice, carol, bob = unique("alice"), unique("carol"), unique("bob")
     a = await pages.open_client(browser, server.url)

@@ -92,12 +92,13 @@ async def change_password(
 
 
 @router.get("/me", response_model=MeResponse)
-async def me(caller: Caller) -> MeResponse:
+async def me(caller: Caller, services: ServicesDep) -> MeResponse:
     return MeResponse(
         user_id=caller.user_id,
         username=caller.username,
         device_id=caller.device_id,
         session_id=caller.session_id,
+        max_message_bytes=services.settings.max_message_bytes,
     )
 
 

@@ -50,6 +50,11 @@ class MeResponse(BaseModel):
     username: str
     device_id: str
     session_id: str
+    max_message_bytes: int = Field(
+        65536,
+        description="the largest message body (ciphertext) the server accepts: clients check "
+        "the text a person typed against it before sending",
+    )
 
 
 class DeviceOut(BaseModel):

@@ -41,6 +41,7 @@ from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
 from secureconnect.client.secure import (
     DecryptionFailed,
     IdentityChangedError,
+    MessageTooLong,
     PlainMessage,
     SecureClient,
 )
@@ -503,6 +504,9 @@ def chat_send(
                 f"[red]not sent:[/red] {shown(str(error))}. Run: secureconnect chat verify "
                 f"{shown(error.username)}"
             )
+            raise typer.Exit(1) from error
+        except MessageTooLong as error:
+            err.print(f"[red]not sent:[/red] {shown(str(error))}; shorten it")
             raise typer.Exit(1) from error
         for notice in secure.notices:
             if notice.change == "own_new_device":

@@ -134,6 +134,26 @@ SecureEvent = (
 )
 
 
+class MessageTooLong(SecureConnectError):
+    """Refused before sending: encrypted, it would be over the server's limit. ``over`` is how
+    many characters of the text to take out (a long text belongs in a file)."""
+
+    def __init__(self, plaintext: bytes, size: int, limit: int) -> None:
+        # Each byte of text is base64'd twice on its way into the envelope: 16/9 bytes there.
+        excess = -(-(size - limit) * 9 // 16)
+        text = plaintext.decode("utf-8", errors="replace")
+        over = 0
+        while excess > 0 and over < len(text):
+            over += 1
+            excess -= len(text[-over].encode())
+        self.over = over
+        self.limit = limit
+        super().__init__(
+            f"message too long: {over} characters over the limit "
+            f"({size} bytes once encrypted; the server takes {limit})"
+        )
+
+
 class IdentityChangedError(SecureConnectError):
     def __init__(self, username: str) -> None:
         super().__init__(f"{username}'s keys changed; compare safety numbers, then accept them")
@@ -147,6 +167,7 @@ class SecureClient:
         self.rng = rng
         self.state: dict[str, Any] = {}
         self._failed: list[Message] = []  # waiting for a sender key that was requested
+        self.max_message_bytes = 64 * 1024  # the server's, once started
         self.notices: list[IdentityChanged] = []  # contacts' device changes seen while sending
         self.stream: EventStream | None = None  # the open event stream, for its cursors
         # While reading history, the message cache is written once at the end rather than the
@@ -158,6 +179,7 @@ class SecureClient:
 
     async def start(self) -> None:
         me = await self.client.me()
+        self.max_message_bytes = me.max_message_bytes
         loaded = self.store.load()
         if loaded is None or loaded.get("device_id") != me.device_id:
             self.state = self._new_device(me)
@@ -257,6 +279,9 @@ class SecureClient:
     ) -> PlainMessage:
         key = await self._outbound_key(conversation_id)
         inner = json.dumps({"t": content_type, "b": b64(plaintext)}).encode()
+        size = key.envelope_size(self.device_id, len(inner))
+        if size > self.max_message_bytes:
+            raise MessageTooLong(plaintext, size, self.max_message_bytes)
         body = key.encrypt(conversation_id, self.device_id, inner)
         self.state["outbound"][conversation_id] = key.to_json()
         self._save()  # the ratchet moved: never reuse a message key, even after a crash

@@ -65,6 +65,10 @@ def context(conversation_id: str, device_id: str, key_id: int, iteration: int) -
     )
 
 
+AEAD_TAG_BYTES = 16  # AES-256-GCM's tag
+SIGNATURE_B64_CHARS = 88  # an Ed25519 signature (64 bytes), base64
+
+
 def encode(envelope: dict[str, Any]) -> bytes:
     """Canonical JSON (sorted keys, no spaces): the bytes the vectors pin down."""
     return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()
@@ -159,6 +163,22 @@ class OutboundSenderKey:
         }
         self.iteration += 1
         return encode(envelope)
+
+    def envelope_size(self, device_id: str, plaintext_len: int) -> int:
+        """The exact length of what :meth:`encrypt` would return for that much plaintext,
+        without advancing the chain: so a client can refuse a message that is too long before
+        it spends a message key on it."""
+        sealed = plaintext_len + AEAD_TAG_BYTES
+        template = {
+            "v": PROTOCOL_VERSION,
+            "alg": "sk1",
+            "dev": device_id,
+            "kid": self.key_id,
+            "i": self.iteration,
+            "ct": "A" * (4 * -(-sealed // 3)),
+            "sig": "A" * SIGNATURE_B64_CHARS,
+        }
+        return len(encode(template))
 
     def to_json(self) -> dict[str, Any]:
         return {

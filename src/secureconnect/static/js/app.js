@@ -1,7 +1,7 @@
 // The SecureConnect web client. Encryption happens in secure.js; this file is the interface.
 import { Api, ApiError, EventStream } from "./api.js";
 import { display } from "./crypto/safety.js";
-import { IdentityChangedError, SecureClient } from "./secure.js";
+import { IdentityChangedError, MessageTooLong, SecureClient, approximateSize } from "./secure.js";
 import * as store from "./store.js";
 import { lang, setLang, t } from "./i18n.js";
 import { Call, callsSupported } from "./call.js";
@@ -686,8 +686,20 @@ function renderSidebar() {
 }
 
 function chatPane(conv) {
+  const counter = el("div", { class: "counter", id: "length", "aria-live": "polite" });
+  // Near the server's limit, how much is left (in characters of this text's kind); past it, how
+  // much is over. The exact check is at sending; this keeps a long text from surprising anyone.
+  const measure = () => {
+    const limit = ui.secure.maxMessageBytes || 65536;
+    const used = approximateSize(box.value);
+    if (used < limit * 0.9) { counter.textContent = ""; return; }
+    const perChar = Math.max(1, (used - 250) / Math.max(1, [...box.value].length));
+    const left = Math.floor((limit - used) / perChar);
+    counter.textContent = left >= 0 ? t("charsLeft", { n: left }) : t("charsOver", { n: -left });
+    counter.classList.toggle("over", left < 0);
+  };
   const box = el("textarea", { id: "composer", "data-conv": conv.id, placeholder: t("message"), "aria-label": t("message"),
-    oninput: typing, onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } } });
+    oninput: () => { typing(); measure(); }, onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } } });
   const failure = el("div", { class: "error", id: "send-error", role: "alert" });
   async function submit() {
     const text = box.value.trim();
@@ -699,8 +711,13 @@ function chatPane(conv) {
       if (!(await send(text))) box.value = text;
     } catch (error) {
       // Nothing typed is lost: the text goes back in the box, and the reason is shown.
-      console.warn("send failed:", error.message);
       if (!box.value) box.value = text;
+      if (error instanceof MessageTooLong) {
+        failure.textContent = t("tooLong", { n: error.over });
+        measure();
+        return;
+      }
+      console.warn("send failed:", error.message);
       failure.textContent = t("sendFailed", { reason: error.message });
     }
   }
@@ -719,7 +736,7 @@ function chatPane(conv) {
     conv.request ? requestPanel(conv) : null,
     el("div", { class: "lock" }, t("encrypted")),
     el("div", { class: "messages", id: "messages", role: "log" }),
-    el("div", { class: "typing", id: "typing" }), failure,
+    el("div", { class: "typing", id: "typing" }), failure, counter,
     el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
       el("button", { type: "submit", id: "send" }, t("send"))));
 }

@@ -21,6 +21,27 @@ export class IdentityChangedError extends Error {
   }
 }
 
+// Refused before sending: encrypted, it would be over the server's limit. `over` is how many
+// characters to take out (each byte of text is base64'd twice: 16/9 bytes in the envelope).
+export class MessageTooLong extends Error {
+  constructor(text, size, limit) {
+    let excess = Math.ceil(((size - limit) * 9) / 16);
+    const chars = [...text];
+    let over = 0;
+    while (excess > 0 && over < chars.length) { over += 1; excess -= P.utf8(chars[chars.length - over]).length; }
+    super(`message too long: ${over} characters over the limit`);
+    this.code = "too_long";
+    this.over = over;
+  }
+}
+
+// Roughly how much of the limit a text takes, for the composer's counter (the exact check is
+// MessageTooLong's, at sending): its bytes, base64'd twice, and the envelope's other fields.
+export function approximateSize(text) {
+  const bytes = P.utf8(text).length;
+  return Math.ceil((bytes * 16) / 9) + 250;
+}
+
 export class SecureClient {
   constructor(api) {
     this.api = api;
@@ -42,6 +63,7 @@ export class SecureClient {
 
   async start() {
     const me = await this.api.me();
+    this.maxMessageBytes = me.max_message_bytes || 65536;
     const key = `device:${me.username}`;
     let state = await store.load(key);
     if (!state || state.device_id !== me.device_id) state = await this.newDevice(me);
@@ -113,6 +135,8 @@ export class SecureClient {
     return this.serial(async () => {
       const key = await this.outboundKey(conversationId);
       const inner = P.utf8(JSON.stringify({ t: "text/plain", b: b64(P.utf8(text)) }));
+      const size = key.envelopeSize(this.deviceId, inner.length);
+      if (size > this.maxMessageBytes) throw new MessageTooLong(text, size, this.maxMessageBytes);
       const body = await key.encrypt(conversationId, this.deviceId, inner);
       this.state.outbound[conversationId] = key.toJSON();
       await this.save();

@@ -91,6 +91,15 @@ export class OutboundSenderKey {
     return encode(envelope);
   }
 
+  // The exact length encrypt() would return for that much plaintext, without advancing the
+  // chain: a message too long is refused before it spends a message key (as the Python SDK).
+  envelopeSize(deviceId, plaintextLength) {
+    const sealed = plaintextLength + 16;  // AES-256-GCM's tag
+    const envelope = { v: 1, alg: "sk1", dev: deviceId, kid: this.keyId, i: this.iteration,
+      ct: "A".repeat(4 * Math.ceil(sealed / 3)), sig: "A".repeat(88) };  // Ed25519, base64
+    return encode(envelope).length;
+  }
+
   toJSON() {
     return { kid: this.keyId, ck: b64(this.chainKey), i: this.iteration, sig: b64(this.signing.private),
       created_at: this.createdAt, shared_with: [...this.sharedWith].sort(), ck0: b64(this.initialChainKey) };
