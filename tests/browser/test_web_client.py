@@ -203,7 +203,8 @@ async def test_a_text_too_long_is_counted_and_kept_not_sent(browser, server) -> 
     async with Client(server.url) as sdk:
         await sdk.login(bob, PASSWORD)
         conv = (await sdk.conversations())[0]
-        lengths = [len(m.body) for m in (await sdk.history(conv.id)).messages if m.kind == "message"]
+        page = await sdk.history(conv.id)
+        lengths = [len(m.body) for m in page.messages if m.kind == "message"]
     assert len(lengths) == 2 and max(lengths) < 64 * 1024  # the short one and the 30,000
     assert a.errors == []
     await a.context.close()
