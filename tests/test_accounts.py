@@ -58,6 +58,8 @@ def test_wrong_password_and_unknown_user_look_the_same(server) -> None:
     [
         ({"username": "ab", "password": PASSWORD}, "invalid_username"),
         ({"username": "has space", "password": PASSWORD}, "invalid_username"),
+        # Over the rule's 32 (and the old schema's 64): the rule is what is said, not "at most 64".
+        ({"username": "n" * 70, "password": PASSWORD}, "invalid_username"),
         ({"username": "okname", "password": "short"}, "weak_password"),
         # ASVS 2.1: at least 12 characters; not the username, one character, or a known one.
         ({"username": "okname", "password": "eleven-char"}, "weak_password"),

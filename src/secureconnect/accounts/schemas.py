@@ -8,7 +8,9 @@ from secureconnect.schemas import Strict
 
 
 class RegisterRequest(Strict):
-    username: str = Field(min_length=1, max_length=64)
+    # Bounded only against abuse: the rule itself (3-32, its letters) is checked by the service,
+    # whose answer says what the rule is (a schema's "at most 64 characters" would not).
+    username: str = Field(min_length=1, max_length=256)
     password: str = Field(min_length=1, max_length=4096)
 
 
@@ -19,7 +21,7 @@ class UserOut(BaseModel):
 
 
 class LoginRequest(Strict):
-    username: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=256)
     password: str = Field(min_length=1, max_length=4096)
     device_name: str = Field("unnamed device", min_length=1, max_length=100)
     device_id: str | None = Field(

@@ -3,7 +3,7 @@ import { Api, ApiError, EventStream } from "./api.js";
 import { display } from "./crypto/safety.js";
 import { IdentityChangedError, MessageTooLong, SecureClient, approximateSize } from "./secure.js";
 import * as store from "./store.js";
-import { lang, setLang, t } from "./i18n.js";
+import { explain, lang, setLang, t } from "./i18n.js";
 import { Call, callsSupported } from "./call.js";
 
 const root = document.getElementById("app");
@@ -97,7 +97,7 @@ function renderAuth(message = "") {
         code.value = "";
         error.textContent = e.code === "totp_required" ? t("totpPrompt") : t("totpWrong");
         code.focus();
-      } else error.textContent = e.message;
+      } else error.textContent = explain(e);
     }
   }
   // Too many failed logins: the buttons rest until the server's wait is over, counting down.
@@ -214,7 +214,7 @@ async function startCall(conv, media) {
     const call = await ui.api.startCall(conv.id, media);
     await joinCall(call);
   } catch (error) {
-    ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : error.message;
+    ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : explain(error);
     renderCall();
   }
 }
@@ -229,7 +229,7 @@ async function joinCall(call, options = {}) {
     await ui.call.join(call, options);
   } catch (error) {
     ui.call.stop("failed");
-    ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : error.message;
+    ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : explain(error);
   }
   renderCall();
 }
@@ -466,14 +466,14 @@ async function showSecurity() {
       const failure = error();
       body.replaceChildren(el("p", { id: "totp-state" }, t("totpOn", { n: status.recovery_codes_left })), password, code,
         el("button", { id: "totp-disable", onclick: async () => {
-          try { await ui.api.totpDisable(password.value, code.value.trim()); await show(); } catch (e) { failure.textContent = e.message; }
+          try { await ui.api.totpDisable(password.value, code.value.trim()); await show(); } catch (e) { failure.textContent = explain(e); }
         } }, t("totpDisable")), failure);
       return;
     }
     const failure = error();
     body.replaceChildren(el("p", { id: "totp-state" }, t("totpOff")),
       el("button", { id: "totp-begin", onclick: async () => {
-        try { enrol(await ui.api.totpBegin()); } catch (e) { failure.textContent = e.message; }
+        try { enrol(await ui.api.totpBegin()); } catch (e) { failure.textContent = explain(e); }
       } }, t("totpBegin")), failure);
   }
   function enrol(enrolment) {
@@ -489,11 +489,11 @@ async function showSecurity() {
           const done = await ui.api.totpConfirm(code.value.trim());
           body.replaceChildren(el("p", { id: "totp-state" }, t("recoveryHelp")),
             el("ul", { id: "recovery-codes", class: "codes" }, done.recovery_codes.map((c) => el("li", {}, el("code", {}, c)))));
-        } catch (e) { failure.textContent = e.message; }
+        } catch (e) { failure.textContent = explain(e); }
       } }, t("totpConfirm")), failure);
     code.focus();
   }
-  try { await show(); } catch (e) { body.replaceChildren(el("p", { class: "error" }, e.message)); }
+  try { await show(); } catch (e) { body.replaceChildren(el("p", { class: "error" }, explain(e))); }
 }
 
 // The address security notices go to: in force once the mailed code comes back.
@@ -502,7 +502,7 @@ function emailForm() {
   const address = el("input", { id: "email-address", type: "email", autocomplete: "email", "aria-label": t("emailAddress"), placeholder: t("emailAddress") });
   const code = el("input", { id: "email-code", inputmode: "numeric", autocomplete: "one-time-code", "aria-label": t("emailCode"), placeholder: t("emailCode"), hidden: true });
   const verify = el("button", { type: "button", id: "email-verify", hidden: true, onclick: async () => {
-    try { await ui.api.verifyEmail(code.value.trim()); code.value = ""; await show(); } catch (e) { result.textContent = e.message; }
+    try { await ui.api.verifyEmail(code.value.trim()); code.value = ""; await show(); } catch (e) { result.textContent = explain(e); }
   } }, t("emailVerify"));
   const result = el("div", { class: "error", role: "alert", id: "email-result" });
   async function show() {
@@ -511,10 +511,10 @@ function emailForm() {
     code.hidden = verify.hidden = !now.pending;
     result.textContent = now.pending ? t("emailSent", { address: now.pending }) : "";
   }
-  show().catch((e) => { result.textContent = e.message; });
+  show().catch((e) => { result.textContent = explain(e); });
   return el("div", { id: "email-form" }, el("h2", {}, t("emailTitle")), state, address,
     el("button", { type: "button", id: "email-send", onclick: async () => {
-      try { await ui.api.setEmail(address.value.trim()); await show(); code.focus(); } catch (e) { result.textContent = e.message; }
+      try { await ui.api.setEmail(address.value.trim()); await show(); code.focus(); } catch (e) { result.textContent = explain(e); }
     } }, t("emailSend")), code, verify, result);
 }
 
@@ -542,7 +542,7 @@ function passwordForm(done = null) {
       result.textContent = t("passwordChanged", { n: changed.revoked_sessions });
       current.value = fresh.value = again.value = "";
       if (done) await done();
-    } catch (err) { result.className = "error"; result.textContent = err.message; }
+    } catch (err) { result.className = "error"; result.textContent = explain(err); }
   } }, el("h2", {}, t("changePassword")), current, fresh, again,
   el("button", { type: "submit", id: "password-change" }, t("changePassword")), result);
 }
@@ -579,7 +579,7 @@ async function showMembers(conv) {
       await refreshConversations();
       await fill();
       renderSidebar();
-    } catch (err) { error.textContent = err.message; }
+    } catch (err) { error.textContent = explain(err); }
   }
   async function fill() {
     const members = await ui.api.members(conv.id);
@@ -614,7 +614,7 @@ async function showMembers(conv) {
           ui.open = null;
           await refreshConversations();
           render();
-        } catch (err) { error.textContent = err.message; }
+        } catch (err) { error.textContent = explain(err); }
       } }, t("leave")),
       el("button", { onclick: () => dialog.close() }, t("close"))));
   dialog.addEventListener("close", () => { dialog.remove(); render(); });
@@ -670,7 +670,7 @@ function renderSidebar() {
   const error = el("div", { class: "error", role: "alert" });
   const form = ui.showNew ? el("form", { id: "new-form", onsubmit: async (e) => {
     e.preventDefault();
-    try { await startConversation(people.value, name.value.trim()); } catch (err) { error.textContent = err.message; }
+    try { await startConversation(people.value, name.value.trim()); } catch (err) { error.textContent = explain(err); }
   } }, people, name, el("button", { type: "submit", id: "new-start" }, t("start")), error) : null;
   const list = el("ul", { id: "conversations" }, ui.conversations.map((c) => el("li", {
     class: c.id === ui.open ? "active" : "", tabindex: "0", "data-id": c.id,
@@ -718,7 +718,7 @@ function chatPane(conv) {
         return;
       }
       console.warn("send failed:", error.message);
-      failure.textContent = t("sendFailed", { reason: error.message });
+      failure.textContent = t("sendFailed", { reason: explain(error) });
     }
   }
   const others = conv.members.filter((m) => m !== ui.session.username);

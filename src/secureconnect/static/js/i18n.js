@@ -102,6 +102,45 @@ const STRINGS = {
   },
 };
 
+// What the server's error codes mean, for people, in each language; a code not listed here shows
+// the server's own message (English).
+const ERRORS = {
+  en: {
+    invalid_username: "Usernames are 3-32 characters: letters, digits, '.', '_' or '-', starting with a letter or digit.",
+    username_taken: "That username is taken: choose another.",
+    invalid_credentials: "Wrong username or password.",
+    weak_password: "This password is too easy to guess: use at least 12 characters, not your username, not a common password.",
+    same_password: "The new password must differ from the current one.",
+    invalid_totp_code: "That code is wrong or was already used.",
+    rate_limited: "Too many requests: wait a moment and try again.",
+    offline: "Cannot reach the server.",
+    timeout: "The server did not answer in time.",
+    not_a_member: "You are no longer a member of this conversation.",
+    user_not_found: "No such user: {names}.",
+  },
+  vi: {
+    invalid_username: "Tên người dùng dài 3-32 ký tự: chữ, số, '.', '_' hoặc '-', bắt đầu bằng chữ hoặc số.",
+    username_taken: "Tên người dùng này đã có người dùng: hãy chọn tên khác.",
+    invalid_credentials: "Sai tên người dùng hoặc mật khẩu.",
+    weak_password: "Mật khẩu này quá dễ đoán: dùng ít nhất 12 ký tự, không chứa tên người dùng, không phải mật khẩu phổ biến.",
+    same_password: "Mật khẩu mới phải khác mật khẩu hiện tại.",
+    invalid_totp_code: "Mã không đúng hoặc đã được dùng.",
+    rate_limited: "Quá nhiều yêu cầu: hãy đợi một lát rồi thử lại.",
+    offline: "Không kết nối được tới máy chủ.",
+    timeout: "Máy chủ không trả lời kịp.",
+    not_a_member: "Bạn không còn là thành viên của cuộc trò chuyện này.",
+    user_not_found: "Không có người dùng: {names}.",
+  },
+};
+
+// An error for a person: by its code in the interface's language, else the server's message.
+export function explain(error) {
+  const text = error && error.code && (ERRORS[current] || ERRORS.en)[error.code];
+  if (!text) return error ? error.message : "";
+  const names = String(error.message || "").split(": ").slice(1).join(": ");
+  return text.replace("{names}", names);
+}
+
 let current = localStorage.getItem("sc-lang")
   || ((navigator.language || "en").toLowerCase().startsWith("vi") ? "vi" : "en");
 
