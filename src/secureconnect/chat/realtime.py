@@ -586,16 +586,7 @@ class SocketSession:
         except ValidationError as error:
             first = error.errors()[0]
             field = ".".join(str(part) for part in first["loc"]) or "frame"
-            await self._send(
-                {
-                    "type": "error",
-                    "frame": "send",
-                    "status": 422,
-                    "code": "invalid_message",
-                    "message": f"{field}: {first['msg']}",
-                    **answer,
-                }
-            )
+            await self._refuse_send(answer, 422, "invalid_message", f"{field}: {first['msg']}")
             return
         try:
             if self.limits is not None:
@@ -608,17 +599,11 @@ class SocketSession:
                 body.body_bytes(),
             )
         except Problem as error:
-            refused: dict[str, Any] = {
-                "type": "error",
-                "frame": "send",
-                "status": error.status,  # what the same refusal answers over HTTP
-                "code": error.code,
-                "message": error.message,
-                **answer,
-            }
-            if isinstance(error, TooManyRequests):
-                refused["retry_after_s"] = error.retry_after_s
-            await self._send(refused)
+            # The status and code the same refusal answers over HTTP.
+            extra = (
+                {"retry_after_s": error.retry_after_s} if isinstance(error, TooManyRequests) else {}
+            )
+            await self._refuse_send(answer, error.status, error.code, error.message, **extra)
             return
         if created:
             self.hub.metrics.messages.inc()
@@ -629,6 +614,21 @@ class SocketSession:
                 "seq": event["seq"],
                 "created_at": event["created_at"],
                 "created": created,
+            }
+        )
+
+    async def _refuse_send(
+        self, answer: dict[str, Any], status: int, code: str, message: str, **extra: Any
+    ) -> None:
+        await self._send(
+            {
+                "type": "error",
+                "frame": "send",
+                "status": status,
+                "code": code,
+                "message": message,
+                **answer,
+                **extra,
             }
         )
 

@@ -314,24 +314,33 @@ class ChatService:
         in contact (an accepted conversation in common), else the caller's id, which makes
         their membership a message request that they accept, decline or block. Someone who
         blocked the caller is answered as an unknown name is."""
+        await self._refuse_if_blocked(conn, ctx, others)
         ids = list(others.values())
-        refusing = await store.blocking(conn, ctx.user_id, ids)
+        contacts = await store.contacts_among(conn, ctx.user_id, ids)
+        return {uid: None if uid in contacts else ctx.user_id for uid in ids}
+
+    async def _refuse_if_blocked(
+        self, conn: AsyncConnection, ctx: AuthContext, others: Mapping[str, str]
+    ) -> None:
+        refusing = await store.blocking(conn, ctx.user_id, list(others.values()))
         if refusing:
             names = sorted(n for n, uid in others.items() if uid in refusing)
             raise NotFound("user_not_found", f"no such user: {', '.join(names)}")
-        contacts = await store.contacts_among(conn, ctx.user_id, ids)
-        return {uid: None if uid in contacts else ctx.user_id for uid in ids}
 
     async def _reopen_direct(
         self, ctx: AuthContext, conv_id: str, others: Mapping[str, str]
     ) -> None:
         """Starting a 1:1 that exists: someone who blocked the caller is not there for them; a
         caller who had a request from the other accepts it, and one who had declined comes
-        back (from now on)."""
+        back (from now on). Read first: the common case (an ordinary 1:1, which the CLI opens
+        for every ``@name``) changes nothing and takes no write lock."""
+        async with self.db.read() as conn:
+            await self._refuse_if_blocked(conn, ctx, others)
+            seen = (await store.roster(conn, conv_id, ctx.user_id)).me
+        if seen.current and seen.requested_by is None:
+            return
         async with self.db.write() as conn:
-            await self._requests(conn, ctx, others)  # only for the refusal of a block
-            roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
-            me = roster.me
+            me = (await store.roster(conn, conv_id, ctx.user_id, lock=True)).me
             if me.current and me.requested_by is not None:
                 await store.accept_request(conn, conv_id, ctx.user_id)
             elif not me.current:
