@@ -237,3 +237,13 @@ def render(overlay: str) -> list[dict[str, Any]]:
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def metric(text: str, name: str) -> float:
+    """The sum of a Prometheus exposition's samples whose line starts with ``name`` (a name, or
+    a name with its labels)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )

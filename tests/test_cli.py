@@ -153,3 +153,40 @@ def test_other_peoples_text_reaches_the_terminal_as_plain_text(server, tmp_path)
     assert "\\u202efdp.exe" in seen
     listing = cli(server, tmp_path, "chat", "list", "--profile", bob).stdout
     assert "[link=http://evil.test]pay" in listing
+
+
+def test_suggested_replies_in_the_terminal_and_their_switch(server, tmp_path) -> None:
+    """Computed on this machine from the decrypted text; off on the device or in one chat."""
+    alice, bob = unique("alice"), unique("bob")
+    for name in (alice, bob):
+        cli(server, tmp_path, "register", name, "--profile", name)
+        cli(server, tmp_path, "login", name, "--profile", name)
+    cli(
+        server,
+        tmp_path,
+        "chat",
+        "send",
+        f"@{bob}",
+        "Thank you so much for the help!",
+        "--profile",
+        alice,
+    )
+    cli(server, tmp_path, "chat", "accept", f"@{alice}", "--profile", bob)
+    shown = cli(server, tmp_path, "chat", "suggest", f"@{alice}", "--profile", bob).stdout
+    lines = shown.strip().splitlines()
+    assert 1 <= len(lines) <= 3 and lines[0].startswith("1. "), shown
+    assert any(w in shown for w in ("You're welcome!", "No problem!", "Anytime!"))
+    own = cli(server, tmp_path, "chat", "suggest", f"@{bob}", "--profile", alice).stdout
+    assert "no suggestion: the last message is yours" in own
+    off = cli(server, tmp_path, "chat", "suggestions", "off", f"@{alice}", "--profile", bob)
+    assert "suggested replies off in" in off.stdout
+    quiet = cli(server, tmp_path, "chat", "suggest", f"@{alice}", "--profile", bob).stdout
+    assert "off in this conversation" in quiet
+    cli(server, tmp_path, "chat", "suggestions", "on", f"@{alice}", "--profile", bob)
+    cli(server, tmp_path, "chat", "suggestions", "off", "--profile", bob)
+    quiet = cli(server, tmp_path, "chat", "suggest", f"@{alice}", "--profile", bob).stdout
+    assert "off on this device" in quiet
+    bad = cli(
+        server, tmp_path, "chat", "suggest", f"@{alice}", "--lang", "fr", "--profile", bob, ok=False
+    )
+    assert bad.returncode == 2 and "en or vi" in bad.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from secureconnect.diagnostics.facts import Action, Facts, Workload
+from secureconnect.diagnostics.facts import Action, Facts, Suggestions, Workload
 from secureconnect.diagnostics.kube import (
     DENYLIST,
     Kubectl,
@@ -342,3 +342,14 @@ def test_the_database_url_is_read_and_patched_as_one_key_and_a_rollout_is_waited
     assert not rolled_out(restarted)
     restarted["status"].update(replicas=3)
     assert rolled_out(restarted)
+
+
+def test_suggestions_that_clients_cannot_load_and_replicas_that_differ() -> None:
+    facts = local_facts()
+    facts.suggestions = Suggestions(served=2, versions={"1.0.0", "1.1.0"}, load_failures=7)
+    pack, clients = diagnose("suggestions", facts, KUBECTL)
+    assert pack.status == "warn" and "replicas serve different packs" in pack.advice
+    assert clients.status == "warn" and "7 time(s)" in clients.summary
+    facts.suggestions = None
+    [unknown] = diagnose("suggestions", facts, KUBECTL)
+    assert unknown.status == "unknown"

@@ -38,6 +38,7 @@ from secureconnect.keys.routes import router as keys_router
 from secureconnect.ops.routes import router as ops_router
 from secureconnect.services import Services, build_services
 from secureconnect.store.migrate import upgrade
+from secureconnect.suggest.routes import router as suggest_router
 from secureconnect.video.probe import start_media_probe
 from secureconnect.video.routes import router as calls_router
 
@@ -52,8 +53,16 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
         guard_router,
         status_router,
         calls_router,
+        suggest_router,
     ],
-    "api-gateway": [accounts_router, keys_router, incidents_router, guard_router, status_router],
+    "api-gateway": [
+        accounts_router,
+        keys_router,
+        incidents_router,
+        guard_router,
+        status_router,
+        suggest_router,
+    ],
     "chat-service": [chat_router],
     "video-service": [calls_router],
 }

@@ -159,6 +159,12 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=3, description="argon2id passes")
     argon2_parallelism: int = Field(4, ge=1, description="argon2id lanes")
 
+    suggest_dir: Path | None = Field(
+        None,
+        description="folder holding the suggestion pack (pack.json and pack.sha256) that web "
+        "clients get; the one shipped in the package if unset",
+    )
+
     sfu: bool = Field(
         True, description="run Janus (the SFU) in the roles that serve calls, when it is installed"
     )

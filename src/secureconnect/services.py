@@ -14,6 +14,8 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from starlette.applications import Starlette
@@ -40,6 +42,7 @@ from secureconnect.mail import Mailer
 from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.service import DeployLog
 from secureconnect.store import Database, StoreUnavailable
+from secureconnect.suggest.service import SuggestService
 from secureconnect.video.schemas import IceServer
 from secureconnect.video.service import CallService
 from secureconnect.video.sfu import JanusSupervisor, local_addresses
@@ -70,6 +73,7 @@ class Services:
     sfu: JanusSupervisor | None = None  # in the roles that serve calls
     turn: TurnSupervisor | None = None  # coturn, when no external TURN server is configured
     calls: CallService | None = None
+    suggest: SuggestService | None = None  # in the roles that serve the web client
     draining: bool = field(default=False)
 
 
@@ -249,6 +253,13 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
     )
     if calls is not None:
         metrics.watch_calls(calls.counts)
+    suggest = (
+        SuggestService(
+            settings.suggest_dir or Path(str(resources.files("secureconnect.suggest"))), metrics
+        )
+        if settings.role in ("all", "api-gateway")
+        else None
+    )
     return Services(
         settings=settings,
         db=db,
@@ -260,13 +271,21 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         inbox=InboxService(db, clock),
         hub=hub,
         incidents=incidents,
-        status=StatusPage(db, incidents, health, platform, _video_state(settings, sfu)),
+        status=StatusPage(
+            db,
+            incidents,
+            health,
+            platform,
+            _video_state(settings, sfu),
+            (lambda: suggest.check().ok) if suggest is not None else None,
+        ),
         guard=guard,
         limits=limits if settings.rate_limits else None,
         deploys=DeployLog(db, clock),
         sfu=sfu,
         turn=turn,
         calls=calls,
+        suggest=suggest,
     )
 
 

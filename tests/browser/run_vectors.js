@@ -199,5 +199,26 @@ async (vectors) => {
     await refused(() => SF.unprotect(() => undefined, wire, f.kind), "unknown_key", `sframe no key ${f.kind}`);
     checked++;
   }
+  // Suggested replies: the served pack, then the same tokens, scores and chips as Python.
+  const SG = await import("/static/js/suggest.js");
+  const sg = vectors.suggest;
+  const pack = await SG.fetchPack();
+  check(pack.sha256 === sg.pack_sha256, `suggest: served pack ${pack.sha256}`);
+  for (const f of sg.fnv1a) check(SG.fnv1a(f.text) === f.hash, `suggest fnv1a ${JSON.stringify(f.text)}`);
+  for (const c of sg.cases) {
+    const what = `suggest ${JSON.stringify(c.text).slice(0, 40)}`;
+    const tokens = pack.context(c.text, c.earlier);
+    check(JSON.stringify(tokens) === JSON.stringify(c.tokens), `${what}: tokens ${JSON.stringify(tokens)}`);
+    check(JSON.stringify(pack.scores(tokens)) === JSON.stringify(c.scores), `${what}: scores`);
+    const verdict = pack.decide(c.text, c.lang, c.earlier);
+    check(verdict.silent === c.silent, `${what}: silent ${verdict.silent}`);
+    const got = verdict.suggestions.map((x) => [x.intent, x.text]);
+    check(JSON.stringify(got) === JSON.stringify(c.suggestions), `${what}: ${JSON.stringify(got)}`);
+    checked++;
+  }
+  for (const l of sg.languages) {
+    check(pack.language(l.own, l.fallback) === l.language, `suggest language ${JSON.stringify(l)}`);
+    checked++;
+  }
   return { failures, checked };
 }

@@ -19,6 +19,7 @@ def load_all() -> dict[str, object]:
         "senderkey": "senderkey.json",
         "safety": "safety.json",
         "sframe": "sframe.json",
+        "suggest": "suggest.json",
         "rfc8032": "rfc8032.json",
         "x25519": "wycheproof/x25519_test.json",
         "ed25519": "wycheproof/ed25519_test.json",

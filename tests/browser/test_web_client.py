@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -11,7 +12,7 @@ from secureconnect.client import ApiError, Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
-from tests.helpers import PASSWORD, signed_up, unique
+from tests.helpers import PASSWORD, metric, signed_up, unique
 
 pytestmark = pytest.mark.slow  # Chromium
 
@@ -709,3 +710,76 @@ async def test_an_email_address_for_security_notices_is_set_from_the_browser(
         await page.context.close()
     finally:
         smtp.stop()
+
+
+async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
+    browser, server
+) -> None:
+    """Chips for the last message received, computed in the browser: tapping one fills the
+    composer (sending stays the person's act); none after one's own message; Vietnamese once
+    one writes Vietnamese to that person; off for a conversation from Settings; the server
+    gets counts, never the text."""
+    alice, bob = unique("alice"), unique("bob")
+    before = await asyncio.to_thread(_metrics, server.url)
+    a = await pages.open_client(browser, server.url)
+    b = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "Thank you so much for your help yesterday!")
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "Thank you so much for your help yesterday!")
+    assert await b.locator("#suggestions .chip").count() == 0  # not on a message request
+    await b.click("#request-accept")
+    await b.wait_for_selector("#suggestions .chip", timeout=10000)
+    chips = await b.locator("#suggestions .chip").all_inner_texts()
+    intents = await b.eval_on_selector_all(
+        "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
+    )
+    assert 1 <= len(chips) <= 3 and "welcome" in intents, (chips, intents)
+    await pages.shot(b, "31-suggested-replies")
+    await b.locator("#suggestions .chip").first.click()
+    assert await b.input_value("#composer") == chips[0]
+    await b.press("#composer", "Enter")
+    await b.wait_for_selector(f".msg.mine:has-text({json.dumps(chips[0])})")
+    await b.wait_for_selector("#suggestions", state="hidden")  # the last message is bob's
+    # Bob writes Vietnamese to alice: her Vietnamese thanks is answered in Vietnamese.
+    await pages.send(b, "Chị ơi mai em gửi báo cáo nhé")
+    await pages.wait_text(a, "Chị ơi mai em gửi báo cáo nhé")
+    await pages.send(a, "Cảm ơn em nhiều nhé")
+    await pages.wait_text(b, "Cảm ơn em nhiều nhé")
+    await b.wait_for_selector("#suggestions .chip", timeout=10000)
+    vietnamese = await b.locator("#suggestions .chip").all_inner_texts()
+    assert any(c in ("Không có gì!", "Có gì đâu!", "Không có gì đâu nhé!") for c in vietnamese)
+    # Off for this conversation, from Settings, which says where suggestions come from.
+    await b.click("#settings")
+    assert "computed on this device" in await b.locator("#suggest-where").inner_text()
+    await pages.shot(b, "32-suggestion-settings")
+    await b.uncheck("#suggest-here")
+    await b.click("#settings-close")
+    await b.wait_for_selector("#suggestions", state="hidden")
+    await b.click("#settings")
+    await b.check("#suggest-here")
+    await b.click("#settings-close")
+    await b.wait_for_selector("#suggestions .chip")
+    # Counts reach the server's metrics; no text does.
+    assert await b.evaluate("() => window.secureconnect.flushSuggestStats()") is True
+    after = await asyncio.to_thread(_metrics, server.url)
+    assert metric(after, 'secureconnect_suggest_taken_total{position="1"}') >= 1 + metric(
+        before, 'secureconnect_suggest_taken_total{position="1"}'
+    )
+    assert metric(after, "secureconnect_suggest_shown_total") >= 2 + metric(
+        before, "secureconnect_suggest_shown_total"
+    )
+    reports = [e for e in server.logs() if e.get("route") == "/v1/suggest/report"]
+    assert reports and all("Cảm ơn" not in json.dumps(e) for e in server.logs())
+    assert a.errors == [] and b.errors == []
+    await a.context.close()
+    await b.context.close()
+
+
+def _metrics(url: str) -> str:
+    import httpx
+
+    return httpx.get(url + "/metrics").text
+

@@ -17,6 +17,7 @@ from secureconnect.crypto import pairwise, safety, senderkeys, sframe
 from secureconnect.crypto.primitives import DHKeyPair, FixedRandom
 from secureconnect.crypto.ratchet import Ratchet
 from secureconnect.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
+from secureconnect.suggest.engine import Pack, fnv1a
 
 HERE = Path(__file__).parent
 
@@ -308,8 +309,120 @@ def sframe_vectors() -> dict[str, Any]:
     }
 
 
+# Messages whose suggestions both implementations must agree on, word for word: plain chat in
+# English and Vietnamese (with and without diacritics), and the edges of normalising.
+SUGGEST_TEXTS = [
+    "Thank you so much!",
+    "thanks",
+    "THANKS!!!",
+    "how are you?",
+    "How are you doing today?",
+    "i got the job!!",
+    "I don\u2019t know",
+    "don't you think so?",
+    "Are you coming tonight?",
+    "good night \U0001f634",
+    "hahaha that's hilarious",
+    "Do you like sushi?",
+    "sorry i'm late",
+    "I'm sick today",
+    "bye!",
+    "Love you",
+    "see you at 9?",
+    "where are you?",
+    "ok",
+    "k",
+    "lol",
+    "My grandmother passed away yesterday",
+    "I was diagnosed with cancer last week",
+    "Bà mình vừa qua đời",
+    "ba minh vua qua doi",
+    "Cảm ơn anh nhiều nhé",
+    "cam on anh nhieu nhe",
+    "CẢM ƠN",
+    "Chúc mừng sinh nhật!",
+    "Bạn khỏe không?",
+    "ban khoe khong?",
+    "Đi ăn trưa không?",
+    "di an trua khong",
+    "Xin lỗi em đến muộn",
+    "Tạm biệt",
+    "Mai em thi rồi",
+    "\u0130stanbul'da m\u0131s\u0131n?",
+    "Stra\u00dfe",
+    "\ufb01ne thanks",
+    "cafe\u0301 tonight?",
+    "A\u0306\u0300n co\u031bm ch\u01b0a?",
+    "",
+    "   ",
+    "???",
+    "12345",
+    "\U0001f44d",
+    "thanks\nso much",
+    "thanks\u00a0a lot",
+    "thanks\ta lot",
+    "word " * 41,
+    "long " + "x" * 300,
+    "\u202eevil override thanks",
+    "<b>thanks</b>",
+    "it's 5 o'clock",
+    "Ê, đi đâu đấy?",
+]
+
+
+def suggest_vectors() -> dict[str, Any]:
+    pack = Pack.packaged()
+    pairs = (HERE.parent / "suggest" / "vi_pairs.tsv").read_text().splitlines()
+    vietnamese = [line.split("\t")[0] for line in pairs if line and not line.startswith("#")]
+    cases = []
+    runs: list[tuple[str, list[str]]] = [(t, []) for t in SUGGEST_TEXTS + vietnamese[::4]]
+    runs += [
+        ("I passed!!", ["guess what", "remember the exam"]),
+        ("thanks for being there", ["my dad passed away last week"]),
+        ("Cảm ơn nhé", ["Mình nhận được quà rồi"]),
+        ("ok", ["word " * 30, "more " * 30]),
+    ]
+    for n, (text, earlier) in enumerate(runs):
+        lang = "vi" if n % 2 else "en"
+        tokens = pack.context(text, earlier)
+        verdict = pack.decide(text, lang, earlier)
+        cases.append(
+            {
+                "text": text,
+                "earlier": earlier,
+                "lang": lang,
+                "tokens": tokens,
+                "scores": pack.scores(tokens),
+                "silent": verdict.silent,
+                "suggestions": [[s.intent, s.text] for s in verdict.suggestions],
+            }
+        )
+    languages = [
+        ([], "en"),
+        ([], "vi"),
+        (["Chào bạn", "mình khỏe"], "en"),
+        (["ok", "yes sure"], "vi"),
+        (["ok"], "vi"),
+        (["khong sao dau"], "en"),
+        (["see you", "Cảm ơn"], "vi"),
+        (["see you", "Cảm ơn"], "en"),
+        (["thanks"], "fr"),
+        (["Ừ"], "en"),
+    ]
+    return {
+        "pack_sha256": pack.sha256,
+        "fnv1a": [{"text": t, "hash": fnv1a(t)} for t in ("", "a", "w thanks", "c <th", "v ok")],
+        "cases": cases,
+        "languages": [
+            {"own": own, "fallback": fb, "language": pack.language(own, fb)}
+            for own, fb in languages
+        ],
+    }
+
+
 def build() -> dict[str, dict[str, Any]]:
     return {
+        "suggest.json": suggest_vectors(),
         "sframe.json": sframe_vectors(),
         "x3dh.json": x3dh_vectors(),
         "ratchet.json": ratchet_vectors(),

@@ -47,6 +47,7 @@ from secureconnect.client.secure import (
 )
 from secureconnect.config import Settings
 from secureconnect.crypto.safety import display
+from secureconnect.suggest.engine import LANGUAGES, Pack, PackError
 
 app = typer.Typer(no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the server's settings.", no_args_is_help=True)
@@ -521,6 +522,79 @@ def chat_send(
                 f"({notice.device_id[:8]}); their safety number changed[/yellow]"
             )
         out.print(f"sent #{sent.seq} (end-to-end encrypted)")
+
+    client_command(go)()
+
+
+SILENT = {
+    "nothing": "there is no message to answer",
+    "own": "the last message is yours",
+    "empty": "the last message has no words",
+    "long": "the last message is long",
+    "sensitive": "the last message may be about something sensitive",
+    "unsure": "none fits well enough",
+}
+
+
+@chat_app.command("suggest")
+def chat_suggest(
+    conversation: Annotated[str, typer.Argument(help="@username, conversation id or group name")],
+    lang: Annotated[
+        str, typer.Option(help="reply language when you have not written to them yet: en or vi")
+    ] = "en",
+) -> None:
+    """Suggested replies to the last message, computed on this device from the decrypted text
+    (nothing about it leaves this machine). Send one with: secureconnect chat send."""
+
+    if lang not in LANGUAGES:
+        raise typer.BadParameter("en or vi", param_hint="--lang")
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await _resolve(client, conversation, start=False)
+        if not state.suggestions or conv in state.suggestions_off:
+            where = "on this device" if not state.suggestions else "in this conversation"
+            out.print(f"suggested replies are off {where} (secureconnect chat suggestions on)")
+            return
+        try:
+            pack = Pack.packaged()
+        except PackError as error:
+            err.print(f"[red]suggested replies are unavailable:[/red] {shown(str(error))}")
+            await client.report_suggestions("none", load_failures=1)
+            raise typer.Exit(1) from error
+        verdict = await (await _secure(client)).suggest_replies(conv, lang, pack)
+        if verdict.silent is not None:
+            out.print(f"no suggestion: {SILENT.get(verdict.silent, verdict.silent)}")
+            return
+        for n, suggestion in enumerate(verdict.suggestions, 1):
+            out.print(f"{n}. {shown(suggestion.text)}")
+        await client.report_suggestions(pack.version, shown=1)
+
+    client_command(go)()
+
+
+@chat_app.command("suggestions")
+def chat_suggestions(
+    switch: Annotated[str, typer.Argument(help="on or off")],
+    conversation: Annotated[
+        str | None, typer.Argument(help="only this conversation; the whole device if left out")
+    ] = None,
+) -> None:
+    """Turn suggested replies on or off on this device, or in one conversation."""
+
+    if switch not in ("on", "off"):
+        raise typer.BadParameter("on or off", param_hint="SWITCH")
+
+    async def go(client: Client, state: Profile) -> None:
+        if conversation is None:
+            state.suggestions = switch == "on"
+            where = "on this device"
+        else:
+            conv = await _resolve(client, conversation, start=False)
+            off = set(state.suggestions_off)
+            (off.discard if switch == "on" else off.add)(conv)
+            state.suggestions_off = sorted(off)
+            where = f"in {conv[:8]}"
+        out.print(f"suggested replies {switch} {where}")
 
     client_command(go)()
 

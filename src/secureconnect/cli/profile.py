@@ -24,6 +24,8 @@ class Profile:
     user_id: str | None = None
     device_id: str | None = None
     cursors: dict[str, int] = field(default_factory=dict)
+    suggestions: bool = True  # suggested replies on this device
+    suggestions_off: list[str] = field(default_factory=list)  # ...but not in these conversations
 
     @classmethod
     def load(cls, name: str, server: str | None) -> Profile:

@@ -364,6 +364,26 @@ class Client:
             "POST", f"/v1/conversations/{conversation_id}/typing", json={"typing": active}
         )
 
+    async def report_suggestions(
+        self,
+        pack_version: str,
+        shown: int = 0,
+        taken: list[int] | None = None,
+        load_failures: int = 0,
+    ) -> None:
+        """Counts of suggested replies (rows shown, positions of chips taken, packs that failed
+        to load), for the operators' metrics; never text, conversation or intent."""
+        await self._call(
+            "POST",
+            "/v1/suggest/report",
+            json={
+                "pack_version": pack_version,
+                "shown": shown,
+                "taken": taken or [],
+                "load_failures": load_failures,
+            },
+        )
+
     # ----- keys and inbox (used by SecureClient) -------------------------------------------
 
     async def publish_keys(self, keys: dict[str, Any]) -> None:

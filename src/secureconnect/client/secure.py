@@ -57,6 +57,7 @@ from secureconnect.crypto.x3dh import (
     respond,
 )
 from secureconnect.errors import SecureConnectError
+from secureconnect.suggest.engine import Pack, Verdict
 
 PREKEY_STOCK = 100
 PREKEY_REFILL_BELOW = 50
@@ -564,6 +565,34 @@ class SecureClient:
             self._cache_dirty = True
         else:
             self._save()
+
+    async def suggest_replies(
+        self, conversation_id: str, fallback_lang: str = "en", pack: Pack | None = None
+    ) -> Verdict:
+        """Up to three replies to the conversation's last message, computed here from the
+        decrypted text (nothing about it is sent anywhere). Silent ("own") when the last
+        message is this person's, ("nothing") when there is none to answer. The reply language
+        follows what this person writes to them, then ``fallback_lang``."""
+        pack = pack or Pack.packaged()
+        await self.sync_inbox()  # the sender keys that may have come with the newest messages
+        said = [
+            m
+            for m in await self.history(conversation_id)
+            if isinstance(m, PlainMessage)
+            and m.kind == "message"
+            and m.content_type.startswith("text/")
+        ]
+        if not said:
+            return Verdict((), "nothing")
+        if said[-1].sender == self.username:
+            return Verdict((), "own")
+        own = [m.text for m in said if m.sender == self.username][-5:]
+        earlier: list[str] = []  # what they wrote just before, nothing of ours between
+        for m in reversed(said[:-1]):
+            if m.sender != said[-1].sender or len(earlier) == 4:
+                break
+            earlier.insert(0, m.text)
+        return pack.decide(said[-1].text, pack.language(own, fallback_lang), earlier)
 
     async def history(self, conversation_id: str) -> list[PlainMessage | DecryptionFailed]:
         # Deferring only the cache is safe: a receiving chain that is not saved just decrypts

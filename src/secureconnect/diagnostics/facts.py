@@ -8,7 +8,7 @@ from typing import Any, Literal
 from secureconnect.guard.schemas import SecurityReport
 from secureconnect.ops.schemas import StoreReport
 
-SCENARIOS = ("service-down", "video", "database", "security", "deploy")
+SCENARIOS = ("service-down", "video", "database", "security", "deploy", "suggestions")
 CORE = ("api-gateway", "chat-service")
 
 
@@ -56,6 +56,18 @@ class Probe:
 
 
 @dataclass
+class Suggestions:
+    """The suggestion pack as the replicas that serve the web client hand it out."""
+
+    served: int = 0  # replicas whose pack answered with the hash their manifest names
+    broken: list[str] = field(default_factory=list)  # "<url>: why"
+    versions: set[str] = field(default_factory=set)
+    load_failures: float = 0.0  # clients that could not load or verify it (since start)
+    shown: float = 0.0
+    taken: float = 0.0
+
+
+@dataclass
 class Facts:
     target: str  # "kubernetes secureconnect-prod", "local ./data"
     now_ms: int
@@ -69,6 +81,7 @@ class Facts:
     security: SecurityReport | None = None  # /v1/ops/security
     turn: Probe | None = None
     udp: Probe | None = None
+    suggestions: Suggestions | None = None  # None: no replica serves the web client
     logs: dict[str, list[str]] = field(default_factory=dict)  # instance -> last log lines
     gaps: list[str] = field(default_factory=list)  # what could not be read, and why
 

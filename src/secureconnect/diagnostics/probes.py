@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 import time
 
@@ -12,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from secureconnect.client import ApiError, Client
-from secureconnect.diagnostics.facts import Facts, Probe, Rollout
+from secureconnect.diagnostics.facts import Facts, Probe, Rollout, Suggestions
 from secureconnect.stun import TurnClient, TurnRefused, stun_binding
 from secureconnect.video.turn import credentials
 
@@ -129,12 +130,46 @@ async def read_endpoints(facts: Facts, url: str) -> None:
         except (httpx.HTTPError, ValueError) as error:
             facts.gaps.append(f"{url}/readyz: {type(error).__name__}")
         try:
-            pool, errors = parse_metrics((await http.get("/metrics")).text)
+            metrics = (await http.get("/metrics")).text
+            pool, errors = parse_metrics(metrics)
             facts.pool = merge_pool(facts.pool, pool)
             for code, count in errors.items():
                 facts.store_errors[code] = facts.store_errors.get(code, 0) + count
         except (httpx.HTTPError, ValueError) as error:
             facts.gaps.append(f"{url}/metrics: {type(error).__name__}")
+            metrics = ""
+        await read_suggestions(facts, http, url, metrics)
+
+
+async def read_suggestions(facts: Facts, http: httpx.AsyncClient, url: str, metrics: str) -> None:
+    """The pack this replica serves, fetched and hashed as a web client would (runbook 23.2)."""
+    try:
+        manifest = await http.get("/v1/suggest")
+        if manifest.status_code == 404:
+            return  # a role that does not serve the web client
+        seen = facts.suggestions = facts.suggestions or Suggestions()
+        if manifest.status_code != 200:
+            error = manifest.json().get("error", {})
+            seen.broken.append(f"{url}: {error.get('message', manifest.status_code)}")
+            return
+        body = manifest.json()
+        pack = await http.get(body["url"])
+        if pack.status_code != 200 or hashlib.sha256(pack.content).hexdigest() != body["sha256"]:
+            seen.broken.append(f"{url}: the pack served does not match its hash")
+            return
+        seen.served += 1
+        seen.versions.add(str(body["version"]))
+    except (httpx.HTTPError, ValueError, KeyError) as error:
+        facts.gaps.append(f"{url}/v1/suggest: {type(error).__name__}")
+        return
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "secureconnect_suggest_load_failures_total":
+                seen.load_failures += sample.value
+            elif sample.name == "secureconnect_suggest_shown_total":
+                seen.shown += sample.value
+            elif sample.name == "secureconnect_suggest_taken_total":
+                seen.taken += sample.value
 
 
 async def read_reports(facts: Facts, client: Client) -> None:

@@ -37,6 +37,7 @@ def diagnose(scenario: str, facts: Facts, explain: Explain) -> list[Finding]:
         "database": database,
         "security": security,
         "deploy": deploy,
+        "suggestions": suggestions,
     }[scenario](facts, explain)
 
 
@@ -481,3 +482,54 @@ def _recent_deploys(f: Facts) -> list[Rollout]:
 def _ago(ms: int) -> str:
     minutes = ms // 60000
     return f"{minutes} min" if minutes else f"{ms // 1000} s"
+
+
+def suggestions(f: Facts, explain: Explain) -> list[Finding]:
+    """AI suggested replies (runbook 23.2, P3). They are computed on devices: the server's only
+    part is handing out a verified pack, so chat never depends on them."""
+    s, rb = "suggestions", "23.2"
+    seen = f.suggestions
+    if seen is None:
+        return [Finding(s, "pack", "unknown", "no replica serving the web client answered", rb)]
+    if seen.broken:
+        gateway = "api-gateway" if "api-gateway" in f.workloads else "all"
+        return [
+            Finding(
+                s,
+                "pack",
+                "fail",
+                f"AI suggestions down (P3): {'; '.join(seen.broken)}",
+                rb,
+                "Chat is unaffected. The suggestion pack in the image is missing or altered "
+                "(SECURECONNECT_SUGGEST_DIR, pack.json against pack.sha256). Restart to reload "
+                "it; if it is wrong in the release, roll back.",
+                _act(Action("restart", gateway), explain),
+                Action("restart", gateway),
+            )
+        ]
+    out = [
+        Finding(
+            s,
+            "pack",
+            "ok" if len(seen.versions) == 1 else "warn",
+            f"pack {', '.join(sorted(seen.versions))} served and verified by {seen.served} "
+            f"replica(s); {seen.shown:.0f} rows of chips shown, {seen.taken:.0f} taken",
+            rb,
+            ""
+            if len(seen.versions) == 1
+            else "replicas serve different packs: a rollout is under way, or one was left behind",
+        )
+    ]
+    if seen.load_failures:
+        out.append(
+            Finding(
+                s,
+                "clients",
+                "warn",
+                f"clients failed to load or verify the pack {seen.load_failures:.0f} time(s)",
+                rb,
+                "A proxy or cache in front of the service may alter /v1/suggest/pack/...: "
+                "compare its bytes with the manifest's sha256.",
+            )
+        )
+    return out

@@ -145,6 +145,43 @@ class Metrics:
         )
         self.janus_up.set_function(lambda: 1.0 if up() else 0.0)
 
+    def watch_suggest(self, ok: Callable[[], bool]) -> None:
+        """Suggested replies, in the roles that serve the web client: the pack, and what clients
+        report of it (counts only; no text, no conversation)."""
+        self.suggest_pack_ok = Gauge(
+            "secureconnect_suggest_pack_ok",
+            "1 while the suggestion pack is present, matches its hash and is served; 0 otherwise.",
+            registry=self.registry,
+        )
+        self.suggest_pack_ok.set_function(lambda: 1.0 if ok() else 0.0)
+        self.suggest_pack_info = Gauge(
+            "secureconnect_suggest_pack_info",
+            "The suggestion pack this replica serves (always 1).",
+            ["version", "sha256"],
+            registry=self.registry,
+        )
+        self.suggest_served = Counter(
+            "secureconnect_suggest_pack_served_total",
+            "Suggestion packs handed to web clients.",
+            registry=self.registry,
+        )
+        self.suggest_shown = Counter(
+            "secureconnect_suggest_shown_total",
+            "Rows of suggested replies shown, as clients report them.",
+            registry=self.registry,
+        )
+        self.suggest_taken = Counter(
+            "secureconnect_suggest_taken_total",
+            "Suggested replies a person tapped, by the chip's position (1-3).",
+            ["position"],
+            registry=self.registry,
+        )
+        self.suggest_load_failures = Counter(
+            "secureconnect_suggest_load_failures_total",
+            "Suggestion packs that a client could not load or verify.",
+            registry=self.registry,
+        )
+
     def watch_turn(self, up: Callable[[], bool]) -> None:
         self.turn_up = Gauge(
             "secureconnect_turn_up",

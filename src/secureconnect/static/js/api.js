@@ -102,6 +102,7 @@ export class Api {
   startCall(conversationId, media) { return this.call("POST", "/v1/calls", { conversation_id: conversationId, media }); }
   currentCall(conversationId) { return this.call("GET", `/v1/calls?conversation_id=${encodeURIComponent(conversationId)}`); }
   callStep(callId, step, body = {}) { return this.call("POST", `/v1/calls/${callId}/${step}`, body); }
+  suggestReport(report) { return this.call("POST", "/v1/suggest/report", report); }
   ackInbox(upTo) { return this.call("POST", "/v1/inbox/ack", { up_to: upTo }); }
 }
 

@@ -5,6 +5,7 @@ import { IdentityChangedError, MessageTooLong, SecureClient, approximateSize } f
 import * as store from "./store.js";
 import { explain, lang, setLang, t } from "./i18n.js";
 import { Call, callsSupported } from "./call.js";
+import { fetchPack } from "./suggest.js";
 
 const root = document.getElementById("app");
 const ui = {
@@ -12,6 +13,8 @@ const ui = {
   open: null, messages: new Map(), receipts: [], typing: new Map(), status: "offline",
   showNew: false, banner: null,
   call: null, ringing: new Map(), callError: "",
+  suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
+    counts: { shown: 0, taken: [], load_failures: 0 }, shownFor: new Set() },
 };
 
 // ----- tiny DOM helpers (text only: nothing a user types is ever parsed as HTML) -------------
@@ -138,6 +141,7 @@ async function enter() {
   render();
   ui.stream = new EventStream(location.origin, ui.session.token, ui.session.cursors || {}, onEvent, onStatus).start();
   ui.api.socket = ui.stream;
+  loadSuggestions();
 }
 
 function onStatus(status, code) {
@@ -640,6 +644,7 @@ function render() {
       el("span", { class: "spacer" }),
       el("span", { id: "me" }, ui.session.username),
       languagePicker(),
+      el("button", { class: "ghost", id: "settings", onclick: () => showSettings() }, t("settings")),
       el("button", { class: "ghost", id: "security", onclick: () => showSecurity() }, t("security")),
       el("button", { class: "ghost", id: "logout", onclick: () => logout() }, t("logout"))),
     el("aside", { id: "sidebar", "aria-label": t("conversations") }),
@@ -737,6 +742,7 @@ function chatPane(conv) {
     el("div", { class: "lock" }, t("encrypted")),
     el("div", { class: "messages", id: "messages", role: "log" }),
     el("div", { class: "typing", id: "typing" }), failure, counter,
+    el("div", { class: "chips", id: "suggestions", role: "group", "aria-label": t("suggestTitle"), hidden: true }),
     el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
       el("button", { type: "submit", id: "send" }, t("send"))));
 }
@@ -800,6 +806,7 @@ function renderMessages() {
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   box.replaceChildren(...nodes);
   if (atBottom || nodes.length < 30) box.scrollTop = box.scrollHeight;
+  renderSuggestions();
 }
 
 function callSummary(m) {
@@ -828,6 +835,102 @@ function renderTyping() {
   node.textContent = who.length ? `${who.join(", ")} ${t("typing")}` : "";
 }
 setInterval(renderTyping, 2000);
+
+// ----- suggested replies: computed here from decrypted text (decision 0027) -----------------
+// The server hands out the pack and receives counts (rows shown, chip positions taken, packs
+// that failed to load); never a word of the text, the conversation or the chip.
+
+async function loadSuggestions() {
+  ui.suggest.settings = { device: true, off: [], ...((await store.load("suggest-settings")) || {}) };
+  try {
+    ui.suggest.pack = await fetchPack();
+    ui.suggest.unavailable = false;
+  } catch (error) {
+    console.warn("suggested replies unavailable:", error.message);
+    ui.suggest.unavailable = true;
+    ui.suggest.counts.load_failures++;
+    flushSuggestStats();
+  }
+  renderSuggestions();
+}
+
+function suggestionsOn(id) {
+  return ui.suggest.settings.device && !ui.suggest.settings.off.includes(id);
+}
+
+function renderSuggestions() {
+  const node = document.getElementById("suggestions");
+  if (!node) return;
+  const conv = ui.conversations.find((c) => c.id === ui.open);
+  const pack = ui.suggest.pack;
+  const chips = [];
+  if (pack && conv && !conv.request && suggestionsOn(conv.id)) {
+    const said = [...(ui.messages.get(ui.open) || new Map()).values()]
+      .filter((m) => typeof m.text === "string" && !m.failed).sort((a, b) => a.seq - b.seq);
+    const last = said[said.length - 1];
+    if (last && last.sender !== ui.session.username) {
+      // Replies in the language this person writes to them in, else the interface's.
+      const own = said.filter((m) => m.sender === ui.session.username).slice(-5).map((m) => m.text);
+      // What the sender wrote just before, with nothing in between: one thought, split up.
+      const run = [];
+      for (let i = said.length - 2; i >= 0 && run.length < 4 && said[i].sender === last.sender; i--) run.unshift(said[i].text);
+      const verdict = pack.decide(last.text, pack.language(own, lang()), run);
+      verdict.suggestions.forEach((s, n) => chips.push(el("button", { type: "button", class: "chip",
+        "data-intent": s.intent, onclick: () => takeSuggestion(s.text, n + 1) }, s.text)));
+      const key = `${ui.open}|${last.seq}`;
+      if (chips.length && !ui.suggest.shownFor.has(key)) {
+        ui.suggest.shownFor.add(key);
+        ui.suggest.counts.shown++;
+      }
+    }
+  }
+  node.replaceChildren(...chips);
+  node.hidden = !chips.length;
+}
+
+// A chip fills the composer; sending stays the person's act.
+function takeSuggestion(text, position) {
+  const box = document.getElementById("composer");
+  if (!box) return;
+  box.value = text;
+  box.focus();
+  box.setSelectionRange(text.length, text.length);
+  box.dispatchEvent(new Event("input"));
+  ui.suggest.counts.taken.push(position);
+}
+
+async function flushSuggestStats() {
+  const c = ui.suggest.counts;
+  if (!ui.session || (!c.shown && !c.taken.length && !c.load_failures)) return false;
+  ui.suggest.counts = { shown: 0, taken: [], load_failures: 0 };
+  const report = { pack_version: ui.suggest.pack ? ui.suggest.pack.version : "none",
+    shown: Math.min(c.shown, 10000), taken: c.taken.slice(0, 1000), load_failures: Math.min(c.load_failures, 100) };
+  try { await ui.api.suggestReport(report); return true; } catch (error) { quiet(error); return false; }
+}
+setInterval(flushSuggestStats, 60000);
+
+function showSettings() {
+  const s = ui.suggest.settings;
+  const device = el("input", { type: "checkbox", id: "suggest-device", checked: s.device });
+  const here = ui.open ? el("input", { type: "checkbox", id: "suggest-here", checked: !s.off.includes(ui.open) }) : null;
+  const apply = async () => {
+    s.device = device.checked;
+    if (here) s.off = here.checked ? s.off.filter((id) => id !== ui.open) : [...new Set([...s.off, ui.open])];
+    await store.save("suggest-settings", s);
+    renderSuggestions();
+  };
+  device.addEventListener("change", apply);
+  if (here) here.addEventListener("change", apply);
+  const dialog = el("dialog", { id: "settings-dialog" }, el("h2", {}, t("suggestTitle")),
+    el("p", { id: "suggest-where" }, t("suggestWhere")),
+    el("p", {}, el("label", {}, device, " ", t("suggestDevice"))),
+    here ? el("p", {}, el("label", {}, here, " ", t("suggestHere"))) : null,
+    ui.suggest.unavailable ? el("p", { class: "error", id: "suggest-unavailable" }, t("suggestUnavailable")) : null,
+    el("div", { class: "row" }, el("button", { class: "ghost", id: "settings-close", onclick: () => dialog.close() }, t("close"))));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
 
 // Call diagnostics, for support and for the tests: counters only, never a key or a frame.
 window.secureconnect = {
@@ -858,7 +961,11 @@ window.secureconnect = {
     return out;
   },
   call: () => ui.call,
+  flushSuggestStats,
 };
 
-document.addEventListener("visibilitychange", () => { if (ui.open && document.visibilityState === "visible") markRead(); });
+document.addEventListener("visibilitychange", () => {
+  if (ui.open && document.visibilityState === "visible") markRead();
+  if (document.visibilityState === "hidden") flushSuggestStats();
+});
 boot();

@@ -48,6 +48,10 @@ const STRINGS = {
     changePassword: "Change password", passwordCurrent: "Current password", passwordNew: "New password (at least 12 characters)",
     passwordAgain: "New password again", passwordMismatch: "The two new passwords differ.",
     passwordChanged: "Password changed. {n} other session(s) were logged out.",
+    suggestTitle: "Suggested replies", settings: "Settings",
+    suggestWhere: "Suggested replies are computed on this device from the messages it decrypted; no text leaves it for them.",
+    suggestDevice: "Suggest replies on this device", suggestHere: "Suggest replies in this conversation",
+    suggestUnavailable: "Suggested replies are unavailable right now: the suggestion data could not be loaded and checked.",
     totpDisable: "Turn off", recoveryHelp: "On. Keep these recovery codes somewhere safe: each logs you in once without your phone. They are shown only now.",
   },
   vi: {
@@ -98,6 +102,10 @@ const STRINGS = {
     changePassword: "Đổi mật khẩu", passwordCurrent: "Mật khẩu hiện tại", passwordNew: "Mật khẩu mới (ít nhất 12 ký tự)",
     passwordAgain: "Nhập lại mật khẩu mới", passwordMismatch: "Hai mật khẩu mới không giống nhau.",
     passwordChanged: "Đã đổi mật khẩu. {n} phiên khác đã bị đăng xuất.",
+    suggestTitle: "Gợi ý trả lời", settings: "Cài đặt",
+    suggestWhere: "Gợi ý trả lời được tính ngay trên thiết bị này từ những tin nhắn nó đã giải mã; không có nội dung nào rời khỏi thiết bị để làm việc này.",
+    suggestDevice: "Gợi ý trả lời trên thiết bị này", suggestHere: "Gợi ý trả lời trong cuộc trò chuyện này",
+    suggestUnavailable: "Hiện chưa có gợi ý trả lời: không tải và kiểm tra được dữ liệu gợi ý.",
     totpDisable: "Tắt", recoveryHelp: "Đã bật. Hãy cất các mã khôi phục này ở nơi an toàn: mỗi mã đăng nhập được một lần khi không có điện thoại. Chúng chỉ hiện lúc này.",
   },
 };

@@ -1,0 +1,397 @@
+"""Builds src/secureconnect/suggest/pack.json (and its .sha256) from intents.json and the
+training part of chitchat-dataset (decision 0027). With ``--cache``, the same trained weights
+give the same bytes (L-BFGS itself may end a few ulps apart from one machine to the next).
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python -m bench.suggest_pack.build
+
+The model is a softmax regression over hashed features (``engine.features``), class 0 meaning
+"no suggestion", trained with L-BFGS, then rounded to small integers so that Python and the
+browser add the same numbers. Thresholds are chosen on the validation conversations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from bench.suggest_pack.corpus import (
+    FOLD,
+    VI_LETTERS,
+    Matcher,
+    chitchat_pairs,
+    load_intents,
+)
+from scipy import sparse
+from scipy.optimize import minimize
+
+from secureconnect.suggest.engine import encode_weights, features, fnv1a, normalise
+
+OUT = Path(__file__).parents[2] / "src" / "secureconnect" / "suggest"
+BUCKETS = 1 << 14
+MAX_TOKENS = 64
+# Decision 0027: each curated example weighs as 200 chat pairs. Lighter English examples win a
+# little recall on chitchat's validation conversations (whose replies are mostly "yeah" and
+# "haha") and answer "thank you" with "Yes / No"; the Vietnamese ones are the only Vietnamese
+# the model sees.
+EXAMPLE_WEIGHT = {"en": 200.0, "vi": 200.0}
+L2 = 1000.0
+SCALE_CAP = 127
+PRUNE = 1  # integer weights of this size or less are dropped: they rarely change a ranking
+GAP_NATS = 3.0  # chips whose score is within e^3 of the best one
+OPPOSITE_GAP_NATS = 1.5  # "No" beside "Yes" only when nearly as likely
+SENSITIVE = [
+    # English
+    "died",
+    "dead",
+    "death",
+    "passed away",
+    "funeral",
+    "cancer",
+    "tumor",
+    "tumour",
+    "suicide",
+    "suicidal",
+    "kill myself",
+    "killed",
+    "self harm",
+    "depressed",
+    "depression",
+    "diagnosed",
+    "terminal",
+    "chemo",
+    "chemotherapy",
+    "hospice",
+    "miscarriage",
+    "abortion",
+    "divorce",
+    "divorced",
+    "abuse",
+    "abused",
+    "rape",
+    "raped",
+    "assault",
+    "assaulted",
+    "overdose",
+    "grief",
+    "grieving",
+    "laid off",
+    "fired",
+    "icu",
+    "emergency room",
+    "stroke",
+    "heart attack",
+    # Vietnamese (folded, so they match with or without diacritics)
+    "qua doi",
+    "da mat",
+    "dam tang",
+    "dam ma",
+    "ung thu",
+    "tu tu",
+    "tu sat",
+    "tram cam",
+    "ly hon",
+    "say thai",
+    "pha thai",
+    "hoa tri",
+    "bao hanh",
+    "hiep dam",
+    "cap cuu",
+    "dot quy",
+    "nhoi mau",
+    "bi sa thai",
+    "mat viec",
+    "nguy kich",
+    "hau su",
+]
+VI_MARKERS = [
+    "khong",
+    "ko",
+    "duoc",
+    "dc",
+    "nhe",
+    "nha",
+    "roi",
+    "chua",
+    "vay",
+    "minh",
+    "oi",
+    "lam",
+    "qua",
+    "cung",
+    "gi",
+    "nhi",
+    "voi",
+    "ne",
+    "thi",
+    "la",
+    "cua",
+    "nhung",
+    "nhieu",
+    "dang",
+    "em",
+    "anh",
+    "chi",
+    "ban",
+    "toi",
+    "ah",
+    "ha",
+    "u",
+    "vang",
+    "da",
+    "hom",
+    "nay",
+    "mai",
+]
+EN_MARKERS = [
+    "the",
+    "you",
+    "and",
+    "is",
+    "are",
+    "i",
+    "to",
+    "what",
+    "it",
+    "that",
+    "this",
+    "have",
+    "was",
+    "my",
+    "your",
+    "for",
+    "of",
+    "with",
+    "do",
+    "not",
+    "so",
+    "just",
+    "im",
+    "its",
+    "thanks",
+    "yes",
+    "yeah",
+    "no",
+    "okay",
+    "how",
+    "we",
+    "be",
+    "can",
+    "will",
+    "at",
+    "on",
+]
+
+
+def bucket_row(text: str) -> list[int]:
+    tokens = normalise(text, FOLD)[-MAX_TOKENS:]
+    return sorted({fnv1a(f) & (BUCKETS - 1) for f in features(tokens)})
+
+
+def matrix(texts: list[str]) -> sparse.csr_matrix:
+    indptr, indices = [0], []
+    for text in texts:
+        row = bucket_row(text)
+        indices += row
+        indptr.append(len(indices))
+    data = np.ones(len(indices), dtype=np.float64)
+    return sparse.csr_matrix((data, indices, indptr), shape=(len(texts), BUCKETS))
+
+
+def train(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float) -> np.ndarray:
+    """Weighted softmax regression with an L2 penalty; returns (BUCKETS + 1) x k, bias last."""
+    n = x.shape[0]
+    xb = sparse.hstack([x, np.ones((n, 1))]).tocsr()
+    xt = xb.T.tocsr()
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+    total = w.sum()
+
+    def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
+        theta = flat.reshape(BUCKETS + 1, k)
+        z = xb @ theta
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        nll = -(w * np.log(p[np.arange(n), y] + 1e-12)).sum() / total
+        reg = 0.5 * l2 / total * (theta[:-1] ** 2).sum()
+        grad = xt @ ((p - onehot) * w[:, None]) / total
+        grad[:-1] += l2 / total * theta[:-1]
+        return nll + reg, grad.ravel()
+
+    started = time.monotonic()
+    result = minimize(
+        loss,
+        np.zeros((BUCKETS + 1) * k),
+        jac=True,
+        method="L-BFGS-B",
+        # The loss is a weighted mean: its gradient is small, so the default tolerances would
+        # stop long before the weights settle.
+        options={"maxiter": 400, "ftol": 1e-13, "gtol": 1e-10},
+    )
+    print(
+        f"trained: loss {result.fun:.4f} in {result.nit} steps, "
+        f"{time.monotonic() - started:.0f} s ({result.message})"
+    )
+    return np.asarray(result.x).reshape(BUCKETS + 1, k)
+
+
+def choose_speak(scores: np.ndarray, labels: np.ndarray, gap: int, opposite: dict[int, int]) -> int:
+    """The margin over "no suggestion" that makes the best F1 of (chips that held the real reply
+    / times it spoke) and (chips that held it / replies that fall in an intent)."""
+    covered = int((labels > 0).sum())
+    margins = scores[:, 1:].max(axis=1) - scores[:, 0]
+    hit = np.array(
+        [
+            bool(label) and label in chips(row, gap, opposite)
+            for row, label in zip(scores, labels, strict=True)
+        ]
+    )
+    best = (0.0, 0)
+    for t in sorted(set(np.percentile(margins, np.arange(1, 100)).astype(int))):
+        speaking = margins >= t
+        speaks, hits = int(speaking.sum()), int((hit & speaking).sum())
+        if speaks == 0:
+            continue
+        precision, recall = hits / speaks, hits / max(1, covered)
+        f1 = 2 * precision * recall / max(1e-9, precision + recall)
+        if f1 > best[0]:
+            best = (f1, int(t))
+    print(f"speak margin {best[1]}: validation F1 {best[0]:.3f}")
+    return best[1]
+
+
+def chips(
+    row: np.ndarray, gap: int, opposite: dict[int, int], opposite_gap: int = 10**9
+) -> list[int]:
+    order = sorted(range(1, len(row)), key=lambda k: (-row[k], k))
+    top = order[0]
+    chosen = [top]
+    o = opposite.get(top)
+    if o is not None and row[o] >= row[top] - opposite_gap:
+        chosen.append(o)
+    for k in order[1:]:
+        if len(chosen) == 3 or row[k] < row[top] - gap:
+            break
+        if k not in chosen:
+            chosen.append(k)
+    return chosen
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--cache", help="a folder to keep the trained weights in between runs")
+    parser.add_argument("--l2", type=float, default=L2, help="the weights' L2 penalty")
+    parser.add_argument("--out", type=Path, default=OUT, help="where pack.json is written")
+    args = parser.parse_args()
+    source = load_intents()
+    intents: list[dict[str, object]] = source["intents"]  # type: ignore[assignment]
+    ids = [str(i["id"]) for i in intents]
+    index = {name: n + 1 for n, name in enumerate(ids)}
+    matcher = Matcher(intents)
+
+    texts: list[str] = []
+    labels: list[int] = []
+    weights: list[float] = []
+    counts: Counter[str] = Counter()
+    for pair in chitchat_pairs("train"):
+        label = matcher(pair.reply, "en")
+        texts.append(pair.context)
+        labels.append(index[label] if label else 0)
+        weights.append(1.0)
+        counts[label or "-"] += 1
+    chitchat_train = len(texts)
+    for intent in intents:
+        for lang in ("en", "vi"):
+            for example in intent["examples"][lang]:  # type: ignore[index]
+                texts.append(example)
+                labels.append(index[str(intent["id"])])
+                weights.append(EXAMPLE_WEIGHT[lang])
+    for example in source["none_examples"]["vi"]:  # type: ignore[index]
+        texts.append(example)
+        labels.append(0)
+        weights.append(EXAMPLE_WEIGHT["vi"])
+    print(
+        f"{chitchat_train} chitchat pairs ({chitchat_train - counts['-']} in an intent), "
+        f"{len(texts) - chitchat_train} pack examples"
+    )
+
+    k = len(ids) + 1
+    key = hashlib.sha256(json.dumps([texts, labels, weights, args.l2, BUCKETS]).encode())
+    cache = Path(args.cache) / f"suggest-theta-{key.hexdigest()[:16]}.npy" if args.cache else None
+    if cache is not None and cache.exists():
+        theta = np.load(cache)
+    else:
+        theta = train(matrix(texts), np.array(labels), np.array(weights), k, args.l2)
+        if cache is not None:
+            np.save(cache, theta)
+    w_float, b_float = theta[:-1], theta[-1]
+    scale = SCALE_CAP / np.percentile(np.abs(w_float[w_float != 0]), 99.9)
+    w_int = np.clip(np.rint(w_float * scale), -SCALE_CAP, SCALE_CAP).astype(int)
+    w_int[np.abs(w_int) <= PRUNE] = 0
+    b_int = np.rint(b_float * scale).astype(int)
+    gap = round(GAP_NATS * scale)
+    opposite_gap = round(OPPOSITE_GAP_NATS * scale)
+    opposite = {
+        index[str(i["id"])]: index[str(i["opposite"])] for i in intents if i.get("opposite")
+    }
+
+    val = list(chitchat_pairs("validation"))
+    xv = matrix([p.context for p in val])
+    yv = np.array([index.get(matcher(p.reply, "en") or "", 0) for p in val])
+    sv = np.asarray(xv @ w_int) + b_int
+    speak = choose_speak(sv, yv, gap, opposite)
+
+    nonzero = np.flatnonzero(w_int.ravel())  # bucket * k + intent, increasing
+    weights = encode_weights((int(p), int(w_int.ravel()[p])) for p in nonzero)
+    pack = {
+        "format": 1,
+        "version": args.version,
+        "built_from": {
+            "intents": "bench/suggest_pack/intents.json",
+            "chitchat_dataset": {
+                "pairs": chitchat_train,
+                "held_out": "conversations whose sha256(id) is under 0.3 of its range",
+            },
+        },
+        "normalise": {"fold": dict(sorted(FOLD.items()))},
+        "features": {"hash": "fnv1a-32", "buckets": BUCKETS, "max_tokens": MAX_TOKENS},
+        "limits": {"max_chars": 300, "max_words": 40},
+        "thresholds": {"speak": speak, "gap": gap, "opposite_gap": opposite_gap},
+        "sensitive": [" ".join(normalise(p, FOLD)) for p in SENSITIVE],
+        "language": {
+            "vi_letters": VI_LETTERS,
+            "vi_markers": VI_MARKERS,
+            "en_markers": EN_MARKERS,
+        },
+        "intents": [
+            {
+                "id": i["id"],
+                "opposite": i.get("opposite"),
+                "mood": i.get("mood"),
+                "replies": i["replies"],
+                "examples": i["examples"],
+            }
+            for i in intents
+        ],
+        "bias": [int(v) for v in b_int],
+        "weights": weights,
+    }
+    raw = json.dumps(pack, ensure_ascii=False, separators=(",", ":")).encode()
+    (args.out / "pack.json").write_bytes(raw)
+    digest = hashlib.sha256(raw).hexdigest()
+    (args.out / "pack.sha256").write_text(f"{digest}  pack.json\n")
+    print(
+        f"pack {args.version}: {len(raw) / 1024:.0f} KiB, {weights['count']} weights, "
+        f"speak margin {speak}, gap {gap}, sha256 {digest}"
+    )
+
+
+if __name__ == "__main__":
+    main()

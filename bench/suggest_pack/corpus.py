@@ -1,0 +1,128 @@
+"""What the suggestion pack is built from and measured on (decision 0027).
+
+- ``chitchat-dataset`` (PyPI, MIT): English conversations, split by conversation with a hash of
+  its id, so that the held-out fifth is never seen while building the pack;
+- ``tests/suggest/vi_pairs.tsv``: Vietnamese message -> reply pairs written for measuring only;
+- a real reply "falls in" an intent when its first clause, normalised, starts with one of the
+  intent's ``matches`` (the longest wins) and is at most ``MAX_CLAUSE`` words long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from secureconnect.suggest.engine import normalise
+
+HERE = Path(__file__).parent
+INTENTS = HERE / "intents.json"
+VI_PAIRS = HERE.parents[1] / "tests" / "suggest" / "vi_pairs.tsv"
+MAX_CLAUSE = 8
+TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.1
+
+# The diacritics table both implementations use (it travels in the pack): Vietnamese's letters
+# with their tone marks, and the Latin letters people type in English chat.
+_FOLD_GROUPS = {
+    "a": "àáảãạăằắẳẵặâầấẩẫậäåāą",
+    "c": "çćč",
+    "d": "đ",
+    "e": "èéẻẽẹêềếểễệëēėę",
+    "i": "ìíỉĩịîïī",
+    "n": "ñń",
+    "o": "òóỏõọôồốổỗộơờớởỡợöøō",
+    "u": "ùúủũụưừứửữựûüū",
+    "y": "ỳýỷỹỵÿ",
+    "s": "śš",
+    "z": "žźż",
+    "l": "ł",
+}
+FOLD = {ch: base for base, chars in _FOLD_GROUPS.items() for ch in chars}
+# Letters only Vietnamese writes: one of them in a message says the person writes Vietnamese.
+VI_LETTERS = "ăâđêôơưàáảãạằắẳẵặầấẩẫậèéẻẽẹềếểễệìíỉĩịòóỏõọồốổỗộờớởỡợùúủũụừứửữựỳýỷỹỵ"
+
+
+@dataclass(frozen=True)
+class Pair:
+    message: str
+    reply: str
+    conversation: str
+    earlier: tuple[str, ...] = ()  # the same person's messages just before ``message``
+
+    @property
+    def context(self) -> str:
+        """The text the model reads, as ``Pack.context`` joins it."""
+        return " \n ".join([*self.earlier, self.message])
+
+
+def split_of(conversation_id: str) -> str:
+    """ "test", "validation" or "train", fixed by the conversation's id."""
+    x = int(hashlib.sha256(conversation_id.encode()).hexdigest()[:8], 16) / 2**32
+    if x < TEST_FRACTION:
+        return "test"
+    return "validation" if x < TEST_FRACTION + VALIDATION_FRACTION else "train"
+
+
+def chitchat_pairs(split: str) -> Iterator[Pair]:
+    """Each turn's last line (with the turn's earlier lines), answered by the next turn's first
+    line (the other person's)."""
+    import chitchat_dataset  # the bench extra
+
+    path = Path(chitchat_dataset.__file__).parent / "dataset.json"
+    data = json.loads(path.read_text())
+    for conv_id, conv in data.items():
+        if split_of(conv_id) != split:
+            continue
+        turns = conv["messages"]
+        for before, after in itertools.pairwise(turns):
+            if not before or not after or before[-1]["sender"] == after[0]["sender"]:
+                continue
+            earlier = tuple(u["text"] for u in before[:-1])
+            yield Pair(before[-1]["text"], after[0]["text"], conv_id, earlier)
+
+
+def vi_pairs() -> list[Pair]:
+    pairs = []
+    for n, line in enumerate(VI_PAIRS.read_text().splitlines()):
+        if not line.strip() or line.startswith("#"):
+            continue
+        message, reply = line.split("\t")
+        pairs.append(Pair(message, reply, f"vi-{n}"))
+    return pairs
+
+
+class Matcher:
+    """Which intent a real reply falls in, if any."""
+
+    def __init__(self, intents: list[dict[str, object]]) -> None:
+        self.patterns: dict[str, dict[tuple[str, ...], str]] = {"en": {}, "vi": {}}
+        for intent in intents:
+            matches = intent["matches"]
+            assert isinstance(matches, dict)
+            for lang, phrases in matches.items():
+                for phrase in phrases:
+                    key = tuple(t for t in normalise(phrase, FOLD) if t != "?")
+                    self.patterns[lang].setdefault(key, str(intent["id"]))
+
+    def __call__(self, reply: str, lang: str) -> str | None:
+        clauses = [c for c in re.split(r"[.!?,;:\n]+", reply) if c.strip()]
+        if not clauses:
+            return None
+        tokens = tuple(t for t in normalise(clauses[0], FOLD) if t != "?")
+        if not tokens or len(tokens) > MAX_CLAUSE:
+            return None
+        patterns = self.patterns[lang]
+        for n in range(len(tokens), 0, -1):
+            if tokens[:n] in patterns:
+                return patterns[tokens[:n]]
+        return None
+
+
+def load_intents() -> dict[str, object]:
+    data: dict[str, object] = json.loads(INTENTS.read_text())
+    return data

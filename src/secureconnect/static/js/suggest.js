@@ -1,0 +1,192 @@
+// Suggested replies, computed in this browser from the decrypted text (decision 0027). The
+// same steps as secureconnect/suggest/engine.py, with integer arithmetic only, so that both
+// clients show the same chips; tests/vectors/suggest.json holds them to it. No text leaves.
+
+const KEEP = /^[a-z0-9]$/;
+const JOINERS = new Set(["'", "\u2019"]);
+export const LANGUAGES = ["en", "vi"];
+
+export class PackError extends Error {}
+
+export function fnv1a(text) {
+  // Features are ASCII by construction, so a character is a byte.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h >>> 0;
+}
+
+export function normalise(text, fold) {
+  const out = [];
+  for (const ch of text.normalize("NFC").toLowerCase()) {
+    if (Object.prototype.hasOwnProperty.call(fold, ch)) out.push(fold[ch]);
+    else if (KEEP.test(ch)) out.push(ch);
+    else if (JOINERS.has(ch)) continue;
+    else if (ch === "?") out.push(" ? ");
+    else out.push(" ");
+  }
+  return out.join("").split(/\s+/).filter(Boolean);
+}
+
+export function features(tokens) {
+  const feats = tokens.map((t) => `w ${t}`);
+  const padded = ["<s>", ...tokens, "</s>"];
+  for (let i = 0; i + 1 < padded.length; i++) feats.push(`b ${padded[i]} ${padded[i + 1]}`);
+  for (const t of tokens) {
+    if (t === "?") continue;
+    const word = `<${t}>`;
+    for (let i = 0; i + 3 <= word.length; i++) feats.push(`c ${word.slice(i, i + 3)}`);
+  }
+  return feats;
+}
+
+// The pack's non-zero weights: for each, in order of bucket * k + intent, the step from the
+// previous one (unsigned LEB128) and the weight (one signed byte), in base64.
+function decodeWeights(encoded, into) {
+  if (encoded.encoding !== "delta-leb128-int8") throw new PackError(`suggestion pack weights encoding ${encoded.encoding} is unknown`);
+  const raw = Uint8Array.from(atob(encoded.data), (c) => c.charCodeAt(0));
+  let at = 0, position = -1, count = 0;
+  while (at < raw.length) {
+    let step = 0, scale = 1, byte;
+    do { byte = raw[at++]; step += (byte & 0x7f) * scale; scale *= 128; } while (byte & 0x80);
+    position += step;
+    const w = raw[at++];
+    if (position >= into.length) throw new PackError("suggestion pack is malformed: weights");
+    into[position] = w > 127 ? w - 256 : w;
+    count++;
+  }
+  if (count !== encoded.count) throw new PackError("suggestion pack weights are truncated");
+}
+
+async function sha256Hex(bytes) {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export class Pack {
+  // `bytes`: the pack as served; `expected`: the hash the server's manifest names for it.
+  static async load(bytes, expected) {
+    const digest = await sha256Hex(bytes);
+    if (expected && digest !== expected) throw new PackError(`suggestion pack hash is ${digest}, expected ${expected}`);
+    let data;
+    try { data = JSON.parse(new TextDecoder().decode(bytes)); } catch (e) { throw new PackError(`suggestion pack is malformed: ${e.message}`); }
+    return new Pack(data, digest);
+  }
+
+  constructor(data, sha256) {
+    if (data.format !== 1) throw new PackError(`suggestion pack format ${data.format} is not supported`);
+    this.sha256 = sha256;
+    this.version = data.version;
+    this.fold = data.normalise.fold;
+    this.buckets = data.features.buckets;
+    this.maxTokens = data.features.max_tokens;
+    this.maxChars = data.limits.max_chars;
+    this.maxWords = data.limits.max_words;
+    this.speak = data.thresholds.speak;
+    this.gap = data.thresholds.gap;
+    this.oppositeGap = data.thresholds.opposite_gap;
+    this.sensitive = data.sensitive.map((p) => p.split(" "));
+    this.viMarkers = new Set(data.language.vi_markers);
+    this.enMarkers = new Set(data.language.en_markers);
+    this.viLetters = new Set([...data.language.vi_letters]);
+    this.intents = data.intents.map((i) => ({ id: i.id, replies: i.replies, opposite: i.opposite || null, mood: i.mood || null }));
+    this.bias = data.bias;
+    if (this.bias.length !== this.intents.length + 1) throw new PackError("suggestion pack is malformed: bias");
+    this.byId = new Map(this.intents.map((i, n) => [i.id, n + 1]));
+    // Dense and typed: a lookup per feature, no allocation while scoring.
+    const k = this.bias.length;
+    this.k = k;
+    this.weights = new Int16Array(this.buckets * k);
+    decodeWeights(data.weights, this.weights);
+  }
+
+  tokens(text) { return normalise(text, this.fold); }
+
+  // What the model reads: the other person's run of messages, oldest first, ending with the one
+  // to answer; its last maxTokens words.
+  context(text, earlier = []) {
+    return this.tokens([...earlier, text].join(" \n ")).slice(-this.maxTokens);
+  }
+
+  scores(tokens) {
+    const total = this.bias.slice();
+    const seen = new Set();
+    const k = this.k;
+    for (const feat of features(tokens)) {
+      const bucket = fnv1a(feat) & (this.buckets - 1);
+      if (seen.has(bucket)) continue;
+      seen.add(bucket);
+      const base = bucket * k;
+      for (let j = 0; j < k; j++) total[j] += this.weights[base + j];
+    }
+    return total;
+  }
+
+  isSensitive(tokens) {
+    return this.sensitive.some((phrase) => {
+      for (let i = 0; i + phrase.length <= tokens.length; i++) {
+        if (phrase.every((p, j) => tokens[i + j] === p)) return true;
+      }
+      return false;
+    });
+  }
+
+  // Up to three chips for an incoming message: {suggestions: [{intent, text}], silent}.
+  // `earlier`: what the same person sent just before it, nothing of ours between, oldest first.
+  decide(text, lang, earlier = []) {
+    if (!LANGUAGES.includes(lang)) throw new Error(`language is one of ${LANGUAGES.join(", ")}`);
+    const tokens = this.tokens(text);
+    if (!tokens.length) return { suggestions: [], silent: "empty" };
+    const words = tokens.filter((t) => t !== "?");
+    if ([...text].length > this.maxChars || words.length > this.maxWords) return { suggestions: [], silent: "long" };
+    if ([...earlier, text].some((x) => this.isSensitive(this.tokens(x)))) return { suggestions: [], silent: "sensitive" };
+    const s = this.scores(this.context(text, earlier));
+    const order = [];
+    for (let j = 1; j < s.length; j++) order.push(j);
+    order.sort((a, b) => (s[b] - s[a]) || (a - b));
+    const top = order[0];
+    if (s[top] - s[0] < this.speak) return { suggestions: [], silent: "unsure" };
+    const chosen = [top];
+    const opposite = this.intents[top - 1].opposite;
+    if (opposite !== null) {
+      const o = this.byId.get(opposite);
+      if (s[o] >= s[top] - this.oppositeGap) chosen.push(o);
+    }
+    // Never "Oh no" beside "Congrats": a chip of the other mood than the best one is left out.
+    const mood = this.intents[top - 1].mood;
+    for (const j of order.slice(1)) {
+      if (chosen.length === 3 || s[j] < s[top] - this.gap) break;
+      const other = this.intents[j - 1].mood;
+      if (!chosen.includes(j) && !(mood && other && other !== mood)) chosen.push(j);
+    }
+    const variant = fnv1a(`v ${tokens.join(" ")}`);
+    const suggestions = chosen.map((j) => {
+      const replies = this.intents[j - 1].replies[lang];
+      return { intent: this.intents[j - 1].id, text: replies[variant % replies.length] };
+    });
+    return { suggestions, silent: null };
+  }
+
+  // The language this person writes in with this contact, else the interface's.
+  language(ownTexts, fallback) {
+    const votes = { en: 0, vi: 0 };
+    for (const text of ownTexts) {
+      const lowered = text.normalize("NFC").toLowerCase();
+      if ([...lowered].some((ch) => this.viLetters.has(ch))) { votes.vi++; continue; }
+      const tokens = this.tokens(text);
+      const vi = tokens.filter((t) => this.viMarkers.has(t)).length;
+      const en = tokens.filter((t) => this.enMarkers.has(t)).length;
+      if (vi > en) votes.vi++;
+      else if (en > vi) votes.en++;
+    }
+    if (votes.vi === votes.en) return LANGUAGES.includes(fallback) ? fallback : "en";
+    return votes.vi > votes.en ? "vi" : "en";
+  }
+}
+
+// The pack the server serves, checked against the hash its manifest names.
+export async function fetchPack(fetcher = fetch) {
+  const manifest = await (await fetcher("/v1/suggest")).json();
+  const response = await fetcher(manifest.url);
+  if (!response.ok) throw new PackError(`suggestion pack: HTTP ${response.status}`);
+  return Pack.load(new Uint8Array(await response.arrayBuffer()), manifest.sha256);
+}

@@ -1,0 +1,324 @@
+"""Suggested replies, computed on the device from the decrypted text (decision 0027).
+
+The pack (``pack.json``) holds everything that decides an answer: the diacritics table, the
+feature hash, integer weights, thresholds, the sensitive-topic list and the reply texts. This
+module and ``static/js/suggest.js`` read it the same way, step for step, with integer
+arithmetic only, so that the browser and the SDK show the same chips for the same message;
+``tests/vectors/suggest.json`` holds them to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import unicodedata
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from secureconnect.errors import SecureConnectError
+
+KEEP = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+JOINERS = frozenset("'\u2019")  # don't -> dont, as people type it either way
+FNV_OFFSET = 0x811C9DC5
+FNV_PRIME = 0x01000193
+LANGUAGES = ("en", "vi")
+
+
+class PackError(SecureConnectError):
+    """The suggestion pack is missing, altered (its hash does not match) or malformed: no
+    suggestion is better than one from a pack nobody vouches for."""
+
+
+def fnv1a(text: str) -> int:
+    """FNV-1a, 32 bits, over the text's bytes (features are ASCII by construction)."""
+    h = FNV_OFFSET
+    for byte in text.encode():
+        h = ((h ^ byte) * FNV_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def normalise(text: str, fold: dict[str, str]) -> list[str]:
+    """NFC, lower case, diacritics folded by the pack's own table (so "cảm ơn" and "cam on"
+    are one message), anything else a separator; "?" stays, as a word, since it asks."""
+    out: list[str] = []
+    for ch in unicodedata.normalize("NFC", text).lower():
+        if ch in fold:
+            out.append(fold[ch])
+        elif ch in KEEP:
+            out.append(ch)
+        elif ch in JOINERS:
+            continue
+        elif ch == "?":
+            out.append(" ? ")
+        else:
+            out.append(" ")
+    return "".join(out).split()
+
+
+def features(tokens: Sequence[str]) -> list[str]:
+    """Words, word pairs (with the start and the end) and each word's letter triples."""
+    feats = [f"w {t}" for t in tokens]
+    padded = ["<s>", *tokens, "</s>"]
+    feats += [f"b {a} {b}" for a, b in itertools.pairwise(padded)]
+    for t in tokens:
+        if t == "?":
+            continue
+        word = f"<{t}>"
+        feats += [f"c {word[i : i + 3]}" for i in range(len(word) - 2)]
+    return feats
+
+
+def decode_weights(encoded: dict[str, Any], k: int) -> dict[int, tuple[bytes, array[int]]]:
+    """The non-zero weights, as the pack stores them compactly: for each, in order of
+    ``bucket * k + intent``, the step from the previous one (unsigned LEB128) and the weight
+    (one signed byte), all in base64."""
+    if encoded["encoding"] != "delta-leb128-int8":
+        raise PackError(f"suggestion pack weights encoding {encoded['encoding']} is unknown")
+    raw = base64.b64decode(encoded["data"], validate=True)
+    # Per bucket, its intents' indices and weights side by side: a few bytes each, where a
+    # tuple per weight would hold the 400 KB pack in over 12 MB.
+    intents: dict[int, bytearray] = {}
+    values: dict[int, array[int]] = {}
+    at, position, count = 0, -1, 0
+    while at < len(raw):
+        step = shift = 0
+        while True:
+            byte = raw[at]
+            at += 1
+            step |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        position += step
+        w = raw[at] - 256 if raw[at] > 127 else raw[at]
+        at += 1
+        bucket = position // k
+        intents.setdefault(bucket, bytearray()).append(position % k)
+        values.setdefault(bucket, array("b")).append(w)
+        count += 1
+    if count != encoded["count"]:
+        raise PackError("suggestion pack weights are truncated")
+    return {bucket: (bytes(ks), values[bucket]) for bucket, ks in intents.items()}
+
+
+def encode_weights(entries: Iterable[tuple[int, int]]) -> dict[str, Any]:
+    """The inverse of :func:`decode_weights`, for the pack's builder: ``(bucket * k + intent,
+    weight)`` in increasing order, each weight in -127..127 and not 0."""
+    out = bytearray()
+    previous, count = -1, 0
+    for position, w in entries:
+        step = position - previous
+        if step <= 0 or not -127 <= w <= 127 or w == 0:
+            raise ValueError("weights must be in increasing order, non-zero, within a byte")
+        while True:
+            byte = step & 0x7F
+            step >>= 7
+            out.append(byte | (0x80 if step else 0))
+            if not step:
+                break
+        out.append(w & 0xFF)
+        previous, count = position, count + 1
+    return {
+        "encoding": "delta-leb128-int8",
+        "count": count,
+        "data": base64.b64encode(bytes(out)).decode(),
+    }
+
+
+@dataclass(frozen=True)
+class Intent:
+    id: str
+    replies: dict[str, tuple[str, ...]]
+    opposite: str | None  # offered beside it when nearly as likely ("No" beside "Yes")
+    mood: str | None  # "+" or "-": never beside a chip of the other mood
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One chip: the reply's text and the intent it stands for (for the metrics, never text)."""
+
+    intent: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the engine decided for a message: the chips, or why there are none."""
+
+    suggestions: tuple[Suggestion, ...]
+    silent: str | None  # None when it speaks; else "empty", "long", "sensitive", "unsure"
+
+
+class Pack:
+    """A loaded, verified suggestion pack."""
+
+    def __init__(self, raw: bytes, expected_sha256: str | None = None) -> None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if expected_sha256 is not None and digest != expected_sha256:
+            raise PackError(f"suggestion pack hash is {digest}, expected {expected_sha256}")
+        try:
+            data: dict[str, Any] = json.loads(raw)
+            if data["format"] != 1:
+                raise PackError(f"suggestion pack format {data['format']} is not supported")
+            self.sha256 = digest
+            self.size = len(raw)
+            self.version: str = data["version"]
+            self.fold: dict[str, str] = data["normalise"]["fold"]
+            self.buckets: int = data["features"]["buckets"]
+            self.max_tokens: int = data["features"]["max_tokens"]
+            self.max_chars: int = data["limits"]["max_chars"]
+            self.max_words: int = data["limits"]["max_words"]
+            thresholds = data["thresholds"]
+            self.speak: int = thresholds["speak"]
+            self.gap: int = thresholds["gap"]
+            self.opposite_gap: int = thresholds["opposite_gap"]
+            self.sensitive = [tuple(p.split()) for p in data["sensitive"]]
+            self.vi_markers = frozenset(data["language"]["vi_markers"])
+            self.en_markers = frozenset(data["language"]["en_markers"])
+            self.vi_letters = frozenset(data["language"]["vi_letters"])
+            self.intents = [
+                Intent(
+                    i["id"],
+                    {lang: tuple(i["replies"][lang]) for lang in LANGUAGES},
+                    i.get("opposite"),
+                    i.get("mood"),
+                )
+                for i in data["intents"]
+            ]
+            self.bias: list[int] = data["bias"]
+            self.weights = decode_weights(data["weights"], len(self.bias))
+        except PackError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, binascii.Error) as error:
+            raise PackError(f"suggestion pack is malformed: {error!r}") from error
+        if (
+            len(self.bias) != len(self.intents) + 1
+            or len(self.bias) > 256  # an intent's index is stored in a byte
+            or self.buckets & (self.buckets - 1)
+            or any(bucket >= self.buckets for bucket in self.weights)
+        ):
+            raise PackError("suggestion pack is malformed: bias or bucket count")
+        self.by_id = {intent.id: n + 1 for n, intent in enumerate(self.intents)}
+
+    @classmethod
+    def packaged(cls) -> Pack:
+        """The pack shipped in this package, checked against the hash shipped beside it."""
+        folder = resources.files("secureconnect.suggest")
+        try:
+            raw = folder.joinpath("pack.json").read_bytes()
+            expected = folder.joinpath("pack.sha256").read_text().split()[0]
+        except (OSError, IndexError) as error:
+            raise PackError(f"suggestion pack missing: {error}") from error
+        return cls(raw, expected)
+
+    @classmethod
+    def from_file(cls, path: Path, expected_sha256: str | None = None) -> Pack:
+        try:
+            raw = path.read_bytes()
+        except OSError as error:
+            raise PackError(f"suggestion pack missing: {error}") from error
+        return cls(raw, expected_sha256)
+
+    # ----- deciding -------------------------------------------------------------------------
+
+    def tokens(self, text: str) -> list[str]:
+        return normalise(text, self.fold)
+
+    def context(self, text: str, earlier: Sequence[str] = ()) -> list[str]:
+        """What the model reads: the other person's run of messages, oldest first, ending with
+        the one to answer; its last ``max_tokens`` words."""
+        return self.tokens(" \n ".join([*earlier, text]))[-self.max_tokens :]
+
+    def scores(self, tokens: Sequence[str]) -> list[int]:
+        """Index 0 is "no suggestion"; index n is intent n-1."""
+        total = list(self.bias)
+        seen: set[int] = set()
+        for feat in features(tokens):
+            bucket = fnv1a(feat) & (self.buckets - 1)
+            if bucket in seen:
+                continue
+            seen.add(bucket)
+            found = self.weights.get(bucket)
+            if found is not None:
+                for k, w in zip(*found, strict=True):
+                    total[k] += w
+        return total
+
+    def is_sensitive(self, tokens: Sequence[str]) -> bool:
+        for phrase in self.sensitive:
+            n = len(phrase)
+            if any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1)):
+                return True
+        return False
+
+    def ranked(self, text: str, earlier: Sequence[str] = ()) -> list[str]:
+        """Every intent, best first, ignoring when to stay silent (for measuring only)."""
+        s = self.scores(self.context(text, earlier))
+        order = sorted(range(1, len(s)), key=lambda k: (-s[k], k))
+        return [self.intents[k - 1].id for k in order]
+
+    def decide(self, text: str, lang: str, earlier: Sequence[str] = ()) -> Verdict:
+        """Up to three chips, in ``lang`` ("en" or "vi"), for an incoming message ``text``;
+        ``earlier``: the messages the same person sent just before it, with nothing of ours in
+        between (a thought split over several messages), oldest first."""
+        if lang not in LANGUAGES:
+            raise ValueError(f"language is one of {', '.join(LANGUAGES)}")
+        tokens = self.tokens(text)
+        if not tokens:
+            return Verdict((), "empty")
+        words = [t for t in tokens if t != "?"]
+        if len(text) > self.max_chars or len(words) > self.max_words:
+            return Verdict((), "long")
+        if any(self.is_sensitive(self.tokens(t)) for t in [*earlier, text]):
+            return Verdict((), "sensitive")
+        s = self.scores(self.context(text, earlier))
+        order = sorted(range(1, len(s)), key=lambda k: (-s[k], k))
+        top = order[0]
+        if s[top] - s[0] < self.speak:
+            return Verdict((), "unsure")
+        chosen = [top]
+        opposite = self.intents[top - 1].opposite
+        if opposite is not None:
+            o = self.by_id[opposite]
+            if s[o] >= s[top] - self.opposite_gap:
+                chosen.append(o)
+        mood = self.intents[top - 1].mood
+        for k in order[1:]:
+            if len(chosen) == 3 or s[k] < s[top] - self.gap:
+                break
+            other = self.intents[k - 1].mood
+            if k not in chosen and not (mood and other and other != mood):
+                chosen.append(k)
+        variant = fnv1a("v " + " ".join(tokens))
+        out = []
+        for k in chosen:
+            replies = self.intents[k - 1].replies[lang]
+            out.append(Suggestion(self.intents[k - 1].id, replies[variant % len(replies)]))
+        return Verdict(tuple(out), None)
+
+    def language(self, own_texts: Iterable[str], fallback: str) -> str:
+        """The language this person writes in with this contact (their last few messages),
+        else ``fallback`` (the interface's language)."""
+        votes = {"en": 0, "vi": 0}
+        for text in own_texts:
+            lowered = unicodedata.normalize("NFC", text).lower()
+            if any(ch in self.vi_letters for ch in lowered):
+                votes["vi"] += 1
+                continue
+            tokens = self.tokens(text)
+            vi = sum(t in self.vi_markers for t in tokens)
+            en = sum(t in self.en_markers for t in tokens)
+            if vi > en:
+                votes["vi"] += 1
+            elif en > vi:
+                votes["en"] += 1
+        if votes["vi"] == votes["en"]:
+            return fallback if fallback in LANGUAGES else "en"
+        return "vi" if votes["vi"] > votes["en"] else "en"

@@ -1,0 +1,268 @@
+"""Suggested replies (issue 16): the pack, the engine's answers, the server's part (serving the
+pack and counting without text), the SDK and the CLI. The browser's half is in
+tests/browser (the shared vectors inside Chromium, and the chips in the web client)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import time
+import unicodedata
+from pathlib import Path
+
+import httpx
+import pytest
+
+from secureconnect.client import ApiError
+from secureconnect.client.devicestore import DeviceStore
+from secureconnect.client.secure import SecureClient
+from secureconnect.diagnostics.facts import Facts, Workload
+from secureconnect.diagnostics.kube import Kubectl
+from secureconnect.diagnostics.probes import read_endpoints
+from secureconnect.diagnostics.rules import diagnose
+from secureconnect.suggest import Pack, PackError
+from tests.helpers import metric
+from tests.server import ServerProcess
+
+PACKAGED = Path(__file__).parents[1] / "src" / "secureconnect" / "suggest"
+VI_PAIRS = Path(__file__).parent / "suggest" / "vi_pairs.tsv"
+
+
+@pytest.fixture(scope="module")
+def pack() -> Pack:
+    return Pack.packaged()
+
+
+def intents(pack: Pack, text: str, lang: str = "en") -> list[str]:
+    return [s.intent for s in pack.decide(text, lang).suggestions]
+
+
+def strip_marks(text: str) -> str:
+    """Diacritics removed the way a person typing without them would: a different route from
+    the pack's table (Unicode decomposition), so that the two check each other."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def vietnamese_messages() -> list[str]:
+    lines = VI_PAIRS.read_text().splitlines()
+    return [line.split("\t")[0] for line in lines if line and not line.startswith("#")]
+
+
+# ----- the pack ------------------------------------------------------------------------------
+
+
+def test_the_shipped_pack_is_verified_small_and_covers_both_languages(pack: Pack) -> None:
+    assert pack.size < 1024 * 1024
+    assert hashlib.sha256((PACKAGED / "pack.json").read_bytes()).hexdigest() == pack.sha256
+    assert 30 <= len(pack.intents) <= 60
+    for intent in pack.intents:
+        assert intent.replies["en"] and intent.replies["vi"], intent.id
+    data = json.loads((PACKAGED / "pack.json").read_text())
+    for intent in data["intents"]:
+        assert intent["examples"]["en"] and intent["examples"]["vi"], intent["id"]
+    assert len(vietnamese_messages()) >= 300  # the held-out Vietnamese test set
+
+
+def test_an_altered_or_broken_pack_is_refused(tmp_path: Path) -> None:
+    raw = (PACKAGED / "pack.json").read_bytes()
+    expected = hashlib.sha256(raw).hexdigest()
+    altered = raw.replace(b'"speak":', b'"speak": ', 1)
+    with pytest.raises(PackError, match="hash"):
+        Pack(altered, expected)
+    with pytest.raises(PackError, match="malformed"):
+        Pack(b'{"format": 1}', None)
+    with pytest.raises(PackError, match="missing"):
+        Pack.from_file(tmp_path / "nothing.json")
+
+
+# ----- what it suggests ----------------------------------------------------------------------
+
+
+def test_thanks_is_answered_in_english_and_in_vietnamese(pack: Pack) -> None:
+    english = pack.decide("Thank you so much for your help!", "en")
+    assert english.silent is None and "welcome" in [s.intent for s in english.suggestions]
+    assert len(english.suggestions) <= 3
+    vietnamese = pack.decide("Cảm ơn anh nhiều nhé", "vi")
+    assert "welcome" in [s.intent for s in vietnamese.suggestions]
+    welcome = next(s for s in vietnamese.suggestions if s.intent == "welcome")
+    assert welcome.text in pack.intents[pack.by_id["welcome"] - 1].replies["vi"]
+
+
+def test_a_yes_no_question_offers_yes_and_no(pack: Pack) -> None:
+    shown = intents(pack, "Do you like sushi?")
+    assert "affirm" in shown and "negate" in shown
+
+
+def test_vietnamese_without_diacritics_gets_the_same_chips(pack: Pack) -> None:
+    messages = vietnamese_messages()
+    spoken = 0
+    for text in messages:
+        plain = strip_marks(text)
+        assert plain != text or text.isascii()
+        assert pack.decide(plain, "vi") == pack.decide(text, "vi"), text
+        spoken += pack.decide(text, "vi").silent is None
+    assert spoken > len(messages) // 3  # it does speak Vietnamese
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My grandmother passed away last night",
+        "I was diagnosed with cancer",
+        "Bà mình vừa qua đời tối qua",
+        "ba minh vua qua doi toi qua",
+        "Anh ấy bị trầm cảm lâu rồi",
+    ],
+)
+def test_a_sensitive_message_gets_no_suggestion(pack: Pack, text: str) -> None:
+    assert pack.decide(text, "en").silent == "sensitive"
+
+
+def test_a_long_message_gets_no_suggestion(pack: Pack) -> None:
+    long = "Thanks so much! " + "I also wanted to tell you about my weekend. " * 10
+    assert pack.decide(long, "en").silent == "long"
+    assert pack.decide("   ", "en").silent == "empty"
+
+
+def test_the_reply_language_follows_what_the_person_writes(pack: Pack) -> None:
+    assert pack.language([], "vi") == "vi"
+    assert pack.language(["Chào chị", "em khỏe ạ"], "en") == "vi"
+    assert pack.language(["ok see you at the office"], "vi") == "en"
+    assert pack.language(["ok"], "vi") == "vi"  # says nothing either way: the interface's
+
+
+# ----- the server: the pack served, counts without text, the status page --------------------
+
+
+async def test_the_server_serves_the_pack_it_vouches_for(server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        manifest = (await http.get("/v1/suggest")).json()
+        assert manifest["computed_on"] == "device"
+        got = await http.get(manifest["url"])
+        assert got.status_code == 200
+        assert hashlib.sha256(got.content).hexdigest() == manifest["sha256"]
+        assert "immutable" in got.headers["cache-control"]
+        wrong = await http.get(f"/v1/suggest/pack/{'0' * 64}.json")
+        assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "unknown_pack"
+        bad = await http.get("/v1/suggest/pack/not-a-hash.json")
+        assert bad.status_code == 422
+        status = (await http.get("/v1/status")).json()
+        state = {c["name"]: c["state"] for c in status["components"]}
+        assert state["AI suggestions"] == "operational"
+
+
+async def test_a_report_moves_the_metrics_and_text_is_refused(server: ServerProcess, user) -> None:
+    alice = await user("sug")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        before = (await http.get("/metrics")).text
+        anonymous = await http.post("/v1/suggest/report", json={"pack_version": "x", "shown": 1})
+        assert anonymous.status_code == 401
+    await alice.report_suggestions("1.0.0", shown=3, taken=[1, 1, 2], load_failures=1)
+    for bad, code in (
+        ({"taken": [4]}, "invalid_position"),
+        ({"shown": -1}, "invalid_request"),
+        ({"text": "thank you so much"}, "invalid_request"),  # no field takes any text
+    ):
+        with pytest.raises(ApiError) as refused:
+            await alice._call("POST", "/v1/suggest/report", json={"pack_version": "1", **bad})
+        assert refused.value.status in (400, 422) and refused.value.code == code
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        after = (await http.get("/metrics")).text
+    grew = {
+        name: metric(after, name) - metric(before, name)
+        for name in (
+            "secureconnect_suggest_shown_total",
+            'secureconnect_suggest_taken_total{position="1"}',
+            'secureconnect_suggest_taken_total{position="2"}',
+            "secureconnect_suggest_load_failures_total",
+        )
+    }
+    assert grew == {
+        "secureconnect_suggest_shown_total": 3,
+        'secureconnect_suggest_taken_total{position="1"}': 2,
+        'secureconnect_suggest_taken_total{position="2"}': 1,
+        "secureconnect_suggest_load_failures_total": 1,
+    }
+    assert metric(after, "secureconnect_suggest_pack_ok") == 1
+    assert 'secureconnect_suggest_pack_info{sha256="' in after
+
+
+@pytest.mark.slow  # its own server, and the pack is checked again every 10 s
+async def test_a_pack_altered_on_disk_takes_suggestions_down_visibly(tmp_path: Path) -> None:
+    folder = tmp_path / "pack"
+    folder.mkdir()
+    shutil.copy(PACKAGED / "pack.json", folder / "pack.json")
+    shutil.copy(PACKAGED / "pack.sha256", folder / "pack.sha256")
+    proc = ServerProcess(tmp_path / "data", {"SECURECONNECT_SUGGEST_DIR": str(folder)}).start()
+    try:
+        async with httpx.AsyncClient(base_url=proc.url) as http:
+            assert (await http.get("/v1/suggest")).status_code == 200
+            raw = (folder / "pack.json").read_bytes()
+            (folder / "pack.json").write_bytes(raw.replace(b'"version":"', b'"version":"x', 1))
+            await _wait_for(http, lambda r: r.status_code == 503, "/v1/suggest")
+            refused = (await http.get("/v1/suggest")).json()["error"]
+            assert refused["code"] == "suggestions_unavailable" and "hash" in refused["message"]
+            status = (await http.get("/v1/status")).json()
+            state = {c["name"]: c["state"] for c in status["components"]}
+            assert state["AI suggestions"] == "major_outage"
+            assert metric((await http.get("/metrics")).text, "secureconnect_suggest_pack_ok") == 0
+            # The on-call's diagnosis, against this server, names it and offers the restart.
+            facts = Facts("local", 0, workloads={"all": Workload("all", 1)})
+            await read_endpoints(facts, proc.url)
+            [down] = diagnose("suggestions", facts, Kubectl("secureconnect-prod"))
+            assert down.status == "fail" and "hash" in down.summary
+            assert down.commands[0] == "secureconnect oncall restart all"
+            (folder / "pack.json").write_bytes(raw)  # put back: it comes back by itself
+            await _wait_for(http, lambda r: r.status_code == 200, "/v1/suggest")
+            facts = Facts("local", 0, workloads={"all": Workload("all", 1)})
+            await read_endpoints(facts, proc.url)
+            [up] = diagnose("suggestions", facts, Kubectl("secureconnect-prod"))
+            assert up.status == "ok" and "served and verified by 1 replica" in up.summary
+    finally:
+        proc.stop()
+    assert any(e.get("msg") == "suggestion pack unusable" for e in proc.logs())
+
+
+async def _wait_for(http: httpx.AsyncClient, ok, path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok(await http.get(path)):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{path} did not change in {timeout} s")
+
+
+# ----- the SDK and the CLI -------------------------------------------------------------------
+
+
+async def test_the_sdk_suggests_from_decrypted_history_and_stays_quiet_after_ones_own(
+    server: ServerProcess, user, tmp_path: Path
+) -> None:
+    alice_api, bob_api = await user("alice"), await user("bob")
+    alice = SecureClient(alice_api, DeviceStore(tmp_path / "alice.json"))
+    bob = SecureClient(bob_api, DeviceStore(tmp_path / "bob.json"))
+    await alice.start()
+    await bob.start()
+    me = await bob_api.me()
+    conv = (await alice_api.direct(me.username)).id
+    assert (await bob.suggest_replies(conv)).silent == "nothing"
+    await alice.send(conv, b"Thank you so much for your help yesterday!")
+    verdict = await bob.suggest_replies(conv)
+    assert "welcome" in [s.intent for s in verdict.suggestions]
+    await bob.send(conv, verdict.suggestions[0].text.encode())
+    assert (await bob.suggest_replies(conv)).silent == "own"
+    # Bob writes Vietnamese to Alice: her Vietnamese thanks gets Vietnamese replies.
+    await bob.send(conv, "Chị ơi mai em gửi báo cáo nhé".encode())
+    await alice.send(conv, "Cảm ơn em nhiều nhé".encode())
+    shown = (await bob.suggest_replies(conv, "en")).suggestions
+    pack = Pack.packaged()
+    assert shown and shown[0].text in pack.intents[pack.by_id[shown[0].intent] - 1].replies["vi"]
+    # The server kept ciphertext only: none of the text it was computed from is in its store or
+    # logs (a short chip such as "Yes" can occur by chance in any file, so the messages are).
+    stored = server.stored_data()
+    for text in ("Thank you so much", "Cảm ơn em nhiều", "mai em gửi báo cáo"):
+        assert text.encode() not in stored
+    assert all("Thank you so much" not in json.dumps(e) for e in server.logs())
