@@ -297,3 +297,19 @@ def test_stun_binding_round_trips_for_both_address_families() -> None:
             mapped_address(answer, b"\0" * 12)  # another transaction's answer
     assert binding_answer(b"GET / HTTP/1.1\r\n\r\n...", "203.0.113.9", 1) is None
     assert binding_answer(request[:-1], "203.0.113.9", 1) is None  # truncated
+
+
+async def test_the_conversation_list_is_newest_activity_first(
+    in_process: InProcess, in_process_user
+) -> None:
+    alice, bob, carol = [await in_process_user(p) for p in ("alice", "bob", "carol")]
+    assert bob.login_info is not None and carol.login_info is not None
+    with_bob = await alice.direct(bob.login_info.username)
+    in_process.clock.advance(5)
+    with_carol = await alice.direct(carol.login_info.username)
+    assert [c.id for c in await alice.conversations()] == [with_carol.id, with_bob.id]
+    in_process.clock.advance(5)
+    sent = await alice.send(with_bob.id, b"ciphertext")
+    listed = await alice.conversations()
+    assert [c.id for c in listed] == [with_bob.id, with_carol.id]
+    assert listed[0].last_at == sent.created_at > listed[1].last_at

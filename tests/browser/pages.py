@@ -41,7 +41,13 @@ async def start_conversation(page: Any, people: str, name: str = "") -> None:
     if name:
         await page.fill("#new-name", name)
     await page.click("#new-start")
-    await page.wait_for_selector("#composer")
+    # The new conversation's own pane: another one's composer may still be on the page.
+    expected = name or (people if "," not in people else "")
+    await page.wait_for_function(
+        "t => { const e = document.getElementById('chat-title');"
+        " return e && (!t || e.textContent === t) && document.getElementById('composer'); }",
+        arg=expected,
+    )
 
 
 async def open_conversation(page: Any, label: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -783,3 +784,121 @@ def _metrics(url: str) -> str:
 
     return httpx.get(url + "/metrics").text
 
+
+SPY = """
+window.__notes = [];
+window.__hidden = false;
+Object.defineProperty(Document.prototype, "visibilityState", {
+  configurable: true, get() { return window.__hidden ? "hidden" : "visible"; } });
+const RealNotification = window.Notification;
+window.Notification = class {
+  constructor(title, options) { window.__notes.push({ title, body: options && options.body }); }
+  close() {}
+  static get permission() { return RealNotification.permission; }
+  static requestPermission() { return RealNotification.requestPermission(); }
+};
+"""
+
+
+async def test_the_list_shows_what_is_new_and_links_mute_and_notifications_behave(
+    browser, server, tmp_path
+) -> None:
+    """Previews and times, newest activity first, the unread count in the tab's title; links
+    that open safely; date separators and one sender's run grouped; a multi-line composer;
+    muting; desktop notifications in the background with the text hidden on request."""
+    alice, bob, carol = unique("alice"), unique("bob"), unique("carol")
+    a = await pages.open_client(browser, server.url, permissions=["notifications"])
+    await a.context.add_init_script(SPY)
+    await a.reload()
+    await pages.register(a, alice, PASSWORD)
+    async with Client(server.url) as bob_sdk, Client(server.url) as carol_sdk:
+        b = await python_device(bob_sdk, bob, tmp_path)
+        c = await python_device(carol_sdk, carol, tmp_path)
+        await pages.start_conversation(a, bob)
+        await pages.send(a, "hi bob")
+        await pages.start_conversation(a, carol)
+        await pages.send(a, "hi carol")
+        with_bob = (await bob_sdk.conversations())[0].id
+        with_carol = (await carol_sdk.conversations())[0].id
+        await b.send(with_bob, b"see https://example.org/a?b=1, and javascript:alert(1)")
+        await a.wait_for_function("() => document.title === '(1) SecureConnect'")
+        names = await a.locator("#conversations li .name").all_inner_texts()
+        assert names[:2] == [bob, carol]  # newest activity first
+        first = a.locator("#conversations li").first
+        assert "see https://example.org/a?b=1" in await first.locator(".preview").inner_text()
+        assert await first.locator(".when").inner_text()
+        await pages.open_conversation(a, bob)
+        await pages.wait_text(a, "javascript:alert(1)")
+        link = a.locator(".msg a")
+        assert await link.count() == 1
+        assert await link.get_attribute("href") == "https://example.org/a?b=1"
+        assert await link.get_attribute("rel") == "noopener noreferrer"
+        assert await link.get_attribute("target") == "_blank"
+        assert await a.locator(".day").first.inner_text() == "Today"
+        await b.send(with_bob, b"and another thing")
+        await pages.wait_text(a, "and another thing")
+        last = a.locator(".msg").last
+        assert "cont" in (await last.get_attribute("class") or "")
+        assert await last.locator(".who").count() == 0  # grouped under bob's name above
+        # Several lines: the box grows, and the message keeps them.
+        await a.fill("#composer", "")
+        await a.type("#composer", "line one")
+        await a.keyboard.press("Shift+Enter")
+        await a.type("#composer", "line two")
+        assert (await a.eval_on_selector("#composer", "e => e.offsetHeight")) > 48
+        await a.press("#composer", "Enter")
+        await a.wait_for_selector(".msg.mine:has-text('line two')")
+        assert "line one\nline two" in await a.locator(".msg.mine").last.inner_text()
+        # Mute bob: his messages no longer count in the title, or notify.
+        await a.click("#mute-button")
+        await a.wait_for_selector("#mute-button:has-text('Unmute')")
+        await pages.open_conversation(a, carol)
+        await b.send(with_bob, b"muted news")
+        await a.wait_for_selector("#conversations li.muted .preview:has-text('muted news')")
+        await a.wait_for_selector("#conversations li.muted .badge")
+        assert await a.title() == "SecureConnect"
+        await pages.shot(a, "34-conversation-list")
+        # Notifications, on in Settings, while the tab is in the background.
+
+        async def setting(box: str, on: bool) -> None:
+            await a.evaluate("() => { window.__hidden = false; }")
+            await a.click("#settings")
+            await (a.check if on else a.uncheck)(box)
+            await a.click("#settings-close")
+            await a.evaluate("() => { window.__hidden = true; }")
+
+        async def heard(n: int) -> Any:
+            await a.wait_for_function(f"() => window.__notes.length === {n}")
+            return await a.evaluate(f"() => window.__notes[{n - 1}]")
+
+        await setting("#notify-on", True)
+        await c.send(with_carol, b"dinner at 7?")
+        assert await heard(1) == {"title": carol, "body": "dinner at 7?"}
+        await b.send(with_bob, b"still muted")  # read by the device, and not announced
+        await a.wait_for_selector("#conversations li.muted .preview:has-text('still muted')")
+        await setting("#notify-text", False)
+        await c.send(with_carol, b"bring wine")
+        assert await heard(2) == {"title": carol, "body": "New message"}
+        assert a.errors == []
+    await a.context.close()
+
+
+async def test_dark_mode_follows_the_system_and_the_switch(browser, server) -> None:
+    friend = unique("owl")
+    async with Client(server.url) as sdk:
+        await sdk.register(friend, PASSWORD)
+    page = await pages.open_client(browser, server.url, color_scheme="dark")
+    await pages.register(page, unique("night"), PASSWORD)
+    background = "() => getComputedStyle(document.body).backgroundColor"
+    assert await page.evaluate(background) == "rgb(15, 20, 29)"
+    await pages.start_conversation(page, friend)
+    await pages.send(page, "Late shift notes: https://example.org/notes")
+    await pages.shot(page, "33-dark-mode")
+    await page.click("#settings")
+    await page.select_option("#theme", "light")
+    assert await page.evaluate(background) == "rgb(244, 246, 251)"
+    await page.reload()  # the choice is kept on this device
+    await page.wait_for_selector("#status.online")
+    assert await page.evaluate(background) == "rgb(244, 246, 251)"
+    assert page.errors == []
+    await page.context.close()

@@ -24,6 +24,10 @@ class ConversationOut(BaseModel):
     kind: str
     name: str | None
     created_at: int
+    last_at: int = Field(
+        description="when its last event happened (ms; for a former member, the last they "
+        "saw): the conversation list is sorted by it, newest first"
+    )
     last_seq: int
     role: str
     joined_seq: int

@@ -183,6 +183,7 @@ class ChatService:
                 kind=r.kind,
                 name=r.name,
                 created_at=r.created_at,
+                last_at=r.last_at,
                 last_seq=r.last_seq if r.left_seq is None else r.left_seq,
                 role=r.role,
                 joined_seq=r.joined_seq,
@@ -197,7 +198,7 @@ class ChatService:
             # keeps what they saw).
             if not (r.kind == "direct" and r.left_seq is not None)
         ]
-        out.sort(key=lambda c: (c.last_seq > 0, c.created_at), reverse=True)
+        out.sort(key=lambda c: (c.last_at, c.id), reverse=True)
         return out
 
     async def require_member(self, conn: AsyncConnection, user_id: str, conv_id: str) -> None:

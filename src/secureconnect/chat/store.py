@@ -487,6 +487,8 @@ async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | Non
     """The user's membership rows (current and former), with their read and delivered marks
     and, for a message request, who asked."""
     requester = users.alias("requester")
+    last = events.alias("last_event")
+    seen_until = func.coalesce(members.c.left_seq, conversations.c.last_seq)
     query = (
         select(
             conversations.c.id,
@@ -494,6 +496,9 @@ async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | Non
             conversations.c.name,
             conversations.c.created_at,
             conversations.c.last_seq,
+            # When it last saw activity (for a former member, up to when they left): one row
+            # by primary key.
+            func.coalesce(last.c.created_at, conversations.c.created_at).label("last_at"),
             members.c.role,
             members.c.joined_seq,
             members.c.left_seq,
@@ -502,6 +507,9 @@ async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | Non
             func.coalesce(receipts.c.delivered_seq, 0).label("delivered_seq"),
         )
         .join(members, members.c.conversation_id == conversations.c.id)
+        .outerjoin(
+            last, and_(last.c.conversation_id == conversations.c.id, last.c.seq == seen_until)
+        )
         .outerjoin(requester, requester.c.id == members.c.requested_by)
         .outerjoin(
             receipts,

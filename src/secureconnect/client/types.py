@@ -124,6 +124,7 @@ class Conversation:
     left: bool
     joined_seq: int
     created_at: int
+    last_at: int = 0  # when its last event happened (ms): the list is newest first
     request: bool = False  # a message request from ``requested_by``, not yet accepted
     requested_by: str | None = None
 

@@ -13,6 +13,7 @@ const ui = {
   open: null, messages: new Map(), receipts: [], typing: new Map(), status: "offline",
   showNew: false, banner: null,
   call: null, ringing: new Map(), callError: "",
+  prefs: { theme: "system", notify: false, notifyText: true, muted: [] },
   suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
     counts: { shown: 0, taken: [], load_failures: 0 }, shownFor: new Set() },
 };
@@ -42,6 +43,39 @@ function colour(name) {
 const avatar = (name) => el("span", { class: "avatar", style: `background:${colour(name)}`, "aria-hidden": "true" },
   (name[0] || "?").toUpperCase());
 const time = (ms) => new Date(ms).toLocaleTimeString(lang(), { hour: "2-digit", minute: "2-digit" });
+const dayOf = (ms) => new Date(ms).toDateString();
+function dayLabel(ms) {
+  const today = new Date();
+  if (dayOf(ms) === today.toDateString()) return t("today");
+  if (dayOf(ms) === new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1).toDateString()) return t("yesterday");
+  return new Date(ms).toLocaleDateString(lang(), { weekday: "short", day: "numeric", month: "short", year: "numeric" });
+}
+// The conversation list's time: the hour today, the weekday this week, else the date.
+function when(ms) {
+  const days = (Date.now() - ms) / 86400000;
+  if (dayOf(ms) === new Date().toDateString()) return time(ms);
+  if (days < 6) return new Date(ms).toLocaleDateString(lang(), { weekday: "short" });
+  return new Date(ms).toLocaleDateString(lang(), { day: "numeric", month: "short" });
+}
+
+// Text with its web addresses as links: only http and https, opened in a new tab without
+// giving that page a handle on this one (rel=noopener noreferrer). Never javascript: or data:.
+const LINK = /\bhttps?:\/\/[^\s<>"']+/gi;
+function linkify(text) {
+  const out = [];
+  let at = 0;
+  for (const match of text.matchAll(LINK)) {
+    let href = match[0].replace(/[.,;:!?)\]]+$/, "");
+    let url;
+    try { url = new URL(href); } catch { continue; }
+    if (url.protocol !== "http:" && url.protocol !== "https:") continue;
+    out.push(text.slice(at, match.index));
+    out.push(el("a", { href: url.href, target: "_blank", rel: "noopener noreferrer", title: t("openLink") }, href));
+    at = match.index + href.length;
+  }
+  out.push(text.slice(at));
+  return out;
+}
 
 function title(conv) {
   if (conv.name) return conv.name;
@@ -53,6 +87,8 @@ function title(conv) {
 
 async function boot() {
   setLang(lang());
+  ui.prefs = { ...ui.prefs, ...((await store.load("ui-settings")) || {}) };
+  applyTheme();
   ui.session = await store.load("session");
   if (ui.session) {
     ui.api.token = ui.session.token;
@@ -160,6 +196,7 @@ async function onEvent(event) {
     ui.session.cursors = { ...ui.stream.cursors };
     await store.save("session", ui.session);
     if (ui.open === event.conversation_id && document.visibilityState === "visible") markRead();
+    else notify(plain);
     scheduleRefresh();
   } else if (event.type === "inbox") {
     for (const plain of await ui.secure.handleInbox(event)) addMessage(plain);
@@ -199,6 +236,10 @@ function onCall(call) {
     && !call.declined.includes(ui.session.username)
     && !(ui.call && ui.call.inCall);
   if (rings) {
+    if (!ui.ringing.has(call.id)) {
+      notify({ sender: call.caller, conversation_id: call.conversation_id },
+        t(call.media === "audio" ? "incomingVoice" : "incomingVideo", { caller: call.caller }));
+    }
     ui.ringing.set(call.id, call);
     const left = ringWindow - (Date.now() - firstHeard.get(call.id));
     setTimeout(() => { if (ui.ringing.delete(call.id)) renderCall(); }, Math.max(0, left));
@@ -677,17 +718,43 @@ function renderSidebar() {
     e.preventDefault();
     try { await startConversation(people.value, name.value.trim()); } catch (err) { error.textContent = explain(err); }
   } }, people, name, el("button", { type: "submit", id: "new-start" }, t("start")), error) : null;
-  const list = el("ul", { id: "conversations" }, ui.conversations.map((c) => el("li", {
-    class: c.id === ui.open ? "active" : "", tabindex: "0", "data-id": c.id,
-    // Enter opens it; its default must not then type a newline into the composer it focuses.
-    onclick: () => openConversation(c.id), onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openConversation(c.id); } },
-  }, avatar(title(c)), el("span", { class: "name" }, title(c)),
-  c.request ? el("span", { class: "request-tag" }, t("request")) : null,
-  c.unread && c.id !== ui.open ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, c.unread) : null)));
+  const list = el("ul", { id: "conversations" }, ui.conversations.map((c) => {
+    const muted = ui.prefs.muted.includes(c.id);
+    return el("li", {
+      class: `${c.id === ui.open ? "active" : ""}${muted ? " muted" : ""}`, tabindex: "0", "data-id": c.id,
+      // Enter opens it; its default must not then type a newline into the composer it focuses.
+      onclick: () => openConversation(c.id), onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openConversation(c.id); } },
+    }, avatar(title(c)),
+    el("span", { class: "summary" },
+      el("span", { class: "line" }, el("span", { class: "name" }, title(c)),
+        el("span", { class: "when" }, c.last_at ? when(c.last_at) : "")),
+      el("span", { class: "line" }, el("span", { class: "preview" }, preview(c)),
+        muted ? el("span", { class: "muted-tag" }, t("mutedLabel")) : null,
+        c.request ? el("span", { class: "request-tag" }, t("request")) : null,
+        c.unread && c.id !== ui.open ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, c.unread) : null)));
+  }));
+  // The tab says how many messages wait, as Signal's and Element's do; muted ones do not count.
+  const waiting = ui.conversations.reduce((n, c) => n + (c.id !== ui.open && !ui.prefs.muted.includes(c.id) ? c.unread : 0), 0);
+  document.title = waiting ? `(${waiting}) SecureConnect` : "SecureConnect";
   aside.replaceChildren(
     el("button", { class: "new", id: "new-conversation", onclick: () => { ui.showNew = !ui.showNew; renderSidebar(); document.getElementById("new-people")?.focus(); } }, t("newChat")),
     form || "",
     ui.conversations.length ? list : el("p", { class: "empty" }, t("noConversations")));
+}
+
+// The newest message this device has read in a conversation, in one line.
+function preview(conv) {
+  const m = ui.secure && ui.secure.lastKnown(conv.id);
+  if (!m || m.failed) return "";
+  if (m.membership) return systemText(m.membership);
+  if (m.call) return callSummary(m);
+  const who = m.sender === ui.session.username ? t("youPrefix") : conv.kind === "group" ? `${m.sender}: ` : "";
+  return who + String(m.text || "").split("\n")[0].slice(0, 120);
+}
+
+function systemText(c) {
+  const key = { create: "started", add: "added", remove: "removed", leave: "left" }[c.action] || "added";
+  return t(key, { actor: c.actor, user: c.user });
 }
 
 function chatPane(conv) {
@@ -704,12 +771,15 @@ function chatPane(conv) {
     counter.classList.toggle("over", left < 0);
   };
   const box = el("textarea", { id: "composer", "data-conv": conv.id, placeholder: t("message"), "aria-label": t("message"),
-    oninput: () => { typing(); measure(); }, onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } } });
+    oninput: () => { typing(); measure(); grow(); }, onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } } });
+  // Several lines (Shift+Enter) grow the box up to its CSS max-height, then it scrolls.
+  const grow = () => { box.style.height = "auto"; box.style.height = `${Math.max(box.scrollHeight + 2, 44)}px`; };
   const failure = el("div", { class: "error", id: "send-error", role: "alert" });
   async function submit() {
     const text = box.value.trim();
     if (!text) return;
     box.value = "";
+    grow();
     failure.textContent = "";
     typingSent = 0;  // the next keystroke announces typing again
     try {
@@ -735,6 +805,8 @@ function chatPane(conv) {
         el("div", { class: "sub" }, conv.kind === "group" ? t("members", { n: conv.members.length }) : "")),
       el("span", { class: "spacer" }),
       callButtons(conv),
+      el("button", { class: "ghost", id: "mute-button", "aria-pressed": ui.prefs.muted.includes(conv.id) ? "true" : "false",
+        onclick: () => toggleMute(conv.id) }, ui.prefs.muted.includes(conv.id) ? t("unmute") : t("mute")),
       conv.kind === "group" ? el("button", { class: "ghost", id: "members-button", onclick: () => showMembers(conv).catch((e) => quiet(e)) }, t("membersTitle")) : null,
       others.length === 1 ? el("button", { class: "ghost", id: "safety-button", onclick: () => showSafety(others[0]) }, t("safety")) : null),
     el("div", { id: "banner" }),
@@ -789,20 +861,26 @@ function renderMessages() {
   const box = document.getElementById("messages");
   if (!box) return;
   const items = [...(ui.messages.get(ui.open) || new Map()).values()].sort((a, b) => a.seq - b.seq);
-  const nodes = items.map((m) => {
-    if (m.membership) {
-      const c = m.membership;
-      const key = { create: "started", add: "added", remove: "removed", leave: "left" }[c.action] || "added";
-      return el("div", { class: "system" }, t(key, { actor: c.actor, user: c.user }));
+  const nodes = [];
+  let previous = null;
+  for (const m of items) {
+    // A day's first event is headed by its date; a message that follows the same sender's
+    // within five minutes joins it, without their name again.
+    if (m.created_at && (!previous || dayOf(previous.created_at) !== dayOf(m.created_at))) {
+      nodes.push(el("div", { class: "day", role: "separator" }, dayLabel(m.created_at)));
     }
-    if (m.call) return el("div", { class: "system call" }, callSummary(m));
+    const follows = previous && !previous.membership && !previous.call && !previous.failed && !m.membership && !m.call
+      && previous.sender === m.sender && m.created_at - previous.created_at < 300000 && dayOf(previous.created_at) === dayOf(m.created_at);
+    previous = m;
+    if (m.membership) { nodes.push(el("div", { class: "system" }, systemText(m.membership))); continue; }
+    if (m.call) { nodes.push(el("div", { class: "system call" }, callSummary(m))); continue; }
     const mine = m.sender === ui.session.username;
-    if (m.failed === "before_this_device") return el("div", { class: "msg failed before" }, t("beforeThisDevice", { name: m.sender }));
-    if (m.failed) return el("div", { class: "msg failed" }, t("undecryptable", { code: m.failed }));
-    return el("div", { class: `msg${mine ? " mine" : ""}`, "data-seq": m.seq },
-      mine ? null : el("div", { class: "who" }, m.sender), m.text,
-      el("div", { class: "meta" }, time(m.created_at), mine ? ` · ${receiptState(m.seq)}` : ""));
-  });
+    if (m.failed === "before_this_device") { nodes.push(el("div", { class: "msg failed before" }, t("beforeThisDevice", { name: m.sender }))); continue; }
+    if (m.failed) { nodes.push(el("div", { class: "msg failed" }, t("undecryptable", { code: m.failed }))); continue; }
+    nodes.push(el("div", { class: `msg${mine ? " mine" : ""}${follows ? " cont" : ""}`, "data-seq": m.seq },
+      mine || follows ? null : el("div", { class: "who" }, m.sender), linkify(String(m.text)),
+      el("div", { class: "meta" }, time(m.created_at), mine ? ` · ${receiptState(m.seq)}` : "")));
+  }
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   box.replaceChildren(...nodes);
   if (atBottom || nodes.length < 30) box.scrollTop = box.scrollHeight;
@@ -921,7 +999,33 @@ function showSettings() {
   };
   device.addEventListener("change", apply);
   if (here) here.addEventListener("change", apply);
-  const dialog = el("dialog", { id: "settings-dialog" }, el("h2", {}, t("suggestTitle")),
+  const theme = el("select", { id: "theme", "aria-label": t("appearance"), onchange: async () => {
+    ui.prefs.theme = theme.value;
+    applyTheme();
+    await savePrefs();
+  } }, ["system", "light", "dark"].map((v) => el("option", { value: v, selected: ui.prefs.theme === v },
+    t({ system: "themeSystem", light: "themeLight", dark: "themeDark" }[v]))));
+  const denied = el("p", { class: "error", id: "notify-denied", role: "alert" },
+    "Notification" in window && Notification.permission === "denied" ? t("notifyDenied") : "");
+  const notifyOn = el("input", { type: "checkbox", id: "notify-on", checked: ui.prefs.notify, onchange: async () => {
+    // Asked only when the person turns it on: a browser remembers a refusal for good.
+    if (notifyOn.checked && "Notification" in window && Notification.permission !== "granted") {
+      notifyOn.checked = (await Notification.requestPermission()) === "granted";
+      denied.textContent = notifyOn.checked ? "" : t("notifyDenied");
+    }
+    ui.prefs.notify = notifyOn.checked;
+    await savePrefs();
+  } });
+  const notifyText = el("input", { type: "checkbox", id: "notify-text", checked: ui.prefs.notifyText, onchange: async () => {
+    ui.prefs.notifyText = notifyText.checked;
+    await savePrefs();
+  } });
+  const dialog = el("dialog", { id: "settings-dialog" },
+    el("h2", {}, t("appearance")), theme,
+    el("h2", {}, t("notifyTitle")),
+    el("p", {}, el("label", {}, notifyOn, " ", t("notifyOn"))),
+    el("p", {}, el("label", {}, notifyText, " ", t("notifyText"))), denied,
+    el("h2", {}, t("suggestTitle")),
     el("p", { id: "suggest-where" }, t("suggestWhere")),
     el("p", {}, el("label", {}, device, " ", t("suggestDevice"))),
     here ? el("p", {}, el("label", {}, here, " ", t("suggestHere"))) : null,
@@ -930,6 +1034,39 @@ function showSettings() {
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
   dialog.showModal();
+}
+
+// ----- appearance, mute and notifications (kept on this device) ------------------------------
+
+async function savePrefs() {
+  await store.save("ui-settings", ui.prefs);
+}
+
+function applyTheme() {
+  if (ui.prefs.theme === "light" || ui.prefs.theme === "dark") document.documentElement.dataset.theme = ui.prefs.theme;
+  else delete document.documentElement.dataset.theme;
+}
+
+async function toggleMute(id) {
+  const muted = new Set(ui.prefs.muted);
+  if (muted.has(id)) muted.delete(id); else muted.add(id);
+  ui.prefs.muted = [...muted];
+  await savePrefs();
+  render();
+}
+
+// A desktop notification while this tab is in the background, for a conversation that is not
+// muted, by someone else; its text only if the person allows it. Clicking opens the chat.
+function notify(plain, text = null) {
+  if (!ui.prefs.notify || document.visibilityState === "visible") return;
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  if (plain.sender === ui.session.username || ui.prefs.muted.includes(plain.conversation_id)) return;
+  if (plain.failed || plain.membership) return;
+  const conv = ui.conversations.find((c) => c.id === plain.conversation_id);
+  const heading = conv && conv.kind === "group" ? `${plain.sender} · ${title(conv)}` : plain.sender;
+  const body = text || (ui.prefs.notifyText && typeof plain.text === "string" ? plain.text.slice(0, 200) : t("newMessage"));
+  const note = new Notification(heading, { body, tag: plain.conversation_id });
+  note.onclick = () => { window.focus(); openConversation(plain.conversation_id); note.close(); };
 }
 
 // Call diagnostics, for support and for the tests: counters only, never a key or a frame.

@@ -395,6 +395,12 @@ export class SecureClient {
     await this.api.sendInbox([[target.device_id, body]]);
   }
 
+  // The newest message of a conversation this device has read, for the conversation list.
+  lastKnown(conversationId) {
+    const known = Object.values(this.state.messages[conversationId] || {});
+    return known.reduce((a, b) => (!a || b.seq > a.seq ? b : a), null);
+  }
+
   async remember(plain) {
     (this.state.messages[plain.conversation_id] ||= {})[plain.seq] = plain;
     await this.save();
