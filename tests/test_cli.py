@@ -190,3 +190,28 @@ def test_suggested_replies_in_the_terminal_and_their_switch(server, tmp_path) ->
         server, tmp_path, "chat", "suggest", f"@{alice}", "--lang", "fr", "--profile", bob, ok=False
     )
     assert bad.returncode == 2 and "en or vi" in bad.stderr
+
+
+def test_reply_react_edit_and_delete_from_the_terminal(server, tmp_path) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    for name in (alice, bob):
+        cli(server, tmp_path, "register", name, "--profile", name)
+        cli(server, tmp_path, "login", name, "--profile", name)
+    sent = cli(server, tmp_path, "chat", "send", f"@{bob}", "See you at 6?", "--profile", alice)
+    first = sent.stdout.split("#")[1].split()[0]
+    typo = cli(server, tmp_path, "chat", "send", f"@{bob}", "At the usal cafe", "--profile", alice)
+    second = typo.stdout.split("#")[1].split()[0]
+    cli(server, tmp_path, "chat", "reply", f"@{alice}", first, "Yes, see you", "--profile", bob)
+    cli(server, tmp_path, "chat", "react", f"@{alice}", first, "👍", "--profile", bob)
+    cli(
+        server, tmp_path, "chat", "edit", f"@{bob}", second, "At the usual cafe", "--profile", alice
+    )
+    refused = cli(
+        server, tmp_path, "chat", "edit", f"@{alice}", first, "no", "--profile", bob, ok=False
+    )
+    assert refused.returncode == 1 and "only its sender may change it" in refused.stderr
+    cli(server, tmp_path, "chat", "delete", f"@{bob}", first, "--yes", "--profile", alice)
+    history = cli(server, tmp_path, "chat", "history", f"@{alice}", "--profile", bob).stdout
+    assert "At the usual cafe (edited)" in history and "usal" not in history
+    assert "this message was deleted" in history and "See you at 6?" not in history
+    assert f"↪ #{first} Yes, see you" in history

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
 
     token_ttl_s: int = Field(30 * 24 * 3600, ge=1, description="lifetime of a login token")
     max_message_bytes: int = Field(64 * 1024, ge=1, description="largest accepted ciphertext")
+    edit_window_s: int = Field(
+        86400,
+        ge=0,
+        description="how long a sender may edit a message or delete it for everyone "
+        "(clients enforce it: the server cannot read which messages are edits)",
+    )
     max_request_bytes: int = Field(256 * 1024, ge=1024, description="largest accepted HTTP body")
     history_page_max: int = Field(500, ge=1)
     ws_auth_timeout_s: float = Field(10.0, gt=0, description="time to send the auth frame")

@@ -22,6 +22,7 @@ match; the edge turns it into ``{"error": {"code", "message"}}`` with the status
         ├── client.errors.ConnectionLost      the realtime stream closed for good (close code)
         ├── client.devicestore.DeviceStoreError  the device's key file cannot be read
         ├── client.secure.MessageTooLong         refused before sending: over the server's limit
+        ├── client.secure.CannotChangeMessage    an edit or deletion of another's or too old
         └── client.secure.IdentityChangedError   a contact's keys changed (compare safety numbers)
 """
 

@@ -902,3 +902,67 @@ async def test_dark_mode_follows_the_system_and_the_switch(browser, server) -> N
     assert await page.evaluate(background) == "rgb(244, 246, 251)"
     assert page.errors == []
     await page.context.close()
+
+
+async def test_reply_react_edit_and_delete_for_everyone(browser, server) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    b = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    await pages.register(b, bob, PASSWORD)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "Lunch at noon?")
+    await pages.send(a, "At the usal place")
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "At the usal place")
+    await b.click("#request-accept")
+
+    def bubble(page: Any, text: str) -> Any:  # by its own text, not a quote of it
+        return page.locator(".msg", has=page.locator(".body", has_text=text))
+
+    async def act(page: Any, text: str, action: str) -> None:
+        """Points at the message and clicks one of its actions, as a person would; again if a
+        message arriving meanwhile redrew the timeline under the pointer."""
+        for _ in range(5):
+            await bubble(page, text).hover()
+            try:
+                await bubble(page, text).locator(action).click(timeout=2000)
+                return
+            except Exception:  # redrawn: point again
+                continue
+        raise AssertionError(f"could not {action} on {text!r}")
+
+    # Bob replies to the first message: a quote above his answer, on both sides.
+    assert await bubble(b, "Lunch at noon?").locator(".act-edit").count() == 0  # not his
+    await act(b, "Lunch at noon?", ".act-reply")
+    assert "Replying to " + alice in await b.locator("#compose-context").inner_text()
+    await pages.send(b, "Yes!")
+    for page in (a, b):
+        await page.wait_for_selector(".msg:has-text('Yes!') .quote:has-text('Lunch at noon?')")
+    await b.wait_for_selector("#compose-context", state="hidden")
+    # Alice reacts to it; bob sees her reaction.
+    await act(a, "Yes!", ".act-react[data-emoji='👍']")
+    for page in (a, b):
+        await page.wait_for_selector(".msg:has-text('Yes!') .reactions button:has-text('👍 1')")
+    # Alice edits her typo: the same message, its new text, marked edited, for both.
+    await act(a, "At the usal place", ".act-edit")
+    assert await a.input_value("#composer") == "At the usal place"
+    await a.fill("#composer", "At the usual place")
+    await a.press("#composer", "Enter")
+    for page in (a, b):
+        await page.wait_for_selector(".msg:has-text('At the usual place') .meta:has-text('edited')")
+        assert await page.locator(".msg:has-text('usal place')").count() == 0
+    # And deletes the first one for everyone, after saying yes.
+    await act(a, "Lunch at noon?", ".act-delete")
+    await a.click("#delete-confirm")
+    for page in (a, b):
+        await page.wait_for_selector(".msg.deleted:has-text('This message was deleted.')")
+        await page.wait_for_selector(
+            ".msg:has-text('Yes!') .quote:has-text('This message was deleted.')"
+        )
+        assert await page.locator(".msg:has-text('Lunch at noon?')").count() == 0
+    await b.wait_for_selector("#conversations .preview:text-is('You: Yes!')")
+    await pages.shot(b, "35-reply-react-edit-delete")
+    assert a.errors == [] and b.errors == []
+    await a.context.close()
+    await b.context.close()

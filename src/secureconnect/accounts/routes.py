@@ -99,6 +99,7 @@ async def me(caller: Caller, services: ServicesDep) -> MeResponse:
         device_id=caller.device_id,
         session_id=caller.session_id,
         max_message_bytes=services.settings.max_message_bytes,
+        edit_window_s=services.settings.edit_window_s,
     )
 
 

@@ -57,6 +57,11 @@ class MeResponse(BaseModel):
         description="the largest message body (ciphertext) the server accepts: clients check "
         "the text a person typed against it before sending",
     )
+    edit_window_s: int = Field(
+        86400,
+        description="how long after sending a message its sender may edit it or delete it "
+        "for everyone: clients apply an edit or deletion only within it",
+    )
 
 
 class DeviceOut(BaseModel):

@@ -36,9 +36,10 @@ from secureconnect.cli.common import (
 )
 from secureconnect.cli.oncall import oncall_app
 from secureconnect.cli.profile import Profile, home
-from secureconnect.client import ApiError, Client, Message, Ready, Receipt, Typing
+from secureconnect.client import ApiError, Client, Message, Ready, Receipt, Typing, timeline
 from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
 from secureconnect.client.secure import (
+    CannotChangeMessage,
     DecryptionFailed,
     IdentityChangedError,
     MessageTooLong,
@@ -416,7 +417,29 @@ async def _secure(client: Client) -> SecureClient:
     return secure
 
 
-def _render(message: Message | PlainMessage | DecryptionFailed, me: str | None) -> str:
+def _event_line(message: PlainMessage, who: str) -> str | None:
+    """A reaction, an edit or a deletion, as a line of the live stream."""
+    if message.content_type not in timeline.EVENTS:
+        return None
+    try:
+        data = json.loads(message.text)
+        target = f"#{int(data['to'])}"
+    except (ValueError, KeyError, TypeError):
+        return f"{who} sent an event this client cannot read"
+    if message.content_type == timeline.REACTION:
+        verb = "took back" if data.get("remove") else "reacted"
+        return f"{who} {verb} {shown(str(data.get('emoji', '')))} to {target}"
+    if message.content_type == timeline.EDIT:
+        return f"{who} edited {target}: {shown(str(data.get('text', '')))}"
+    return f"{who} deleted {target} for everyone"
+
+
+def _render(
+    message: Message | PlainMessage | DecryptionFailed,
+    me: str | None,
+    entry: timeline.Entry | None = None,
+) -> str:
+    """One line of history; ``entry``: the message as folded (edits, deletion, reactions)."""
     who = "you" if message.sender == me else shown(message.sender)
     if isinstance(message, DecryptionFailed):
         if message.before_this_device:
@@ -441,11 +464,22 @@ def _render(message: Message | PlainMessage | DecryptionFailed, me: str | None) 
         verb = {"add": "added", "remove": "removed", "leave": "left"}.get(action, action)
         target = "" if action == "leave" else f" {shown(change['user'])}"
         return f"{head} [italic]{shown(change['actor'])} {shown(verb)}{target}[/italic]"
+    if isinstance(message, PlainMessage) and (line := _event_line(message, who)) is not None:
+        return f"{head} [italic]{line}[/italic]"
     if message.content_type.startswith("text/"):
         text = shown(message.body.decode("utf-8", errors="replace"))
     else:
         text = shown(f"<{message.content_type}, {len(message.body)} bytes>")
-    return f"{head} [bold]{who}[/bold]: {text}"
+    if entry is not None:
+        text = "[italic]this message was deleted[/italic]" if entry.deleted else shown(entry.text)
+        if entry.edited:
+            text += " [dim](edited)[/dim]"
+        if entry.reactions:
+            listed = "; ".join(f"{e} {', '.join(who)}" for e, who in entry.reactions.items())
+            text += f" [dim][{shown(listed)}][/dim]"
+    answers = getattr(message, "reply_to", None)
+    quote = f"[dim]↪ #{answers}[/dim] " if answers is not None else ""
+    return f"{head} [bold]{who}[/bold]: {quote}{text}"
 
 
 @chat_app.command("new")
@@ -599,6 +633,74 @@ def chat_suggestions(
     client_command(go)()
 
 
+async def _sent(client: Client, conversation: str, act: Any) -> None:
+    """Resolves the conversation, starts this device, runs ``act(secure, conv)`` and says
+    what was sent, or why not."""
+    conv = await _resolve(client, conversation, start=False)
+    secure = await _secure(client)
+    try:
+        sent = await act(secure, conv)
+    except CannotChangeMessage as error:
+        err.print(f"[red]not sent:[/red] {shown(str(error))}")
+        raise typer.Exit(1) from error
+    except MessageTooLong as error:
+        err.print(f"[red]not sent:[/red] {shown(str(error))}; shorten it")
+        raise typer.Exit(1) from error
+    out.print(f"sent #{sent.seq} (end-to-end encrypted)")
+
+
+SeqArg = Annotated[int, typer.Argument(help="the message's number (#N in chat history)")]
+
+
+@chat_app.command("reply")
+def chat_reply(conversation: str, seq: SeqArg, text: str) -> None:
+    """Answer a message: every client shows it as a quote above your text."""
+    client_command(
+        lambda client, state: _sent(
+            client, conversation, lambda s, conv: s.send(conv, text.encode(), reply_to=seq)
+        )
+    )()
+
+
+@chat_app.command("react")
+def chat_react(
+    conversation: str,
+    seq: SeqArg,
+    emoji: str,
+    remove: Annotated[bool, typer.Option("--remove", help="take the reaction back")] = False,
+) -> None:
+    """React to a message with an emoji (your latest reaction to it counts)."""
+    client_command(
+        lambda client, state: _sent(
+            client, conversation, lambda s, conv: s.react(conv, seq, emoji, remove)
+        )
+    )()
+
+
+@chat_app.command("edit")
+def chat_edit(conversation: str, seq: SeqArg, text: str) -> None:
+    """Change one of your messages (within the server's edit window; shown as edited)."""
+    client_command(
+        lambda client, state: _sent(client, conversation, lambda s, conv: s.edit(conv, seq, text))
+    )()
+
+
+@chat_app.command("delete")
+def chat_delete(
+    conversation: str,
+    seq: SeqArg,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask first")] = False,
+) -> None:
+    """Delete one of your messages for everyone (within the server's edit window)."""
+    if not yes and not typer.confirm(f"Delete #{seq} for everyone? It cannot come back"):
+        raise typer.Exit(1)
+    client_command(
+        lambda client, state: _sent(
+            client, conversation, lambda s, conv: s.delete_for_everyone(conv, seq)
+        )
+    )()
+
+
 @chat_app.command("history")
 def chat_history(
     conversation: str,
@@ -610,8 +712,15 @@ def chat_history(
         conv = await _resolve(client, conversation)
         secure = await _secure(client)
         await secure.sync_inbox()
-        for message in (await secure.history(conv))[-limit:]:
-            out.print(_render(message, state.username))
+        history = await secure.history(conv)
+        entries = {e.message.seq: e for e in timeline.fold(history, secure.edit_window_s)}
+        shown_here = [
+            m
+            for m in history
+            if not (isinstance(m, PlainMessage) and m.content_type in timeline.EVENTS)
+        ]
+        for message in shown_here[-limit:]:
+            out.print(_render(message, state.username, entries.get(message.seq)))
 
     client_command(go)()
 

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from secureconnect.client import timeline
 from secureconnect.client.api import Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.errors import ApiError
@@ -76,6 +77,7 @@ class PlainMessage:
     content_type: str
     body: bytes
     created_at: int
+    reply_to: int | None = None  # a reply: the seq of the message it answers
 
     @property
     def text(self) -> str:
@@ -155,6 +157,11 @@ class MessageTooLong(SecureConnectError):
         )
 
 
+class CannotChangeMessage(SecureConnectError):
+    """An edit or a deletion for everyone that would not count: not one's own message, or
+    older than the server's ``edit_window_s``. Refused here rather than sent to be ignored."""
+
+
 class IdentityChangedError(SecureConnectError):
     def __init__(self, username: str) -> None:
         super().__init__(f"{username}'s keys changed; compare safety numbers, then accept them")
@@ -169,6 +176,7 @@ class SecureClient:
         self.state: dict[str, Any] = {}
         self._failed: list[Message] = []  # waiting for a sender key that was requested
         self.max_message_bytes = 64 * 1024  # the server's, once started
+        self.edit_window_s = 24 * 3600  # likewise
         self.notices: list[IdentityChanged] = []  # contacts' device changes seen while sending
         self.stream: EventStream | None = None  # the open event stream, for its cursors
         # While reading history, the message cache is written once at the end rather than the
@@ -181,6 +189,7 @@ class SecureClient:
     async def start(self) -> None:
         me = await self.client.me()
         self.max_message_bytes = me.max_message_bytes
+        self.edit_window_s = me.edit_window_s
         loaded = self.store.load()
         if loaded is None or loaded.get("device_id") != me.device_id:
             self.state = self._new_device(me)
@@ -276,10 +285,18 @@ class SecureClient:
     # ----- sending ---------------------------------------------------------------------------
 
     async def send(
-        self, conversation_id: str, plaintext: bytes, content_type: str = "text/plain"
+        self,
+        conversation_id: str,
+        plaintext: bytes,
+        content_type: str = "text/plain",
+        reply_to: int | None = None,
     ) -> PlainMessage:
+        """``reply_to``: the seq of the message this one answers (a quote, in every client)."""
         key = await self._outbound_key(conversation_id)
-        inner = json.dumps({"t": content_type, "b": b64(plaintext)}).encode()
+        envelope: dict[str, Any] = {"t": content_type, "b": b64(plaintext)}
+        if reply_to is not None:
+            envelope["r"] = reply_to
+        inner = json.dumps(envelope).encode()
         size = key.envelope_size(self.device_id, len(inner))
         if size > self.max_message_bytes:
             raise MessageTooLong(plaintext, size, self.max_message_bytes)
@@ -297,6 +314,7 @@ class SecureClient:
             content_type,
             plaintext,
             sent.created_at,
+            reply_to,
         )
         self._remember(plain)
         return plain
@@ -555,6 +573,7 @@ class SecureClient:
             inner["t"],
             unb64(inner["b"]),
             message.created_at,
+            inner["r"] if isinstance(inner.get("r"), int) else None,
         )
 
     def _remember(self, plain: PlainMessage) -> None:
@@ -565,6 +584,44 @@ class SecureClient:
             self._cache_dirty = True
         else:
             self._save()
+
+    # ----- replies, reactions, edits, deletions (client/timeline.py) -------------------------
+
+    async def react(
+        self, conversation_id: str, seq: int, emoji: str, remove: bool = False
+    ) -> PlainMessage:
+        """One's reaction to a message (the latest one counts); ``remove`` takes it back."""
+        payload = {"to": seq, "emoji": emoji, "remove": remove}
+        return await self.send(conversation_id, timeline.event_body(payload), timeline.REACTION)
+
+    async def edit(self, conversation_id: str, seq: int, text: str) -> PlainMessage:
+        """A new text for one's own message, within the server's ``edit_window_s``."""
+        await self._changeable(conversation_id, seq)
+        payload = {"to": seq, "text": text}
+        return await self.send(conversation_id, timeline.event_body(payload), timeline.EDIT)
+
+    async def delete_for_everyone(self, conversation_id: str, seq: int) -> PlainMessage:
+        """Hides one's own message on every device, within the server's ``edit_window_s``."""
+        await self._changeable(conversation_id, seq)
+        return await self.send(conversation_id, timeline.event_body({"to": seq}), timeline.DELETE)
+
+    async def timeline(self, conversation_id: str) -> list[timeline.Entry]:
+        """The conversation's text messages as people see them: edits, deletions, reactions
+        and what each reply answers applied (every client folds by the same rules)."""
+        await self.sync_inbox()  # the sender keys that may have come with the newest messages
+        return timeline.fold(await self.history(conversation_id), self.edit_window_s)
+
+    async def _changeable(self, conversation_id: str, seq: int) -> None:
+        await self.sync_inbox()
+        target = next((m for m in await self.history(conversation_id) if m.seq == seq), None)
+        if not isinstance(target, PlainMessage) or not target.content_type.startswith("text/"):
+            raise CannotChangeMessage(f"#{seq} is not a text message here")
+        if target.sender != self.username:
+            raise CannotChangeMessage(f"#{seq} is {target.sender}'s: only its sender may change it")
+        if time.time() * 1000 - target.created_at > self.edit_window_s * 1000:
+            raise CannotChangeMessage(
+                f"#{seq} is older than {self.edit_window_s // 3600} h: it can no longer change"
+            )
 
     async def suggest_replies(
         self, conversation_id: str, fallback_lang: str = "en", pack: Pack | None = None

@@ -6,6 +6,7 @@ import * as store from "./store.js";
 import { explain, lang, setLang, t } from "./i18n.js";
 import { Call, callsSupported } from "./call.js";
 import { fetchPack } from "./suggest.js";
+import { DELETE, EDIT, EVENTS, REACTION, fold, isText } from "./timeline.js";
 
 const root = document.getElementById("app");
 const ui = {
@@ -13,6 +14,7 @@ const ui = {
   open: null, messages: new Map(), receipts: [], typing: new Map(), status: "offline",
   showNew: false, banner: null,
   call: null, ringing: new Map(), callError: "",
+  compose: null,  // {mode: "reply" | "edit", seq, sender, text} while replying or editing
   prefs: { theme: "system", notify: false, notifyText: true, muted: [] },
   suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
     counts: { shown: 0, taken: [], load_failures: 0 }, shownFor: new Set() },
@@ -395,6 +397,7 @@ async function refreshConversations() {
 
 async function openConversation(id) {
   ui.open = id;
+  ui.compose = null;
   ui.banner = null;
   render();
   document.getElementById("composer")?.focus();  // type straight away; history fills in
@@ -416,10 +419,10 @@ async function markRead() {
   }
 }
 
-async function send(text) {
+async function send(text, replyTo = null) {
   const id = ui.open;
   try {
-    const plain = await ui.secure.send(id, text);
+    const plain = await ui.secure.send(id, text, replyTo);
     addMessage(plain);
     for (const n of ui.secure.notices.splice(0)) {
       ui.banner = n.change === "own_new_device"
@@ -744,12 +747,14 @@ function renderSidebar() {
 
 // The newest message this device has read in a conversation, in one line.
 function preview(conv) {
-  const m = ui.secure && ui.secure.lastKnown(conv.id);
-  if (!m || m.failed) return "";
-  if (m.membership) return systemText(m.membership);
-  if (m.call) return callSummary(m);
+  if (!ui.secure) return "";
+  const known = ui.secure.known(conv.id);
+  const texts = known.filter(isText);
+  const m = texts[texts.length - 1];
+  if (!m) return "";
+  const entry = fold(known, ui.secure.editWindowS).get(m.seq);  // as edited, or deleted
   const who = m.sender === ui.session.username ? t("youPrefix") : conv.kind === "group" ? `${m.sender}: ` : "";
-  return who + String(m.text || "").split("\n")[0].slice(0, 120);
+  return who + (entry.deleted ? t("deletedMessage") : entry.text.split("\n")[0].slice(0, 120));
 }
 
 function systemText(c) {
@@ -782,8 +787,13 @@ function chatPane(conv) {
     grow();
     failure.textContent = "";
     typingSent = 0;  // the next keystroke announces typing again
+    const context = ui.compose;
     try {
-      if (!(await send(text))) box.value = text;
+      if (context && context.mode === "edit") {
+        addMessage(await ui.secure.sendEvent(conv.id, EDIT, { to: context.seq, text }));
+        setCompose(null);
+      } else if (await send(text, context ? context.seq : null)) setCompose(null);
+      else box.value = text;
     } catch (error) {
       // Nothing typed is lost: the text goes back in the box, and the reason is shown.
       if (!box.value) box.value = text;
@@ -815,6 +825,7 @@ function chatPane(conv) {
     el("div", { class: "messages", id: "messages", role: "log" }),
     el("div", { class: "typing", id: "typing" }), failure, counter,
     el("div", { class: "chips", id: "suggestions", role: "group", "aria-label": t("suggestTitle"), hidden: true }),
+    el("div", { class: "compose-context", id: "compose-context", hidden: true }),
     el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
       el("button", { type: "submit", id: "send" }, t("send"))));
 }
@@ -861,9 +872,11 @@ function renderMessages() {
   const box = document.getElementById("messages");
   if (!box) return;
   const items = [...(ui.messages.get(ui.open) || new Map()).values()].sort((a, b) => a.seq - b.seq);
+  const folded = fold(items, ui.secure.editWindowS);
   const nodes = [];
   let previous = null;
   for (const m of items) {
+    if (m.kind === "message" && EVENTS.includes(m.content_type)) continue;  // folded into their targets
     // A day's first event is headed by its date; a message that follows the same sender's
     // within five minutes joins it, without their name again.
     if (m.created_at && (!previous || dayOf(previous.created_at) !== dayOf(m.created_at))) {
@@ -877,14 +890,76 @@ function renderMessages() {
     const mine = m.sender === ui.session.username;
     if (m.failed === "before_this_device") { nodes.push(el("div", { class: "msg failed before" }, t("beforeThisDevice", { name: m.sender }))); continue; }
     if (m.failed) { nodes.push(el("div", { class: "msg failed" }, t("undecryptable", { code: m.failed }))); continue; }
-    nodes.push(el("div", { class: `msg${mine ? " mine" : ""}${follows ? " cont" : ""}`, "data-seq": m.seq },
-      mine || follows ? null : el("div", { class: "who" }, m.sender), linkify(String(m.text)),
-      el("div", { class: "meta" }, time(m.created_at), mine ? ` · ${receiptState(m.seq)}` : "")));
+    nodes.push(bubble(m, folded, mine, follows));
   }
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   box.replaceChildren(...nodes);
   if (atBottom || nodes.length < 30) box.scrollTop = box.scrollHeight;
   renderSuggestions();
+}
+
+// One message as people see it now: what it answers, its text (edited, or deleted), its
+// reactions, and on hover or focus what one can do with it.
+function bubble(m, folded, mine, follows) {
+  const entry = folded.get(m.seq) || { text: String(m.text), edited: false, deleted: false, reactions: new Map() };
+  const me = ui.session.username;
+  let quote = null;
+  if (Number.isInteger(m.reply_to)) {
+    const target = folded.get(m.reply_to);
+    quote = el("div", { class: "quote" }, target ? el("span", { class: "who" }, target.message.sender) : null,
+      target ? (target.deleted ? t("deletedMessage") : target.text.split("\n")[0].slice(0, 140)) : t("quoteMissing"));
+  }
+  const changeable = mine && !entry.deleted && Date.now() - m.created_at <= ui.secure.editWindowS * 1000;
+  const actions = entry.deleted ? null : el("div", { class: "actions" },
+    el("button", { type: "button", class: "act-reply", onclick: () => setCompose({ mode: "reply", seq: m.seq, sender: m.sender, text: entry.text }) }, t("reply")),
+    ["👍", "❤️", "😂"].map((emoji) => el("button", { type: "button", class: "act-react", "data-emoji": emoji,
+      "aria-label": t("reactWith", { emoji }), onclick: () => react(m.seq, emoji, (entry.reactions.get(emoji) || []).includes(me)) }, emoji)),
+    changeable ? el("button", { type: "button", class: "act-edit", onclick: () => setCompose({ mode: "edit", seq: m.seq, sender: m.sender, text: entry.text }) }, t("edit")) : null,
+    changeable ? el("button", { type: "button", class: "act-delete", onclick: () => confirmDelete(m.seq) }, t("deleteForEveryone")) : null);
+  const reactions = entry.reactions.size ? el("div", { class: "reactions" }, [...entry.reactions].map(([emoji, who]) =>
+    el("button", { type: "button", class: `reaction${who.includes(me) ? " mine" : ""}`, title: who.join(", "), "data-emoji": emoji,
+      "aria-label": who.includes(me) ? t("removeReaction", { emoji }) : t("reactWith", { emoji }),
+      onclick: () => react(m.seq, emoji, who.includes(me)) }, `${emoji} ${who.length}`))) : null;
+  return el("div", { class: `msg${mine ? " mine" : ""}${follows ? " cont" : ""}${entry.deleted ? " deleted" : ""}`, "data-seq": m.seq, tabindex: "0" },
+    mine || follows ? null : el("div", { class: "who" }, m.sender), quote,
+    el("span", { class: "body" }, entry.deleted ? t("deletedMessage") : linkify(entry.text)),
+    reactions,
+    el("div", { class: "meta" }, time(m.created_at), entry.edited ? ` · ${t("edited")}` : "", mine ? ` · ${receiptState(m.seq)}` : ""),
+    actions);
+}
+
+async function react(seq, emoji, remove) {
+  try {
+    addMessage(await ui.secure.sendEvent(ui.open, REACTION, { to: seq, emoji, remove }));
+  } catch (error) { quiet(error); }
+}
+
+function confirmDelete(seq) {
+  const dialog = el("dialog", { id: "delete-dialog" }, el("p", {}, t("deleteConfirm")),
+    el("div", { class: "row" },
+      el("button", { class: "ghost", id: "delete-cancel", onclick: () => dialog.close() }, t("cancel")),
+      el("button", { class: "ghost danger", id: "delete-confirm", onclick: async () => {
+        dialog.close();
+        try { addMessage(await ui.secure.sendEvent(ui.open, DELETE, { to: seq })); } catch (error) { quiet(error); }
+      } }, t("deleteForEveryone"))));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+// Replying to or editing a message: a line above the composer says which, with Cancel.
+function setCompose(context) {
+  ui.compose = context;
+  const node = document.getElementById("compose-context");
+  const box = document.getElementById("composer");
+  if (!node || !box) return;
+  if (context && context.mode === "edit") { box.value = context.text; box.dispatchEvent(new Event("input")); }
+  node.hidden = !context;
+  node.replaceChildren(...(context ? [
+    el("span", { class: "what" }, context.mode === "edit" ? t("editing") : `${t("replyingTo", { name: context.sender })}: ${context.text.split("\n")[0]}`),
+    el("button", { type: "button", class: "ghost", id: "compose-cancel", onclick: () => { if (ui.compose && ui.compose.mode === "edit") box.value = ""; setCompose(null); } }, t("cancelCompose")),
+  ] : []));
+  if (context) box.focus();
 }
 
 function callSummary(m) {
@@ -943,10 +1018,11 @@ function renderSuggestions() {
   const pack = ui.suggest.pack;
   const chips = [];
   if (pack && conv && !conv.request && suggestionsOn(conv.id)) {
-    const said = [...(ui.messages.get(ui.open) || new Map()).values()]
-      .filter((m) => typeof m.text === "string" && !m.failed).sort((a, b) => a.seq - b.seq);
+    const all = [...(ui.messages.get(ui.open) || new Map()).values()].sort((a, b) => a.seq - b.seq);
+    const folded = fold(all, ui.secure.editWindowS);
+    const said = all.filter(isText).map((m) => ({ ...m, text: folded.get(m.seq).text, deleted: folded.get(m.seq).deleted }));
     const last = said[said.length - 1];
-    if (last && last.sender !== ui.session.username) {
+    if (last && !last.deleted && last.sender !== ui.session.username) {
       // Replies in the language this person writes to them in, else the interface's.
       const own = said.filter((m) => m.sender === ui.session.username).slice(-5).map((m) => m.text);
       // What the sender wrote just before, with nothing in between: one thought, split up.
@@ -1061,7 +1137,7 @@ function notify(plain, text = null) {
   if (!ui.prefs.notify || document.visibilityState === "visible") return;
   if (!("Notification" in window) || Notification.permission !== "granted") return;
   if (plain.sender === ui.session.username || ui.prefs.muted.includes(plain.conversation_id)) return;
-  if (plain.failed || plain.membership) return;
+  if (plain.failed || plain.membership || (plain.content_type && !isText(plain))) return;
   const conv = ui.conversations.find((c) => c.id === plain.conversation_id);
   const heading = conv && conv.kind === "group" ? `${plain.sender} · ${title(conv)}` : plain.sender;
   const body = text || (ui.prefs.notifyText && typeof plain.text === "string" ? plain.text.slice(0, 200) : t("newMessage"));

@@ -64,6 +64,7 @@ export class SecureClient {
   async start() {
     const me = await this.api.me();
     this.maxMessageBytes = me.max_message_bytes || 65536;
+    this.editWindowS = me.edit_window_s ?? 86400;
     const key = `device:${me.username}`;
     let state = await store.load(key);
     if (!state || state.device_id !== me.device_id) state = await this.newDevice(me);
@@ -131,10 +132,22 @@ export class SecureClient {
 
   // ----- sending -------------------------------------------------------------------------------
 
-  send(conversationId, text) {
+  // `replyTo`: the seq of the message this one answers (shown as a quote everywhere).
+  send(conversationId, text, replyTo = null) {
+    return this.sendInner(conversationId, "text/plain", text, replyTo);
+  }
+
+  // A reaction, an edit or a deletion for everyone (timeline.js): a message like any other.
+  sendEvent(conversationId, contentType, payload) {
+    return this.sendInner(conversationId, contentType, JSON.stringify(payload), null);
+  }
+
+  sendInner(conversationId, contentType, text, replyTo) {
     return this.serial(async () => {
       const key = await this.outboundKey(conversationId);
-      const inner = P.utf8(JSON.stringify({ t: "text/plain", b: b64(P.utf8(text)) }));
+      const envelope = { t: contentType, b: b64(P.utf8(text)) };
+      if (replyTo !== null) envelope.r = replyTo;
+      const inner = P.utf8(JSON.stringify(envelope));
       const size = key.envelopeSize(this.deviceId, inner.length);
       if (size > this.maxMessageBytes) throw new MessageTooLong(text, size, this.maxMessageBytes);
       const body = await key.encrypt(conversationId, this.deviceId, inner);
@@ -143,7 +156,7 @@ export class SecureClient {
       const sent = await this.api.send(conversationId, body, SK.CONTENT_TYPE, crypto.randomUUID());
       const plain = { conversation_id: conversationId, seq: sent.seq, kind: "message",
         sender: this.username, sender_id: this.state.user_id, sender_device_id: this.deviceId,
-        content_type: "text/plain", text, created_at: sent.created_at };
+        content_type: contentType, text, created_at: sent.created_at, reply_to: replyTo };
       await this.remember(plain);
       return plain;
     });
@@ -337,7 +350,8 @@ export class SecureClient {
       const record = SK.InboundSenderKey.fromJSON(stored);
       const inner = JSON.parse(P.fromUtf8(await record.decrypt(m.conversation_id, env)));
       this.state.inbound[slot] = { ...record.toJSON(), owner: stored.owner };
-      const plain = { ...base, content_type: inner.t, text: P.fromUtf8(unb64(inner.b)) };
+      const plain = { ...base, content_type: inner.t, text: P.fromUtf8(unb64(inner.b)),
+        reply_to: Number.isInteger(inner.r) ? inner.r : null };
       await this.remember(plain);
       return plain;
     } catch (error) {
@@ -395,10 +409,9 @@ export class SecureClient {
     await this.api.sendInbox([[target.device_id, body]]);
   }
 
-  // The newest message of a conversation this device has read, for the conversation list.
-  lastKnown(conversationId) {
-    const known = Object.values(this.state.messages[conversationId] || {});
-    return known.reduce((a, b) => (!a || b.seq > a.seq ? b : a), null);
+  // What this device has read of a conversation, oldest first (for the conversation list).
+  known(conversationId) {
+    return Object.values(this.state.messages[conversationId] || {}).sort((a, b) => a.seq - b.seq);
   }
 
   async remember(plain) {
