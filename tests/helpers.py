@@ -247,3 +247,17 @@ def metric(text: str, name: str) -> float:
         for line in text.splitlines()
         if line.startswith(name) and not line.startswith("#")
     )
+
+
+async def started_devices(make_client: Any, folder: Path, *prefixes: str) -> list[Any]:
+    """For each prefix a new user on the server (``make_client``: the ``user`` fixture) with a
+    started end-to-end device whose keys live in ``folder``."""
+    from secureconnect.client.devicestore import DeviceStore
+    from secureconnect.client.secure import SecureClient
+
+    devices = []
+    for prefix in prefixes:
+        device = SecureClient(await make_client(prefix), DeviceStore(folder / f"{prefix}.json"))
+        await device.start()
+        devices.append(device)
+    return devices

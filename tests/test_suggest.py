@@ -16,14 +16,12 @@ import httpx
 import pytest
 
 from secureconnect.client import ApiError
-from secureconnect.client.devicestore import DeviceStore
-from secureconnect.client.secure import SecureClient
 from secureconnect.diagnostics.facts import Facts, Workload
 from secureconnect.diagnostics.kube import Kubectl
 from secureconnect.diagnostics.probes import read_endpoints
 from secureconnect.diagnostics.rules import diagnose
 from secureconnect.suggest import Pack, PackError
-from tests.helpers import metric
+from tests.helpers import metric, started_devices
 from tests.server import ServerProcess
 
 PACKAGED = Path(__file__).parents[1] / "src" / "secureconnect" / "suggest"
@@ -241,13 +239,8 @@ async def _wait_for(http: httpx.AsyncClient, ok, path: str, timeout: float = 20.
 async def test_the_sdk_suggests_from_decrypted_history_and_stays_quiet_after_ones_own(
     server: ServerProcess, user, tmp_path: Path
 ) -> None:
-    alice_api, bob_api = await user("alice"), await user("bob")
-    alice = SecureClient(alice_api, DeviceStore(tmp_path / "alice.json"))
-    bob = SecureClient(bob_api, DeviceStore(tmp_path / "bob.json"))
-    await alice.start()
-    await bob.start()
-    me = await bob_api.me()
-    conv = (await alice_api.direct(me.username)).id
+    alice, bob = await started_devices(user, tmp_path, "alice", "bob")
+    conv = (await alice.client.direct(bob.username)).id
     assert (await bob.suggest_replies(conv)).silent == "nothing"
     await alice.send(conv, b"Thank you so much for your help yesterday!")
     verdict = await bob.suggest_replies(conv)

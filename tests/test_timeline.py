@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from secureconnect.client import timeline
-from secureconnect.client.devicestore import DeviceStore
-from secureconnect.client.secure import CannotChangeMessage, PlainMessage, SecureClient
+from secureconnect.client.secure import CannotChangeMessage, PlainMessage
+from tests.helpers import started_devices
 from tests.server import ServerProcess
 
 
@@ -55,12 +55,8 @@ def test_only_the_sender_within_the_window_changes_a_message() -> None:
 async def test_replies_reactions_edits_and_deletions_look_the_same_to_everyone(
     server: ServerProcess, user, tmp_path: Path
 ) -> None:
-    alice_api, bob_api = await user("alice"), await user("bob")
-    alice = SecureClient(alice_api, DeviceStore(tmp_path / "alice.json"))
-    bob = SecureClient(bob_api, DeviceStore(tmp_path / "bob.json"))
-    await alice.start()
-    await bob.start()
-    conv = (await alice_api.direct(bob.username)).id
+    alice, bob = await started_devices(user, tmp_path, "alice", "bob")
+    conv = (await alice.client.direct(bob.username)).id
     first = await alice.send(conv, b"Lunch at noon?")
     typo = await alice.send(conv, b"At the usal place")
     oops = await alice.send(conv, b"wrong chat, sorry")
