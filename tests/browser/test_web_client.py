@@ -966,3 +966,28 @@ async def test_reply_react_edit_and_delete_for_everyone(browser, server) -> None
     assert a.errors == [] and b.errors == []
     await a.context.close()
     await b.context.close()
+
+
+async def test_a_device_is_signed_out_from_another_in_the_browser(browser, server) -> None:
+    alice = unique("alice")
+    laptop = await pages.open_client(browser, server.url)
+    await pages.register(laptop, alice, PASSWORD)
+    phone = await pages.open_client(browser, server.url, **PHONE)
+    await pages.login(phone, alice, PASSWORD)
+    await laptop.click("#security")
+    await laptop.wait_for_function(
+        "() => document.querySelectorAll('#device-list li').length === 2"
+    )
+    rows = await laptop.locator("#device-list li").all_inner_texts()
+    assert sum("this device" in r for r in rows) == 1
+    assert sum("last seen Today" in r for r in rows) == 1  # the phone
+    laptop.once("dialog", lambda d: d.accept())  # "Sign out web browser? ..."
+    await laptop.locator("#device-list li", has_text="last seen").locator(".sign-out").click()
+    await laptop.wait_for_function(
+        "() => document.querySelectorAll('#device-list li').length === 1"
+    )
+    await phone.wait_for_selector("#login", timeout=20000)  # the phone is back at the login
+    assert laptop.errors == []
+    assert [e for e in phone.errors if "status of 401" not in e and "WebSocket" not in e] == []
+    await laptop.context.close()
+    await phone.context.close()

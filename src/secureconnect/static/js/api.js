@@ -61,6 +61,8 @@ export class Api {
   totpConfirm(code) { return this.call("POST", "/v1/auth/totp/confirm", { code }); }
   totpDisable(password, code) { return this.call("POST", "/v1/auth/totp/disable", { password, code }); }
   me() { return this.call("GET", "/v1/me"); }
+  devices() { return this.call("GET", "/v1/devices"); }
+  revokeDevice(id) { return this.call("DELETE", `/v1/devices/${encodeURIComponent(id)}`); }
   conversations() { return this.call("GET", "/v1/conversations"); }
   conversation(id) { return this.call("GET", `/v1/conversations/${id}`); }
   direct(username) { return this.call("POST", "/v1/conversations", { kind: "direct", members: [username] }); }

@@ -499,7 +499,7 @@ function confirmLogout() {
 // shown this once), or off with the password and a code.
 async function showSecurity() {
   const body = el("div", { id: "security-body" });
-  const dialog = el("dialog", { id: "security-dialog" }, el("h2", {}, t("totpTitle")), body,
+  const dialog = el("dialog", { id: "security-dialog" }, devicesForm(), el("h2", {}, t("totpTitle")), body,
     passwordForm(), emailForm(),
     el("div", { class: "row" }, el("button", { class: "ghost", id: "security-close", onclick: () => dialog.close() }, t("close"))));
   dialog.addEventListener("close", () => dialog.remove());
@@ -542,6 +542,25 @@ async function showSecurity() {
     code.focus();
   }
   try { await show(); } catch (e) { body.replaceChildren(el("p", { class: "error" }, explain(e))); }
+}
+
+// This account's devices: each one that is signed in, when it was last seen, and a way to
+// sign out one that is lost or not one's own (its keys go with it; asked first).
+function devicesForm() {
+  const list = el("ul", { id: "device-list", class: "devices" });
+  const result = el("div", { class: "error", role: "alert", id: "devices-result" });
+  async function show() {
+    const devices = (await ui.api.devices()).filter((d) => !d.revoked_at);
+    list.replaceChildren(...devices.map((d) => el("li", { "data-id": d.id },
+      el("span", { class: "name" }, d.name), " ",
+      el("span", { class: "sub" }, d.current ? t("thisDevice") : t("lastSeen", { when: `${dayLabel(d.last_seen_at)} ${time(d.last_seen_at)}` })),
+      d.current ? null : el("button", { type: "button", class: "ghost danger sign-out", onclick: async () => {
+        if (!window.confirm(t("signOutConfirm", { name: d.name }))) return;
+        try { await ui.api.revokeDevice(d.id); await show(); } catch (e) { result.textContent = explain(e); }
+      } }, t("signOut")))));
+  }
+  show().catch((e) => { result.textContent = explain(e); });
+  return el("div", { id: "devices-form" }, el("h2", {}, t("devicesTitle")), list, result);
 }
 
 // The address security notices go to: in force once the mailed code comes back.
