@@ -215,3 +215,7 @@ def test_reply_react_edit_and_delete_from_the_terminal(server, tmp_path) -> None
     assert "At the usual cafe (edited)" in history and "usal" not in history
     assert "this message was deleted" in history and "See you at 6?" not in history
     assert f"↪ #{first} Yes, see you" in history
+    found = cli(server, tmp_path, "chat", "search", "USUAL caf", "--profile", bob).stdout
+    assert f"#{second} {alice}: At the usual cafe" in " ".join(found.split())
+    missing = cli(server, tmp_path, "chat", "search", "see you at 6", "--profile", bob).stdout
+    assert "nothing on this device matches" in missing  # deleted for everyone

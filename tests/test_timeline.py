@@ -85,3 +85,20 @@ async def test_replies_reactions_edits_and_deletions_look_the_same_to_everyone(
     stored = server.stored_data()  # all of it went as ciphertext
     for text in (b"usual place", b"wrong chat", b"forged", b"Lunch at noon"):
         assert text not in stored
+
+
+async def test_search_on_the_device_as_the_browser_does(
+    server: ServerProcess, user, tmp_path: Path
+) -> None:
+    alice, bob = await started_devices(user, tmp_path, "alice", "bob")
+    conv = (await alice.client.direct(bob.username)).id
+    budget = await alice.send(conv, b"The quarterly budget is due Friday")
+    await alice.send(conv, "Lương tháng này về rồi".encode())
+    gone = await alice.send(conv, b"a budget secret")
+    await alice.edit(conv, budget.seq, "The quarterly report is due Friday")
+    await alice.delete_for_everyone(conv, gone.seq)
+    await bob.timeline(conv)  # bob's device reads the conversation
+    assert [e.text for e in await bob.search("luong THANG")] == ["Lương tháng này về rồi"]
+    assert [e.message.seq for e in await bob.search("quarterly rep")] == [budget.seq]
+    assert await bob.search("budget") == []  # edited away, and the deleted one
+    assert await bob.search("  ") == []

@@ -991,3 +991,44 @@ async def test_a_device_is_signed_out_from_another_in_the_browser(browser, serve
     assert [e for e in phone.errors if "status of 401" not in e and "WebSocket" not in e] == []
     await laptop.context.close()
     await phone.context.close()
+
+
+async def test_search_finds_what_this_browser_decrypted_without_asking_the_server(
+    browser, server, tmp_path
+) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    a = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    async with Client(server.url) as bob_sdk:
+        b = await python_device(bob_sdk, bob, tmp_path)
+        await pages.start_conversation(a, bob)
+        await pages.send(a, "hello")
+        conv = (await bob_sdk.conversations())[0].id
+        budget = await b.send(conv, b"The quarterly budget is due Friday")
+        await b.send(conv, "Lương tháng này về rồi".encode())
+        gone = await b.send(conv, b"a budget secret, deleted soon")
+        await pages.wait_text(a, "Lương tháng này về rồi")
+        await pages.open_conversation(a, bob)
+        asked: list[str] = []
+        a.on("request", lambda r: asked.append(r.url))
+        await b.delete_for_everyone(conv, gone.seq)
+        await a.wait_for_selector(".msg.deleted")
+        asked.clear()
+        await a.fill("#search", "budg")
+        await a.wait_for_selector("#search-results li")
+        found = await a.locator("#search-results li .preview").all_inner_texts()
+        assert found == [f"{bob}: The quarterly budget is due Friday"]  # not the deleted one
+        await a.fill("#search", "luong thang")  # without diacritics
+        await a.wait_for_selector("#search-results li:has-text('Lương tháng này về rồi')")
+        assert asked == []  # nothing went to the server while searching
+        # An edit changes what is found.
+        await b.edit(conv, budget.seq, "The quarterly report is due Friday")
+        await pages.wait_text(a, "The quarterly report is due Friday")
+        await a.fill("#search", "budget")
+        await a.wait_for_selector("#no-results")
+        await a.fill("#search", "quarterly report")
+        await a.click("#search-results li")
+        await a.wait_for_selector(f".msg.found[data-seq='{budget.seq}']")
+        await pages.shot(a, "36-search")
+        assert a.errors == []
+    await a.context.close()

@@ -701,6 +701,28 @@ def chat_delete(
     )()
 
 
+@chat_app.command("search")
+def chat_search(
+    query: Annotated[str, typer.Argument(help="words to find (without case or diacritics)")],
+) -> None:
+    """Find messages this device has read; the server holds only ciphertext and is not asked."""
+
+    async def go(client: Client, state: Profile) -> None:
+        secure = await _secure(client)
+        await secure.sync_inbox()
+        found = await secure.search(query)
+        for entry in found[:50]:
+            m = entry.message
+            out.print(
+                f"[dim]{m.conversation_id[:8]} #{m.seq}[/dim] [bold]{shown(m.sender)}[/bold]: "
+                f"{shown(entry.text)}"
+            )
+        if not found:
+            out.print("nothing on this device matches")
+
+    client_command(go)()
+
+
 @chat_app.command("history")
 def chat_history(
     conversation: str,

@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from secureconnect.client import timeline
+from secureconnect.client import search, timeline
 from secureconnect.client.api import Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
+from secureconnect.client.timeline import Entry
 from secureconnect.client.types import (
     Call,
     CallChanged,
@@ -605,11 +606,29 @@ class SecureClient:
         await self._changeable(conversation_id, seq)
         return await self.send(conversation_id, timeline.event_body({"to": seq}), timeline.DELETE)
 
-    async def timeline(self, conversation_id: str) -> list[timeline.Entry]:
+    async def timeline(self, conversation_id: str) -> list[Entry]:
         """The conversation's text messages as people see them: edits, deletions, reactions
         and what each reply answers applied (every client folds by the same rules)."""
         await self.sync_inbox()  # the sender keys that may have come with the newest messages
         return timeline.fold(await self.history(conversation_id), self.edit_window_s)
+
+    async def search(self, query: str) -> list[Entry]:
+        """Messages this device has read whose current text (as edited; not deleted ones)
+        holds every word of ``query``, newest first (client/search.py). Nothing is sent."""
+        if not search.words(query):
+            return []
+        found: list[Entry] = []
+        for records in self.state.get("messages", {}).values():
+            said = sorted(
+                (PlainMessage(**{**r, "body": unb64(r["body"])}) for r in records.values()),
+                key=lambda m: m.seq,
+            )
+            found += [
+                e
+                for e in timeline.fold(said, self.edit_window_s)
+                if not e.deleted and search.matches(e.text, query)
+            ]
+        return sorted(found, key=lambda e: e.message.created_at, reverse=True)
 
     async def _changeable(self, conversation_id: str, seq: int) -> None:
         await self.sync_inbox()

@@ -7,6 +7,7 @@ import { explain, lang, setLang, t } from "./i18n.js";
 import { Call, callsSupported } from "./call.js";
 import { fetchPack } from "./suggest.js";
 import { DELETE, EDIT, EVENTS, REACTION, fold, isText } from "./timeline.js";
+import { SearchIndex, matches } from "./search.js";
 
 const root = document.getElementById("app");
 const ui = {
@@ -14,6 +15,7 @@ const ui = {
   open: null, messages: new Map(), receipts: [], typing: new Map(), status: "offline",
   showNew: false, banner: null,
   call: null, ringing: new Map(), callError: "",
+  search: null, query: "",
   compose: null,  // {mode: "reply" | "edit", seq, sender, text} while replying or editing
   prefs: { theme: "system", notify: false, notifyText: true, muted: [] },
   suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
@@ -175,6 +177,9 @@ async function enter() {
   ui.secure = new SecureClient(ui.api);
   ui.secure.onCallKey = (senderId, deviceId, payload) => { if (ui.call) ui.call.onKey(senderId, deviceId, payload); };
   await ui.secure.start();
+  ui.search = await new SearchIndex(ui.session.username).load();
+  ui.secure.onRemember = indexMessage;
+  for (const c of Object.keys(ui.secure.state.messages || {})) for (const m of ui.secure.known(c)) indexMessage(m);
   await refreshConversations();
   render();
   ui.stream = new EventStream(location.origin, ui.session.token, ui.session.cursors || {}, onEvent, onStatus).start();
@@ -758,10 +763,65 @@ function renderSidebar() {
   // The tab says how many messages wait, as Signal's and Element's do; muted ones do not count.
   const waiting = ui.conversations.reduce((n, c) => n + (c.id !== ui.open && !ui.prefs.muted.includes(c.id) ? c.unread : 0), 0);
   document.title = waiting ? `(${waiting}) SecureConnect` : "SecureConnect";
+  // A message arriving redraws the list: whoever is typing a search keeps typing.
+  const before = document.getElementById("search");
+  const searching = before && document.activeElement === before ? [before.selectionStart, before.selectionEnd] : null;
+  const search = el("input", { id: "search", type: "search", placeholder: t("searchPlaceholder"), "aria-label": t("searchPlaceholder"),
+    value: ui.query, oninput: () => { ui.query = search.value; renderResults(); },
+    onkeydown: (e) => { if (e.key === "Escape") { ui.query = ""; search.value = ""; renderResults(); } } });
   aside.replaceChildren(
     el("button", { class: "new", id: "new-conversation", onclick: () => { ui.showNew = !ui.showNew; renderSidebar(); document.getElementById("new-people")?.focus(); } }, t("newChat")),
-    form || "",
+    form || "", search,
+    el("div", { id: "search-results" }),
     ui.conversations.length ? list : el("p", { class: "empty" }, t("noConversations")));
+  if (searching) { search.focus(); search.setSelectionRange(searching[0], searching[1]); }
+  renderResults();
+}
+
+// ----- search: on this device, over what it decrypted (search.js); the server is not asked ----
+
+function indexMessage(plain) {
+  if (!ui.search || plain.kind !== "message" || plain.failed) return;
+  if (isText(plain)) ui.search.add(plain.conversation_id, plain.seq, plain.text);
+  else if (plain.content_type === EDIT) {
+    try {
+      const edit = JSON.parse(plain.text);
+      if (Number.isInteger(edit.to) && typeof edit.text === "string") ui.search.add(plain.conversation_id, edit.to, edit.text);
+    } catch { /* not an edit this client can read */ }
+  }
+}
+
+function renderResults() {
+  const node = document.getElementById("search-results");
+  const list = document.getElementById("conversations");
+  if (!node) return;
+  const query = ui.query.trim();
+  if (list) list.hidden = query.length >= 2;
+  if (query.length < 2 || !ui.search) { node.replaceChildren(); return; }
+  const found = [];
+  const folds = new Map();
+  for (const hit of ui.search.query(query)) {
+    const conv = ui.conversations.find((c) => c.id === hit.conversation_id);
+    if (!conv) continue;
+    if (!folds.has(conv.id)) folds.set(conv.id, fold(ui.secure.known(conv.id), ui.secure.editWindowS));
+    const entry = folds.get(conv.id).get(hit.seq);
+    // The index remembers words a message once had: what it says now decides.
+    if (entry && !entry.deleted && matches(entry.text, query)) found.push({ conv, entry });
+  }
+  found.sort((a, b) => b.entry.message.created_at - a.entry.message.created_at);
+  node.replaceChildren(found.length
+    ? el("ul", { class: "results" }, found.slice(0, 50).map(({ conv, entry }) => el("li", { tabindex: "0", "data-seq": entry.message.seq,
+      onclick: () => openFound(conv.id, entry.message.seq), onkeydown: (e) => { if (e.key === "Enter") openFound(conv.id, entry.message.seq); } },
+      el("span", { class: "line" }, el("span", { class: "name" }, title(conv)), el("span", { class: "when" }, when(entry.message.created_at))),
+      el("span", { class: "preview" }, `${entry.message.sender}: ${entry.text.split("\n")[0].slice(0, 120)}`))))
+    : el("p", { class: "empty", id: "no-results" }, t("noResults")));
+}
+
+async function openFound(id, seq) {
+  ui.query = "";
+  await openConversation(id);
+  const node = document.querySelector(`#messages .msg[data-seq="${seq}"]`);
+  if (node) { node.classList.add("found"); node.scrollIntoView({ block: "center" }); }
 }
 
 // The newest message this device has read in a conversation, in one line.

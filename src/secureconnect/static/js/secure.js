@@ -416,6 +416,7 @@ export class SecureClient {
 
   async remember(plain) {
     (this.state.messages[plain.conversation_id] ||= {})[plain.seq] = plain;
+    if (this.onRemember) this.onRemember(plain);  // the device's search index
     await this.save();
   }
 
