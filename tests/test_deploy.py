@@ -91,3 +91,16 @@ def test_pods_drain_before_they_stop() -> None:
         pre_stop = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
         assert pre_stop[0] == "sleep"
         assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + grace
+
+
+def test_backups_run_nightly_one_at_a_time_onto_their_own_volume() -> None:
+    docs = render("prod")
+    job = by_kind(docs, "CronJob")["secureconnect-backup"]["spec"]
+    assert job["concurrencyPolicy"] == "Forbid"
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["secureconnect", "backup", "--to", "/backups"]
+    url = next(e for e in container["env"] if e["name"] == "SECURECONNECT_DATABASE_URL")
+    assert url["valueFrom"]["secretKeyRef"]["key"] == "database-url"
+    claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert claim in by_kind(docs, "PersistentVolumeClaim")

@@ -165,6 +165,10 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=3, description="argon2id passes")
     argon2_parallelism: int = Field(4, ge=1, description="argon2id lanes")
 
+    backup_dir: Path | None = Field(
+        None, description="where `secureconnect backup` writes (data_dir/backups if unset)"
+    )
+    backup_keep: int = Field(7, ge=1, description="complete backups kept; older ones are removed")
     suggest_dir: Path | None = Field(
         None,
         description="folder holding the suggestion pack (pack.json and pack.sha256) that web "
