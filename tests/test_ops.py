@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from tests.helpers import call, error_of, listening
 from tests.server import ServerProcess
@@ -139,3 +140,65 @@ async def test_an_exhausted_pool_is_visible_and_answered_with_503(tmp_path, make
     finally:
         srv.stop()
         drop_database(database)
+
+
+@pytest.mark.slow  # PostgreSQL
+async def test_a_query_cut_off_by_the_database_is_a_503_and_reads_are_retried(
+    tmp_path, make_user
+) -> None:
+    """Issue 15: the database going away *during* a query (a restart, a failover) answers the
+    documented 503, not a 500; the SDK tries a read again and gets its answer once the database
+    is back."""
+    from sqlalchemy import text
+
+    from secureconnect.store import Database, StoreUnavailable
+    from tests.conftest import backend_env, drop_database
+    from tests.server import run_statements
+
+    env, name = backend_env("postgresql")
+    url = env["SECURECONNECT_DATABASE_URL"]
+    admin = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "database": "postgres"}
+    cut = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+    db = Database(url)
+    try:
+
+        async def long_read() -> None:
+            async with db.read() as conn:
+                await conn.execute(text("SELECT pg_sleep(10)"))
+
+        reading = asyncio.create_task(long_read())
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(run_statements, cut, **admin)
+        try:
+            await asyncio.wait_for(reading, 5)
+            raise AssertionError("the cut query returned")
+        except StoreUnavailable as error:
+            assert error.code == "store_unavailable"
+        await db.close()
+
+        srv = ServerProcess(tmp_path, env).start()
+        try:
+            alice = await make_user(srv, "alice")
+            await asyncio.to_thread(
+                run_statements, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false', cut, **admin
+            )
+            auth = {"Authorization": f"Bearer {alice.token}"}
+            direct = httpx.get(srv.url + "/v1/conversations", headers=auth)
+            back = asyncio.create_task(alice.conversations())  # retried while it is away
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(
+                run_statements, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true', **admin
+            )
+            assert await asyncio.wait_for(back, 10) == []
+        finally:
+            srv.stop()
+        assert error_of(direct) == (503, "store_unavailable")  # what a plain client is told
+        assert "Traceback" not in direct.text
+    finally:
+        await asyncio.to_thread(
+            run_statements, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true', **admin
+        )
+        drop_database(name)

@@ -49,6 +49,7 @@ from secureconnect.client.types import (
 )
 
 RETRYABLE_STATUS = {502, 503, 504}
+READ_ATTEMPTS = 4  # 0.5 + 1 + 2 s of waiting at most, unless the server asks for longer
 
 
 class Client:
@@ -647,7 +648,21 @@ class Client:
             if self.token is None:
                 raise ApiError(401, "missing_token", "log in first")
             headers["Authorization"] = f"Bearer {self.token}"
-        response = await self._http.request(method, path, headers=headers, **kwargs)
+        # A read is safe to repeat: one that meets a restarting server or database (502-504,
+        # or the connection dropped) is tried again a few times, waiting as the server asks.
+        tries = READ_ATTEMPTS if method == "GET" else 1
+        for attempt in range(tries):
+            try:
+                response = await self._http.request(method, path, headers=headers, **kwargs)
+            except httpx.TransportError:
+                if attempt == tries - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+                continue
+            if response.status_code not in RETRYABLE_STATUS or attempt == tries - 1:
+                break
+            wait = response.headers.get("retry-after", "")
+            await asyncio.sleep(min(float(wait), 5.0) if wait.isdigit() else 0.5 * 2**attempt)
         if response.status_code == 204:
             return None
         try:

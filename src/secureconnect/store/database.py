@@ -138,8 +138,23 @@ class Database:
             raise StoreUnavailable("store_unavailable", "the database is unreachable") from error
         try:
             yield conn
+        except exc.DBAPIError as error:
+            # The database went away during the query (restarted, failed over, the connection
+            # cut): the same 503 as when it cannot be reached, not a 500. A constraint or a
+            # syntax error is another DBAPIError and stays what it is.
+            lost = error.connection_invalidated or isinstance(
+                error, exc.OperationalError | exc.InterfaceError
+            )
+            if not lost:
+                raise
+            self._errors["store_unavailable"] += 1
+            log.error("database lost mid-query", extra={"fields": {"error": type(error).__name__}})
+            raise StoreUnavailable(
+                "store_unavailable", "the database connection was lost; try again"
+            ) from error
         finally:
-            await conn.close()
+            with contextlib.suppress(exc.DBAPIError, OSError):  # a dead connection is dropped
+                await conn.close()
 
     async def ping(self) -> None:
         async with self.read() as conn:
