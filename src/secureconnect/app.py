@@ -36,6 +36,7 @@ from secureconnect.incidents.routes import public as status_router
 from secureconnect.incidents.routes import router as incidents_router
 from secureconnect.keys.routes import router as keys_router
 from secureconnect.ops.routes import router as ops_router
+from secureconnect.schemas import ERROR_RESPONSES
 from secureconnect.services import Services, build_services
 from secureconnect.store.migrate import upgrade
 from secureconnect.suggest.routes import router as suggest_router
@@ -154,9 +155,9 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     )
     app.state.services = services
     install_error_handlers(app)
-    app.include_router(ops_router)
+    app.include_router(ops_router, responses=ERROR_RESPONSES)
     for router in ROLE_ROUTERS[settings.role]:
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     if chat_router in ROLE_ROUTERS[settings.role]:
         app.realtime = events
     if settings.role in ("all", "api-gateway"):

@@ -52,3 +52,32 @@ class Strict(BaseModel):
         if _has_wide_int(data):
             raise ValueError(f"numbers must be between {-INT64_MAX - 1} and {INT64_MAX}")
         return data
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, for clients to match (see docs/api.md)")
+    message: str = Field(description="for people: what was wrong and what to do")
+
+
+class ErrorOut(BaseModel):
+    """Every refusal's body."""
+
+    error: ErrorDetail
+
+
+# The refusals any route may give (the edge's limits answer 413 and 429 anywhere, an
+# unreachable database 503), documented on every route so that a generated client knows them.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in (
+        (400, "the request breaks a rule: `error.code` names it"),
+        (401, "no caller, or a token that is no longer valid"),
+        (403, "a known caller who may not do this"),
+        (404, "no such thing, or none the caller may see"),
+        (409, "the state does not allow it"),
+        (413, "over a size limit"),
+        (422, "a field is missing, of the wrong type, or unknown"),
+        (429, "over a rate limit: wait for Retry-After"),
+        (503, "a dependency (the database, the bus, the SFU) is away: try again"),
+    )
+}
