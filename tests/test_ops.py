@@ -202,3 +202,48 @@ async def test_a_query_cut_off_by_the_database_is_a_503_and_reads_are_retried(
             run_statements, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true', **admin
         )
         drop_database(name)
+
+
+def test_slow_headers_and_bodies_are_cut_off_and_others_are_served(tmp_path) -> None:
+    """Issue 15 (slowloris): a byte at a time keeps nothing open for long."""
+    import socket
+    import time
+
+    srv = ServerProcess(
+        tmp_path, {"SECURECONNECT_HEADER_TIMEOUT_S": "2", "SECURECONNECT_BODY_TIMEOUT_S": "2"}
+    ).start()
+    host, port = "127.0.0.1", srv.port
+
+    def held_for(first: bytes, then: bytes) -> float:
+        """Sends ``first``, then ``then`` a byte a second; how long until the server closes."""
+        with socket.create_connection((host, port), timeout=15) as sock:
+            sock.sendall(first)
+            started = time.monotonic()
+            for byte in then:
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    break
+                sock.settimeout(1.0)
+                try:
+                    if sock.recv(1024) == b"":
+                        break
+                except TimeoutError:
+                    continue
+            return time.monotonic() - started
+
+    try:
+        slow_headers = held_for(b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X-Slow: " + b"a" * 30)
+        assert slow_headers < 5
+        slow_body = held_for(
+            b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{",
+            b"a" * 30,
+        )
+        assert slow_body < 5
+        assert httpx.get(srv.url + "/healthz").status_code == 200  # the others are served
+        cut = [e for e in srv.logs() if e.get("msg") == "slow client cut off"]
+        assert {e["waiting_for"] for e in cut} == {"headers", "body"}
+        assert not any(e.get("status", 0) >= 500 or e["level"] == "error" for e in srv.logs())
+    finally:
+        srv.stop()

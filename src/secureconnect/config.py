@@ -165,6 +165,12 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=3, description="argon2id passes")
     argon2_parallelism: int = Field(4, ge=1, description="argon2id lanes")
 
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must arrive within this of its first byte"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0, description="a request's body must arrive within this of its headers"
+    )
     backup_dir: Path | None = Field(
         None, description="where `secureconnect backup` writes (data_dir/backups if unset)"
     )

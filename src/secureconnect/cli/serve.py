@@ -5,6 +5,7 @@ from __future__ import annotations
 import faulthandler
 import socket
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -46,7 +47,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
         # uvloop and httptools when installed ("auto"); `uvicorn[standard]` brings both.
         loop="auto",
-        http="auto",
+        http=_http_protocol(settings),
         ws="websockets-sansio",
         server_header=False,  # what runs the platform is nobody else's business
         ws_max_size=ws_max_frame(settings),
@@ -67,6 +68,20 @@ def serve(settings: Settings) -> None:
     # Only a clean stop removes it: a crash leaves the file behind as evidence for `diagnose`.
     if server.run_file is not None:
         server.run_file.unlink(missing_ok=True)
+
+
+def _http_protocol(settings: Settings) -> Any:
+    """httptools with deadlines for slow clients (edge/slow.py); uvicorn's choice without it."""
+    try:
+        from secureconnect.edge.slow import TimelyHttpToolsProtocol
+    except ImportError:  # httptools is not installed: h11, without the deadlines
+        return "auto"
+
+    class Protocol(TimelyHttpToolsProtocol):
+        header_timeout_s = settings.header_timeout_s
+        body_timeout_s = settings.body_timeout_s
+
+    return Protocol
 
 
 class _AnnouncingServer(uvicorn.Server):
