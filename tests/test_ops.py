@@ -247,3 +247,55 @@ def test_slow_headers_and_bodies_are_cut_off_and_others_are_served(tmp_path) -> 
         assert not any(e.get("status", 0) >= 500 or e["level"] == "error" for e in srv.logs())
     finally:
         srv.stop()
+
+
+def test_unexpected_errors_reach_sentry_without_secrets(tmp_path) -> None:
+    """Issue 15: with SECURECONNECT_SENTRY_DSN set, an error the service logs (here the database
+    being unreachable) reaches a Sentry receiver (a local one speaking Sentry's envelope
+    protocol); the password and the token of the request that met it do not."""
+    import gzip
+    import http.server
+    import threading
+
+    received: list[bytes] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            received.append(body)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    sentry = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=sentry.serve_forever, daemon=True).start()
+    srv = ServerProcess(
+        tmp_path,
+        {
+            "SECURECONNECT_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+            "SECURECONNECT_AUTO_MIGRATE": "false",
+            "SECURECONNECT_DB_POOL_TIMEOUT_S": "2",
+            "SECURECONNECT_SENTRY_DSN": f"http://publickey@127.0.0.1:{sentry.server_port}/1",
+        },
+    )
+    srv.wait_ready = lambda timeout: None
+    srv.start()
+    try:
+        password = "correct horse battery staple sentinel"
+        login = call(
+            srv, "POST", "/v1/auth/login", json={"username": "alice", "password": password}
+        )
+        assert error_of(login) == (503, "store_unavailable")
+        token = "Bearer sentinel-token-value-1234567890"
+        httpx.get(srv.url + "/v1/conversations", headers={"Authorization": token})
+    finally:
+        srv.stop()  # Sentry's client flushes as the process exits
+        sentry.shutdown()
+    everything = b"\n".join(received)
+    assert b"database unreachable" in everything
+    assert b"sentinel" not in everything  # neither the password nor the token

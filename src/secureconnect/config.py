@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(3, ge=3, description="argon2id passes")
     argon2_parallelism: int = Field(4, ge=1, description="argon2id lanes")
 
+    sentry_dsn: SecretStr | None = Field(
+        None, description="report unexpected errors to this Sentry DSN (no bodies or secrets)"
+    )
     header_timeout_s: float = Field(
         10.0, gt=0, description="a request's headers must arrive within this of its first byte"
     )

@@ -12,6 +12,7 @@ import uvicorn
 from secureconnect.app import create_app
 from secureconnect.config import Settings
 from secureconnect.edge.logging import configure_logging
+from secureconnect.edge.sentry import start_sentry
 from secureconnect.ops.runfile import RunFile
 
 WS_MIN_FRAME = 64 * 1024
@@ -31,6 +32,7 @@ def _free_port(host: str) -> int:
 
 def serve(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_file)
+    start_sentry(settings)
     if settings.port == 0:
         # Chosen now, not by uvicorn at bind time: the app names itself by its address (a
         # video-service replica tells the others where to forward a call's requests).
