@@ -15,7 +15,7 @@ const ui = {
   open: null, messages: new Map(), receipts: [], typing: new Map(), status: "offline",
   showNew: false, banner: null,
   call: null, ringing: new Map(), callError: "",
-  search: null, query: "",
+  search: null, query: "", draft: { people: "", name: "", error: "" },
   compose: null,  // {mode: "reply" | "edit", seq, sender, text} while replying or editing
   prefs: { theme: "system", notify: false, notifyText: true, muted: [] },
   suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
@@ -738,12 +738,27 @@ function renderStatus() {
 function renderSidebar() {
   const aside = document.getElementById("sidebar");
   if (!aside) return;
-  const people = el("input", { id: "new-people", placeholder: t("people"), "aria-label": t("people"), required: true });
-  const name = el("input", { id: "new-name", placeholder: t("groupName"), "aria-label": t("groupName") });
-  const error = el("div", { class: "error", role: "alert" });
+  // The list is redrawn whenever something arrives: what is typed in the new-conversation form,
+  // and the refusal it got, stay (ui.draft), as does the focus.
+  const draft = ui.draft;
+  const typingIn = document.activeElement && ["new-people", "new-name"].includes(document.activeElement.id) ? document.activeElement.id : null;
+  const people = el("input", { id: "new-people", placeholder: t("people"), "aria-label": t("people"), required: true,
+    value: draft.people, oninput: () => { draft.people = people.value; } });
+  const name = el("input", { id: "new-name", placeholder: t("groupName"), "aria-label": t("groupName"),
+    value: draft.name, oninput: () => { draft.name = name.value; } });
+  const error = el("div", { class: "error", role: "alert" }, draft.error);
   const form = ui.showNew ? el("form", { id: "new-form", onsubmit: async (e) => {
     e.preventDefault();
-    try { await startConversation(people.value, name.value.trim()); } catch (err) { error.textContent = explain(err); }
+    draft.error = "";
+    error.textContent = "";
+    try {
+      await startConversation(people.value, name.value.trim());
+      ui.draft = { people: "", name: "", error: "" };
+    } catch (err) {
+      draft.error = explain(err);
+      const shown = document.querySelector("#new-form .error");
+      if (shown) shown.textContent = draft.error;
+    }
   } }, people, name, el("button", { type: "submit", id: "new-start" }, t("start")), error) : null;
   const list = el("ul", { id: "conversations" }, ui.conversations.map((c) => {
     const muted = ui.prefs.muted.includes(c.id);
@@ -775,6 +790,7 @@ function renderSidebar() {
     el("div", { id: "search-results" }),
     ui.conversations.length ? list : el("p", { class: "empty" }, t("noConversations")));
   if (searching) { search.focus(); search.setSelectionRange(searching[0], searching[1]); }
+  if (typingIn) document.getElementById(typingIn)?.focus();
   renderResults();
 }
 
