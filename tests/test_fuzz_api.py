@@ -21,6 +21,14 @@ pytestmark = pytest.mark.slow  # a minute of generated requests
 PATHS = r"^/v1/(auth|me|ops/compromise|ops/notify-users|ops/store/password)"
 
 
+def admin_token(url: str) -> str:
+    """Registers the on-call admin and logs in: the token schemathesis sends."""
+    with httpx.Client(base_url=url) as http:
+        http.post("/v1/auth/register", json={"username": "oncall", "password": PASSWORD})
+        login = http.post("/v1/auth/login", json={"username": "oncall", "password": PASSWORD})
+        return str(login.json()["token"])
+
+
 def test_no_server_errors_on_the_account_endpoints(own_server, tmp_path: Path) -> None:
     port = free_port()
     smtp = Controller(Mailbox(), hostname="127.0.0.1", port=port)
@@ -34,11 +42,7 @@ def test_no_server_errors_on_the_account_endpoints(own_server, tmp_path: Path) -
     )
     srv = own_server.start()
     try:
-        with httpx.Client(base_url=srv.url) as http:
-            http.post("/v1/auth/register", json={"username": "oncall", "password": PASSWORD})
-            token = http.post(
-                "/v1/auth/login", json={"username": "oncall", "password": PASSWORD}
-            ).json()["token"]
+        token = admin_token(srv.url)
         run = subprocess.run(
             [
                 str(Path(sys.executable).parent / "schemathesis"),
@@ -75,11 +79,7 @@ def test_the_whole_api_answers_below_500_and_only_as_documented(own_server, tmp_
     and no status the document does not list for that operation."""
     own_server.extra_env["SECURECONNECT_ADMINS"] = '["oncall"]'
     srv = own_server.start()
-    with httpx.Client(base_url=srv.url) as http:
-        http.post("/v1/auth/register", json={"username": "oncall", "password": PASSWORD})
-        token = http.post(
-            "/v1/auth/login", json={"username": "oncall", "password": PASSWORD}
-        ).json()["token"]
+    token = admin_token(srv.url)
     run = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),

@@ -35,6 +35,18 @@ async def login(page: Any, username: str, password: str) -> None:
     await page.wait_for_selector("#status.online", timeout=20000)
 
 
+async def two_people(browser: Any, url: str) -> tuple[str, str, Any, Any]:
+    """alice and bob, each registered in a browser of their own: (alice, bob, a, b)."""
+    from tests.helpers import unique
+
+    alice, bob = unique("alice"), unique("bob")
+    a = await open_client(browser, url)
+    b = await open_client(browser, url)
+    await register(a, alice, PASSWORD)
+    await register(b, bob, PASSWORD)
+    return alice, bob, a, b
+
+
 async def start_conversation(page: Any, people: str, name: str = "") -> None:
     await page.click("#new-conversation")
     await page.fill("#new-people", people)

@@ -720,12 +720,8 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     composer (sending stays the person's act); none after one's own message; Vietnamese once
     one writes Vietnamese to that person; off for a conversation from Settings; the server
     gets counts, never the text."""
-    alice, bob = unique("alice"), unique("bob")
     before = await asyncio.to_thread(_metrics, server.url)
-    a = await pages.open_client(browser, server.url)
-    b = await pages.open_client(browser, server.url)
-    await pages.register(a, alice, PASSWORD)
-    await pages.register(b, bob, PASSWORD)
+    alice, bob, a, b = await pages.two_people(browser, server.url)
     await pages.start_conversation(a, bob)
     await pages.send(a, "Thank you so much for your help yesterday!")
     await pages.open_conversation(b, alice)
@@ -905,11 +901,7 @@ async def test_dark_mode_follows_the_system_and_the_switch(browser, server) -> N
 
 
 async def test_reply_react_edit_and_delete_for_everyone(browser, server) -> None:
-    alice, bob = unique("alice"), unique("bob")
-    a = await pages.open_client(browser, server.url)
-    b = await pages.open_client(browser, server.url)
-    await pages.register(a, alice, PASSWORD)
-    await pages.register(b, bob, PASSWORD)
+    alice, bob, a, b = await pages.two_people(browser, server.url)
     await pages.start_conversation(a, bob)
     await pages.send(a, "Lunch at noon?")
     await pages.send(a, "At the usal place")

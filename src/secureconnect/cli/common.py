@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from secureconnect.cli.profile import Profile
 from secureconnect.client import ApiError, Client, ConnectionLost
+from secureconnect.errors import Problem
 
 # No highlighting: it would colour parts of other people's text as if they meant something.
 out = Console(highlight=False)
@@ -113,7 +114,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Runs a client coroutine; API errors become one red line and exit code 1."""
     try:
         return asyncio.run(coro)
-    except ApiError as error:
+    except (ApiError, Problem) as error:  # the server's refusal, or a server-side command's
         err.print(f"[red]error:[/red] {shown(error.message)} [dim]({shown(error.code)})[/dim]")
         raise typer.Exit(1) from error
     except ConnectionLost as error:

@@ -32,6 +32,7 @@ from secureconnect.cli.common import (
     hoist_profile_options,
     out,
     profile_choice,
+    run,
     shown,
     when,
 )
@@ -150,7 +151,7 @@ def backup(
             f"({manifest.backend}, schema {manifest.schema_revision}) to {folder}"
         )
 
-    _run_admin(go())
+    run(go())
 
 
 @app.command()
@@ -170,18 +171,7 @@ def restore(
             f"(schema {manifest.schema_revision}); start the platform on it"
         )
 
-    _run_admin(go())
-
-
-def _run_admin(coro: Any) -> None:
-    """A server-side command: a refusal is one red line and exit code 1."""
-    from secureconnect.errors import Problem
-
-    try:
-        asyncio.run(coro)
-    except Problem as error:
-        err.print(f"[red]error:[/red] {shown(error.message)} [dim]({error.code})[/dim]")
-        raise typer.Exit(1) from error
+    run(go())
 
 
 @config_app.command("show")

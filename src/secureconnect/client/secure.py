@@ -89,6 +89,11 @@ class PlainMessage:
         return membership_of(self.kind, self.body)
 
 
+def _cached_message(record: dict[str, Any]) -> PlainMessage:
+    """A message as ``_remember`` keeps it in the device file."""
+    return PlainMessage(**{**record, "body": unb64(record["body"])})
+
+
 @dataclass(frozen=True)
 class DecryptionFailed:
     """A message that could not be read. ``code``: unknown_sender_key (a key was requested from
@@ -504,7 +509,7 @@ class SecureClient:
     async def decrypt(self, message: Message) -> PlainMessage | DecryptionFailed:
         cached = self.state["messages"].get(message.conversation_id, {}).get(str(message.seq))
         if cached is not None:
-            return PlainMessage(**{**cached, "body": unb64(cached["body"])})
+            return _cached_message(cached)
         if message.kind in ("call", "membership"):
             # Written by the server, in the clear: who joined or left; a call's who, when and
             # how long.
@@ -620,7 +625,7 @@ class SecureClient:
         found: list[Entry] = []
         for records in self.state.get("messages", {}).values():
             said = sorted(
-                (PlainMessage(**{**r, "body": unb64(r["body"])}) for r in records.values()),
+                (_cached_message(r) for r in records.values()),
                 key=lambda m: m.seq,
             )
             found += [

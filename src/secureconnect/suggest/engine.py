@@ -234,7 +234,11 @@ class Pack:
     def context(self, text: str, earlier: Sequence[str] = ()) -> list[str]:
         """What the model reads: the other person's run of messages, oldest first, ending with
         the one to answer; its last ``max_tokens`` words."""
-        return self.tokens(" \n ".join([*earlier, text]))[-self.max_tokens :]
+        return self._context([self.tokens(t) for t in [*earlier, text]])
+
+    def _context(self, runs: Sequence[list[str]]) -> list[str]:
+        # Words never span two messages, so the run's words are each message's, in order.
+        return [t for run in runs for t in run][-self.max_tokens :]
 
     def scores(self, tokens: Sequence[str]) -> list[int]:
         """Index 0 is "no suggestion"; index n is intent n-1."""
@@ -270,15 +274,16 @@ class Pack:
         between (a thought split over several messages), oldest first."""
         if lang not in LANGUAGES:
             raise ValueError(f"language is one of {', '.join(LANGUAGES)}")
-        tokens = self.tokens(text)
+        runs = [self.tokens(t) for t in [*earlier, text]]  # each message normalised once
+        tokens = runs[-1]
         if not tokens:
             return Verdict((), "empty")
         words = [t for t in tokens if t != "?"]
         if len(text) > self.max_chars or len(words) > self.max_words:
             return Verdict((), "long")
-        if any(self.is_sensitive(self.tokens(t)) for t in [*earlier, text]):
+        if any(self.is_sensitive(run) for run in runs):
             return Verdict((), "sensitive")
-        s = self.scores(self.context(text, earlier))
+        s = self.scores(self._context(runs))
         order = sorted(range(1, len(s)), key=lambda k: (-s[k], k))
         top = order[0]
         if s[top] - s[0] < self.speak:

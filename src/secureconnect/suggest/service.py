@@ -5,7 +5,6 @@ against its hash on both ends) and counts what clients tell it without text (dec
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -46,8 +45,6 @@ class SuggestService:
             self._raw, self._pack = raw, pack
             self.metrics.suggest_pack_info.clear()
             self.metrics.suggest_pack_info.labels(version=pack.version, sha256=pack.sha256).set(1)
-        if hashlib.sha256(raw).hexdigest() != expected:  # pragma: no cover (Pack checks it)
-            return SuggestCheck(ok=False, detail="hash mismatch")
         return SuggestCheck(
             ok=True,
             detail="pack present, hash verified, served at /v1/suggest",

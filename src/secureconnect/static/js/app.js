@@ -179,7 +179,9 @@ async function enter() {
   await ui.secure.start();
   ui.search = await new SearchIndex(ui.session.username).load();
   ui.secure.onRemember = indexMessage;
-  for (const c of Object.keys(ui.secure.state.messages || {})) for (const m of ui.secure.known(c)) indexMessage(m);
+  // The index is kept in IndexedDB; built from the device's messages only the first time (a
+  // device that read messages before search existed).
+  if (!ui.search.index.size) for (const c of Object.keys(ui.secure.state.messages || {})) for (const m of ui.secure.known(c)) indexMessage(m);
   await refreshConversations();
   render();
   ui.stream = new EventStream(location.origin, ui.session.token, ui.session.cursors || {}, onEvent, onStatus).start();
@@ -990,7 +992,7 @@ function renderMessages() {
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   box.replaceChildren(...nodes);
   if (atBottom || nodes.length < 30) box.scrollTop = box.scrollHeight;
-  renderSuggestions();
+  renderSuggestions(items, folded);
 }
 
 // One message as people see it now: what it answers, its text (edited, or deleted), its
@@ -1106,15 +1108,16 @@ function suggestionsOn(id) {
   return ui.suggest.settings.device && !ui.suggest.settings.off.includes(id);
 }
 
-function renderSuggestions() {
+// `items`, `folded`: the open timeline as renderMessages just drew it (folded once per draw).
+function renderSuggestions(items = null, folded = null) {
   const node = document.getElementById("suggestions");
   if (!node) return;
   const conv = ui.conversations.find((c) => c.id === ui.open);
   const pack = ui.suggest.pack;
   const chips = [];
   if (pack && conv && !conv.request && suggestionsOn(conv.id)) {
-    const all = [...(ui.messages.get(ui.open) || new Map()).values()].sort((a, b) => a.seq - b.seq);
-    const folded = fold(all, ui.secure.editWindowS);
+    const all = items || [...(ui.messages.get(ui.open) || new Map()).values()].sort((a, b) => a.seq - b.seq);
+    folded = folded || fold(all, ui.secure.editWindowS);
     const said = all.filter(isText).map((m) => ({ ...m, text: folded.get(m.seq).text, deleted: folded.get(m.seq).deleted }));
     const last = said[said.length - 1];
     if (last && !last.deleted && last.sender !== ui.session.username) {

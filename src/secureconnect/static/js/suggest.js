@@ -104,8 +104,11 @@ export class Pack {
   // What the model reads: the other person's run of messages, oldest first, ending with the one
   // to answer; its last maxTokens words.
   context(text, earlier = []) {
-    return this.tokens([...earlier, text].join(" \n ")).slice(-this.maxTokens);
+    return this.joined([...earlier, text].map((x) => this.tokens(x)));
   }
+
+  // Words never span two messages, so the run's words are each message's, in order.
+  joined(runs) { return runs.flat().slice(-this.maxTokens); }
 
   scores(tokens) {
     const total = this.bias.slice();
@@ -134,12 +137,13 @@ export class Pack {
   // `earlier`: what the same person sent just before it, nothing of ours between, oldest first.
   decide(text, lang, earlier = []) {
     if (!LANGUAGES.includes(lang)) throw new Error(`language is one of ${LANGUAGES.join(", ")}`);
-    const tokens = this.tokens(text);
+    const runs = [...earlier, text].map((x) => this.tokens(x));  // each message normalised once
+    const tokens = runs[runs.length - 1];
     if (!tokens.length) return { suggestions: [], silent: "empty" };
     const words = tokens.filter((t) => t !== "?");
     if ([...text].length > this.maxChars || words.length > this.maxWords) return { suggestions: [], silent: "long" };
-    if ([...earlier, text].some((x) => this.isSensitive(this.tokens(x)))) return { suggestions: [], silent: "sensitive" };
-    const s = this.scores(this.context(text, earlier));
+    if (runs.some((run) => this.isSensitive(run))) return { suggestions: [], silent: "sensitive" };
+    const s = this.scores(this.joined(runs));
     const order = [];
     for (let j = 1; j < s.length; j++) order.push(j);
     order.sort((a, b) => (s[b] - s[a]) || (a - b));
