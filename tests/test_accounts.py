@@ -202,9 +202,9 @@ async def test_changing_the_password_logs_out_the_other_sessions(server) -> None
         await again.login(name, NEW_PASSWORD)
         async with Client(server.url) as kept:
             await kept.login(name, NEW_PASSWORD)
-            assert await again.change_password(
-                NEW_PASSWORD, PASSWORD, keep_other_sessions=True
-            ) == 0
+            assert (
+                await again.change_password(NEW_PASSWORD, PASSWORD, keep_other_sessions=True) == 0
+            )
             assert (await kept.me()).username == name
 
 

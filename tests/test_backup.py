@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from secureconnect.client import Client
+from secureconnect.client.devicestore import DeviceStore
+from secureconnect.client.secure import SecureClient
 from tests.conftest import backend_env, drop_database
 from tests.helpers import PASSWORD, signed_up, started_devices, unique
 from tests.server import ServerProcess
@@ -47,7 +49,12 @@ async def test_a_backup_under_write_load_restores_what_was_acknowledged(
     alice, bob = await started_devices(user, tmp_path, "alice", "bob")
     conv = await alice.client.create_group([bob.username], "drill")
     incident = await oncall.incident_open("Restore drill", "P3")
-    acked = [(await alice.client.send(conv.id, f"m{i}".encode())).seq for i in range(20)]
+    attached = tmp_path / "contract.pdf"
+    attached.write_bytes(b"%PDF-1.7 signed contract " * 5000)
+    file_seq = (await alice.send_file(conv.id, attached)).seq
+    acked = [file_seq] + [
+        (await alice.client.send(conv.id, f"m{i}".encode())).seq for i in range(20)
+    ]
 
     stop = asyncio.Event()
     during: list[int] = []
@@ -63,6 +70,7 @@ async def test_a_backup_under_write_load_restores_what_was_acknowledged(
     await writer
     assert taken.returncode == 0, taken.stderr
     assert "backed up" in taken.stdout and backend in taken.stdout
+    assert "1 attachment chunks" in taken.stdout
     [folder] = list((tmp_path / "b").iterdir())
 
     env, database = backend_env(backend)
@@ -86,6 +94,14 @@ async def test_a_backup_under_write_load_restores_what_was_acknowledged(
             assert [d.device_id for d in await reader.user_devices(alice.username)] == [
                 alice.device_id
             ]
+            # The attachment comes back whole: the same bytes, checked against its SHA-256.
+            await reader.logout()
+            await reader.login(bob.username, PASSWORD, device_id=bob.device_id)
+            again_bob = SecureClient(reader, DeviceStore(tmp_path / "bob.json"))
+            await again_bob.start()
+            entry = next(e for e in await again_bob.timeline(conv.id) if e.attachment)
+            saved = await again_bob.save_attachment(entry, tmp_path / "restored.pdf")
+            assert saved.read_bytes() == attached.read_bytes()
         async with Client(target.url) as admin:
             await admin.login("oncall", PASSWORD)
             assert (await admin.incident(str(incident.number))).title == "Restore drill"
@@ -94,7 +110,7 @@ async def test_a_backup_under_write_load_restores_what_was_acknowledged(
         drop_database(database)
 
     # A damaged backup is refused before anything is written.
-    [data] = [p for p in folder.iterdir() if p.name != "manifest.json"]
+    [data] = [p for p in folder.iterdir() if p.is_file() and p.name != "manifest.json"]
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 1
     data.write_bytes(bytes(raw))

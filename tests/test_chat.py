@@ -360,8 +360,9 @@ async def test_a_flood_of_typing_frames_reaches_the_peer_as_a_few(server, user) 
         change = not relayed[-1].typing
         await ws.send(json.dumps({"type": "typing", "conversation_id": conv.id, "typing": change}))
         await bob_rx.wait_for(
-            lambda s: [e.typing for e in s.events if isinstance(e, Typing)][len(relayed) :]
-            == [change]
+            lambda s: (
+                [e.typing for e in s.events if isinstance(e, Typing)][len(relayed) :] == [change]
+            )
         )
 
 

@@ -318,3 +318,31 @@ def test_sframe_meets_rfc9605_and_the_shared_vectors() -> None:
         with pytest.raises(CryptoError) as missing:
             sframe.unprotect({}.get, wire, f["kind"])
         assert missing.value.code == "unknown_key"
+
+
+def test_attachments_meet_the_shared_vectors_and_refuse_tampering() -> None:
+    from secureconnect.client import attachments
+    from secureconnect.crypto import attachment
+
+    v = load("attachment.json")
+    for f in v["files"]:
+        key, chunk = base64.b64decode(f["key"]), f["chunk"]
+        plain = base64.b64decode(f["plain"])
+        sealed = [base64.b64decode(c) for c in f["chunks"]]
+        last = len(sealed) - 1
+        assert attachment.ciphertext_size(len(plain), chunk) == f["ciphertext_size"]
+        assert sum(map(len, sealed)) == f["ciphertext_size"]
+        opened = b"".join(
+            attachment.decrypt_chunk(key, i, i == last, c) for i, c in enumerate(sealed)
+        )
+        assert opened == plain
+        if last >= 1:  # reordered, or cut short before the last chunk: the tag fails
+            with pytest.raises(CryptoError):
+                attachment.decrypt_chunk(key, 0, False, sealed[1])
+            with pytest.raises(CryptoError):
+                attachment.decrypt_chunk(key, last - 1, True, sealed[last - 1])
+        with pytest.raises(CryptoError):  # a last chunk is not an inner one
+            attachment.decrypt_chunk(key, last, False, sealed[last])
+    for p in v["pointers"]:
+        got = attachments.parse(p["body"].encode())
+        assert generate.pointer_fields(got) == p["parsed"], p["body"]

@@ -67,6 +67,8 @@ def test_ingress_routes_by_path_and_keeps_websockets_open() -> None:
     }
     assert routes["/v1/events"] == "chat-service"
     assert routes["/v1/conversations"] == "chat-service"
+    assert routes["/v1/blobs"] == "chat-service"  # attachments: a chunk is up to 8 MiB + 1 KiB
+    assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "9m"
     assert routes["/"] == "api-gateway"  # /v1/auth/login, keys, inbox
 
 

@@ -121,9 +121,7 @@ async def test_a_blocked_network_is_refused_everywhere_but_the_probes(guarded) -
         assert error_of(refused) == (403, "ip_blocked")
 
         report = await oncall.security_report()
-        assert [(b.network, b.blocked_by) for b in report.blocked] == [
-            ("203.0.113.0/28", "oncall")
-        ]
+        assert [(b.network, b.blocked_by) for b in report.blocked] == [("203.0.113.0/28", "oncall")]
         assert await oncall.unblock("203.0.113.0/28") == Lifted(
             network="203.0.113.0/28", blocked=False
         )

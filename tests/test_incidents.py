@@ -305,9 +305,7 @@ async def test_status_page_follows_public_updates_and_works_without_javascript(o
         assert after["overall"]["colour"] == "green"
         assert after["incidents"] == []
         assert [i["title"] for i in after["history"]] == ["Slow delivery"]
-        assert [e.kind for e in (await oncall.incident(ref)).timeline].count(
-            "public_update"
-        ) == 2
+        assert [e.kind for e in (await oncall.incident(ref)).timeline].count("public_update") == 2
     finally:
         await oncall.aclose()
         await mallory.aclose()

@@ -21,6 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from secureconnect import __version__
 from secureconnect.accounts.routes import router as accounts_router
+from secureconnect.blobs.routes import CHUNK_PATH
+from secureconnect.blobs.routes import router as blobs_router
+from secureconnect.blobs.schemas import MAX_CHUNK
 from secureconnect.chat.realtime import GOING_AWAY
 from secureconnect.chat.routes import REALTIME_PATH, events
 from secureconnect.chat.routes import router as chat_router
@@ -50,6 +53,7 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
         accounts_router,
         keys_router,
         chat_router,
+        blobs_router,
         incidents_router,
         guard_router,
         status_router,
@@ -64,7 +68,7 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
         status_router,
         suggest_router,
     ],
-    "chat-service": [chat_router],
+    "chat-service": [chat_router, blobs_router],
     "video-service": [calls_router],
 }
 
@@ -116,6 +120,9 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
             if settings.role in ("all", "api-gateway")
             else None
         )
+        collector = (
+            asyncio.create_task(_collect_blobs(services)) if services.blobs is not None else None
+        )
         log.info("started", extra={"fields": {"role": settings.role, "version": __version__}})
         try:
             yield
@@ -135,6 +142,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
                     await child
             if reminders is not None:
                 reminders.cancel()
+            if collector is not None:
+                collector.cancel()
             services.hub.close_all(GOING_AWAY, "server shutting down; reconnect")
             await services.hub.acks.close()
             await services.bus.close()
@@ -144,6 +153,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
                 await services.limits.aclose()
             if services.accounts.throttle is not None:
                 await services.accounts.throttle.aclose()
+            if services.blobs is not None:
+                await services.blobs.storage.close()
             await services.db.close()
             log.info("stopped", extra={"fields": {"role": settings.role}})
 
@@ -165,7 +176,11 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         static = Path(str(resources.files("secureconnect").joinpath("static")))
         app.mount("/static", StaticFiles(directory=static), name="static")
         app.add_api_route("/", _landing, include_in_schema=False, response_class=HTMLResponse)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        larger={CHUNK_PATH: MAX_CHUNK},  # attachment chunks: streamed to storage, not held
+    )
     app.add_middleware(GuardMiddleware, guard=services.guard, limits=services.limits)
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
     return app
@@ -179,6 +194,16 @@ async def _reminders(services: Services) -> None:
             await reminders.remind(services.incidents, owner, stakeholders)
         except Exception:  # the store may be down; try again on the next round
             log.exception("reminder round failed")
+
+
+async def _collect_blobs(services: Services) -> None:
+    assert services.blobs is not None
+    while True:
+        await asyncio.sleep(services.settings.blob_gc_interval_s)
+        try:
+            await services.blobs.collect()
+        except Exception:  # the store may be down; try again on the next round
+            log.exception("blob collection round failed")
 
 
 async def _record_deploy(services: Services) -> None:

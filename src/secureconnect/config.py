@@ -178,6 +178,36 @@ class Settings(BaseSettings):
         None, description="where `secureconnect backup` writes (data_dir/backups if unset)"
     )
     backup_keep: int = Field(7, ge=1, description="complete backups kept; older ones are removed")
+    blob_store: str = Field(
+        "local",
+        description='where attachment ciphertext is kept: "local" (blob_dir) or '
+        '"s3://bucket/prefix" (S3-compatible object storage; see s3_endpoint_url)',
+    )
+    blob_dir: Path | None = Field(
+        None, description="the local blob store's folder (data_dir/blobs if unset)"
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="an S3-compatible server's URL (AWS itself if unset)"
+    )
+    s3_region: str = Field("us-east-1", description="the S3 region")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="S3 credentials (else the AWS_* variables or the pod's role)"
+    )
+    s3_secret_access_key: SecretStr | None = None
+    max_attachment_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="the largest attachment (its ciphertext)"
+    )
+    attachment_quota_bytes: int = Field(
+        2 * 1024 * 1024 * 1024,
+        ge=1024,
+        description="attachment bytes one user may keep stored at once (every conversation)",
+    )
+    blob_upload_ttl_s: int = Field(
+        24 * 3600, ge=1, description="an upload not completed within this is removed"
+    )
+    blob_gc_interval_s: float = Field(
+        600.0, gt=0, description="how often blobs nobody may fetch any more are removed"
+    )
     suggest_dir: Path | None = Field(
         None,
         description="folder holding the suggestion pack (pack.json and pack.sha256) that web "
@@ -234,6 +264,13 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_file: Path | None = Field(None, description="also write the JSON log lines to this file")
+
+    @field_validator("blob_store")
+    @classmethod
+    def _blob_store(cls, value: str) -> str:
+        if value != "local" and not (value.startswith("s3://") and len(value) > 5):
+            raise ValueError('must be "local" or "s3://bucket[/prefix]"')
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -18,12 +18,15 @@ from importlib import resources
 from pathlib import Path
 
 from argon2 import PasswordHasher
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from secureconnect.accounts.email import EmailService
 from secureconnect.accounts.service import AccountService
 from secureconnect.accounts.totp import SecretBox, TotpService, server_key
+from secureconnect.blobs.service import BlobService
+from secureconnect.blobs.storage import storage_from
 from secureconnect.bus import Bus, InProcessBus
 from secureconnect.bus.redis import RedisBus
 from secureconnect.chat.realtime import Hub
@@ -74,6 +77,7 @@ class Services:
     turn: TurnSupervisor | None = None  # coturn, when no external TURN server is configured
     calls: CallService | None = None
     suggest: SuggestService | None = None  # in the roles that serve the web client
+    blobs: BlobService | None = None  # attachments, where chat is served
     draining: bool = field(default=False)
 
 
@@ -260,6 +264,7 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         if settings.role in ("all", "api-gateway")
         else None
     )
+    blobs = _blobs(settings, db, clock) if settings.role in ("all", "chat-service") else None
     return Services(
         settings=settings,
         db=db,
@@ -286,6 +291,29 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
         turn=turn,
         calls=calls,
         suggest=suggest,
+        blobs=blobs,
+    )
+
+
+def _blobs(settings: Settings, db: Database, clock: Clock) -> BlobService:
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    storage = storage_from(
+        settings.blob_store,
+        settings.blob_dir or settings.data_dir / "blobs",
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        secret(settings.s3_access_key_id),
+        secret(settings.s3_secret_access_key),
+    )
+    return BlobService(
+        db,
+        storage,
+        settings.max_attachment_bytes,
+        settings.attachment_quota_bytes,
+        settings.blob_upload_ttl_s,
+        clock,
     )
 
 

@@ -23,6 +23,19 @@ ARGS = [
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[object]:
+    async for instance in _chromium(ARGS):
+        yield instance
+
+
+@pytest.fixture
+async def browser_with_microphone() -> AsyncIterator[object]:
+    """Chromium with a fake microphone and camera (a beep, a test pattern), permission given."""
+    fake = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    async for instance in _chromium(ARGS + fake):
+        yield instance
+
+
+async def _chromium(args: list[str]) -> AsyncIterator[object]:
     try:
         from playwright.async_api import async_playwright
     except ImportError:
@@ -34,6 +47,6 @@ async def browser() -> AsyncIterator[object]:
             pytest.fail("chromium is not installed: .ci/run must install it")
         pytest.skip("chromium is not installed")
     async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        instance = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
         yield instance
         await instance.close()

@@ -220,5 +220,35 @@ async (vectors) => {
     check(pack.language(l.own, l.fallback) === l.language, `suggest language ${JSON.stringify(l)}`);
     checked++;
   }
+  // Attachments: the same chunks as Python, the same refusals, the same reading of pointers.
+  const AC = await import("/static/js/crypto/attachment.js");
+  const AT = await import("/static/js/attachments.js");
+  for (const f of vectors.attachment.files) {
+    const key = u(f.key);
+    const sealed = f.chunks.map(u);
+    const last = sealed.length - 1;
+    check(AC.ciphertextSize(u(f.plain).length, f.chunk) === f.ciphertext_size, `attachment size ${f.ciphertext_size}`);
+    const opened = [];
+    for (let i = 0; i <= last; i++) {
+      const plain = u(f.plain).subarray(i * f.chunk, (i + 1) * f.chunk);
+      check(same(await AC.encryptChunk(key, i, i === last, plain), sealed[i]), `attachment encrypt ${f.ciphertext_size}/${i}`);
+      opened.push(...(await AC.decryptChunk(key, i, i === last, sealed[i])));
+    }
+    check(P.b64(new Uint8Array(opened)) === f.plain, `attachment decrypt ${f.ciphertext_size}`);
+    if (last >= 1) {
+      await refused(() => AC.decryptChunk(key, 0, false, sealed[1]), "bad_attachment", "attachment reordered");
+      await refused(() => AC.decryptChunk(key, last - 1, true, sealed[last - 1]), "bad_attachment", "attachment cut short");
+    }
+    await refused(() => AC.decryptChunk(key, last, false, sealed[last]), "bad_attachment", "attachment last as inner");
+    checked++;
+  }
+  for (const p of vectors.attachment.pointers) {
+    const got = AT.parse(P.utf8(p.body));
+    const shown = got && { blob: got.blob, type: got.type, name: got.name, caption: got.caption, size: got.size,
+      width: got.width, height: got.height, duration_ms: got.durationMs, thumb: got.thumb ? P.b64(got.thumb) : null };
+    const sorted = (o) => o && JSON.stringify(Object.keys(o).sort().map((k) => [k, o[k]]));
+    check(sorted(shown) === sorted(p.parsed), `attachment pointer ${p.body.slice(0, 60)}: ${JSON.stringify(shown)}`);
+    checked++;
+  }
   return { failures, checked };
 }

@@ -20,6 +20,7 @@ def load_all() -> dict[str, object]:
         "safety": "safety.json",
         "sframe": "sframe.json",
         "suggest": "suggest.json",
+        "attachment": "attachment.json",
         "rfc8032": "rfc8032.json",
         "x25519": "wycheproof/x25519_test.json",
         "ed25519": "wycheproof/ed25519_test.json",

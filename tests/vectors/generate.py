@@ -9,11 +9,13 @@ check that they still are, and both the Python and browser implementations must 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from secureconnect.crypto import pairwise, safety, senderkeys, sframe
+from secureconnect.client import attachments
+from secureconnect.crypto import attachment, pairwise, safety, senderkeys, sframe
 from secureconnect.crypto.primitives import DHKeyPair, FixedRandom
 from secureconnect.crypto.ratchet import Ratchet
 from secureconnect.crypto.x3dh import Bundle, DeviceIdentity, initiate, respond
@@ -420,8 +422,81 @@ def suggest_vectors() -> dict[str, Any]:
     }
 
 
+def pointer_fields(got: attachments.Attachment | None) -> dict[str, Any] | None:
+    """What a client must read from a pointer: the vectors' answer, and what tests compare."""
+    if got is None:
+        return None
+    return {
+        "blob": got.blob,
+        "type": got.type,
+        "name": got.name,
+        "caption": got.caption,
+        "size": got.size,
+        "width": got.width,
+        "height": got.height,
+        "duration_ms": got.duration_ms,
+        "thumb": b(got.thumb) if got.thumb is not None else None,
+    }
+
+
+def attachment_vectors() -> dict[str, Any]:
+    """Chunked AES-GCM (crypto/attachment.py) at a small chunk size, with the ways a blob can
+    be tampered with; and pointers (client/attachments.py) as every client must read them."""
+    rng = FixedRandom(b"attachment")
+    files = []
+    for size, chunk in ((0, 1024), (1000, 1024), (1024, 1024), (2500, 1024)):
+        key, plain = rng(32), rng(size)
+        count = attachment.chunk_count(size, chunk)
+        sealed = [
+            attachment.encrypt_chunk(key, i, i == count - 1, plain[i * chunk : (i + 1) * chunk])
+            for i in range(count)
+        ]
+        files.append(
+            {
+                "key": b(key),
+                "chunk": chunk,
+                "plain": b(plain),
+                "sha256": hashlib.sha256(plain).hexdigest(),
+                "chunks": [b(c) for c in sealed],
+                "ciphertext_size": attachment.ciphertext_size(size, chunk),
+            }
+        )
+    key = b(rng(32))
+    good = {
+        "blob": "0123456789abcdef0123456789abcdef",
+        "key": key,
+        "sha256": "ab" * 32,
+        "size": 5,
+        "chunk": 4194304,
+        "type": "image/png",
+        "name": "cat.png",
+    }
+    pointers = [
+        {**good},
+        {**good, "caption": "ngày mai gặp nhé", "w": 640, "h": 480, "thumb": b(b"\xff\xd8jpeg")},
+        {**good, "name": "\u202egnp.exe", "type": "text/html; script"},
+        {**good, "name": "../../.bashrc\x1b[31m"},
+        {**good, "name": "...", "ms": 4200},
+        {**good, "w": -1, "h": 2**40},
+        {**good, "blob": "../etc/passwd"},
+        {**good, "key": b(b"short")},
+        {**good, "size": -5},
+        {**good, "size": "5"},
+        {**good, "chunk": 10},
+        {**good, "sha256": "nothex"},
+        {k: v for k, v in good.items() if k != "name"},
+    ]
+    parsed = []
+    for pointer in pointers:
+        body = json.dumps(pointer, ensure_ascii=False).encode()
+        got = attachments.parse(body)
+        parsed.append({"body": body.decode(), "parsed": pointer_fields(got)})
+    return {"files": files, "pointers": parsed}
+
+
 def build() -> dict[str, dict[str, Any]]:
     return {
+        "attachment.json": attachment_vectors(),
         "suggest.json": suggest_vectors(),
         "sframe.json": sframe_vectors(),
         "x3dh.json": x3dh_vectors(),

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,13 @@ from typing import Annotated, Any
 import segno
 import typer
 from pydantic import ValidationError
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from secureconnect.cli.common import (
@@ -38,7 +46,17 @@ from secureconnect.cli.common import (
 )
 from secureconnect.cli.oncall import oncall_app
 from secureconnect.cli.profile import Profile, home
-from secureconnect.client import ApiError, Client, Message, Ready, Receipt, Typing, timeline
+from secureconnect.client import (
+    ApiError,
+    Client,
+    Message,
+    Ready,
+    Receipt,
+    Typing,
+    attachments,
+    timeline,
+)
+from secureconnect.client.attachments import AttachmentCorrupt
 from secureconnect.client.devicestore import DeviceStore, DeviceStoreError
 from secureconnect.client.secure import (
     CannotChangeMessage,
@@ -146,9 +164,15 @@ def backup(
 
     async def go() -> None:
         folder, manifest = await take(settings, root, keep or settings.backup_keep)
+        chunks = sum(1 for name in manifest.files if name.startswith("blobs/"))
+        blobs = (
+            f"{chunks} attachment chunks"
+            if manifest.blob_store == "local"
+            else f"attachments stay in {manifest.blob_store} (not copied)"
+        )
         out.print(
-            f"backed up {manifest.total_rows} rows in {len(manifest.tables)} tables "
-            f"({manifest.backend}, schema {manifest.schema_revision}) to {folder}"
+            f"backed up {manifest.total_rows} rows in {len(manifest.tables)} tables and "
+            f"{blobs} ({manifest.backend}, schema {manifest.schema_revision}) to {folder}"
         )
 
     run(go())
@@ -512,12 +536,19 @@ def _render(
         return f"{head} [italic]{shown(change['actor'])} {shown(verb)}{target}[/italic]"
     if isinstance(message, PlainMessage) and (line := _event_line(message, who)) is not None:
         return f"{head} [italic]{line}[/italic]"
+    pointer = (
+        attachments.parse(message.body) if message.content_type == attachments.ATTACHMENT else None
+    )
     if message.content_type.startswith("text/"):
         text = shown(message.body.decode("utf-8", errors="replace"))
+    elif pointer is not None:
+        text = _file_line(pointer, pointer.caption, message.conversation_id, message.seq)
     else:
         text = shown(f"<{message.content_type}, {len(message.body)} bytes>")
     if entry is not None:
         text = "[italic]this message was deleted[/italic]" if entry.deleted else shown(entry.text)
+        if entry.attachment is not None and not entry.deleted:
+            text = _file_line(entry.attachment, entry.text, message.conversation_id, message.seq)
         if entry.edited:
             text += " [dim](edited)[/dim]"
         if entry.reactions:
@@ -526,6 +557,15 @@ def _render(
     answers = getattr(message, "reply_to", None)
     quote = f"[dim]↪ #{answers}[/dim] " if answers is not None else ""
     return f"{head} [bold]{who}[/bold]: {quote}{text}"
+
+
+def _file_line(pointer: attachments.Attachment, caption: str, conv: str, seq: int) -> str:
+    kind = "voice note" if pointer.type.startswith("audio/") else "file"
+    line = (
+        f"[{kind} {shown(pointer.name)}, {shown(pointer.type)}, {pointer.size} bytes: "
+        f"secureconnect chat save {conv[:8]} {seq}]"
+    ).replace("[", "\\[", 1)
+    return f"{line} {shown(caption)}" if caption else line
 
 
 @chat_app.command("new")
@@ -571,15 +611,32 @@ def chat_list() -> None:
 @chat_app.command("send")
 def chat_send(
     conversation: Annotated[str, typer.Argument(help="@username, conversation id or group name")],
-    text: str,
+    text: Annotated[str, typer.Argument(help="the message (with --file: its caption)")] = "",
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="send this file, image or voice note (encrypted here; its key goes inside)",
+        ),
+    ] = None,
 ) -> None:
-    """Send a message; returns once the server has stored it."""
+    """Send a message or a file; returns once the server has stored it."""
+    if not text and file is None:
+        err.print("[red]error:[/red] give the message's text, or --file PATH")
+        raise typer.Exit(2)
 
     async def go(client: Client, state: Profile) -> None:
         conv = await _resolve(client, conversation)
         secure = await _secure(client)
         try:
-            sent = await secure.send(conv, text.encode())
+            if file is None:
+                sent = await secure.send(conv, text.encode())
+            else:
+                with _progress(file.name) as progress:
+                    sent = await secure.send_file(conv, file, caption=text, progress=progress)
         except IdentityChangedError as error:
             err.print(
                 f"[red]not sent:[/red] {shown(str(error))}. Run: secureconnect chat verify "
@@ -606,9 +663,57 @@ def chat_send(
     client_command(go)()
 
 
+@contextlib.contextmanager
+def _progress(name: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (so that stdout stays the result), for a transfer."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(shown(name), total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@chat_app.command("save")
+def chat_save(
+    conversation: str,
+    seq: Annotated[int, typer.Argument(help="the attachment's message number (#N)")],
+    out_path: Annotated[
+        Path,
+        typer.Option("--out", help="a folder (the sender's file name is used) or a file"),
+    ] = Path("."),
+) -> None:
+    """Download, decrypt and check an attachment (its SHA-256 must match the message's)."""
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await _resolve(client, conversation, start=False)
+        secure = await _secure(client)
+        entry = next((e for e in await secure.timeline(conv) if e.message.seq == seq), None)
+        if entry is None or entry.attachment is None:
+            err.print(f"[red]error:[/red] #{seq} is not an attachment on this device")
+            raise typer.Exit(1)
+        try:
+            with _progress(entry.attachment.name) as progress:
+                path = await secure.save_attachment(entry, out_path, progress)
+        except AttachmentCorrupt as error:
+            err.print(f"[red]not saved:[/red] {shown(str(error))}")
+            raise typer.Exit(1) from error
+        out.print(
+            f"saved {shown(str(path))} ({entry.attachment.size} bytes, "
+            f"sha256 {entry.attachment.sha256})"
+        )
+
+    client_command(go)()
+
+
 SILENT = {
     "nothing": "there is no message to answer",
     "own": "the last message is yours",
+    "attachment": "the last message is a file",
     "empty": "the last message has no words",
     "long": "the last message is long",
     "sensitive": "the last message may be about something sensitive",

@@ -14,6 +14,8 @@ import httpx
 from secureconnect.client.errors import ApiError
 from secureconnect.client.events import EventStream
 from secureconnect.client.types import (
+    AttachmentUsage,
+    Blob,
     Blocked,
     Call,
     CallJoined,
@@ -642,8 +644,64 @@ class Client:
         )
         return Call.model_validate(data)
 
+    # ----- attachments (ciphertext only: client.attachments encrypts) -----------------------
+
+    async def attachment_usage(self) -> AttachmentUsage:
+        return AttachmentUsage.model_validate(await self._call("GET", "/v1/blobs"))
+
+    async def create_blob(self, conversation_id: str, size: int, chunk_size: int) -> Blob:
+        data = await self._call(
+            "POST",
+            "/v1/blobs",
+            json={"conversation_id": conversation_id, "size": size, "chunk_size": chunk_size},
+        )
+        return Blob.model_validate(data)
+
+    async def blob(self, blob_id: str) -> Blob:
+        return Blob.model_validate(await self._call("GET", f"/v1/blobs/{blob_id}"))
+
+    async def put_chunk(self, blob_id: str, n: int, data: bytes) -> None:
+        """Sending a chunk again replaces it, so a chunk whose answer was lost is retried
+        (the connection dropped, or the server or its storage was briefly away)."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                await self._call(
+                    "PUT",
+                    f"/v1/blobs/{blob_id}/chunks/{n}",
+                    content=data,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
+                return
+            except httpx.TransportError:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+            except ApiError as error:
+                if error.status not in RETRYABLE_STATUS or attempt == READ_ATTEMPTS - 1:
+                    raise
+            await asyncio.sleep(0.5 * 2**attempt)
+
+    async def complete_blob(self, blob_id: str) -> Blob:
+        return Blob.model_validate(await self._call("POST", f"/v1/blobs/{blob_id}/complete"))
+
+    async def delete_blob(self, blob_id: str) -> None:
+        await self._call("DELETE", f"/v1/blobs/{blob_id}")
+
+    async def blob_content(self, blob_id: str) -> AsyncIterator[bytes]:
+        """The ciphertext as it arrives, never all of it in memory."""
+        if self.token is None:
+            raise ApiError(401, "missing_token", "log in first")
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self._http.stream(
+            "GET", f"/v1/blobs/{blob_id}/content", headers=headers
+        ) as response:
+            if response.is_error:
+                await response.aread()
+                raise _api_error(response)
+            async for piece in response.aiter_bytes():
+                yield piece
+
     async def _call(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
-        headers = {}
+        headers = dict(kwargs.pop("headers", None) or {})
         if auth:
             if self.token is None:
                 raise ApiError(401, "missing_token", "log in first")
@@ -670,14 +728,22 @@ class Client:
         except ValueError:
             data = None
         if response.is_error:
-            error = (data or {}).get("error") if isinstance(data, dict) else None
-            if isinstance(error, dict):
-                wait = response.headers.get("retry-after", "0")
-                raise ApiError(
-                    response.status_code,
-                    str(error.get("code")),
-                    str(error.get("message")),
-                    int(wait) if wait.isdigit() else 0,
-                )
-            raise ApiError(response.status_code, "http_error", response.text[:200])
+            raise _api_error(response)
         return data
+
+
+def _api_error(response: httpx.Response) -> ApiError:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        wait = response.headers.get("retry-after", "0")
+        return ApiError(
+            response.status_code,
+            str(error.get("code")),
+            str(error.get("message")),
+            int(wait) if wait.isdigit() else 0,
+        )
+    return ApiError(response.status_code, "http_error", response.text[:200])

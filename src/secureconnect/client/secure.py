@@ -19,9 +19,10 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from secureconnect.client import search, timeline
+from secureconnect.client import attachments, search, timeline
 from secureconnect.client.api import Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.errors import ApiError
@@ -41,6 +42,7 @@ from secureconnect.client.types import (
     membership_of,
 )
 from secureconnect.crypto import pairwise, safety, senderkeys
+from secureconnect.crypto.attachment import DEFAULT_CHUNK
 from secureconnect.crypto.primitives import (
     CryptoError,
     DHKeyPair,
@@ -608,8 +610,68 @@ class SecureClient:
 
     async def delete_for_everyone(self, conversation_id: str, seq: int) -> PlainMessage:
         """Hides one's own message on every device, within the server's ``edit_window_s``."""
-        await self._changeable(conversation_id, seq)
-        return await self.send(conversation_id, timeline.event_body({"to": seq}), timeline.DELETE)
+        target = await self._changeable(conversation_id, seq)
+        sent = await self.send(conversation_id, timeline.event_body({"to": seq}), timeline.DELETE)
+        pointer = (
+            attachments.parse(target.body)
+            if target.content_type == attachments.ATTACHMENT
+            else None
+        )
+        if pointer is not None:  # its file goes too: nobody will be shown it again
+            await attachments.forget(self.client, pointer.blob)
+        return sent
+
+    # ----- attachments (client/attachments.py) ----------------------------------------------
+
+    async def send_file(
+        self,
+        conversation_id: str,
+        path: Path,
+        *,
+        name: str | None = None,
+        content_type: str | None = None,
+        caption: str = "",
+        reply_to: int | None = None,
+        progress: attachments.Progress | None = None,
+    ) -> PlainMessage:
+        """Encrypts the file with a key of its own, uploads the ciphertext a chunk at a time,
+        then sends the key, SHA-256, size, type, name and an image's thumbnail in an end-to-end
+        encrypted message. Refused first if it is over the server's limit or one's quota."""
+        size, kind, thumb, width, height = attachments.describe(path, content_type)
+        with path.open("rb") as source:
+            blob, key, sha256 = await attachments.upload(
+                self.client, conversation_id, source, size, progress=progress
+            )
+        pointer = attachments.Attachment(
+            blob,
+            key,
+            sha256,
+            size,
+            DEFAULT_CHUNK,
+            kind,
+            attachments.safe_name(name or path.name),
+            caption,
+            thumb,
+            width,
+            height,
+        )
+        try:
+            return await self.send(
+                conversation_id, pointer.body(), attachments.ATTACHMENT, reply_to
+            )
+        except BaseException:  # nobody will ever be told where it is: do not keep it
+            await attachments.forget(self.client, blob)
+            raise
+
+    async def save_attachment(
+        self, entry: Entry, dest: Path, progress: attachments.Progress | None = None
+    ) -> Path:
+        """Downloads and decrypts the entry's attachment into ``dest`` (a folder: under its
+        sender's file name, made safe; else the file itself), checked against its SHA-256."""
+        if entry.attachment is None:
+            raise attachments.AttachmentCorrupt(f"#{entry.message.seq} has no attachment")
+        target = attachments.target(dest, entry.attachment.name)
+        return await attachments.download(self.client, entry.attachment, target, progress)
 
     async def timeline(self, conversation_id: str) -> list[Entry]:
         """The conversation's text messages as people see them: edits, deletions, reactions
@@ -635,17 +697,20 @@ class SecureClient:
             ]
         return sorted(found, key=lambda e: e.message.created_at, reverse=True)
 
-    async def _changeable(self, conversation_id: str, seq: int) -> None:
+    async def _changeable(self, conversation_id: str, seq: int) -> PlainMessage:
         await self.sync_inbox()
         target = next((m for m in await self.history(conversation_id) if m.seq == seq), None)
-        if not isinstance(target, PlainMessage) or not target.content_type.startswith("text/"):
-            raise CannotChangeMessage(f"#{seq} is not a text message here")
+        if not isinstance(target, PlainMessage) or not (
+            target.content_type.startswith("text/") or target.content_type == attachments.ATTACHMENT
+        ):
+            raise CannotChangeMessage(f"#{seq} is not a message that can change here")
         if target.sender != self.username:
             raise CannotChangeMessage(f"#{seq} is {target.sender}'s: only its sender may change it")
         if time.time() * 1000 - target.created_at > self.edit_window_s * 1000:
             raise CannotChangeMessage(
                 f"#{seq} is older than {self.edit_window_s // 3600} h: it can no longer change"
             )
+        return target
 
     async def suggest_replies(
         self, conversation_id: str, fallback_lang: str = "en", pack: Pack | None = None
@@ -656,15 +721,23 @@ class SecureClient:
         follows what this person writes to them, then ``fallback_lang``."""
         pack = pack or Pack.packaged()
         await self.sync_inbox()  # the sender keys that may have come with the newest messages
+        history = await self.history(conversation_id)
         said = [
             m
-            for m in await self.history(conversation_id)
+            for m in history
             if isinstance(m, PlainMessage)
             and m.kind == "message"
             and m.content_type.startswith("text/")
         ]
         if not said:
             return Verdict((), "nothing")
+        if any(
+            isinstance(m, PlainMessage)
+            and m.seq > said[-1].seq
+            and m.content_type == attachments.ATTACHMENT
+            for m in history
+        ):  # a file came after the last text: the pack reads words only
+            return Verdict((), "attachment")
         if said[-1].sender == self.username:
             return Verdict((), "own")
         own = [m.text for m in said if m.sender == self.username][-5:]

@@ -4,6 +4,8 @@ one from a text; every device folds them into the timeline by the same rules, wh
 ``static/js/timeline.js`` repeats:
 
 - a reply is a text message whose inner envelope names ``r``: the message it answers;
+- an attachment (``attachments.ATTACHMENT``) is an entry like a text, its caption the text:
+  it can be answered, reacted to, its caption edited, and deleted;
 - a reaction (``REACTION``: ``{"to", "emoji", "remove"}``): one a person, as in Signal: each
   person's latest one to a message counts (a new emoji replaces theirs), ``remove`` takes it
   back;
@@ -18,6 +20,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from secureconnect.client.attachments import ATTACHMENT, Attachment, parse
 
 REACTION = "application/vnd.secureconnect.reaction+json"
 EDIT = "application/vnd.secureconnect.edit+json"
@@ -36,6 +40,7 @@ class Entry:
     edited: bool = False
     deleted: bool = False
     reactions: dict[str, list[str]] = field(default_factory=dict)  # emoji -> who, in order
+    attachment: Attachment | None = None  # a file, image or voice note; ``text``: its caption
 
 
 def event_body(payload: dict[str, Any]) -> bytes:
@@ -53,8 +58,9 @@ def _payload(message: Any) -> dict[str, Any] | None:
 
 
 def fold(messages: Iterable[Any], edit_window_s: int) -> list[Entry]:
-    """The text messages of a timeline (``secure.PlainMessage``, oldest first; anything else,
-    such as a message that did not decrypt, is left out) with every event applied."""
+    """The text and attachment messages of a timeline (``secure.PlainMessage``, oldest first;
+    anything else, such as a message that did not decrypt, is left out) with every event
+    applied."""
     window_ms = edit_window_s * 1000
     entries: dict[int, Entry] = {}
     reacted: dict[int, dict[str, tuple[int, str | None]]] = {}  # seq -> sender -> (at, emoji)
@@ -63,6 +69,13 @@ def fold(messages: Iterable[Any], edit_window_s: int) -> list[Entry]:
             continue
         if message.content_type.startswith("text/"):
             entries[message.seq] = Entry(message, message.text, message.reply_to)
+            continue
+        if message.content_type == ATTACHMENT:
+            pointer = parse(message.body)
+            if pointer is not None:
+                entries[message.seq] = Entry(
+                    message, pointer.caption, message.reply_to, attachment=pointer
+                )
             continue
         if message.content_type not in EVENTS:
             continue
@@ -86,6 +99,7 @@ def fold(messages: Iterable[Any], edit_window_s: int) -> list[Entry]:
             continue
         if message.content_type == DELETE:
             target.deleted, target.text, target.edited = True, "", False
+            target.attachment = None
         elif isinstance(data.get("text"), str) and data["text"]:
             target.text, target.edited = data["text"], True
     for seq, by_sender in reacted.items():

@@ -3,7 +3,8 @@
 Where the server has a response schema, the SDK returns that very model (re-exported here
 under a plain name), so the contract is written once: ``User``, ``Me``, ``Device``,
 ``Session``, ``TotpStatus``, ``TotpEnrolment``, ``Member``, ``Incident``, ``IncidentSummary``,
-``SecurityReport``, ``Blocked``, ``Lifted``, ``ModeSet``, ``StoreReport``, ``Deploy``.
+``SecurityReport``, ``Blocked``, ``Lifted``, ``ModeSet``, ``StoreReport``, ``Deploy``,
+``Blob``, ``AttachmentUsage``.
 Unknown fields from a newer server are ignored. The rest are frozen dataclasses of the SDK's own.
 """
 
@@ -23,6 +24,8 @@ from secureconnect.accounts.schemas import SessionOut as Session
 from secureconnect.accounts.schemas import TotpEnrolmentOut as TotpEnrolment
 from secureconnect.accounts.schemas import TotpStatusOut as TotpStatus
 from secureconnect.accounts.schemas import UserOut as User
+from secureconnect.blobs.schemas import BlobOut as Blob
+from secureconnect.blobs.schemas import UsageOut as AttachmentUsage
 from secureconnect.chat.schemas import MemberOut as Member
 from secureconnect.guard.schemas import Blocked, Lifted, ModeSet, SecurityReport
 from secureconnect.incidents.schemas import (
@@ -204,6 +207,8 @@ Event = Message | Receipt | Typing | Ready | InboxMessage | PrekeysLow | CallCha
 
 
 __all__ = [
+    "AttachmentUsage",
+    "Blob",
     "Blocked",
     "Call",
     "CallChanged",

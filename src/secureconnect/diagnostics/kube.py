@@ -253,10 +253,10 @@ class KubernetesTarget:
         from kubernetes import client, config
 
         try:
-            config.load_kube_config()  # type: ignore[no-untyped-call]
+            config.load_kube_config()  # type: ignore[no-untyped-call,unused-ignore]
         except Exception as outside:  # no kube config: perhaps we run inside the cluster
             try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                config.load_incluster_config()  # type: ignore[no-untyped-call,unused-ignore]
             except Exception:
                 raise RuntimeError(
                     f"no usable kube config ({outside}) and not running inside a cluster; "

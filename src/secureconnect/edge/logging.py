@@ -121,17 +121,23 @@ class RequestLogMiddleware:
 class BodyLimitMiddleware:
     """Refuses a body over the limit before reading it into memory (413, JSON)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: dict[re.Pattern[str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # paths whose bodies may be bigger (streamed, not held)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = next(
+            (n for path, n in self.larger.items() if path.match(scope["path"])), self.max_bytes
+        )
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
 
@@ -140,11 +146,11 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise HTTPException(413, f"request body over {self.max_bytes} bytes")
+                if seen > limit:
+                    raise HTTPException(413, f"request body over {limit} bytes")
             return message
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        await send_error(send, 413, "too_large", f"request body over {self.max_bytes} bytes")
+    async def _refuse(self, send: Send, limit: int) -> None:
+        await send_error(send, 413, "too_large", f"request body over {limit} bytes")

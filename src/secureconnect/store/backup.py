@@ -9,7 +9,10 @@ checks every file and every table against that manifest before it says "done".
   (Point-in-time recovery needs WAL archiving on the server; see the runbook.)
 
 Messages, keys, memberships and incidents are all rows: the bodies are ciphertext, and a backup
-holds nothing the database did not.
+holds nothing the database did not. Attachments in the local blob store are copied beside the
+database: every chunk the snapshot's ``blob_chunks`` rows name (ciphertext too; the keys are in
+the messages). Chunks never change once received, so the rows decide, not the moment of the
+copy. A blob store on S3 is not copied: versioning or replication of the bucket is its backup.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 SQLITE_FILE = "secureconnect.db"
 PG_FILE = "secureconnect.pgdump"
+BLOBS = "blobs"
+CHUNKS_QUERY = "SELECT blob_id, n FROM blob_chunks ORDER BY blob_id, n"
 
 
 @dataclass
@@ -43,6 +48,7 @@ class Manifest:
     tables: dict[str, int]  # rows in each table
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> sha256, bytes
     format: int = FORMAT
+    blob_store: str = "local"  # "s3://...": its blobs are not in the backup
 
     @property
     def total_rows(self) -> int:
@@ -71,6 +77,44 @@ def _count(table: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", table):
         raise Invalid("bad_table", f"unexpected table name {table!r}")
     return f'SELECT count(*) FROM "{table}"'  # noqa: S608 (a catalog name, checked above)
+
+
+def _blob_root(settings: Settings) -> Path | None:
+    """The local blob store's folder; None when blobs live in S3."""
+    if settings.blob_store != "local":
+        return None
+    return (settings.blob_dir or settings.data_dir / BLOBS).resolve()
+
+
+def _chunk_name(blob_id: str, n: int) -> str:
+    return f"{BLOBS}/{blob_id[:2]}/{blob_id}/{n}"
+
+
+def _copy_chunks(root: Path | None, folder: Path, chunks: list[tuple[str, int]]) -> list[str]:
+    """Copies the named chunks into the backup; a chunk deleted since the snapshot (its
+    attachment deleted for everyone meanwhile) is left out. Returns the names copied."""
+    if root is None:
+        return []
+    copied = []
+    for blob_id, n in chunks:
+        name = _chunk_name(blob_id, n)
+        source = root / name.removeprefix(f"{BLOBS}/")
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(source, target)
+        except FileNotFoundError:
+            continue
+        copied.append(name)
+    return copied
+
+
+def _sqlite_chunks(path: Path) -> list[tuple[str, int]]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            return [(r[0], int(r[1])) for r in db.execute(CHUNKS_QUERY)]
+        except sqlite3.OperationalError:  # a database from before attachments
+            return []
 
 
 def _sqlite_counts(path: Path) -> tuple[dict[str, int], str | None]:
@@ -136,14 +180,20 @@ async def backup(settings: Settings, root: Path, keep: int) -> tuple[Path, Manif
 
         await asyncio.to_thread(copy)
         tables, revision = await asyncio.to_thread(_sqlite_counts, folder / SQLITE_FILE)
+        chunks = await asyncio.to_thread(_sqlite_chunks, folder / SQLITE_FILE)
         manifest = Manifest(now, "sqlite", revision, tables, {SQLITE_FILE: {}})
     else:
-        tables, revision = await _pg_dump(_libpq_url(settings), folder / PG_FILE)
+        tables, revision, chunks = await _pg_dump(_libpq_url(settings), folder / PG_FILE)
         manifest = Manifest(now, "postgresql", revision, tables, {PG_FILE: {}})
+    manifest.blob_store = settings.blob_store
+    copied = await asyncio.to_thread(_copy_chunks, _blob_root(settings), folder, chunks)
+    manifest.files.update({name: {} for name in copied})
     return await asyncio.to_thread(_finish, folder, manifest, keep, root), manifest
 
 
-async def _pg_dump(url: str, target: Path) -> tuple[dict[str, int], str | None]:
+async def _pg_dump(
+    url: str, target: Path
+) -> tuple[dict[str, int], str | None, list[tuple[str, int]]]:
     import asyncpg  # the PostgreSQL driver the services use
 
     conn = await asyncpg.connect(url)
@@ -151,6 +201,11 @@ async def _pg_dump(url: str, target: Path) -> tuple[dict[str, int], str | None]:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
             tables, revision = await _pg_counts(conn)
+            chunks = (
+                [(r["blob_id"], r["n"]) for r in await conn.fetch(CHUNKS_QUERY)]
+                if "blob_chunks" in tables
+                else []
+            )
             await _run(
                 "pg_dump",
                 "--format=custom",
@@ -161,7 +216,7 @@ async def _pg_dump(url: str, target: Path) -> tuple[dict[str, int], str | None]:
             )
     finally:
         await conn.close()
-    return tables, revision
+    return tables, revision, chunks
 
 
 async def _pg_counts(conn: Any) -> tuple[dict[str, int], str | None]:
@@ -222,6 +277,12 @@ async def restore(settings: Settings, folder: Path) -> Manifest:
         raise Invalid(
             "wrong_backend", f"this backup is of {manifest.backend}; this instance is {wanted}"
         )
+    blob_root = _blob_root(settings)
+    blob_names = [n for n in manifest.files if n.startswith(f"{BLOBS}/")]
+    if blob_names and blob_root is None:
+        raise Invalid("wrong_blob_store", "this backup holds attachments; restore to a local store")
+    if blob_names and blob_root is not None and blob_root.exists() and any(blob_root.iterdir()):
+        raise Conflict("not_empty", f"{blob_root} holds blobs: restore needs an empty instance")
     if wanted == "sqlite":
         target = _sqlite_path(settings)
         if target.exists() and target.stat().st_size > 0:
@@ -236,7 +297,16 @@ async def restore(settings: Settings, folder: Path) -> Manifest:
             n for n in set(tables) | set(manifest.tables) if tables.get(n) != manifest.tables.get(n)
         )
         raise Conflict("restore_mismatch", f"restored rows differ from the manifest: {differ}")
+    if blob_root is not None:
+        await asyncio.to_thread(_restore_chunks, folder, blob_root, blob_names)
     return manifest
+
+
+def _restore_chunks(folder: Path, root: Path, names: list[str]) -> None:
+    for name in names:
+        target = root / name.removeprefix(f"{BLOBS}/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / name, target)
 
 
 async def _pg_restore(url: str, source: Path) -> tuple[dict[str, int], str | None]:

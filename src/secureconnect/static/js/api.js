@@ -106,6 +106,32 @@ export class Api {
   callStep(callId, step, body = {}) { return this.call("POST", `/v1/calls/${callId}/${step}`, body); }
   suggestReport(report) { return this.call("POST", "/v1/suggest/report", report); }
   ackInbox(upTo) { return this.call("POST", "/v1/inbox/ack", { up_to: upTo }); }
+  attachmentUsage() { return this.call("GET", "/v1/blobs"); }
+  createBlob(conversationId, size, chunkSize) {
+    return this.call("POST", "/v1/blobs", { conversation_id: conversationId, size, chunk_size: chunkSize });
+  }
+  completeBlob(id) { return this.call("POST", `/v1/blobs/${id}/complete`); }
+  deleteBlob(id) { return this.call("DELETE", `/v1/blobs/${id}`); }
+  putChunk(id, n, bytes) { return this.raw("PUT", `/v1/blobs/${id}/chunks/${n}`, bytes); }
+  blobContent(id) { return this.raw("GET", `/v1/blobs/${id}/content`); }
+
+  // A request whose body or answer is bytes (attachment ciphertext), not JSON.
+  async raw(method, path, bytes = undefined) {
+    const headers = { Authorization: `Bearer ${this.token}` };
+    if (bytes !== undefined) headers["Content-Type"] = "application/octet-stream";
+    let response;
+    try {
+      response = await fetch(this.base + path, { method, headers, body: bytes });
+    } catch (error) {
+      throw new ApiError(0, "offline", "cannot reach the server");
+    }
+    if (!response.ok) {
+      const data = await response.json().catch(() => null);
+      const e = data && data.error;
+      throw new ApiError(response.status, e ? e.code : "http_error", e ? e.message : response.statusText);
+    }
+    return response.status === 204 ? null : response.arrayBuffer();
+  }
 }
 
 export async function allMessages(api, id) {

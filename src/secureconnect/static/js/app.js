@@ -6,7 +6,8 @@ import * as store from "./store.js";
 import { explain, lang, setLang, t } from "./i18n.js";
 import { Call, callsSupported } from "./call.js";
 import { fetchPack } from "./suggest.js";
-import { DELETE, EDIT, EVENTS, REACTION, fold, isText } from "./timeline.js";
+import { DELETE, EDIT, EVENTS, REACTION, fold, isAttachment, isText, pointerOf } from "./timeline.js";
+import * as AT from "./attachments.js";
 import { SearchIndex, matches } from "./search.js";
 
 const root = document.getElementById("app");
@@ -17,6 +18,9 @@ const ui = {
   call: null, ringing: new Map(), callError: "",
   search: null, query: "", draft: { people: "", name: "", error: "" },
   compose: null,  // {mode: "reply" | "edit", seq, sender, text} while replying or editing
+  upload: null,  // {name, pct} while a file is being encrypted and sent
+  limits: null,  // the server's attachment limits (GET /v1/blobs), once asked
+  recorder: null,  // {media, started, timer} while a voice note is being recorded
   prefs: { theme: "system", notify: false, notifyText: true, muted: [] },
   suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
     counts: { shown: 0, taken: [], load_failures: 0 }, shownFor: new Set() },
@@ -36,6 +40,25 @@ function el(tag, attrs = {}, ...children) {
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return node;
+}
+
+// Line icons (Feather's shapes), drawn as SVG: an icon must not depend on an emoji font.
+const ICONS = {
+  attach: ["M21.44 11.05l-9.19 9.19a6 6 0 0 1-8.49-8.49l9.19-9.19a4 4 0 0 1 5.66 5.66l-9.2 9.19a2 2 0 0 1-2.83-2.83l8.49-8.48"],
+  mic: ["M12 1a3 3 0 0 0-3 3v8a3 3 0 0 0 6 0V4a3 3 0 0 0-3-3z", "M19 10v2a7 7 0 0 1-14 0v-2", "M12 19v4", "M8 23h8"],
+  stop: ["M6 6h12v12H6z"],
+};
+function icon(name) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  for (const [k, v] of Object.entries({ viewBox: "0 0 24 24", width: "20", height: "20", fill: "none", stroke: "currentColor",
+    "stroke-width": "2", "stroke-linecap": "round", "stroke-linejoin": "round", "aria-hidden": "true" })) svg.setAttribute(k, v);
+  for (const d of ICONS[name]) {
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", d);
+    svg.append(path);
+  }
+  return svg;
 }
 
 function colour(name) {
@@ -91,7 +114,12 @@ function title(conv) {
 
 async function boot() {
   setLang(lang());
+  // The appearance is also kept synchronously (as the language is): the page never flashes the
+  // other theme while the stored settings load, and a reload right after a change keeps it.
+  const theme = localStorage.getItem("sc-theme");
+  if (theme) { ui.prefs.theme = theme; applyTheme(); }
   ui.prefs = { ...ui.prefs, ...((await store.load("ui-settings")) || {}) };
+  if (theme) ui.prefs.theme = theme;
   applyTheme();
   ui.session = await store.load("session");
   if (ui.session) {
@@ -721,7 +749,7 @@ function render() {
     el("main", {}, conv ? chatPane(conv) : el("div", { class: "placeholder" }, t("pick"))));
   root.replaceChildren(shell);
   renderSidebar();
-  if (conv) { renderMessages(); renderBanner(); renderTyping(); }
+  if (conv) { renderMessages(); renderBanner(); renderTyping(); renderUpload(); }
   const box = document.getElementById("composer");
   if (box && draft) {
     box.value = draft.value;
@@ -801,6 +829,10 @@ function renderSidebar() {
 function indexMessage(plain) {
   if (!ui.search || plain.kind !== "message" || plain.failed) return;
   if (isText(plain)) ui.search.add(plain.conversation_id, plain.seq, plain.text);
+  else if (isAttachment(plain)) {
+    const pointer = pointerOf(plain);
+    if (pointer) ui.search.add(plain.conversation_id, plain.seq, `${pointer.caption} ${pointer.name}`);
+  }
   else if (plain.content_type === EDIT) {
     try {
       const edit = JSON.parse(plain.text);
@@ -824,14 +856,14 @@ function renderResults() {
     if (!folds.has(conv.id)) folds.set(conv.id, fold(ui.secure.known(conv.id), ui.secure.editWindowS));
     const entry = folds.get(conv.id).get(hit.seq);
     // The index remembers words a message once had: what it says now decides.
-    if (entry && !entry.deleted && matches(entry.text, query)) found.push({ conv, entry });
+    if (entry && !entry.deleted && matches(searchable(entry), query)) found.push({ conv, entry });
   }
   found.sort((a, b) => b.entry.message.created_at - a.entry.message.created_at);
   node.replaceChildren(found.length
     ? el("ul", { class: "results" }, found.slice(0, 50).map(({ conv, entry }) => el("li", { tabindex: "0", "data-seq": entry.message.seq,
       onclick: () => openFound(conv.id, entry.message.seq), onkeydown: (e) => { if (e.key === "Enter") openFound(conv.id, entry.message.seq); } },
       el("span", { class: "line" }, el("span", { class: "name" }, title(conv)), el("span", { class: "when" }, when(entry.message.created_at))),
-      el("span", { class: "preview" }, `${entry.message.sender}: ${entry.text.split("\n")[0].slice(0, 120)}`))))
+      el("span", { class: "preview" }, `${entry.message.sender}: ${summary(entry).split("\n")[0].slice(0, 120)}`))))
     : el("p", { class: "empty", id: "no-results" }, t("noResults")));
 }
 
@@ -846,12 +878,13 @@ async function openFound(id, seq) {
 function preview(conv) {
   if (!ui.secure) return "";
   const known = ui.secure.known(conv.id);
-  const texts = known.filter(isText);
+  const texts = known.filter((m) => isText(m) || isAttachment(m));
   const m = texts[texts.length - 1];
   if (!m) return "";
   const entry = fold(known, ui.secure.editWindowS).get(m.seq);  // as edited, or deleted
+  if (!entry) return "";
   const who = m.sender === ui.session.username ? t("youPrefix") : conv.kind === "group" ? `${m.sender}: ` : "";
-  return who + (entry.deleted ? t("deletedMessage") : entry.text.split("\n")[0].slice(0, 120));
+  return who + (entry.deleted ? t("deletedMessage") : summary(entry).split("\n")[0].slice(0, 120));
 }
 
 function systemText(c) {
@@ -904,7 +937,15 @@ function chatPane(conv) {
     }
   }
   const others = conv.members.filter((m) => m !== ui.session.username);
-  return el("section", { style: "display:flex;flex-direction:column;height:100%;min-height:0" },
+  const picker = el("input", { type: "file", id: "file-input", multiple: true, hidden: true,
+    onchange: () => { const files = [...picker.files]; picker.value = ""; sendFiles(conv.id, files); } });
+  box.addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData ? e.clipboardData.files : [])];
+    if (files.length) { e.preventDefault(); sendFiles(conv.id, files); }
+  });
+  return el("section", { style: "display:flex;flex-direction:column;height:100%;min-height:0",
+    ondragover: (e) => { if (e.dataTransfer && [...e.dataTransfer.types].includes("Files")) e.preventDefault(); },
+    ondrop: (e) => { if (e.dataTransfer && e.dataTransfer.files.length) { e.preventDefault(); sendFiles(conv.id, [...e.dataTransfer.files]); } } },
     el("div", { class: "chat-head" },
       el("button", { class: "ghost back", onclick: () => { ui.open = null; render(); } }, "← " + t("back")),
       avatar(title(conv)),
@@ -923,7 +964,13 @@ function chatPane(conv) {
     el("div", { class: "typing", id: "typing" }), failure, counter,
     el("div", { class: "chips", id: "suggestions", role: "group", "aria-label": t("suggestTitle"), hidden: true }),
     el("div", { class: "compose-context", id: "compose-context", hidden: true }),
-    el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } }, box,
+    el("div", { class: "upload", id: "upload", role: "status", hidden: true }),
+    el("form", { class: "composer", onsubmit: (e) => { e.preventDefault(); submit(); } },
+      el("button", { type: "button", class: "ghost icon", id: "attach", title: t("attach"), "aria-label": t("attach"),
+        onclick: () => picker.click() }, icon("attach")), picker,
+      el("button", { type: "button", class: "ghost icon", id: "record", title: t("record"), "aria-label": t("record"),
+        onclick: () => toggleRecording(conv.id) }, icon("mic")),
+      box,
       el("button", { type: "submit", id: "send" }, t("send"))));
 }
 
@@ -1004,14 +1051,14 @@ function bubble(m, folded, mine, follows) {
   if (Number.isInteger(m.reply_to)) {
     const target = folded.get(m.reply_to);
     quote = el("div", { class: "quote" }, target ? el("span", { class: "who" }, target.message.sender) : null,
-      target ? (target.deleted ? t("deletedMessage") : target.text.split("\n")[0].slice(0, 140)) : t("quoteMissing"));
+      target ? (target.deleted ? t("deletedMessage") : summary(target).split("\n")[0].slice(0, 140)) : t("quoteMissing"));
   }
   const changeable = mine && !entry.deleted && Date.now() - m.created_at <= ui.secure.editWindowS * 1000;
   const actions = entry.deleted ? null : el("div", { class: "actions" },
-    el("button", { type: "button", class: "act-reply", onclick: () => setCompose({ mode: "reply", seq: m.seq, sender: m.sender, text: entry.text }) }, t("reply")),
+    el("button", { type: "button", class: "act-reply", onclick: () => setCompose({ mode: "reply", seq: m.seq, sender: m.sender, text: summary(entry) }) }, t("reply")),
     ["👍", "❤️", "😂"].map((emoji) => el("button", { type: "button", class: "act-react", "data-emoji": emoji,
       "aria-label": t("reactWith", { emoji }), onclick: () => react(m.seq, emoji, (entry.reactions.get(emoji) || []).includes(me)) }, emoji)),
-    changeable ? el("button", { type: "button", class: "act-edit", onclick: () => setCompose({ mode: "edit", seq: m.seq, sender: m.sender, text: entry.text }) }, t("edit")) : null,
+    changeable && !entry.attachment ? el("button", { type: "button", class: "act-edit", onclick: () => setCompose({ mode: "edit", seq: m.seq, sender: m.sender, text: entry.text }) }, t("edit")) : null,
     changeable ? el("button", { type: "button", class: "act-delete", onclick: () => confirmDelete(m.seq) }, t("deleteForEveryone")) : null);
   const reactions = entry.reactions.size ? el("div", { class: "reactions" }, [...entry.reactions].map(([emoji, who]) =>
     el("button", { type: "button", class: `reaction${who.includes(me) ? " mine" : ""}`, title: who.join(", "), "data-emoji": emoji,
@@ -1019,7 +1066,8 @@ function bubble(m, folded, mine, follows) {
       onclick: () => react(m.seq, emoji, who.includes(me)) }, `${emoji} ${who.length}`))) : null;
   return el("div", { class: `msg${mine ? " mine" : ""}${follows ? " cont" : ""}${entry.deleted ? " deleted" : ""}`, "data-seq": m.seq, tabindex: "0" },
     mine || follows ? null : el("div", { class: "who" }, m.sender), quote,
-    el("span", { class: "body" }, entry.deleted ? t("deletedMessage") : linkify(entry.text)),
+    entry.attachment ? attachmentView(entry.attachment) : null,
+    entry.text || !entry.attachment ? el("span", { class: "body" }, entry.deleted ? t("deletedMessage") : linkify(entry.text)) : null,
     reactions,
     el("div", { class: "meta" }, time(m.created_at), entry.edited ? ` · ${t("edited")}` : "", mine ? ` · ${receiptState(m.seq)}` : ""),
     actions);
@@ -1037,7 +1085,12 @@ function confirmDelete(seq) {
       el("button", { class: "ghost", id: "delete-cancel", onclick: () => dialog.close() }, t("cancel")),
       el("button", { class: "ghost danger", id: "delete-confirm", onclick: async () => {
         dialog.close();
-        try { addMessage(await ui.secure.sendEvent(ui.open, DELETE, { to: seq })); } catch (error) { quiet(error); }
+        try {
+          const target = (ui.messages.get(ui.open) || new Map()).get(seq);
+          addMessage(await ui.secure.sendEvent(ui.open, DELETE, { to: seq }));
+          const pointer = target && pointerOf(target);
+          if (pointer) await ui.api.deleteBlob(pointer.blob).catch(() => {});  // its file goes too
+        } catch (error) { quiet(error); }
       } }, t("deleteForEveryone"))));
   dialog.addEventListener("close", () => dialog.remove());
   document.body.append(dialog);
@@ -1057,6 +1110,162 @@ function setCompose(context) {
     el("button", { type: "button", class: "ghost", id: "compose-cancel", onclick: () => { if (ui.compose && ui.compose.mode === "edit") box.value = ""; setCompose(null); } }, t("cancelCompose")),
   ] : []));
   if (context) box.focus();
+}
+
+// ----- attachments (attachments.js): encrypted here, uploaded as ciphertext -------------------
+
+// One line for an entry, where a text is expected (list preview, quote, search, notification).
+function summary(entry) {
+  const a = entry.attachment;
+  if (!a) return entry.text;
+  const kind = a.type.startsWith("image/") ? `📷 ${t("photo")}` : a.type.startsWith("audio/") ? `🎤 ${t("voiceNote")}` : `📎 ${a.name}`;
+  return entry.text ? `${kind} · ${entry.text}` : kind;
+}
+
+function searchable(entry) {
+  return entry.attachment ? `${entry.text} ${entry.attachment.name}` : entry.text;
+}
+
+function renderUpload() {
+  const node = document.getElementById("upload");
+  if (!node) return;
+  const u = ui.upload && ui.upload.conv === ui.open ? ui.upload : null;
+  node.hidden = !u;
+  node.replaceChildren(...(u ? [
+    u.error ? el("span", { class: "error" }, u.error)
+      : el("span", {}, t("uploading", { name: u.name, pct: u.pct })),
+    u.error ? null : el("progress", { id: "upload-progress", max: "100", value: String(u.pct) }),
+  ] : []));
+}
+
+async function sendFiles(conversationId, files) {
+  if (!ui.limits) ui.limits = await ui.api.attachmentUsage().catch(() => null);
+  for (const file of files) {
+    const limit = ui.limits ? ui.limits.max_attachment_bytes : Infinity;
+    if (AT.sealedSize(file.size) > limit) {
+      ui.upload = { conv: conversationId, name: file.name, pct: 0,
+        error: t("tooBig", { name: file.name, size: AT.humanSize(file.size), limit: AT.humanSize(limit) }) };
+      renderUpload();
+      continue;
+    }
+    ui.upload = { conv: conversationId, name: file.name, pct: 0 };
+    renderUpload();
+    try {
+      const pointer = await AT.upload(ui.api, conversationId, file, (done, total) => {
+        ui.upload = { conv: conversationId, name: file.name, pct: total ? Math.floor((100 * done) / total) : 100 };
+        renderUpload();
+      });
+      if (file.durationMs) pointer.durationMs = file.durationMs;
+      const reply = ui.compose && ui.compose.mode === "reply" ? ui.compose.seq : null;
+      addMessage(await ui.secure.sendAttachment(conversationId, pointer, reply));
+      if (reply !== null) setCompose(null);
+      ui.upload = null;
+      scheduleRefresh();
+    } catch (error) {
+      console.warn("attachment not sent:", error.message);
+      ui.upload = { conv: conversationId, name: file.name, pct: 0, error: t("uploadFailed", { name: file.name, reason: explain(error) }) };
+    }
+    renderUpload();
+  }
+}
+
+// Decrypted files are kept for the session by blob id: opening twice downloads once.
+const opened = new Map();
+async function openAttachment(pointer) {
+  if (!opened.has(pointer.blob)) opened.set(pointer.blob, URL.createObjectURL(await AT.download(ui.api, pointer)));
+  return opened.get(pointer.blob);
+}
+
+function attachmentView(a) {
+  const status = el("span", { class: "attachment-status", role: "status" });
+  const failed = (error) => {
+    status.textContent = error instanceof AT.AttachmentCorrupt ? t("attachmentBroken") : explain(error);
+  };
+  const save = async () => {
+    status.textContent = t("downloading");
+    try {
+      const url = await openAttachment(a);
+      status.textContent = "";
+      const link = el("a", { href: url, download: a.name, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+    } catch (error) { failed(error); }
+  };
+  if (a.type.startsWith("image/") && a.thumb) {
+    const thumb = el("img", { class: "thumb", alt: a.name, src: `data:image/jpeg;base64,${AT.thumbBase64(a)}`,
+      width: a.width && a.height ? String(Math.min(320, a.width)) : null, tabindex: "0", role: "button",
+      onclick: () => showLightbox(a).catch(failed), onkeydown: (e) => { if (e.key === "Enter") showLightbox(a).catch(failed); } });
+    return el("div", { class: "attachment image" }, thumb, status);
+  }
+  if (a.type.startsWith("audio/")) {
+    const holder = el("div", { class: "attachment audio" });
+    const play = el("button", { type: "button", class: "ghost play", onclick: async () => {
+      status.textContent = t("downloading");
+      try {
+        const audio = el("audio", { controls: true, src: await openAttachment(a) });
+        holder.replaceChildren(audio);
+        audio.play().catch(() => {});
+      } catch (error) { failed(error); }
+    } }, `▶ ${t("voiceNote")}${a.durationMs ? ` · ${Math.round(a.durationMs / 1000)} s` : ""}`);
+    holder.append(play, status);
+    return holder;
+  }
+  return el("div", { class: "attachment file" },
+    el("span", { class: "file-icon" }, icon("attach")),
+    el("span", { class: "file-name" }, a.name), el("span", { class: "file-size" }, AT.humanSize(a.size)),
+    el("button", { type: "button", class: "ghost file-download", onclick: save }, t("download")), status);
+}
+
+async function showLightbox(a) {
+  const url = await openAttachment(a);
+  const dialog = el("dialog", { id: "lightbox", class: "lightbox", "aria-label": a.name },
+    el("img", { src: url, alt: a.name }),
+    el("div", { class: "row" }, el("span", { class: "file-name" }, a.name),
+      el("a", { href: url, download: a.name, class: "button ghost", id: "lightbox-download" }, t("download")),
+      el("button", { class: "ghost", id: "lightbox-close", onclick: () => dialog.close() }, t("close"))));
+  dialog.addEventListener("close", () => dialog.remove());
+  dialog.addEventListener("click", (e) => { if (e.target === dialog) dialog.close(); });
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+// A voice note: recorded with MediaRecorder, then sent as an audio attachment like any file.
+async function toggleRecording(conversationId) {
+  const button = document.getElementById("record");
+  if (ui.recorder) {
+    ui.recorder.media.stop();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (error) {
+    ui.upload = { conv: conversationId, name: "", pct: 0, error: t("micDenied") };
+    renderUpload();
+    return;
+  }
+  const media = new MediaRecorder(stream);
+  const parts = [];
+  const started = Date.now();
+  media.ondataavailable = (e) => { if (e.data.size) parts.push(e.data); };
+  media.onstop = () => {
+    clearInterval(ui.recorder.timer);
+    ui.recorder = null;
+    stream.getTracks().forEach((track) => track.stop());
+    if (button) { button.replaceChildren(icon("mic")); button.setAttribute("aria-label", t("record")); button.classList.remove("recording"); }
+    const type = (media.mimeType || "audio/webm").split(";")[0];
+    const file = new File(parts, `voice-${new Date(started).toISOString().slice(0, 19).replace(/[:T]/g, "-")}.webm`, { type });
+    file.durationMs = Date.now() - started;
+    sendFiles(conversationId, [file]);
+  };
+  media.start(250);
+  const tick = () => {
+    if (button) button.replaceChildren(icon("stop"), ` ${t("recording", { s: Math.floor((Date.now() - started) / 1000) })}`);
+  };
+  ui.recorder = { media, started, timer: setInterval(tick, 500) };
+  if (button) { button.setAttribute("aria-label", t("stopRecording")); button.classList.add("recording"); }
+  tick();
 }
 
 function callSummary(m) {
@@ -1120,7 +1329,9 @@ function renderSuggestions(items = null, folded = null) {
     folded = folded || fold(all, ui.secure.editWindowS);
     const said = all.filter(isText).map((m) => ({ ...m, text: folded.get(m.seq).text, deleted: folded.get(m.seq).deleted }));
     const last = said[said.length - 1];
-    if (last && !last.deleted && last.sender !== ui.session.username) {
+    // A file after the last text is what is being answered now: the pack reads words only.
+    const fileSince = last && all.some((m) => m.seq > last.seq && folded.has(m.seq) && folded.get(m.seq).attachment);
+    if (last && !last.deleted && !fileSince && last.sender !== ui.session.username) {
       // Replies in the language this person writes to them in, else the interface's.
       const own = said.filter((m) => m.sender === ui.session.username).slice(-5).map((m) => m.text);
       // What the sender wrote just before, with nothing in between: one thought, split up.
@@ -1217,6 +1428,7 @@ async function savePrefs() {
 }
 
 function applyTheme() {
+  localStorage.setItem("sc-theme", ui.prefs.theme);
   if (ui.prefs.theme === "light" || ui.prefs.theme === "dark") document.documentElement.dataset.theme = ui.prefs.theme;
   else delete document.documentElement.dataset.theme;
 }
@@ -1235,7 +1447,12 @@ function notify(plain, text = null) {
   if (!ui.prefs.notify || document.visibilityState === "visible") return;
   if (!("Notification" in window) || Notification.permission !== "granted") return;
   if (plain.sender === ui.session.username || ui.prefs.muted.includes(plain.conversation_id)) return;
-  if (plain.failed || plain.membership || (plain.content_type && !isText(plain))) return;
+  if (plain.failed || plain.membership || (plain.content_type && !isText(plain) && !isAttachment(plain))) return;
+  if (!text && isAttachment(plain)) {
+    const pointer = pointerOf(plain);
+    if (!pointer) return;
+    text = ui.prefs.notifyText ? summary({ text: pointer.caption, attachment: pointer }) : t("newMessage");
+  }
   const conv = ui.conversations.find((c) => c.id === plain.conversation_id);
   const heading = conv && conv.kind === "group" ? `${plain.sender} · ${title(conv)}` : plain.sender;
   const body = text || (ui.prefs.notifyText && typeof plain.text === "string" ? plain.text.slice(0, 200) : t("newMessage"));

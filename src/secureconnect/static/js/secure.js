@@ -8,6 +8,7 @@ import * as SK from "./crypto/senderkeys.js";
 import * as SAFETY from "./crypto/safety.js";
 import * as X from "./crypto/x3dh.js";
 import * as store from "./store.js";
+import { ATTACHMENT, pointerBody } from "./attachments.js";
 
 const { b64, unb64 } = P;
 const PREKEY_STOCK = 100;
@@ -140,6 +141,11 @@ export class SecureClient {
   // A reaction, an edit or a deletion for everyone (timeline.js): a message like any other.
   sendEvent(conversationId, contentType, payload) {
     return this.sendInner(conversationId, contentType, JSON.stringify(payload), null);
+  }
+
+  // A file's pointer (attachments.js), once its ciphertext is uploaded.
+  sendAttachment(conversationId, pointer, replyTo = null) {
+    return this.sendInner(conversationId, ATTACHMENT, P.fromUtf8(pointerBody(pointer)), replyTo);
   }
 
   sendInner(conversationId, contentType, text, replyTo) {

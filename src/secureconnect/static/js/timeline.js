@@ -1,7 +1,10 @@
 // Replies, reactions, edits and deletions: end-to-end encrypted messages that refer to another
-// by its seq. The same rules as secureconnect/client/timeline.py: a reaction is each person's
+// by its seq. An attachment is an entry like a text, its caption the text (attachments.js). The same rules as secureconnect/client/timeline.py: a reaction is each person's
 // latest one (remove takes it back); an edit or a deletion counts only from the message's own
 // sender, within the server's edit_window_s; the latest edit wins; a deletion is for good.
+
+import { ATTACHMENT, parse } from "./attachments.js";
+import { utf8 } from "./crypto/primitives.js";
 
 export const REACTION = "application/vnd.secureconnect.reaction+json";
 export const EDIT = "application/vnd.secureconnect.edit+json";
@@ -19,14 +22,30 @@ function payload(m) {
   } catch { return null; }
 }
 
-// Map seq -> {text, edited, deleted, reactions: Map(emoji -> [who])} for the text messages
-// of a timeline (oldest first); the events themselves are not shown as messages.
+export const isAttachment = (m) => m.kind === "message" && !m.failed && m.content_type === ATTACHMENT
+  && typeof m.text === "string";
+
+// The pointer of an attachment message (null when malformed), read once per message.
+const pointers = new WeakMap();
+export function pointerOf(m) {
+  if (!isAttachment(m)) return null;
+  if (!pointers.has(m)) pointers.set(m, parse(utf8(m.text)));
+  return pointers.get(m);
+}
+
+// Map seq -> {text, edited, deleted, reactions: Map(emoji -> [who]), attachment} for the text
+// and attachment messages of a timeline (oldest first); events are not shown as messages.
 export function fold(items, editWindowS) {
   const windowMs = editWindowS * 1000;
   const shown = new Map();
   const reacted = new Map();  // seq -> Map(sender -> [at, emoji | null])
   for (const m of items) {
-    if (isText(m)) { shown.set(m.seq, { message: m, text: m.text, edited: false, deleted: false, reactions: new Map() }); continue; }
+    if (isText(m)) { shown.set(m.seq, { message: m, text: m.text, edited: false, deleted: false, reactions: new Map(), attachment: null }); continue; }
+    if (isAttachment(m)) {
+      const pointer = pointerOf(m);
+      if (pointer) shown.set(m.seq, { message: m, text: pointer.caption, edited: false, deleted: false, reactions: new Map(), attachment: pointer });
+      continue;
+    }
     if (m.kind !== "message" || m.failed || !EVENTS.includes(m.content_type)) continue;
     const data = payload(m);
     const target = data && shown.get(data.to);
@@ -41,7 +60,7 @@ export function fold(items, editWindowS) {
     const own = m.sender_id === target.message.sender_id;
     const timely = m.created_at - target.message.created_at <= windowMs;
     if (!own || !timely || target.deleted) continue;
-    if (m.content_type === DELETE) Object.assign(target, { deleted: true, text: "", edited: false });
+    if (m.content_type === DELETE) Object.assign(target, { deleted: true, text: "", edited: false, attachment: null });
     else if (typeof data.text === "string" && data.text) Object.assign(target, { text: data.text, edited: true });
   }
   for (const [seq, bySender] of reacted) {

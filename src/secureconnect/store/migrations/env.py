@@ -3,6 +3,7 @@
 from alembic import context
 
 import secureconnect.accounts.models
+import secureconnect.blobs.models
 import secureconnect.chat.models
 import secureconnect.guard.models
 import secureconnect.incidents.models
