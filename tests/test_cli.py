@@ -219,3 +219,43 @@ def test_reply_react_edit_and_delete_from_the_terminal(server, tmp_path) -> None
     assert f"#{second} {alice}: At the usual cafe" in " ".join(found.split())
     missing = cli(server, tmp_path, "chat", "search", "see you at 6", "--profile", bob).stdout
     assert "nothing on this device matches" in missing  # deleted for everyone
+
+
+def test_names_and_pictures_from_the_terminal(server, tmp_path) -> None:
+    from PIL import Image
+
+    alice, bob = unique("alice"), unique("bob")
+    for name in (alice, bob):
+        cli(server, tmp_path, "register", name, "--profile", name)
+        cli(server, tmp_path, "login", name, "--profile", name)
+    cli(server, tmp_path, "chat", "new", bob, "--name", "plans", "--profile", alice)
+    assert (
+        "Alice Liddell"
+        in cli(server, tmp_path, "profile", "name", "Alice Liddell", "--profile", alice).stdout
+    )
+    picture = tmp_path / "me.png"
+    Image.new("RGB", (50, 80), (0, 90, 160)).save(picture)
+    assert (
+        "picture set"
+        in cli(server, tmp_path, "profile", "picture", str(picture), "--profile", alice).stdout
+    )
+    shown = cli(server, tmp_path, "profile", "show", alice, "nobody", "--profile", bob)
+    assert f"{alice}: Alice Liddell, a picture" in shown.stdout
+    assert "not shown (no conversation with you): nobody" in shown.stderr
+    cli(server, tmp_path, "chat", "rename", "plans", "Summer plans", "--profile", alice)
+    refused = cli(
+        server, tmp_path, "chat", "rename", "Summer plans", "mine", "--profile", bob, ok=False
+    )
+    assert refused.returncode == 1 and "only a group admin" in refused.stderr
+    not_a_picture = tmp_path / "notes.txt"
+    not_a_picture.write_text("hello")
+    bad = cli(
+        server, tmp_path, "profile", "picture", str(not_a_picture), "--profile", bob, ok=False
+    )
+    assert bad.returncode == 1 and "not a picture" in bad.stderr
+    history = " ".join(
+        cli(server, tmp_path, "chat", "history", "Summer plans", "--profile", bob).stdout.split()
+    )
+    assert f"{alice} changed their name to Alice Liddell" in history
+    assert f"{alice} changed their picture" in history
+    assert f"{alice} renamed the group to Summer plans" in history

@@ -258,12 +258,12 @@ async def test_status_page_follows_public_updates_and_works_without_javascript(o
         "AI suggestions",
         "Avatars",
     ]
-    # Functions the platform does not offer yet (or not here: this server runs no SFU) are
-    # never shown as working; suggested replies follow their pack's own check.
+    # A function not offered here (this server runs no SFU) is never shown as working;
+    # suggested replies follow their pack's own check, avatars whether pictures can be made.
     states = {c["name"]: (c["state"], c["colour"]) for c in page["components"]}
-    for missing in ("Video calls", "Avatars"):
-        assert states[missing] == ("not_available", "grey")
+    assert states["Video calls"] == ("not_available", "grey")
     assert states["AI suggestions"] == ("operational", "green")
+    assert states["Avatars"] == ("operational", "green")
     assert states["Chat"] == ("operational", "green")
     assert "not available" in httpx.get(ops_server.url + "/status").text
     oncall = await logged_in(ops_server.url, "oncall")

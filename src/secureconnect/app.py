@@ -39,6 +39,10 @@ from secureconnect.incidents.routes import public as status_router
 from secureconnect.incidents.routes import router as incidents_router
 from secureconnect.keys.routes import router as keys_router
 from secureconnect.ops.routes import router as ops_router
+from secureconnect.profiles.images import MAX_UPLOAD_BYTES
+from secureconnect.profiles.routes import PICTURE_PATHS
+from secureconnect.profiles.routes import groups as group_profiles_router
+from secureconnect.profiles.routes import router as profiles_router
 from secureconnect.schemas import ERROR_RESPONSES
 from secureconnect.services import Services, build_services
 from secureconnect.store.migrate import upgrade
@@ -54,6 +58,8 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
         keys_router,
         chat_router,
         blobs_router,
+        profiles_router,
+        group_profiles_router,
         incidents_router,
         guard_router,
         status_router,
@@ -63,12 +69,13 @@ ROLE_ROUTERS: dict[str, list[APIRouter]] = {
     "api-gateway": [
         accounts_router,
         keys_router,
+        profiles_router,
         incidents_router,
         guard_router,
         status_router,
         suggest_router,
     ],
-    "chat-service": [chat_router, blobs_router],
+    "chat-service": [chat_router, blobs_router, group_profiles_router],
     "video-service": [calls_router],
 }
 
@@ -179,7 +186,8 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_request_bytes,
-        larger={CHUNK_PATH: MAX_CHUNK},  # attachment chunks: streamed to storage, not held
+        # Attachment chunks stream to storage; pictures are read whole (then re-encoded).
+        larger={CHUNK_PATH: MAX_CHUNK, PICTURE_PATHS: MAX_UPLOAD_BYTES},
     )
     app.add_middleware(GuardMiddleware, guard=services.guard, limits=services.limits)
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -44,6 +45,8 @@ from secureconnect.keys.service import InboxService, KeyService
 from secureconnect.mail import Mailer
 from secureconnect.ops.metrics import Metrics
 from secureconnect.ops.service import DeployLog
+from secureconnect.profiles import images
+from secureconnect.profiles.service import ProfileService
 from secureconnect.store import Database, StoreUnavailable
 from secureconnect.suggest.service import SuggestService
 from secureconnect.video.schemas import IceServer
@@ -73,6 +76,7 @@ class Services:
     guard: GuardService
     limits: RateLimits | None
     deploys: DeployLog
+    profiles: ProfileService
     sfu: JanusSupervisor | None = None  # in the roles that serve calls
     turn: TurnSupervisor | None = None  # coturn, when no external TURN server is configured
     calls: CallService | None = None
@@ -283,10 +287,12 @@ def build_services(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> Services:
             platform,
             _video_state(settings, sfu),
             (lambda: suggest.check().ok) if suggest is not None else None,
+            _every_minute(images.works) if settings.role in ("all", "api-gateway") else None,
         ),
         guard=guard,
         limits=limits if settings.rate_limits else None,
         deploys=DeployLog(db, clock),
+        profiles=ProfileService(db, chat, clock),
         sfu=sfu,
         turn=turn,
         calls=calls,
@@ -315,6 +321,19 @@ def _blobs(settings: Settings, db: Database, clock: Clock) -> BlobService:
         settings.blob_upload_ttl_s,
         clock,
     )
+
+
+def _every_minute(check: Callable[[], bool]) -> Callable[[], bool]:
+    """A check the public status page runs at most once a minute, whoever asks how often."""
+    last: list[tuple[float, bool]] = []
+
+    def cached() -> bool:
+        now = time.monotonic()
+        if not last or now - last[0][0] > 60:
+            last[:] = [(now, check())]
+        return last[0][1]
+
+    return cached
 
 
 def _sfu(settings: Settings, metrics: Metrics) -> JanusSupervisor | None:

@@ -29,6 +29,8 @@ conversations = Table(
     Column("created_by", String(32), ForeignKey("users.id"), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("last_seq", BigInteger, nullable=False, default=0),
+    # A group's picture, set by an admin: the tag of its images in ``avatars`` (NULL: none).
+    Column("avatar", String(16), nullable=True),
 )
 
 members = Table(

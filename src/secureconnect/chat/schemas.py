@@ -23,6 +23,9 @@ class ConversationOut(BaseModel):
     id: str
     kind: str
     name: str | None
+    avatar: str | None = Field(
+        None, description="a group's picture: its tag (GET /v1/conversations/{id}/avatar)"
+    )
     created_at: int
     last_at: int = Field(
         description="when its last event happened (ms; for a former member, the last they "
@@ -42,6 +45,10 @@ class ConversationOut(BaseModel):
         "accept, decline or block (a message you send accepts it)",
     )
     requested_by: str | None = Field(None, description="who asked, while it is a request")
+
+
+class Rename(Strict):
+    name: str = Field(min_length=1, max_length=200, description="the group's new name")
 
 
 class Decline(Strict):

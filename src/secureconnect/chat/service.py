@@ -182,6 +182,7 @@ class ChatService:
                 requested_by=r.requested_by if r.left_seq is None else None,
                 kind=r.kind,
                 name=r.name,
+                avatar=r.avatar,
                 created_at=r.created_at,
                 last_at=r.last_at,
                 last_seq=r.last_seq if r.left_seq is None else r.left_seq,
@@ -305,6 +306,50 @@ class ChatService:
             await self._keep_an_admin(conn, conv_id)
             self._publish(conn, recipients, event, MEMBERSHIP_TOPIC)
         return event
+
+    # ----- what the server itself says in a timeline (names and pictures) --------------------
+
+    async def announce(
+        self,
+        conn: AsyncConnection,
+        ctx: AuthContext,
+        conv_id: str,
+        body: dict[str, Any],
+        *,
+        admin: bool = False,
+    ) -> dict[str, Any]:
+        """A change everyone in the conversation sees as a timeline event, in the caller's
+        transaction (so that the change and its event commit together). ``admin``: only a
+        group admin may make it."""
+        roster = await store.roster(conn, conv_id, ctx.user_id, lock=True)
+        if admin:
+            self._require_admin_of_group(roster.me, "change the group's name or picture")
+        elif not roster.me.current:
+            raise Forbidden("not_a_member", "you are no longer a member of this conversation")
+        seq = roster.me.last_seq + 1
+        await store.bump(conn, conv_id, seq)
+        event = await self._membership_event(conn, ctx, conv_id, seq, body)
+        self._publish(conn, roster.current, event)
+        return event
+
+    async def rename(self, ctx: AuthContext, conv_id: str, name: str) -> dict[str, Any]:
+        name = " ".join(name.split())
+        if not name:
+            raise Invalid("invalid_name", "a group's name cannot be empty")
+        async with self.db.write() as conn:
+            event = await self.announce(
+                conn,
+                ctx,
+                conv_id,
+                {"action": "rename", "actor": ctx.username, "name": name},
+                admin=True,
+            )
+            await store.set_name(conn, conv_id, name)
+        return event
+
+    async def current_conversations(self, conn: AsyncConnection, user_id: str) -> list[str]:
+        """The conversations the user is in now (requests included), oldest first."""
+        return await store.current_conversation_ids(conn, user_id)
 
     # ----- message requests ----------------------------------------------------------------
 
@@ -678,13 +723,14 @@ class ChatService:
         self.db.publish_on_commit(conn, [*(user_topic(uid) for uid in user_ids), *also], event)
 
     @staticmethod
-    def _require_admin_of_group(me: Membership) -> None:
+    def _require_admin_of_group(me: Membership, what: str = "change its members") -> None:
         if me.kind == "direct":
-            raise Invalid("direct_conversation", "a direct conversation has fixed members")
+            fixed = "fixed members" if what == "change its members" else "no name or picture"
+            raise Invalid("direct_conversation", f"a direct conversation has {fixed}")
         if not me.current:
             raise Forbidden("not_a_member", "you are no longer a member of this conversation")
         if me.role != "admin":
-            raise Forbidden("not_admin", "only a group admin can change its members")
+            raise Forbidden("not_admin", f"only a group admin can {what}")
 
     async def _keep_an_admin(self, conn: AsyncConnection, conv_id: str) -> None:
         """A group whose last admin left promotes its longest-standing member."""

@@ -494,6 +494,7 @@ async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | Non
             conversations.c.id,
             conversations.c.kind,
             conversations.c.name,
+            conversations.c.avatar,
             conversations.c.created_at,
             conversations.c.last_seq,
             # When it last saw activity (for a former member, up to when they left): one row
@@ -523,6 +524,25 @@ async def conversation_rows(conn: AsyncConnection, user_id: str, only: str | Non
     if only is not None:
         query = query.where(conversations.c.id == only)
     return (await conn.execute(query)).all()
+
+
+async def set_name(conn: AsyncConnection, conv_id: str, name: str) -> None:
+    await conn.execute(update(conversations).where(conversations.c.id == conv_id).values(name=name))
+
+
+async def set_avatar(conn: AsyncConnection, conv_id: str, tag: str | None) -> None:
+    await conn.execute(
+        update(conversations).where(conversations.c.id == conv_id).values(avatar=tag)
+    )
+
+
+async def current_conversation_ids(conn: AsyncConnection, user_id: str) -> list[str]:
+    rows = await conn.execute(
+        select(members.c.conversation_id)
+        .where(members.c.user_id == user_id, members.c.left_seq.is_(None))
+        .order_by(members.c.joined_seq, members.c.conversation_id)
+    )
+    return [r.conversation_id for r in rows]
 
 
 async def current_members(conn: AsyncConnection, conv_id: str) -> Rows:

@@ -305,6 +305,73 @@ def password(
     client_command(go)()
 
 
+profile_app = typer.Typer(
+    help="Your display name and picture, as people you share a conversation with see them.",
+    no_args_is_help=True,
+)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("show")
+def profile_show(
+    usernames: Annotated[list[str] | None, typer.Argument(help="others (default: you)")] = None,
+) -> None:
+    """Display names and whether there is a picture (others: only people you share a
+    conversation with)."""
+
+    async def go(client: Client, state: Profile) -> None:
+        found = await client.profiles(usernames) if usernames else [await client.my_profile()]
+        for p in found:
+            picture = "a picture" if p.avatar else "no picture"
+            out.print(
+                f"{shown(p.username)}: {shown(p.display_name or '(no display name)')}, {picture}"
+            )
+        missing = set(usernames or []) - {p.username for p in found}
+        if missing:
+            err.print(f"not shown (no conversation with you): {shown(', '.join(sorted(missing)))}")
+
+    client_command(go)()
+
+
+@profile_app.command("name")
+def profile_name(
+    name: Annotated[str | None, typer.Argument(help="shown instead of your username")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="have none")] = False,
+) -> None:
+    """Set your display name; every conversation you are in is told of the change."""
+    if (name is None) == (not remove):
+        err.print("[red]error:[/red] give a NAME, or --remove")
+        raise typer.Exit(2)
+
+    async def go(client: Client, state: Profile) -> None:
+        p = await client.set_display_name(None if remove else name)
+        out.print(f"display name: {shown(p.display_name or '(none)')}")
+
+    client_command(go)()
+
+
+@profile_app.command("picture")
+def profile_picture(
+    path: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False)] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="have none")] = False,
+) -> None:
+    """Set your picture (JPEG, PNG, WebP or GIF): the server crops it square and strips its
+    metadata (location, camera)."""
+    if (path is None) == (not remove):
+        err.print("[red]error:[/red] give a PATH to a picture, or --remove")
+        raise typer.Exit(2)
+
+    async def go(client: Client, state: Profile) -> None:
+        if path is None:
+            await client.remove_avatar()
+            out.print("picture removed")
+        else:
+            await client.set_avatar(path.read_bytes())
+            out.print("picture set")
+
+    client_command(go)()
+
+
 email_app = typer.Typer(help="The address your security notices go to.", no_args_is_help=True)
 app.add_typer(email_app, name="email")
 
@@ -504,6 +571,20 @@ def _event_line(message: PlainMessage, who: str) -> str | None:
     return f"{who} deleted {target} for everyone"
 
 
+PROFILE_ACTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "rename": lambda c: f"renamed the group to {shown(str(c.get('name', '')))}",
+    "profile": lambda c: (
+        f"changed their name to {shown(str(c['display_name']))}"
+        if c.get("display_name")
+        else "removed their display name"
+    ),
+    "avatar": lambda c: "removed their picture" if c.get("removed") else "changed their picture",
+    "group_avatar": lambda c: (
+        "removed the group's picture" if c.get("removed") else "changed the group's picture"
+    ),
+}
+
+
 def _render(
     message: Message | PlainMessage | DecryptionFailed,
     me: str | None,
@@ -531,9 +612,12 @@ def _render(
                 f"{head} [italic]{shown(change['actor'])} started the conversation with "
                 f"{shown(', '.join(m for m in change['members'] if m != change['actor']))}[/italic]"
             )
+        actor = shown(change["actor"])
+        if action in PROFILE_ACTIONS:
+            return f"{head} [italic]{actor} {PROFILE_ACTIONS[action](change)}[/italic]"
         verb = {"add": "added", "remove": "removed", "leave": "left"}.get(action, action)
-        target = "" if action == "leave" else f" {shown(change['user'])}"
-        return f"{head} [italic]{shown(change['actor'])} {shown(verb)}{target}[/italic]"
+        target = "" if action == "leave" else f" {shown(change.get('user', ''))}"
+        return f"{head} [italic]{actor} {shown(verb)}{target}[/italic]"
     if isinstance(message, PlainMessage) and (line := _event_line(message, who)) is not None:
         return f"{head} [italic]{line}[/italic]"
     pointer = (
@@ -937,6 +1021,40 @@ def chat_sync() -> None:
 
     async def go(client: Client, state: Profile) -> None:
         await _stream(client, state, until_ready=True)
+
+    client_command(go)()
+
+
+@chat_app.command("rename")
+def chat_rename(conversation: str, name: str) -> None:
+    """Rename a group (admins); its members see who did."""
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await client.rename_group(await _resolve(client, conversation, start=False), name)
+        out.print(f"renamed to {shown(conv.name or '')}")
+
+    client_command(go)()
+
+
+@chat_app.command("picture")
+def chat_picture(
+    conversation: str,
+    path: Annotated[Path | None, typer.Argument(exists=True, dir_okay=False)] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="have none")] = False,
+) -> None:
+    """Set a group's picture (admins)."""
+    if (path is None) == (not remove):
+        err.print("[red]error:[/red] give a PATH to a picture, or --remove")
+        raise typer.Exit(2)
+
+    async def go(client: Client, state: Profile) -> None:
+        conv = await _resolve(client, conversation, start=False)
+        if path is None:
+            await client.remove_group_avatar(conv)
+            out.print("group picture removed")
+        else:
+            await client.set_group_avatar(conv, path.read_bytes())
+            out.print("group picture set")
 
     client_command(go)()
 

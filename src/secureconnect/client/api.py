@@ -37,6 +37,7 @@ from secureconnect.client.types import (
     ModeSet,
     Page,
     PrekeyBundle,
+    Profile,
     Receipt,
     SecurityReport,
     Session,
@@ -643,6 +644,60 @@ class Client:
             json={k: v for k, v in body.items() if v is not None},
         )
         return Call.model_validate(data)
+
+    # ----- profiles: display names and pictures (not end-to-end encrypted: decision 0030) ----
+
+    async def my_profile(self) -> Profile:
+        return Profile.model_validate(await self._call("GET", "/v1/me/profile"))
+
+    async def set_display_name(self, name: str | None) -> Profile:
+        """Shown instead of one's username to those one shares a conversation with (each is
+        told of the change in the timeline); ``None`` removes it."""
+        data = await self._call("PUT", "/v1/me/profile", json={"display_name": name})
+        return Profile.model_validate(data)
+
+    async def set_avatar(self, image: bytes) -> Profile:
+        """A JPEG, PNG, WebP or GIF: the server crops, resizes and strips its metadata."""
+        data = await self._call("PUT", "/v1/me/avatar", content=image)
+        return Profile.model_validate(data)
+
+    async def remove_avatar(self) -> Profile:
+        return Profile.model_validate(await self._call("DELETE", "/v1/me/avatar"))
+
+    async def profiles(self, usernames: list[str]) -> list[Profile]:
+        """Those of the named people one shares a conversation with (others are left out)."""
+        data = await self._call("POST", "/v1/profiles", json={"usernames": usernames})
+        return [Profile.model_validate(p) for p in data]
+
+    async def avatar(self, username: str, size: int = 256) -> bytes:
+        """A person's picture as JPEG, 64 or 256 pixels a side."""
+        return await self._bytes(f"/v1/users/{username}/avatar?size={size}")
+
+    async def rename_group(self, conversation_id: str, name: str) -> Conversation:
+        data = await self._call(
+            "PATCH", f"/v1/conversations/{conversation_id}", json={"name": name}
+        )
+        return Conversation.from_json(data)
+
+    async def set_group_avatar(self, conversation_id: str, image: bytes) -> Conversation:
+        data = await self._call("PUT", f"/v1/conversations/{conversation_id}/avatar", content=image)
+        return Conversation.from_json(data)
+
+    async def remove_group_avatar(self, conversation_id: str) -> Conversation:
+        data = await self._call("DELETE", f"/v1/conversations/{conversation_id}/avatar")
+        return Conversation.from_json(data)
+
+    async def group_avatar(self, conversation_id: str, size: int = 256) -> bytes:
+        return await self._bytes(f"/v1/conversations/{conversation_id}/avatar?size={size}")
+
+    async def _bytes(self, path: str) -> bytes:
+        """A GET whose answer is bytes, not JSON."""
+        if self.token is None:
+            raise ApiError(401, "missing_token", "log in first")
+        response = await self._http.get(path, headers={"Authorization": f"Bearer {self.token}"})
+        if response.is_error:
+            raise _api_error(response)
+        return response.content
 
     # ----- attachments (ciphertext only: client.attachments encrypts) -----------------------
 

@@ -4,7 +4,7 @@ Where the server has a response schema, the SDK returns that very model (re-expo
 under a plain name), so the contract is written once: ``User``, ``Me``, ``Device``,
 ``Session``, ``TotpStatus``, ``TotpEnrolment``, ``Member``, ``Incident``, ``IncidentSummary``,
 ``SecurityReport``, ``Blocked``, ``Lifted``, ``ModeSet``, ``StoreReport``, ``Deploy``,
-``Blob``, ``AttachmentUsage``.
+``Blob``, ``AttachmentUsage``, ``Profile``.
 Unknown fields from a newer server are ignored. The rest are frozen dataclasses of the SDK's own.
 """
 
@@ -42,6 +42,7 @@ from secureconnect.ops.schemas import (
     StorePasswordChecked,
     StoreReport,
 )
+from secureconnect.profiles.schemas import ProfileOut as Profile
 from secureconnect.video.schemas import CallOut as Call
 from secureconnect.video.schemas import JoinOut as CallJoined
 from secureconnect.video.schemas import ParticipantOut as Participant
@@ -130,6 +131,7 @@ class Conversation:
     last_at: int = 0  # when its last event happened (ms): the list is newest first
     request: bool = False  # a message request from ``requested_by``, not yet accepted
     requested_by: str | None = None
+    avatar: str | None = None  # a group's picture's tag (Client.group_avatar)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Conversation:
@@ -234,6 +236,7 @@ __all__ = [
     "Participant",
     "PrekeyBundle",
     "PrekeysLow",
+    "Profile",
     "Ready",
     "Receipt",
     "SecurityReport",

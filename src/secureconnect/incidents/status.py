@@ -29,7 +29,7 @@ COMPONENTS = ["Login & API", "Chat", "Video calls", "AI suggestions", "Avatars"]
 # The runbook's components whose function the platform does not offer yet: shown as "not
 # available", never "operational", and left out of the overall state, so that the page claims
 # nothing that is not true. A component leaves this set in the change that builds its function.
-NOT_YET = {"Avatars"}
+NOT_YET: set[str] = set()
 NOT_AVAILABLE = "not_available"
 STATES = {
     "operational": "green",
@@ -55,10 +55,10 @@ TEMPLATES = {
 HISTORY_DAYS = 90
 # Which components each role serves, for the platform-wide view through Prometheus.
 ROLE_COMPONENTS = {
-    "api-gateway": ["Login & API", "AI suggestions"],
+    "api-gateway": ["Login & API", "AI suggestions", "Avatars"],
     "chat-service": ["Chat"],
     "video-service": ["Video calls"],
-    "all": ["Login & API", "Chat", "Video calls", "AI suggestions"],
+    "all": ["Login & API", "Chat", "Video calls", "AI suggestions", "Avatars"],
 }
 PLATFORM_CACHE_S = 10.0
 RANK = ["operational", "degraded", "partial_outage", "major_outage"]
@@ -73,12 +73,14 @@ class StatusPage:
         platform: PrometheusCheck | None = None,
         video: Callable[[], str] | None = None,
         suggest: Callable[[], bool] | None = None,
+        avatars: Callable[[], bool] | None = None,
     ) -> None:
         """``video``: this process's own view of calls (its SFU up, down, or calls switched
         off: "not_available"), where it runs one. ``suggest``: whether the suggestion pack is
         here, verified and served (AI suggestions)."""
         self.video = video
         self.suggest = suggest
+        self.avatars = avatars  # whether pictures can be made here (Pillow decodes and encodes)
         self.db = db
         self.incidents = incidents_service
         self.health = health
@@ -212,6 +214,8 @@ class StatusPage:
                 states["Video calls"] = here
         if self.suggest is not None and not self.suggest():
             states["AI suggestions"] = "major_outage"
+        if self.avatars is not None and not self.avatars():
+            states["Avatars"] = "major_outage"
         for name in NOT_YET:
             states[name] = NOT_AVAILABLE
         worst = max((st for st in states.values() if st in RANK), key=RANK.index)

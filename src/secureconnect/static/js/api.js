@@ -114,9 +114,17 @@ export class Api {
   deleteBlob(id) { return this.call("DELETE", `/v1/blobs/${id}`); }
   putChunk(id, n, bytes) { return this.raw("PUT", `/v1/blobs/${id}/chunks/${n}`, bytes); }
   blobContent(id) { return this.raw("GET", `/v1/blobs/${id}/content`); }
+  myProfile() { return this.call("GET", "/v1/me/profile"); }
+  setDisplayName(name) { return this.call("PUT", "/v1/me/profile", { display_name: name || null }); }
+  setAvatar(file) { return this.raw("PUT", "/v1/me/avatar", file, "json"); }
+  removeAvatar() { return this.call("DELETE", "/v1/me/avatar"); }
+  profiles(usernames) { return this.call("POST", "/v1/profiles", { usernames }); }
+  renameGroup(id, name) { return this.call("PATCH", `/v1/conversations/${id}`, { name }); }
+  setGroupAvatar(id, file) { return this.raw("PUT", `/v1/conversations/${id}/avatar`, file, "json"); }
+  removeGroupAvatar(id) { return this.call("DELETE", `/v1/conversations/${id}/avatar`); }
 
-  // A request whose body or answer is bytes (attachment ciphertext), not JSON.
-  async raw(method, path, bytes = undefined) {
+  // A request whose body or answer is bytes (attachment ciphertext, a picture), not JSON.
+  async raw(method, path, bytes = undefined, answer = "bytes") {
     const headers = { Authorization: `Bearer ${this.token}` };
     if (bytes !== undefined) headers["Content-Type"] = "application/octet-stream";
     let response;
@@ -130,7 +138,8 @@ export class Api {
       const e = data && data.error;
       throw new ApiError(response.status, e ? e.code : "http_error", e ? e.message : response.statusText);
     }
-    return response.status === 204 ? null : response.arrayBuffer();
+    if (response.status === 204) return null;
+    return answer === "json" ? response.json() : response.arrayBuffer();
   }
 }
 

@@ -21,6 +21,7 @@ const ui = {
   upload: null,  // {name, pct} while a file is being encrypted and sent
   limits: null,  // the server's attachment limits (GET /v1/blobs), once asked
   recorder: null,  // {media, started, timer} while a voice note is being recorded
+  profiles: new Map(),  // username -> {display_name, avatar}: people one shares a conversation with
   prefs: { theme: "system", notify: false, notifyText: true, muted: [] },
   suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
     counts: { shown: 0, taken: [], load_failures: 0 }, shownFor: new Set() },
@@ -67,8 +68,46 @@ function colour(name) {
   return `hsl(${h} 55% 48%)`;
 }
 
-const avatar = (name) => el("span", { class: "avatar", style: `background:${colour(name)}`, "aria-hidden": "true" },
-  (name[0] || "?").toUpperCase());
+// A picture when there is one, else up to two initials on a colour of the (unique) username:
+// two people with the same first letter no longer look alike.
+function initials(label) {
+  const words = label.trim().split(/[\s._-]+/u).filter(Boolean);
+  const letters = words.length > 1 ? [words[0], words[1]].map((w) => [...w][0]) : [...(words[0] || "?")].slice(0, 2);
+  return letters.join("").toUpperCase();
+}
+function avatar(label, key = label, picture = null) {
+  const node = el("span", { class: "avatar", style: `background:${colour(key)}`, "aria-hidden": "true" }, initials(label));
+  if (picture) {
+    pictureUrl(picture).then((url) => { if (url) node.replaceChildren(el("img", { src: url, alt: "" })); }, () => {});
+  }
+  return node;
+}
+const personAvatar = (username) => {
+  const p = ui.profiles.get(username);
+  return avatar(displayName(username), username, p && p.avatar ? { kind: "user", id: username, tag: p.avatar } : null);
+};
+function convAvatar(conv) {
+  if (conv.kind === "direct" && !conv.name) {
+    const other = conv.members.find((m) => m !== ui.session.username);
+    if (other) return personAvatar(other);
+  }
+  return avatar(title(conv), conv.id, conv.avatar ? { kind: "group", id: conv.id, tag: conv.avatar } : null);
+}
+// Pictures are fetched with the session's token (an <img> cannot send it) and kept per tag.
+const pictures = new Map();
+function pictureUrl({ kind, id, tag }) {
+  const key = `${kind}|${id}|${tag}`;
+  if (!pictures.has(key)) {
+    const path = kind === "user" ? `/v1/users/${encodeURIComponent(id)}/avatar?size=64` : `/v1/conversations/${id}/avatar?size=64`;
+    pictures.set(key, ui.api.raw("GET", path).then((bytes) => URL.createObjectURL(new Blob([bytes], { type: "image/jpeg" })), () => null));
+  }
+  return pictures.get(key);
+}
+// What people chose to be called; their username where they did not.
+function displayName(username) {
+  const p = ui.profiles.get(username);
+  return (p && p.display_name) || username;
+}
 const time = (ms) => new Date(ms).toLocaleTimeString(lang(), { hour: "2-digit", minute: "2-digit" });
 const dayOf = (ms) => new Date(ms).toDateString();
 function dayLabel(ms) {
@@ -107,7 +146,7 @@ function linkify(text) {
 function title(conv) {
   if (conv.name) return conv.name;
   const others = conv.members.filter((m) => m !== ui.session.username);
-  return others.join(", ") || ui.session.username;
+  return others.map(displayName).join(", ") || displayName(ui.session.username);
 }
 
 // ----- start-up and authentication ----------------------------------------------------------
@@ -229,6 +268,10 @@ function onStatus(status, code) {
 async function onEvent(event) {
   if (event.type === "message") {
     const plain = await ui.secure.decrypt(event);
+    if (plain.membership && ["profile", "avatar"].includes(plain.membership.action)) {
+      await refreshProfiles([plain.membership.actor]).catch(quiet);
+      render();  // their name and picture, everywhere they are shown
+    }
     addMessage(plain);
     ui.session.cursors = { ...ui.stream.cursors };
     await store.save("session", ui.session);
@@ -426,6 +469,17 @@ function quiet(error) {
 
 async function refreshConversations() {
   ui.conversations = await ui.api.conversations();
+  const known = new Set([ui.session.username, ...ui.conversations.flatMap((c) => c.members)]);
+  const missing = [...known].filter((u) => !ui.profiles.has(u));
+  if (missing.length) await refreshProfiles(missing);
+}
+
+async function refreshProfiles(usernames) {
+  for (let i = 0; i < usernames.length; i += 256) {
+    const found = await ui.api.profiles(usernames.slice(i, i + 256));
+    for (const u of usernames.slice(i, i + 256)) if (!ui.profiles.has(u)) ui.profiles.set(u, { display_name: null, avatar: null });
+    for (const p of found) ui.profiles.set(p.username, { display_name: p.display_name, avatar: p.avatar });
+  }
 }
 
 // ----- actions ------------------------------------------------------------------------------
@@ -670,7 +724,8 @@ async function showSafety(username) {
 // Group members: everyone sees them; admins add and remove; anyone may leave. Removing someone
 // needs nothing more here: the next message is sent under a fresh sender key shared only with
 // the devices still in the group (secure.js checks the member devices on every send).
-async function showMembers(conv) {
+async function showMembers(shown) {
+  let conv = shown;
   const list = el("ul", { id: "member-list" });
   const error = el("div", { class: "error", role: "alert" });
   const admin = conv.role === "admin";
@@ -685,16 +740,31 @@ async function showMembers(conv) {
   }
   async function fill() {
     const members = await ui.api.members(conv.id);
+    await refreshProfiles(members.map((m) => m.username)).catch(quiet);
     list.replaceChildren(...members.map((m) => el("li", { "data-member": m.username },
-      el("span", { class: "name" }, m.username),
+      personAvatar(m.username),
+      el("span", { class: "name", title: m.username }, displayName(m.username)),
       m.role === "admin" ? el("span", { class: "sub" }, ` · ${t("admin")}`) : null,
       admin && m.username !== ui.session.username ? el("button", { class: "ghost",
         "data-remove": m.username, "aria-label": `${t("remove")} ${m.username}`,
         onclick: () => act(() => ui.api.removeMember(conv.id, m.username)) }, t("remove")) : null)));
   }
   const input = el("input", { id: "add-member", placeholder: t("addMember"), "aria-label": t("addMember") });
+  const rename = el("input", { id: "group-name", value: conv.name || "", "aria-label": t("groupNameLabel"), maxlength: "200" });
+  const groupPicture = el("input", { type: "file", id: "group-picture", accept: "image/*", hidden: true,
+    onchange: () => { const file = groupPicture.files[0]; groupPicture.value = "";
+      if (file) act(async () => { conv = await ui.api.setGroupAvatar(conv.id, file); }); } });
   const dialog = el("dialog", { id: "members-dialog" },
-    el("h2", {}, t("membersTitle")), list,
+    el("h2", {}, t("membersTitle")),
+    admin ? el("form", { class: "row", id: "group-form", onsubmit: (e) => {
+      e.preventDefault();
+      act(async () => { conv = await ui.api.renameGroup(conv.id, rename.value); });
+    } }, rename, el("button", { type: "submit", id: "rename-group" }, t("rename"))) : null,
+    admin ? el("div", { class: "row" }, groupPicture,
+      el("button", { type: "button", class: "ghost", id: "group-picture-button", onclick: () => groupPicture.click() }, t("groupPicture")),
+      conv.avatar ? el("button", { type: "button", class: "ghost", id: "group-picture-remove",
+        onclick: () => act(async () => { conv = await ui.api.removeGroupAvatar(conv.id); }) }, t("removePicture")) : null) : null,
+    list,
     admin ? el("form", { class: "row", onsubmit: (e) => {
       e.preventDefault();
       const name = input.value.trim();
@@ -796,7 +866,7 @@ function renderSidebar() {
       class: `${c.id === ui.open ? "active" : ""}${muted ? " muted" : ""}`, tabindex: "0", "data-id": c.id,
       // Enter opens it; its default must not then type a newline into the composer it focuses.
       onclick: () => openConversation(c.id), onkeydown: (e) => { if (e.key === "Enter") { e.preventDefault(); openConversation(c.id); } },
-    }, avatar(title(c)),
+    }, convAvatar(c),
     el("span", { class: "summary" },
       el("span", { class: "line" }, el("span", { class: "name" }, title(c)),
         el("span", { class: "when" }, c.last_at ? when(c.last_at) : "")),
@@ -883,13 +953,18 @@ function preview(conv) {
   if (!m) return "";
   const entry = fold(known, ui.secure.editWindowS).get(m.seq);  // as edited, or deleted
   if (!entry) return "";
-  const who = m.sender === ui.session.username ? t("youPrefix") : conv.kind === "group" ? `${m.sender}: ` : "";
+  const who = m.sender === ui.session.username ? t("youPrefix") : conv.kind === "group" ? `${displayName(m.sender)}: ` : "";
   return who + (entry.deleted ? t("deletedMessage") : summary(entry).split("\n")[0].slice(0, 120));
 }
 
 function systemText(c) {
+  const actor = displayName(c.actor);
+  if (c.action === "rename") return t("renamedGroup", { actor, name: c.name });
+  if (c.action === "profile") return c.display_name ? t("changedName", { user: c.actor, name: c.display_name }) : t("removedName", { user: c.actor });
+  if (c.action === "avatar") return t(c.removed ? "removedPicture" : "changedPicture", { actor });
+  if (c.action === "group_avatar") return t(c.removed ? "removedGroupPicture" : "changedGroupPicture", { actor });
   const key = { create: "started", add: "added", remove: "removed", leave: "left" }[c.action] || "added";
-  return t(key, { actor: c.actor, user: c.user });
+  return t(key, { actor, user: c.user ? displayName(c.user) : "" });
 }
 
 function chatPane(conv) {
@@ -948,7 +1023,7 @@ function chatPane(conv) {
     ondrop: (e) => { if (e.dataTransfer && e.dataTransfer.files.length) { e.preventDefault(); sendFiles(conv.id, [...e.dataTransfer.files]); } } },
     el("div", { class: "chat-head" },
       el("button", { class: "ghost back", onclick: () => { ui.open = null; render(); } }, "← " + t("back")),
-      avatar(title(conv)),
+      convAvatar(conv),
       el("div", {}, el("div", { class: "title", id: "chat-title" }, title(conv)),
         el("div", { class: "sub" }, conv.kind === "group" ? t("members", { n: conv.members.length }) : "")),
       el("span", { class: "spacer" }),
@@ -1032,7 +1107,7 @@ function renderMessages() {
     if (m.membership) { nodes.push(el("div", { class: "system" }, systemText(m.membership))); continue; }
     if (m.call) { nodes.push(el("div", { class: "system call" }, callSummary(m))); continue; }
     const mine = m.sender === ui.session.username;
-    if (m.failed === "before_this_device") { nodes.push(el("div", { class: "msg failed before" }, t("beforeThisDevice", { name: m.sender }))); continue; }
+    if (m.failed === "before_this_device") { nodes.push(el("div", { class: "msg failed before" }, t("beforeThisDevice", { name: displayName(m.sender) }))); continue; }
     if (m.failed) { nodes.push(el("div", { class: "msg failed" }, t("undecryptable", { code: m.failed }))); continue; }
     nodes.push(bubble(m, folded, mine, follows));
   }
@@ -1050,7 +1125,7 @@ function bubble(m, folded, mine, follows) {
   let quote = null;
   if (Number.isInteger(m.reply_to)) {
     const target = folded.get(m.reply_to);
-    quote = el("div", { class: "quote" }, target ? el("span", { class: "who" }, target.message.sender) : null,
+    quote = el("div", { class: "quote" }, target ? el("span", { class: "who" }, displayName(target.message.sender)) : null,
       target ? (target.deleted ? t("deletedMessage") : summary(target).split("\n")[0].slice(0, 140)) : t("quoteMissing"));
   }
   const changeable = mine && !entry.deleted && Date.now() - m.created_at <= ui.secure.editWindowS * 1000;
@@ -1065,7 +1140,7 @@ function bubble(m, folded, mine, follows) {
       "aria-label": who.includes(me) ? t("removeReaction", { emoji }) : t("reactWith", { emoji }),
       onclick: () => react(m.seq, emoji, who.includes(me)) }, `${emoji} ${who.length}`))) : null;
   return el("div", { class: `msg${mine ? " mine" : ""}${follows ? " cont" : ""}${entry.deleted ? " deleted" : ""}`, "data-seq": m.seq, tabindex: "0" },
-    mine || follows ? null : el("div", { class: "who" }, m.sender), quote,
+    mine || follows ? null : el("div", { class: "who", title: m.sender }, displayName(m.sender)), quote,
     entry.attachment ? attachmentView(entry.attachment) : null,
     entry.text || !entry.attachment ? el("span", { class: "body" }, entry.deleted ? t("deletedMessage") : linkify(entry.text)) : null,
     reactions,
@@ -1405,7 +1480,36 @@ function showSettings() {
     ui.prefs.notifyText = notifyText.checked;
     await savePrefs();
   } });
+  const me = ui.session.username;
+  const note = el("p", { class: "note", id: "profile-note", role: "status" });
+  const mine = el("span", { id: "my-avatar", class: "big" }, personAvatar(me));
+  const nameInput = el("input", { id: "display-name", maxlength: "64", "aria-label": t("displayNameLabel"),
+    value: (ui.profiles.get(me) || {}).display_name || "" });
+  async function saveProfile(change) {
+    note.textContent = "";
+    try {
+      const p = await change();
+      ui.profiles.set(me, { display_name: p.display_name, avatar: p.avatar });
+      mine.replaceChildren(personAvatar(me));
+      note.textContent = t("profileSaved");
+      render();
+    } catch (error) { note.textContent = explain(error); }
+  }
+  const picture = el("input", { type: "file", id: "my-picture", accept: "image/*", hidden: true, onchange: () => {
+    const file = picture.files[0];
+    picture.value = "";
+    if (file) saveProfile(() => ui.api.setAvatar(file));
+  } });
   const dialog = el("dialog", { id: "settings-dialog" },
+    el("h2", {}, t("profileTitle")),
+    el("div", { class: "profile-row" }, mine, el("div", {},
+      el("button", { type: "button", class: "ghost", id: "my-picture-button", onclick: () => picture.click() }, t("choosePicture")),
+      el("button", { type: "button", class: "ghost", id: "my-picture-remove", onclick: () => saveProfile(() => ui.api.removeAvatar()) }, t("removePicture")),
+      picture)),
+    el("form", { class: "row", id: "profile-form", onsubmit: (e) => { e.preventDefault(); saveProfile(() => ui.api.setDisplayName(nameInput.value.trim())); } },
+      el("label", { for: "display-name", class: "visually-hidden" }, t("displayNameLabel")), nameInput,
+      el("button", { type: "submit", id: "save-profile" }, t("save"))),
+    el("p", { class: "sub" }, t("pictureHelp")), note,
     el("h2", {}, t("appearance")), theme,
     el("h2", {}, t("notifyTitle")),
     el("p", {}, el("label", {}, notifyOn, " ", t("notifyOn"))),

@@ -9,6 +9,7 @@ import secureconnect.guard.models
 import secureconnect.incidents.models
 import secureconnect.keys.models
 import secureconnect.ops.models
+import secureconnect.profiles.models
 import secureconnect.video.models  # noqa: F401
 from secureconnect.store.base import metadata
 
