@@ -78,8 +78,17 @@ def test_every_answer_carries_the_security_headers_and_no_server_name(own_server
         style = re.search(r"<style>(.*?)</style>", status.text, re.S).group(1)
         digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
         assert f"style-src 'sha256-{digest}'" in policy
-        # The API viewer still loads its viewer from a CDN: no policy there yet (issue 14).
-        assert "content-security-policy" not in http.get("/docs").headers
+        # The API viewer comes from the package, under the same policy: no CDN, no inline script.
+        docs = http.get("/docs")
+        assert (
+            docs.headers["content-security-policy"]
+            == http.get("/").headers["content-security-policy"]
+        )
+        assert "http" not in docs.text.replace("http-equiv", "")  # every URL is this origin's
+        assert "<script>" not in docs.text
+        for asset in ("/docs/assets/swagger-ui-bundle.js", "/docs/start.js"):
+            assert http.get(asset).status_code == 200
+        assert http.get("/redoc").status_code == 404
 
 
 def test_unreachable_database_means_not_ready_and_503_never_500(tmp_path) -> None:

@@ -29,6 +29,7 @@ from secureconnect.chat.routes import REALTIME_PATH, events
 from secureconnect.chat.routes import router as chat_router
 from secureconnect.clock import SYSTEM_CLOCK, Clock
 from secureconnect.config import Settings
+from secureconnect.edge import apidocs
 from secureconnect.edge.errors import install_error_handlers
 from secureconnect.edge.guard import GuardMiddleware
 from secureconnect.edge.logging import BodyLimitMiddleware, RequestLogMiddleware
@@ -170,9 +171,12 @@ def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) ->
         version=__version__,
         summary="End-to-end encrypted chat and calls. The server relays ciphertext only.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package below, not from a CDN
+        redoc_url=None,
     )
     app.state.services = services
     install_error_handlers(app)
+    apidocs.install(app)
     app.include_router(ops_router, responses=ERROR_RESPONSES)
     for router in ROLE_ROUTERS[settings.role]:
         app.include_router(router, responses=ERROR_RESPONSES)

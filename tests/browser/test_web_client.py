@@ -1024,3 +1024,18 @@ async def test_search_finds_what_this_browser_decrypted_without_asking_the_serve
         await pages.shot(a, "36-search")
         assert a.errors == []
     await a.context.close()
+
+
+async def test_the_api_viewer_works_offline_under_the_strict_policy(browser, server) -> None:
+    page = await pages.open_client(browser, server.url + "/docs")
+    outside: list[str] = []
+    page.on(
+        "request", lambda r: outside.append(r.url) if not r.url.startswith(server.url) else None
+    )
+    await page.reload()
+    await page.wait_for_selector(".opblock-tag:has-text('attachments')", timeout=20000)
+    await page.wait_for_selector(".opblock-summary-path:has-text('/v1/blobs/{blob_id}/content')")
+    await pages.shot(page, "43-api-docs")
+    assert outside == []  # nothing from a CDN
+    assert [e for e in page.errors if "Content Security Policy" in e] == []
+    await page.context.close()

@@ -3,10 +3,10 @@
 The web client's scripts, styles and worker are all served by the platform itself, so its
 Content-Security-Policy allows nothing else: no inline script, no third-party origin, no
 framing (a privacy product must not run anyone else's code next to its keys). The status page
-carries its own, allowing only its one inline style by hash. FastAPI's ``/docs`` and
-``/redoc`` load their viewer from a CDN and are left without one until they are served from
-the package. HSTS only on answers that went out over TLS (behind the ingress: the forwarded
-scheme), since a browser must not be told to insist on HTTPS for a plain-HTTP installation.
+carries its own, allowing only its one inline style by hash. The API viewer at ``/docs`` is
+served from the package too (``edge/apidocs.py``) and gets the same policy. HSTS only on answers
+that went out over TLS (behind the ingress: the forwarded scheme), since a browser must not be
+told to insist on HTTPS for a plain-HTTP installation.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ CSP = "; ".join(
         "frame-ancestors 'none'",
     )
 )
-NO_CSP = ("/docs", "/redoc")
 ALWAYS = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -42,8 +41,7 @@ def with_security_headers(scope: Scope, headers: list[tuple[bytes, bytes]]) -> N
     """Adds what an answer lacks of the headers above (a route may set its own CSP)."""
     present = {name.lower() for name, _ in headers}
     headers.extend(h for h in ALWAYS if h[0] not in present)
-    path: str = scope.get("path", "")
-    if b"content-security-policy" not in present and not path.startswith(NO_CSP):
+    if b"content-security-policy" not in present:
         headers.append((b"content-security-policy", CSP.encode()))
     if scope.get("scheme") == "https" and HSTS[0] not in present:
         headers.append(HSTS)
