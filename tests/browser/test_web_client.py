@@ -208,6 +208,12 @@ async def test_a_text_too_long_is_counted_and_kept_not_sent(browser, server) -> 
         page = await sdk.history(conv.id)
         lengths = [len(m.body) for m in page.messages if m.kind == "message"]
     assert len(lengths) == 2 and max(lengths) < 64 * 1024  # the short one and the 30,000
+    # Too long for a message, it goes as a text file when the person says so.
+    await a.fill("#composer", "y" * 70_000)
+    await a.press("#composer", "Enter")
+    await a.click("#send-as-file")
+    await a.wait_for_selector(".msg.mine .attachment.file .file-name:text-is('message.txt')")
+    assert await a.input_value("#composer") == ""
     assert a.errors == []
     await a.context.close()
 

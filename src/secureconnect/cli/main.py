@@ -728,7 +728,10 @@ def chat_send(
             )
             raise typer.Exit(1) from error
         except MessageTooLong as error:
-            err.print(f"[red]not sent:[/red] {shown(str(error))}; shorten it")
+            err.print(
+                f"[red]not sent:[/red] {shown(str(error))}; shorten it, or save it in a file "
+                "and send that: secureconnect chat send CONVERSATION --file message.txt"
+            )
             raise typer.Exit(1) from error
         for notice in secure.notices:
             if notice.change == "own_new_device":

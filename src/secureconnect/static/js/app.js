@@ -1003,7 +1003,16 @@ function chatPane(conv) {
       // Nothing typed is lost: the text goes back in the box, and the reason is shown.
       if (!box.value) box.value = text;
       if (error instanceof MessageTooLong) {
-        failure.textContent = t("tooLong", { n: error.over });
+        // Signal sends a long text as a text file; here the person chooses to.
+        failure.replaceChildren(t("tooLong", { n: error.over }), " ",
+          el("button", { type: "button", class: "ghost", id: "send-as-file", onclick: () => {
+            const whole = box.value;
+            box.value = "";
+            grow();
+            failure.textContent = "";
+            measure();
+            sendFiles(conv.id, [new File([whole], "message.txt", { type: "text/plain" })]);
+          } }, t("sendAsFile")));
         measure();
         return;
       }
