@@ -168,8 +168,9 @@ def error_of(response: httpx.Response) -> tuple[int, str]:
 class SecureListener:
     """Like Listener, for a SecureClient: collects decrypted events in the background."""
 
-    def __init__(self, secure: Any) -> None:
+    def __init__(self, secure: Any, cursors: dict[str, int] | None = None) -> None:
         self.secure = secure
+        self.cursors = cursors
         self.events: list[Any] = []
         self.ready = asyncio.Event()
         self._changed = asyncio.Condition()
@@ -181,7 +182,7 @@ class SecureListener:
         return self
 
     async def _run(self) -> None:
-        async for event in self.secure.events():
+        async for event in self.secure.events(self.cursors):
             if isinstance(event, Ready):
                 self.ready.set()
             async with self._changed:
@@ -208,6 +209,8 @@ class SecureListener:
         return self.texts(conversation_id)
 
     async def stop(self) -> None:
+        if self.secure.stream is not None:
+            await self.secure.stream.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

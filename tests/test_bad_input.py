@@ -11,11 +11,12 @@ import os
 import socket
 import time
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import call, error_of, listening, ws_url
+from tests.helpers import call, error_of, listening, metric, ws_url
 
 
 @pytest.fixture
@@ -315,6 +316,45 @@ async def test_revoked_session_loses_its_live_connection(server, user) -> None:
             while True:
                 await ws.recv()
     assert closed.value.rcvd.code == 4401
+
+
+@pytest.mark.slow  # a server of its own, and megabytes a device does not read
+async def test_a_device_that_stops_reading_is_cut_off_by_what_waits_for_it(
+    own_server, make_user
+) -> None:
+    """With ordinary socket buffers, a device that stops reading is cut off once what waits
+    for it (in the server's queue, its socket buffer and the kernel's send queue) passes the
+    limit, long before the event queue itself would fill; its log line and metric come at
+    once, and the connection is gone within the close's grace."""
+    own_server.extra_env["SECURECONNECT_WS_SEND_BUFFER_BYTES"] = str(1024 * 1024)
+    own_server.start()
+    alice, bob = await make_user(own_server, "alice"), await make_user(own_server, "bob")
+    conv = await alice.direct(bob.login_info.username)
+    big = os.urandom(60_000)
+    async with connect(ws_url(own_server), max_size=2**24) as ws:
+        await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": bob.token}))
+        await ws.recv()
+        await ws.recv()
+        ws.transport.pause_reading()  # as a device that stopped reading
+        started = time.monotonic()
+        for i in range(120):  # 7 MB, far fewer events than ws_send_queue's 1000
+            await alice.send(conv.id, big + bytes([i]), content_type="x/y")
+            closed = [
+                line
+                for line in own_server.logs()
+                if line.get("msg") == "websocket closed" and line.get("close_code") == 4429
+            ]
+            if closed:
+                break
+        assert closed, "never cut off"
+        assert closed[0]["user"] == bob.login_info.username
+        assert time.monotonic() - started < 20
+        metrics = httpx.get(f"{own_server.url}/metrics").text
+        assert metric(metrics, 'secureconnect_websocket_closed_total{reason="too_slow"}') == 1
+        ws.transport.resume_reading()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 15)
 
 
 @pytest.mark.slow  # fills a socket until the server gives up on it

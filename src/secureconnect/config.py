@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     ws_send_queue: int = Field(
         1000, ge=1, description="events buffered per WebSocket before it is closed as too slow"
     )
+    ws_send_buffer_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="bytes waiting to reach one WebSocket (queued in the server, its socket "
+        "buffer and the kernel's send queue) before it is closed as too slow (4429)",
+    )
     ws_ping_interval_s: float = Field(20.0, gt=0)
     ws_ping_timeout_s: float = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(25.0, ge=0)

@@ -1045,3 +1045,33 @@ async def test_the_api_viewer_works_offline_under_the_strict_policy(browser, ser
     assert outside == []  # nothing from a CDN
     assert [e for e in page.errors if "Content Security Policy" in e] == []
     await page.context.close()
+
+
+async def test_a_browser_resuming_from_an_old_position_shows_nothing_twice(browser, server) -> None:
+    """After a server crash the server resumes a device from the acks it had written, and a
+    tab may close before saving its newest position: either way events come again. The
+    browser has them (by sequence number) and shows each once, without a decryption error."""
+    alice, bob, a, b = await pages.two_people(browser, server.url)
+    await pages.start_conversation(a, bob)
+    for text in ("one", "two", "three"):
+        await pages.send(a, text)
+    await pages.open_conversation(b, alice)
+    await pages.wait_text(b, "three")
+    await b.evaluate(
+        "async () => { const s = await import('/static/js/store.js');"
+        " const session = await s.load('session');"
+        " const id = document.querySelector('#conversations li').dataset.id;"
+        " session.cursors = { [id]: 1 }; await s.save('session', session); }"
+    )
+    await b.reload()
+    await b.wait_for_selector("#status.online")
+    await pages.open_conversation(b, alice)
+    await pages.send(a, "four")
+    await pages.wait_text(b, "four")
+    for text in ("one", "two", "three", "four"):
+        assert await b.locator(f".msg .body:text-is('{text}')").count() == 1
+    assert await b.locator(".msg.failed").count() == 0
+    assert await b.evaluate("() => window.secureconnect.duplicatesDropped()") >= 3
+    assert a.errors == [] and b.errors == []
+    await a.context.close()
+    await b.context.close()

@@ -17,8 +17,13 @@ last sequence number it sent per conversation: a live event already replayed is 
 event that skips ahead (a bus message was lost) makes it fill the gap from the store first. So a
 device receives every event of a conversation in order, exactly once per connection.
 
-A connection that cannot keep up (its queue is full) is closed with 4429 instead of buffering
-without bound; the client reconnects and resumes from its cursor.
+A connection that cannot keep up is closed with 4429 instead of buffering without bound: when
+its queue holds ``ws_send_queue`` events, or when what waits to reach it passes
+``ws_send_buffer_bytes``, by the server's own count: the queue's bytes, the socket's write
+buffer and the kernel's unsent send queue (``TIOCOUTQ``). So a device that stops reading is cut
+off while the server still has little of its data, not only once every buffer is full. Its log
+line and metric are written when that is decided; the close frame then has a few seconds to get
+through before the connection is dropped. The client reconnects and resumes from its cursor.
 
 Acks from every connection of the process are written together (:class:`AckBuffer`): one
 transaction per half second, whatever the number of devices acking.
@@ -34,12 +39,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import gc
 import json
 import logging
+import struct
+import termios
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -68,6 +77,7 @@ UNAUTHORIZED = 4401
 FORBIDDEN = 4403
 AUTH_TIMEOUT = 4408
 TOO_SLOW = 4429
+CLOSE_WAIT_S = 10.0  # for a close frame to get through before the connection is dropped
 
 REPLAY_PAGE = 200
 INBOX_REMEMBERED = 4096
@@ -152,11 +162,20 @@ class Connection:
     empty), since a server holds thousands of idle connections, each paying for it.
     """
 
-    __slots__ = ("_wake", "closing", "ctx", "limit", "pending")
+    __slots__ = ("_wake", "closing", "ctx", "limit", "limit_bytes", "pending", "queued", "unsent")
 
-    def __init__(self, ctx: AuthContext, queue_size: int) -> None:
+    def __init__(
+        self,
+        ctx: AuthContext,
+        queue_size: int,
+        limit_bytes: int = 2**62,
+        unsent: Callable[[], int] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.limit = queue_size
+        self.limit_bytes = limit_bytes
+        self.unsent = unsent  # bytes handed to the socket that have not left this machine
+        self.queued = 0  # bytes of the frames in ``pending``
         self.pending: list[tuple[dict[str, Any], str]] = []
         self._wake: asyncio.Future[None] | None = None
         self.closing: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
@@ -169,7 +188,7 @@ class Connection:
                 await self._wake
             finally:
                 self._wake = None
-        taken, self.pending = self.pending, []
+        taken, self.pending, self.queued = self.pending, [], 0
         return taken
 
     def close_with(self, code: int, reason: str) -> None:
@@ -185,9 +204,11 @@ class Connection:
             return
         if "device_id" in event and event["device_id"] != self.ctx.device_id:
             return  # meant for another of this user's devices
-        if len(self.pending) >= self.limit:
+        waiting = self.queued + len(frame) + (self.unsent() if self.unsent is not None else 0)
+        if len(self.pending) >= self.limit or waiting > self.limit_bytes:
             self.close_with(TOO_SLOW, "too slow to keep up; reconnect and resume")
             return
+        self.queued += len(frame)
         self.pending.append((event, frame))
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
@@ -349,9 +370,12 @@ class SocketSession:
         *,
         auth_timeout: float,
         queue_size: int,
+        send_buffer_bytes: int = 2**62,
         limits: RateLimits | None = None,
     ) -> None:
         self.ws = ws
+        self.send_buffer_bytes = send_buffer_bytes
+        self.transport = _transport_of(ws)
         self.limits = limits
         self.accounts = accounts
         self.chat = chat
@@ -375,7 +399,8 @@ class SocketSession:
         request_id = uuid.uuid4().hex
         await self.ws.accept()
         code, reason, username = await self._authenticated_session()
-        await self._close(code, reason)
+        # Counted and logged when decided: closing a device that stopped reading may take a
+        # while (its close frame waits behind what it did not read).
         self.hub.metrics.ws_closed.labels(_reason_label(code)).inc()
         access_log.info(
             "websocket closed",
@@ -393,6 +418,21 @@ class SocketSession:
                 }
             },
         )
+        await self._close(code, reason)
+
+    def _unsent(self) -> int:
+        """Bytes handed to this socket that have not left the machine: the transport's write
+        buffer and the kernel's send queue (what the peer has not acknowledged)."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        waiting = int(transport.get_write_buffer_size())
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, ValueError):
+                raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+                waiting += struct.unpack("i", raw)[0]
+        return waiting
 
     async def _authenticated_session(self) -> tuple[int, str, str]:
         try:
@@ -415,7 +455,7 @@ class SocketSession:
             return UNAUTHORIZED, error.code, "-"
         if ctx.must_change_password:
             return FORBIDDEN, "must_change_password", ctx.username
-        conn = Connection(ctx, self.queue_size)
+        conn = Connection(ctx, self.queue_size, self.send_buffer_bytes, self._unsent)
         await self.hub.attach(conn)
         try:
             code, reason = await self._serve(conn, frame.get("cursors", {}))
@@ -647,8 +687,24 @@ class SocketSession:
     async def _close(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.DISCONNECTED:
             return
-        with contextlib.suppress(Exception):  # the peer may already be gone
-            await self.ws.close(code, reason[:120])
+        try:
+            await asyncio.wait_for(self.ws.close(code, reason[:120]), CLOSE_WAIT_S)
+        except TimeoutError:  # it does not read: drop it rather than wait for the kernel
+            if self.transport is not None:
+                self.transport.abort()
+        except Exception:  # the peer may already be gone
+            return
+
+
+def _transport_of(ws: WebSocket) -> asyncio.WriteTransport | None:
+    """The socket's transport under Starlette's WebSocket (uvicorn's protocol object is what
+    the ASGI ``send`` is bound to; asyncio's or uvloop's); None where none is exposed."""
+    protocol = getattr(getattr(ws, "_send", None), "__self__", None)
+    transport = getattr(protocol, "transport", None)
+    needed = ("get_write_buffer_size", "get_extra_info", "abort")
+    if transport is None or not all(hasattr(transport, name) for name in needed):
+        return None
+    return transport  # type: ignore[no-any-return]
 
 
 def release_memory() -> None:

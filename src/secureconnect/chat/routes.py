@@ -191,5 +191,6 @@ async def events(scope: Scope, receive: Receive, send: Send) -> None:
         services.hub,
         auth_timeout=services.settings.ws_auth_timeout_s,
         queue_size=services.settings.ws_send_queue,
+        send_buffer_bytes=services.settings.ws_send_buffer_bytes,
         limits=services.limits,
     ).run()

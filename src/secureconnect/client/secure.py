@@ -180,6 +180,7 @@ class SecureClient:
     def __init__(self, client: Client, store: DeviceStore, rng: Random = system_random) -> None:
         self.client = client
         self.store = store
+        self.duplicates_dropped = 0  # events the server sent again and this device had shown
         self.rng = rng
         self.state: dict[str, Any] = {}
         self._failed: list[Message] = []  # waiting for a sender key that was requested
@@ -396,15 +397,27 @@ class SecureClient:
     # ----- receiving -------------------------------------------------------------------------
 
     async def events(self, cursors: dict[str, int] | None = None) -> AsyncIterator[SecureEvent]:
-        """Decrypted events for this device, reconnecting by itself."""
+        """Decrypted events for this device, reconnecting by itself. Each timeline event comes
+        once per device, even across restarts of either side: after a server crash the server
+        may resume from acks it had not yet written and send a few again, which are dropped
+        here by sequence number (``duplicates_dropped`` counts them)."""
         stream = self.stream = self.client.events(cursors)
+        seen: dict[str, int] = self.state.setdefault("seen", {})
         async for event in stream:
             if isinstance(event, InboxMessage):
                 for produced in await self.handle_inbox(event):
                     yield produced
                 await stream.ack_inbox(event.id)
             elif isinstance(event, Message):
-                yield await self.decrypt(event)
+                if event.seq <= seen.get(event.conversation_id, 0):
+                    self.duplicates_dropped += 1
+                    continue
+                seen[event.conversation_id] = event.seq
+                fresh = str(event.seq) not in self.state["messages"].get(event.conversation_id, {})
+                plain = await self.decrypt(event)
+                if not (fresh and isinstance(plain, PlainMessage) and plain.kind == "message"):
+                    self._save()  # a newly read message was saved with its text already
+                yield plain
             elif isinstance(event, PrekeysLow):
                 await self._top_up_prekeys()
             else:

@@ -22,6 +22,7 @@ const ui = {
   limits: null,  // the server's attachment limits (GET /v1/blobs), once asked
   recorder: null,  // {media, started, timer} while a voice note is being recorded
   profiles: new Map(),  // username -> {display_name, avatar}: people one shares a conversation with
+  duplicatesDropped: 0,  // events sent again (after a server crash) that this device had
   prefs: { theme: "system", notify: false, notifyText: true, muted: [] },
   suggest: { pack: null, unavailable: false, settings: { device: true, off: [] },
     counts: { shown: 0, taken: [], load_failures: 0 }, shownFor: new Set() },
@@ -267,6 +268,12 @@ function onStatus(status, code) {
 
 async function onEvent(event) {
   if (event.type === "message") {
+    // After a server crash the server may resume from acks it had not yet written and send a
+    // few events again: this device has them (by sequence number), so nobody sees one twice.
+    if (ui.secure.has(event.conversation_id, event.seq) || (ui.messages.get(event.conversation_id) || new Map()).has(event.seq)) {
+      ui.duplicatesDropped++;
+      return;
+    }
     const plain = await ui.secure.decrypt(event);
     if (plain.membership && ["profile", "avatar"].includes(plain.membership.action)) {
       await refreshProfiles([plain.membership.actor]).catch(quiet);
@@ -1602,6 +1609,7 @@ window.secureconnect = {
     return out;
   },
   call: () => ui.call,
+  duplicatesDropped: () => ui.duplicatesDropped,
   flushSuggestStats,
 };
 

@@ -416,6 +416,10 @@ export class SecureClient {
   }
 
   // What this device has read of a conversation, oldest first (for the conversation list).
+  has(conversationId, seq) {
+    return Boolean((this.state.messages[conversationId] || {})[seq]);
+  }
+
   known(conversationId) {
     return Object.values(this.state.messages[conversationId] || {}).sort((a, b) => a.seq - b.seq);
   }
