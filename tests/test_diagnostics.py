@@ -32,7 +32,7 @@ from secureconnect.guard.schemas import (
     RateLimitState,
     SecurityReport,
 )
-from secureconnect.ops.schemas import PoolUse, StoreReport
+from secureconnect.ops.schemas import PoolUse, Standby, StoreReport
 from tests.fixtures.k8s.generate import build
 from tests.helpers import K8S_VERSION, by_kind, render
 
@@ -217,20 +217,59 @@ def test_database_durability_and_timeouts() -> None:
             backend="postgresql",
             latency_ms=250.0,
             role="primary",
+            node="10.0.0.5:5432",
             replicas=1,
-            consistency={"synchronous_commit": "local", "synchronous_standby_names": ""},
+            standbys=[
+                Standby(
+                    name="b",
+                    address="10.0.0.6",
+                    state="streaming",
+                    sync="quorum",
+                    lag_bytes=4096,
+                    lag_ms=0.4,
+                )
+            ],
+            consistency={"synchronous_commit": "local", "synchronous_standby_names": "ANY 1 (*)"},
             pool=PoolUse(in_use=20, max_open=20),
             errors={"db_pool_exhausted": 4},
         ),
         store_errors={"db_pool_exhausted": 4, "store_unavailable": 0},
     )
-    node, timeouts, consistency = diagnose("database", facts, KUBECTL)
-    assert node.status == "warn" and "round trip 250.0 ms" in node.summary
+    findings = diagnose("database", facts, KUBECTL)
+    [node], [standby] = by_check(findings, "node"), by_check(findings, "standby b")
+    assert node.status == "warn" and "primary at 10.0.0.5:5432, round trip 250.0 ms" in node.summary
+    assert (standby.status, standby.summary) == (
+        "ok",
+        "b at 10.0.0.6: streaming, quorum, 4096 bytes (0 ms) behind",
+    )
+    [timeouts] = by_check(findings, "timeouts")
     assert (timeouts.status, timeouts.summary) == (
         "fail",
         "requests the store could not serve: db_pool_exhausted 4",
     )
+    [consistency] = by_check(findings, "consistency")
     assert consistency.status == "warn" and "synchronous_commit=local" in consistency.summary
+    assert consistency.action is not None
+    assert consistency.action.cli() == "secureconnect oncall durability sync"
+
+
+def test_a_primary_waiting_for_a_lost_standby_is_told_to_commit_alone() -> None:
+    facts = local_facts(
+        readiness={"store": "ok", "bus": "ok"},
+        store=StoreReport(
+            backend="postgresql",
+            latency_ms=2.0,
+            role="primary",
+            replicas=0,
+            consistency={"synchronous_commit": "on", "synchronous_standby_names": "ANY 1 (*)"},
+            pool=PoolUse(in_use=1, max_open=20),
+            errors={},
+        ),
+    )
+    [standbys] = by_check(diagnose("database", facts, KUBECTL), "standbys")
+    assert standbys.status == "fail" and "writes hang" in standbys.summary
+    assert standbys.action is not None
+    assert standbys.action.cli() == "secureconnect oncall durability local"
 
 
 def security_report(failures, blocked=(), mode="normal") -> SecurityReport:

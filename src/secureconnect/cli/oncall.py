@@ -602,6 +602,38 @@ def oncall_rotate_db_password(
         raise typer.Exit(1)
 
 
+@oncall_app.command("durability")
+def oncall_durability(
+    mode: Annotated[
+        str,
+        typer.Argument(
+            help="sync (every commit waits for a standby: LOCAL_QUORUM) or local (the primary "
+            "alone: LOCAL_ONE, the emergency while a standby is lost)"
+        ),
+    ],
+    yes: YesOpt = False,
+    incident: IncidentOpt = None,
+) -> None:
+    """Switch PostgreSQL's commit durability on the primary (runbook 23.7). Asks first."""
+    if mode not in ("sync", "local"):
+        err.print("[red]error:[/red] mode is sync or local")
+        raise typer.Exit(2)
+
+    async def apply(client: Client) -> str:
+        report = await client.set_durability(mode)
+        settings = ", ".join(f"{k}={v}" for k, v in report.consistency.items())
+        streaming = sum(1 for sb in report.standbys if sb.state == "streaming")
+        return f"{settings} on {report.node or 'the primary'}; {streaming} standby(s) streaming"
+
+    plan = (
+        "make every commit wait until a standby has it (synchronous_commit=on)"
+        if mode == "sync"
+        else "let commits wait for the primary's disk only (synchronous_commit=local): "
+        "writes go on without a standby, and what a lost primary had not sent is lost with it"
+    )
+    _mitigate(Action("durability", mode), plan, apply, yes, incident)
+
+
 @oncall_app.command("rate-limit")
 def oncall_rate_limit(
     mode: Annotated[

@@ -548,6 +548,11 @@ class Client:
         """The database as the server sees it: round trip, role, durability, pool, errors."""
         return StoreReport.model_validate(await self._call("GET", "/v1/ops/store"))
 
+    async def set_durability(self, mode: str) -> StoreReport:
+        """``sync``: commits wait for a standby; ``local``: for the primary alone (runbook 23.7)."""
+        data = await self._call("POST", "/v1/ops/store/durability", json={"mode": mode})
+        return StoreReport.model_validate(data)
+
     async def change_store_password(self, verifier: str) -> StorePasswordChanged:
         """The service role's new PostgreSQL password, sent as its SCRAM verifier
         (``secureconnect.store.credentials.scram_verifier``), never as the password."""

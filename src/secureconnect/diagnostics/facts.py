@@ -103,6 +103,7 @@ class Action:
         "compromise",
         "notify-users",
         "rotate-db-password",
+        "durability",
     ]
     target: str  # a workload, a network, or a mode
     replicas: int | None = None

@@ -25,6 +25,7 @@ class Explain(Protocol):
 CRASHING = {"CrashLoopBackOff", "Error", "ImagePullBackOff", "ErrImagePull", "exited"}
 POOL_SATURATED = 0.9
 HOUR_MS = 3600 * 1000
+LAGGING_BYTES = 16 * 1024 * 1024  # a standby this far behind is worth a look
 SLOW_STORE_MS = 100.0
 BRUTE_FORCE = 20  # failed logins from one address in the window
 DISTRIBUTED = 10  # addresses each failing at least 5 times: a spread-out attack
@@ -311,16 +312,18 @@ def database(f: Facts, explain: Explain) -> list[Finding]:
     elif f.store is not None:
         latency = f.store.latency_ms
         role = f.store.role
+        at = f" at {f.store.node}" if f.store.node else ""
         out.append(
             Finding(
                 s,
                 "node",
                 "warn" if latency > SLOW_STORE_MS or role != "primary" else "ok",
-                f"{f.store.backend} {role}, round trip {latency:.1f} ms, "
+                f"{f.store.backend} {role}{at}, round trip {latency:.1f} ms, "
                 f"{f.store.replicas} streaming replica(s)",
                 rb,
             )
         )
+        out.extend(_standbys(f, s, rb))
     else:
         out.append(Finding(s, "node", "ok", "the database answers the service", rb))
     errors = {k: v for k, v in f.store_errors.items() if v}
@@ -344,26 +347,73 @@ def database(f: Facts, explain: Explain) -> list[Finding]:
         relaxed = consistency.get("synchronous_commit") in ("local", "off") or consistency.get(
             "synchronous"
         ) in ("OFF", "NORMAL")
+        postgres = "synchronous_commit" in consistency
         out.append(
             Finding(
                 s,
                 "consistency",
                 "warn" if relaxed else "ok",
                 f"durability in force: {shown}"
-                + (" (relaxed: writes may lag the standbys)" if relaxed else ""),
+                + (" (relaxed: a commit does not wait for a standby)" if relaxed else ""),
                 rb,
-                "Emergency only, like LOCAL_QUORUM -> LOCAL_ONE: relax commit durability for "
-                "speed, and set it back once the database is healthy.",
-                (
-                    "psql -c \"ALTER SYSTEM SET synchronous_commit = 'local'\" "
-                    "-c 'SELECT pg_reload_conf()'",
-                )
-                if "synchronous_commit" in consistency
-                else (),
+                "Relaxed is the emergency LOCAL_ONE: set it back once a standby streams again."
+                if relaxed
+                else "",
+                (Action("durability", "sync").cli(),) if relaxed and postgres else (),
+                Action("durability", "sync") if relaxed and postgres else None,
             )
         )
     else:
         out.append(Finding(s, "consistency", "unknown", "not readable (store down?)", rb))
+    return out
+
+
+def _standbys(f: Facts, s: str, rb: str) -> list[Finding]:
+    """Each standby and its lag; a primary that waits for a standby it does not have."""
+    store = f.store
+    if store is None or store.backend != "postgresql" or store.role != "primary":
+        return []
+    out = [
+        Finding(
+            s,
+            f"standby {sb.name}",
+            "ok" if sb.state == "streaming" and sb.lag_bytes < LAGGING_BYTES else "warn",
+            f"{sb.name} at {sb.address}: {sb.state}, {sb.sync}, {sb.lag_bytes} bytes "
+            f"({sb.lag_ms:.0f} ms) behind",
+            rb,
+        )
+        for sb in store.standbys
+    ]
+    waits = store.consistency.get("synchronous_commit") not in (
+        "local",
+        "off",
+    ) and store.consistency.get("synchronous_standby_names")
+    if waits and not any(sb.state == "streaming" for sb in store.standbys):
+        out.append(
+            Finding(
+                s,
+                "standbys",
+                "fail",
+                "every commit waits for a standby, and none streams: writes hang",
+                rb,
+                "Emergency (LOCAL_ONE): commit on the primary alone until a standby is rebuilt "
+                "from a base backup (pg_basebackup) and streams; then switch back to sync.",
+                (Action("durability", "local").cli(),),
+                Action("durability", "local"),
+            )
+        )
+    elif not store.standbys:
+        out.append(
+            Finding(
+                s,
+                "standbys",
+                "warn",
+                "no standby: losing this node loses what it has not backed up",
+                rb,
+                "Rebuild a standby from a base backup, then switch back to sync.",
+                (f"pg_basebackup -h {store.node.split(':')[0]} -D <data dir> -R -X stream",),
+            )
+        )
     return out
 
 

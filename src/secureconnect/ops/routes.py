@@ -21,6 +21,7 @@ from secureconnect.ops.schemas import (
     NewStorePassword,
     PoolUse,
     Readiness,
+    SetDurability,
     StorePasswordChanged,
     StorePasswordChecked,
     StorePasswordProbe,
@@ -89,6 +90,16 @@ async def store(caller: Admin, services: ServicesDep) -> StoreReport:
         pool=PoolUse(in_use=stats.in_use, max_open=stats.max_open),
         errors=stats.errors,
     )
+
+
+@router.post("/v1/ops/store/durability", response_model=StoreReport)
+async def set_durability(body: SetDurability, caller: Admin, services: ServicesDep) -> StoreReport:
+    """Switches commit durability on the primary (``secureconnect oncall durability``)."""
+    await services.db.set_durability(body.mode)
+    log.warning(
+        "store durability changed", extra={"fields": {"mode": body.mode, "actor": caller.username}}
+    )
+    return await store(caller, services)
 
 
 @router.post("/v1/ops/store/password", response_model=StorePasswordChanged)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from secureconnect.schemas import Strict
@@ -31,12 +33,25 @@ class PoolUse(BaseModel):
     max_open: int
 
 
+class Standby(BaseModel):
+    """A standby streaming from the primary, as ``pg_stat_replication`` shows it."""
+
+    name: str
+    address: str
+    state: str  # streaming, catchup, ...
+    sync: str  # sync, quorum, potential, async
+    lag_bytes: int = Field(description="WAL the standby has not replayed yet")
+    lag_ms: float = Field(description="how long its last replay took to follow (replay_lag)")
+
+
 class StoreReport(BaseModel):
     """Round trip, primary or standby, and the durability in force (runbook 23.7)."""
 
     backend: str  # sqlite | postgresql
     latency_ms: float
     role: str  # primary | standby
+    node: str = Field("", description="the node the services reach (host:port)")
+    standbys: list[Standby] = Field(default_factory=list)
     consistency: dict[str, str] = Field(
         description="synchronous/journal_mode (SQLite) or synchronous_commit and "
         "synchronous_standby_names (PostgreSQL)"
@@ -44,6 +59,13 @@ class StoreReport(BaseModel):
     replicas: int
     pool: PoolUse
     errors: dict[str, int] = Field(description="store errors by code since start")
+
+
+class SetDurability(Strict):
+    mode: Literal["sync", "local"] = Field(
+        description="sync: every commit waits for a standby (LOCAL_QUORUM); local: for the "
+        "primary's disk only (LOCAL_ONE, the emergency while a standby is lost)"
+    )
 
 
 class NewStorePassword(Strict):

@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from secureconnect.config import Settings
 from secureconnect.errors import Conflict, Invalid, Unavailable
@@ -68,8 +69,25 @@ def _sqlite_path(settings: Settings) -> Path:
 
 
 def _libpq_url(settings: Settings) -> str:
-    url = settings.effective_database_url
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    """The services' URL as libpq (pg_dump) and asyncpg read it: SQLAlchemy's several
+    ``?host=a:5432&host=b:5432`` become ``a:5432,b:5432``, so a backup follows the writable
+    primary as the services do."""
+    from sqlalchemy import make_url
+
+    url = make_url(settings.effective_database_url)
+    hosts = url.query.get("host")
+    query = {k: v for k, v in url.query.items() if k != "host"}
+    if isinstance(hosts, tuple) and hosts:
+        netloc = ",".join(hosts)
+        user = url.username or ""
+        if url.password:
+            user += ":" + quote(url.password, safe="")
+        auth = f"{quote(user, safe=':')}@" if user else ""
+        params = "&".join(f"{k}={v}" for k, v in query.items() if isinstance(v, str))
+        return f"postgresql://{auth}{netloc}/{url.database or ''}" + (
+            f"?{params}" if params else ""
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def _count(table: str) -> str:

@@ -19,6 +19,13 @@ from secureconnect.errors import Conflict, Invalid, Unavailable
 from secureconnect.store.credentials import VERIFIER
 
 log = logging.getLogger("secureconnect.store")
+DURABILITY = {
+    "sync": (
+        "ALTER SYSTEM SET synchronous_standby_names = 'ANY 1 (*)'",
+        "ALTER SYSTEM SET synchronous_commit = 'on'",
+    ),
+    "local": ("ALTER SYSTEM SET synchronous_commit = 'local'",),
+}
 
 
 class StoreUnavailable(Unavailable):
@@ -195,17 +202,85 @@ class Database:
             commit = await conn.scalar(text("SHOW synchronous_commit"))
             standbys = await conn.scalar(text("SHOW synchronous_standby_names"))
             recovery = await conn.scalar(text("SELECT pg_is_in_recovery()"))
-            replicas = await conn.scalar(text("SELECT count(*) FROM pg_stat_replication"))
+            node = (
+                await conn.execute(
+                    text("SELECT host(inet_server_addr()) AS host, inet_server_port() AS port")
+                )
+            ).one()
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT application_name, host(client_addr) AS address, state,"
+                        " sync_state,"
+                        " COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)"
+                        "   AS lag_bytes,"
+                        " COALESCE(EXTRACT(EPOCH FROM replay_lag) * 1000, 0) AS lag_ms"
+                        " FROM pg_stat_replication ORDER BY application_name"
+                    )
+                )
+            ).all()
             return {
                 "backend": "postgresql",
                 "latency_ms": latency_ms,
                 "role": "standby" if recovery else "primary",
+                "node": f"{node.host}:{node.port}" if node.host else "local socket",
                 "consistency": {
                     "synchronous_commit": str(commit),
                     "synchronous_standby_names": str(standbys or ""),
                 },
-                "replicas": int(replicas or 0),
+                "replicas": len(rows),
+                "standbys": [
+                    {
+                        "name": r.application_name,
+                        "address": r.address or "local",
+                        "state": r.state,
+                        "sync": r.sync_state,
+                        "lag_bytes": int(r.lag_bytes or 0),
+                        "lag_ms": round(float(r.lag_ms or 0), 1),
+                    }
+                    for r in rows
+                ],
             }
+
+    async def set_durability(self, mode: str) -> None:
+        """The commit durability of the whole database (runbook 23.7), on its primary:
+        ``sync``, every commit waits until a standby has it (``synchronous_commit = on`` with
+        ``synchronous_standby_names = 'ANY 1 (*)'``: what LOCAL_QUORUM gave); ``local``, commits
+        wait for the primary's own disk only (the emergency LOCAL_ONE, while a standby is lost
+        and writes would otherwise wait for it). Needs ALTER SYSTEM on those two settings and
+        pg_reload_conf(), or a superuser."""
+        self._require_postgresql()
+        if mode not in DURABILITY:
+            raise Invalid("invalid_mode", f"mode is one of {', '.join(DURABILITY)}")
+        statements = DURABILITY[mode]
+        try:
+            async with self._connect() as connection:
+                # ALTER SYSTEM runs outside a transaction.
+                conn = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                if await conn.scalar(text("SELECT pg_is_in_recovery()")):
+                    raise Conflict("not_primary", "the services reach a standby, not a primary")
+                if mode == "sync":
+                    streaming = await conn.scalar(
+                        text("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+                    )
+                    if not streaming:
+                        raise Conflict(
+                            "no_standby",
+                            "no standby streams from this primary: every write would wait for "
+                            "one; rebuild a standby first (pg_basebackup), then switch",
+                        )
+                for statement in statements:
+                    await conn.execute(text(statement))
+                await conn.execute(text("SELECT pg_reload_conf()"))
+        except exc.DBAPIError as error:
+            if "permission denied" in str(error.orig):
+                raise Conflict(
+                    "not_permitted",
+                    "the services' database role may not change durability: GRANT ALTER SYSTEM "
+                    "ON PARAMETER synchronous_commit, synchronous_standby_names and EXECUTE ON "
+                    "FUNCTION pg_reload_conf() to it (runbook 23.7)",
+                ) from error
+            raise
 
     async def set_own_password(self, verifier: str) -> str:
         """Gives the role this store connects as a new password, as a SCRAM verifier (see
