@@ -67,6 +67,7 @@ PREKEY_STOCK = 100
 PREKEY_REFILL_BELOW = 50
 SPK_ROTATE_S = 7 * 24 * 3600
 SESSIONS_KEPT = 3
+SEND_ATTEMPTS = 8  # 0.2 s doubling to 3 s between them: about 12 s
 
 
 @dataclass(frozen=True)
@@ -312,7 +313,11 @@ class SecureClient:
         body = key.encrypt(conversation_id, self.device_id, inner)
         self.state["outbound"][conversation_id] = key.to_json()
         self._save()  # the ratchet moved: never reuse a message key, even after a crash
-        sent = await self.client.send(conversation_id, body, content_type=senderkeys.CONTENT_TYPE)
+        # The same ciphertext and message id on every retry: a server restarting or a database
+        # failing over (about 12 s of retries) never makes a second copy.
+        sent = await self.client.send(
+            conversation_id, body, content_type=senderkeys.CONTENT_TYPE, attempts=SEND_ATTEMPTS
+        )
         plain = PlainMessage(
             conversation_id,
             sent.seq,
