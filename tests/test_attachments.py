@@ -22,7 +22,7 @@ from secureconnect.client import ApiError, Client
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import SecureClient
 from secureconnect.crypto import attachment as crypto
-from tests.helpers import PASSWORD, unique
+from tests.helpers import PASSWORD, signed_up, unique
 from tests.server import ServerProcess
 
 CHUNK = crypto.DEFAULT_CHUNK + crypto.TAG_BYTES
@@ -374,5 +374,35 @@ async def test_attachments_on_s3_compatible_storage(s3_server, tmp_path, devices
             await alice.delete_for_everyone(chat.id, sent.seq)
             listed = await s3.list_objects_v2(Bucket="attachments", Prefix="sc/")
             assert listed.get("KeyCount", 0) == 0
+    finally:
+        srv.stop()
+
+
+@pytest.mark.slow  # a server of its own
+async def test_storage_that_is_down_answers_503_and_keeps_what_was_accepted(tmp_path) -> None:
+    srv = ServerProcess(
+        tmp_path / "server",
+        {
+            "SECURECONNECT_BLOB_STORE": "s3://attachments",
+            "SECURECONNECT_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing there
+            "SECURECONNECT_S3_ACCESS_KEY_ID": "testing",
+            "SECURECONNECT_S3_SECRET_ACCESS_KEY": "testing",
+        },
+    )
+    srv.data_dir.mkdir()
+    srv.start()
+    try:
+        async with Client(srv.url) as alice:
+            await signed_up(alice, unique("alice"))
+            chat = await alice.create_group([], name="notes")
+            blob = await alice.create_blob(chat.id, 100, CHUNK)
+            headers = {"Authorization": f"Bearer {alice.token}"}
+            async with httpx.AsyncClient(base_url=srv.url, headers=headers) as raw:
+                answer = await raw.put(f"/v1/blobs/{blob.id}/chunks/0", content=b"x" * 100)
+            assert answer.status_code == 503
+            assert answer.json()["error"]["code"] == "blob_store_unavailable"
+            assert (await alice.blob(blob.id)).received == []  # nothing counted as stored
+            sent = await alice.send(chat.id, b"chat goes on", content_type="text/plain")
+            assert sent.seq > 0
     finally:
         srv.stop()

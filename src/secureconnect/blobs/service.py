@@ -195,6 +195,7 @@ class BlobService:
             blob = await _blob(conn, blob_id)
             if blob is None or not await _may_fetch(conn, user_id, blob):
                 raise NotFound(*NO_SUCH)
+        await self.storage.readable(blob_id)
         return blob, self.storage.read(blob_id, blob.chunks)
 
     async def delete(self, user_id: str, blob_id: str) -> None:

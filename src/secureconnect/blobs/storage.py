@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 READ_PIECE = 256 * 1024
+log = logging.getLogger("secureconnect.blobs")
 
 
 class ShortChunk(Invalid):
@@ -38,6 +40,10 @@ class BlobStorage(Protocol):
         self, blob_id: str, n: int, body: AsyncIterator[bytes], size: int
     ) -> None:
         """Stores exactly ``size`` bytes from ``body`` (else :class:`ShortChunk`, nothing kept)."""
+
+    async def readable(self, blob_id: str) -> None:
+        """Raises Unavailable unless the blob's first chunk can be read now: checked before a
+        download's headers go out, so that a storage outage is a 503, not a cut stream."""
 
     def read(self, blob_id: str, chunks: int) -> AsyncIterator[bytes]:
         """Every chunk in order, in pieces: memory stays flat whatever the blob's size."""
@@ -84,6 +90,11 @@ class LocalStorage:
         finally:
             partial.unlink(missing_ok=True)
 
+    async def readable(self, blob_id: str) -> None:
+        if not (self._folder(blob_id) / "0").is_file():
+            log.error("blob store failed", extra={"fields": {"op": "read", "blob": blob_id}})
+            raise Unavailable("blob_store_unavailable", "this attachment's storage is unavailable")
+
     async def read(self, blob_id: str, chunks: int) -> AsyncIterator[bytes]:
         folder = self._folder(blob_id)
         for n in range(chunks):
@@ -101,6 +112,23 @@ class LocalStorage:
 
     async def close(self) -> None:
         return None
+
+
+@contextlib.asynccontextmanager
+async def _s3_errors(what: str) -> AsyncIterator[None]:
+    """An S3 server that is down, refuses or times out is a 503, never a 500 (the SDK and the
+    web client retry a chunk on it)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (TimeoutError, BotoCoreError, ClientError, OSError) as error:
+        log.error(
+            "blob store failed", extra={"fields": {"op": what, "error": type(error).__name__}}
+        )
+        raise Unavailable(
+            "blob_store_unavailable", "attachment storage is unavailable; try again"
+        ) from error
 
 
 class S3Storage:
@@ -162,8 +190,14 @@ class S3Storage:
                 break
         if len(data) != size:
             raise ShortChunk(n, size, len(data))
-        client = await self._s3()
-        await client.put_object(Bucket=self.bucket, Key=self._key(blob_id, n), Body=bytes(data))
+        async with _s3_errors("put"):
+            client = await self._s3()
+            await client.put_object(Bucket=self.bucket, Key=self._key(blob_id, n), Body=bytes(data))
+
+    async def readable(self, blob_id: str) -> None:
+        async with _s3_errors("head"):
+            client = await self._s3()
+            await client.head_object(Bucket=self.bucket, Key=self._key(blob_id, 0))
 
     async def read(self, blob_id: str, chunks: int) -> AsyncIterator[bytes]:
         client = await self._s3()
@@ -174,15 +208,17 @@ class S3Storage:
                     yield piece
 
     async def delete(self, blob_id: str) -> None:
-        client = await self._s3()
-        listed = await client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(blob_id))
+        async with _s3_errors("delete"):
+            client = await self._s3()
+            listed = await client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(blob_id))
         keys = [{"Key": o["Key"]} for o in listed.get("Contents", []) if "Key" in o]
         if keys:
             await client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})  # type: ignore[typeddict-item]
 
     async def ping(self) -> None:
-        client = await self._s3()
-        await client.head_bucket(Bucket=self.bucket)
+        async with _s3_errors("ping"):
+            client = await self._s3()
+            await client.head_bucket(Bucket=self.bucket)
 
     async def close(self) -> None:
         await self._stack.aclose()
