@@ -397,9 +397,11 @@ async def test_storage_that_is_down_answers_503_and_keeps_what_was_accepted(tmp_
             chat = await alice.create_group([], name="notes")
             blob = await alice.create_blob(chat.id, 100, CHUNK)
             headers = {"Authorization": f"Bearer {alice.token}"}
-            async with httpx.AsyncClient(base_url=srv.url, headers=headers) as raw:
+            async with httpx.AsyncClient(base_url=srv.url, headers=headers, timeout=60) as raw:
+                started = time.monotonic()
                 answer = await raw.put(f"/v1/blobs/{blob.id}/chunks/0", content=b"x" * 100)
             assert answer.status_code == 503
+            assert time.monotonic() - started < 30  # bounded retries, not a hung upload
             assert answer.json()["error"]["code"] == "blob_store_unavailable"
             assert (await alice.blob(blob.id)).received == []  # nothing counted as stored
             sent = await alice.send(chat.id, b"chat goes on", content_type="text/plain")

@@ -166,12 +166,19 @@ class S3Storage:
     async def _s3(self) -> S3Client:
         async with self._lock:
             if self._client is None:
+                from aiobotocore.config import AioConfig
                 from aiobotocore.session import get_session
                 from botocore.exceptions import ClientError
 
                 session = get_session()
+                # Bounded: a storage outage is a 503 within seconds, not a hung upload.
+                config = AioConfig(
+                    connect_timeout=3,
+                    read_timeout=30,
+                    retries={"max_attempts": 3, "mode": "standard"},
+                )
                 client = await self._stack.enter_async_context(
-                    session.create_client("s3", **self._options)
+                    session.create_client("s3", config=config, **self._options)
                 )
                 try:
                     await client.head_bucket(Bucket=self.bucket)

@@ -456,11 +456,11 @@ async function pickDevice(c) {
 function addMessage(plain) {
   ui.typing.delete(`${plain.conversation_id}|${plain.sender}`);  // their message ends "typing"
   renderTyping();
-  const conv = ui.messages.get(plain.conversation_id);
-  if (conv) {
-    conv.set(plain.seq, plain);
-    if (plain.conversation_id === ui.open) renderMessages();
-  }
+  // Kept even before the conversation's history has loaded: that load merges into this map,
+  // so a message sent (or received) meanwhile does not vanish when the history arrives.
+  if (!ui.messages.has(plain.conversation_id)) ui.messages.set(plain.conversation_id, new Map());
+  ui.messages.get(plain.conversation_id).set(plain.seq, plain);
+  if (plain.conversation_id === ui.open) renderMessages();
 }
 
 let refreshTimer = null;
@@ -498,7 +498,9 @@ async function openConversation(id) {
   render();
   document.getElementById("composer")?.focus();  // type straight away; history fills in
   const history = await ui.secure.history(id);
-  ui.messages.set(id, new Map(history.map((m) => [m.seq, m])));
+  const shown = ui.messages.get(id) || new Map();
+  for (const m of history) if (!shown.has(m.seq)) shown.set(m.seq, m);
+  ui.messages.set(id, shown);
   ui.receipts = await ui.api.receipts(id);
   renderMessages();
   markRead();
