@@ -32,10 +32,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from servers import embedded
+from servers import embedded, secure_device
 
-from secureconnect.client import Client
-from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import SecureClient
 from secureconnect.crypto.attachment import DEFAULT_CHUNK, TAG_BYTES
 
@@ -71,15 +69,6 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-
-async def device(url: str, name: str, folder: Path) -> SecureClient:
-    client = Client(url, timeout=120)
-    await client.register(name, PASSWORD)
-    await client.login(name, PASSWORD)
-    secure = SecureClient(client, DeviceStore(folder / f"{name}.json"))
-    await secure.start()
-    return secure
 
 
 def size_of(path: Path) -> int:
@@ -140,8 +129,8 @@ async def main() -> None:
         (tmp / "server").mkdir()
         with embedded(tmp / "server") as (server,):
             assert server.proc is not None
-            alice = await device(server.url, f"alice{os.getpid()}", tmp)
-            bob = await device(server.url, f"bob{os.getpid()}", tmp)
+            alice = await secure_device(server.url, f"alice{os.getpid()}", tmp, PASSWORD)
+            bob = await secure_device(server.url, f"bob{os.getpid()}", tmp, PASSWORD)
             conv = (await alice.client.direct(bob.username)).id
             await alice.client.send(conv, b"warm up", content_type="text/plain")
             idle = rss(server.proc.pid)

@@ -41,11 +41,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+from servers import secure_device
 from tests.pgpair import PgPair
 from tests.server import RedisProcess, ServerProcess
 
-from secureconnect.client import ApiError, Client
-from secureconnect.client.devicestore import DeviceStore
+from secureconnect.client import ApiError
 from secureconnect.client.secure import PlainMessage, SecureClient
 from secureconnect.client.types import Ready
 
@@ -72,15 +72,6 @@ class Receiver:
                 and event.conversation_id == conv_id
             ):
                 self.shown.append((event.text, time.monotonic()))
-
-
-async def device(url: str, name: str, folder: Path) -> SecureClient:
-    client = Client(url, timeout=10)
-    await client.register(name, PASSWORD)
-    await client.login(name, PASSWORD)
-    secure = SecureClient(client, DeviceStore(folder / f"{name}.json"))
-    await secure.start()
-    return secure
 
 
 async def send_until_stored(sender: SecureClient, conv_id: str, text: str, deadline: float) -> bool:
@@ -163,10 +154,10 @@ async def faults(per_phase: int, rate: float, tmp: Path) -> list[dict[str, objec
             replicas.append(ServerProcess(tmp / f"replica{n}", env).start())
         a, b = replicas
         run = uuid.uuid4().hex[:6]
-        sender = await device(a.url, f"alice{run}", tmp)
+        sender = await secure_device(a.url, f"alice{run}", tmp, PASSWORD)
         receivers = [
-            Receiver("bob (replica 1)", await device(a.url, f"bob{run}", tmp)),
-            Receiver("carol (replica 2)", await device(b.url, f"carol{run}", tmp)),
+            Receiver("bob (replica 1)", await secure_device(a.url, f"bob{run}", tmp, PASSWORD)),
+            Receiver("carol (replica 2)", await secure_device(b.url, f"carol{run}", tmp, PASSWORD)),
         ]
         conv = await sender.client.create_group([r.device.username for r in receivers], "bench")
         for r in receivers:

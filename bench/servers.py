@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,3 +50,17 @@ def on_postgresql(tmp: Path, replicas: int) -> Iterator[list[ServerProcess]]:
             server.stop()
         redis.stop()
         drop_database(database)
+
+
+async def secure_device(url: str, name: str, folder: Path, password: str) -> Any:
+    """A new user with a started end-to-end encrypted SDK device (its keys in ``folder``)."""
+    from secureconnect.client import Client
+    from secureconnect.client.devicestore import DeviceStore
+    from secureconnect.client.secure import SecureClient
+
+    client = Client(url, timeout=120)
+    await client.register(name, password)
+    await client.login(name, password)
+    secure = SecureClient(client, DeviceStore(folder / f"{name}.json"))
+    await secure.start()
+    return secure

@@ -11,12 +11,12 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from tests.conftest import in_ci
+from tests.server import free_port
 
 BIN = (
     Path(sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1])
@@ -24,12 +24,6 @@ BIN = (
     else None
 )
 STANDBY_NAME = "standby"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def available() -> str | None:

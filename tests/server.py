@@ -308,6 +308,15 @@ class ServerProcess:
             rows += [r[0] for r in self.query(f'SELECT t::text FROM "{table}" t')]
         return "\n".join(rows).encode()
 
+    def held(self) -> bytes:
+        """Everything the server keeps, to search for plaintext: the database, the logs and
+        every stored attachment file."""
+        held = self.stored_data() + self.log_path.read_bytes()
+        for path in (self.data_dir / "blobs").rglob("*"):
+            if path.is_file():
+                held += path.read_bytes()
+        return held
+
     def log_line(
         self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0
     ) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import SecureClient
 from secureconnect.crypto import attachment as crypto
 from tests.helpers import PASSWORD, signed_up, unique
-from tests.server import ServerProcess
+from tests.server import ServerProcess, free_port
 
 CHUNK = crypto.DEFAULT_CHUNK + crypto.TAG_BYTES
 
@@ -32,15 +31,6 @@ def file_with(marker: bytes, size: int) -> bytes:
     """Random bytes with the marker sprinkled through, to look for in what the server holds."""
     piece = marker + os.urandom(4096 - len(marker))
     return (piece * (size // len(piece) + 1))[:size]
-
-
-def held_by(server: ServerProcess) -> bytes:
-    """Everything the server keeps: database, logs, and every stored blob file."""
-    held = server.stored_data() + server.log_path.read_bytes()
-    for path in (server.data_dir / "blobs").rglob("*"):
-        if path.is_file():
-            held += path.read_bytes()
-    return held
 
 
 @pytest.fixture
@@ -97,7 +87,7 @@ async def test_a_file_opens_on_every_member_with_its_hash_and_the_server_keeps_c
         saved = await device.save_attachment(entry, folder)
         assert saved == folder / "quarterly report.pdf"
         assert hashlib.sha256(saved.read_bytes()).hexdigest() == want
-    held = held_by(server)
+    held = server.held()
     for form in (marker, marker.hex().encode(), base64.b64encode(marker[:24])):
         assert form not in held
     assert data[:64] not in held
@@ -291,12 +281,6 @@ async def wait_until_gone(client: Client, blob_id: str, srv: ServerProcess) -> N
 
 
 # ----- S3-compatible storage ---------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

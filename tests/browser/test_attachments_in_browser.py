@@ -19,14 +19,6 @@ from tests.helpers import run_cli, unique
 pytestmark = pytest.mark.slow  # Chromium
 
 
-def held_by(server) -> bytes:
-    held = server.stored_data() + server.log_path.read_bytes()
-    for path in (server.data_dir / "blobs").rglob("*"):
-        if path.is_file():
-            held += path.read_bytes()
-    return held
-
-
 def read(path: str | Path) -> bytes:
     return Path(path).read_bytes()
 
@@ -114,7 +106,7 @@ async def test_files_cross_between_browsers_and_the_cli_end_to_end_encrypted(
     assert read(await download.path()) == notes.read_bytes()
     await pages.shot(a, "38-file-card")
     # Nothing of either file is in clear on the server.
-    held = held_by(server)
+    held = server.held()
     assert marker.encode() not in held
     assert photo.read_bytes()[:256] not in held
     assert a.errors == [] and b.errors == []
