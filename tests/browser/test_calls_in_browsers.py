@@ -3,16 +3,18 @@
 The browsers run in a network namespace of the test's own (tests/browser/netns.py), with a fake
 camera and microphone; the server, Janus and coturn listen on this machine's end of the link.
 What a user would notice: the other person's video and sound arrive and keep arriving, the call
-says it is end-to-end encrypted, a wrong key shows nothing, the call survives the SFU restarting,
-and a relay-only network still gets media through TURN.
+says it is end-to-end encrypted, a wrong key shows nothing, the call survives the SFU restarting
+and the replica hosting it shutting down, and a relay-only network still gets media through TURN.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -20,6 +22,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 
 from secureconnect.client import Client
@@ -30,9 +34,9 @@ from secureconnect.crypto.primitives import CryptoError
 from tests.browser import mjr, pages
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.netns import ClientNet, can_make_namespaces
-from tests.conftest import FAST, in_ci
+from tests.conftest import FAST, backend_env, drop_database, in_ci
 from tests.helpers import PASSWORD, signed_up, unique
-from tests.server import ServerProcess
+from tests.server import RedisProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow  # browsers, Janus, coturn
 
@@ -69,27 +73,37 @@ def media_server(
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-async def net_browser(
-    net: ClientNet, media_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def browser_in(net: ClientNet, folder: Path, origin: str) -> AsyncIterator[Any]:
+    """Chromium inside the test network, with a fake camera and microphone, taking ``origin``
+    (plain http on the link's address) as secure enough for them."""
     try:
         from playwright.async_api import async_playwright
     except ImportError:
         if in_ci():
             raise
         pytest.skip("playwright is not installed")
-    wrapper = net.wrapper(tmp_path_factory.mktemp("chromium"), CHROMIUM)
+    wrapper = net.wrapper(folder, CHROMIUM)
     args = [
         *ARGS,
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
-        f"--unsafely-treat-insecure-origin-as-secure={media_server.url}",
+        f"--unsafely-treat-insecure-origin-as-secure={origin}",
     ]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(wrapper), args=args)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture(scope="module")
+async def net_browser(
+    net: ClientNet, media_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Any]:
+    async with browser_in(net, tmp_path_factory.mktemp("chromium"), media_server.url) as browser:
         yield browser
-        await browser.close()
 
 
 async def person(browser: Any, server: ServerProcess, name: str, relay_only: bool = False) -> Any:
@@ -507,3 +521,154 @@ async def test_a_call_on_a_phone_in_vietnamese(net_browser, media_server) -> Non
     await b.click("#leave-call")
     await a.wait_for_selector("#call-screen", state="detached", timeout=20000)
     await close(a, b)
+
+
+# The ingress of a deployment with two video-service replicas, on the test network's link.
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+  upstream replicas {{
+    server {host}:{a} max_fails=1 fail_timeout=60s;
+    server {host}:{b} max_fails=1 fail_timeout=60s;
+  }}
+  server {{
+    listen {host}:{port};
+    proxy_next_upstream error timeout;
+    proxy_set_header Host $http_host;
+    location = /v1/events {{
+      proxy_pass http://replicas;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_read_timeout 3600s;
+    }}
+    location / {{ proxy_pass http://replicas; }}
+  }}
+}}
+"""
+
+
+@pytest.fixture
+def two_replicas(
+    net: ClientNet, tmp_path: Path
+) -> Iterator[tuple[str, dict[str, str], list[ServerProcess]]]:
+    """Two replicas (each with its own Janus and coturn) on PostgreSQL and Redis, behind nginx:
+    (the ingress URL, their settings, the replicas)."""
+    for tool in ("nginx", "redis-server", "janus", "turnserver"):
+        if shutil.which(tool) is None:
+            if in_ci():
+                pytest.fail(f"{tool} is required in CI")
+            pytest.skip(f"{tool} is not installed")
+    redis = RedisProcess()
+    redis.start()
+    env, database = backend_env("postgresql")
+    env.update(
+        {
+            "SECURECONNECT_REDIS_URL": redis.url,
+            "SECURECONNECT_HOST": net.host_ip,
+            "SECURECONNECT_SFU": "true",
+            "SECURECONNECT_MEDIA_ADDRESS": net.host_ip,
+            "SECURECONNECT_TURN_PORT": "0",
+            "SECURECONNECT_CALL_RING_S": "30",
+        }
+    )
+    replicas: list[ServerProcess] = []
+    nginx: subprocess.Popen[bytes] | None = None
+    try:
+        for name, rtp, relay in (
+            ("a", "23300-23499", "23500-23599"),
+            ("b", "23600-23799", "23800-23899"),
+        ):
+            (tmp_path / name).mkdir()
+            extra = {"SECURECONNECT_JANUS_RTP_PORTS": rtp, "SECURECONNECT_TURN_RELAY_PORTS": relay}
+            replicas.append(ServerProcess(tmp_path / name, {**env, **extra}).start().wait_media())
+        port = free_port()
+        conf = tmp_path / "nginx.conf"
+        a, b = replicas
+        conf.write_text(
+            NGINX_CONF.format(tmp=tmp_path, host=net.host_ip, port=port, a=a.port, b=b.port)
+        )
+        nginx = subprocess.Popen(
+            ["nginx", "-c", str(conf), "-p", str(tmp_path)], stderr=subprocess.DEVNULL
+        )
+        url = f"http://{net.host_ip}:{port}"
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(url + "/healthz", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        yield url, env, replicas
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait()
+        for server in replicas:
+            server.stop()
+        redis.stop()
+        drop_database(database)
+
+
+async def call_owner(env: dict[str, str], call_id: str) -> str:
+    """host:port of the replica whose Janus hosts the call, as the store records it."""
+    db = await asyncpg.connect(env["SECURECONNECT_DATABASE_URL"].replace("+asyncpg", ""))
+    try:
+        return str(await db.fetchval("SELECT owner FROM calls WHERE id = $1", call_id))
+    finally:
+        await db.close()
+
+
+async def test_a_replica_shut_down_mid_call_the_browsers_carry_on_through_the_other(
+    net: ClientNet, two_replicas, tmp_path: Path
+) -> None:
+    """A rolling update: the video-service replica hosting a call gets SIGTERM. Both people's
+    browsers, through the ingress, move to the other replica and its Janus by themselves, and
+    see and hear each other again under end-to-end encryption."""
+    url, env, replicas = two_replicas
+    async with browser_in(net, tmp_path, url) as browser:
+        people = []
+        for name in (unique("alice"), unique("bob")):
+            page = await pages.open_client(browser, url, permissions=["camera", "microphone"])
+            await pages.register(page, name, PASSWORD)
+            people.append((name, page))
+        (_, a), (bob, b) = people
+        await pages.start_conversation(a, bob)
+        await a.click("#call-video")
+        await b.wait_for_selector("#incoming-call", timeout=20000)
+        await b.click("#accept-call")
+        for page in (a, b):
+            await media_flows(page)
+        call_id = await a.evaluate("window.secureconnect.call().id")
+        host = await call_owner(env, call_id)
+        hosting = next(r for r in replicas if host.endswith(f":{r.port}"))
+        other = next(r for r in replicas if r is not hosting)
+        seats = [await page.evaluate("window.secureconnect.call().feedId") for page in (a, b)]
+        await asyncio.to_thread(hosting.stop)  # SIGTERM
+        assert '"released calls"' in hosting.log_path.read_text()  # a graceful stop, not a crash
+        stopped = time.monotonic()
+        for page, seat in zip((a, b), seats, strict=True):
+            # A new seat on the other replica's Janus, taken without anyone pressing anything.
+            while await page.evaluate("window.secureconnect.call().feedId") == seat:
+                assert time.monotonic() < stopped + 30, (await stats(page), page.errors[-5:])
+                await asyncio.sleep(0.2)
+        moved = time.monotonic() - stopped
+        assert moved < 15, f"the browsers took {moved:.1f} s to move"  # not a heartbeat's wait
+        for page in (a, b):
+            now = await media_flows(page, timeout=90)
+            assert now["state"] == "in-call" and now["decryptFailures"] == 0, now
+        await frames_from_each(a, 1)
+        await frames_from_each(b, 1)
+        assert (await call_owner(env, call_id)).endswith(f":{other.port}")
+        for page in (a, b):
+            assert not [e for e in page.errors if "500" in e], page.errors
+        await close(a, b)

@@ -303,6 +303,10 @@ async function onEvent(event) {
     await ui.secure.topUpPrekeys();
   } else if (event.type === "call") {
     onCall(event.call);
+  } else if (event.type === "ready" && ui.call && ui.call.inCall) {
+    // Back online: a call change announced while the stream was down (the replica hosting
+    // the call shut down, say) was not heard, so it is asked for.
+    ui.call.refresh().catch(quiet);
   }
 }
 

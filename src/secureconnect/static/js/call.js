@@ -94,7 +94,7 @@ export class Call {
     // Heartbeats start with the join, not after it: a slow join (a busy machine, many people
     // joining at once) must not look like a device that went silent.
     this.timers.push(setInterval(() => {
-      if (this.feedId) this.api.callStep(this.id, "heartbeat").catch(() => {});  // once seated
+      if (this.feedId) this.api.callStep(this.id, "heartbeat").catch((e) => this.lostSeat(e));  // once seated
     }, HEARTBEAT_MS));
     await this.connect();
     this.timers.push(setInterval(() => this.poll(), STATS_MS));
@@ -541,6 +541,17 @@ export class Call {
       }
     }
     this.stop("failed");
+  }
+
+  // The server no longer holds our seat: the SFU it was on restarted or its replica shut down
+  // (the call then waits, hosted nowhere, for the next join). Joining again is the way back.
+  lostSeat(error) {
+    if (this.state === "in-call" && ["not_in_call", "call_elsewhere"].includes(error.code)) this.rejoin();
+  }
+
+  // What the call is now, after a time the event stream was down and may have missed it.
+  async refresh() {
+    if (this.inCall) this.newer(await this.api.getCall(this.id));
   }
 
   closePeers() {
