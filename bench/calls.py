@@ -15,6 +15,11 @@ all N of them joining at once. Every run is bounded in time and stops itself.
 
     .venv/bin/python bench/calls.py                     # 1, 4 and 8 subscribers, 10 s each
     .venv/bin/python bench/calls.py --subscribers 4 --seconds 5
+    .venv/bin/python bench/calls.py --control-plane     # no browsers: 9 SDK devices, no media
+
+``--control-plane`` measures what video-service spends on a call of 9 devices that send no
+media (heartbeats, the upkeep rounds, Janus's long polls), against the same process with no call
+in the same run, on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -162,13 +167,81 @@ async def one_run(
             await p.context.close()
 
 
+async def control_plane(seconds: float, backend: str) -> None:
+    """A call of 9 SDK devices heartbeating as browsers do, no media: the control plane alone."""
+    from tests.conftest import backend_env, drop_database
+    from tests.helpers import signed_up
+
+    from secureconnect.client import Client
+
+    env, database = backend_env(backend)
+    env.update({**QUIET, "SECURECONNECT_SFU": "true", "SECURECONNECT_TURN": "false"})
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(Path(tmp), env).start()
+        assert server.proc is not None
+        pid = server.proc.pid
+        clients: list[Client] = []
+        beating: list[asyncio.Task[None]] = []
+        try:
+            names = [unique("p") for _ in range(9)]
+            clients = [await signed_up(Client(server.url), n) for n in names]
+            group = await clients[0].create_group(names[1:], "bench")
+            await asyncio.sleep(2)
+            c0, w0 = cpu_seconds(pid), time.perf_counter()
+            await asyncio.sleep(seconds)
+            idle = (cpu_seconds(pid) - c0) / (time.perf_counter() - w0)
+            call = await clients[0].start_call(group.id)
+            for client in clients:
+                deadline = time.monotonic() + JOIN_TIMEOUT_S
+                while True:
+                    try:
+                        await client.join_call(call.id)
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.3)
+
+            async def beat(client: Client) -> None:
+                for _ in range(int(seconds / 10) + 3):  # every 10 s, as the web client does
+                    await client.call_heartbeat(call.id)
+                    await asyncio.sleep(10)
+
+            beating = [asyncio.create_task(beat(c)) for c in clients]
+            await asyncio.sleep(3)
+            c0, w0 = cpu_seconds(pid), time.perf_counter()
+            await asyncio.sleep(seconds)
+            during = (cpu_seconds(pid) - c0) / (time.perf_counter() - w0)
+            print(
+                f"  {backend:10s} server %core: no call {100 * idle:.2f}, a call of 9 without "
+                f"media {100 * during:.2f} ({during / idle:.2f}x the same process with no call),"
+                f" added {100 * (during - idle):.2f}",
+                flush=True,
+            )
+        finally:
+            for task in beating:
+                task.cancel()
+            for client in clients:
+                await client.aclose()
+            server.stop()
+            drop_database(database)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--control-plane", action="store_true", help="9 SDK devices, no media, no browsers"
+    )
     args = parser.parse_args()
+    if args.control_plane:
+        print("video-service with 9 SDK devices in a call, heartbeats every 10 s, no media")
+        for backend in ("sqlite", "postgresql"):
+            await control_plane(max(args.seconds, 30.0), backend)
+        return
     from playwright.async_api import async_playwright
 
     with ClientNet.create() as net, tempfile.TemporaryDirectory() as tmp:

@@ -55,7 +55,11 @@ log = logging.getLogger("secureconnect.video")
 CALL_TYPE = "application/vnd.secureconnect.call+json"
 MAX_PUBLISHERS = 16
 FORWARDED = "x-secureconnect-forwarded"  # marks a request one replica sent on to another
-REAP_EVERY_S = 1.0
+REAP_EVERY_S = 1.0  # a restarted Janus is noticed within this
+# The store is read for silent devices and unanswered rings, and heartbeats are written, at most
+# this often (and at least 6 times per heartbeat timeout or ring): while media flows, these
+# statements are most of what the control plane costs (bench/calls.py; decision 0015).
+STORE_ROUND_S = 5.0
 
 # What the ICE servers handed out with a call are made from: (urls, user id) -> servers.
 IceSource = Callable[[str], list[IceServer]]
@@ -136,6 +140,12 @@ class CallService:
         self._epoch = 0  # the Janus generation the rooms and seats here belong to
         self._http: httpx.AsyncClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        # Heartbeats heard since the last store round, written then in one statement each.
+        self._heard: dict[tuple[str, str], int] = {}
+        self.store_round_ms = int(
+            1000 * max(REAP_EVERY_S, min(STORE_ROUND_S, heartbeat_timeout_s / 6, ring_s / 6))
+        )
+        self._last_round = 0
 
     # ----- reading -----------------------------------------------------------------------
 
@@ -380,11 +390,10 @@ class CallService:
         await self._cleanup_if_ended(call_id)
 
     async def heartbeat(self, ctx: AuthContext, call_id: str) -> None:
+        """Noted here, written at the next store round: the seat answering is what matters to
+        the device, and the silence check reads the store only after that write."""
         await self._seat_of(ctx, call_id)
-        async with self.db.write() as conn:
-            await store.set_participant(
-                conn, call_id, [ctx.device_id], heard_at=self.clock.now_ms()
-            )
+        self._heard[(call_id, ctx.device_id)] = self.clock.now_ms()
 
     # ----- media negotiation (SDP and ICE pass through to Janus) ------------------------
 
@@ -591,9 +600,20 @@ class CallService:
             self._epoch = self.epoch
             if lost:
                 self._forget_janus()
-        # Two statements a round, whatever the number of calls: this runs every second while
-        # media flows, and is most of what the control plane costs then (bench/calls.py).
         now = self.clock.now_ms()
+        if not restarted and now - self._last_round < self.store_round_ms:
+            return
+        self._last_round = now
+        heard, self._heard = self._heard, {}
+        if heard:
+            try:
+                async with self.db.write() as conn:
+                    await store.set_heard(conn, [(c, d, t) for (c, d), t in heard.items()])
+            except Exception:
+                for key, at in heard.items():  # kept for the next round; newer ones win
+                    self._heard.setdefault(key, at)
+                raise
+        # Two statements a round, whatever the number of calls.
         async with self.db.read() as conn:
             rows = await store.owned_calls(conn, self.owner)
             silent = await store.silent(conn, [r.id for r in rows], now - self.heartbeat_ms)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from secureconnect.accounts.models import users
@@ -84,6 +84,19 @@ async def set_participant(
             call_participants.c.device_id.in_(device_ids),
         )
         .values(**values)
+    )
+
+
+async def set_heard(conn: AsyncConnection, heard: list[tuple[str, str, int]]) -> None:
+    """(call, device, when) of heartbeats: one statement for all of them."""
+    await conn.execute(
+        update(call_participants)
+        .where(
+            call_participants.c.call_id == bindparam("c"),
+            call_participants.c.device_id == bindparam("d"),
+        )
+        .values(heard_at=bindparam("t")),
+        [{"c": c, "d": d, "t": t} for c, d, t in heard],
     )
 
 
