@@ -127,6 +127,33 @@ async def test_alertmanager_opens_joins_and_resolves_incidents(ops_server) -> No
         await oncall.aclose()
 
 
+async def test_an_alert_whose_firing_never_got_through_still_opens_its_incident(
+    ops_server,
+) -> None:
+    """The store was down while the alert fired (every delivery failed), and the first of
+    Alertmanager's retries to get through says "resolved": the outage still gets its incident,
+    dated from when the alert began, once and only once."""
+    hook = ops_server.url + "/v1/ops/alertmanager"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    late = httpx.post(hook, json=alert("resolved", "StoreUnreachable"), headers=auth).json()
+    assert len(late["incidents"]) == 1
+    again = httpx.post(hook, json=alert("resolved", "StoreUnreachable"), headers=auth).json()
+    assert again["incidents"] == late["incidents"]  # a retried resolution opens nothing new
+    oncall = await logged_in(ops_server.url, "oncall")
+    try:
+        incident = await oncall.incident(str(late["incidents"][0]))
+        assert incident.opened_at == STARTED_MS
+        assert incident.timeline[0].text.endswith("alert StoreUnreachable firing")
+        assert [e.kind for e in incident.timeline][-1] == "alert_resolved"
+        before = len(await oncall.incidents())
+        # An alert whose incident was opened when it fired is no news when it resolves.
+        httpx.post(hook, json=alert("firing", "SlowRequests", "P2"), headers=auth)
+        httpx.post(hook, json=alert("resolved", "SlowRequests", "P2"), headers=auth)
+        assert len(await oncall.incidents()) == before + 1
+    finally:
+        await oncall.aclose()
+
+
 @pytest.mark.slow  # a CLI process per step
 def test_oncall_from_the_terminal(ops_server, tmp_path) -> None:
     def cli(*args: str) -> str:

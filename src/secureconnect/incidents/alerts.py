@@ -1,6 +1,8 @@
 """Alertmanager's webhook: a firing alert opens an incident, or is added to the open one for the
-same alert; a resolved alert is written on its timeline. Nothing is closed automatically: a
-person closes an incident, after the verification window."""
+same alert; a resolved alert is written on its timeline. An alert whose firing never got through
+(the store it would be written to was down, so every delivery failed until after it resolved)
+still opens its incident when its resolution arrives: an outage must leave a record. Nothing is
+closed automatically: a person closes an incident, after the verification window."""
 
 from __future__ import annotations
 
@@ -36,7 +38,28 @@ async def receive(incidents: IncidentService, payload: dict[str, Any]) -> list[i
                     .limit(1)
                 )
             ).scalar()
-        if current is None and status == "firing":
+        began = _alert_time(item.get("startsAt"))
+        missed = (
+            current is None
+            and status == "resolved"
+            and began is not None
+            and not await _recorded_since(incidents, name, began)
+        )
+        if missed:
+            # Its firing never reached us: recorded now, from when it began to its end.
+            opened = await incidents.open(
+                "alertmanager",
+                summary,
+                severity,
+                alert_key=name,
+                text=f"alert {name} firing",
+                since=began,
+            )
+            await incidents.note(
+                "alertmanager", str(opened.number), f"alert {name} resolved", "alert_resolved"
+            )
+            touched.append(opened.number)
+        elif current is None and status == "firing":
             # Stamped when the alert began: if the store was down then, Alertmanager's retry
             # delivers it late, and the timeline must still say when the trouble started.
             opened = await incidents.open(
@@ -45,7 +68,7 @@ async def receive(incidents: IncidentService, payload: dict[str, Any]) -> list[i
                 severity,
                 alert_key=name,
                 text=f"alert {name} firing",
-                since=_alert_time(item.get("startsAt")),
+                since=began,
             )
             touched.append(opened.number)
         elif current is not None:
@@ -53,6 +76,20 @@ async def receive(incidents: IncidentService, payload: dict[str, Any]) -> list[i
             await incidents.note("alertmanager", str(current), f"alert {name} {status}", kind)
             touched.append(current)
     return touched
+
+
+async def _recorded_since(incidents: IncidentService, name: str, began: int) -> bool:
+    """Whether an incident for this alert was opened since it began firing (one a person has
+    closed since included): then its resolution is no news."""
+    async with incidents.db.read() as conn:
+        found = (
+            await conn.execute(
+                select(incident_rows.c.number)
+                .where((incident_rows.c.alert_key == name) & (incident_rows.c.opened_at >= began))
+                .limit(1)
+            )
+        ).scalar()
+    return found is not None
 
 
 def _alert_time(text: object) -> int | None:
