@@ -264,3 +264,14 @@ async def started_devices(make_client: Any, folder: Path, *prefixes: str) -> lis
         await device.start()
         devices.append(device)
     return devices
+
+
+async def call_owner(env: dict[str, str], call_id: str) -> str:
+    """host:port of the replica whose Janus hosts the call, as the store records it."""
+    import asyncpg
+
+    db = await asyncpg.connect(env["SECURECONNECT_DATABASE_URL"].replace("+asyncpg", ""))
+    try:
+        return str(await db.fetchval("SELECT owner FROM calls WHERE id = $1", call_id))
+    finally:
+        await db.close()

@@ -9,12 +9,11 @@ import shutil
 import time
 from collections.abc import Iterator
 
-import asyncpg
 import pytest
 
 from secureconnect.client import ApiError, CallChanged, Client
 from tests.conftest import FAST, backend_env, drop_database, in_ci
-from tests.helpers import PASSWORD, listening, signed_up, unique
+from tests.helpers import PASSWORD, call_owner, listening, signed_up, unique
 from tests.server import RedisProcess, ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -55,14 +54,6 @@ def replica(env: dict[str, str], folder, ports: str, started: list[ServerProcess
     return server
 
 
-async def owner(env: dict[str, str], call_id: str) -> str:
-    db = await asyncpg.connect(env["SECURECONNECT_DATABASE_URL"].replace("+asyncpg", ""))
-    try:
-        return str(await db.fetchval("SELECT owner FROM calls WHERE id = $1", call_id))
-    finally:
-        await db.close()
-
-
 async def joined(client: Client, call_id: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while True:
@@ -84,7 +75,7 @@ async def test_any_replica_drives_a_call_and_a_stopped_one_hands_it_over(cluster
         conv = await alice.direct(bob_name)
         call = await alice.start_call(conv.id)
         await joined(alice, call.id)
-        host = await owner(env, call.id)
+        host = await call_owner(env, call.id)
         assert host.endswith(f":{a.port}")
         # Bob's requests land on the other replica: it sends them on to the host.
         seat = await joined(bob, call.id)
@@ -107,7 +98,7 @@ async def test_any_replica_drives_a_call_and_a_stopped_one_hands_it_over(cluster
             await joined(bob, call.id)
             again = await joined(alice_on_b, call.id)
             assert len(again.call.participants) == 2
-            assert (await owner(env, call.id)).endswith(f":{b.port}")
+            assert (await call_owner(env, call.id)).endswith(f":{b.port}")
             # The new host dies without a word: the next replica asked takes the call over,
             # and the devices join there.
             b.kill()
@@ -118,7 +109,7 @@ async def test_any_replica_drives_a_call_and_a_stopped_one_hands_it_over(cluster
                 with pytest.raises(ApiError) as lost:
                     await bob_on_c.call_heartbeat(call.id)
                 assert lost.value.code == "not_in_call"  # the seat was on the dead replica
-                assert (await owner(env, call.id)).endswith(f":{c.port}")
+                assert (await call_owner(env, call.id)).endswith(f":{c.port}")
                 rejoined = await joined(bob_on_c, call.id)
                 assert rejoined.call.sfu_epoch > 0
             finally:

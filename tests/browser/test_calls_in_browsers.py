@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -35,7 +34,7 @@ from tests.browser import mjr, pages
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.netns import ClientNet, can_make_namespaces
 from tests.conftest import FAST, backend_env, drop_database, in_ci
-from tests.helpers import PASSWORD, signed_up, unique
+from tests.helpers import PASSWORD, call_owner, signed_up, unique
 from tests.server import RedisProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow  # browsers, Janus, coturn
@@ -617,15 +616,6 @@ def two_replicas(
             server.stop()
         redis.stop()
         drop_database(database)
-
-
-async def call_owner(env: dict[str, str], call_id: str) -> str:
-    """host:port of the replica whose Janus hosts the call, as the store records it."""
-    db = await asyncpg.connect(env["SECURECONNECT_DATABASE_URL"].replace("+asyncpg", ""))
-    try:
-        return str(await db.fetchval("SELECT owner FROM calls WHERE id = $1", call_id))
-    finally:
-        await db.close()
 
 
 async def test_a_replica_shut_down_mid_call_the_browsers_carry_on_through_the_other(

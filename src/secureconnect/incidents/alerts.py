@@ -45,23 +45,10 @@ async def receive(incidents: IncidentService, payload: dict[str, Any]) -> list[i
             and began is not None
             and not await _recorded_since(incidents, name, began)
         )
-        if missed:
-            # Its firing never reached us: recorded now, from when it began to its end.
-            opened = await incidents.open(
-                "alertmanager",
-                summary,
-                severity,
-                alert_key=name,
-                text=f"alert {name} firing",
-                since=began,
-            )
-            await incidents.note(
-                "alertmanager", str(opened.number), f"alert {name} resolved", "alert_resolved"
-            )
-            touched.append(opened.number)
-        elif current is None and status == "firing":
+        if missed or (current is None and status == "firing"):
             # Stamped when the alert began: if the store was down then, Alertmanager's retry
-            # delivers it late, and the timeline must still say when the trouble started.
+            # delivers it late (or only its resolution gets through), and the timeline must
+            # still say when the trouble started.
             opened = await incidents.open(
                 "alertmanager",
                 summary,
@@ -70,6 +57,10 @@ async def receive(incidents: IncidentService, payload: dict[str, Any]) -> list[i
                 text=f"alert {name} firing",
                 since=began,
             )
+            if missed:
+                await incidents.note(
+                    "alertmanager", str(opened.number), f"alert {name} resolved", "alert_resolved"
+                )
             touched.append(opened.number)
         elif current is not None:
             kind = "alert_resolved" if status == "resolved" else "alert_firing"
