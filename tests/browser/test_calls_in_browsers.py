@@ -426,6 +426,39 @@ async def test_after_a_network_drop_the_call_comes_back_without_a_click(
     await close(a, b)
 
 
+async def test_a_receiving_connection_that_stops_or_is_set_up_twice_comes_back(
+    net_browser, media_server
+) -> None:
+    """Two ways a browser can end up receiving nothing while its seat looks fine: its receiving
+    connection stops without "failed" (closed under it), and a second rejoin starts while the
+    first is still setting up (a lost heartbeat and a roster change at once, as when a replica
+    goes away). Both come back by themselves, the first with a new receiving connection."""
+    a, b = await call_between(net_browser, media_server)
+    for page in (a, b):
+        await media_flows(page)
+    await b.evaluate("window.secureconnect.call().sub.close()")
+    now = await media_flows(b, timeout=60)
+    assert now["keys"]["subscriberRenewals"] == 1 and now["decryptFailures"] == 0, now
+    twice = """() => new Promise((resolve) => {
+        const c = window.secureconnect.call();
+        c.rejoin();
+        const t = setInterval(() => {
+            if (c.state !== "in-call") return;
+            clearInterval(t);
+            c.rejoin();  // the first seat is set up no further than its join
+            resolve(c.seatNo);
+        }, 1);
+    })"""
+    seat = await b.evaluate(twice)
+    for page in (a, b):
+        now = await media_flows(page, timeout=60)
+        assert now["state"] == "in-call" and now["decryptFailures"] == 0, now
+    assert await b.evaluate("window.secureconnect.call().seatNo") == seat  # no third seat needed
+    await frames_from_each(a, 1)
+    await frames_from_each(b, 1)
+    await close(a, b)
+
+
 async def test_relay_only_goes_through_coturn(net_browser, media_server) -> None:
     a, b = await call_between(net_browser, media_server, relay_only=True)
     for page in (a, b):

@@ -629,9 +629,13 @@ class Client:
         """Says this device is still in the call (every 10 s; silent ones are dropped)."""
         await self._call("POST", f"/v1/calls/{call_id}/heartbeat")
 
-    async def subscribe_call(self, call_id: str, feeds: list[int]) -> Subscription:
+    async def subscribe_call(
+        self, call_id: str, feeds: list[int], *, restart: bool = False
+    ) -> Subscription:
+        """``restart``: for a new subscriber connection (see ``POST /v1/calls/{id}/subscribe``)."""
+        body = {"feeds": feeds, "restart": restart}
         return Subscription.model_validate(
-            await self._call("POST", f"/v1/calls/{call_id}/subscribe", json={"feeds": feeds})
+            await self._call("POST", f"/v1/calls/{call_id}/subscribe", json=body)
         )
 
     async def configure_call(

@@ -106,6 +106,10 @@ class JanusSession:
         _plugin_answer(answer)
         return int(answer["data"]["id"])
 
+    async def detach(self, handle: int) -> None:
+        """Hangs up a handle's peer connection and drops the handle."""
+        _plugin_answer(await self._post(f"/{self.id}/{handle}", {"janus": "detach"}))
+
     async def request(self, handle: int, body: dict[str, Any]) -> dict[str, Any]:
         """A synchronous VideoRoom request; its data, or :class:`JanusError`."""
         answer = await self._post(f"/{self.id}/{handle}", {"janus": "message", "body": body})

@@ -142,7 +142,7 @@ async def subscribe(
     call_id: str, body: Subscribe, request: Request, caller: Caller, services: ServicesDep
 ) -> Any:
     return await on_owner(
-        request, services, call_id, lambda s: s.subscribe(caller, call_id, body.feeds)
+        request, services, call_id, lambda s: s.subscribe(caller, call_id, body.feeds, body.restart)
     )
 
 

@@ -86,6 +86,11 @@ class JsepOut(BaseModel):
 
 class Subscribe(Strict):
     feeds: list[int] = Field(max_length=64, description="the feed ids to receive, all of them")
+    restart: bool = Field(
+        False,
+        description="a new subscriber connection: the client has none (a rejoin, one that"
+        " never connected), so Janus's old one is dropped and a fresh offer made",
+    )
 
 
 class StreamOut(BaseModel):

@@ -409,9 +409,13 @@ class CallService:
         await self._set_flags(ctx, call_id, audio=audio, video=video, screen=screen)
         return _jsep(answer)
 
-    async def subscribe(self, ctx: AuthContext, call_id: str, feeds: list[int]) -> SubscribeOut:
+    async def subscribe(
+        self, ctx: AuthContext, call_id: str, feeds: list[int], restart: bool = False
+    ) -> SubscribeOut:
         """Receives exactly these feeds (others' publishers in this call), on one subscriber
-        connection: Janus answers with an offer for the client to answer."""
+        connection: Janus answers with an offer for the client to answer. ``restart``: the
+        client starts a new connection, so the handle of its old one must go; an update on
+        it would answer "nothing changed" and the new connection would never get an offer."""
         seat = await self._seat_of(ctx, call_id)
         sending = {s.feed_id for s in self.seats.values() if s.call_id == call_id and s.published}
         unknown = [f for f in feeds if f not in sending or f == seat.feed_id]
@@ -420,6 +424,10 @@ class CallService:
                 "unknown_feed", f"not the feed of another participant sending media: {unknown[0]}"
             )
         room = self.rooms[call_id]
+        if restart and seat.subscriber is not None:
+            handle, seat.subscriber, seat.streams = seat.subscriber, None, []
+            with contextlib.suppress(JanusError):  # a handle Janus already forgot is gone too
+                await seat.session.detach(handle)
         if seat.subscriber is None:
             if not feeds:
                 return SubscribeOut(jsep=None, streams=[])
@@ -432,6 +440,10 @@ class CallService:
                     "room": room.number,
                     "private_id": seat.private_id,
                     "streams": [{"feed": f} for f in feeds],
+                    # The client asks for every change itself. Janus's own offer when a
+                    # publisher leaves would go unanswered, and every update after it would
+                    # then wait for that answer for ever ("updating").
+                    "autoupdate": False,
                 },
             )
         else:
@@ -446,6 +458,9 @@ class CallService:
             if drop:
                 body["unsubscribe"] = drop
             answer = await seat.session.message(seat.subscriber, body)
+            if answer.data.get("videoroom") == "updating":
+                # Janus waits for the answer to an earlier offer of this connection first.
+                raise Conflict("subscription_busy", "an earlier offer is not answered yet")
         seat.streams = [
             StreamOut(mid=str(s["mid"]), feed_id=int(s["feed_id"]), kind=str(s.get("type", "")))
             for s in answer.data.get("streams", [])

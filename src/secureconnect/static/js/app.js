@@ -1595,7 +1595,7 @@ window.secureconnect = {
       decryptFailures: c.stats.failures, decrypted: c.stats.decrypted, candidateTypes: [],
       keysFrom: [...c.keysFrom.keys()], waitingForKeys: c.waitingForKeys(), keys: { ...c.counters } };
     for (const pc of [c.pub, c.sub]) {
-      if (!pc) continue;
+      if (!pc || pc.connectionState === "closed") continue;
       const report = await pc.getStats();
       const byId = new Map([...report.values()].map((r) => [r.id, r]));
       for (const r of report.values()) {

@@ -23,6 +23,10 @@ const SMALL_TILES_FROM = 4;  // with this many others on screen, each gets the l
 const LAYER_KEYFRAME_AGAIN_MS = 1200;
 const SPEAKING_LEVEL = 0.03;  // mean level over a second (0..1) above which someone speaks
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+// A subscriber connection that has not been connected for this long is made anew (Chromium
+// reports "failed" only for a connection that once worked; one that never connects can stay
+// "connecting" for good).
+const SUBSCRIBER_STUCK_MS = 12000;
 
 export function callsSupported() {
   return typeof RTCRtpScriptTransform === "function" && typeof RTCPeerConnection === "function";
@@ -71,7 +75,7 @@ export class Call {
     this.error = "";
     // Key traffic, for call diagnostics: counts only.
     this.counters = { keysSent: 0, keysReceived: 0, requestsSent: 0, requestsAnswered: 0, dropped: 0,
-      keyframesAsked: 0 };
+      keyframesAsked: 0, subscriberRenewals: 0 };
   }
 
   get id() { return this.call && this.call.id; }
@@ -117,14 +121,40 @@ export class Call {
   // One seat, one publisher connection, a fresh key: on first join and on every rejoin. Once
   // seated, three things go at once, since none needs another: our key to the others, our
   // media up to the SFU, and theirs down to us. Each newcomer waits for the slowest, not the sum.
+  // A rejoin can start while an earlier seat is still being set up (a lost heartbeat and a
+  // roster change in the same moment): the newer seat wins, and the older one's steps stop
+  // touching the call, or its subscription would stand in for the new seat's and receive nothing.
   async connect() {
-    const joined = await this.api.callStep(this.call.id, "join");
+    const seat = this.seatNo = (this.seatNo || 0) + 1;
+    try {
+      await this.seatUp(seat);
+    } catch (error) {
+      if (seat === this.seatNo) throw error;  // a newer seat replaced this one: its failure is moot
+    }
+  }
+
+  // The server knows a device's seat, not which attempt a request came from: an old seat's
+  // publish that landed after the new join would be taken as the new seat's. So a join waits
+  // for the old seat's join or publish in flight (not for its peer connection, whose promises
+  // never settle once it is closed), and the old seat goes no further.
+  seatStep(step, body) {
+    const request = this.api.callStep(this.call.id, step, body);
+    this.seatRequest = request.catch(() => {});
+    return request;
+  }
+
+  async seatUp(seat) {
+    await bounded(this.seatRequest || Promise.resolve()).catch(() => {});
+    if (seat !== this.seatNo) return;
+    const joined = await this.seatStep("join");
+    if (seat !== this.seatNo) return;
     // Not through the queue: nothing is negotiated yet, and what follows needs the roster now.
     if (joined.call.version > this.call.version || this.call.id !== joined.call.id) this.call = joined.call;
     this.epoch = joined.call.sfu_epoch;
     this.feedId = joined.feed_id;
     this.iceServers = joined.ice_servers;
     await this.newKey();
+    if (this.sub) this.sub.close();
     this.sub = null;
     this.subscribed = [];
     this.layers = new Map();
@@ -134,14 +164,15 @@ export class Call {
     const sharing = this.shareKey(this.others().map((p) => p.device_id));
     // In the queue, after any roster change that arrived while we were joining: two
     // subscriptions negotiated at once would cross, and a feed would never get its tile.
-    const receiving = this.enqueue(() => this.resubscribe());
+    const receiving = this.enqueue(() => this.resubscribe(seat));
     sharing.catch(() => {});  // awaited below; a failed publish must not leave it unhandled
-    await this.publish();
+    await this.publish(seat);
     await Promise.all([sharing, receiving]);
     this.onChange();
   }
 
-  async publish() {
+  async publish(seat) {
+    if (seat !== this.seatNo) return;  // a rejoin since: its own publish is on the way
     const config = { iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" };
     const pc = this.pub = new RTCPeerConnection(config);
     for (const track of this.local.getTracks()) {
@@ -159,7 +190,8 @@ export class Call {
     await pc.setLocalDescription(offer);
     const audio = this.local.getAudioTracks().some((t) => t.enabled);
     const video = this.local.getVideoTracks().some((t) => t.enabled);
-    const answer = await this.api.callStep(this.id, "publish", { jsep: { type: "offer", sdp: offer.sdp }, audio, video });
+    const answer = await this.seatStep("publish", { jsep: { type: "offer", sdp: offer.sdp }, audio, video });
+    if (seat !== this.seatNo) return;
     await pc.setRemoteDescription(answer.jsep);
     this.flush("publisher");
   }
@@ -341,11 +373,25 @@ export class Call {
       KEYFRAME_AFTER_MS);
   }
 
-  async resubscribe() {
+  async resubscribe(seat = this.seatNo) {
     const feeds = this.wanted();
-    if (feeds.join() === (this.subscribed || []).join()) return;
+    if (seat !== this.seatNo || feeds.join() === (this.subscribed || []).join()) return;
     if (!feeds.length && !this.sub) return;
-    const answer = await this.api.callStep(this.id, "subscribe", { feeds });
+    // Without a connection of ours, Janus's old one (a seat's earlier attempt, one that never
+    // connected) must go: an update of it would not offer the new connection anything.
+    let answer;
+    try {
+      answer = await this.api.callStep(this.id, "subscribe", { feeds, restart: !this.sub });
+    } catch (error) {
+      if (error.code !== "subscription_busy" || !this.sub || seat !== this.seatNo) throw error;
+      // Janus still waits for an answer this connection never gave: start over on a new one.
+      this.counters.subscriberRenewals++;
+      this.sub.close();
+      this.sub = null;
+      this.tiles.clear();
+      answer = await this.api.callStep(this.id, "subscribe", { feeds, restart: true });
+    }
+    if (seat !== this.seatNo) return;
     this.subscribed = feeds;
     this.streams = answer.streams;
     for (const id of [...this.tiles.keys()]) if (!feeds.includes(id)) this.tiles.delete(id);
@@ -354,9 +400,11 @@ export class Call {
       this.sub = new RTCPeerConnection({ iceServers: this.iceServers,
         iceTransportPolicy: this.relayOnly ? "relay" : "all" });
       this.watch(this.sub, "subscriber");
-      this.sub.ontrack = (e) => this.onTrack(e);
+      this.sub.ontrack = () => this.placeTracks();
+      this.subFine = Date.now();
     }
     await this.sub.setRemoteDescription(answer.jsep);
+    this.placeTracks();
     const mine = await this.sub.createAnswer();
     await this.sub.setLocalDescription(mine);
     await this.api.callStep(this.id, "answer", { jsep: { type: "answer", sdp: mine.sdp } });
@@ -388,19 +436,24 @@ export class Call {
     }
   }
 
-  onTrack(event) {
-    // Janus reuses an m-line for another feed: its receiver keeps the decrypting transform.
-    if (!event.receiver.transform) {
-      event.receiver.transform = new RTCRtpScriptTransform(this.worker,
-        { operation: "decrypt", kind: event.track.kind });
+  // Tiles follow what Janus says each m-line carries, read from the transceivers after every
+  // negotiation: an m-line Janus reuses (one feed out, another in, in one update) fires no
+  // track event, and its new feed would get no tile.
+  placeTracks() {
+    for (const t of this.sub ? this.sub.getTransceivers() : []) {
+      const stream = this.streams.find((s) => s.mid === t.mid);
+      const track = t.receiver.track;
+      if (!stream || !track) continue;
+      // A reused m-line's receiver keeps its decrypting transform.
+      if (!t.receiver.transform) {
+        t.receiver.transform = new RTCRtpScriptTransform(this.worker, { operation: "decrypt", kind: track.kind });
+      }
+      const who = this.call.participants.find((p) => p.feed_id === stream.feed_id);
+      const tile = this.tiles.get(stream.feed_id) || { stream: new MediaStream(), feed_id: stream.feed_id,
+        username: who ? who.username : "?", device_id: who ? who.device_id : null };
+      if (!tile.stream.getTracks().includes(track)) tile.stream.addTrack(track);
+      this.tiles.set(stream.feed_id, tile);
     }
-    const stream = this.streams.find((s) => s.mid === event.transceiver.mid);
-    if (!stream) return;
-    const who = this.call.participants.find((p) => p.feed_id === stream.feed_id);
-    const tile = this.tiles.get(stream.feed_id) || { stream: new MediaStream(), feed_id: stream.feed_id,
-      username: who ? who.username : "?", device_id: who ? who.device_id : null };
-    tile.stream.addTrack(event.track);
-    this.tiles.set(stream.feed_id, tile);
     this.onChange();
   }
 
@@ -455,11 +508,31 @@ export class Call {
 
   // What we receive should be what is published. A difference that outlasts a poll (a roster
   // frame that was lost, a renegotiation that failed) is mended by subscribing again.
+  // A subscriber connection that stays unconnected is replaced by a new one.
   heal() {
     const feeds = this.wanted().join();
     const behind = this.state === "in-call" && !this.resubscribing && feeds !== (this.subscribed || []).join();
     if (behind && this.behind === feeds) this.resubscribeSoon(0);
     this.behind = behind ? feeds : null;
+    if (this.state !== "in-call" || !(this.subscribed || []).length) return;
+    if (this.sub && this.sub.connectionState === "connected") this.subFine = Date.now();
+    else if (Date.now() - (this.subFine || 0) > SUBSCRIBER_STUCK_MS) this.renewSubscriber();
+  }
+
+  renewSubscriber() {
+    this.subFine = Date.now();  // one renewal at a time: the next is due only if this one fails too
+    this.counters.subscriberRenewals++;
+    const seat = this.seatNo;
+    this.enqueue(async () => {
+      if (seat !== this.seatNo) return;
+      if (this.sub) this.sub.close();
+      this.sub = null;
+      this.subscribed = [];
+      this.tiles.clear();
+      this.energy = new Map();
+      this.onChange();
+      await this.resubscribe(seat);
+    }, "a new subscriber connection failed:");
   }
 
   wanted() {
@@ -531,12 +604,18 @@ export class Call {
     this.onChange();
     this.closePeers();
     for (const wait of REJOIN_BACKOFF_MS.concat(REJOIN_BACKOFF_MS.slice(-1).concat(Array(20).fill(8000)))) {
+      const seat = this.seatNo;
       try {
         await this.connect();
         this.onChange();
         return;
       } catch (error) {
         if (error.code === "call_ended" || error.code === "not_a_member") { this.stop("ended"); return; }
+        if (this.seatNo !== seat + 1 || !this.inCall) return;  // another rejoin took over, or the call ended
+        // Half set up (seated, then the publish failed): nothing of it is kept for the next try.
+        this.state = "reconnecting";
+        this.closePeers();
+        this.onChange();
         await new Promise((r) => setTimeout(r, wait));
       }
     }
