@@ -136,6 +136,14 @@ async def test_a_voice_note_recorded_in_the_browser_plays_for_the_other(
         " return au.src.startsWith('blob:') ? au.duration : -1; }"
     )
     assert duration != -1  # decrypted here into a blob: URL
+    # A message arriving while it plays redraws the timeline; the player stays, not a new
+    # "play" button.
+    await b.evaluate("window.playing = document.querySelector('.attachment.audio audio')")
+    await pages.send(a, "did you hear it?")
+    await b.wait_for_selector(".msg:has-text('did you hear it?')")
+    assert await b.evaluate(
+        "document.querySelector('.attachment.audio audio') === window.playing"
+    ), "the voice note's player was replaced by a redraw"
     await pages.shot(b, "39-voice-note")
     assert a.errors == [] and b.errors == []
     await a.context.close()

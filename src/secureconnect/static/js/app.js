@@ -1268,6 +1268,7 @@ async function sendFiles(conversationId, files) {
 
 // Decrypted files are kept for the session by blob id: opening twice downloads once.
 const opened = new Map();
+const players = new Map();  // blob id -> the opened voice note's element
 async function openAttachment(pointer) {
   if (!opened.has(pointer.blob)) opened.set(pointer.blob, URL.createObjectURL(await AT.download(ui.api, pointer)));
   return opened.get(pointer.blob);
@@ -1296,12 +1297,17 @@ function attachmentView(a) {
     return el("div", { class: "attachment image" }, thumb, status);
   }
   if (a.type.startsWith("audio/")) {
+    // An opened voice note is the same element on every redraw of the timeline: a message or
+    // a receipt arriving must not stop it mid-sentence (or swallow a click on play).
+    if (players.has(a.blob)) return players.get(a.blob);
     const holder = el("div", { class: "attachment audio" });
     const play = el("button", { type: "button", class: "ghost play", onclick: async () => {
       status.textContent = t("downloading");
       try {
         const audio = el("audio", { controls: true, src: await openAttachment(a) });
         holder.replaceChildren(audio);
+        players.set(a.blob, holder);
+        if (!holder.isConnected) renderMessages();  // redrawn while it downloaded
         audio.play().catch(() => {});
       } catch (error) { failed(error); }
     } }, `▶ ${t("voiceNote")}${a.durationMs ? ` · ${Math.round(a.durationMs / 1000)} s` : ""}`);
