@@ -9,7 +9,8 @@ The reference, measured in the same run, is Janus's own CPU: the figure the issu
 Python control plane's CPU as a share of it while media flows (goal: under 10%), and the whole
 SFU side of a call of 8 as a share of one core (goal: under 10%). Also printed: CPU per
 forwarded video stream, bandwidth forwarded, and the time from pressing "join" to the first
-decoded frame (p50, p95; goal under 1.5 s). The subscribers answer once the caller's camera is
+decoded frame (p50, p95; goal under 1.5 s), and where a join spends it (the p50 of when each
+step of the web client's join was reached). The subscribers answer once the caller's camera is
 going up, as people answer a ring that has rung a moment: the figure is the callee's own join,
 all N of them joining at once. Every run is bounded in time and stops itself.
 
@@ -139,6 +140,10 @@ async def one_run(
                       new Promise((r) => setTimeout(() => r("stuck"), 2000))]); }""")
                 print(p.username, lock, p.console_lines[-15:], file=sys.stderr)
             raise
+        steps: dict[str, list[float]] = {}
+        for p in others:
+            for name, ms in (await p.evaluate("window.secureconnect.callStats()"))["steps"].items():
+                steps.setdefault(name, []).append(ms / 1000)
         for p in others:
             await p.click("#toggle-mic")
         await asyncio.sleep(2 + subscribers / 2)  # joins finish, the bitrate settles
@@ -161,6 +166,7 @@ async def one_run(
             "join_p50": statistics.median(joins_sorted),
             "join_p95": joins_sorted[min(len(joins_sorted) - 1, int(0.95 * len(joins_sorted)))],
             "decrypt_failures": failures,
+            **{f"step {name}": statistics.median(v) for name, v in steps.items()},
         }
     finally:
         for p in [publisher, *others]:
@@ -295,6 +301,11 @@ async def main() -> None:
                             if r["decrypt_failures"]
                             else ""
                         )
+                    )
+                    reached = sorted((v, k[5:]) for k, v in r.items() if k.startswith("step "))
+                    print(
+                        "    where a join goes (p50 s after pressing join): "
+                        + ", ".join(f"{name} {v:.2f}" for v, name in reached)
                     )
                 await browser.close()
         finally:

@@ -429,10 +429,11 @@ async def test_after_a_network_drop_the_call_comes_back_without_a_click(
 async def test_a_receiving_connection_that_stops_or_is_set_up_twice_comes_back(
     net_browser, media_server
 ) -> None:
-    """Two ways a browser can end up receiving nothing while its seat looks fine: its receiving
-    connection stops without "failed" (closed under it), and a second rejoin starts while the
-    first is still setting up (a lost heartbeat and a roster change at once, as when a replica
-    goes away). Both come back by themselves, the first with a new receiving connection."""
+    """Three ways a call can go quiet while its seats look fine: a receiving connection stops
+    without "failed" (closed under it); a second rejoin starts while the first is still setting
+    up (a lost heartbeat and a roster change at once, as when a replica goes away); a sending
+    connection stops. All come back by themselves: a new receiving connection, the newer seat,
+    a new seat."""
     a, b = await call_between(net_browser, media_server)
     for page in (a, b):
         await media_flows(page)
@@ -456,6 +457,20 @@ async def test_a_receiving_connection_that_stops_or_is_set_up_twice_comes_back(
     assert await b.evaluate("window.secureconnect.call().seatNo") == seat  # no third seat needed
     await frames_from_each(a, 1)
     await frames_from_each(b, 1)
+    # Bob's sending connection stops: Janus drops his feed, Alice's roster says so (she is not
+    # sent to subscribe to a feed that is gone), and Bob takes a new seat by himself.
+    await b.evaluate("window.secureconnect.call().pub.close()")
+    bob_publishing = """() => window.secureconnect.call().call.participants
+        .filter((p) => p.device_id !== window.secureconnect.call().me.device_id)[0].publishing"""
+    deadline = time.monotonic() + 10
+    while await a.evaluate(bob_publishing):
+        assert time.monotonic() < deadline, "Janus's loss of Bob's feed never reached Alice"
+        await asyncio.sleep(0.2)
+    for page in (a, b):
+        now = await media_flows(page, timeout=60)
+        assert now["state"] == "in-call" and now["decryptFailures"] == 0, now
+    assert await b.evaluate("window.secureconnect.call().seatNo") == seat + 1
+    await frames_from_each(a, 1)
     await close(a, b)
 
 

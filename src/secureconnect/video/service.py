@@ -676,10 +676,17 @@ class CallService:
             reason = str(event.get("reason", ""))
             if "ICE" in reason:
                 self.metrics.ice_failures.inc()
+            if seat is not None and handle == seat.publisher and seat.published:
+                # Janus dropped the feed with its connection: no one may be told to subscribe
+                # to it ("No such feed" for every update that names it) until it is back.
+                seat.published = False
+                asyncio.get_running_loop().create_task(self._publishing(seat, False))
 
-    async def _publishing(self, seat: Seat) -> None:
+    async def _publishing(self, seat: Seat, publishing: bool = True) -> None:
+        if self.seats.get((seat.call_id, seat.device_id)) is not seat:
+            return  # replaced or gone meanwhile: its own join or leave told everyone
         async with self.db.write() as conn:
-            await store.set_participant(conn, seat.call_id, [seat.device_id], publishing=True)
+            await store.set_participant(conn, seat.call_id, [seat.device_id], publishing=publishing)
             row = await store.call_row(conn, seat.call_id)
             await self._announce(conn, seat.call_id, row.conversation_id)
 

@@ -1599,7 +1599,8 @@ window.secureconnect = {
     if (!c || !c.inCall) return null;
     const out = { state: c.state, framesDecoded: 0, audioSamples: 0, framesSent: 0,
       decryptFailures: c.stats.failures, decrypted: c.stats.decrypted, candidateTypes: [],
-      keysFrom: [...c.keysFrom.keys()], waitingForKeys: c.waitingForKeys(), keys: { ...c.counters } };
+      keysFrom: [...c.keysFrom.keys()], waitingForKeys: c.waitingForKeys(), keys: { ...c.counters },
+      steps: { ...c.steps } };
     for (const pc of [c.pub, c.sub]) {
       if (!pc || pc.connectionState === "closed") continue;
       const report = await pc.getStats();

@@ -23,7 +23,7 @@ const SMALL_TILES_FROM = 4;  // with this many others on screen, each gets the l
 const LAYER_KEYFRAME_AGAIN_MS = 1200;
 const SPEAKING_LEVEL = 0.03;  // mean level over a second (0..1) above which someone speaks
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
-// A subscriber connection that has not been connected for this long is made anew (Chromium
+// A peer connection that has not been connected for this long is made anew (Chromium
 // reports "failed" only for a connection that once worked; one that never connects can stay
 // "connecting" for good).
 const SUBSCRIBER_STUCK_MS = 12000;
@@ -84,16 +84,25 @@ export class Call {
 
   // ----- joining ----------------------------------------------------------------------------
 
+  // When each step of the first join was first reached, in ms after pressing join: for the call
+  // diagnostics and bench/calls.py, which needs to know where a slow join spends its time.
+  step(name) {
+    if (this.steps && !(name in this.steps)) this.steps[name] = Math.round(performance.now() - this.joinedAt);
+  }
+
   // camera: false joins a video call with sound only (Signal's "answer as audio").
   async join(call, { camera = true } = {}) {
     this.call = call;
     this.state = "joining";
+    this.joinedAt = performance.now();
+    this.steps = {};
     this.onChange();
     const video = call.media === "video" && camera;
     if (!this.local) {
       this.local = await navigator.mediaDevices.getUserMedia({ audio: true,
         video: video ? { width: 640, height: 360 } : false });
     }
+    this.step("media");
     this.worker = this.worker || this.startWorker();
     // Heartbeats start with the join, not after it: a slow join (a busy machine, many people
     // joining at once) must not look like a device that went silent.
@@ -148,6 +157,7 @@ export class Call {
     if (seat !== this.seatNo) return;
     const joined = await this.seatStep("join");
     if (seat !== this.seatNo) return;
+    this.step("seated");
     // Not through the queue: nothing is negotiated yet, and what follows needs the roster now.
     if (joined.call.version > this.call.version || this.call.id !== joined.call.id) this.call = joined.call;
     this.epoch = joined.call.sfu_epoch;
@@ -175,6 +185,7 @@ export class Call {
     if (seat !== this.seatNo) return;  // a rejoin since: its own publish is on the way
     const config = { iceServers: this.iceServers, iceTransportPolicy: this.relayOnly ? "relay" : "all" };
     const pc = this.pub = new RTCPeerConnection(config);
+    this.pubFine = Date.now();
     for (const track of this.local.getTracks()) {
       // Video goes up in two layers (simulcast): the SFU sends each receiver the one it asks for.
       const init = track.kind === "video" ? { direction: "sendonly", sendEncodings: SIMULCAST } : { direction: "sendonly" };
@@ -194,6 +205,7 @@ export class Call {
     if (seat !== this.seatNo) return;
     await pc.setRemoteDescription(answer.jsep);
     this.flush("publisher");
+    this.step("published");
   }
 
   // ICE candidates go to the server once the SDP they belong to is there.
@@ -208,6 +220,7 @@ export class Call {
       else this.pending[target].push(c);
     };
     pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") this.step(`${target} connected`);
       if (pc.connectionState === "failed" && this.inCall) this.rejoin();
     };
   }
@@ -257,6 +270,7 @@ export class Call {
     const before = previous && String(BigInt(previous) >> 8n);
     if (before && before !== tag) this.worker.postMessage({ type: "forget", tags: [before] });
     this.keysFrom.set(deviceId, payload.kid);
+    this.step("first key");
     this.worker.postMessage({ type: "receive", kid: payload.kid, base: unb64(payload.key) });
     this.onChange();
   }
@@ -409,6 +423,7 @@ export class Call {
     await this.sub.setLocalDescription(mine);
     await this.api.callStep(this.id, "answer", { jsep: { type: "answer", sdp: mine.sdp } });
     this.flush("subscriber");
+    this.step("subscribed");
     await this.chooseLayers();
   }
 
@@ -514,7 +529,12 @@ export class Call {
     const behind = this.state === "in-call" && !this.resubscribing && feeds !== (this.subscribed || []).join();
     if (behind && this.behind === feeds) this.resubscribeSoon(0);
     this.behind = behind ? feeds : null;
-    if (this.state !== "in-call" || !(this.subscribed || []).length) return;
+    if (this.state !== "in-call") return;
+    // Our own media going up is the seat itself: a publisher connection that stays down
+    // (closed under us, never connected) is mended by a new seat.
+    if (this.pub && this.pub.connectionState === "connected") this.pubFine = Date.now();
+    else if (this.pubFine && Date.now() - this.pubFine > SUBSCRIBER_STUCK_MS) { this.rejoin(); return; }
+    if (!(this.subscribed || []).length) return;
     if (this.sub && this.sub.connectionState === "connected") this.subFine = Date.now();
     else if (Date.now() - (this.subFine || 0) > SUBSCRIBER_STUCK_MS) this.renewSubscriber();
   }
@@ -635,7 +655,7 @@ export class Call {
 
   closePeers() {
     for (const pc of [this.pub, this.sub]) if (pc) pc.close();
-    this.pub = this.sub = this.micSender = null;
+    this.pub = this.sub = this.micSender = this.pubFine = null;
     this.energy = new Map();
     this.subscribed = [];
     this.layers = new Map();
