@@ -680,13 +680,16 @@ class CallService:
                 # Janus dropped the feed with its connection: no one may be told to subscribe
                 # to it ("No such feed" for every update that names it) until it is back.
                 seat.published = False
-                asyncio.get_running_loop().create_task(self._publishing(seat, False))
+                asyncio.get_running_loop().create_task(self._publishing(seat))
 
-    async def _publishing(self, seat: Seat, publishing: bool = True) -> None:
+    async def _publishing(self, seat: Seat) -> None:
+        """The roster says what Janus last said of this seat's feed: up, or dropped."""
         if self.seats.get((seat.call_id, seat.device_id)) is not seat:
             return  # replaced or gone meanwhile: its own join or leave told everyone
         async with self.db.write() as conn:
-            await store.set_participant(conn, seat.call_id, [seat.device_id], publishing=publishing)
+            await store.set_participant(
+                conn, seat.call_id, [seat.device_id], publishing=seat.published
+            )
             row = await store.call_row(conn, seat.call_id)
             await self._announce(conn, seat.call_id, row.conversation_id)
 

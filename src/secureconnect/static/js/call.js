@@ -26,7 +26,7 @@ const REJOIN_BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 // A peer connection that has not been connected for this long is made anew (Chromium
 // reports "failed" only for a connection that once worked; one that never connects can stay
 // "connecting" for good).
-const SUBSCRIBER_STUCK_MS = 12000;
+const CONNECTION_STUCK_MS = 12000;
 
 export function callsSupported() {
   return typeof RTCRtpScriptTransform === "function" && typeof RTCPeerConnection === "function";
@@ -164,11 +164,8 @@ export class Call {
     this.feedId = joined.feed_id;
     this.iceServers = joined.ice_servers;
     await this.newKey();
-    if (this.sub) this.sub.close();
-    this.sub = null;
-    this.subscribed = [];
+    this.dropSubscriber();
     this.layers = new Map();
-    this.tiles.clear();
     // From here a roster change is applied in full (a newcomer gets our key from apply()).
     this.state = "in-call";
     const sharing = this.shareKey(this.others().map((p) => p.device_id));
@@ -400,9 +397,7 @@ export class Call {
       if (error.code !== "subscription_busy" || !this.sub || seat !== this.seatNo) throw error;
       // Janus still waits for an answer this connection never gave: start over on a new one.
       this.counters.subscriberRenewals++;
-      this.sub.close();
-      this.sub = null;
-      this.tiles.clear();
+      this.dropSubscriber();
       answer = await this.api.callStep(this.id, "subscribe", { feeds, restart: true });
     }
     if (seat !== this.seatNo) return;
@@ -533,10 +528,10 @@ export class Call {
     // Our own media going up is the seat itself: a publisher connection that stays down
     // (closed under us, never connected) is mended by a new seat.
     if (this.pub && this.pub.connectionState === "connected") this.pubFine = Date.now();
-    else if (this.pubFine && Date.now() - this.pubFine > SUBSCRIBER_STUCK_MS) { this.rejoin(); return; }
+    else if (this.pubFine && Date.now() - this.pubFine > CONNECTION_STUCK_MS) { this.rejoin(); return; }
     if (!(this.subscribed || []).length) return;
     if (this.sub && this.sub.connectionState === "connected") this.subFine = Date.now();
-    else if (Date.now() - (this.subFine || 0) > SUBSCRIBER_STUCK_MS) this.renewSubscriber();
+    else if (Date.now() - (this.subFine || 0) > CONNECTION_STUCK_MS) this.renewSubscriber();
   }
 
   renewSubscriber() {
@@ -545,11 +540,7 @@ export class Call {
     const seat = this.seatNo;
     this.enqueue(async () => {
       if (seat !== this.seatNo) return;
-      if (this.sub) this.sub.close();
-      this.sub = null;
-      this.subscribed = [];
-      this.tiles.clear();
-      this.energy = new Map();
+      this.dropSubscriber();
       this.onChange();
       await this.resubscribe(seat);
     }, "a new subscriber connection failed:");
@@ -654,12 +645,19 @@ export class Call {
   }
 
   closePeers() {
-    for (const pc of [this.pub, this.sub]) if (pc) pc.close();
-    this.pub = this.sub = this.micSender = this.pubFine = null;
-    this.energy = new Map();
-    this.subscribed = [];
+    if (this.pub) this.pub.close();
+    this.pub = this.micSender = this.pubFine = null;
+    this.dropSubscriber();
     this.layers = new Map();
+  }
+
+  // The receiving connection and everything that came through it.
+  dropSubscriber() {
+    if (this.sub) this.sub.close();
+    this.sub = null;
+    this.subscribed = [];
     this.tiles.clear();
+    this.energy = new Map();
   }
 
   async leave() {
