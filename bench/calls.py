@@ -8,15 +8,23 @@ Janus forwards is the publisher's streams to each of them.
 The reference, measured in the same run, is Janus's own CPU: the figure the issue bounds is the
 Python control plane's CPU as a share of it while media flows (goal: under 10%), and the whole
 SFU side of a call of 8 as a share of one core (goal: under 10%). Also printed: CPU per
-forwarded video stream, bandwidth forwarded, and the time from pressing "join" to the first
-decoded frame (p50, p95; goal under 1.5 s), and where a join spends it (the p50 of when each
-step of the web client's join was reached). The subscribers answer once the caller's camera is
+forwarded video stream, bandwidth forwarded, the time from pressing "join" to the caller's first
+picture on screen (p50, p95; goal under 1.5 s), and where a join spends it (the p50 of when
+each step of the web client's join was reached). The subscribers answer once the caller's camera is
 going up, as people answer a ring that has rung a moment: the figure is the callee's own join,
 all N of them joining at once. Every run is bounded in time and stops itself.
 
     .venv/bin/python bench/calls.py                     # 1, 4 and 8 subscribers, 10 s each
     .venv/bin/python bench/calls.py --subscribers 4 --seconds 5
     .venv/bin/python bench/calls.py --control-plane     # no browsers: 9 SDK devices, no media
+    .venv/bin/python bench/calls.py --subscribers 8 --trace   # and where requests waited
+
+Also printed: how busy the machine was during the joins, by program. Here the N + 1 Chromium
+pages share the machine with Janus and the server, which no deployment does: a join slower than
+the goal on a machine the browsers fill is their CPU, not the SFU's. ``--trace`` adds, for
+each run, how long the server's event loop ran and waited for a CPU during the joins, its
+latency per route (from its access log), and every page's requests that took over a second,
+split into the time queued in the browser and the server's.
 
 ``--control-plane`` measures what video-service spends on a call of 9 devices that send no
 media (heartbeats, the upkeep rounds, Janus's long polls), against the same process with no call
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import statistics
 import subprocess
@@ -64,6 +73,31 @@ def janus_pid(server: ServerProcess) -> int:
     return int(found[0])
 
 
+def cpu_by_program() -> dict[str, float]:
+    """CPU seconds so far of every process on the machine, summed by program (Chromium's many
+    processes and threads as one)."""
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            raw = (proc / "stat").read_text()
+        except OSError:  # it ended meanwhile
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        key = "chromium" if "chrom" in name.lower() else name
+        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
+def run_and_wait(pid: int) -> tuple[float, float]:
+    """Seconds a process's main thread (the server's event loop) so far ran on a CPU and
+    waited, runnable, for one (schedstat): a loop slow for want of a CPU waits more than it runs."""
+    on_cpu, on_queue = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[:2]
+    return int(on_cpu) / 1e9, int(on_queue) / 1e9
+
+
 async def person(browser: Any, url: str) -> Any:
     ctx = await browser.new_context(permissions=["camera", "microphone"])
     page = await ctx.new_page()
@@ -76,22 +110,75 @@ async def person(browser: Any, url: str) -> Any:
     await page.click("#register")
     await page.wait_for_selector("#status.online", timeout=30000)
     page.username = name
+    await page.evaluate("performance.setResourceTimingBufferSize(20000)")  # for --trace
     return page
 
 
 async def first_frame(page: Any) -> float:
-    """Seconds from pressing "join" to the first decoded video frame."""
+    """Seconds from pressing "join" to the first picture of the caller on screen, as the page
+    itself timed it (its "first picture" step). Asking the page is cheap: polling getStats()
+    on nine pages 50 times a second, as this did before, took CPU the joins needed."""
     await page.wait_for_selector("#incoming-call", timeout=30000)
     started = time.perf_counter()
+    page.pressed = await page.evaluate("performance.now()")
     await page.click("#accept-audio")
     deadline = started + JOIN_TIMEOUT_S
     while time.perf_counter() < deadline:
-        now = await page.evaluate("window.secureconnect.callStats()")
-        if now and now["framesDecoded"] > 0:
-            return time.perf_counter() - started
-        await asyncio.sleep(0.02)
+        shown = await page.evaluate(
+            "(() => { const c = window.secureconnect.call(); "
+            "return c && c.steps ? c.steps['first picture'] : undefined; })()"
+        )
+        if shown is not None:
+            return float(shown) / 1000
+        await asyncio.sleep(0.1)
     stuck = await page.evaluate("window.secureconnect.callStats()")
-    raise TimeoutError(f"no decoded frame: {stuck} {page.console_lines[-20:]}")
+    raise TimeoutError(f"no picture: {stuck} {page.console_lines[-20:]}")
+
+
+def trace(
+    server: ServerProcess, pages: list[Any], since: float, sched: tuple[float, float]
+) -> None:
+    """Where requests waited during the joins: the server's latency per route, then each page's
+    requests over a second, split into queued in the browser and answered by the server."""
+    assert server.proc is not None
+    ran, waited = (b - a for a, b in zip(sched, run_and_wait(server.proc.pid), strict=True))
+    print(
+        f"    server's event loop during the joins: ran {ran:.1f} s, "
+        f"waited for a CPU {waited:.1f} s"
+    )
+    by_route: dict[str, list[float]] = collections.defaultdict(list)
+    for line in server.logs():
+        if line.get("msg") == "request" and line["ts"] >= since_iso(since):
+            by_route[f"{line['method']} {line['route']}"].append(line["latency_ms"])
+    print("    server, during the joins: requests, p50 and max ms, by route")
+    for route, ms in sorted(by_route.items(), key=lambda kv: -sum(kv[1]))[:12]:
+        ms.sort()
+        print(f"      {len(ms):4d} {statistics.median(ms):7.0f} {ms[-1]:7.0f}  {route}")
+    for page in pages:
+        pressed = getattr(page, "pressed", None)
+        slow = [
+            row
+            for row in page.requests  # from collect_requests
+            if row[4] - row[1] > 1000 and (pressed is None or row[1] > pressed)
+        ]
+        print(f"    {page.username}: requests over 1 s (ms after join: start, queued, server, all)")
+        for name, start, sent, first, end in slow:
+            print(
+                f"      {start - (pressed or 0):7.0f} {sent - start:6.0f} {first - sent:6.0f} "
+                f"{end - start:6.0f}  {name[:80]}"
+            )
+
+
+def since_iso(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+
+
+async def collect_requests(page: Any) -> None:
+    page.requests = await page.evaluate(
+        """() => performance.getEntriesByType("resource").map((e) => [
+             e.name.replace(location.origin, ""), e.startTime, e.requestStart, e.responseStart,
+             e.responseEnd])"""
+    )
 
 
 async def sending(page: Any) -> None:
@@ -116,7 +203,7 @@ async def received_bytes(page: Any) -> int:
 
 
 async def one_run(
-    browser: Any, server: ServerProcess, subscribers: int, seconds: float
+    browser: Any, server: ServerProcess, subscribers: int, seconds: float, tracing: bool
 ) -> dict[str, float]:
     publisher = await person(browser, server.url)
     others = [await person(browser, server.url) for _ in range(subscribers)]
@@ -130,9 +217,17 @@ async def one_run(
         # People answer a ring after it has rung a moment, by when the caller is sending: the
         # join time measured is the callee's own, not the caller's set-up as well.
         await sending(publisher)
+        c0, w0, wall0 = cpu_by_program(), time.perf_counter(), time.time()
+        assert server.proc is not None
+        sched = run_and_wait(server.proc.pid)
         try:
             joins = await asyncio.gather(*(first_frame(p) for p in others))
+            c1, w1 = cpu_by_program(), time.perf_counter()
         except TimeoutError:
+            if tracing:
+                for p in [publisher, *others]:
+                    await collect_requests(p)
+                trace(server, [publisher, *others], wall0, sched)
             for p in [publisher, *others]:
                 lock = await p.evaluate("""() => { const c = window.secureconnect.call();
                     if (!c) return "no call";
@@ -140,6 +235,11 @@ async def one_run(
                       new Promise((r) => setTimeout(() => r("stuck"), 2000))]); }""")
                 print(p.username, lock, p.console_lines[-15:], file=sys.stderr)
             raise
+        if tracing:
+            for p in [publisher, *others]:
+                await collect_requests(p)
+            trace(server, [publisher, *others], wall0, sched)
+        busy = {k: (c1[k] - c0.get(k, 0.0)) / (w1 - w0) for k in c1}
         steps: dict[str, list[float]] = {}
         for p in others:
             for name, ms in (await p.evaluate("window.secureconnect.callStats()"))["steps"].items():
@@ -167,6 +267,7 @@ async def one_run(
             "join_p95": joins_sorted[min(len(joins_sorted) - 1, int(0.95 * len(joins_sorted)))],
             "decrypt_failures": failures,
             **{f"step {name}": statistics.median(v) for name, v in steps.items()},
+            **{f"busy {k}": v for k, v in sorted(busy.items(), key=lambda kv: -kv[1])[:4]},
         }
     finally:
         for p in [publisher, *others]:
@@ -242,6 +343,9 @@ async def main() -> None:
     parser.add_argument(
         "--control-plane", action="store_true", help="9 SDK devices, no media, no browsers"
     )
+    parser.add_argument(
+        "--trace", action="store_true", help="where requests waited during the joins"
+    )
     args = parser.parse_args()
     if args.control_plane:
         print("video-service with 9 SDK devices in a call, heartbeats every 10 s, no media")
@@ -261,6 +365,8 @@ async def main() -> None:
             "SECURECONNECT_ARGON2_MEMORY_KIB": "12288",  # logins are not what is measured here
             "SECURECONNECT_ARGON2_PARALLELISM": "1",
         }
+        if args.trace:
+            env["SECURECONNECT_LOG_LEVEL"] = "INFO"  # the access log: each request's latency
         server = ServerProcess(Path(tmp) / "server", env)
         server.data_dir.mkdir()
         server.start().wait_media()
@@ -288,7 +394,7 @@ async def main() -> None:
                     f"{'join p50 s':>11} {'join p95 s':>11}"
                 )
                 for n in args.subscribers:
-                    r = await one_run(browser, server, n, args.seconds)
+                    r = await one_run(browser, server, n, args.seconds, args.trace)
                     r["python_core"] = max(0.0, r["python_core"] - idle)  # what the call adds
                     ratio = r["python_core"] / r["janus_core"] if r["janus_core"] else float("inf")
                     per_stream = (r["janus_core"] + r["python_core"]) / n
@@ -306,6 +412,13 @@ async def main() -> None:
                     print(
                         "    where a join goes (p50 s after pressing join): "
                         + ", ".join(f"{name} {v:.2f}" for v, name in reached)
+                    )
+                    print(
+                        "    the machine during the joins (% of a core, of "
+                        f"{100 * (os.cpu_count() or 1)}): "
+                        + ", ".join(
+                            f"{k[5:]} {100 * v:.0f}" for k, v in r.items() if k.startswith("busy ")
+                        )
                     )
                 await browser.close()
         finally:

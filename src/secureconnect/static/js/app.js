@@ -376,6 +376,11 @@ function videoFor(key, stream, muted) {
   if (!node) {
     node = el("video", { autoplay: true, playsinline: true });
     node.muted = muted;
+    // Someone else's first picture on screen: where a join is done for the person joining (the
+    // "first picture" step of the call diagnostics, which bench/calls.py times joins by).
+    if (!muted && node.requestVideoFrameCallback) {
+      node.requestVideoFrameCallback(() => { if (ui.call) ui.call.step("first picture"); });
+    }
     videos.set(key, node);
   }
   if (node.srcObject !== stream) node.srcObject = stream;

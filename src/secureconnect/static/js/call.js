@@ -11,6 +11,10 @@ const HEARTBEAT_MS = 10000;
 const LEAVE_ROTATE_MS = 2000;
 const SWITCH_AFTER_MS = 700;     // a new key is sent first, used a moment later
 const STATS_MS = 1000;
+// Frames we could not decrypt are counted every second but reported at most this often: a
+// page waiting for a key would otherwise post once a second, and nine of them at once load
+// the server that is handing the keys out.
+const FAILURES_REPORT_MS = 10000;
 const ASK_KEY_AFTER_MS = 2500;   // then 5 s, 10 s, 20 s: asking must never outrun answering
 const KEYFRAME_AFTER_MS = 300;
 const RESUBSCRIBE_AFTER_MS = 250;   // once a new key has reached its receivers
@@ -120,8 +124,8 @@ export class Call {
       if (data.type !== "stats") return;
       this.stats = { decrypted: data.decrypted, failures: data.failures.unknownKey + data.failures.badFrame,
         missing: data.missing };
-      const bad = this.stats.failures;
-      if (bad && this.id) this.api.callStep(this.id, "decrypt-failures", { frames: bad }).catch(() => {});
+      this.unreported = (this.unreported || 0) + this.stats.failures;
+      if (Date.now() - (this.reportedAt || 0) >= FAILURES_REPORT_MS) this.reportFailures();
       this.onChange();
     };
     return worker;
@@ -166,9 +170,11 @@ export class Call {
     await this.newKey();
     this.dropSubscriber();
     this.layers = new Map();
-    // From here a roster change is applied in full (a newcomer gets our key from apply()).
+    // From here a roster change is applied in full (a newcomer gets our key from keysFor()).
     this.state = "in-call";
-    const sharing = this.shareKey(this.others().map((p) => p.device_id));
+    this.keyed = new Map(this.others().map((p) => [p.device_id, p.user_id]));
+    this.keyedVersion = this.call.version;
+    const sharing = this.shareKey([...this.keyed.keys()]);
     // In the queue, after any roster change that arrived while we were joining: two
     // subscriptions negotiated at once would cross, and a feed would never get its tile.
     const receiving = this.enqueue(() => this.resubscribe(seat));
@@ -229,6 +235,13 @@ export class Call {
     }
   }
 
+  reportFailures(id = this.id) {
+    this.reportedAt = Date.now();
+    const frames = this.unreported || 0;
+    this.unreported = 0;
+    if (frames && id) this.api.callStep(id, "decrypt-failures", { frames }).catch(() => {});
+  }
+
   // ----- keys -------------------------------------------------------------------------------
 
   async newKey() {
@@ -243,20 +256,31 @@ export class Call {
   async shareKey(deviceIds) {
     if (!deviceIds.length) return;
     this.counters.keysSent += deviceIds.length;
-    await this.secure.sendCallPayload(this.call.conversation_id, deviceIds,
+    await this.secure.sendCallPayload(deviceIds,
       { type: "call_key", call_id: this.id, kid: String(this.kid()), key: b64(this.base) });
   }
 
   // From secure.js: a key for this call from another device, or a request for ours.
   onKey(senderId, deviceId, payload) {
     if (!this.call || !this.worker || payload.call_id !== this.id) return;  // not (or no longer) in it
-    const inCall = this.call.participants.some((p) => p.device_id === deviceId && p.user_id === senderId);
+    // Seated as of the newest roster seen (keysFor), which the queued renegotiations can lag.
+    const inCall = this.state === "in-call" && this.keyed.get(deviceId) === senderId;
     if (payload.type === "call_key_request") {
       // Our key goes only to devices the server seated in this call; one our roster does not
       // show yet gets it when it appears there (a join hands the key to newcomers).
       if (!inCall) { this.counters.dropped++; return; }
       this.counters.requestsAnswered++;
-      this.shareKey([deviceId]).then(() => this.keyframeSoon());
+      // Requests that come in while a key is on its way are answered together, with one
+      // message to all of them: a device that asks twice gets one answer, not two in a row.
+      this.askers = this.askers || new Set();
+      this.askers.add(deviceId);
+      this.keyStep(async () => {
+        const askers = [...this.askers];
+        this.askers.clear();
+        if (!askers.length) return;  // an earlier step answered them
+        await this.shareKey(askers);
+        this.keyframeSoon();
+      });
       return;
     }
     // A key is taken even from a device our roster does not show yet (the key can arrive
@@ -268,6 +292,7 @@ export class Call {
     if (before && before !== tag) this.worker.postMessage({ type: "forget", tags: [before] });
     this.keysFrom.set(deviceId, payload.kid);
     this.step("first key");
+    if (!this.waitingForKeys()) this.step("all keys");
     this.worker.postMessage({ type: "receive", kid: payload.kid, base: unb64(payload.key) });
     this.onChange();
   }
@@ -277,7 +302,38 @@ export class Call {
   // Roster changes are applied one at a time, in order: each may renegotiate with Janus, and
   // two renegotiations at once would cross.
   update(call) {
+    this.keysFor(call);
     return this.enqueue(() => this.apply(call), "call update failed:");
+  }
+
+  // Newcomers get our key as soon as a roster names them, not once the renegotiations queued
+  // before that roster change are done: on a busy machine each takes seconds, and a newcomer
+  // sees nothing of us until our key is there. `keyed` is whom the current key went to (or is
+  // on its way to), as of the newest roster seen.
+  keysFor(call) {
+    if (this.state !== "in-call" || !this.call || call.id !== this.call.id) return;
+    if (call.version <= this.keyedVersion || call.sfu_epoch !== this.epoch) return;  // old, or a rejoin comes
+    this.keyedVersion = call.version;
+    const now = new Map(call.participants.map((p) => [p.device_id, p.user_id]));
+    for (const d of [...this.keyed.keys()]) if (!now.has(d)) this.keyed.delete(d);  // apply() rotates
+    const joined = [...now.keys()].filter((d) => !this.keyed.has(d) && d !== this.me.device_id);
+    if (!joined.length) return;
+    for (const d of joined) this.keyed.set(d, now.get(d));
+    // The newcomer must not read what was said before: ratchet, then give them the result.
+    // Key work has a chain of its own: a first message to a new device (X3DH) can take a
+    // while, and the newcomer's media must not wait behind it, nor ours behind theirs.
+    // Newcomers who arrive while a key is on its way are served together: one ratchet, one
+    // message to all of them, not one after another.
+    this.newcomers = [...new Set([...(this.newcomers || []), ...joined])];
+    this.keyStep(async () => {
+      const newcomers = this.newcomers.splice(0);
+      if (!newcomers.length) return;  // an earlier step took them
+      this.base = await ratchet(this.base);
+      this.gen = (this.gen + 1) % 256;
+      this.worker.postMessage({ type: "send", kid: String(this.kid()), base: this.base });
+      await this.shareKey(newcomers);
+      this.keyframeSoon();
+    });
   }
 
   // Everything that renegotiates with Janus goes through this one queue.
@@ -304,25 +360,8 @@ export class Call {
     }
     if (this.state !== "in-call") return;
     if (call.sfu_epoch !== this.epoch) { this.rejoin(); return; }
-    const joined = [...now].filter((d) => !before.has(d) && d !== this.me.device_id);
+    this.keysFor(call);  // a roster that came while we were joining: its newcomers too
     const left = [...before].filter((d) => !now.has(d));
-    if (joined.length) {
-      // The newcomer must not read what was said before: ratchet, then give them the result.
-      // Key work has a chain of its own: a first message to a new device (X3DH) can take a
-      // while, and the newcomer's media must not wait behind it, nor ours behind theirs.
-      // Newcomers who arrive while a key is on its way are served together: one ratchet, one
-      // message to all of them, not one after another.
-      this.newcomers = [...new Set([...(this.newcomers || []), ...joined])];
-      this.keyStep(async () => {
-        const newcomers = this.newcomers.splice(0);
-        if (!newcomers.length) return;  // an earlier step took them
-        this.base = await ratchet(this.base);
-        this.gen = (this.gen + 1) % 256;
-        this.worker.postMessage({ type: "send", kid: String(this.kid()), base: this.base });
-        await this.shareKey(newcomers);
-        this.keyframeSoon();
-      });
-    }
     if (left.length) {
       for (const d of left) this.keysFrom.delete(d);
       clearTimeout(this.rotation);
@@ -359,7 +398,7 @@ export class Call {
     const tag = crypto.getRandomValues(new Uint32Array(1))[0] & 0xffffff;
     const base = randomBytes(32);
     const kid = BigInt(tag) * 256n;
-    await this.secure.sendCallPayload(this.call.conversation_id, this.others().map((p) => p.device_id),
+    await this.secure.sendCallPayload([...this.keyed.keys()],
       { type: "call_key", call_id: this.id, kid: String(kid), key: b64(base) });
     setTimeout(() => {
       Object.assign(this, { tag, gen: 0, base });
@@ -379,9 +418,13 @@ export class Call {
   }
 
   // Receivers of a new key decode from the next key frame on: ask for one now.
+  // Several reasons in one moment (a key to three newcomers, two answers) make one request.
   keyframeSoon() {
-    setTimeout(() => { if (this.state === "in-call") this.api.callStep(this.id, "keyframe").catch(() => {}); },
-      KEYFRAME_AFTER_MS);
+    if (this.keyframeTimer) return;
+    this.keyframeTimer = setTimeout(() => {
+      this.keyframeTimer = null;
+      if (this.state === "in-call") this.api.callStep(this.id, "keyframe").catch(() => {});
+    }, KEYFRAME_AFTER_MS);
   }
 
   async resubscribe(seat = this.seatNo) {
@@ -483,7 +526,7 @@ export class Call {
     }
     if (ask.length && !this.asking) {
       this.counters.requestsSent += ask.length;
-      this.asking = bounded(this.secure.sendCallPayload(this.call.conversation_id, ask,
+      this.asking = bounded(this.secure.sendCallPayload(ask,
         { type: "call_key_request", call_id: this.id })).catch(() => {}).finally(() => { this.asking = null; });
     }
   }
@@ -662,6 +705,7 @@ export class Call {
 
   async leave() {
     const id = this.id;
+    this.reportFailures(id);
     this.stop("ended");
     if (id) await this.api.callStep(id, "leave").catch(() => {});
   }
@@ -676,6 +720,8 @@ export class Call {
     this.timers = [];
     clearTimeout(this.rotation);
     clearTimeout(this.resubscribing);
+    clearTimeout(this.keyframeTimer);
+    this.keyframeTimer = null;
     this.closePeers();
     if (this.local) for (const t of this.local.getTracks()) t.stop();
     this.local = null;

@@ -227,24 +227,24 @@ export class SecureClient {
 
   // A call's media key (or a request for one) to exactly these devices of the call, each over
   // its pairwise session: never through the conversation's sender key, which members outside
-  // the call hold too.
-  sendCallPayload(conversationId, deviceIds, payload) {
-    return this.serial(async () => {
-      // A call sends many small key messages at once: the member devices are looked up once
-      // for a few seconds, not once per message.
-      const cached = this.callDevices && this.callDevices.conversationId === conversationId
-        && Date.now() - this.callDevices.at < 5000 && deviceIds.every((d) => this.callDevices.ids.has(d));
-      const devices = cached ? this.callDevices.devices : await this.api.conversationDevices(conversationId);
-      if (!cached) {
-        this.callDevices = { conversationId, at: Date.now(), devices, ids: new Set(devices.map((d) => d.device_id)) };
-      }
-      this.checkIdentities(devices);
-      const wanted = new Set(deviceIds);
-      const batch = await this.encryptEach(devices.filter((d) => wanted.has(d.device_id) && d.device_id !== this.deviceId), payload);
+  // the call hold too. The devices come from the call's roster, in which video-service seats
+  // only current members' devices. Only the encryption holds the store's queue: bundles are
+  // claimed before it and the batch is posted after it. On a busy machine each round trip can
+  // take seconds, and a key (or an incoming one behind it) must not wait for other messages'
+  // round trips; two batches that arrive out of order are fine (the ratchet keeps skipped keys).
+  async sendCallPayload(deviceIds, payload) {
+    const targets = [...new Set(deviceIds)].filter((d) => d !== this.deviceId);
+    const fresh = targets.filter((d) => !(this.state.sessions[d] || []).length);
+    const bundles = fresh.length ? await this.api.claim(fresh) : [];
+    const claimed = new Map(bundles.map((b) => [b.device_id, b]));
+    const batch = await this.serial(async () => {
+      const out = [];
+      for (const d of targets) out.push([d, await this.pairwiseEncrypt({ device_id: d }, payload, claimed.get(d))]);
       await this.save();
-      if (batch.length) await this.api.sendInbox(batch);
-      return batch.map(([d]) => d);
+      return out;
     });
+    if (batch.length) await this.api.sendInbox(batch);
+    return batch.map(([d]) => d);
   }
 
   // ----- receiving -----------------------------------------------------------------------------
