@@ -411,7 +411,10 @@ def _standbys(f: Facts, s: str, rb: str) -> list[Finding]:
                 "no standby: losing this node loses what it has not backed up",
                 rb,
                 "Rebuild a standby from a base backup, then switch back to sync.",
-                (f"pg_basebackup -h {store.node.split(':')[0]} -D <data dir> -R -X stream",),
+                (
+                    f"pg_basebackup -h {store.node.split(':')[0]} -D <data dir> "
+                    "-R -X stream -c fast",
+                ),
             )
         )
     return out
