@@ -6,7 +6,9 @@ The publisher sends video and sound; the subscribers answer "audio only" and mut
 Janus forwards is the publisher's streams to each of them.
 
 The reference, measured in the same run, is Janus's own CPU: the figure the issue bounds is the
-Python control plane's CPU as a share of it while media flows (goal: under 10%), and the whole
+Python control plane's CPU as a share of it while media flows (goal: under 10%; the control
+plane's being what the server spends beyond the same people online in their group with no call,
+measured just before it), and the whole
 SFU side of a call of 8 as a share of one core (goal: under 10%). Also printed: CPU per
 forwarded video stream, bandwidth forwarded, the time from pressing "join" to the caller's first
 picture on screen (p50, p95; goal under 1.5 s), and where a join spends it (the p50 of when
@@ -146,12 +148,8 @@ def trace(
         f"    server's event loop during the joins: ran {ran:.1f} s, "
         f"waited for a CPU {waited:.1f} s"
     )
-    by_route: dict[str, list[float]] = collections.defaultdict(list)
-    for line in server.logs():
-        if line.get("msg") == "request" and line["ts"] >= since_iso(since):
-            by_route[f"{line['method']} {line['route']}"].append(line["latency_ms"])
     print("    server, during the joins: requests, p50 and max ms, by route")
-    for route, ms in sorted(by_route.items(), key=lambda kv: -sum(kv[1]))[:12]:
+    for route, ms in routes(server, since, time.time())[:12]:
         ms.sort()
         print(f"      {len(ms):4d} {statistics.median(ms):7.0f} {ms[-1]:7.0f}  {route}")
     for page in pages:
@@ -169,8 +167,15 @@ def trace(
             )
 
 
-def since_iso(wall: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall))
+def routes(server: ServerProcess, since: float, until: float) -> list[tuple[str, list[float]]]:
+    """The server's requests logged between two wall-clock times: each route's latencies in
+    ms, the route with the most time first."""
+    start, end = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) for t in (since, until + 1))
+    by_route: dict[str, list[float]] = collections.defaultdict(list)
+    for line in server.logs():
+        if line.get("msg") == "request" and start <= line["ts"] < end:
+            by_route[f"{line['method']} {line['route']}"].append(line["latency_ms"])
+    return sorted(by_route.items(), key=lambda kv: -sum(kv[1]))
 
 
 async def collect_requests(page: Any) -> None:
@@ -213,6 +218,13 @@ async def one_run(
         await publisher.fill("#new-name", f"bench {subscribers}")
         await publisher.click("#new-start")
         await publisher.wait_for_selector("#call-video", timeout=20000)
+        # The same people online in their group, no call yet: what the server spends on them
+        # anyway (their event streams, their chat), which a call's control plane does not add.
+        assert server.proc is not None
+        await asyncio.sleep(2)
+        i0, iw0 = cpu_seconds(server.proc.pid), time.perf_counter()
+        await asyncio.sleep(seconds)
+        online = (cpu_seconds(server.proc.pid) - i0) / (time.perf_counter() - iw0)
         await publisher.click("#call-video")
         # People answer a ring after it has rung a moment, by when the caller is sending: the
         # join time measured is the callee's own, not the caller's set-up as well.
@@ -250,11 +262,16 @@ async def one_run(
         janus = janus_pid(server)
         assert server.proc is not None
         j0, p0, w0 = cpu_seconds(janus), cpu_seconds(server.proc.pid), time.perf_counter()
+        flowing = time.time()
         b0 = sum([await received_bytes(p) for p in others])
         await asyncio.sleep(seconds)
         b1 = sum([await received_bytes(p) for p in others])
         j1, p1, w1 = cpu_seconds(janus), cpu_seconds(server.proc.pid), time.perf_counter()
         wall = w1 - w0
+        if tracing:
+            print(f"    server, while media flowed ({wall:.0f} s): requests a second, by route")
+            for route, ms in routes(server, flowing, time.time()):
+                print(f"      {len(ms) / wall:6.2f}  {route}")
         failures = 0
         for p in [publisher, *others]:
             failures += (await p.evaluate("window.secureconnect.callStats()"))["decryptFailures"]
@@ -262,6 +279,7 @@ async def one_run(
         return {
             "janus_core": (j1 - j0) / wall,
             "python_core": (p1 - p0) / wall,
+            "python_online": online,
             "mbit_s": (b1 - b0) * 8 / wall / 1e6,
             "join_p50": statistics.median(joins_sorted),
             "join_p95": joins_sorted[min(len(joins_sorted) - 1, int(0.95 * len(joins_sorted)))],
@@ -386,7 +404,7 @@ async def main() -> None:
                 i0, w0 = cpu_seconds(server.proc.pid), time.perf_counter()
                 await asyncio.sleep(args.seconds)
                 idle = (cpu_seconds(server.proc.pid) - i0) / (time.perf_counter() - w0)
-                print(f"python process with no call: {100 * idle:.2f}% of a core")
+                print(f"python process with no one online: {100 * idle:.2f}% of a core")
                 print("one publisher (640x360 video + audio) to N subscribers, SFrame end to end")
                 print(
                     f"{'N':>3} {'janus %core':>12} {'python added':>13} {'python/janus':>13} "
@@ -395,7 +413,8 @@ async def main() -> None:
                 )
                 for n in args.subscribers:
                     r = await one_run(browser, server, n, args.seconds, args.trace)
-                    r["python_core"] = max(0.0, r["python_core"] - idle)  # what the call adds
+                    # What the call adds: over the same people online with no call.
+                    r["python_core"] = max(0.0, r["python_core"] - r["python_online"])
                     ratio = r["python_core"] / r["janus_core"] if r["janus_core"] else float("inf")
                     per_stream = (r["janus_core"] + r["python_core"]) / n
                     print(
@@ -407,6 +426,10 @@ async def main() -> None:
                             if r["decrypt_failures"]
                             else ""
                         )
+                    )
+                    print(
+                        f"    python with these {n + 1} people online and no call: "
+                        f"{100 * r['python_online']:.2f}% of a core (what 'python added' is over)"
                     )
                     reached = sorted((v, k[5:]) for k, v in r.items() if k.startswith("step "))
                     print(
