@@ -60,7 +60,11 @@ JOIN_TIMEOUT_S = 60.0
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+
+
+def stat_cpu(stat: str) -> float:
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
@@ -87,9 +91,8 @@ def cpu_by_program() -> dict[str, float]:
         except OSError:  # it ended meanwhile
             continue
         name = raw[raw.index("(") + 1 : raw.rindex(")")]
-        fields = raw.rsplit(")", 1)[1].split()
         key = "chromium" if "chrom" in name.lower() else name
-        out[key] = out.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+        out[key] = out.get(key, 0.0) + stat_cpu(raw)
     return out
 
 
@@ -137,7 +140,7 @@ async def first_frame(page: Any) -> float:
     raise TimeoutError(f"no picture: {stuck} {page.console_lines[-20:]}")
 
 
-def trace(
+async def trace(
     server: ServerProcess, pages: list[Any], since: float, sched: tuple[float, float]
 ) -> None:
     """Where requests waited during the joins: the server's latency per route, then each page's
@@ -154,9 +157,14 @@ def trace(
         print(f"      {len(ms):4d} {statistics.median(ms):7.0f} {ms[-1]:7.0f}  {route}")
     for page in pages:
         pressed = getattr(page, "pressed", None)
+        requests = await page.evaluate(
+            """() => performance.getEntriesByType("resource").map((e) => [
+                 e.name.replace(location.origin, ""), e.startTime, e.requestStart,
+                 e.responseStart, e.responseEnd])"""
+        )
         slow = [
             row
-            for row in page.requests  # from collect_requests
+            for row in requests
             if row[4] - row[1] > 1000 and (pressed is None or row[1] > pressed)
         ]
         print(f"    {page.username}: requests over 1 s (ms after join: start, queued, server, all)")
@@ -176,14 +184,6 @@ def routes(server: ServerProcess, since: float, until: float) -> list[tuple[str,
         if line.get("msg") == "request" and start <= line["ts"] < end:
             by_route[f"{line['method']} {line['route']}"].append(line["latency_ms"])
     return sorted(by_route.items(), key=lambda kv: -sum(kv[1]))
-
-
-async def collect_requests(page: Any) -> None:
-    page.requests = await page.evaluate(
-        """() => performance.getEntriesByType("resource").map((e) => [
-             e.name.replace(location.origin, ""), e.startTime, e.requestStart, e.responseStart,
-             e.responseEnd])"""
-    )
 
 
 async def sending(page: Any) -> None:
@@ -230,16 +230,13 @@ async def one_run(
         # join time measured is the callee's own, not the caller's set-up as well.
         await sending(publisher)
         c0, w0, wall0 = cpu_by_program(), time.perf_counter(), time.time()
-        assert server.proc is not None
         sched = run_and_wait(server.proc.pid)
         try:
             joins = await asyncio.gather(*(first_frame(p) for p in others))
             c1, w1 = cpu_by_program(), time.perf_counter()
         except TimeoutError:
             if tracing:
-                for p in [publisher, *others]:
-                    await collect_requests(p)
-                trace(server, [publisher, *others], wall0, sched)
+                await trace(server, [publisher, *others], wall0, sched)
             for p in [publisher, *others]:
                 lock = await p.evaluate("""() => { const c = window.secureconnect.call();
                     if (!c) return "no call";
@@ -248,9 +245,7 @@ async def one_run(
                 print(p.username, lock, p.console_lines[-15:], file=sys.stderr)
             raise
         if tracing:
-            for p in [publisher, *others]:
-                await collect_requests(p)
-            trace(server, [publisher, *others], wall0, sched)
+            await trace(server, [publisher, *others], wall0, sched)
         busy = {k: (c1[k] - c0.get(k, 0.0)) / (w1 - w0) for k in c1}
         steps: dict[str, list[float]] = {}
         for p in others:

@@ -180,7 +180,8 @@ export class SecureClient {
     const missing = [...targets.values()].filter((d) => !key.sharedWith.has(d.device_id));
     if (missing.length) {
       const share = { type: "sender_key", conversation_id: conversationId, ...key.share() };
-      const batch = await this.encryptEach(missing, share);
+      const ids = missing.map((d) => d.device_id);
+      const batch = await this.encryptEach(ids, share, await this.claimFresh(ids));
       await this.save();
       await this.api.sendInbox(batch);
       for (const d of missing) key.sharedWith.add(d.device_id);
@@ -188,22 +189,26 @@ export class SecureClient {
     return key;
   }
 
-  // One payload to each of these devices, as [device_id, body] pairs. The prekey bundles of
-  // devices without a session yet are claimed in one request, not one each: a call's key to
-  // four newcomers would otherwise wait for four round trips in a row.
-  async encryptEach(devices, payload) {
-    const fresh = devices.filter((d) => !(this.state.sessions[d.device_id] || []).length);
-    const bundles = fresh.length ? await this.api.claim(fresh.map((d) => d.device_id)) : [];
-    const claimed = new Map(fresh.map((d, i) => [d.device_id, bundles[i]]));
+  // The prekey bundles of those of these devices without a session yet, by device, claimed in
+  // one request, not one each: a call's key to four newcomers would otherwise wait for four
+  // round trips in a row.
+  async claimFresh(deviceIds) {
+    const fresh = deviceIds.filter((d) => !(this.state.sessions[d] || []).length);
+    const bundles = fresh.length ? await this.api.claim(fresh) : [];
+    return new Map(bundles.map((b) => [b.device_id, b]));
+  }
+
+  // One payload to each of these devices, as [device_id, body] pairs.
+  async encryptEach(deviceIds, payload, claimed) {
     const out = [];
-    for (const d of devices) out.push([d.device_id, await this.pairwiseEncrypt(d, payload, claimed.get(d.device_id))]);
+    for (const d of deviceIds) out.push([d, await this.pairwiseEncrypt(d, payload, claimed.get(d))]);
     return out;
   }
 
-  async pairwiseEncrypt(device, payload, claimed = null) {
-    let sessions = this.state.sessions[device.device_id];
+  async pairwiseEncrypt(deviceId, payload, claimed = null) {
+    let sessions = this.state.sessions[deviceId];
     if (!sessions || !sessions.length) {
-      const b = claimed || (await this.api.claim([device.device_id]))[0];
+      const b = claimed || (await this.api.claim([deviceId]))[0];
       const bundle = { identityKey: unb64(b.identity_key), signingKey: unb64(b.signing_key),
         identitySig: unb64(b.identity_sig), spkId: b.spk_id, spk: unb64(b.spk),
         spkSig: unb64(b.spk_sig), opkId: b.opk_id, opk: b.opk ? unb64(b.opk) : null };
@@ -213,7 +218,7 @@ export class SecureClient {
       sessions = [{ ratchet: ratchet.toJSON(), base_ek: null, pending: {
         ik: b64(header.identityKey), sk: b64(header.signingKey), ek: b64(header.ephemeralKey),
         spk: header.spkId, opk: header.opkId } }];
-      this.state.sessions[device.device_id] = sessions;
+      this.state.sessions[deviceId] = sessions;
     }
     const session = sessions[0];
     const ratchet = await Ratchet.fromJSON(session.ratchet);
@@ -234,12 +239,9 @@ export class SecureClient {
   // round trips; two batches that arrive out of order are fine (the ratchet keeps skipped keys).
   async sendCallPayload(deviceIds, payload) {
     const targets = [...new Set(deviceIds)].filter((d) => d !== this.deviceId);
-    const fresh = targets.filter((d) => !(this.state.sessions[d] || []).length);
-    const bundles = fresh.length ? await this.api.claim(fresh) : [];
-    const claimed = new Map(bundles.map((b) => [b.device_id, b]));
+    const claimed = await this.claimFresh(targets);
     const batch = await this.serial(async () => {
-      const out = [];
-      for (const d of targets) out.push([d, await this.pairwiseEncrypt({ device_id: d }, payload, claimed.get(d))]);
+      const out = await this.encryptEach(targets, payload, claimed);
       await this.save();
       return out;
     });
@@ -386,7 +388,7 @@ export class SecureClient {
     if (!target) return;
     const request = { type: "key_request", conversation_id: m.conversation_id, kid: env.kid,
       i: env.i, seq: m.seq };
-    const body = await this.pairwiseEncrypt(target, request);
+    const body = await this.pairwiseEncrypt(target.device_id, request);
     this.state.requested.push(marker);
     await this.save();
     await this.api.sendInbox([[target.device_id, body]]);
@@ -410,7 +412,7 @@ export class SecureClient {
     const devices = await this.api.conversationDevices(conv);
     const target = devices.find((d) => d.device_id === item.sender_device_id);
     if (!target) return;
-    const body = await this.pairwiseEncrypt(target, share);
+    const body = await this.pairwiseEncrypt(target.device_id, share);
     await this.save();
     await this.api.sendInbox([[target.device_id, body]]);
   }
