@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,20 +150,27 @@ class MessageTooLong(SecureConnectError):
     """Refused before sending: encrypted, it would be over the server's limit. ``over`` is how
     many characters of the text to take out (a long text belongs in a file)."""
 
-    def __init__(self, plaintext: bytes, size: int, limit: int) -> None:
-        # Each byte of text is base64'd twice on its way into the envelope: 16/9 bytes there.
-        excess = -(-(size - limit) * 9 // 16)
-        text = plaintext.decode("utf-8", errors="replace")
-        over = 0
-        while excess > 0 and over < len(text):
-            over += 1
-            excess -= len(text[-over].encode())
+    def __init__(self, over: int, size: int, limit: int) -> None:
         self.over = over
         self.limit = limit
         super().__init__(
             f"message too long: {over} characters over the limit "
             f"({size} bytes once encrypted; the server takes {limit})"
         )
+
+
+def chars_over(text: str, fits: Callable[[str], bool]) -> int:
+    """The fewest characters to take off the end of ``text`` for what is left to fit. Found on
+    the exact size rather than by the 16/9 of base64'ing twice: each base64 rounds to whole
+    groups, so a ratio can be a few bytes short, and then "take out N" would not be enough."""
+    low, high = 1, len(text)
+    while low < high:
+        middle = (low + high) // 2
+        if fits(text[:-middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 class CannotChangeMessage(SecureConnectError):
@@ -303,13 +310,22 @@ class SecureClient:
     ) -> PlainMessage:
         """``reply_to``: the seq of the message this one answers (a quote, in every client)."""
         key = await self._outbound_key(conversation_id)
-        envelope: dict[str, Any] = {"t": content_type, "b": b64(plaintext)}
-        if reply_to is not None:
-            envelope["r"] = reply_to
-        inner = json.dumps(envelope).encode()
-        size = key.envelope_size(self.device_id, len(inner))
+
+        def inner_of(plaintext: bytes) -> bytes:
+            envelope: dict[str, Any] = {"t": content_type, "b": b64(plaintext)}
+            if reply_to is not None:
+                envelope["r"] = reply_to
+            return json.dumps(envelope).encode()
+
+        def size_of(plaintext: bytes) -> int:
+            return key.envelope_size(self.device_id, len(inner_of(plaintext)))
+
+        inner = inner_of(plaintext)
+        size = size_of(plaintext)
         if size > self.max_message_bytes:
-            raise MessageTooLong(plaintext, size, self.max_message_bytes)
+            text = plaintext.decode("utf-8", errors="replace")
+            over = chars_over(text, lambda t: size_of(t.encode()) <= self.max_message_bytes)
+            raise MessageTooLong(over, size, self.max_message_bytes)
         body = key.encrypt(conversation_id, self.device_id, inner)
         self.state["outbound"][conversation_id] = key.to_json()
         self._save()  # the ratchet moved: never reuse a message key, even after a crash

@@ -1,7 +1,7 @@
 // The SecureConnect web client. Encryption happens in secure.js; this file is the interface.
 import { Api, ApiError, EventStream } from "./api.js";
 import { display } from "./crypto/safety.js";
-import { IdentityChangedError, MessageTooLong, SecureClient, approximateSize } from "./secure.js";
+import { IdentityChangedError, MessageTooLong, SecureClient, charsOver } from "./secure.js";
 import * as store from "./store.js";
 import { explain, lang, setLang, t } from "./i18n.js";
 import { Call, callsSupported } from "./call.js";
@@ -988,15 +988,19 @@ function systemText(c) {
 function chatPane(conv) {
   const counter = el("div", { class: "counter", id: "length", "aria-live": "polite" });
   // Near the server's limit, how much is left (in characters of this text's kind); past it, how
-  // much is over. The exact check is at sending; this keeps a long text from surprising anyone.
+  // many to take out: the same count sending refuses with, so taking them out is enough.
   const measure = () => {
     const limit = ui.secure.maxMessageBytes || 65536;
-    const used = approximateSize(box.value);
+    const context = ui.compose;
+    const sizeOf = ui.secure.textSizer(conv.id, context && context.mode !== "edit" ? context.seq : null);
+    const used = sizeOf(box.value);
+    const fits = (text) => sizeOf(text) <= limit;
+    counter.classList.toggle("over", used > limit);
+    if (used > limit) { counter.textContent = t("charsOver", { n: charsOver(box.value, fits) }); return; }
     if (used < limit * 0.9) { counter.textContent = ""; return; }
-    const perChar = Math.max(1, (used - 250) / Math.max(1, [...box.value].length));
-    const left = Math.floor((limit - used) / perChar);
-    counter.textContent = left >= 0 ? t("charsLeft", { n: left }) : t("charsOver", { n: -left });
-    counter.classList.toggle("over", left < 0);
+    const chars = Math.max(1, [...box.value].length);
+    const perChar = Math.max(1, (used - sizeOf("")) / chars);
+    counter.textContent = t("charsLeft", { n: Math.floor((limit - used) / perChar) });
   };
   const box = el("textarea", { id: "composer", "data-conv": conv.id, placeholder: t("message"), "aria-label": t("message"),
     oninput: () => { typing(); measure(); grow(); }, onkeydown: (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); submit(); } } });

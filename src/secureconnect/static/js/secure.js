@@ -23,24 +23,35 @@ export class IdentityChangedError extends Error {
 }
 
 // Refused before sending: encrypted, it would be over the server's limit. `over` is how many
-// characters to take out (each byte of text is base64'd twice: 16/9 bytes in the envelope).
+// characters to take out (charsOver).
 export class MessageTooLong extends Error {
-  constructor(text, size, limit) {
-    let excess = Math.ceil(((size - limit) * 9) / 16);
-    const chars = [...text];
-    let over = 0;
-    while (excess > 0 && over < chars.length) { over += 1; excess -= P.utf8(chars[chars.length - over]).length; }
-    super(`message too long: ${over} characters over the limit`);
+  constructor(over, size, limit) {
+    super(`message too long: ${over} characters over the limit (${size} bytes once encrypted; the server takes ${limit})`);
     this.code = "too_long";
     this.over = over;
   }
 }
 
-// Roughly how much of the limit a text takes, for the composer's counter (the exact check is
-// MessageTooLong's, at sending): its bytes, base64'd twice, and the envelope's other fields.
-export function approximateSize(text) {
-  const bytes = P.utf8(text).length;
-  return Math.ceil((bytes * 16) / 9) + 250;
+// The fewest characters to take off the end of `text` for what is left to fit. Found on the
+// exact size rather than by the 16/9 of base64'ing twice: each base64 rounds to whole groups, so
+// a ratio can be a few bytes short, and then "take out N" would not be enough.
+export function charsOver(text, fits) {
+  const chars = [...text];
+  let low = 1;
+  let high = chars.length;
+  while (low < high) {
+    const middle = Math.floor((low + high) / 2);
+    if (fits(chars.slice(0, chars.length - middle).join(""))) high = middle;
+    else low = middle + 1;
+  }
+  return low;
+}
+
+// The message inside the sender-key envelope: its kind, its bytes, what it answers.
+function innerOf(contentType, text, replyTo) {
+  const envelope = { t: contentType, b: b64(P.utf8(text)) };
+  if (replyTo !== null) envelope.r = replyTo;
+  return P.utf8(JSON.stringify(envelope));
 }
 
 export class SecureClient {
@@ -134,6 +145,14 @@ export class SecureClient {
   // ----- sending -------------------------------------------------------------------------------
 
   // `replyTo`: the seq of the message this one answers (shown as a quote everywhere).
+  // For the composer's counter: the size a text would have once encrypted, exactly as sending
+  // will measure it (with a key not made yet, the largest key id a new one can have).
+  textSizer(conversationId, replyTo = null) {
+    const stored = this.state.outbound[conversationId];
+    const [kid, i] = stored ? [stored.kid, stored.i] : [0xffffffff, 0];
+    return (text) => SK.envelopeSize(this.deviceId, kid, i, innerOf("text/plain", text, replyTo).length);
+  }
+
   send(conversationId, text, replyTo = null) {
     return this.sendInner(conversationId, "text/plain", text, replyTo);
   }
@@ -151,11 +170,13 @@ export class SecureClient {
   sendInner(conversationId, contentType, text, replyTo) {
     return this.serial(async () => {
       const key = await this.outboundKey(conversationId);
-      const envelope = { t: contentType, b: b64(P.utf8(text)) };
-      if (replyTo !== null) envelope.r = replyTo;
-      const inner = P.utf8(JSON.stringify(envelope));
-      const size = key.envelopeSize(this.deviceId, inner.length);
-      if (size > this.maxMessageBytes) throw new MessageTooLong(text, size, this.maxMessageBytes);
+      const sizeOf = (t) => key.envelopeSize(this.deviceId, innerOf(contentType, t, replyTo).length);
+      const inner = innerOf(contentType, text, replyTo);
+      const size = sizeOf(text);
+      if (size > this.maxMessageBytes) {
+        const over = charsOver(text, (t) => sizeOf(t) <= this.maxMessageBytes);
+        throw new MessageTooLong(over, size, this.maxMessageBytes);
+      }
       const body = await key.encrypt(conversationId, this.deviceId, inner);
       this.state.outbound[conversationId] = key.toJSON();
       await this.save();

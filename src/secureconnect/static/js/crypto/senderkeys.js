@@ -49,6 +49,15 @@ export function decode(body) {
   return env;
 }
 
+// The exact length of what encrypt() returns for that much plaintext, without a key's secrets:
+// the composer counts with it as the person types, and sending refuses with it.
+export function envelopeSize(deviceId, keyId, iteration, plaintextLength) {
+  const sealed = plaintextLength + 16;  // AES-256-GCM's tag
+  const envelope = { v: 1, alg: "sk1", dev: deviceId, kid: keyId, i: iteration,
+    ct: "A".repeat(4 * Math.ceil(sealed / 3)), sig: "A".repeat(88) };  // Ed25519, base64
+  return encode(envelope).length;
+}
+
 export class OutboundSenderKey {
   constructor(s) {
     Object.assign(this, s);
@@ -94,10 +103,7 @@ export class OutboundSenderKey {
   // The exact length encrypt() would return for that much plaintext, without advancing the
   // chain: a message too long is refused before it spends a message key (as the Python SDK).
   envelopeSize(deviceId, plaintextLength) {
-    const sealed = plaintextLength + 16;  // AES-256-GCM's tag
-    const envelope = { v: 1, alg: "sk1", dev: deviceId, kid: this.keyId, i: this.iteration,
-      ct: "A".repeat(4 * Math.ceil(sealed / 3)), sig: "A".repeat(88) };  // Ed25519, base64
-    return encode(envelope).length;
+    return envelopeSize(deviceId, this.keyId, this.iteration, plaintextLength);
   }
 
   toJSON() {
