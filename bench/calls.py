@@ -12,11 +12,14 @@ measured just before it), and the whole
 SFU side of a call of 8 as a share of one core (goal: under 10%). Also printed: CPU per
 forwarded video stream, bandwidth forwarded, the time from pressing "join" to the caller's first
 picture on screen (p50, p95; goal under 1.5 s), and where a join spends it (the p50 of when
-each step of the web client's join was reached). The subscribers answer once the caller's camera is
-going up, as people answer a ring that has rung a moment: the figure is the callee's own join,
-all N of them joining at once. Every run is bounded in time and stops itself.
+each step of the web client's join was reached, and for the slowest join). The subscribers answer
+once the caller's camera is going up, as people answer a ring that has rung a moment: the
+figure is the callee's own join. Each N is run twice (``--joins``): all N answering at once,
+and one by one, each answering once the one before sees the caller (a person joining a call
+already going, which is what people do most). Every run is bounded in time and stops itself.
 
     .venv/bin/python bench/calls.py                     # 1, 4 and 8 subscribers, 10 s each
+    .venv/bin/python bench/calls.py --subscribers 8 --joins one-by-one
     .venv/bin/python bench/calls.py --subscribers 4 --seconds 5
     .venv/bin/python bench/calls.py --control-plane     # no browsers: 9 SDK devices, no media
     .venv/bin/python bench/calls.py --subscribers 8 --trace   # and where requests waited
@@ -208,7 +211,12 @@ async def received_bytes(page: Any) -> int:
 
 
 async def one_run(
-    browser: Any, server: ServerProcess, subscribers: int, seconds: float, tracing: bool
+    browser: Any,
+    server: ServerProcess,
+    subscribers: int,
+    seconds: float,
+    tracing: bool,
+    one_by_one: bool,
 ) -> dict[str, float]:
     publisher = await person(browser, server.url)
     others = [await person(browser, server.url) for _ in range(subscribers)]
@@ -232,7 +240,10 @@ async def one_run(
         c0, w0, wall0 = cpu_by_program(), time.perf_counter(), time.time()
         sched = run_and_wait(server.proc.pid)
         try:
-            joins = await asyncio.gather(*(first_frame(p) for p in others))
+            if one_by_one:  # each joins a call the ones before are in, media flowing to them
+                joins = [await first_frame(p) for p in others]
+            else:
+                joins = list(await asyncio.gather(*(first_frame(p) for p in others)))
             c1, w1 = cpu_by_program(), time.perf_counter()
         except TimeoutError:
             if tracing:
@@ -248,9 +259,13 @@ async def one_run(
             await trace(server, [publisher, *others], wall0, sched)
         busy = {k: (c1[k] - c0.get(k, 0.0)) / (w1 - w0) for k in c1}
         steps: dict[str, list[float]] = {}
-        for p in others:
-            for name, ms in (await p.evaluate("window.secureconnect.callStats()"))["steps"].items():
+        slowest: dict[str, float] = {}
+        for p, took in zip(others, joins, strict=True):
+            reached = (await p.evaluate("window.secureconnect.callStats()"))["steps"]
+            for name, ms in reached.items():
                 steps.setdefault(name, []).append(ms / 1000)
+            if took == max(joins):
+                slowest = {name: ms / 1000 for name, ms in reached.items()}
         for p in others:
             await p.click("#toggle-mic")
         await asyncio.sleep(2 + subscribers / 2)  # joins finish, the bitrate settles
@@ -280,6 +295,7 @@ async def one_run(
             "join_p95": joins_sorted[min(len(joins_sorted) - 1, int(0.95 * len(joins_sorted)))],
             "decrypt_failures": failures,
             **{f"step {name}": statistics.median(v) for name, v in steps.items()},
+            **{f"slowest {name}": v for name, v in slowest.items()},
             **{f"busy {k}": v for k, v in sorted(busy.items(), key=lambda kv: -kv[1])[:4]},
         }
     finally:
@@ -359,6 +375,12 @@ async def main() -> None:
     parser.add_argument(
         "--trace", action="store_true", help="where requests waited during the joins"
     )
+    parser.add_argument(
+        "--joins",
+        choices=["together", "one-by-one", "both"],
+        default="both",
+        help="the N answer the ring at once, or each once the one before sees the caller",
+    )
     args = parser.parse_args()
     if args.control_plane:
         print("video-service with 9 SDK devices in a call, heartbeats every 10 s, no media")
@@ -406,8 +428,12 @@ async def main() -> None:
                     f"{'SFU %core/stream':>17} {'Mbit/s fwd':>11} "
                     f"{'join p50 s':>11} {'join p95 s':>11}"
                 )
-                for n in args.subscribers:
-                    r = await one_run(browser, server, n, args.seconds, args.trace)
+                modes = ["together", "one-by-one"] if args.joins == "both" else [args.joins]
+                for n, mode in [(n, mode) for n in args.subscribers for mode in modes]:
+                    print(f"  joins {mode}:")
+                    r = await one_run(
+                        browser, server, n, args.seconds, args.trace, mode == "one-by-one"
+                    )
                     # What the call adds: over the same people online with no call.
                     r["python_core"] = max(0.0, r["python_core"] - r["python_online"])
                     ratio = r["python_core"] / r["janus_core"] if r["janus_core"] else float("inf")
@@ -426,11 +452,14 @@ async def main() -> None:
                         f"    python with these {n + 1} people online and no call: "
                         f"{100 * r['python_online']:.2f}% of a core (what 'python added' is over)"
                     )
-                    reached = sorted((v, k[5:]) for k, v in r.items() if k.startswith("step "))
-                    print(
-                        "    where a join goes (p50 s after pressing join): "
-                        + ", ".join(f"{name} {v:.2f}" for v, name in reached)
-                    )
+                    for label, prefix in (("p50", "step "), ("the slowest", "slowest ")):
+                        reached = sorted(
+                            (v, k[len(prefix) :]) for k, v in r.items() if k.startswith(prefix)
+                        )
+                        print(
+                            f"    where a join goes ({label}, s after pressing join): "
+                            + ", ".join(f"{name} {v:.2f}" for v, name in reached)
+                        )
                     print(
                         "    the machine during the joins (% of a core, of "
                         f"{100 * (os.cpu_count() or 1)}): "
