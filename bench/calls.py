@@ -272,11 +272,14 @@ async def one_run(
         janus = janus_pid(server)
         assert server.proc is not None
         j0, p0, w0 = cpu_seconds(janus), cpu_seconds(server.proc.pid), time.perf_counter()
+        m0 = cpu_by_program()
         flowing = time.time()
         b0 = sum([await received_bytes(p) for p in others])
         await asyncio.sleep(seconds)
         b1 = sum([await received_bytes(p) for p in others])
         j1, p1, w1 = cpu_seconds(janus), cpu_seconds(server.proc.pid), time.perf_counter()
+        m1 = cpu_by_program()
+        flowing_busy = {k: (m1[k] - m0.get(k, 0.0)) / (w1 - w0) for k in m1}
         wall = w1 - w0
         if tracing:
             print(f"    server, while media flowed ({wall:.0f} s): requests a second, by route")
@@ -297,6 +300,10 @@ async def one_run(
             **{f"step {name}": statistics.median(v) for name, v in steps.items()},
             **{f"slowest {name}": v for name, v in slowest.items()},
             **{f"busy {k}": v for k, v in sorted(busy.items(), key=lambda kv: -kv[1])[:4]},
+            **{
+                f"flowing {k}": v
+                for k, v in sorted(flowing_busy.items(), key=lambda kv: -kv[1])[:4]
+            },
         }
     finally:
         for p in [publisher, *others]:
@@ -460,13 +467,19 @@ async def main() -> None:
                             f"    where a join goes ({label}, s after pressing join): "
                             + ", ".join(f"{name} {v:.2f}" for v, name in reached)
                         )
-                    print(
-                        "    the machine during the joins (% of a core, of "
-                        f"{100 * (os.cpu_count() or 1)}): "
-                        + ", ".join(
-                            f"{k[5:]} {100 * v:.0f}" for k, v in r.items() if k.startswith("busy ")
+                    for label, prefix in (
+                        ("during the joins", "busy "),
+                        ("while media flowed", "flowing "),
+                    ):
+                        print(
+                            f"    the machine {label} (% of a core, of "
+                            f"{100 * (os.cpu_count() or 1)}): "
+                            + ", ".join(
+                                f"{k[len(prefix) :]} {100 * v:.0f}"
+                                for k, v in r.items()
+                                if k.startswith(prefix)
+                            )
                         )
-                    )
                 await browser.close()
         finally:
             server.stop()

@@ -419,8 +419,10 @@ export class Call {
 
   // Receivers of a new key decode from the next key frame on: ask for one now.
   // Several reasons in one moment (a key to three newcomers, two answers) make one request.
+  // Without a video track (a voice call, answered with sound only) there is no frame to ask
+  // for: in a call of nine, most of the key-frame requests of a join were such.
   keyframeSoon() {
-    if (this.keyframeTimer) return;
+    if (this.keyframeTimer || !this.local || !this.local.getVideoTracks().length) return;
     this.keyframeTimer = setTimeout(() => {
       this.keyframeTimer = null;
       if (this.state === "in-call") this.api.callStep(this.id, "keyframe").catch(() => {});
