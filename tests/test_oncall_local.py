@@ -91,6 +91,11 @@ def test_a_crashed_process_is_found_named_and_restarted(local, tmp_path) -> None
     assert f"pid {old_pid}" in pods["summary"]
     assert pods["action"]["command"] == "secureconnect oncall rollback all"
     assert check(report, "readiness")["summary"] == "the service did not answer /readyz at all"
+    # Said at once: the admin reports are not asked for (and tried again for seconds) when the
+    # service did not answer at all.
+    assert "admin reports and deploy history: not asked for, the service did not answer" in (
+        report["gaps"]
+    )
 
     # There is no earlier image on a laptop: the tool says so and changes nothing.
     refused = oncall(local, tmp_path, "oncall", "rollback", "all", "--yes")

@@ -115,11 +115,16 @@ async def udp_probe(address: str) -> Probe:
     return Probe(f"{host}:{port}", False, f"no answer to a STUN binding request; {detail}")
 
 
-async def read_endpoints(facts: Facts, url: str) -> None:
-    """Readiness, pool and store errors from one replica's public endpoints."""
+async def read_endpoints(facts: Facts, url: str) -> bool:
+    """Readiness, pool and store errors from one replica's public endpoints. False when it did
+    not answer at all (refused, timed out): then nothing else there is worth asking for."""
     async with httpx.AsyncClient(base_url=url, timeout=3.0) as http:
         try:
             ready = await http.get("/readyz")
+        except httpx.TransportError as error:
+            facts.gaps.append(f"{url}/readyz: {type(error).__name__}")
+            return False
+        try:
             checks = dict(ready.json().get("checks", {}))
             checks.pop("draining", None)
             merged = facts.readiness or {}
@@ -139,6 +144,7 @@ async def read_endpoints(facts: Facts, url: str) -> None:
             facts.gaps.append(f"{url}/metrics: {type(error).__name__}")
             metrics = ""
         await read_suggestions(facts, http, url, metrics)
+    return True
 
 
 async def read_suggestions(facts: Facts, http: httpx.AsyncClient, url: str, metrics: str) -> None:

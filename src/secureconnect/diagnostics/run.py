@@ -74,11 +74,19 @@ async def collect(
     turn_secret: str | None = None,
 ) -> Facts:
     facts = await target.facts(SYSTEM_CLOCK.now_ms())
-    for url in target.service_urls() or [client.base_url]:
-        await read_endpoints(facts, url)
-    await read_reports(facts, client)
-    if target.deploys_from_service:
-        await read_deploys(facts, client)
+    answered = [
+        await read_endpoints(facts, url) for url in target.service_urls() or [client.base_url]
+    ]
+    if any(answered):
+        await read_reports(facts, client)
+        if target.deploys_from_service:
+            await read_deploys(facts, client)
+    else:
+        # The client would try each report again for seconds (a restart's worth) before giving
+        # up: a diagnosis of a service that is down must say so at once, not after 12 s.
+        facts.gaps.append(
+            "admin reports and deploy history: not asked for, the service did not answer"
+        )
     if turn:
         facts.turn = await turn_probe(turn, turn_secret)
     if udp:
