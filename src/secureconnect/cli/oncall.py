@@ -12,8 +12,6 @@ from typing import Annotated, Literal
 
 import typer
 from rich.markup import escape
-from sqlalchemy import make_url
-from sqlalchemy.exc import ArgumentError
 
 from secureconnect.cli.common import client_command, err, out, when
 from secureconnect.cli.profile import Profile
@@ -22,7 +20,6 @@ from secureconnect.client.types import CompromiseReport
 from secureconnect.diagnostics.facts import Action
 from secureconnect.diagnostics.local import Unsupported
 from secureconnect.diagnostics.run import Target, collect, findings, make_target, scenarios_for
-from secureconnect.store.credentials import scram_verifier
 
 oncall_app = typer.Typer(help="Incidents, the runbook's way (admins).", no_args_is_help=True)
 
@@ -557,6 +554,12 @@ def oncall_rotate_db_password(
     password): set in PostgreSQL, written where the services read it (the Kubernetes Secret, or
     the local config file), the services restarted, the old password checked refused. Asks
     first. The password is made here and never printed; PostgreSQL gets only its verifier."""
+    # Here, not at the top: SQLAlchemy is a tenth of a second of every other command's start.
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from secureconnect.store.credentials import scram_verifier
+
     where = _target(target, namespace, data_dir)
     try:
         home = where.url_home
