@@ -559,10 +559,13 @@ async def test_a_call_on_a_phone_in_vietnamese(net_browser, media_server) -> Non
     await a.click("#call-video")
     incoming = await b.wait_for_selector("#incoming-call", timeout=20000)
     assert "đang gọi video" in (await incoming.text_content() or "")
+    assert await b.text_content("#accept-call") == "Nghe"
     await pages.shot(b, "24-incoming-phone-vi")
     await b.click("#accept-call")
     await media_flows(b)
     assert await b.text_content("#call-e2ee") == "Mã hóa đầu cuối"
+    # The microphone's, not the conversation's "mute" (notifications), which once won.
+    assert await b.text_content("#toggle-mic") == "Tắt mic"
     await frames_from_each(b, 1)
     await pages.shot(b, "25-call-phone-vi")
     await b.click("#leave-call")

@@ -413,7 +413,7 @@ function renderCall() {
         ui.ringing.delete(call.id); renderCall(); await ui.api.callStep(call.id, "decline").catch(quiet); } }, t("decline")),
       call.media === "video" ? el("button", { class: "ghost", id: "accept-audio",
         onclick: () => joinCall(call, { camera: false }) }, t("acceptAudio")) : null,
-      el("button", { class: "accept", id: "accept-call", onclick: () => joinCall(call) }, t("accept"))));
+      el("button", { class: "accept", id: "accept-call", onclick: () => joinCall(call) }, t("acceptCall"))));
   }
   const c = ui.call;
   if (c && c.inCall) {
@@ -438,7 +438,7 @@ function renderCall() {
         c.state === "reconnecting" ? t("reconnecting") : waiting ? t("waitingKeys") : t("e2eeOn")),
       el("div", { class: `grid n${Math.min(tiles.length, 9)}` }, tiles),
       el("div", { class: "controls" },
-        el("button", { id: "toggle-mic", "aria-pressed": String(!mic), onclick: () => c.setAudio(!mic).catch(quiet) }, mic ? t("mute") : t("unmute")),
+        el("button", { id: "toggle-mic", "aria-pressed": String(!mic), onclick: () => c.setAudio(!mic).catch(quiet) }, mic ? t("muteMic") : t("unmuteMic")),
         c.local && c.local.getVideoTracks().length ? el("button", { id: "toggle-camera", "aria-pressed": String(!cam),
           onclick: () => c.setVideo(!cam).catch(quiet) }, cam ? t("cameraOff") : t("cameraOn")) : null,
         navigator.mediaDevices.getDisplayMedia ? el("button", { id: "share-screen", class: "ghost",
