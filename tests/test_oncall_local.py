@@ -93,8 +93,9 @@ def test_a_crashed_process_is_found_named_and_restarted(local, tmp_path) -> None
     assert check(report, "readiness")["summary"] == "the service did not answer /readyz at all"
     # Said at once: the admin reports are not asked for (and tried again for seconds) when the
     # service did not answer at all.
-    assert "admin reports and deploy history: not asked for, the service did not answer" in (
-        report["gaps"]
+    assert (
+        "admin reports and deploy history: not asked for, the service did not answer"
+        in (report["gaps"])
     )
 
     # There is no earlier image on a laptop: the tool says so and changes nothing.
