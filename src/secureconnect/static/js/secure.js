@@ -144,7 +144,6 @@ export class SecureClient {
 
   // ----- sending -------------------------------------------------------------------------------
 
-  // `replyTo`: the seq of the message this one answers (shown as a quote everywhere).
   // For the composer's counter: the size a text would have once encrypted, exactly as sending
   // will measure it (with a key not made yet, the largest key id a new one can have).
   textSizer(conversationId, replyTo = null) {
@@ -153,6 +152,7 @@ export class SecureClient {
     return (text) => SK.envelopeSize(this.deviceId, kid, i, innerOf("text/plain", text, replyTo).length);
   }
 
+  // `replyTo`: the seq of the message this one answers (shown as a quote everywhere).
   send(conversationId, text, replyTo = null) {
     return this.sendInner(conversationId, "text/plain", text, replyTo);
   }
