@@ -99,6 +99,13 @@ def cpu_by_program() -> dict[str, float]:
     return out
 
 
+def busiest(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """The four programs that took the most CPU between two cpu_by_program() readings, each as
+    a share of one core."""
+    share = {k: (after[k] - before.get(k, 0.0)) / seconds for k in after}
+    return dict(sorted(share.items(), key=lambda kv: -kv[1])[:4])
+
+
 def run_and_wait(pid: int) -> tuple[float, float]:
     """Seconds a process's main thread (the server's event loop) so far ran on a CPU and
     waited, runnable, for one (schedstat): a loop slow for want of a CPU waits more than it runs."""
@@ -257,15 +264,13 @@ async def one_run(
             raise
         if tracing:
             await trace(server, [publisher, *others], wall0, sched)
-        busy = {k: (c1[k] - c0.get(k, 0.0)) / (w1 - w0) for k in c1}
+        busy = busiest(c0, c1, w1 - w0)
         steps: dict[str, list[float]] = {}
-        slowest: dict[str, float] = {}
-        for p, took in zip(others, joins, strict=True):
-            reached = (await p.evaluate("window.secureconnect.callStats()"))["steps"]
-            for name, ms in reached.items():
+        reached = [(await p.evaluate("window.secureconnect.callStats()"))["steps"] for p in others]
+        for page_steps in reached:
+            for name, ms in page_steps.items():
                 steps.setdefault(name, []).append(ms / 1000)
-            if took == max(joins):
-                slowest = {name: ms / 1000 for name, ms in reached.items()}
+        slowest = reached[joins.index(max(joins))]
         for p in others:
             await p.click("#toggle-mic")
         await asyncio.sleep(2 + subscribers / 2)  # joins finish, the bitrate settles
@@ -278,8 +283,7 @@ async def one_run(
         await asyncio.sleep(seconds)
         b1 = sum([await received_bytes(p) for p in others])
         j1, p1, w1 = cpu_seconds(janus), cpu_seconds(server.proc.pid), time.perf_counter()
-        m1 = cpu_by_program()
-        flowing_busy = {k: (m1[k] - m0.get(k, 0.0)) / (w1 - w0) for k in m1}
+        flowing_busy = busiest(m0, cpu_by_program(), w1 - w0)
         wall = w1 - w0
         if tracing:
             print(f"    server, while media flowed ({wall:.0f} s): requests a second, by route")
@@ -298,12 +302,9 @@ async def one_run(
             "join_p95": joins_sorted[min(len(joins_sorted) - 1, int(0.95 * len(joins_sorted)))],
             "decrypt_failures": failures,
             **{f"step {name}": statistics.median(v) for name, v in steps.items()},
-            **{f"slowest {name}": v for name, v in slowest.items()},
-            **{f"busy {k}": v for k, v in sorted(busy.items(), key=lambda kv: -kv[1])[:4]},
-            **{
-                f"flowing {k}": v
-                for k, v in sorted(flowing_busy.items(), key=lambda kv: -kv[1])[:4]
-            },
+            **{f"slowest {name}": ms / 1000 for name, ms in slowest.items()},
+            **{f"busy {k}": v for k, v in busy.items()},
+            **{f"flowing {k}": v for k, v in flowing_busy.items()},
         }
     finally:
         for p in [publisher, *others]:

@@ -321,7 +321,7 @@ class SecureClient:
             return key.envelope_size(self.device_id, len(inner_of(plaintext)))
 
         inner = inner_of(plaintext)
-        size = size_of(plaintext)
+        size = key.envelope_size(self.device_id, len(inner))
         if size > self.max_message_bytes:
             text = plaintext.decode("utf-8", errors="replace")
             over = chars_over(text, lambda t: size_of(t.encode()) <= self.max_message_bytes)

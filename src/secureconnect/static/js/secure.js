@@ -172,7 +172,7 @@ export class SecureClient {
       const key = await this.outboundKey(conversationId);
       const sizeOf = (t) => key.envelopeSize(this.deviceId, innerOf(contentType, t, replyTo).length);
       const inner = innerOf(contentType, text, replyTo);
-      const size = sizeOf(text);
+      const size = key.envelopeSize(this.deviceId, inner.length);
       if (size > this.maxMessageBytes) {
         const over = charsOver(text, (t) => sizeOf(t) <= this.maxMessageBytes);
         throw new MessageTooLong(over, size, this.maxMessageBytes);
