@@ -53,6 +53,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from servers import QUIET
+from tests.browser import pages
 from tests.browser.conftest import ARGS, CHROMIUM
 from tests.browser.netns import ClientNet
 from tests.helpers import PASSWORD, unique
@@ -233,6 +234,8 @@ async def one_run(
         await publisher.fill("#new-name", f"bench {subscribers}")
         await publisher.click("#new-start")
         await publisher.wait_for_selector("#call-video", timeout=20000)
+        for p in others:  # a stranger's call does not ring a message request
+            await pages.accept_request(p, f"bench {subscribers}")
         # The same people online in their group, no call yet: what the server spends on them
         # anyway (their event streams, their chat), which a call's control plane does not add.
         assert server.proc is not None

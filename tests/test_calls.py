@@ -1,10 +1,10 @@
 """Calls through the real SFU and TURN server: video-service runs Janus and coturn, and the SDK
 does the signaling as a bot or a test would (it sends no media; the browser tests do).
 
-What a user would notice: a call rings the other members, only members get in, the roster
-shows who is there, a removed member is put out, a call that ended or was missed shows in the
-conversation, TURN credentials from the call work on coturn and stop working when they expire,
-and coturn will not relay into the private network.
+What a user would notice: a call rings the other members (not a stranger's message request),
+only members get in, the roster shows who is there, a removed member is put out, a call that
+ended or was missed shows in the conversation, TURN credentials from the call work on coturn
+and stop working when they expire, and coturn will not relay into the private network.
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ def username(client: Client) -> str:
 async def test_a_call_rings_members_and_only_members_get_in(new_user: NewUser) -> None:
     alice, bob, mallory = await new_user("alice"), await new_user("bob"), await new_user("mal")
     conv = await alice.direct(username(bob))
+    await bob.accept(conv.id)  # a stranger's call would not ring (the test below)
     async with listening(bob) as bob_hears:
         call = await alice.start_call(conv.id, "video")
         assert call.state == "ringing" and call.caller == username(alice)
@@ -113,6 +114,47 @@ async def test_a_call_rings_members_and_only_members_get_in(new_user: NewUser) -
         await mallory.start_call(conv.id)
     assert refused.value.status == 404
     await alice.leave_call(call.id)
+
+
+async def test_a_strangers_call_waits_as_the_message_request_does(new_user: NewUser) -> None:
+    alice, bob, carol = await new_user("alice"), await new_user("bob"), await new_user("carol")
+    conv = await alice.direct(username(bob))
+    async with listening(bob) as bob_hears:
+        missed = await alice.start_call(conv.id)
+        await alice.join_call(missed.id)
+        # Nothing rings on Bob's devices; when the ringing stops (3 s here) the request
+        # shows a missed call, as Signal's does.
+        await bob_hears.wait_for(lambda heard: heard.messages(conv.id, kind="call"), timeout=20)
+        assert not [e for e in bob_hears.events if isinstance(e, CallChanged)]
+    entry = (await bob.history(conv.id)).messages[-1]
+    assert entry.call is not None and entry.call["outcome"] == "missed"
+    assert [c.request for c in await bob.conversations() if c.id == conv.id] == [True]
+    # Alice calls again: Bob's open calls leave it out (as Carol's, who is not in the 1:1)
+    # until he accepts; then he finds it, and hears the call as it goes on.
+    call = await alice.start_call(conv.id)
+    assert await bob.open_calls() == [] and await carol.open_calls() == []
+    await bob.accept(conv.id)
+    assert [c.id for c in await bob.open_calls()] == [call.id]
+    async with listening(bob) as bob_hears:
+        await alice.join_call(call.id)
+        await wait_call(bob_hears, lambda c: c.id == call.id and len(c.participants) == 1)
+    await alice.leave_call(call.id)
+    # Joining a stranger's call answers the request, as a reply does: Carol learns of the call
+    # (she opens the request) and joins without pressing "accept" first.
+    other = await alice.create_group([username(carol)], "pair")
+    call = await alice.start_call(other.id)
+    await alice.join_call(call.id)
+    assert (await carol.current_call(other.id)).id == call.id
+    async with listening(carol) as carol_hears:
+        await carol.join_call(call.id)
+        await alice.configure_call(call.id, audio=False)
+        await wait_call(
+            carol_hears,
+            lambda c: any(p.username == username(alice) and not p.audio for p in c.participants),
+        )
+    assert [c.request for c in await carol.conversations() if c.id == other.id] == [False]
+    for client in (alice, carol):
+        await client.leave_call(call.id)
 
 
 async def test_join_roster_leave_and_the_call_in_the_timeline(new_user: NewUser) -> None:

@@ -67,6 +67,18 @@ async def open_conversation(page: Any, label: str) -> None:
     await page.wait_for_selector("#composer")
 
 
+async def accept_request(page: Any, label: str) -> None:
+    """Opens the message request named ``label`` (once it arrives) and accepts it: a stranger's
+    call rings only after that."""
+    await page.wait_for_selector(
+        f"#conversations li:has-text({json.dumps(label, ensure_ascii=False)}) .request-tag",
+        timeout=20000,
+    )
+    await open_conversation(page, label)
+    await page.click("#request-accept")
+    await page.wait_for_selector("#request", state="detached")
+
+
 async def send(page: Any, text: str) -> None:
     await page.fill("#composer", text)
     await page.press("#composer", "Enter")

@@ -163,6 +163,7 @@ async def call_between(
     a = await person(browser, server, alice, relay_only)
     b = await person(browser, server, bob, relay_only)
     await pages.start_conversation(a, bob)
+    await pages.accept_request(b, alice)  # a stranger's call would not ring
     await a.click("#call-video")
     await b.wait_for_selector("#incoming-call", timeout=20000)
     await pages.shot(b, "21-incoming-call")
@@ -360,6 +361,8 @@ async def test_a_group_call_of_four_everyone_sees_everyone(net_browser, media_se
     names = [unique(n) for n in ("ann", "ben", "cat", "dan")]
     people = [await person(net_browser, media_server, n) for n in names]
     await pages.start_conversation(people[0], ", ".join(names[1:]), "Standup")
+    for page in people[1:]:
+        await pages.accept_request(page, "Standup")
     await people[0].click("#call-video")
     for page in people[1:]:
         await page.wait_for_selector("#incoming-call", timeout=20000)
@@ -514,6 +517,8 @@ async def test_a_python_device_joins_and_trades_media_keys_with_a_browser(
         secure = SecureClient(bot, DeviceStore(tmp_path / "bot.json", "pass"))
         await secure.start()
         conv = await bot.direct(alice)
+        assert bot.login_info is not None
+        await pages.accept_request(a, bot.login_info.username)
         call = await bot.start_call(conv.id, "video")
         await bot.join_call(call.id)
         await a.wait_for_selector("#incoming-call", timeout=20000)
@@ -556,6 +561,7 @@ async def test_a_call_on_a_phone_in_vietnamese(net_browser, media_server) -> Non
     await pages.register(a, alice, PASSWORD)
     await pages.register(b, bob, PASSWORD)
     await pages.start_conversation(a, bob)
+    await pages.accept_request(b, alice)
     await a.click("#call-video")
     incoming = await b.wait_for_selector("#incoming-call", timeout=20000)
     assert "đang gọi video" in (await incoming.text_content() or "")
@@ -682,8 +688,9 @@ async def test_a_replica_shut_down_mid_call_the_browsers_carry_on_through_the_ot
             page = await pages.open_client(browser, url, permissions=["camera", "microphone"])
             await pages.register(page, name, PASSWORD)
             people.append((name, page))
-        (_, a), (bob, b) = people
+        (alice, a), (bob, b) = people
         await pages.start_conversation(a, bob)
+        await pages.accept_request(b, alice)
         await a.click("#call-video")
         await b.wait_for_selector("#incoming-call", timeout=20000)
         await b.click("#accept-call")

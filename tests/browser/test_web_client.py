@@ -533,6 +533,49 @@ async def test_a_missed_call_shows_in_the_conversation(browser, calls_server) ->
         await a.context.close()
 
 
+async def test_a_strangers_call_rings_only_once_the_request_is_accepted(
+    browser, calls_server
+) -> None:
+    """A group call from people not yet accepted waits as their message request does (Signal's
+    rule): no ring, no call to join. Accepting the request shows the call going on."""
+    alice = unique("alice")
+    a = await pages.open_client(browser, calls_server.url)
+    await pages.register(a, alice, PASSWORD)
+    bob = await signed_up(Client(calls_server.url), unique("bob"))
+    carol = await signed_up(Client(calls_server.url), unique("carol"))
+
+    async def keep_in(call_id: str) -> None:  # the SDK devices beat as the web client does
+        for _ in range(60):
+            for client in (bob, carol):
+                await client.call_heartbeat(call_id)
+            await asyncio.sleep(0.5)
+
+    beating: asyncio.Task[None] | None = None
+    try:
+        assert carol.login_info is not None
+        conv = await bob.create_group([alice, carol.login_info.username], "Offsite")
+        call = await bob.start_call(conv.id, "video")
+        await bob.join_call(call.id)
+        await carol.join_call(call.id)  # joining answers Carol's request
+        beating = asyncio.create_task(keep_in(call.id))
+        await a.wait_for_selector("#conversations li:has-text('Offsite') .request-tag")
+        await pages.open_conversation(a, "Offsite")
+        await asyncio.sleep(1.5)  # what would have rung has had its chance
+        assert await a.query_selector("#incoming-call") is None
+        assert await a.query_selector("#join-call") is None
+        await a.click("#request-accept")
+        await a.wait_for_selector("#join-call", timeout=10000)
+        await a.wait_for_selector("#incoming-call", timeout=10000)
+        await pages.shot(a, "26-call-after-request-accepted")
+        assert a.errors == []
+    finally:
+        if beating is not None:
+            beating.cancel()
+        await bob.aclose()
+        await carol.aclose()
+        await a.context.close()
+
+
 async def test_a_browser_that_cannot_encrypt_calls_gets_no_call(browser, calls_server) -> None:
     """Without RTCRtpScriptTransform a call could only be unencrypted: there is none, and the
     person is told why, in their language."""

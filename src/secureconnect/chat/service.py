@@ -215,8 +215,17 @@ class ChatService:
     async def is_direct(self, conn: AsyncConnection, conv_id: str) -> bool:
         return await store.conversation_kind(conn, conv_id) == "direct"
 
-    async def current_member_ids(self, conn: AsyncConnection, conv_id: str) -> list[str]:
-        return [r.id for r in await store.current_members(conn, conv_id)]
+    async def current_member_ids(
+        self, conn: AsyncConnection, conv_id: str, *, requests: bool = True
+    ) -> list[str]:
+        """Without ``requests``: those who accepted the conversation, the ones a call rings
+        (a stranger's call waits as their message request does, Signal's rule)."""
+        return [r.id for r in await store.current_members(conn, conv_id, requests=requests)]
+
+    async def answer_request(self, conn: AsyncConnection, user_id: str, conv_id: str) -> bool:
+        """Taking part in a call answers a message request as a reply does (decision 0026),
+        in the caller's transaction. True if it was a request until now."""
+        return await store.accept_request(conn, conv_id, user_id)
 
     async def record(
         self,
@@ -347,9 +356,12 @@ class ChatService:
             await store.set_name(conn, conv_id, name)
         return event
 
-    async def current_conversations(self, conn: AsyncConnection, user_id: str) -> list[str]:
-        """The conversations the user is in now (requests included), oldest first."""
-        return await store.current_conversation_ids(conn, user_id)
+    async def current_conversations(
+        self, conn: AsyncConnection, user_id: str, *, requests: bool = True
+    ) -> list[str]:
+        """The conversations the user is in now, oldest first; without ``requests``, only
+        those they accepted."""
+        return await store.current_conversation_ids(conn, user_id, requests=requests)
 
     # ----- message requests ----------------------------------------------------------------
 

@@ -386,12 +386,20 @@ async def join(
         )
 
 
-async def accept_request(conn: AsyncConnection, conv_id: str, user_id: str) -> None:
-    await conn.execute(
+async def accept_request(conn: AsyncConnection, conv_id: str, user_id: str) -> bool:
+    """True if there was a request to accept."""
+    done = await conn.execute(
         update(members)
-        .where(and_(members.c.conversation_id == conv_id, members.c.user_id == user_id))
+        .where(
+            and_(
+                members.c.conversation_id == conv_id,
+                members.c.user_id == user_id,
+                members.c.requested_by.is_not(None),
+            )
+        )
         .values(requested_by=None)
     )
+    return bool(done.rowcount or 0)
 
 
 async def contacts_among(conn: AsyncConnection, user_id: str, others: Sequence[str]) -> set[str]:
@@ -536,21 +544,30 @@ async def set_avatar(conn: AsyncConnection, conv_id: str, tag: str | None) -> No
     )
 
 
-async def current_conversation_ids(conn: AsyncConnection, user_id: str) -> list[str]:
+async def current_conversation_ids(
+    conn: AsyncConnection, user_id: str, *, requests: bool = True
+) -> list[str]:
+    where = [members.c.user_id == user_id, members.c.left_seq.is_(None)]
+    if not requests:
+        where.append(members.c.requested_by.is_(None))
     rows = await conn.execute(
         select(members.c.conversation_id)
-        .where(members.c.user_id == user_id, members.c.left_seq.is_(None))
+        .where(*where)
         .order_by(members.c.joined_seq, members.c.conversation_id)
     )
     return [r.conversation_id for r in rows]
 
 
-async def current_members(conn: AsyncConnection, conv_id: str) -> Rows:
-    """Current members, longest-standing first: (id, username, role, joined_seq)."""
+async def current_members(conn: AsyncConnection, conv_id: str, *, requests: bool = True) -> Rows:
+    """Current members, longest-standing first: (id, username, role, joined_seq); without
+    ``requests``, only those who accepted (a pending message request left out)."""
+    where = [members.c.conversation_id == conv_id, members.c.left_seq.is_(None)]
+    if not requests:
+        where.append(members.c.requested_by.is_(None))
     rows = await conn.execute(
         select(users.c.id, users.c.username, members.c.role, members.c.joined_seq)
         .join(users, users.c.id == members.c.user_id)
-        .where(and_(members.c.conversation_id == conv_id, members.c.left_seq.is_(None)))
+        .where(and_(*where))
         .order_by(members.c.joined_seq, users.c.username)
     )
     return rows.all()

@@ -601,7 +601,8 @@ class Client:
     # ----- calls ---------------------------------------------------------------------------
 
     async def start_call(self, conversation_id: str, media: str = "video") -> Call:
-        """Rings every member; if a call is already open in the conversation, returns it."""
+        """Rings every member but a message request (which it accepts, if it is the caller's
+        own); if a call is already open in the conversation, returns it."""
         data = await self._call(
             "POST", "/v1/calls", json={"conversation_id": conversation_id, "media": media}
         )
@@ -611,6 +612,12 @@ class Client:
         return Call.model_validate(
             await self._call("GET", "/v1/calls", params={"conversation_id": conversation_id})
         )
+
+    async def open_calls(self) -> list[Call]:
+        """The calls going on in conversations you accepted: after accepting a message request
+        (a call there did not ring), or when coming online during one."""
+        data = await self._call("GET", "/v1/calls/open")
+        return [Call.model_validate(c) for c in data]
 
     async def get_call(self, call_id: str) -> Call:
         return Call.model_validate(await self._call("GET", f"/v1/calls/{call_id}"))

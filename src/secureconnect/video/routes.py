@@ -101,6 +101,13 @@ async def current_call(
     return await calls(services).current(caller, conversation_id)
 
 
+@router.get("/calls/open", response_model=list[CallOut])
+async def open_calls(caller: Caller, services: ServicesDep) -> list[CallOut]:
+    """The ringing and live calls in the conversations you accepted (a message request's are
+    left out, as their ringing is), oldest first."""
+    return await calls(services).open_calls(caller)
+
+
 @router.get("/calls/{call_id}", response_model=CallOut)
 async def get_call(call_id: str, caller: Caller, services: ServicesDep) -> CallOut:
     return await calls(services).describe(caller, call_id)

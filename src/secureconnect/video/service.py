@@ -6,10 +6,12 @@ signed API tokens, the room's secret and a per-device ``allowed`` token, so that
 address is not enough to get in. Each device in the call has one Janus session with a publisher
 handle and, once it receives anyone, a subscriber handle.
 
-The roster lives in the store and is published to every member's devices after each change
-(``{"type": "call", "call": ...}``): it rings, shows who is in, and tells clients whom to
-subscribe to and whom to send their media key (media keys never pass through here). A call that
-ends, answered or missed, becomes an entry in the conversation's timeline.
+The roster lives in the store and is published after each change to the devices of every
+member who accepted the conversation (``{"type": "call", "call": ...}``): it rings, shows who
+is in, and tells clients whom to subscribe to and whom to send their media key (media keys
+never pass through here). A stranger's call does not ring a message request, and taking part
+in it accepts the request. A call that ends, answered or missed, becomes an entry in the
+conversation's timeline.
 """
 
 from __future__ import annotations
@@ -162,6 +164,17 @@ class CallService:
             raise NotFound("no_call", "there is no call in this conversation")
         return found
 
+    async def open_calls(self, ctx: AuthContext) -> list[CallOut]:
+        """The calls going on in conversations the user accepted: for a device that accepts a
+        message request during a call, which was not rung (or comes online during one)."""
+        async with self.db.read() as conn:
+            conv_ids = await self.chat.current_conversations(conn, ctx.user_id, requests=False)
+            found = [
+                await store.describe(conn, c, self.ring_ms)
+                for c in await store.open_calls(conn, conv_ids)
+            ]
+        return [c for c in found if c is not None]
+
     async def describe(self, ctx: AuthContext, call_id: str) -> CallOut:
         async with self.db.read() as conn:
             found = await store.describe(conn, call_id, self.ring_ms)
@@ -181,6 +194,7 @@ class CallService:
         call_id = new_id()
         try:
             async with self.db.write() as conn:
+                await self.chat.answer_request(conn, ctx.user_id, conv_id)  # calling back answers
                 existing = await store.open_call(conn, conv_id)
                 if existing is not None:
                     call_id = existing
@@ -219,8 +233,8 @@ class CallService:
             await store.decline(conn, call_id, ctx.user_id, self.clock.now_ms())
             call = await store.describe(conn, call_id, self.ring_ms)
             assert call is not None
-            members = await self.chat.current_member_ids(conn, row.conversation_id)
-            others = set(members) - {row.caller_user_id}
+            rung = await self.chat.current_member_ids(conn, row.conversation_id, requests=False)
+            others = set(rung) - {row.caller_user_id}
             declined = set(await store.declined_ids(conn, call_id))
             if row.state == "ringing" and others <= declined and not self._others_in(call, row):
                 await self._end(conn, call_id, "declined")
@@ -283,6 +297,7 @@ class CallService:
             self.seats[(call_id, ctx.device_id)] = seat
             now = self.clock.now_ms()
             async with self.db.write() as conn:
+                await self.chat.answer_request(conn, ctx.user_id, row.conversation_id)
                 again = await store.participant(conn, call_id, ctx.device_id)
                 await store.seat(
                     conn,
@@ -708,10 +723,11 @@ class CallService:
         """Every member's devices get the call as it now stands, once this commits. The version
         goes up under the row's lock, so devices can tell a late event from a new one. The
         call is returned too: the device that caused the change gets the same version in its
-        answer, with no second read."""
+        answer, with no second read. A message request's devices are not told: a stranger's
+        call does not ring, and its end reaches them as the timeline's missed call."""
         await store.bump_version(conn, call_id)
         call = await store.describe(conn, call_id, self.ring_ms)
-        members = await self.chat.current_member_ids(conn, conv_id)
+        members = await self.chat.current_member_ids(conn, conv_id, requests=False)
         if call is not None:
             event = {"type": "call", "call": call.model_dump(mode="json")}
             self.db.publish_on_commit(conn, [user_topic(u) for u in members], event)

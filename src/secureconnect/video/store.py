@@ -18,6 +18,15 @@ async def open_call(conn: AsyncConnection, conv_id: str) -> str | None:
     return str(found) if found is not None else None
 
 
+async def open_calls(conn: AsyncConnection, conv_ids: list[str]) -> list[str]:
+    if not conv_ids:
+        return []
+    query = select(calls.c.id).where(
+        calls.c.open_key.in_(conv_ids)  # open_key is the conversation while the call is open
+    )
+    return [str(r.id) for r in (await conn.execute(query.order_by(calls.c.created_at))).all()]
+
+
 async def insert_call(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
     await conn.execute(insert(calls).values(**row))
 

@@ -348,6 +348,8 @@ async function startCall(conv, media) {
   if (!callsSupported()) { ui.callError = t("noE2eeBrowser"); renderCall(); return; }
   try {
     const call = await ui.api.startCall(conv.id, media);
+    // Calling from a message request answers it, as a reply does: its panel goes.
+    if (conv.request) refreshConversations().then(render).catch(quiet);
     await joinCall(call);
   } catch (error) {
     ui.callError = error.code === "calls_unavailable" ? t("callsUnavailable") : explain(error);
@@ -1088,7 +1090,7 @@ function requestPanel(conv) {
     else { await ui.api.declineRequest(conv.id, block); ui.open = null; }
     await refreshConversations();
     render();
-    if (block === null) { renderMessages(); await markRead(); }
+    if (block === null) { renderMessages(); await markRead(); await callGoingOn(conv.id); }
   };
   const name = conv.requested_by || "";
   return el("div", { class: "request", id: "request", role: "region", "aria-label": t("request") },
@@ -1097,6 +1099,11 @@ function requestPanel(conv) {
       el("button", { id: "request-accept", onclick: () => answer(null)().catch(quiet) }, t("requestAccept")),
       el("button", { class: "ghost", id: "request-decline", onclick: () => answer(false)().catch(quiet) }, t("requestDecline")),
       el("button", { class: "ghost danger", id: "request-block", onclick: () => answer(true)().catch(quiet) }, t("requestBlock", { name }))));
+}
+
+// A call started while this was a request did not ring here; once accepted, it does.
+async function callGoingOn(convId) {
+  for (const call of await ui.api.openCalls()) if (call.conversation_id === convId) onCall(call);
 }
 
 function callButtons(conv) {
