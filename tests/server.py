@@ -296,6 +296,27 @@ class ServerProcess:
 
         return run_in_thread(run())
 
+    def tamper(self, sql: str, *args: Any) -> None:
+        """Changes the server's database behind its back, as a compromised server would."""
+        url = self.database_url
+        if url is None:
+            db = sqlite3.connect(self.data_dir / "secureconnect.db", timeout=10)
+            try:
+                with db:
+                    db.execute(re.sub(r"\$\d", "?", sql), args)
+            finally:
+                db.close()
+            return
+
+        async def run() -> None:
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+            try:
+                await conn.execute(sql, *args)
+            finally:
+                await conn.close()
+
+        run_in_thread(run())
+
     def stored_data(self) -> bytes:
         """Everything the database holds, as bytes to search (bytea also as hex on PostgreSQL)."""
         if self.database_url is None:

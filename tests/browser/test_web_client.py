@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from typing import Any
@@ -507,6 +508,43 @@ async def test_device_identity_keys_cannot_be_read_by_script(browser, server) ->
     )
     assert found == [[True, False, "private"], [True, False, "private"]]
     await page.context.close()
+
+
+async def test_keys_a_server_swapped_stop_the_message_until_the_person_accepts_them(
+    browser, server
+) -> None:
+    """A server that shows other keys for a contact's device (its own, to read what follows)
+    is caught before anything is encrypted to them: the message is not sent, the banner says
+    whose keys changed, the typed text stays, and the safety-number screen offers to accept."""
+    _, bob, a, b = await pages.two_people(browser, server.url)
+    await pages.start_conversation(a, bob)
+    await pages.send(a, "before the swap")
+    (bob_id,) = server.query("SELECT id FROM users WHERE username = $1", bob)[0]
+    server.tamper(
+        "UPDATE device_keys SET identity_key = $1, signing_key = $2 WHERE user_id = $3",
+        os.urandom(32),
+        os.urandom(32),
+        bob_id,
+    )
+    secret = "meet at the north gate at nine"
+    await a.fill("#composer", secret)
+    await a.press("#composer", "Enter")
+    banner = await a.wait_for_selector("#banner .banner", timeout=10000)
+    assert f"{bob}'s security keys changed. Messages were not sent." in (
+        await banner.text_content() or ""
+    )
+    assert await a.input_value("#composer") == secret
+    assert await a.query_selector(f".msg.mine:has-text('{secret}')") is None
+    await a.click("#banner-review")
+    await a.wait_for_selector("#safety #accept-keys")
+    assert await a.text_content("#safety #accept-keys") == "Accept new keys"
+    await pages.shot(a, "27-keys-changed")
+    await a.click("#safety #accept-keys")
+    await a.wait_for_selector("#banner .banner", state="detached")
+    assert secret.encode() not in server.held()
+    assert a.errors == [] and b.errors == []
+    await a.context.close()
+    await b.context.close()
 
 
 async def test_a_missed_call_shows_in_the_conversation(browser, calls_server) -> None:

@@ -731,7 +731,7 @@ async function showSafety(username) {
     el("p", {}, t("safetyHelp", { name: username })),
     el("div", { class: "number", id: "safety-number" }, display(number)), status,
     el("div", { class: "row" },
-      ui.banner && ui.banner.kind === "changed" ? el("button", { class: "ghost", onclick: async () => {
+      ui.banner && ui.banner.kind === "changed" ? el("button", { class: "ghost", id: "accept-keys", onclick: async () => {
         await ui.secure.acceptIdentity(username); ui.banner = null; renderBanner(); } }, t("accept")) : null,
       el("button", { class: "ghost", id: "mark-verified", onclick: async () => {
         await ui.secure.markVerified(username); status.textContent = t("verified"); } }, t("markVerified")),
@@ -1401,7 +1401,7 @@ function renderBanner() {
   if (!node) return;
   node.replaceChildren(ui.banner ? el("div", { class: "banner", role: "alert" }, ui.banner.text,
     ui.banner.username
-      ? el("button", { class: "ghost", onclick: () => showSafety(ui.banner.username) }, t("review"))
+      ? el("button", { class: "ghost", id: "banner-review", onclick: () => showSafety(ui.banner.username) }, t("review"))
       : el("button", { class: "ghost", onclick: () => showSecurity().catch(quiet) }, t("security"))) : "");
 }
 
