@@ -614,6 +614,74 @@ async def test_a_strangers_call_rings_only_once_the_request_is_accepted(
         await a.context.close()
 
 
+async def test_a_call_shows_after_a_reload_and_goes_if_it_ended_while_offline(
+    browser, calls_server
+) -> None:
+    """Call changes are not kept for a device that missed them. A page reloaded during a group
+    call offers to join it (without ringing as if it had just started); a page that was offline
+    when the call ended stops offering it once back."""
+    alice = unique("alice")
+    a = await pages.open_client(browser, calls_server.url)
+    await pages.register(a, alice, PASSWORD)
+    bob = await signed_up(Client(calls_server.url), unique("bob"))
+    carol = await signed_up(Client(calls_server.url), unique("carol"))
+    beating: asyncio.Task[None] | None = None
+
+    async def keep_in(call_id: str) -> None:  # the SDK devices beat as the web client does
+        for _ in range(120):
+            for client in (bob, carol):
+                await client.call_heartbeat(call_id)
+            await asyncio.sleep(0.5)
+
+    try:
+        assert carol.login_info is not None
+        conv = await bob.create_group([alice, carol.login_info.username], "Retro")
+        await pages.accept_request(a, "Retro")
+        call = await bob.start_call(conv.id, "audio")
+        for client in (bob, carol):
+            await client.join_call(call.id)
+        beating = asyncio.create_task(keep_in(call.id))
+        await a.wait_for_selector("#join-call", timeout=10000)
+        # The page's event stream goes through the test, which can cut it (a network drop).
+        streams: list[Any] = []
+        cut = False
+
+        async def stream(ws: Any) -> None:
+            if cut:
+                await ws.close()
+            else:
+                ws.connect_to_server()
+                streams.append(ws)
+
+        await a.route_web_socket(re.compile(r".*/v1/events.*"), stream)
+        await a.reload()
+        await a.wait_for_selector("#status.online", timeout=20000)
+        await pages.open_conversation(a, "Retro")
+        await a.wait_for_selector("#join-call", timeout=10000)
+        await asyncio.sleep(1.0)
+        assert await a.query_selector("#incoming-call") is None
+        await pages.shot(a, "28-call-after-reload")
+        cut = True
+        for ws in streams:
+            await ws.close()
+        await a.wait_for_selector("#status:not(.online)", timeout=20000)
+        beating.cancel()
+        for client in (bob, carol):
+            await client.leave_call(call.id)
+        assert (await bob.get_call(call.id)).state == "ended"
+        cut = False
+        await a.wait_for_selector("#status.online", timeout=30000)
+        await a.wait_for_selector("#join-call", state="detached", timeout=10000)
+        await a.wait_for_selector("#call-voice")
+        assert a.errors == []
+    finally:
+        if beating is not None:
+            beating.cancel()
+        await bob.aclose()
+        await carol.aclose()
+        await a.context.close()
+
+
 async def test_a_browser_that_cannot_encrypt_calls_gets_no_call(browser, calls_server) -> None:
     """Without RTCRtpScriptTransform a call could only be unencrypted: there is none, and the
     person is told why, in their language."""

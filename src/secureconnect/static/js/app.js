@@ -260,7 +260,10 @@ async function enter() {
 function onStatus(status, code) {
   ui.status = status;
   if (code === 4401) { logout(false); return; }
-  if (status === "online") refreshConversations().then(render, quiet);
+  if (status === "online") {
+    refreshConversations().then(render, quiet);
+    catchUpOnCalls({ late: true }).catch(quiet);
+  }
   renderStatus();
 }
 
@@ -314,11 +317,13 @@ async function onEvent(event) {
 
 const firstHeard = new Map();  // call id -> when this device first heard it ring (its own clock)
 const lastVersion = new Map();  // call id -> the newest version seen: a late event is ignored
-function onCall(call) {
+function onCall(call, late = false) {
   if (call.version <= (lastVersion.get(call.id) ?? -1)) return;
   lastVersion.set(call.id, call.version);
   const mine = call.participants.some((p) => p.device_id === ui.session.device_id);
-  if (!firstHeard.has(call.id)) firstHeard.set(call.id, Date.now());
+  // A call already live when this device first hears of it (it was away) shows, but does not
+  // ring as if it had just started.
+  if (!firstHeard.has(call.id)) firstHeard.set(call.id, late && call.state !== "ringing" ? 0 : Date.now());
   // A group call keeps ringing for those who have not answered, as Signal's and Element's do.
   const ringWindow = call.rings_until ? call.rings_until - call.created_at : 0;
   const stillRinging = call.state === "ringing"
@@ -1090,7 +1095,7 @@ function requestPanel(conv) {
     else { await ui.api.declineRequest(conv.id, block); ui.open = null; }
     await refreshConversations();
     render();
-    if (block === null) { renderMessages(); await markRead(); await callGoingOn(conv.id); }
+    if (block === null) { renderMessages(); await markRead(); await catchUpOnCalls({ conversationId: conv.id }); }
   };
   const name = conv.requested_by || "";
   return el("div", { class: "request", id: "request", role: "region", "aria-label": t("request") },
@@ -1101,9 +1106,17 @@ function requestPanel(conv) {
       el("button", { class: "ghost danger", id: "request-block", onclick: () => answer(true)().catch(quiet) }, t("requestBlock", { name }))));
 }
 
-// A call started while this was a request did not ring here; once accepted, it does.
-async function callGoingOn(convId) {
-  for (const call of await ui.api.openCalls()) if (call.conversation_id === convId) onCall(call);
+// Calls this device did not hear of as they changed: one started while a conversation was a
+// request (once accepted, it rings), and those that started or ended while the device was
+// away (closed, reloading, offline): call changes are not kept for a device that missed them.
+async function catchUpOnCalls({ late = false, conversationId = null } = {}) {
+  const open = await ui.api.openCalls();
+  for (const call of open) if (!conversationId || call.conversation_id === conversationId) onCall(call, late);
+  if (conversationId || !ui.live) return;
+  const gone = [...ui.live].filter(([, call]) => !open.some((c) => c.id === call.id)
+    && !(ui.call && ui.call.inCall && ui.call.id === call.id));
+  for (const [conv] of gone) ui.live.delete(conv);
+  if (gone.length) { renderCall(); render(); }
 }
 
 function callButtons(conv) {
