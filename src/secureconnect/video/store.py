@@ -19,12 +19,16 @@ async def open_call(conn: AsyncConnection, conv_id: str) -> str | None:
 
 
 async def open_calls(conn: AsyncConnection, conv_ids: list[str]) -> list[str]:
-    if not conv_ids:
-        return []
-    query = select(calls.c.id).where(
-        calls.c.open_key.in_(conv_ids)  # open_key is the conversation while the call is open
-    )
-    return [str(r.id) for r in (await conn.execute(query.order_by(calls.c.created_at))).all()]
+    """The open calls of these conversations, oldest first; asked in slices, as someone in
+    tens of thousands of conversations would pass the databases' limit on parameters."""
+    found: list[tuple[int, str]] = []
+    for i in range(0, len(conv_ids), 1000):
+        # open_key is the conversation's id while its call is open, and unique (indexed).
+        query = select(calls.c.id, calls.c.created_at).where(
+            calls.c.open_key.in_(conv_ids[i : i + 1000])
+        )
+        found += [(r.created_at, str(r.id)) for r in (await conn.execute(query)).all()]
+    return [call_id for _, call_id in sorted(found)]
 
 
 async def insert_call(conn: AsyncConnection, row: Mapping[str, Any]) -> None:
