@@ -222,10 +222,10 @@ class ChatService:
         (a stranger's call waits as their message request does, Signal's rule)."""
         return [r.id for r in await store.current_members(conn, conv_id, requests=requests)]
 
-    async def answer_request(self, conn: AsyncConnection, user_id: str, conv_id: str) -> bool:
+    async def answer_request(self, conn: AsyncConnection, user_id: str, conv_id: str) -> None:
         """Taking part in a call answers a message request as a reply does (decision 0026),
-        in the caller's transaction. True if it was a request until now."""
-        return await store.accept_request(conn, conv_id, user_id)
+        in the caller's transaction (nothing changes if it was not one)."""
+        await store.accept_request(conn, conv_id, user_id)
 
     async def record(
         self,

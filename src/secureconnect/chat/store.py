@@ -386,9 +386,8 @@ async def join(
         )
 
 
-async def accept_request(conn: AsyncConnection, conv_id: str, user_id: str) -> bool:
-    """True if there was a request to accept."""
-    done = await conn.execute(
+async def accept_request(conn: AsyncConnection, conv_id: str, user_id: str) -> None:
+    await conn.execute(
         update(members)
         .where(
             and_(
@@ -399,7 +398,6 @@ async def accept_request(conn: AsyncConnection, conv_id: str, user_id: str) -> b
         )
         .values(requested_by=None)
     )
-    return bool(done.rowcount or 0)
 
 
 async def contacts_among(conn: AsyncConnection, user_id: str, others: Sequence[str]) -> set[str]:
