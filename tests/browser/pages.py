@@ -15,7 +15,8 @@ async def open_client(browser: Any, url: str, **context: Any) -> Any:
     ctx = await browser.new_context(**context)
     page = await ctx.new_page()
     page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    # An uncaught error with where it was thrown: a rare one in CI must name its source.
+    page.on("pageerror", lambda e: page.errors.append(f"{e} | {e.stack or ''}".strip(" |")))
     page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
     await page.goto(url)
     return page

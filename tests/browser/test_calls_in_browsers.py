@@ -718,5 +718,5 @@ async def test_a_replica_shut_down_mid_call_the_browsers_carry_on_through_the_ot
         await frames_from_each(b, 1)
         assert (await call_owner(env, call_id)).endswith(f":{other.port}")
         for page in (a, b):
-            assert not [e for e in page.errors if "500" in e], page.errors
+            assert not [e for e in page.errors if "status of 500" in e], page.errors
         await close(a, b)

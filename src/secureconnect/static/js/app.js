@@ -262,6 +262,7 @@ function onStatus(status, code) {
   if (code === 4401) { logout(false); return; }
   if (status === "online") {
     refreshConversations().then(render, quiet);
+    refreshReceipts().catch(quiet);
     catchUpOnCalls({ late: true }).catch(quiet);
   }
   renderStatus();
@@ -509,6 +510,7 @@ async function refreshProfiles(usernames) {
 
 async function openConversation(id) {
   ui.open = id;
+  ui.receipts = [];
   ui.compose = null;
   ui.banner = null;
   render();
@@ -517,9 +519,25 @@ async function openConversation(id) {
   const shown = ui.messages.get(id) || new Map();
   for (const m of history) if (!shown.has(m.seq)) shown.set(m.seq, m);
   ui.messages.set(id, shown);
-  ui.receipts = await ui.api.receipts(id);
+  try {
+    await refreshReceipts();  // draws the messages with their marks
+  } catch (error) {
+    quiet(error);  // the server is away: the messages without marks, for now
+    renderMessages();
+  }
+  if (ui.open === id) markRead();
+}
+
+// The open conversation's marks ("Delivered", "Read"): read when it opens, and again when the
+// event stream comes back (marks that moved while away were not heard). While the server is
+// away the last ones known stay; a conversation opened in the meantime is not given another's.
+async function refreshReceipts() {
+  const id = ui.open;
+  if (!id) return;
+  const marks = await ui.api.receipts(id);
+  if (ui.open !== id) return;
+  ui.receipts = marks;
   renderMessages();
-  markRead();
 }
 
 async function markRead() {
