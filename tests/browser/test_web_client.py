@@ -394,9 +394,15 @@ async def test_both_browsers_reconnect_after_a_server_restart(browser, own_serve
     a, b = await pages.first_message_read(
         browser, own_server.url, "alice", "bob", "before the restart"
     )
+    await b.reload()  # Bob's page has shown nothing yet; his device keeps what it read
+    await b.wait_for_selector("#status.online", timeout=20000)
     # Alice is halfway through a sentence when the server dies.
     await a.fill("#composer", "half a sentence")
     own_server.kill()
+    # Bob opens the conversation while the server is down: what his device kept shows.
+    await b.wait_for_selector("#status:not(.online)", timeout=10000)
+    await b.click("#conversations li:has-text('alice')")
+    await pages.wait_text(b, "before the restart")
     own_server.start()  # same port and data
     for page in (a, b):
         await page.wait_for_selector("#status.online", timeout=30000)

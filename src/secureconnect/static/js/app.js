@@ -515,7 +515,13 @@ async function openConversation(id) {
   ui.banner = null;
   render();
   document.getElementById("composer")?.focus();  // type straight away; history fills in
-  const history = await ui.secure.history(id);
+  let history;
+  try {
+    history = await ui.secure.history(id);
+  } catch (error) {
+    quiet(error);  // the server is away: what this device kept of the conversation
+    history = ui.secure.known(id);
+  }
   const shown = ui.messages.get(id) || new Map();
   for (const m of history) if (!shown.has(m.seq)) shown.set(m.seq, m);
   ui.messages.set(id, shown);
