@@ -662,6 +662,7 @@ async def test_a_call_shows_after_a_reload_and_goes_if_it_ended_while_offline(
         await a.route_web_socket(re.compile(r".*/v1/events.*"), stream)
         await a.reload()
         await a.wait_for_selector("#status.online", timeout=20000)
+        await a.wait_for_selector("#conversations li:has-text('Retro') .call-tag", timeout=10000)
         await pages.open_conversation(a, "Retro")
         await a.wait_for_selector("#join-call", timeout=10000)
         await asyncio.sleep(1.0)
@@ -679,6 +680,7 @@ async def test_a_call_shows_after_a_reload_and_goes_if_it_ended_while_offline(
         await a.wait_for_selector("#status.online", timeout=30000)
         await a.wait_for_selector("#join-call", state="detached", timeout=10000)
         await a.wait_for_selector("#call-voice")
+        assert await a.query_selector("#conversations .call-tag") is None
         assert a.errors == []
     finally:
         if beating is not None:

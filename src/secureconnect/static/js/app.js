@@ -343,7 +343,9 @@ function onCall(call, late = false) {
   } else ui.ringing.delete(call.id);
   if (ui.call && ui.call.id === call.id) ui.call.update(call).catch((e) => quiet(e));
   ui.live = ui.live || new Map();
+  const wasLive = ui.live.has(call.conversation_id);
   if (call.state === "ended") ui.live.delete(call.conversation_id); else ui.live.set(call.conversation_id, call);
+  if (wasLive !== ui.live.has(call.conversation_id)) renderSidebar();
   renderCall();
   if (!ui.conversations.some((c) => c.id === call.conversation_id)) scheduleRefresh();
   if (call.conversation_id === ui.open) render();
@@ -911,6 +913,7 @@ function renderSidebar() {
   } }, people, name, el("button", { type: "submit", id: "new-start" }, t("start")), error) : null;
   const list = el("ul", { id: "conversations" }, ui.conversations.map((c) => {
     const muted = ui.prefs.muted.includes(c.id);
+    const live = ui.live && ui.live.has(c.id);  // a call going on there, as Element's list shows
     return el("li", {
       class: `${c.id === ui.open ? "active" : ""}${muted ? " muted" : ""}`, tabindex: "0", "data-id": c.id,
       // Enter opens it; its default must not then type a newline into the composer it focuses.
@@ -920,6 +923,7 @@ function renderSidebar() {
       el("span", { class: "line" }, el("span", { class: "name" }, title(c)),
         el("span", { class: "when" }, c.last_at ? when(c.last_at) : "")),
       el("span", { class: "line" }, el("span", { class: "preview" }, preview(c)),
+        live ? el("span", { class: "call-tag" }, t("callTag")) : null,
         muted ? el("span", { class: "muted-tag" }, t("mutedLabel")) : null,
         c.request ? el("span", { class: "request-tag" }, t("request")) : null,
         c.unread && c.id !== ui.open ? el("span", { class: "badge", "aria-label": `${c.unread} unread` }, c.unread) : null)));
@@ -1140,7 +1144,7 @@ async function catchUpOnCalls({ late = false, conversationId = null } = {}) {
   const gone = [...ui.live].filter(([, call]) => !open.some((c) => c.id === call.id)
     && !(ui.call && ui.call.inCall && ui.call.id === call.id));
   for (const [conv] of gone) ui.live.delete(conv);
-  if (gone.length) { renderCall(); render(); }
+  if (gone.length) { renderCall(); render(); }  // the list's "call" tags too
 }
 
 function callButtons(conv) {
