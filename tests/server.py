@@ -278,12 +278,14 @@ class ServerProcess:
         return self.extra_env.get("SECURECONNECT_DATABASE_URL")
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Runs a read-only query on the server's database, whichever backend it is."""
+        """Runs one statement on the server's database, whichever backend it is (``$1``...
+        placeholders), and returns its rows."""
         url = self.database_url
         if url is None:
-            db = sqlite3.connect(self.data_dir / "secureconnect.db")
+            db = sqlite3.connect(self.data_dir / "secureconnect.db", timeout=10)
             try:
-                return db.execute(sql.replace("$1", "?"), args).fetchall()
+                with db:  # a write commits
+                    return db.execute(re.sub(r"\$\d+", "?", sql), args).fetchall()
             finally:
                 db.close()
 
@@ -298,24 +300,7 @@ class ServerProcess:
 
     def tamper(self, sql: str, *args: Any) -> None:
         """Changes the server's database behind its back, as a compromised server would."""
-        url = self.database_url
-        if url is None:
-            db = sqlite3.connect(self.data_dir / "secureconnect.db", timeout=10)
-            try:
-                with db:
-                    db.execute(re.sub(r"\$\d", "?", sql), args)
-            finally:
-                db.close()
-            return
-
-        async def run() -> None:
-            conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-            try:
-                await conn.execute(sql, *args)
-            finally:
-                await conn.close()
-
-        run_in_thread(run())
+        self.query(sql, *args)
 
     def stored_data(self) -> bytes:
         """Everything the database holds, as bytes to search (bytea also as hex on PostgreSQL)."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from secureconnect.client import ApiError, Client
+from secureconnect.client import ApiError, Client, Conversation
 from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
@@ -577,47 +579,69 @@ async def test_a_missed_call_shows_in_the_conversation(browser, calls_server) ->
         await a.context.close()
 
 
+@contextlib.asynccontextmanager
+async def beating(call_id: str, *clients: Client) -> AsyncIterator[asyncio.Task[None]]:
+    """SDK devices in a call send heartbeats as the web client does (a silent device is
+    dropped), for at most a minute, until the block ends or the task is cancelled."""
+
+    async def beat() -> None:
+        for _ in range(120):
+            for client in clients:
+                await client.call_heartbeat(call_id)
+            await asyncio.sleep(0.5)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield task
+    finally:
+        task.cancel()
+
+
+@contextlib.asynccontextmanager
+async def group_of_a_browser_and_two_sdk_people(
+    browser: Any, server: Any, name: str
+) -> AsyncIterator[tuple[Any, Client, Client, Conversation]]:
+    """Alice in a browser, and Bob and Carol as SDK devices, all three in Bob's group ``name``
+    (a message request for Alice and Carol): (Alice's page, Bob, Carol, the group)."""
+    alice = unique("alice")
+    a = await pages.open_client(browser, server.url)
+    await pages.register(a, alice, PASSWORD)
+    bob = await signed_up(Client(server.url), unique("bob"))
+    carol = await signed_up(Client(server.url), unique("carol"))
+    try:
+        assert carol.login_info is not None
+        yield a, bob, carol, await bob.create_group([alice, carol.login_info.username], name)
+    finally:
+        await bob.aclose()
+        await carol.aclose()
+        await a.context.close()
+
+
 async def test_a_strangers_call_rings_only_once_the_request_is_accepted(
     browser, calls_server
 ) -> None:
     """A group call from people not yet accepted waits as their message request does (Signal's
     rule): no ring, no call to join. Accepting the request shows the call going on."""
-    alice = unique("alice")
-    a = await pages.open_client(browser, calls_server.url)
-    await pages.register(a, alice, PASSWORD)
-    bob = await signed_up(Client(calls_server.url), unique("bob"))
-    carol = await signed_up(Client(calls_server.url), unique("carol"))
-
-    async def keep_in(call_id: str) -> None:  # the SDK devices beat as the web client does
-        for _ in range(60):
-            for client in (bob, carol):
-                await client.call_heartbeat(call_id)
-            await asyncio.sleep(0.5)
-
-    beating: asyncio.Task[None] | None = None
-    try:
-        assert carol.login_info is not None
-        conv = await bob.create_group([alice, carol.login_info.username], "Offsite")
+    async with group_of_a_browser_and_two_sdk_people(browser, calls_server, "Offsite") as (
+        a,
+        bob,
+        carol,
+        conv,
+    ):
         call = await bob.start_call(conv.id, "video")
         await bob.join_call(call.id)
         await carol.join_call(call.id)  # joining answers Carol's request
-        beating = asyncio.create_task(keep_in(call.id))
-        await a.wait_for_selector("#conversations li:has-text('Offsite') .request-tag")
-        await pages.open_conversation(a, "Offsite")
-        await asyncio.sleep(1.5)  # what would have rung has had its chance
-        assert await a.query_selector("#incoming-call") is None
-        assert await a.query_selector("#join-call") is None
-        await a.click("#request-accept")
-        await a.wait_for_selector("#join-call", timeout=10000)
-        await a.wait_for_selector("#incoming-call", timeout=10000)
-        await pages.shot(a, "26-call-after-request-accepted")
+        async with beating(call.id, bob, carol):
+            await a.wait_for_selector("#conversations li:has-text('Offsite') .request-tag")
+            await pages.open_conversation(a, "Offsite")
+            await asyncio.sleep(1.5)  # what would have rung has had its chance
+            assert await a.query_selector("#incoming-call") is None
+            assert await a.query_selector("#join-call") is None
+            await a.click("#request-accept")
+            await a.wait_for_selector("#join-call", timeout=10000)
+            await a.wait_for_selector("#incoming-call", timeout=10000)
+            await pages.shot(a, "26-call-after-request-accepted")
         assert a.errors == []
-    finally:
-        if beating is not None:
-            beating.cancel()
-        await bob.aclose()
-        await carol.aclose()
-        await a.context.close()
 
 
 async def test_a_call_shows_after_a_reload_and_goes_if_it_ended_while_offline(
@@ -626,53 +650,43 @@ async def test_a_call_shows_after_a_reload_and_goes_if_it_ended_while_offline(
     """Call changes are not kept for a device that missed them. A page reloaded during a group
     call offers to join it (without ringing as if it had just started); a page that was offline
     when the call ended stops offering it once back."""
-    alice = unique("alice")
-    a = await pages.open_client(browser, calls_server.url)
-    await pages.register(a, alice, PASSWORD)
-    bob = await signed_up(Client(calls_server.url), unique("bob"))
-    carol = await signed_up(Client(calls_server.url), unique("carol"))
-    beating: asyncio.Task[None] | None = None
-
-    async def keep_in(call_id: str) -> None:  # the SDK devices beat as the web client does
-        for _ in range(120):
-            for client in (bob, carol):
-                await client.call_heartbeat(call_id)
-            await asyncio.sleep(0.5)
-
-    try:
-        assert carol.login_info is not None
-        conv = await bob.create_group([alice, carol.login_info.username], "Retro")
+    async with group_of_a_browser_and_two_sdk_people(browser, calls_server, "Retro") as (
+        a,
+        bob,
+        carol,
+        conv,
+    ):
         await pages.accept_request(a, "Retro")
         call = await bob.start_call(conv.id, "audio")
         for client in (bob, carol):
             await client.join_call(call.id)
-        beating = asyncio.create_task(keep_in(call.id))
-        await a.wait_for_selector("#join-call", timeout=10000)
-        # The page's event stream goes through the test, which can cut it (a network drop).
-        streams: list[Any] = []
-        cut = False
+        async with beating(call.id, bob, carol):  # until the page is cut off
+            await a.wait_for_selector("#join-call", timeout=10000)
+            # The page's event stream goes through the test, which can cut it (a network drop).
+            streams: list[Any] = []
+            cut = False
 
-        async def stream(ws: Any) -> None:
-            if cut:
+            async def stream(ws: Any) -> None:
+                if cut:
+                    await ws.close()
+                else:
+                    ws.connect_to_server()
+                    streams.append(ws)
+
+            await a.route_web_socket(re.compile(r".*/v1/events.*"), stream)
+            await a.reload()
+            await a.wait_for_selector("#status.online", timeout=20000)
+            tag = "#conversations li:has-text('Retro') .call-tag"
+            await a.wait_for_selector(tag, timeout=10000)
+            await pages.open_conversation(a, "Retro")
+            await a.wait_for_selector("#join-call", timeout=10000)
+            await asyncio.sleep(1.0)
+            assert await a.query_selector("#incoming-call") is None
+            await pages.shot(a, "28-call-after-reload")
+            cut = True
+            for ws in streams:
                 await ws.close()
-            else:
-                ws.connect_to_server()
-                streams.append(ws)
-
-        await a.route_web_socket(re.compile(r".*/v1/events.*"), stream)
-        await a.reload()
-        await a.wait_for_selector("#status.online", timeout=20000)
-        await a.wait_for_selector("#conversations li:has-text('Retro') .call-tag", timeout=10000)
-        await pages.open_conversation(a, "Retro")
-        await a.wait_for_selector("#join-call", timeout=10000)
-        await asyncio.sleep(1.0)
-        assert await a.query_selector("#incoming-call") is None
-        await pages.shot(a, "28-call-after-reload")
-        cut = True
-        for ws in streams:
-            await ws.close()
-        await a.wait_for_selector("#status:not(.online)", timeout=20000)
-        beating.cancel()
+            await a.wait_for_selector("#status:not(.online)", timeout=20000)
         for client in (bob, carol):
             await client.leave_call(call.id)
         assert (await bob.get_call(call.id)).state == "ended"
@@ -682,12 +696,6 @@ async def test_a_call_shows_after_a_reload_and_goes_if_it_ended_while_offline(
         await a.wait_for_selector("#call-voice")
         assert await a.query_selector("#conversations .call-tag") is None
         assert a.errors == []
-    finally:
-        if beating is not None:
-            beating.cancel()
-        await bob.aclose()
-        await carol.aclose()
-        await a.context.close()
 
 
 async def test_a_browser_that_cannot_encrypt_calls_gets_no_call(browser, calls_server) -> None:

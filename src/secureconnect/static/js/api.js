@@ -103,7 +103,6 @@ export class Api {
   inbox() { return this.call("GET", "/v1/inbox"); }
   startCall(conversationId, media) { return this.call("POST", "/v1/calls", { conversation_id: conversationId, media }); }
   openCalls() { return this.call("GET", "/v1/calls/open"); }
-  currentCall(conversationId) { return this.call("GET", `/v1/calls?conversation_id=${encodeURIComponent(conversationId)}`); }
   getCall(callId) { return this.call("GET", `/v1/calls/${callId}`); }
   callStep(callId, step, body = {}) { return this.call("POST", `/v1/calls/${callId}/${step}`, body); }
   suggestReport(report) { return this.call("POST", "/v1/suggest/report", report); }

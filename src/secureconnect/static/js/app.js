@@ -345,10 +345,10 @@ function onCall(call, late = false) {
   ui.live = ui.live || new Map();
   const wasLive = ui.live.has(call.conversation_id);
   if (call.state === "ended") ui.live.delete(call.conversation_id); else ui.live.set(call.conversation_id, call);
-  if (wasLive !== ui.live.has(call.conversation_id)) renderSidebar();
   renderCall();
   if (!ui.conversations.some((c) => c.id === call.conversation_id)) scheduleRefresh();
-  if (call.conversation_id === ui.open) render();
+  if (call.conversation_id === ui.open) render();  // the list's "call" tag with it
+  else if (wasLive !== ui.live.has(call.conversation_id)) renderSidebar();
 }
 
 async function startCall(conv, media) {
