@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import fcntl
-import gc
 import json
 import logging
 import struct
@@ -61,6 +59,7 @@ from secureconnect.chat.service import Ack, ChatService
 from secureconnect.edge.logging import client_ip
 from secureconnect.errors import Problem, TooManyRequests
 from secureconnect.guard.limits import RateLimits
+from secureconnect.heap import release_memory
 from secureconnect.keys.service import InboxService
 from secureconnect.ops.metrics import Metrics
 from secureconnect.schemas import INT64_MAX
@@ -97,6 +96,16 @@ FRAME_BURST = 100.0
 
 class BadFrame(Exception):
     pass
+
+
+class Refused(Exception):
+    """The socket ends before it is served: with this close code and reason."""
+
+    def __init__(self, code: int, reason: str, username: str = "-") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.username = username
 
 
 def parse_frame(text: str | None, data: bytes | None) -> dict[str, Any]:
@@ -360,6 +369,26 @@ class Hub:
 class SocketSession:
     """Runs one device's WebSocket from accept to close."""
 
+    __slots__ = (
+        "accounts",
+        "allowance",
+        "allowance_at",
+        "auth_timeout",
+        "chat",
+        "hub",
+        "inbox",
+        "inbox_delivered",
+        "inbox_sent",
+        "inbox_unacked",
+        "limits",
+        "queue_size",
+        "send_buffer_bytes",
+        "sent",
+        "transport",
+        "warned_at",
+        "ws",
+    )
+
     def __init__(
         self,
         ws: WebSocket,
@@ -386,7 +415,7 @@ class SocketSession:
         # bus in the other order than their ids: delivery is deduplicated by id, not by a
         # high-water mark, and an ack deletes only what this connection delivered.
         self.inbox_delivered: dict[int, None] = {}  # ordered, bounded
-        self.inbox_unacked: set[int] = set()
+        self.inbox_unacked: dict[int, None] = {}  # a set, but an empty dict is 150 B smaller
         self.auth_timeout = auth_timeout
         self.queue_size = queue_size
         self.sent: dict[str, int] = {}
@@ -396,7 +425,6 @@ class SocketSession:
 
     async def run(self) -> None:
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
         await self.ws.accept()
         code, reason, username = await self._authenticated_session()
         # Counted and logged when decided: closing a device that stopped reading may take a
@@ -407,12 +435,12 @@ class SocketSession:
             extra={
                 "fields": {
                     "status": 101,
-                    "uri": self.ws.url.path,
+                    "uri": self.ws.scope["path"],
                     "method": "GET",
                     "latency_ms": round((time.perf_counter() - started) * 1000, 2),
                     "user": username,
                     "ip": client_ip(self.ws.scope),
-                    "request_id": request_id,
+                    "request_id": uuid.uuid4().hex,
                     "close_code": code,
                     "close_reason": reason,
                 }
@@ -436,29 +464,13 @@ class SocketSession:
 
     async def _authenticated_session(self) -> tuple[int, str, str]:
         try:
-            message = await asyncio.wait_for(self.ws.receive(), self.auth_timeout)
-        except TimeoutError:
-            return AUTH_TIMEOUT, "no auth frame in time", "-"
-        if message["type"] == "websocket.disconnect":
-            return 1000, "client left", "-"
-        try:
-            frame = parse_frame(message.get("text"), message.get("bytes"))
-            if frame["type"] != "auth":
-                raise BadFrame("the first frame must be {'type': 'auth', 'token': ...}")
-        except BadFrame as error:
-            return BAD_FRAME, str(error), "-"
-        try:
-            ctx = await self.accounts.authenticate(frame["token"])
-        except StoreUnavailable as error:  # a Problem too: caught first, it is not the token
-            return TRY_AGAIN_LATER, error.code, "-"
-        except Problem as error:
-            return UNAUTHORIZED, error.code, "-"
-        if ctx.must_change_password:
-            return FORBIDDEN, "must_change_password", ctx.username
+            ctx, cursors = await self._sign_in()
+        except Refused as refused:
+            return refused.code, refused.reason, refused.username
         conn = Connection(ctx, self.queue_size, self.send_buffer_bytes, self._unsent)
         await self.hub.attach(conn)
         try:
-            code, reason = await self._serve(conn, frame.get("cursors", {}))
+            code, reason = await self._serve(conn, cursors)
         finally:
             await self.hub.detach(conn)
             if self.hub.acks.holds(ctx.device_id):
@@ -468,29 +480,73 @@ class SocketSession:
                     await self.hub.acks.flush()
         return code, reason, ctx.username
 
-    async def _serve(self, conn: Connection, cursors: dict[str, int]) -> tuple[int, str]:
-        tasks: list[asyncio.Future[Any]] = [
-            asyncio.ensure_future(self._writer(conn, cursors)),
-            asyncio.ensure_future(self._reader(conn)),
-        ]
+    async def _sign_in(self) -> tuple[AuthContext, dict[str, int]]:
+        """The device's identity and cursors from its first frame. A function of its own so
+        that the frame, token included, is not kept for the socket's life."""
         try:
-            waiters: list[asyncio.Future[Any]] = [conn.closing, *tasks]
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            message = await asyncio.wait_for(self.ws.receive(), self.auth_timeout)
+        except TimeoutError:
+            raise Refused(AUTH_TIMEOUT, "no auth frame in time") from None
+        if message["type"] == "websocket.disconnect":
+            raise Refused(1000, "client left")
+        try:
+            frame = parse_frame(message.get("text"), message.get("bytes"))
+            if frame["type"] != "auth":
+                raise BadFrame("the first frame must be {'type': 'auth', 'token': ...}")
+        except BadFrame as error:
+            raise Refused(BAD_FRAME, str(error)) from None
+        try:
+            ctx = await self.accounts.authenticate(frame["token"])
+        except StoreUnavailable as error:  # a Problem too: caught first, it is not the token
+            raise Refused(TRY_AGAIN_LATER, error.code) from None
+        except Problem as error:
+            raise Refused(UNAUTHORIZED, error.code) from None
+        if ctx.must_change_password:
+            raise Refused(FORBIDDEN, "must_change_password", ctx.username)
+        return ctx, frame.get("cursors", {})
+
+    async def _serve(self, conn: Connection, cursors: dict[str, int]) -> tuple[int, str]:
+        """Reads in the socket's own task and writes in one other. A close decided elsewhere
+        (a device too slow, a session revoked) or the writer's end interrupts the reading, as
+        ``asyncio.timeout`` interrupts what it wraps. Not a task per direction and a wait over
+        both: every idle device would hold that task and that wait (about 1.5 KiB)."""
+        reading = asyncio.current_task()
+        assert reading is not None
+        writer = asyncio.ensure_future(self._writer(conn, cursors))
+        serving = True
+        interrupted = False
+
+        def interrupt(_: object) -> None:
+            nonlocal interrupted
+            if serving and not interrupted:
+                interrupted = True
+                reading.cancel()
+
+        writer.add_done_callback(interrupt)
+        conn.closing.add_done_callback(interrupt)
+        failure: BaseException | None = None
+        try:
+            await self._reader(conn)
+        except asyncio.CancelledError:
+            if not interrupted or reading.uncancel() > 0:
+                raise  # cancelled from outside (the server stopping), not by us
+        except Exception as error:
+            failure = error
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            serving = False
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
         if conn.closing.done():
             return conn.closing.result()
-        for task in done:
-            error = task.exception()
-            if isinstance(error, StoreUnavailable):
-                return TRY_AGAIN_LATER, error.code
-            if isinstance(error, WebSocketDisconnect):
-                return error.code, "client left"
-            if error is not None:
-                log.error("websocket failed", exc_info=error)
-                return 1011, "internal error"
+        if failure is None and not writer.cancelled():
+            failure = writer.exception()
+        if isinstance(failure, StoreUnavailable):
+            return TRY_AGAIN_LATER, failure.code
+        if isinstance(failure, WebSocketDisconnect):
+            return failure.code, "client left"
+        if failure is not None:
+            log.error("websocket failed", exc_info=failure)
+            return 1011, "internal error"
         return 1000, "closed"
 
     async def _writer(self, conn: Connection, cursors: dict[str, int]) -> None:
@@ -529,7 +585,7 @@ class SocketSession:
         self.inbox_delivered[inbox_id] = None
         if len(self.inbox_delivered) > INBOX_REMEMBERED:
             del self.inbox_delivered[next(iter(self.inbox_delivered))]
-        self.inbox_unacked.add(inbox_id)
+        self.inbox_unacked[inbox_id] = None
         self.inbox_sent = max(self.inbox_sent, inbox_id)
         return True
 
@@ -593,7 +649,8 @@ class SocketSession:
                 self.hub.acks.add(conn.ctx, frame["conversation_id"], frame["seq"])
             elif kind == "inbox_ack":
                 done = {i for i in self.inbox_unacked if i <= frame["up_to"]}
-                self.inbox_unacked -= done
+                for inbox_id in done:
+                    del self.inbox_unacked[inbox_id]
                 await self.inbox.ack(conn.ctx, frame["up_to"], only=done)
             elif kind == "typing":
                 try:
@@ -705,26 +762,6 @@ def _transport_of(ws: WebSocket) -> asyncio.WriteTransport | None:
     if transport is None or not all(hasattr(transport, name) for name in needed):
         return None
     return transport  # type: ignore[no-any-return]
-
-
-def release_memory() -> None:
-    """Returns freed heap to the operating system. CPython frees its own arenas once they are
-    empty, but glibc keeps what the allocator released at the top of its heaps until asked."""
-    gc.collect()
-    if _libc is not None:
-        _libc.malloc_trim(0)
-
-
-def _load_libc() -> Any:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 - glibc only
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-_libc = _load_libc()
 
 
 def encode(event: dict[str, Any]) -> str:

@@ -11,8 +11,10 @@ import uvicorn
 
 from secureconnect.app import create_app
 from secureconnect.config import Settings
+from secureconnect.edge.lean_ws import LeanWebSocketProtocol
 from secureconnect.edge.logging import configure_logging
 from secureconnect.edge.sentry import start_sentry
+from secureconnect.heap import limit_arenas
 from secureconnect.ops.runfile import RunFile
 
 WS_MIN_FRAME = 64 * 1024
@@ -31,6 +33,7 @@ def _free_port(host: str) -> int:
 
 
 def serve(settings: Settings) -> None:
+    limit_arenas()  # before any thread starts (secureconnect/heap.py)
     configure_logging(settings.log_level, settings.log_file)
     start_sentry(settings)
     if settings.port == 0:
@@ -50,7 +53,8 @@ def serve(settings: Settings) -> None:
         # uvloop and httptools when installed ("auto"); `uvicorn[standard]` brings both.
         loop="auto",
         http=_http_protocol(settings),
-        ws="websockets-sansio",
+        # uvicorn's websockets-sansio protocol, keeping less per idle socket (edge/lean_ws.py).
+        ws=LeanWebSocketProtocol,
         server_header=False,  # what runs the platform is nobody else's business
         ws_max_size=ws_max_frame(settings),
         # Bodies are ciphertext, which does not compress; a deflate context per connection
