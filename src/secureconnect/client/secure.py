@@ -355,9 +355,11 @@ class SecureClient:
         targets = {d.device_id: d for d in devices if d.device_id != self.device_id}
         stored = self.state["outbound"].get(conversation_id)
         key = senderkeys.OutboundSenderKey.from_json(stored) if stored else None
-        if key is None or key.due_for_rotation() or not key.shared_with <= set(targets):
+        fresh = key is None or key.due_for_rotation() or not key.shared_with <= set(targets)
+        if fresh:
             # Someone who had the key is gone (or it is old): a fresh key they never get.
             key = senderkeys.OutboundSenderKey.generate(self.rng)
+        assert key is not None
         missing = [d for device_id, d in targets.items() if device_id not in key.shared_with]
         if missing:
             share = {"type": "sender_key", "conversation_id": conversation_id, **key.share()}
@@ -365,6 +367,12 @@ class SecureClient:
             self._save()
             await self.client.send_inbox(batch)
             key.shared_with.update(d.device_id for d in missing)
+        if fresh or missing:
+            # Kept now, not once a message goes with it: the others hold it already, and a
+            # message refused as too long is cut to fit this key (its id's length counts), not
+            # to fit the next one a retry would make and share again.
+            self.state["outbound"][conversation_id] = key.to_json()
+            self._save()
         return key
 
     async def _pairwise_encrypt(self, device: DeviceKeys, payload: dict[str, Any]) -> bytes:

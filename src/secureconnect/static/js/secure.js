@@ -195,9 +195,8 @@ export class SecureClient {
     const targets = new Map(devices.filter((d) => d.device_id !== this.deviceId).map((d) => [d.device_id, d]));
     const stored = this.state.outbound[conversationId];
     let key = stored ? await SK.OutboundSenderKey.fromJSON(stored) : null;
-    if (!key || key.dueForRotation() || [...key.sharedWith].some((d) => !targets.has(d))) {
-      key = await SK.OutboundSenderKey.generate();
-    }
+    const fresh = !key || key.dueForRotation() || [...key.sharedWith].some((d) => !targets.has(d));
+    if (fresh) key = await SK.OutboundSenderKey.generate();
     const missing = [...targets.values()].filter((d) => !key.sharedWith.has(d.device_id));
     if (missing.length) {
       const share = { type: "sender_key", conversation_id: conversationId, ...key.share() };
@@ -206,6 +205,12 @@ export class SecureClient {
       await this.save();
       await this.api.sendInbox(batch);
       for (const d of missing) key.sharedWith.add(d.device_id);
+    }
+    if (fresh || missing.length) {
+      // Kept now, not once a message goes with it: the others hold it already, and a message
+      // refused as too long is cut to fit this key (its id's length counts), not the next one.
+      this.state.outbound[conversationId] = key.toJSON();
+      await this.save();
     }
     return key;
   }
