@@ -29,11 +29,12 @@ def _load_libc() -> Any:
 _libc = _load_libc()
 
 
-def limit_arenas(arenas: int = ARENAS) -> bool:
+def limit_arenas(arenas: int = ARENAS) -> None:
     """Caps glibc's arenas, as ``MALLOC_ARENA_MAX`` would; called before the server's threads
     start. Two, not one: the event loop keeps an arena the worker threads do not contend for.
-    Whether the cap was set (False off glibc)."""
-    return _libc is not None and bool(_libc.mallopt(M_ARENA_MAX, arenas))
+    Off glibc, nothing to cap."""
+    if _libc is not None:
+        _libc.mallopt(M_ARENA_MAX, arenas)
 
 
 def release_memory() -> None:

@@ -27,13 +27,10 @@ class Mailbox(Generic[T]):
 
     def __init__(self) -> None:
         self._items: list[T] = []
-        self._getters: list[asyncio.Future[None]] | None = None
+        self._getters: list[asyncio.Future[None]] | None = None  # made when first needed
 
     def empty(self) -> bool:
         return not self._items
-
-    def qsize(self) -> int:
-        return len(self._items)
 
     def put_nowait(self, item: T) -> None:
         self._items.append(item)
@@ -42,16 +39,12 @@ class Mailbox(Generic[T]):
 
     async def get(self) -> T:
         while not self._items:
-            getter = asyncio.get_running_loop().create_future()
             if self._getters is None:
                 self._getters = []
-            self._getters.append(getter)
             try:
-                await getter
+                await _parked(self._getters)
             except BaseException:
-                if getter in self._getters:
-                    self._getters.remove(getter)
-                elif self._items:
+                if self._items and self._getters:
                     _wake_first(self._getters)  # woken but cancelled: pass the item on
                 raise
         item = self._items.pop(0)  # reading pauses after each frame: this list stays short
@@ -67,10 +60,7 @@ class Gate:
 
     def __init__(self) -> None:
         self._open = True
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def is_set(self) -> bool:
-        return self._open
+        self._waiters: list[asyncio.Future[None]] | None = None  # made when first needed
 
     def set(self) -> None:
         self._open = True
@@ -83,18 +73,22 @@ class Gate:
         self._open = False
 
     async def wait(self) -> bool:
-        if self._open:
-            return True
-        waiter = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
+        if not self._open:
+            if self._waiters is None:
+                self._waiters = []
+            await _parked(self._waiters)
         return True
+
+
+async def _parked(waiters: list[asyncio.Future[None]]) -> None:
+    """Waits until woken through ``waiters``; one that gives up takes itself off the list."""
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        if waiter in waiters:
+            waiters.remove(waiter)
 
 
 def _wake_first(getters: list[asyncio.Future[None]]) -> None:
