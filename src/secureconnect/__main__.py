@@ -1,3 +1,3 @@
-from secureconnect.cli.main import main
+from secureconnect.launch import main
 
 main()

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from importlib import resources
 from pathlib import Path
 
@@ -88,16 +88,19 @@ class SecureConnectApp(FastAPI):
 
     realtime: ASGIApp | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(  # type: ignore[override]
+        self, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
+        # Not a coroutine of its own: it hands over what serves the request, so that an idle
+        # socket does not keep this frame too (about 0.3 KiB each).
         if (
             self.realtime is not None
             and scope["type"] == "websocket"
             and scope["path"] == REALTIME_PATH
         ):
             scope["app"] = self
-            await self.realtime(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+            return self.realtime(scope, receive, send)
+        return super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> FastAPI:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import struct
@@ -85,6 +86,7 @@ ACK_FLUSH_S = 0.5
 PROTOCOL = 2
 # A crowd this large that halves hands its memory back (see Hub._count).
 TRIM_AFTER = 200
+TRIM_DELAY_S = 1.0
 # Frames other than acks and sends (pings, typing, inbox acks), per connection: a bucket of
 # FRAME_BURST refilled at FRAME_RATE a second; a frame beyond it is dropped and answered, once a
 # second, with a rate_limited error. Acks are not counted: a busy group sends one per message,
@@ -299,27 +301,31 @@ class Hub:
         self.bus = bus
         self.metrics = metrics
         self.acks = AckBuffer(chat)
-        self._by_user: dict[str, set[Connection]] = defaultdict(set)
+        # A list, not a set, per user: most have a device or two, and a set is 200 bytes.
+        self._by_user: dict[str, list[Connection]] = defaultdict(list)
         self._unsubscribe: dict[str, Unsubscribe] = {}
         self._encoded: tuple[dict[str, Any], str] | None = None
         self._open = 0
         self._peak = 0  # most connections since memory was last handed back
+        self._trim: asyncio.TimerHandle | None = None
+        self._releasing: asyncio.Future[None] | None = None
+        self._db = chat.db
 
     async def attach(self, conn: Connection) -> None:
         uid = conn.ctx.user_id
         first = not self._by_user[uid]
-        self._by_user[uid].add(conn)
+        self._by_user[uid].append(conn)
         self._open += 1
         if first:
             self._unsubscribe[uid] = await self.bus.subscribe(
-                user_topic(uid), lambda event: self._dispatch(uid, event)
+                user_topic(uid), functools.partial(self._dispatch, uid)
             )
         self._count()
 
     async def detach(self, conn: Connection) -> None:
         uid = conn.ctx.user_id
         if conn in self._by_user[uid]:
-            self._by_user[uid].discard(conn)
+            self._by_user[uid].remove(conn)
             self._open -= 1
         if not self._by_user[uid]:
             del self._by_user[uid]
@@ -333,10 +339,19 @@ class Hub:
         self.metrics.websockets.set(open_now)
         self.metrics.active_users.set(len(self._by_user))
         self._peak = max(self._peak, open_now)
-        if self._peak >= TRIM_AFTER and open_now <= self._peak // 2:
-            # Half of a crowd has gone: give its memory back to the system (a few ms, rarely).
-            self._peak = open_now
-            asyncio.get_running_loop().call_later(1.0, release_memory)
+        if self._peak >= TRIM_AFTER and open_now <= self._peak // 2 and self._trim is None:
+            # Half of a crowd has gone: give its memory back to the system (a few ms, rarely),
+            # once the rest of those leaving have had a moment to go too.
+            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY_S, self._release)
+
+    def _release(self) -> None:
+        self._trim = None
+        self._peak = self._open
+        self._releasing = asyncio.ensure_future(self._release_now())
+
+    async def _release_now(self) -> None:
+        await self._db.close_idle()
+        release_memory()
 
     def _dispatch(self, uid: str, event: dict[str, Any]) -> None:
         conns = self._by_user.get(uid)

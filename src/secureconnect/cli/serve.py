@@ -50,6 +50,9 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
+        # Said, not guessed: the app's __call__ hands over a coroutine rather than being one
+        # (app.py), which uvicorn's guess would take for the old two-step interface.
+        interface="asgi3",
         # uvloop and httptools when installed ("auto"); `uvicorn[standard]` brings both.
         loop="auto",
         http=_http_protocol(settings),
