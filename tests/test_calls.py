@@ -10,6 +10,7 @@ and stop working when they expire, and coturn will not relay into the private ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -253,6 +254,44 @@ async def test_a_removed_member_is_put_out_of_the_call(new_user: NewUser) -> Non
         with pytest.raises(ApiError) as refused:
             await attempt
         assert refused.value.status == 403
+    for client in (alice, bob):
+        await client.leave_call(call.id)
+
+
+async def test_a_removal_the_call_service_never_heard_of_still_puts_them_out(
+    new_user: NewUser, calls_server: ServerProcess
+) -> None:
+    """Heartbeats are answered from memory between the call service's store rounds, so a
+    removal whose event it missed (a bus message lost) must be caught by the round itself:
+    carol is out within a round or two, heartbeating all along, not after the 4 s of silence
+    that would drop any device."""
+    alice, bob, carol = await new_user("alice"), await new_user("bob"), await new_user("carol")
+    group = await alice.create_group([username(bob), username(carol)], "standup")
+    call = await alice.start_call(group.id)
+    for client in (alice, bob, carol):
+        await client.join_call(call.id)
+    for client in (alice, bob, carol):
+        await client.call_heartbeat(call.id)
+    # Removed in the store alone: no membership event, as if the bus had dropped it.
+    with sqlite3.connect(calls_server.data_dir / "secureconnect.db") as db:
+        db.execute(
+            "UPDATE members SET left_seq = 1 WHERE conversation_id = ? AND user_id"
+            " = (SELECT id FROM users WHERE username = ?)",
+            (group.id, username(carol)),
+        )
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(ApiError):
+            await carol.call_heartbeat(call.id)
+        present = {p.username for p in (await alice.get_call(call.id)).participants}
+        if username(carol) not in present:
+            break
+        assert time.monotonic() - started < 3.0, "carol is still in the call"
+        await asyncio.sleep(0.25)
+    assert present == {username(alice), username(bob)}
+    with pytest.raises(ApiError) as refused:
+        await carol.call_heartbeat(call.id)
+    assert refused.value.status == 403
     for client in (alice, bob):
         await client.leave_call(call.id)
 

@@ -212,6 +212,13 @@ class ChatService:
         if left_seq is not None:
             raise Forbidden("not_a_member", "you are no longer a member of this conversation")
 
+    async def still_members(
+        self, conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """Of these (conversation, user) pairs, the current members: for calls, which check
+        everyone they seat in one statement a round rather than one per heartbeat."""
+        return await store.still_members(conn, pairs)
+
     async def is_direct(self, conn: AsyncConnection, conv_id: str) -> bool:
         return await store.conversation_kind(conn, conv_id) == "direct"
 

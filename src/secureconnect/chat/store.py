@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from sqlalchemy import and_, func, insert, literal, or_, select, update
+from sqlalchemy import and_, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
@@ -147,6 +147,19 @@ async def membership_left(
         )
     ).first()
     return (row is not None, row.left_seq if row is not None else None)
+
+
+async def still_members(
+    conn: AsyncConnection, pairs: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which (conversation, user) pairs are current members: one statement for all of them."""
+    if not pairs:
+        return set()
+    query = select(members.c.conversation_id, members.c.user_id).where(
+        tuple_(members.c.conversation_id, members.c.user_id).in_(list(pairs)),
+        members.c.left_seq.is_(None),
+    )
+    return {(str(c), str(u)) for c, u in (await conn.execute(query)).all()}
 
 
 async def bump(conn: AsyncConnection, conv_id: str, seq: int) -> None:
