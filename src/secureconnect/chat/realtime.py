@@ -307,8 +307,7 @@ class Hub:
         self._encoded: tuple[dict[str, Any], str] | None = None
         self._open = 0
         self._peak = 0  # most connections since memory was last handed back
-        self._trim: asyncio.TimerHandle | None = None
-        self._releasing: asyncio.Future[None] | None = None
+        self._trim: asyncio.Task[None] | None = None
         self._db = chat.db
 
     async def attach(self, conn: Connection) -> None:
@@ -342,16 +341,16 @@ class Hub:
         if self._peak >= TRIM_AFTER and open_now <= self._peak // 2 and self._trim is None:
             # Half of a crowd has gone: give its memory back to the system (a few ms, rarely),
             # once the rest of those leaving have had a moment to go too.
-            self._trim = asyncio.get_running_loop().call_later(TRIM_DELAY_S, self._release)
+            self._trim = asyncio.get_running_loop().create_task(self._release())
 
-    def _release(self) -> None:
-        self._trim = None
-        self._peak = self._open
-        self._releasing = asyncio.ensure_future(self._release_now())
-
-    async def _release_now(self) -> None:
-        await self._db.close_idle()
-        release_memory()
+    async def _release(self) -> None:
+        try:
+            await asyncio.sleep(TRIM_DELAY_S)
+            self._peak = self._open
+            await self._db.close_idle()
+            release_memory()
+        finally:
+            self._trim = None
 
     def _dispatch(self, uid: str, event: dict[str, Any]) -> None:
         conns = self._by_user.get(uid)
