@@ -5,6 +5,7 @@ taken over by the next one asked. PostgreSQL + Redis, two replicas, each with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from collections.abc import Iterator
@@ -119,3 +120,52 @@ async def test_any_replica_drives_a_call_and_a_stopped_one_hands_it_over(cluster
     finally:
         await alice.aclose()
         await bob.aclose()
+
+
+async def test_a_removal_the_host_missed_still_puts_them_out(cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The hosting replica answers heartbeats from memory between its store rounds; a removal
+    whose Redis message it never got (here: made in the store alone) must still take the
+    member out within a round or two, while their heartbeats keep coming through the other
+    replica, not after the heartbeat timeout. PostgreSQL and Redis, as in production."""
+    import asyncpg
+
+    env, started = cluster
+    a = replica(env, tmp_path / "a", "24400-24599", started)
+    b = replica(env, tmp_path / "b", "24600-24799", started)
+    names = [unique("alice"), unique("bob"), unique("carol")]
+    alice = await signed_up(Client(a.url), names[0])
+    bob = await signed_up(Client(a.url), names[1])
+    carol = await signed_up(Client(b.url), names[2])  # her requests are forwarded to the host
+    try:
+        group = await alice.create_group(names[1:], "standup")
+        call = await alice.start_call(group.id)
+        for client in (alice, bob, carol):
+            await joined(client, call.id)
+            await client.call_heartbeat(call.id)
+        db = await asyncpg.connect(env["SECURECONNECT_DATABASE_URL"].replace("+asyncpg", ""))
+        try:
+            await db.execute(
+                "UPDATE members SET left_seq = 1 WHERE conversation_id = $1"
+                " AND user_id = (SELECT id FROM users WHERE username = $2)",
+                group.id,
+                names[2],
+            )
+        finally:
+            await db.close()
+        started_at = time.monotonic()
+        while True:
+            with contextlib.suppress(ApiError):
+                await carol.call_heartbeat(call.id)
+            present = {p.username for p in (await alice.get_call(call.id)).participants}
+            if names[2] not in present:
+                break
+            # Rounds are 5 s apart here; the heartbeat timeout, which drops anyone, is 30 s.
+            assert time.monotonic() - started_at < 12.0, "carol is still in the call"
+            await asyncio.sleep(0.5)
+        assert present == set(names[:2])
+        with pytest.raises(ApiError) as refused:
+            await carol.call_heartbeat(call.id)
+        assert refused.value.status == 403
+    finally:
+        for client in (alice, bob, carol):
+            await client.aclose()
