@@ -413,8 +413,7 @@ class CallService:
         the device, and the silence check reads the store only after that write. A seat in a
         call the last round vouched for answers from memory: heartbeats are most of what a
         call costs this process while media flows (decision 0015)."""
-        seat = self.seats.get((call_id, ctx.device_id))
-        if seat is None or seat.session.generation != self.epoch or call_id not in self._vouched:
+        if call_id not in self._vouched or self._live_seat(call_id, ctx.device_id) is None:
             await self._seat_of(ctx, call_id)
         self._heard[(call_id, ctx.device_id)] = self.clock.now_ms()
 
@@ -661,15 +660,16 @@ class CallService:
         async with self.db.read() as conn:
             rows = await store.owned_calls(conn, self.owner)
             silent = await store.silent(conn, [r.id for r in rows], now - self.heartbeat_ms)
-            seated = {
-                (row.conversation_id, s.user_id) for row in rows for s in self._seated(row.id)
-            }
-            members = await self.chat.still_members(conn, list(seated))
+            seated: dict[str, list[Seat]] = {}
+            for seat in self.seats.values():
+                seated.setdefault(seat.call_id, []).append(seat)
+            pairs = {(r.conversation_id, s.user_id) for r in rows for s in seated.get(r.id, [])}
+            members = await self.chat.still_members(conn, list(pairs))
         # A removal whose bus event this replica missed still takes them out within a round.
         departed = {
             row.id: [
                 s.device_id
-                for s in self._seated(row.id)
+                for s in seated.get(row.id, [])
                 if (row.conversation_id, s.user_id) not in members
             ]
             for row in rows
@@ -692,9 +692,6 @@ class CallService:
                     await self._leave(row.id, silent[row.id])
                 await self._cleanup_if_ended(row.id)
         self._vouched = {row.id for row in rows if not departed[row.id]}
-
-    def _seated(self, call_id: str) -> list[Seat]:
-        return [seat for (c, _), seat in self.seats.items() if c == call_id]
 
     def _forget_janus(self) -> None:
         """Janus restarted: the rooms and sessions of the old one are gone (a seat taken in
@@ -888,12 +885,17 @@ class CallService:
 
     async def _seat_of(self, ctx: AuthContext, call_id: str) -> Seat:
         row = await self._open_row(ctx, call_id)
-        seat = self.seats.get((call_id, ctx.device_id))
-        if seat is None or seat.session.generation != self.epoch:
+        seat = self._live_seat(call_id, ctx.device_id)
+        if seat is None:
             if row.owner != self.owner:
                 raise CallElsewhere(row.owner, row.owner_url)
             raise Forbidden("not_in_call", "join the call first")
         return seat
+
+    def _live_seat(self, call_id: str, device_id: str) -> Seat | None:
+        """The device's seat in this call on the Janus now running, if it has one here."""
+        seat = self.seats.get((call_id, device_id))
+        return seat if seat is not None and seat.session.generation == self.epoch else None
 
     @staticmethod
     def _others_in(call: CallOut, row: Any) -> bool:
