@@ -94,6 +94,23 @@ def test_a_yes_no_question_offers_yes_and_no(pack: Pack) -> None:
     assert "affirm" in shown and "negate" in shown
 
 
+def test_the_chips_lean_towards_how_this_person_answers_but_the_message_leads(
+    pack: Pack,
+) -> None:
+    alone = [s.intent for s in pack.decide("I got the job!!", "en").suggestions]
+    assert alone[0] == "congrats" and "laugh" not in alone
+    laughs = ["lol", "haha that's great", "LOL", "hahaha, no way", "lol"]
+    leaning = [s.intent for s in pack.decide("I got the job!!", "en", own=laughs).suggestions]
+    assert leaning[0] == "congrats" and "laugh" in leaning
+    # Only their last few answers count: an old habit fades.
+    answers_since = ["yes"] * pack.style_window
+    faded = pack.decide("I got the job!!", "en", own=laughs + answers_since).suggestions
+    assert "laugh" not in [s.intent for s in faded]
+    # A message counts by its first clause, when that says what a chip would.
+    assert pack.answered_with("lol, no way") == "laugh"
+    assert pack.answered_with("I went to the park yesterday") is None
+
+
 def test_vietnamese_without_diacritics_gets_the_same_chips(pack: Pack) -> None:
     messages = vietnamese_messages()
     spoken = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,15 +23,24 @@ from pathlib import Path
 import numpy as np
 from bench.suggest_pack.corpus import (
     FOLD,
+    MAX_CLAUSE,
     VI_LETTERS,
     Matcher,
+    Pair,
     chitchat_pairs,
     load_intents,
 )
 from scipy import sparse
 from scipy.optimize import minimize
 
-from secureconnect.suggest.engine import encode_weights, features, fnv1a, normalise
+from secureconnect.suggest.engine import (
+    encode_weights,
+    features,
+    first_clause,
+    fnv1a,
+    longest_phrase,
+    normalise,
+)
 
 OUT = Path(__file__).parents[2] / "src" / "secureconnect" / "suggest"
 BUCKETS = 1 << 14
@@ -45,6 +55,11 @@ SCALE_CAP = 127
 PRUNE = 1  # integer weights of this size or less are dropped: they rarely change a ranking
 GAP_NATS = 3.0  # chips whose score is within e^3 of the best one
 OPPOSITE_GAP_NATS = 1.5  # "No" beside "Yes" only when nearly as likely
+# How this person answers: their last STYLE_WINDOW messages; an intent they answered with c
+# times gains lambda * log(2c + 1) nats, lambda chosen on validation among STYLE_LAMBDAS.
+F1_TIE = 0.001  # F1 differences validation cannot tell apart (decision 0027)
+STYLE_WINDOW = 10
+STYLE_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SENSITIVE = [
     # English
     "died",
@@ -241,35 +256,93 @@ def train(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float)
     return np.asarray(result.x).reshape(BUCKETS + 1, k)
 
 
-def choose_speak(scores: np.ndarray, labels: np.ndarray, gap: int, opposite: dict[int, int]) -> int:
+def leaned(
+    scores: np.ndarray,
+    pairs: list[Pair],
+    phrases: dict[tuple[str, ...], str],
+    index: dict[str, int],
+    bonus: list[int],
+) -> np.ndarray:
+    """``scores`` with each pair's own-style bonus added, as ``Pack._lean`` adds it."""
+    out = scores.copy()
+    for row, pair in enumerate(pairs):
+        used: Counter[str] = Counter()
+        for text in pair.own[-STYLE_WINDOW:]:
+            tokens = first_clause(text, FOLD)
+            if tokens and len(tokens) <= MAX_CLAUSE and (i := longest_phrase(tokens, phrases)):
+                used[i] += 1
+        for intent, count in used.items():
+            out[row, index[intent]] += bonus[count]
+    return out
+
+
+def choose_style(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    pairs: list[Pair],
+    phrases: dict[tuple[str, ...], str],
+    index: dict[str, int],
+    scale: float,
+) -> list[int]:
+    """The bonus table whose lean ranks the real reply's intent in the top three most often."""
+    covered = labels > 0
+    best: tuple[float, list[int]] = (-1.0, [0] * (STYLE_WINDOW + 1))
+    for lam in STYLE_LAMBDAS:
+        bonus = [round(lam * scale * math.log(2 * c + 1)) for c in range(STYLE_WINDOW + 1)]
+        s = leaned(scores, pairs, phrases, index, bonus)
+        hit = [
+            label in chips(row, 10**9, {}, top=first)
+            for row, first, label in zip(s, scores[:, 1:].argmax(axis=1) + 1, labels, strict=True)
+        ]
+        recall = float(np.array(hit)[covered].mean())
+        print(f"own style lambda {lam}: validation ranked recall@3 {recall:.4f}")
+        if recall > best[0]:
+            best = (recall, bonus)
+    return best[1]
+
+
+def choose_speak(
+    scores: np.ndarray, leaned: np.ndarray, labels: np.ndarray, gap: int, opposite: dict[int, int]
+) -> int:
     """The margin over "no suggestion" that makes the best F1 of (chips that held the real reply
-    / times it spoke) and (chips that held it / replies that fall in an intent)."""
+    / times it spoke) and (chips that held it / replies that fall in an intent). The margin is
+    the message's alone (``scores``); the chips lean towards the person's answers (``leaned``)."""
     covered = int((labels > 0).sum())
     margins = scores[:, 1:].max(axis=1) - scores[:, 0]
+    firsts = scores[:, 1:].argmax(axis=1) + 1
     hit = np.array(
         [
-            bool(label) and label in chips(row, gap, opposite)
-            for row, label in zip(scores, labels, strict=True)
+            bool(label) and label in chips(row, gap, opposite, top=first)
+            for row, first, label in zip(leaned, firsts, labels, strict=True)
         ]
     )
-    best = (0.0, 0)
+    f1s: list[tuple[float, int]] = []
     for t in sorted(set(np.percentile(margins, np.arange(1, 100)).astype(int))):
         speaking = margins >= t
         speaks, hits = int(speaking.sum()), int((hit & speaking).sum())
         if speaks == 0:
             continue
         precision, recall = hits / speaks, hits / max(1, covered)
-        f1 = 2 * precision * recall / max(1e-9, precision + recall)
-        if f1 > best[0]:
-            best = (f1, int(t))
-    print(f"speak margin {best[1]}: validation F1 {best[0]:.3f}")
-    return best[1]
+        f1s.append((2 * precision * recall / max(1e-9, precision + recall), int(t)))
+    # F1 is flat near its top; within F1_TIE of the best, the margin that speaks most: a chip
+    # nobody taps costs less than one that was not shown.
+    best = max(f1 for f1, _ in f1s)
+    f1, margin = min((m, f) for f, m in f1s if f >= best - F1_TIE)[::-1]
+    print(f"speak margin {margin}: validation F1 {f1:.4f} (best {best:.4f})")
+    return margin
 
 
 def chips(
-    row: np.ndarray, gap: int, opposite: dict[int, int], opposite_gap: int = 10**9
+    row: np.ndarray,
+    gap: int,
+    opposite: dict[int, int],
+    opposite_gap: int = 10**9,
+    top: int | None = None,
 ) -> list[int]:
+    """As ``Pack.decide`` chooses them; ``top``: the message's own best, which leads."""
     order = sorted(range(1, len(row)), key=lambda k: (-row[k], k))
+    if top is not None:
+        order = [top, *(k for k in order if k != top)]
     top = order[0]
     chosen = [top]
     o = opposite.get(top)
@@ -330,6 +403,7 @@ def main() -> None:
     else:
         theta = train(matrix(texts), np.array(labels), np.array(weights), k, args.l2)
         if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, theta)
     w_float, b_float = theta[:-1], theta[-1]
     scale = SCALE_CAP / np.percentile(np.abs(w_float[w_float != 0]), 99.9)
@@ -342,11 +416,14 @@ def main() -> None:
         index[str(i["id"])]: index[str(i["opposite"])] for i in intents if i.get("opposite")
     }
 
+    # A person's own message counts in whichever language it is written.
+    phrases = {**matcher.patterns["vi"], **matcher.patterns["en"]}
     val = list(chitchat_pairs("validation"))
     xv = matrix([p.context for p in val])
     yv = np.array([index.get(matcher(p.reply, "en") or "", 0) for p in val])
     sv = np.asarray(xv @ w_int) + b_int
-    speak = choose_speak(sv, yv, gap, opposite)
+    bonus = choose_style(sv, yv, val, phrases, index, scale)
+    speak = choose_speak(sv, leaned(sv, val, phrases, index, bonus), yv, gap, opposite)
 
     nonzero = np.flatnonzero(w_int.ravel())  # bucket * k + intent, increasing
     weights = encode_weights((int(p), int(w_int.ravel()[p])) for p in nonzero)
@@ -365,6 +442,12 @@ def main() -> None:
         "limits": {"max_chars": 300, "max_words": 40},
         "thresholds": {"speak": speak, "gap": gap, "opposite_gap": opposite_gap},
         "sensitive": [" ".join(normalise(p, FOLD)) for p in SENSITIVE],
+        "style": {
+            "window": STYLE_WINDOW,
+            "max_words": MAX_CLAUSE,
+            "bonus": bonus,
+            "phrases": sorted([" ".join(k), v] for k, v in phrases.items()),
+        },
         "language": {
             "vi_letters": VI_LETTERS,
             "vi_markers": VI_MARKERS,

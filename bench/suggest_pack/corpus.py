@@ -4,7 +4,8 @@
   its id, so that the held-out fifth is never seen while building the pack;
 - ``tests/suggest/vi_pairs.tsv``: Vietnamese message -> reply pairs written for measuring only;
 - a real reply "falls in" an intent when its first clause, normalised, starts with one of the
-  intent's ``matches`` (the longest wins) and is at most ``MAX_CLAUSE`` words long.
+  intent's ``matches`` (the longest wins) and is at most ``MAX_CLAUSE`` words long: the same
+  test the engine applies to a person's own messages (``Pack.answered_with``).
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from secureconnect.suggest.engine import normalise
+from secureconnect.suggest.engine import first_clause, longest_phrase, normalise
 
 HERE = Path(__file__).parent
 INTENTS = HERE / "intents.json"
 VI_PAIRS = HERE.parents[1] / "tests" / "suggest" / "vi_pairs.tsv"
 MAX_CLAUSE = 8
+OWN = 20  # how many of the replier's earlier messages a pair keeps
 TEST_FRACTION = 0.2
 VALIDATION_FRACTION = 0.1
 
@@ -53,6 +54,7 @@ class Pair:
     reply: str
     conversation: str
     earlier: tuple[str, ...] = ()  # the same person's messages just before ``message``
+    own: tuple[str, ...] = ()  # what the one who replies sent before, oldest first
 
     @property
     def context(self) -> str:
@@ -79,11 +81,15 @@ def chitchat_pairs(split: str) -> Iterator[Pair]:
         if split_of(conv_id) != split:
             continue
         turns = conv["messages"]
+        sent: dict[str, list[str]] = {}  # each person's messages so far
         for before, after in itertools.pairwise(turns):
+            for line in before:
+                sent.setdefault(line["sender"], []).append(line["text"])
             if not before or not after or before[-1]["sender"] == after[0]["sender"]:
                 continue
             earlier = tuple(u["text"] for u in before[:-1])
-            yield Pair(before[-1]["text"], after[0]["text"], conv_id, earlier)
+            own = tuple(sent.get(after[0]["sender"], [])[-OWN:])
+            yield Pair(before[-1]["text"], after[0]["text"], conv_id, earlier, own)
 
 
 def vi_pairs() -> list[Pair]:
@@ -110,17 +116,10 @@ class Matcher:
                     self.patterns[lang].setdefault(key, str(intent["id"]))
 
     def __call__(self, reply: str, lang: str) -> str | None:
-        clauses = [c for c in re.split(r"[.!?,;:\n]+", reply) if c.strip()]
-        if not clauses:
-            return None
-        tokens = tuple(t for t in normalise(clauses[0], FOLD) if t != "?")
+        tokens = first_clause(reply, FOLD)
         if not tokens or len(tokens) > MAX_CLAUSE:
             return None
-        patterns = self.patterns[lang]
-        for n in range(len(tokens), 0, -1):
-            if tokens[:n] in patterns:
-                return patterns[tokens[:n]]
-        return None
+        return longest_phrase(tokens, self.patterns[lang])
 
 
 def load_intents() -> dict[str, object]:

@@ -210,10 +210,14 @@ async (vectors) => {
     const tokens = pack.context(c.text, c.earlier);
     check(JSON.stringify(tokens) === JSON.stringify(c.tokens), `${what}: tokens ${JSON.stringify(tokens)}`);
     check(JSON.stringify(pack.scores(tokens)) === JSON.stringify(c.scores), `${what}: scores`);
-    const verdict = pack.decide(c.text, c.lang, c.earlier);
+    const verdict = pack.decide(c.text, c.lang, c.earlier, c.own);
     check(verdict.silent === c.silent, `${what}: silent ${verdict.silent}`);
     const got = verdict.suggestions.map((x) => [x.intent, x.text]);
     check(JSON.stringify(got) === JSON.stringify(c.suggestions), `${what}: ${JSON.stringify(got)}`);
+    checked++;
+  }
+  for (const a of sg.answered) {
+    check(pack.answeredWith(a.text) === a.intent, `suggest answered ${JSON.stringify(a)}`);
     checked++;
   }
   for (const l of sg.languages) {

@@ -372,6 +372,26 @@ SUGGEST_TEXTS = [
 ]
 
 
+# A person's own messages, and which intent each answered with (its first clause).
+ANSWERS = [
+    "",
+    "Yeah, it was great",
+    "\U0001f602! yeah",
+    "...no",
+    "Oh no, that's awful",
+    "oh",
+    "haha; no way",
+    "yes " * 9,
+    "yes " * 8,
+    "thanks\nso much",
+    "Cảm ơn nhé",
+    "cam on nhe",
+    "không, mình bận",
+    "I went to the park yesterday",
+    "LOL",
+]
+
+
 def suggest_vectors() -> dict[str, Any]:
     pack = Pack.packaged()
     pairs = (HERE.parent / "suggest" / "vi_pairs.tsv").read_text().splitlines()
@@ -384,14 +404,19 @@ def suggest_vectors() -> dict[str, Any]:
         ("Cảm ơn nhé", ["Mình nhận được quà rồi"]),
         ("ok", ["word " * 30, "more " * 30]),
     ]
-    for n, (text, earlier) in enumerate(runs):
+    # The same messages again from people who answer in their own way: the chips lean.
+    styles = [[], ["lol", "lol yes", "LOL"], ["Yes!", "yeah, sure", "yep"], ["không", "ko đâu"]]
+    leaning = [(t, [], styles[n % len(styles)]) for n, t in enumerate(SUGGEST_TEXTS)]
+    leaning.append(("ok", [], ["haha"] * 12 + ["no", "no", "nope"]))  # the last ten count
+    for n, (text, earlier, own) in enumerate([(t, e, []) for t, e in runs] + leaning):
         lang = "vi" if n % 2 else "en"
         tokens = pack.context(text, earlier)
-        verdict = pack.decide(text, lang, earlier)
+        verdict = pack.decide(text, lang, earlier, own)
         cases.append(
             {
                 "text": text,
                 "earlier": earlier,
+                "own": own,
                 "lang": lang,
                 "tokens": tokens,
                 "scores": pack.scores(tokens),
@@ -415,6 +440,7 @@ def suggest_vectors() -> dict[str, Any]:
         "pack_sha256": pack.sha256,
         "fnv1a": [{"text": t, "hash": fnv1a(t)} for t in ("", "a", "w thanks", "c <th", "v ok")],
         "cases": cases,
+        "answered": [{"text": t, "intent": pack.answered_with(t)} for t in ANSWERS],
         "languages": [
             {"own": own, "fallback": fb, "language": pack.language(own, fb)}
             for own, fb in languages

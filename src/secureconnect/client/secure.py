@@ -760,7 +760,8 @@ class SecureClient:
         """Up to three replies to the conversation's last message, computed here from the
         decrypted text (nothing about it is sent anywhere). Silent ("own") when the last
         message is this person's, ("nothing") when there is none to answer. The reply language
-        follows what this person writes to them, then ``fallback_lang``."""
+        follows what this person writes to them, then ``fallback_lang``; the chips lean towards
+        how they have answered lately."""
         pack = pack or Pack.packaged()
         await self.sync_inbox()  # the sender keys that may have come with the newest messages
         history = await self.history(conversation_id)
@@ -782,13 +783,13 @@ class SecureClient:
             return Verdict((), "attachment")
         if said[-1].sender == self.username:
             return Verdict((), "own")
-        own = [m.text for m in said if m.sender == self.username][-5:]
+        own = [m.text for m in said if m.sender == self.username]
         earlier: list[str] = []  # what they wrote just before, nothing of ours between
         for m in reversed(said[:-1]):
             if m.sender != said[-1].sender or len(earlier) == 4:
                 break
             earlier.insert(0, m.text)
-        return pack.decide(said[-1].text, pack.language(own, fallback_lang), earlier)
+        return pack.decide(said[-1].text, pack.language(own[-5:], fallback_lang), earlier, own)
 
     async def history(self, conversation_id: str) -> list[PlainMessage | DecryptionFailed]:
         # Deferring only the cache is safe: a receiving chain that is not saved just decrypts

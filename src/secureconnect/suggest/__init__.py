@@ -7,6 +7,7 @@ without text. The SDK's entry points::
 
     pack = Pack.packaged()
     pack.decide("thank you so much!", "en").suggestions   # (Suggestion("welcome", ...), ...)
+    pack.decide(text, "en", earlier=their_run_before_it, own=my_texts_in_this_conversation)
     pack.language(my_recent_texts_to_them, fallback="en")
 """
 

@@ -14,8 +14,10 @@ import binascii
 import hashlib
 import itertools
 import json
+import re
 import unicodedata
 from array import array
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +31,7 @@ JOINERS = frozenset("'\u2019")  # don't -> dont, as people type it either way
 FNV_OFFSET = 0x811C9DC5
 FNV_PRIME = 0x01000193
 LANGUAGES = ("en", "vi")
+CLAUSE_BREAK = re.compile(r"[.!?,;:\n]+")  # static/js/suggest.js splits on the same marks
 
 
 class PackError(SecureConnectError):
@@ -60,6 +63,25 @@ def normalise(text: str, fold: dict[str, str]) -> list[str]:
         else:
             out.append(" ")
     return "".join(out).split()
+
+
+def first_clause(text: str, fold: dict[str, str]) -> list[str]:
+    """The words of a message's first clause with words in it: what a chip would have said
+    ("Yeah, it was great" answers yes, "haha! no way" laughs)."""
+    for clause in CLAUSE_BREAK.split(text):
+        tokens = normalise(clause, fold)
+        if tokens:
+            return tokens
+    return []
+
+
+def longest_phrase(tokens: Sequence[str], phrases: dict[tuple[str, ...], str]) -> str | None:
+    """What the longest phrase the words start with stands for ("oh no" before "oh")."""
+    for n in range(len(tokens), 0, -1):
+        found = phrases.get(tuple(tokens[:n]))
+        if found is not None:
+            return found
+    return None
 
 
 def features(tokens: Sequence[str]) -> list[str]:
@@ -194,6 +216,13 @@ class Pack:
             ]
             self.bias: list[int] = data["bias"]
             self.weights = decode_weights(data["weights"], len(self.bias))
+            # How this person answers (decision 0027, "Their own way of answering"); a pack
+            # built before it has none, and then only the message decides.
+            style = data.get("style") or {"window": 0, "max_words": 0, "phrases": [], "bonus": [0]}
+            self.style_window: int = style["window"]
+            self.style_max_words: int = style["max_words"]
+            self.style_bonus: list[int] = style["bonus"]
+            self.style_phrases = {tuple(p.split()): str(i) for p, i in style["phrases"]}
         except PackError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, binascii.Error) as error:
@@ -203,9 +232,12 @@ class Pack:
             or len(self.bias) > 256  # an intent's index is stored in a byte
             or self.buckets & (self.buckets - 1)
             or any(bucket >= self.buckets for bucket in self.weights)
+            or len(self.style_bonus) != self.style_window + 1
         ):
             raise PackError("suggestion pack is malformed: bias or bucket count")
         self.by_id = {intent.id: n + 1 for n, intent in enumerate(self.intents)}
+        if any(i not in self.by_id for i in self.style_phrases.values()):
+            raise PackError("suggestion pack is malformed: a phrase names no intent")
 
     @classmethod
     def packaged(cls) -> Pack:
@@ -262,16 +294,43 @@ class Pack:
                 return True
         return False
 
-    def ranked(self, text: str, earlier: Sequence[str] = ()) -> list[str]:
+    def answered_with(self, text: str) -> str | None:
+        """The intent one of this person's own messages answered with, if any."""
+        tokens = first_clause(text, self.fold)
+        if not tokens or len(tokens) > self.style_max_words:
+            return None
+        return longest_phrase(tokens, self.style_phrases)
+
+    def _lean(self, s: list[int], own: Sequence[str]) -> list[int]:
+        """Scores leaning towards the intents this person has answered with lately: one who
+        says "lol" sees "Lol" sooner than one who says "yes"."""
+        recent = own[-self.style_window :] if self.style_window else ()
+        used = Counter(i for i in map(self.answered_with, recent) if i is not None)
+        for intent, count in used.items():
+            s[self.by_id[intent]] += self.style_bonus[count]
+        return s
+
+    def _order(self, s: list[int], own: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Every intent, best first, and the scores that ordered them: the message's own best
+        leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person."""
+        top = min(range(1, len(s)), key=lambda k: (-s[k], k))
+        leaned = self._lean(list(s), own)
+        rest = sorted((k for k in range(1, len(s)) if k != top), key=lambda k: (-leaned[k], k))
+        return [top, *rest], leaned
+
+    def ranked(self, text: str, earlier: Sequence[str] = (), own: Sequence[str] = ()) -> list[str]:
         """Every intent, best first, ignoring when to stay silent (for measuring only)."""
-        s = self.scores(self.context(text, earlier))
-        order = sorted(range(1, len(s)), key=lambda k: (-s[k], k))
+        order, _ = self._order(self.scores(self.context(text, earlier)), own)
         return [self.intents[k - 1].id for k in order]
 
-    def decide(self, text: str, lang: str, earlier: Sequence[str] = ()) -> Verdict:
+    def decide(
+        self, text: str, lang: str, earlier: Sequence[str] = (), own: Sequence[str] = ()
+    ) -> Verdict:
         """Up to three chips, in ``lang`` ("en" or "vi"), for an incoming message ``text``;
         ``earlier``: the messages the same person sent just before it, with nothing of ours in
-        between (a thought split over several messages), oldest first."""
+        between (a thought split over several messages), oldest first; ``own``: what this
+        person sent in the conversation, oldest first (the last few lean the chips towards how
+        they answer)."""
         if lang not in LANGUAGES:
             raise ValueError(f"language is one of {', '.join(LANGUAGES)}")
         runs = [self.tokens(t) for t in [*earlier, text]]  # each message normalised once
@@ -283,10 +342,11 @@ class Pack:
             return Verdict((), "long")
         if any(self.is_sensitive(run) for run in runs):
             return Verdict((), "sensitive")
-        s = self.scores(self._context(runs))
-        order = sorted(range(1, len(s)), key=lambda k: (-s[k], k))
+        base = self.scores(self._context(runs))
+        # Whether to speak, and the first chip, are the message's call; the others lean.
+        order, s = self._order(base, own)
         top = order[0]
-        if s[top] - s[0] < self.speak:
+        if base[top] - base[0] < self.speak:
             return Verdict((), "unsure")
         chosen = [top]
         opposite = self.intents[top - 1].opposite

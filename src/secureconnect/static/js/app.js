@@ -1492,12 +1492,13 @@ function renderSuggestions(items = null, folded = null) {
     // A file after the last text is what is being answered now: the pack reads words only.
     const fileSince = last && all.some((m) => m.seq > last.seq && folded.has(m.seq) && folded.get(m.seq).attachment);
     if (last && !last.deleted && !fileSince && last.sender !== ui.session.username) {
-      // Replies in the language this person writes to them in, else the interface's.
-      const own = said.filter((m) => m.sender === ui.session.username).slice(-5).map((m) => m.text);
+      // Replies in the language this person writes to them in, else the interface's; chips
+      // leaning towards how this person answers them.
+      const own = said.filter((m) => m.sender === ui.session.username).map((m) => m.text);
       // What the sender wrote just before, with nothing in between: one thought, split up.
       const run = [];
       for (let i = said.length - 2; i >= 0 && run.length < 4 && said[i].sender === last.sender; i--) run.unshift(said[i].text);
-      const verdict = pack.decide(last.text, pack.language(own, lang()), run);
+      const verdict = pack.decide(last.text, pack.language(own.slice(-5), lang()), run, own);
       verdict.suggestions.forEach((s, n) => chips.push(el("button", { type: "button", class: "chip",
         "data-intent": s.intent, onclick: () => takeSuggestion(s.text, n + 1) }, s.text)));
       const key = `${ui.open}|${last.seq}`;

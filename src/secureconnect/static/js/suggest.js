@@ -27,6 +27,25 @@ export function normalise(text, fold) {
   return out.join("").split(/\s+/).filter(Boolean);
 }
 
+// The words of a message's first clause with words in it: what a chip would have said
+// ("Yeah, it was great" answers yes). The same marks as engine.py's CLAUSE_BREAK.
+export function firstClause(text, fold) {
+  for (const clause of text.split(/[.!?,;:\n]+/)) {
+    const tokens = normalise(clause, fold);
+    if (tokens.length) return tokens;
+  }
+  return [];
+}
+
+// What the longest phrase the words start with stands for ("oh no" before "oh").
+function longestPhrase(tokens, phrases) {
+  for (let n = tokens.length; n > 0; n--) {
+    const found = phrases.get(tokens.slice(0, n).join(" "));
+    if (found !== undefined) return found;
+  }
+  return null;
+}
+
 export function features(tokens) {
   const feats = tokens.map((t) => `w ${t}`);
   const padded = ["<s>", ...tokens, "</s>"];
@@ -97,6 +116,14 @@ export class Pack {
     this.k = k;
     this.weights = new Int16Array(this.buckets * k);
     decodeWeights(data.weights, this.weights);
+    // How this person answers (decision 0027); a pack built before it has none.
+    const style = data.style || { window: 0, max_words: 0, phrases: [], bonus: [0] };
+    this.styleWindow = style.window;
+    this.styleMaxWords = style.max_words;
+    this.styleBonus = style.bonus;
+    this.stylePhrases = new Map(style.phrases.map(([p, i]) => [p, i]));
+    if (this.styleBonus.length !== this.styleWindow + 1) throw new PackError("suggestion pack is malformed: style");
+    for (const i of this.stylePhrases.values()) if (!this.byId.has(i)) throw new PackError("suggestion pack is malformed: a phrase names no intent");
   }
 
   tokens(text) { return normalise(text, this.fold); }
@@ -133,9 +160,30 @@ export class Pack {
     });
   }
 
+  // The intent one of this person's own messages answered with, or null.
+  answeredWith(text) {
+    const tokens = firstClause(text, this.fold);
+    if (!tokens.length || tokens.length > this.styleMaxWords) return null;
+    return longestPhrase(tokens, this.stylePhrases);
+  }
+
+  // Scores leaning towards the intents this person has answered with lately.
+  lean(s, own) {
+    const recent = this.styleWindow ? own.slice(-this.styleWindow) : [];
+    const used = new Map();
+    for (const text of recent) {
+      const i = this.answeredWith(text);
+      if (i !== null) used.set(i, (used.get(i) || 0) + 1);
+    }
+    for (const [i, count] of used) s[this.byId.get(i)] += this.styleBonus[count];
+    return s;
+  }
+
   // Up to three chips for an incoming message: {suggestions: [{intent, text}], silent}.
-  // `earlier`: what the same person sent just before it, nothing of ours between, oldest first.
-  decide(text, lang, earlier = []) {
+  // `earlier`: what the same person sent just before it, nothing of ours between, oldest first;
+  // `own`: what this person sent in the conversation, oldest first (the last few lean the chips
+  // towards how they answer).
+  decide(text, lang, earlier = [], own = []) {
     if (!LANGUAGES.includes(lang)) throw new Error(`language is one of ${LANGUAGES.join(", ")}`);
     const runs = [...earlier, text].map((x) => this.tokens(x));  // each message normalised once
     const tokens = runs[runs.length - 1];
@@ -143,12 +191,17 @@ export class Pack {
     const words = tokens.filter((t) => t !== "?");
     if ([...text].length > this.maxChars || words.length > this.maxWords) return { suggestions: [], silent: "long" };
     if (runs.some((run) => this.isSensitive(run))) return { suggestions: [], silent: "sensitive" };
-    const s = this.scores(this.joined(runs));
-    const order = [];
-    for (let j = 1; j < s.length; j++) order.push(j);
-    order.sort((a, b) => (s[b] - s[a]) || (a - b));
-    const top = order[0];
-    if (s[top] - s[0] < this.speak) return { suggestions: [], silent: "unsure" };
+    const base = this.scores(this.joined(runs));
+    // Whether to speak, and the first chip, are the message's call; the others lean towards
+    // how this person answers (a habit never puts "Yes" before "Bye!").
+    let top = 1;
+    for (let j = 2; j < base.length; j++) if (base[j] > base[top]) top = j;
+    if (base[top] - base[0] < this.speak) return { suggestions: [], silent: "unsure" };
+    const s = this.lean(base.slice(), own);
+    const rest = [];
+    for (let j = 1; j < s.length; j++) if (j !== top) rest.push(j);
+    rest.sort((a, b) => (s[b] - s[a]) || (a - b));
+    const order = [top, ...rest];
     const chosen = [top];
     const opposite = this.intents[top - 1].opposite;
     if (opposite !== null) {
