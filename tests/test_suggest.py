@@ -72,6 +72,15 @@ def test_an_altered_or_broken_pack_is_refused(tmp_path: Path) -> None:
         Pack(altered, expected)
     with pytest.raises(PackError, match="malformed"):
         Pack(b'{"format": 1}', None)
+    data = json.loads(raw)
+    for broken in (
+        {"window": 10, "max_words": 8, "phrases": [], "bonus": [0, 1]},
+        {"window": 1, "max_words": 8, "phrases": [], "bonus": [0, "1"]},
+        {"window": 1, "max_words": 8, "phrases": [[5, "affirm"]], "bonus": [0, 1]},
+        {"window": 1, "max_words": 8, "phrases": [["yes", "no_such_intent"]], "bonus": [0, 1]},
+    ):
+        with pytest.raises(PackError, match="malformed"):
+            Pack(json.dumps({**data, "style": broken}).encode(), None)
     with pytest.raises(PackError, match="missing"):
         Pack.from_file(tmp_path / "nothing.json")
 

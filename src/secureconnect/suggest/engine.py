@@ -225,16 +225,29 @@ class Pack:
             self.style_phrases = {tuple(p.split()): str(i) for p, i in style["phrases"]}
         except PackError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, binascii.Error) as error:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            IndexError,
+            AttributeError,
+            binascii.Error,
+        ) as error:
             raise PackError(f"suggestion pack is malformed: {error!r}") from error
         if (
             len(self.bias) != len(self.intents) + 1
             or len(self.bias) > 256  # an intent's index is stored in a byte
             or self.buckets & (self.buckets - 1)
             or any(bucket >= self.buckets for bucket in self.weights)
-            or len(self.style_bonus) != self.style_window + 1
         ):
             raise PackError("suggestion pack is malformed: bias or bucket count")
+        if (
+            not all(type(n) is int for n in (self.style_window, self.style_max_words))
+            or self.style_window < 0
+            or len(self.style_bonus) != self.style_window + 1
+            or not all(type(b) is int for b in self.style_bonus)
+        ):
+            raise PackError("suggestion pack is malformed: style")
         self.by_id = {intent.id: n + 1 for n, intent in enumerate(self.intents)}
         if any(i not in self.by_id for i in self.style_phrases.values()):
             raise PackError("suggestion pack is malformed: a phrase names no intent")

@@ -121,8 +121,13 @@ export class Pack {
     this.styleWindow = style.window;
     this.styleMaxWords = style.max_words;
     this.styleBonus = style.bonus;
+    if (!Array.isArray(style.phrases) || !style.phrases.every((x) => Array.isArray(x) && typeof x[0] === "string")) {
+      throw new PackError("suggestion pack is malformed: style phrases");
+    }
     this.stylePhrases = new Map(style.phrases.map(([p, i]) => [p, i]));
-    if (this.styleBonus.length !== this.styleWindow + 1) throw new PackError("suggestion pack is malformed: style");
+    if (!Number.isInteger(this.styleWindow) || this.styleWindow < 0 || !Number.isInteger(this.styleMaxWords)
+      || !Array.isArray(this.styleBonus) || this.styleBonus.length !== this.styleWindow + 1
+      || !this.styleBonus.every(Number.isInteger)) throw new PackError("suggestion pack is malformed: style");
     for (const i of this.stylePhrases.values()) if (!this.byId.has(i)) throw new PackError("suggestion pack is malformed: a phrase names no intent");
   }
 
