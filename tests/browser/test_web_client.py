@@ -893,8 +893,8 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
 ) -> None:
     """Chips for the last message received, computed in the browser: tapping one fills the
     composer (sending stays the person's act); none after one's own message; Vietnamese once
-    one writes Vietnamese to that person; off for a conversation from Settings; the server
-    gets counts, never the text."""
+    one writes Vietnamese to that person; leaning towards how one answers that person; off for
+    a conversation from Settings; the server gets counts, never the text."""
     before = await asyncio.to_thread(_metrics, server.url)
     alice, bob, a, b = await pages.two_people(browser, server.url)
     await pages.start_conversation(a, bob)
@@ -923,6 +923,19 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     await b.wait_for_selector("#suggestions .chip", timeout=10000)
     vietnamese = await b.locator("#suggestions .chip").all_inner_texts()
     assert any(c in ("Không có gì!", "Có gì đâu!", "Không có gì đâu nhé!") for c in vietnamese)
+    # Bob answers alice with a laugh, often: her good news gets one among his chips, after the
+    # congratulations the message itself calls for.
+    for text in ("lol", "haha yes", "lol that's funny"):
+        await pages.send(b, text)
+    await pages.wait_text(a, "lol that's funny")
+    await pages.send(a, "I got the job!!")
+    await pages.wait_text(b, "I got the job!!")
+    await b.wait_for_selector("#suggestions .chip", timeout=10000)
+    leaning = await b.eval_on_selector_all(
+        "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
+    )
+    assert leaning[0] == "congrats" and "laugh" in leaning, leaning
+    await pages.shot(b, "31-suggested-replies-leaning")
     # Off for this conversation, from Settings, which says where suggestions come from.
     await b.click("#settings")
     assert "computed on this device" in await b.locator("#suggest-where").inner_text()
