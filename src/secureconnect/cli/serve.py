@@ -25,21 +25,32 @@ def ws_max_frame(settings: Settings) -> int:
     return max(WS_MIN_FRAME, 4 * -(-settings.max_message_bytes // 3) + 4096)
 
 
-def _free_port(host: str) -> int:
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything else starts. Janus and coturn pick free ports
+    of their own during startup; when uvicorn bound only after that, one of them could take
+    this port first (seen in CI: "address already in use", and the server exited)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise SystemExit(
+            f"secureconnect: cannot listen on {host}:{port}: {error.strerror}"
+        ) from None
+    return sock
 
 
 def serve(settings: Settings) -> None:
     limit_arenas()  # before any thread starts (secureconnect/heap.py)
     configure_logging(settings.log_level, settings.log_file)
     start_sentry(settings)
-    if settings.port == 0:
-        # Chosen now, not by uvicorn at bind time: the app names itself by its address (a
-        # video-service replica tells the others where to forward a call's requests).
-        settings = settings.model_copy(update={"port": _free_port(settings.host)})
+    # Bound now, not by uvicorn after startup: the app names itself by its address (a
+    # video-service replica tells the others where to forward a call's requests), and nothing
+    # started meanwhile can take the port.
+    sock = _listen(settings.host, settings.port)
+    settings = settings.model_copy(update={"port": int(sock.getsockname()[1])})
     if settings.log_file is not None:
         # A hard crash (segmentation fault, abort) then leaves its trace in the log the
         # diagnosis reads, like `kubectl logs` shows a pod's last words (runbook 23.5).
@@ -73,7 +84,7 @@ def serve(settings: Settings) -> None:
     )
     server = _AnnouncingServer(config, settings)
     # Server.run, not asyncio.run(server.serve()): only run() applies the loop choice above.
-    server.run()
+    server.run(sockets=[sock])
     # Only a clean stop removes it: a crash leaves the file behind as evidence for `diagnose`.
     if server.run_file is not None:
         server.run_file.unlink(missing_ok=True)
