@@ -36,9 +36,7 @@ from scipy.optimize import minimize
 from secureconnect.suggest.engine import (
     encode_weights,
     features,
-    first_clause,
     fnv1a,
-    longest_phrase,
     normalise,
 )
 
@@ -259,18 +257,14 @@ def train(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float)
 def leaned(
     scores: np.ndarray,
     pairs: list[Pair],
-    phrases: dict[tuple[str, ...], str],
+    matcher: Matcher,
     index: dict[str, int],
     bonus: list[int],
 ) -> np.ndarray:
     """``scores`` with each pair's own-style bonus added, as ``Pack._lean`` adds it."""
     out = scores.copy()
     for row, pair in enumerate(pairs):
-        used: Counter[str] = Counter()
-        for text in pair.own[-STYLE_WINDOW:]:
-            tokens = first_clause(text, FOLD)
-            if tokens and len(tokens) <= MAX_CLAUSE and (i := longest_phrase(tokens, phrases)):
-                used[i] += 1
+        used = Counter(i for t in pair.own[-STYLE_WINDOW:] if (i := matcher(t, "any")))
         for intent, count in used.items():
             out[row, index[intent]] += bonus[count]
     return out
@@ -280,7 +274,7 @@ def choose_style(
     scores: np.ndarray,
     labels: np.ndarray,
     pairs: list[Pair],
-    phrases: dict[tuple[str, ...], str],
+    matcher: Matcher,
     index: dict[str, int],
     scale: float,
 ) -> list[int]:
@@ -289,7 +283,7 @@ def choose_style(
     best: tuple[float, list[int]] = (-1.0, [0] * (STYLE_WINDOW + 1))
     for lam in STYLE_LAMBDAS:
         bonus = [round(lam * scale * math.log(2 * c + 1)) for c in range(STYLE_WINDOW + 1)]
-        s = leaned(scores, pairs, phrases, index, bonus)
+        s = leaned(scores, pairs, matcher, index, bonus)
         hit = [
             label in chips(row, 10**9, {}, top=first)
             for row, first, label in zip(s, scores[:, 1:].argmax(axis=1) + 1, labels, strict=True)
@@ -416,14 +410,12 @@ def main() -> None:
         index[str(i["id"])]: index[str(i["opposite"])] for i in intents if i.get("opposite")
     }
 
-    # A person's own message counts in whichever language it is written.
-    phrases = {**matcher.patterns["vi"], **matcher.patterns["en"]}
     val = list(chitchat_pairs("validation"))
     xv = matrix([p.context for p in val])
     yv = np.array([index.get(matcher(p.reply, "en") or "", 0) for p in val])
     sv = np.asarray(xv @ w_int) + b_int
-    bonus = choose_style(sv, yv, val, phrases, index, scale)
-    speak = choose_speak(sv, leaned(sv, val, phrases, index, bonus), yv, gap, opposite)
+    bonus = choose_style(sv, yv, val, matcher, index, scale)
+    speak = choose_speak(sv, leaned(sv, val, matcher, index, bonus), yv, gap, opposite)
 
     nonzero = np.flatnonzero(w_int.ravel())  # bucket * k + intent, increasing
     weights = encode_weights((int(p), int(w_int.ravel()[p])) for p in nonzero)
@@ -446,7 +438,7 @@ def main() -> None:
             "window": STYLE_WINDOW,
             "max_words": MAX_CLAUSE,
             "bonus": bonus,
-            "phrases": sorted([" ".join(k), v] for k, v in phrases.items()),
+            "phrases": sorted([" ".join(k), v] for k, v in matcher.patterns["any"].items()),
         },
         "language": {
             "vi_letters": VI_LETTERS,

@@ -114,6 +114,8 @@ class Matcher:
                 for phrase in phrases:
                     key = tuple(t for t in normalise(phrase, FOLD) if t != "?")
                     self.patterns[lang].setdefault(key, str(intent["id"]))
+        # A person's own message counts in whichever language it is written (Pack.answered_with).
+        self.patterns["any"] = {**self.patterns["vi"], **self.patterns["en"]}
 
     def __call__(self, reply: str, lang: str) -> str | None:
         tokens = first_clause(reply, FOLD)

@@ -357,10 +357,10 @@ class Pack:
             return Verdict((), "sensitive")
         base = self.scores(self._context(runs))
         # Whether to speak, and the first chip, are the message's call; the others lean.
+        if max(base[1:]) - base[0] < self.speak:
+            return Verdict((), "unsure")  # before reading their own messages: no need
         order, s = self._order(base, own)
         top = order[0]
-        if base[top] - base[0] < self.speak:
-            return Verdict((), "unsure")
         chosen = [top]
         opposite = self.intents[top - 1].opposite
         if opposite is not None:
