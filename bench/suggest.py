@@ -36,7 +36,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from bench.suggest_pack.corpus import Matcher, Pair, chitchat_pairs, load_intents, vi_pairs
+from bench.suggest_pack.corpus import (
+    SENSE_TEST,
+    SENSE_VALIDATION,
+    Acceptable,
+    Matcher,
+    Pair,
+    acceptable,
+    chitchat_pairs,
+    load_intents,
+    vi_pairs,
+)
 
 from secureconnect.suggest.engine import Pack
 
@@ -67,11 +77,13 @@ def quality(
             hits1 += rank == 1
             hits3 += 1
             rr += 1 / rank
+        # After bad news the cheerful intents are not offered at all, so not ranked either.
         ranking = pack.ranked(pair.message, pair.earlier, pair.own)
-        rank = ranking.index(truth) + 1
-        ranked3 += rank <= 3
+        if truth in ranking:
+            rank = ranking.index(truth) + 1
+            ranked3 += rank <= 3
+            ranked_rr += 1 / rank
         unleaned3 += truth in pack.ranked(pair.message, pair.earlier)[:3]
-        ranked_rr += 1 / rank
         if truth in baseline:
             base3 += 1
             base_rr += 1 / (baseline.index(truth) + 1)
@@ -89,6 +101,34 @@ def quality(
         "precision when shown": speak_hits / max(1, speaks),
         "baseline recall@3": base3 / n,
         "baseline mrr": base_rr / n,
+    }
+
+
+def sense(pack: Pack, cases: list[Acceptable]) -> dict[str, float]:
+    """How often the chips are ones a person would accept: the first, and all of them; and the
+    worst misses, a cheerful chip after bad news or a gloomy one after good news (a message is
+    bad news when every mood among its acceptable intents is "-")."""
+    mood = {intent.id: intent.mood for intent in pack.intents}
+    first = chips = off = cheer = gloom = silent = 0
+    for case in cases:
+        shown = [s.intent for s in pack.decide(case.message, "en").suggestions]
+        if not shown:
+            silent += 1
+            continue
+        first += shown[0] in case.intents
+        chips += len(shown)
+        off += sum(i not in case.intents for i in shown)
+        moods = {mood[i] for i in case.intents} - {None}
+        cheer += moods == {"-"} and any(mood[i] == "+" for i in shown)
+        gloom += moods == {"+"} and any(mood[i] == "-" for i in shown)
+    n = max(1, len(cases))
+    return {
+        "messages": len(cases),
+        "silent": silent,
+        "first acceptable": first / n,
+        "chips off": off / max(1, chips),
+        "cheer after bad news": cheer,
+        "gloom after good news": gloom,
     }
 
 
@@ -211,6 +251,17 @@ def main() -> None:
         print(
             f"{name:26}ranked r@3 from the message alone {alone:.3f}; leaning towards the "
             f"person's own answers adds {q['ranked recall@3'] - alone:+.3f}"
+        )
+
+    print()
+    print("whether the chips make sense (English messages, the intents a person would accept)")
+    for name, path in (("test", SENSE_TEST), ("validation", SENSE_VALIDATION)):
+        q = sense(pack, acceptable(path))
+        print(
+            f"{name:12}{q['messages']:>4.0f} messages: first chip acceptable "
+            f"{q['first acceptable']:.2f}, chips off {q['chips off']:.2f}, "
+            f"cheerful chip after bad news {q['cheer after bad news']:.0f}, gloomy after good news "
+            f"{q['gloom after good news']:.0f}, silent {q['silent']:.0f}"
         )
 
     texts = [p.message for p in english[: args.messages]]

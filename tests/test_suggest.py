@@ -81,6 +81,9 @@ def test_an_altered_or_broken_pack_is_refused(tmp_path: Path) -> None:
     ):
         with pytest.raises(PackError, match="malformed"):
             Pack(json.dumps({**data, "style": broken}).encode(), None)
+    for bad_news in ("sick", [["sick"]], [None]):
+        with pytest.raises(PackError, match="malformed: bad news"):
+            Pack(json.dumps({**data, "bad_news": bad_news}).encode(), None)
     with pytest.raises(PackError, match="missing"):
         Pack.from_file(tmp_path / "nothing.json")
 
@@ -143,6 +146,35 @@ def test_vietnamese_without_diacritics_gets_the_same_chips(pack: Pack) -> None:
 )
 def test_a_sensitive_message_gets_no_suggestion(pack: Pack, text: str) -> None:
     assert pack.decide(text, "en").silent == "sensitive"
+
+
+@pytest.mark.parametrize(
+    ("text", "earlier", "lang"),
+    [
+        ("I twisted my ankle", [], "en"),
+        ("Con mèo nhà mình bị ốm", [], "vi"),
+        ("con meo nha minh bi om", [], "vi"),
+        ("my cat is sick", [], "en"),
+        ("haha I know", ["my dog got hurt at the park"], "en"),
+    ],
+)
+def test_bad_news_is_met_with_sympathy_never_a_cheerful_chip(
+    pack: Pack, text: str, earlier: list[str], lang: str
+) -> None:
+    # Chitchat's strangers laughed at such messages often enough that, without the pack's
+    # bad-news list, the first two were offered "Haha / Cool! / Congrats!".
+    shown = pack.decide(text, lang, earlier).suggestions
+    moods = {intent.id: intent.mood for intent in pack.intents}
+    assert shown and not [s.intent for s in shown if moods[s.intent] == "+"], shown
+    assert {"sorry_to_hear", "get_well"} & {s.intent for s in shown}, shown
+    assert "Congrats" not in " ".join(s.text for s in shown)
+
+
+def test_good_news_and_i_will_are_not_bad_news(pack: Pack) -> None:
+    assert not pack.is_bad_news(pack.tokens("I'll be there at 5, I'll bring cake"))
+    assert not pack.is_bad_news(pack.tokens("buồn cười quá"))  # "so funny", not "so sad"
+    assert pack.is_bad_news(pack.tokens("buồn quá"))
+    assert pack.decide("I got the job!!", "en").suggestions[0].intent == "congrats"
 
 
 def test_a_long_message_gets_no_suggestion(pack: Pack) -> None:

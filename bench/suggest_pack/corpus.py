@@ -22,6 +22,9 @@ from secureconnect.suggest.engine import first_clause, longest_phrase, normalise
 HERE = Path(__file__).parent
 INTENTS = HERE / "intents.json"
 VI_PAIRS = HERE.parents[1] / "tests" / "suggest" / "vi_pairs.tsv"
+# Whether the chips make sense: messages and the intents a person would accept (decision 0027).
+SENSE_TEST = HERE.parents[1] / "tests" / "suggest" / "en_sense.tsv"
+SENSE_VALIDATION = HERE / "en_sense_validation.tsv"
 MAX_CLAUSE = 8
 OWN = 20  # how many of the replier's earlier messages a pair keeps
 TEST_FRACTION = 0.2
@@ -100,6 +103,22 @@ def vi_pairs() -> list[Pair]:
         message, reply = line.split("\t")
         pairs.append(Pair(message, reply, f"vi-{n}"))
     return pairs
+
+
+@dataclass(frozen=True)
+class Acceptable:
+    message: str
+    intents: frozenset[str]  # any other chip is "off"
+
+
+def acceptable(path: Path) -> list[Acceptable]:
+    out = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        message, intents = line.split("\t")
+        out.append(Acceptable(message, frozenset(intents.split(","))))
+    return out
 
 
 class Matcher:

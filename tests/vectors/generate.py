@@ -369,6 +369,15 @@ SUGGEST_TEXTS = [
     "<b>thanks</b>",
     "it's 5 o'clock",
     "Ê, đi đâu đấy?",
+    # Bad news: no cheerful chip ("I'll" is not "ill")
+    "my cat is sick",
+    "I failed my driving test lol",
+    "I'm ill today",
+    "I'll be there at 5",
+    "Con mèo nhà mình bị ốm",
+    "con meo nha minh bi om",
+    "Hôm nay mình buồn quá",
+    "buồn cười quá",
 ]
 
 
@@ -403,6 +412,7 @@ def suggest_vectors() -> dict[str, Any]:
         ("thanks for being there", ["my dad passed away last week"]),
         ("Cảm ơn nhé", ["Mình nhận được quà rồi"]),
         ("ok", ["word " * 30, "more " * 30]),
+        ("haha I know", ["my dog got hurt at the park"]),
     ]
     # The same messages again from people who answer in their own way: the chips lean.
     styles = [[], ["lol", "lol yes", "LOL"], ["Yes!", "yeah, sure", "yep"], ["không", "ko đâu"]]

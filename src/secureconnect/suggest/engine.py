@@ -84,6 +84,15 @@ def longest_phrase(tokens: Sequence[str], phrases: dict[tuple[str, ...], str]) -
     return None
 
 
+def _mentions(tokens: Sequence[str], phrases: Iterable[tuple[str, ...]]) -> bool:
+    """Whether any of the phrases occurs in the words, whole words in a row."""
+    for phrase in phrases:
+        n = len(phrase)
+        if any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1)):
+            return True
+    return False
+
+
 def features(tokens: Sequence[str]) -> list[str]:
     """Words, word pairs (with the start and the end) and each word's letter triples."""
     feats = [f"w {t}" for t in tokens]
@@ -202,6 +211,11 @@ class Pack:
             self.gap: int = thresholds["gap"]
             self.opposite_gap: int = thresholds["opposite_gap"]
             self.sensitive = [tuple(p.split()) for p in data["sensitive"]]
+            # Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
+            bad_news = data.get("bad_news", [])
+            if not isinstance(bad_news, list) or not all(isinstance(p, str) for p in bad_news):
+                raise PackError("suggestion pack is malformed: bad news")
+            self.bad_news = [tuple(p.split()) for p in bad_news]
             self.vi_markers = frozenset(data["language"]["vi_markers"])
             self.en_markers = frozenset(data["language"]["en_markers"])
             self.vi_letters = frozenset(data["language"]["vi_letters"])
@@ -301,11 +315,11 @@ class Pack:
         return total
 
     def is_sensitive(self, tokens: Sequence[str]) -> bool:
-        for phrase in self.sensitive:
-            n = len(phrase)
-            if any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1)):
-                return True
-        return False
+        return _mentions(tokens, self.sensitive)
+
+    def is_bad_news(self, tokens: Sequence[str]) -> bool:
+        """A sick pet, a lost wallet, a failed exam: no cheerful chip ("Haha", "Cool!") then."""
+        return _mentions(tokens, self.bad_news)
 
     def answered_with(self, text: str) -> str | None:
         """The intent one of this person's own messages answered with, if any."""
@@ -323,17 +337,30 @@ class Pack:
             s[self.by_id[intent]] += self.style_bonus[count]
         return s
 
-    def _order(self, s: list[int], own: Sequence[str]) -> tuple[list[int], list[int]]:
-        """Every intent, best first, and the scores that ordered them: the message's own best
-        leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person."""
-        top = min(range(1, len(s)), key=lambda k: (-s[k], k))
+    def _eligible(self, runs: Sequence[list[str]]) -> list[int]:
+        """The intents that may be offered: all but the cheerful ones after bad news."""
+        gloomy = any(self.is_bad_news(run) for run in runs)
+        return [
+            k
+            for k in range(1, len(self.intents) + 1)
+            if not (gloomy and self.intents[k - 1].mood == "+")
+        ]
+
+    def _order(
+        self, s: list[int], own: Sequence[str], eligible: Sequence[int]
+    ) -> tuple[list[int], list[int]]:
+        """The eligible intents, best first, and the scores that ordered them: the message's own
+        best leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person."""
+        top = min(eligible, key=lambda k: (-s[k], k))
         leaned = self._lean(list(s), own)
-        rest = sorted((k for k in range(1, len(s)) if k != top), key=lambda k: (-leaned[k], k))
+        rest = sorted((k for k in eligible if k != top), key=lambda k: (-leaned[k], k))
         return [top, *rest], leaned
 
     def ranked(self, text: str, earlier: Sequence[str] = (), own: Sequence[str] = ()) -> list[str]:
-        """Every intent, best first, ignoring when to stay silent (for measuring only)."""
-        order, _ = self._order(self.scores(self.context(text, earlier)), own)
+        """The intents that may be offered, best first, ignoring when to stay silent (for
+        measuring only)."""
+        runs = [self.tokens(t) for t in [*earlier, text]]
+        order, _ = self._order(self.scores(self._context(runs)), own, self._eligible(runs))
         return [self.intents[k - 1].id for k in order]
 
     def decide(
@@ -356,10 +383,11 @@ class Pack:
         if any(self.is_sensitive(run) for run in runs):
             return Verdict((), "sensitive")
         base = self.scores(self._context(runs))
+        eligible = self._eligible(runs)
         # Whether to speak, and the first chip, are the message's call; the others lean.
-        if max(base[1:]) - base[0] < self.speak:
+        if max(base[k] for k in eligible) - base[0] < self.speak:
             return Verdict((), "unsure")  # before reading their own messages: no need
-        order, s = self._order(base, own)
+        order, s = self._order(base, own, eligible)
         top = order[0]
         chosen = [top]
         opposite = self.intents[top - 1].opposite

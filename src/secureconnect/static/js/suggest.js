@@ -46,6 +46,16 @@ function longestPhrase(tokens, phrases) {
   return null;
 }
 
+// Whether any of the phrases (arrays of words) occurs in the words, whole words in a row.
+function mentions(tokens, phrases) {
+  return phrases.some((phrase) => {
+    for (let i = 0; i + phrase.length <= tokens.length; i++) {
+      if (phrase.every((p, j) => tokens[i + j] === p)) return true;
+    }
+    return false;
+  });
+}
+
 export function features(tokens) {
   const feats = tokens.map((t) => `w ${t}`);
   const padded = ["<s>", ...tokens, "</s>"];
@@ -104,6 +114,10 @@ export class Pack {
     this.gap = data.thresholds.gap;
     this.oppositeGap = data.thresholds.opposite_gap;
     this.sensitive = data.sensitive.map((p) => p.split(" "));
+    // Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
+    const badNews = data.bad_news || [];
+    if (!Array.isArray(badNews) || !badNews.every((p) => typeof p === "string")) throw new PackError("suggestion pack is malformed: bad news");
+    this.badNews = badNews.map((p) => p.split(" "));
     this.viMarkers = new Set(data.language.vi_markers);
     this.enMarkers = new Set(data.language.en_markers);
     this.viLetters = new Set([...data.language.vi_letters]);
@@ -156,14 +170,10 @@ export class Pack {
     return total;
   }
 
-  isSensitive(tokens) {
-    return this.sensitive.some((phrase) => {
-      for (let i = 0; i + phrase.length <= tokens.length; i++) {
-        if (phrase.every((p, j) => tokens[i + j] === p)) return true;
-      }
-      return false;
-    });
-  }
+  isSensitive(tokens) { return mentions(tokens, this.sensitive); }
+
+  // A sick pet, a lost wallet, a failed exam: no cheerful chip ("Haha", "Cool!") then.
+  isBadNews(tokens) { return mentions(tokens, this.badNews); }
 
   // The intent one of this person's own messages answered with, or null.
   answeredWith(text) {
@@ -197,14 +207,17 @@ export class Pack {
     if ([...text].length > this.maxChars || words.length > this.maxWords) return { suggestions: [], silent: "long" };
     if (runs.some((run) => this.isSensitive(run))) return { suggestions: [], silent: "sensitive" };
     const base = this.scores(this.joined(runs));
+    // After bad news the cheerful intents are not offered at all.
+    const gloomy = runs.some((run) => this.isBadNews(run));
+    const eligible = [];
+    for (let j = 1; j < base.length; j++) if (!(gloomy && this.intents[j - 1].mood === "+")) eligible.push(j);
     // Whether to speak, and the first chip, are the message's call; the others lean towards
     // how this person answers (a habit never puts "Yes" before "Bye!").
-    let top = 1;
-    for (let j = 2; j < base.length; j++) if (base[j] > base[top]) top = j;
+    let top = eligible[0];
+    for (const j of eligible) if (base[j] > base[top]) top = j;
     if (base[top] - base[0] < this.speak) return { suggestions: [], silent: "unsure" };
     const s = this.lean(base.slice(), own);
-    const rest = [];
-    for (let j = 1; j < s.length; j++) if (j !== top) rest.push(j);
+    const rest = eligible.filter((j) => j !== top);
     rest.sort((a, b) => (s[b] - s[a]) || (a - b));
     const order = [top, ...rest];
     const chosen = [top];
