@@ -170,6 +170,21 @@ def test_bad_news_is_met_with_sympathy_never_a_cheerful_chip(
     assert "Congrats" not in " ".join(s.text for s in shown)
 
 
+def test_after_bad_news_a_cheerful_intent_is_never_offered_even_as_an_opposite(
+    pack: Pack,
+) -> None:
+    text = "my car broke down, can you pick me up?"
+    assert [s.intent for s in pack.decide(text, "en").suggestions][:2] == ["ok", "cant"]
+    data = json.loads((PACKAGED / "pack.json").read_bytes())
+    for intent in data["intents"]:  # a pack in which "Sorry, I can't", the opposite of "OK", cheers
+        intent["mood"] = "+" if intent["id"] == "cant" else intent["mood"]
+    shown = Pack(json.dumps(data).encode()).decide(text, "en").suggestions
+    assert shown and "cant" not in [s.intent for s in shown]
+    for intent in data["intents"]:  # nothing left that may be said: silence
+        intent["mood"] = "+"
+    assert Pack(json.dumps(data).encode()).decide("my cat is sick", "en").silent == "unsure"
+
+
 def test_good_news_and_i_will_are_not_bad_news(pack: Pack) -> None:
     assert not pack.is_bad_news(pack.tokens("I'll be there at 5, I'll bring cake"))
     assert not pack.is_bad_news(pack.tokens("buồn cười quá"))  # "so funny", not "so sad"

@@ -385,7 +385,7 @@ class Pack:
         base = self.scores(self._context(runs))
         eligible = self._eligible(runs)
         # Whether to speak, and the first chip, are the message's call; the others lean.
-        if max(base[k] for k in eligible) - base[0] < self.speak:
+        if not eligible or max(base[k] for k in eligible) - base[0] < self.speak:
             return Verdict((), "unsure")  # before reading their own messages: no need
         order, s = self._order(base, own, eligible)
         top = order[0]
@@ -393,7 +393,7 @@ class Pack:
         opposite = self.intents[top - 1].opposite
         if opposite is not None:
             o = self.by_id[opposite]
-            if s[o] >= s[top] - self.opposite_gap:
+            if o in eligible and s[o] >= s[top] - self.opposite_gap:
                 chosen.append(o)
         mood = self.intents[top - 1].mood
         for k in order[1:]:

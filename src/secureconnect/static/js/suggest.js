@@ -213,6 +213,7 @@ export class Pack {
     for (let j = 1; j < base.length; j++) if (!(gloomy && this.intents[j - 1].mood === "+")) eligible.push(j);
     // Whether to speak, and the first chip, are the message's call; the others lean towards
     // how this person answers (a habit never puts "Yes" before "Bye!").
+    if (!eligible.length) return { suggestions: [], silent: "unsure" };
     let top = eligible[0];
     for (const j of eligible) if (base[j] > base[top]) top = j;
     if (base[top] - base[0] < this.speak) return { suggestions: [], silent: "unsure" };
@@ -224,7 +225,7 @@ export class Pack {
     const opposite = this.intents[top - 1].opposite;
     if (opposite !== null) {
       const o = this.byId.get(opposite);
-      if (s[o] >= s[top] - this.oppositeGap) chosen.push(o);
+      if (eligible.includes(o) && s[o] >= s[top] - this.oppositeGap) chosen.push(o);
     }
     // Never "Oh no" beside "Congrats": a chip of the other mood than the best one is left out.
     const mood = this.intents[top - 1].mood;
