@@ -11,6 +11,11 @@ ranking; how often it stays silent; how often, when it speaks, a chip is what th
 answered. Beside it, the reference: a frequency-only baseline that always
 shows the three intents most often replied in the training part.
 
+Whether the chips make sense to a person, which chitchat's strangers do not tell (they answer
+"haha" to nearly anything): tests/suggest/{en,vi}_sense.tsv give messages and the intents a
+person would accept; how often the first chip is one of them, how many chips are not, and how
+often a cheerful chip follows bad news or a gloomy one good news.
+
 Speed: per-message time in Python and in Chromium (the web client's own suggest.js), each with
 its ratio to a reference measured in the same run (normalising and splitting the same text,
 the least any text feature costs); the pack's size and the memory a loaded pack holds.
@@ -37,8 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from bench.suggest_pack.corpus import (
-    SENSE_TEST,
-    SENSE_VALIDATION,
+    SENSE,
     Acceptable,
     Matcher,
     Pair,
@@ -104,14 +108,14 @@ def quality(
     }
 
 
-def sense(pack: Pack, cases: list[Acceptable]) -> dict[str, float]:
+def sense(pack: Pack, cases: list[Acceptable], lang: str) -> dict[str, float]:
     """How often the chips are ones a person would accept: the first, and all of them; and the
     worst misses, a cheerful chip after bad news or a gloomy one after good news (a message is
     bad news when every mood among its acceptable intents is "-")."""
     mood = {intent.id: intent.mood for intent in pack.intents}
     first = chips = off = cheer = gloom = silent = 0
     for case in cases:
-        shown = [s.intent for s in pack.decide(case.message, "en").suggestions]
+        shown = [s.intent for s in pack.decide(case.message, lang).suggestions]
         if not shown:
             silent += 1
             continue
@@ -254,15 +258,16 @@ def main() -> None:
         )
 
     print()
-    print("whether the chips make sense (English messages, the intents a person would accept)")
-    for name, path in (("test", SENSE_TEST), ("validation", SENSE_VALIDATION)):
-        q = sense(pack, acceptable(path))
-        print(
-            f"{name:12}{q['messages']:>4.0f} messages: first chip acceptable "
-            f"{q['first acceptable']:.2f}, chips off {q['chips off']:.2f}, "
-            f"cheerful chip after bad news {q['cheer after bad news']:.0f}, gloomy after good news "
-            f"{q['gloom after good news']:.0f}, silent {q['silent']:.0f}"
-        )
+    print("whether the chips make sense (messages, and the intents a person would accept)")
+    for lang, paths in SENSE.items():
+        for name, path in zip(("test", "validation"), paths, strict=True):
+            q = sense(pack, acceptable(path), lang)
+            print(
+                f"{lang} {name:11}{q['messages']:>4.0f} messages: first chip acceptable "
+                f"{q['first acceptable']:.2f}, chips off {q['chips off']:.2f}, cheerful chip "
+                f"after bad news {q['cheer after bad news']:.0f}, gloomy after good news "
+                f"{q['gloom after good news']:.0f}, silent {q['silent']:.0f}"
+            )
 
     texts = [p.message for p in english[: args.messages]]
     engine_us = per_message_us(lambda t: pack.decide(t, "en"), texts)

@@ -198,6 +198,7 @@ BAD_NEWS = [
     "bi thuong",
     "tai nan",
     "nhap vien",
+    "nam vien",
     "phau thuat",
     "ngo doc",
     "truot",

@@ -22,9 +22,15 @@ from secureconnect.suggest.engine import first_clause, longest_phrase, normalise
 HERE = Path(__file__).parent
 INTENTS = HERE / "intents.json"
 VI_PAIRS = HERE.parents[1] / "tests" / "suggest" / "vi_pairs.tsv"
-# Whether the chips make sense: messages and the intents a person would accept (decision 0027).
-SENSE_TEST = HERE.parents[1] / "tests" / "suggest" / "en_sense.tsv"
-SENSE_VALIDATION = HERE / "en_sense_validation.tsv"
+# Whether the chips make sense: messages and the intents a person would accept (decision 0027),
+# per language: the held-out test set, and the one that chose the pack's settings.
+SENSE = {
+    lang: (
+        HERE.parents[1] / "tests" / "suggest" / f"{lang}_sense.tsv",
+        HERE / f"{lang}_sense_validation.tsv",
+    )
+    for lang in ("en", "vi")
+}
 MAX_CLAUSE = 8
 OWN = 20  # how many of the replier's earlier messages a pair keeps
 TEST_FRACTION = 0.2

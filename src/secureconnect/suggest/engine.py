@@ -84,12 +84,25 @@ def longest_phrase(tokens: Sequence[str], phrases: dict[tuple[str, ...], str]) -
     return None
 
 
-def _mentions(tokens: Sequence[str], phrases: Iterable[tuple[str, ...]]) -> bool:
+Phrases = dict[str, list[tuple[str, ...]]]  # phrases (tuples of words) by their first word
+
+
+def _phrases(texts: Iterable[str]) -> Phrases:
+    """Indexed by first word, so a message is checked against the phrases that could start at
+    each of its words, not against every phrase at every word (a third of the time it took)."""
+    index: Phrases = {}
+    for text in texts:
+        words = tuple(text.split())
+        index.setdefault(words[0], []).append(words)  # no words: IndexError, a malformed pack
+    return index
+
+
+def _mentions(tokens: Sequence[str], phrases: Phrases) -> bool:
     """Whether any of the phrases occurs in the words, whole words in a row."""
-    for phrase in phrases:
-        n = len(phrase)
-        if any(tuple(tokens[i : i + n]) == phrase for i in range(len(tokens) - n + 1)):
-            return True
+    for i, token in enumerate(tokens):
+        for phrase in phrases.get(token, ()):
+            if tuple(tokens[i : i + len(phrase)]) == phrase:
+                return True
     return False
 
 
@@ -210,12 +223,12 @@ class Pack:
             self.speak: int = thresholds["speak"]
             self.gap: int = thresholds["gap"]
             self.opposite_gap: int = thresholds["opposite_gap"]
-            self.sensitive = [tuple(p.split()) for p in data["sensitive"]]
+            self.sensitive = _phrases(data["sensitive"])
             # Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
             bad_news = data.get("bad_news", [])
             if not isinstance(bad_news, list) or not all(isinstance(p, str) for p in bad_news):
                 raise PackError("suggestion pack is malformed: bad news")
-            self.bad_news = [tuple(p.split()) for p in bad_news]
+            self.bad_news = _phrases(bad_news)
             self.vi_markers = frozenset(data["language"]["vi_markers"])
             self.en_markers = frozenset(data["language"]["en_markers"])
             self.vi_letters = frozenset(data["language"]["vi_letters"])

@@ -46,14 +46,27 @@ function longestPhrase(tokens, phrases) {
   return null;
 }
 
-// Whether any of the phrases (arrays of words) occurs in the words, whole words in a row.
-function mentions(tokens, phrases) {
-  return phrases.some((phrase) => {
-    for (let i = 0; i + phrase.length <= tokens.length; i++) {
-      if (phrase.every((p, j) => tokens[i + j] === p)) return true;
+// Phrases (arrays of words) by their first word, so that a message is checked only against the
+// phrases that could start at each of its words.
+function phraseIndex(texts) {
+  const index = new Map();
+  for (const text of texts) {
+    const words = text.split(" ");
+    if (!words[0]) throw new PackError("suggestion pack is malformed: an empty phrase");
+    if (!index.has(words[0])) index.set(words[0], []);
+    index.get(words[0]).push(words);
+  }
+  return index;
+}
+
+// Whether any of the phrases occurs in the words, whole words in a row.
+function mentions(tokens, index) {
+  for (let i = 0; i < tokens.length; i++) {
+    for (const phrase of index.get(tokens[i]) || []) {
+      if (i + phrase.length <= tokens.length && phrase.every((p, j) => tokens[i + j] === p)) return true;
     }
-    return false;
-  });
+  }
+  return false;
 }
 
 export function features(tokens) {
@@ -113,11 +126,11 @@ export class Pack {
     this.speak = data.thresholds.speak;
     this.gap = data.thresholds.gap;
     this.oppositeGap = data.thresholds.opposite_gap;
-    this.sensitive = data.sensitive.map((p) => p.split(" "));
+    this.sensitive = phraseIndex(data.sensitive);
     // Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
     const badNews = data.bad_news || [];
     if (!Array.isArray(badNews) || !badNews.every((p) => typeof p === "string")) throw new PackError("suggestion pack is malformed: bad news");
-    this.badNews = badNews.map((p) => p.split(" "));
+    this.badNews = phraseIndex(badNews);
     this.viMarkers = new Set(data.language.vi_markers);
     this.enMarkers = new Set(data.language.en_markers);
     this.viLetters = new Set([...data.language.vi_letters]);
