@@ -1,7 +1,9 @@
 """Alertmanager's webhook: a firing alert opens an incident, or is added to the open one for the
 same alert; a resolved alert is written on its timeline. An alert whose firing never got through
 (the store it would be written to was down, so every delivery failed until after it resolved)
-still opens its incident when its resolution arrives: an outage must leave a record. Nothing is
+still opens its incident when its resolution arrives: an outage must leave a record. Alertmanager
+sends that resolution only beside an alert of its group that still fires, so the rules keep the
+alerts that stop this webhook firing for a while after recovery (decision 0011). Nothing is
 closed automatically: a person closes an incident, after the verification window."""
 
 from __future__ import annotations
