@@ -893,8 +893,9 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
 ) -> None:
     """Chips for the last message received, computed in the browser: tapping one fills the
     composer (sending stays the person's act); none after one's own message; Vietnamese once
-    one writes Vietnamese to that person; leaning towards how one answers that person; off for
-    a conversation from Settings; the server gets counts, never the text."""
+    one writes Vietnamese to that person; leaning towards how one answers that person, but
+    nothing cheerful after bad news; off for a conversation from Settings; the server gets
+    counts, never the text."""
     before = await asyncio.to_thread(_metrics, server.url)
     alice, bob, a, b = await pages.two_people(browser, server.url)
     await pages.start_conversation(a, bob)
@@ -936,6 +937,24 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     )
     assert leaning[0] == "congrats" and "laugh" in leaning, leaning
     await pages.shot(b, "31-suggested-replies-leaning")
+    # Bad news: sympathy first, and nothing cheerful, however often bob laughs with alice and
+    # though her good news is in the same run of messages.
+    await pages.send(a, "my cat is sick")
+    await pages.wait_text(b, "my cat is sick")
+    await b.wait_for_function(
+        """() => {
+            const chip = document.querySelector('#suggestions .chip');
+            return chip !== null && chip.dataset.intent !== 'congrats';
+        }"""
+    )
+    sympathy = await b.eval_on_selector_all(
+        "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
+    )
+    cheerful = {"laugh", "cool", "congrats", "glad", "love_it", "have_fun"}
+    assert sympathy[0] in ("get_well", "sorry_to_hear"), sympathy
+    assert not cheerful & set(sympathy), sympathy
+    await b.wait_for_selector('#conversations .preview:has-text("my cat is sick")')
+    await pages.shot(b, "31-suggested-replies-bad-news")
     # Off for this conversation, from Settings, which says where suggestions come from.
     await b.click("#settings")
     assert "computed on this device" in await b.locator("#suggest-where").inner_text()
