@@ -17,7 +17,7 @@ from tests.conftest import FAST, backend_env, drop_database, in_ci
 from tests.helpers import PASSWORD, call_owner, listening, signed_up, unique
 from tests.server import RedisProcess, ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.solo]
 
 
 @pytest.fixture

@@ -34,7 +34,10 @@ from secureconnect.video.turn import credentials
 from tests.helpers import Listener, listening
 from tests.server import ServerProcess
 
-pytestmark = pytest.mark.slow  # the server with Janus and coturn (tests/conftest.py)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.solo,
+]  # the server with Janus and coturn (tests/conftest.py)
 
 NewUser = Callable[[str], Awaitable[Client]]
 

@@ -34,7 +34,7 @@ from tests.conftest import PG_ADMIN, backend_env, drop_database, in_ci
 from tests.helpers import PASSWORD, run_cli
 from tests.server import ServerProcess, free_port, pid_alive, run_statements
 
-pytestmark = pytest.mark.slow  # starts servers, breaks them and restores them
+pytestmark = [pytest.mark.slow, pytest.mark.solo]  # starts servers, breaks them and restores them
 
 ROOT = Path(__file__).parents[1]
 TOKEN = "drill-webhook-token-0123456789"

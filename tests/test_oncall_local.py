@@ -19,7 +19,10 @@ from tests.conftest import in_ci
 from tests.helpers import PASSWORD, run_cli
 from tests.server import free_port, pid_alive
 
-pytestmark = pytest.mark.slow  # servers of its own, crashed and restarted by the tooling
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.solo,
+]  # servers of its own, crashed and restarted by the tooling
 
 ATTACKER = "203.0.113.7"
 

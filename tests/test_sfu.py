@@ -24,7 +24,7 @@ from secureconnect.video.sfu import signed_token
 from tests.conftest import FAST, in_ci
 from tests.server import ServerProcess
 
-pytestmark = pytest.mark.slow  # a Janus process per test
+pytestmark = [pytest.mark.slow, pytest.mark.solo]  # a Janus process per test
 
 
 @pytest.fixture

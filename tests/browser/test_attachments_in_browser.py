@@ -16,7 +16,7 @@ from PIL import Image, PngImagePlugin
 from tests.browser import pages
 from tests.helpers import run_cli, unique
 
-pytestmark = pytest.mark.slow  # Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.solo]  # Chromium
 
 
 def read(path: str | Path) -> bytes:

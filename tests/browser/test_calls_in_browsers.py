@@ -37,7 +37,7 @@ from tests.conftest import FAST, backend_env, drop_database, in_ci
 from tests.helpers import PASSWORD, call_owner, signed_up, unique
 from tests.server import RedisProcess, ServerProcess, free_port
 
-pytestmark = pytest.mark.slow  # browsers, Janus, coturn
+pytestmark = [pytest.mark.slow, pytest.mark.solo]  # browsers, Janus, coturn
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from secureconnect.client import Client
 from tests.browser import pages
 from tests.helpers import PASSWORD, unique
 
-pytestmark = pytest.mark.slow  # Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.solo]  # Chromium
 
 
 def picture(path, colour) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.solo]  # Chromium
 
 VECTORS = Path(__file__).parents[1] / "vectors"
 

@@ -19,7 +19,7 @@ from secureconnect.client.secure import PlainMessage, SecureClient
 from tests.browser import pages
 from tests.helpers import PASSWORD, metric, signed_up, unique
 
-pytestmark = pytest.mark.slow  # Chromium
+pytestmark = [pytest.mark.slow, pytest.mark.solo]  # Chromium
 
 
 async def python_device(sdk: Client, name: str, tmp_path) -> SecureClient:
