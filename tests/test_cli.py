@@ -97,6 +97,25 @@ def test_cli_errors_are_one_clear_line(server, tmp_path) -> None:
     assert not_logged_in.returncode == 1 and "log in first" in not_logged_in.stderr
 
 
+def test_an_error_written_to_a_pipe_is_not_folded(tmp_path) -> None:
+    """A script or a cron job's log gets each message on one line, whatever its length: an
+    operator greps "does not match the manifest", a script reads the code at the end."""
+    folder = tmp_path / ("backups-of-a-long-name-" * 6)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    failed = subprocess.run(
+        [sys.executable, "-m", "secureconnect", "restore", str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert failed.returncode == 1
+    [line] = failed.stderr.splitlines()
+    assert line.startswith(f"error: {folder} is not a complete backup") and len(line) > 160
+    assert line.endswith("(bad_backup)")
+
+
 def test_config_show_masks_secrets(tmp_path) -> None:
     env = {
         **os.environ,

@@ -21,9 +21,19 @@ from secureconnect.cli.profile import Profile
 from secureconnect.client import ApiError, Client, ConnectionLost
 from secureconnect.errors import Problem
 
-# No highlighting: it would colour parts of other people's text as if they meant something.
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+def _console(stderr: bool = False) -> Console:
+    """No highlighting: it would colour parts of other people's text as if they meant something.
+
+    Written to a pipe or a file (a script, a cron job's log), a line is not folded at 80
+    columns: it breaks only where the text does, so that it can be searched for and parsed."""
+    console = Console(stderr=stderr, highlight=False)
+    console.soft_wrap = not console.is_terminal
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 T = TypeVar("T")
 
 # Kept as they are in text from other people: line breaks and tabs.
