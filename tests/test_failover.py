@@ -20,7 +20,7 @@ from tests.helpers import PASSWORD, run_cli, signed_up
 from tests.pgpair import PgPair
 from tests.server import ServerProcess
 
-pytestmark = [pytest.mark.slow, pytest.mark.solo]  # two PostgreSQL servers of its own
+pytestmark = pytest.mark.slow  # two PostgreSQL servers of its own
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tests.conftest import backend_env, drop_database, in_ci
 from tests.helpers import PASSWORD, Listener
 from tests.server import RedisProcess, ServerProcess, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.solo]  # a process per role behind nginx
+pytestmark = pytest.mark.slow  # a process per role behind nginx
 
 NGINX_CONF = """
 daemon off;

@@ -11,7 +11,7 @@ from secureconnect.client.devicestore import DeviceStore
 from secureconnect.client.secure import SecureClient
 from tests.helpers import PASSWORD, Listener, SecureListener, signed_up, started_devices, texts
 
-pytestmark = [pytest.mark.slow, pytest.mark.solo]  # servers of its own, killed and restarted
+pytestmark = pytest.mark.slow  # servers of its own, killed and restarted
 
 
 async def login_pair(url: str) -> tuple[Client, Client]:

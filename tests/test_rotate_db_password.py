@@ -20,7 +20,7 @@ from tests.conftest import in_ci
 from tests.helpers import run_cli, signed_up
 from tests.server import PostgresCluster, ServerProcess, pid_alive, run_in_thread
 
-pytestmark = [pytest.mark.slow, pytest.mark.solo]  # a PostgreSQL cluster and servers of its own
+pytestmark = pytest.mark.slow  # a PostgreSQL cluster and servers of its own
 
 FIRST = "first-password-1"
 

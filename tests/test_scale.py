@@ -13,7 +13,7 @@ from secureconnect.client import Client
 from tests.helpers import PASSWORD, Listener, texts
 from tests.server import ServerProcess
 
-pytestmark = [pytest.mark.slow, pytest.mark.solo]  # two replicas, Redis and nginx of its own
+pytestmark = pytest.mark.slow  # two replicas and a Redis of their own
 
 
 @pytest.fixture

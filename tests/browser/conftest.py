@@ -1,14 +1,22 @@
-"""Headless Chromium (Debian's) driven by Playwright. Under CI=true a missing browser fails."""
+"""Headless Chromium (Debian's) driven by Playwright. Under CI=true a missing browser fails.
+
+The browser tests prove the web client, so they run against the embedded default (SQLite).
+What the server does on PostgreSQL is proven by the tests that talk to its API, which run on
+both backends; the few browser tests marked ``postgresql_too`` also run on PostgreSQL, end to
+end as a deployment does (decision 0032).
+"""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import in_ci
 
+HERE = Path(__file__).parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -19,6 +27,19 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the PostgreSQL twin of each browser test not marked ``postgresql_too``."""
+    kept, left_out = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        backend = params and (params.params.get("server") or params.params.get("own_server"))
+        twin = backend == "postgresql" and item.get_closest_marker("postgresql_too") is None
+        (left_out if twin and HERE in item.path.parents else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")

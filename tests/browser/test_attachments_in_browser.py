@@ -35,6 +35,7 @@ def picture(marker: str) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.postgresql_too  # uploads recorded in its database
 async def test_files_cross_between_browsers_and_the_cli_end_to_end_encrypted(
     browser, server, tmp_path
 ) -> None:

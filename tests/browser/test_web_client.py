@@ -35,6 +35,7 @@ async def python_device(sdk: Client, name: str, tmp_path) -> SecureClient:
 PHONE = {"viewport": {"width": 390, "height": 780}, "is_mobile": True, "has_touch": True}
 
 
+@pytest.mark.postgresql_too  # the whole path a deployment takes, on its database
 async def test_two_browsers_chat_both_ways(browser, server) -> None:
     alice, bob = unique("alice"), unique("bob")
     a = await pages.open_client(browser, server.url)
@@ -392,6 +393,7 @@ async def test_history_still_reads_after_a_reload(browser, server) -> None:
     await b.context.close()
 
 
+@pytest.mark.postgresql_too  # what was committed there before the restart, read back
 async def test_both_browsers_reconnect_after_a_server_restart(browser, own_server) -> None:
     own_server.start()
     a, b = await pages.first_message_read(
