@@ -198,6 +198,24 @@ def test_after_bad_news_a_cheerful_intent_is_never_offered_even_as_an_opposite(
     assert Pack(json.dumps(data).encode()).decide("my cat is sick", "en").silent == "unsure"
 
 
+def test_after_bad_news_sympathy_leads_when_all_but_tied_with_the_best(pack: Pack) -> None:
+    # Pack 1.2.0 put "Really?" and "Me too!" first here, "Oh no, I'm sorry" second or not at all.
+    for text in ("my brother is in the hospital", "I didnt get the apartment"):
+        assert pack.decide(text, "en").suggestions[0].intent == "sorry_to_hear", text
+    # Only a near tie: what the message asks for still leads, and so does love that "hurts".
+    assert [
+        s.intent for s in pack.decide("my car broke down, can you pick me up?", "en").suggestions
+    ][:2] == ["ok", "cant"]
+    assert pack.decide("I miss you, being apart hurts", "en").suggestions[0].intent == "miss_you"
+    data = json.loads((PACKAGED / "pack.json").read_bytes())
+    del data["thresholds"]["sympathy_gap"]  # a pack built before the rule: as before
+    older = Pack(json.dumps(data).encode())
+    assert older.decide("my brother is in the hospital", "en").suggestions[0].intent == "really"
+    data["thresholds"]["sympathy_gap"] = "151"
+    with pytest.raises(PackError, match="malformed: sympathy_gap"):
+        Pack(json.dumps(data).encode())
+
+
 def test_good_news_and_i_will_are_not_bad_news(pack: Pack) -> None:
     assert not pack.is_bad_news(pack.tokens("I'll be there at 5, I'll bring cake"))
     assert not pack.is_bad_news(pack.tokens("buồn cười quá"))  # "so funny", not "so sad"

@@ -53,6 +53,9 @@ SCALE_CAP = 127
 PRUNE = 1  # integer weights of this size or less are dropped: they rarely change a ranking
 GAP_NATS = 3.0  # chips whose score is within e^3 of the best one
 OPPOSITE_GAP_NATS = 1.5  # "No" beside "Yes" only when nearly as likely
+# After bad news, sympathy ("Oh no, I'm sorry") leads when within a near tie of the best: the
+# smallest margin at the top of the sense validation sets (decision 0027, pack 1.3.0).
+SYMPATHY_GAP_NATS = 0.25
 # How this person answers: their last STYLE_WINDOW messages; an intent they answered with c
 # times gains lambda * log(2c + 1) nats, lambda chosen on validation among STYLE_LAMBDAS.
 F1_TIE = 0.001  # F1 differences validation cannot tell apart (decision 0027)
@@ -499,6 +502,7 @@ def main() -> None:
     b_int = np.rint(b_float * scale).astype(int)
     gap = round(GAP_NATS * scale)
     opposite_gap = round(OPPOSITE_GAP_NATS * scale)
+    sympathy_gap = round(SYMPATHY_GAP_NATS * scale)
     opposite = {
         index[str(i["id"])]: index[str(i["opposite"])] for i in intents if i.get("opposite")
     }
@@ -525,7 +529,12 @@ def main() -> None:
         "normalise": {"fold": dict(sorted(FOLD.items()))},
         "features": {"hash": "fnv1a-32", "buckets": BUCKETS, "max_tokens": MAX_TOKENS},
         "limits": {"max_chars": 300, "max_words": 40},
-        "thresholds": {"speak": speak, "gap": gap, "opposite_gap": opposite_gap},
+        "thresholds": {
+            "speak": speak,
+            "gap": gap,
+            "opposite_gap": opposite_gap,
+            "sympathy_gap": sympathy_gap,
+        },
         "sensitive": [" ".join(normalise(p, FOLD)) for p in SENSITIVE],
         "bad_news": [" ".join(normalise(p, FOLD)) for p in BAD_NEWS],
         "style": {

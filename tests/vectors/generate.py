@@ -374,6 +374,9 @@ SUGGEST_TEXTS = [
     "I failed my driving test lol",
     "I'm ill today",
     "I'll be there at 5",
+    # ... and sympathy first when nearly as likely as the best
+    "my brother is in the hospital",
+    "I didnt get the apartment",
     "Con mèo nhà mình bị ốm",
     "con meo nha minh bi om",
     "Hôm nay mình buồn quá",

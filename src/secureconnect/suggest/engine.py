@@ -223,6 +223,11 @@ class Pack:
             self.speak: int = thresholds["speak"]
             self.gap: int = thresholds["gap"]
             self.opposite_gap: int = thresholds["opposite_gap"]
+            # Sympathy first after bad news (decision 0027, pack 1.3.0); a pack built before
+            # it has no such margin, and then the message's best leads as before.
+            self.sympathy_gap: int | None = thresholds.get("sympathy_gap")
+            if self.sympathy_gap is not None and type(self.sympathy_gap) is not int:
+                raise PackError("suggestion pack is malformed: sympathy_gap")
             self.sensitive = _phrases(data["sensitive"])
             # Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
             bad_news = data.get("bad_news", [])
@@ -350,21 +355,27 @@ class Pack:
             s[self.by_id[intent]] += self.style_bonus[count]
         return s
 
-    def _eligible(self, runs: Sequence[list[str]]) -> list[int]:
+    def _eligible(self, bad_news: bool) -> list[int]:
         """The intents that may be offered: all but the cheerful ones after bad news."""
-        gloomy = any(self.is_bad_news(run) for run in runs)
         return [
             k
             for k in range(1, len(self.intents) + 1)
-            if not (gloomy and self.intents[k - 1].mood == "+")
+            if not (bad_news and self.intents[k - 1].mood == "+")
         ]
 
     def _order(
-        self, s: list[int], own: Sequence[str], eligible: Sequence[int]
+        self, s: list[int], own: Sequence[str], eligible: Sequence[int], bad_news: bool
     ) -> tuple[list[int], list[int]]:
         """The eligible intents, best first, and the scores that ordered them: the message's own
-        best leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person."""
+        best leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person.
+        After bad news, sympathy leads when all but tied with the best: "Oh no, I'm sorry"
+        before "Really?" (decision 0027)."""
         top = min(eligible, key=lambda k: (-s[k], k))
+        gloomy = [k for k in eligible if self.intents[k - 1].mood == "-"]
+        if bad_news and gloomy and self.sympathy_gap is not None:
+            kindest = min(gloomy, key=lambda k: (-s[k], k))
+            if s[kindest] >= s[top] - self.sympathy_gap:
+                top = kindest
         leaned = self._lean(list(s), own)
         rest = sorted((k for k in eligible if k != top), key=lambda k: (-leaned[k], k))
         return [top, *rest], leaned
@@ -373,7 +384,9 @@ class Pack:
         """The intents that may be offered, best first, ignoring when to stay silent (for
         measuring only)."""
         runs = [self.tokens(t) for t in [*earlier, text]]
-        order, _ = self._order(self.scores(self._context(runs)), own, self._eligible(runs))
+        bad_news = any(self.is_bad_news(run) for run in runs)
+        s = self.scores(self._context(runs))
+        order, _ = self._order(s, own, self._eligible(bad_news), bad_news)
         return [self.intents[k - 1].id for k in order]
 
     def decide(
@@ -396,11 +409,12 @@ class Pack:
         if any(self.is_sensitive(run) for run in runs):
             return Verdict((), "sensitive")
         base = self.scores(self._context(runs))
-        eligible = self._eligible(runs)
+        bad_news = any(self.is_bad_news(run) for run in runs)
+        eligible = self._eligible(bad_news)
         # Whether to speak, and the first chip, are the message's call; the others lean.
         if not eligible or max(base[k] for k in eligible) - base[0] < self.speak:
             return Verdict((), "unsure")  # before reading their own messages: no need
-        order, s = self._order(base, own, eligible)
+        order, s = self._order(base, own, eligible, bad_news)
         top = order[0]
         chosen = [top]
         opposite = self.intents[top - 1].opposite

@@ -126,6 +126,9 @@ export class Pack {
     this.speak = data.thresholds.speak;
     this.gap = data.thresholds.gap;
     this.oppositeGap = data.thresholds.opposite_gap;
+    // Sympathy first after bad news (decision 0027, pack 1.3.0); a pack built before it has none.
+    this.sympathyGap = data.thresholds.sympathy_gap ?? null;
+    if (this.sympathyGap !== null && !Number.isInteger(this.sympathyGap)) throw new PackError("suggestion pack is malformed: sympathy_gap");
     this.sensitive = phraseIndex(data.sensitive);
     // Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
     const badNews = data.bad_news || [];
@@ -230,6 +233,12 @@ export class Pack {
     let top = eligible[0];
     for (const j of eligible) if (base[j] > base[top]) top = j;
     if (base[top] - base[0] < this.speak) return { suggestions: [], silent: "unsure" };
+    // After bad news, sympathy leads when all but tied with the best ("Oh no" before "Really?").
+    if (gloomy && this.sympathyGap !== null) {
+      let kindest = null;
+      for (const j of eligible) if (this.intents[j - 1].mood === "-" && (kindest === null || base[j] > base[kindest])) kindest = j;
+      if (kindest !== null && base[kindest] >= base[top] - this.sympathyGap) top = kindest;
+    }
     const s = this.lean(base.slice(), own);
     const rest = eligible.filter((j) => j !== top);
     rest.sort((a, b) => (s[b] - s[a]) || (a - b));
