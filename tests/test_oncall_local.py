@@ -19,10 +19,7 @@ from tests.conftest import in_ci
 from tests.helpers import PASSWORD, run_cli
 from tests.server import free_port, pid_alive
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.solo,
-]  # servers of its own, crashed and restarted by the tooling
+pytestmark = pytest.mark.slow  # servers of its own, crashed and restarted by the tooling
 
 ATTACKER = "203.0.113.7"
 
@@ -185,6 +182,7 @@ def test_a_brute_force_is_diagnosed_blocked_and_written_on_the_incident(local, t
     assert "rate-limit mode emergency" in actions
 
 
+@pytest.mark.solo  # a block of 3 s, and the count is per clock minute: it needs the CPU on time
 def test_an_address_failing_too_many_logins_blocks_itself_for_a_while(own_server, tmp_path) -> None:
     """With SECURECONNECT_AUTO_BLOCK_FAILURES_PER_MIN set, the address is on the deny list at
     that count, on the open incident's timeline, and off it once the time is over; another
