@@ -33,8 +33,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Leave out the PostgreSQL twin of each browser test not marked ``postgresql_too``."""
     kept, left_out = [], []
     for item in items:
-        params = getattr(item, "callspec", None)
-        backend = params and (params.params.get("server") or params.params.get("own_server"))
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        backend = params.get("server") or params.get("own_server")
         twin = backend == "postgresql" and item.get_closest_marker("postgresql_too") is None
         (left_out if twin and HERE in item.path.parents else kept).append(item)
     if left_out:

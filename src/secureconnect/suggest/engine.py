@@ -371,9 +371,9 @@ class Pack:
         After bad news, sympathy leads when all but tied with the best: "Oh no, I'm sorry"
         before "Really?" (decision 0027)."""
         top = min(eligible, key=lambda k: (-s[k], k))
-        gloomy = [k for k in eligible if self.intents[k - 1].mood == "-"]
-        if bad_news and gloomy and self.sympathy_gap is not None:
-            kindest = min(gloomy, key=lambda k: (-s[k], k))
+        if bad_news and self.sympathy_gap is not None:
+            gloomy = [k for k in eligible if self.intents[k - 1].mood == "-"]
+            kindest = min(gloomy, key=lambda k: (-s[k], k), default=top)
             if s[kindest] >= s[top] - self.sympathy_gap:
                 top = kindest
         leaned = self._lean(list(s), own)
