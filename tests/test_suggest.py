@@ -94,9 +94,11 @@ def test_an_altered_or_broken_pack_is_refused(tmp_path: Path) -> None:
     ):
         with pytest.raises(PackError, match="malformed"):
             Pack(json.dumps({**data, "style": broken}).encode(), None)
-    for bad_news in ("sick", [["sick"]], [None]):
+    for news in ("sick", [["sick"]], [None]):
         with pytest.raises(PackError, match="malformed: bad news"):
-            Pack(json.dumps({**data, "bad_news": bad_news}).encode(), None)
+            Pack(json.dumps({**data, "bad_news": news}).encode(), None)
+        with pytest.raises(PackError, match="malformed: good news"):
+            Pack(json.dumps({**data, "good_news": news}).encode(), None)
     with pytest.raises(PackError, match="missing"):
         Pack.from_file(tmp_path / "nothing.json")
 
@@ -214,6 +216,32 @@ def test_after_bad_news_sympathy_leads_when_all_but_tied_with_the_best(pack: Pac
     data["thresholds"]["sympathy_gap"] = "151"
     with pytest.raises(PackError, match="malformed: sympathy_gap"):
         Pack(json.dumps(data).encode())
+
+
+def test_good_news_is_never_met_with_a_gloomy_chip(pack: Pack) -> None:
+    moods = {intent.id: intent.mood for intent in pack.intents}
+    for text, earlier, lang in (
+        ("they accepted my paper", [], "en"),
+        ("we won the game last night", [], "en"),
+        ("Con trai mình được học bổng rồi", ["Tin vui nè"], "vi"),
+    ):
+        shown = pack.decide(text, lang, earlier).suggestions
+        assert shown and not [s.intent for s in shown if moods[s.intent] == "-"], (text, shown)
+    # What pack 1.4.0's good-news list prevents: the model alone answered "Oh no, I'm sorry".
+    data = json.loads((PACKAGED / "pack.json").read_bytes())
+    del data["good_news"]  # a pack built before the list: as before
+    older = Pack(json.dumps(data).encode())
+    for text in ("they accepted my paper", "we won the game last night"):
+        assert older.decide(text, "en").suggestions[0].intent == "sorry_to_hear", text
+
+
+def test_bad_news_wins_over_good_news_in_one_run(pack: Pack) -> None:
+    assert pack.news([pack.tokens("I passed, but my dog is sick")]) == "-"
+    assert pack.news([pack.tokens("I passed!"), pack.tokens("but my dog is sick")]) == "-"
+    assert pack.news([pack.tokens("I passed!")]) == "+"
+    shown = pack.decide("I passed, but my dog is sick", "en").suggestions
+    assert shown[0].intent == "sorry_to_hear"
+    assert "Congrat" not in " ".join(s.text for s in shown)
 
 
 def test_good_news_and_i_will_are_not_bad_news(pack: Pack) -> None:

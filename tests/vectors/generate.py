@@ -416,6 +416,9 @@ def suggest_vectors() -> dict[str, Any]:
         ("Cảm ơn nhé", ["Mình nhận được quà rồi"]),
         ("ok", ["word " * 30, "more " * 30]),
         ("haha I know", ["my dog got hurt at the park"]),
+        ("my sister got engaged last night", []),  # good news: no gloomy chip (pack 1.4.0)
+        ("Con trai mình được học bổng rồi", ["Tin vui nè"]),
+        ("I passed, but my dog is sick", []),  # bad news wins
     ]
     # The same messages again from people who answer in their own way: the chips lean.
     styles = [[], ["lol", "lol yes", "LOL"], ["Yes!", "yeah, sure", "yep"], ["không", "ko đâu"]]

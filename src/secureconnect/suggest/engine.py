@@ -97,6 +97,15 @@ def _phrases(texts: Iterable[str]) -> Phrases:
     return index
 
 
+def _news_phrases(data: dict[str, Any], key: str) -> Phrases:
+    """A pack built before the list has none (nothing is news); anything else than a list of
+    phrases is a malformed pack, refused like any other."""
+    phrases = data.get(key, [])
+    if not isinstance(phrases, list) or not all(isinstance(p, str) for p in phrases):
+        raise PackError(f"suggestion pack is malformed: {key.replace('_', ' ')}")
+    return _phrases(phrases)
+
+
 def _mentions(tokens: Sequence[str], phrases: Phrases) -> bool:
     """Whether any of the phrases occurs in the words, whole words in a row."""
     for i, token in enumerate(tokens):
@@ -229,11 +238,10 @@ class Pack:
             if self.sympathy_gap is not None and type(self.sympathy_gap) is not int:
                 raise PackError("suggestion pack is malformed: sympathy_gap")
             self.sensitive = _phrases(data["sensitive"])
-            # Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
-            bad_news = data.get("bad_news", [])
-            if not isinstance(bad_news, list) or not all(isinstance(p, str) for p in bad_news):
-                raise PackError("suggestion pack is malformed: bad news")
-            self.bad_news = _phrases(bad_news)
+            # Bad news (decision 0027, "No cheer at bad news") and good news (pack 1.4.0); a
+            # pack built before them has none.
+            self.bad_news = _news_phrases(data, "bad_news")
+            self.good_news = _news_phrases(data, "good_news")
             self.vi_markers = frozenset(data["language"]["vi_markers"])
             self.en_markers = frozenset(data["language"]["en_markers"])
             self.vi_letters = frozenset(data["language"]["vi_letters"])
@@ -339,6 +347,16 @@ class Pack:
         """A sick pet, a lost wallet, a failed exam: no cheerful chip ("Haha", "Cool!") then."""
         return _mentions(tokens, self.bad_news)
 
+    def news(self, runs: Sequence[Sequence[str]]) -> str | None:
+        """The mood the other person's run of messages sets: "-" when any of them mentions
+        bad news, else "+" when one mentions good news ("I'm engaged!", no "Oh no" under it),
+        else None. Bad news wins: "I passed, but my dog is sick" still gets sympathy."""
+        if any(self.is_bad_news(run) for run in runs):
+            return "-"
+        if any(_mentions(run, self.good_news) for run in runs):
+            return "+"
+        return None
+
     def answered_with(self, text: str) -> str | None:
         """The intent one of this person's own messages answered with, if any."""
         tokens = first_clause(text, self.fold)
@@ -355,23 +373,24 @@ class Pack:
             s[self.by_id[intent]] += self.style_bonus[count]
         return s
 
-    def _eligible(self, bad_news: bool) -> list[int]:
-        """The intents that may be offered: all but the cheerful ones after bad news."""
+    def _eligible(self, news: str | None) -> list[int]:
+        """The intents that may be offered: all but those of the other mood than the news
+        (no "Haha" after bad news, no "Oh no" after good news)."""
         return [
             k
             for k in range(1, len(self.intents) + 1)
-            if not (bad_news and self.intents[k - 1].mood == "+")
+            if not (news and self.intents[k - 1].mood not in (None, news))
         ]
 
     def _order(
-        self, s: list[int], own: Sequence[str], eligible: Sequence[int], bad_news: bool
+        self, s: list[int], own: Sequence[str], eligible: Sequence[int], news: str | None
     ) -> tuple[list[int], list[int]]:
         """The eligible intents, best first, and the scores that ordered them: the message's own
         best leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person.
         After bad news, sympathy leads when all but tied with the best: "Oh no, I'm sorry"
         before "Really?" (decision 0027)."""
         top = min(eligible, key=lambda k: (-s[k], k))
-        if bad_news and self.sympathy_gap is not None:
+        if news == "-" and self.sympathy_gap is not None:
             gloomy = [k for k in eligible if self.intents[k - 1].mood == "-"]
             kindest = min(gloomy, key=lambda k: (-s[k], k), default=top)
             if s[kindest] >= s[top] - self.sympathy_gap:
@@ -384,9 +403,9 @@ class Pack:
         """The intents that may be offered, best first, ignoring when to stay silent (for
         measuring only)."""
         runs = [self.tokens(t) for t in [*earlier, text]]
-        bad_news = any(self.is_bad_news(run) for run in runs)
+        news = self.news(runs)
         s = self.scores(self._context(runs))
-        order, _ = self._order(s, own, self._eligible(bad_news), bad_news)
+        order, _ = self._order(s, own, self._eligible(news), news)
         return [self.intents[k - 1].id for k in order]
 
     def decide(
@@ -409,12 +428,12 @@ class Pack:
         if any(self.is_sensitive(run) for run in runs):
             return Verdict((), "sensitive")
         base = self.scores(self._context(runs))
-        bad_news = any(self.is_bad_news(run) for run in runs)
-        eligible = self._eligible(bad_news)
+        news = self.news(runs)
+        eligible = self._eligible(news)
         # Whether to speak, and the first chip, are the message's call; the others lean.
         if not eligible or max(base[k] for k in eligible) - base[0] < self.speak:
             return Verdict((), "unsure")  # before reading their own messages: no need
-        order, s = self._order(base, own, eligible, bad_news)
+        order, s = self._order(base, own, eligible, news)
         top = order[0]
         chosen = [top]
         opposite = self.intents[top - 1].opposite

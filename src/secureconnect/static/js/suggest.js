@@ -59,6 +59,14 @@ function phraseIndex(texts) {
   return index;
 }
 
+// A pack built before the list has none (nothing is news); anything else than a list of
+// phrases is a malformed pack.
+function newsPhrases(data, key) {
+  const phrases = data[key] || [];
+  if (!Array.isArray(phrases) || !phrases.every((p) => typeof p === "string")) throw new PackError(`suggestion pack is malformed: ${key.replace("_", " ")}`);
+  return phraseIndex(phrases);
+}
+
 // Whether any of the phrases occurs in the words, whole words in a row.
 function mentions(tokens, index) {
   for (let i = 0; i < tokens.length; i++) {
@@ -130,10 +138,10 @@ export class Pack {
     this.sympathyGap = data.thresholds.sympathy_gap ?? null;
     if (this.sympathyGap !== null && !Number.isInteger(this.sympathyGap)) throw new PackError("suggestion pack is malformed: sympathy_gap");
     this.sensitive = phraseIndex(data.sensitive);
-    // Bad news (decision 0027, "No cheer at bad news"); a pack built before it has none.
-    const badNews = data.bad_news || [];
-    if (!Array.isArray(badNews) || !badNews.every((p) => typeof p === "string")) throw new PackError("suggestion pack is malformed: bad news");
-    this.badNews = phraseIndex(badNews);
+    // Bad news (decision 0027, "No cheer at bad news") and good news (pack 1.4.0); a pack
+    // built before them has none.
+    this.badNews = newsPhrases(data, "bad_news");
+    this.goodNews = newsPhrases(data, "good_news");
     this.viMarkers = new Set(data.language.vi_markers);
     this.enMarkers = new Set(data.language.en_markers);
     this.viLetters = new Set([...data.language.vi_letters]);
@@ -191,6 +199,14 @@ export class Pack {
   // A sick pet, a lost wallet, a failed exam: no cheerful chip ("Haha", "Cool!") then.
   isBadNews(tokens) { return mentions(tokens, this.badNews); }
 
+  // The mood the other person's run sets: "-" after bad news, else "+" after good news ("I'm
+  // engaged!", no "Oh no" under it), else null. Bad news wins a run that has both.
+  news(runs) {
+    if (runs.some((run) => this.isBadNews(run))) return "-";
+    if (runs.some((run) => mentions(run, this.goodNews))) return "+";
+    return null;
+  }
+
   // The intent one of this person's own messages answered with, or null.
   answeredWith(text) {
     const tokens = firstClause(text, this.fold);
@@ -223,10 +239,13 @@ export class Pack {
     if ([...text].length > this.maxChars || words.length > this.maxWords) return { suggestions: [], silent: "long" };
     if (runs.some((run) => this.isSensitive(run))) return { suggestions: [], silent: "sensitive" };
     const base = this.scores(this.joined(runs));
-    // After bad news the cheerful intents are not offered at all.
-    const gloomy = runs.some((run) => this.isBadNews(run));
+    // After bad news the cheerful intents are not offered at all, after good news the gloomy.
+    const news = this.news(runs);
     const eligible = [];
-    for (let j = 1; j < base.length; j++) if (!(gloomy && this.intents[j - 1].mood === "+")) eligible.push(j);
+    for (let j = 1; j < base.length; j++) {
+      const mood = this.intents[j - 1].mood;
+      if (!(news && mood !== null && mood !== news)) eligible.push(j);
+    }
     // Whether to speak, and the first chip, are the message's call; the others lean towards
     // how this person answers (a habit never puts "Yes" before "Bye!").
     if (!eligible.length) return { suggestions: [], silent: "unsure" };
@@ -234,7 +253,7 @@ export class Pack {
     for (const j of eligible) if (base[j] > base[top]) top = j;
     if (base[top] - base[0] < this.speak) return { suggestions: [], silent: "unsure" };
     // After bad news, sympathy leads when all but tied with the best ("Oh no" before "Really?").
-    if (gloomy && this.sympathyGap !== null) {
+    if (news === "-" && this.sympathyGap !== null) {
       let kindest = null;
       for (const j of eligible) if (this.intents[j - 1].mood === "-" && (kindest === null || base[j] > base[kindest])) kindest = j;
       if (kindest !== null && base[kindest] >= base[top] - this.sympathyGap) top = kindest;
