@@ -46,15 +46,17 @@ def run_cli(
     timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """``secureconnect <args>`` in a shell of its own: ``home`` holds its profiles, the password
-    comes from the environment, and ``env`` (default: this process's) is the operator's shell."""
+    comes from the environment, and ``env`` (default: this process's) is the operator's shell.
+    Its output is a pipe, as a script's would be: no ``COLUMNS`` from the terminal pytest runs
+    in, so what a test reads is laid out as a script would get it."""
+    shell = env if env is not None else os.environ
     result = subprocess.run(
         [sys.executable, "-m", "secureconnect", *args],
         env={
-            **(env if env is not None else os.environ),
+            **{k: v for k, v in shell.items() if k not in ("COLUMNS", "LINES")},
             "SECURECONNECT_SERVER": server_url,
             "SECURECONNECT_CLI_HOME": str(home),
             "SECURECONNECT_PASSWORD": PASSWORD,
-            "COLUMNS": "200",
         },
         input=stdin,
         capture_output=True,

@@ -55,8 +55,10 @@ def test_a_message_request_is_shown_and_declined_with_a_block(server, tmp_path) 
         cli(server, tmp_path, "register", name, "--profile", name)
         cli(server, tmp_path, "login", name, "--profile", name)
     cli(server, tmp_path, "chat", "send", f"@{me}", "hello from nowhere", "--profile", stranger)
-    listing = " ".join(cli(server, tmp_path, "chat", "list", "--profile", me).stdout.split())
-    assert f"(request from {stranger}" in listing
+    listing = cli(server, tmp_path, "chat", "list", "--profile", me).stdout
+    # A row to a line in a pipe, however wide (the CLI once folded this one over four lines).
+    [row] = [line for line in listing.splitlines() if stranger in line]
+    assert f"{stranger} (request from {stranger}: chat accept or chat decline)" in row
     declined = cli(server, tmp_path, "chat", "decline", f"@{stranger}", "--block", "--profile", me)
     assert f"declined; {stranger} is blocked" in declined.stdout
     assert stranger not in cli(server, tmp_path, "chat", "list", "--profile", me).stdout

@@ -5,6 +5,7 @@ of a traceback."""
 from __future__ import annotations
 
 import asyncio
+import os
 import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
@@ -21,14 +22,20 @@ from secureconnect.cli.profile import Profile
 from secureconnect.client import ApiError, Client, ConnectionLost
 from secureconnect.errors import Problem
 
+UNFOLDED = 10_000  # columns a table may take in a pipe: any real row fits
+
 
 def _console(stderr: bool = False) -> Console:
     """No highlighting: it would colour parts of other people's text as if they meant something.
 
-    Written to a pipe or a file (a script, a cron job's log), a line is not folded at 80
-    columns: it breaks only where the text does, so that it can be searched for and parsed."""
+    Written to a pipe or a file (a script, a cron job's log), nothing is folded at 80 columns:
+    a line breaks only where the text does, and a table is as wide as its cells, a row to a
+    line, so that both can be searched for and parsed. ``COLUMNS``, when set, still rules."""
     console = Console(stderr=stderr, highlight=False)
-    console.soft_wrap = not console.is_terminal
+    if not console.is_terminal:
+        console.soft_wrap = True
+        if "COLUMNS" not in os.environ:
+            console.width = UNFOLDED
     return console
 
 
