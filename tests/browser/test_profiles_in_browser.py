@@ -29,6 +29,8 @@ async def test_names_and_pictures_reach_the_other_person(browser, server, tmp_pa
     await b.click("#request-accept")
     # Alice names herself and picks a picture, in Settings.
     await a.click("#settings")
+    # An empty field says what it is for (its full label is read out by a screen reader).
+    assert await a.get_attribute("#display-name", "placeholder") == "Display name"
     await a.fill("#display-name", "Alice Liddell")
     await a.click("#save-profile")
     await a.wait_for_selector("#profile-note:text-is('Saved.')")

@@ -961,6 +961,7 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     # Off for this conversation, from Settings, which says where suggestions come from.
     await b.click("#settings")
     assert "computed on this device" in await b.locator("#suggest-where").inner_text()
+    await b.locator("#suggest-where").scroll_into_view_if_needed()  # below the profile
     await pages.shot(b, "32-suggestion-settings")
     await b.uncheck("#suggest-here")
     await b.click("#settings-close")

@@ -1570,7 +1570,7 @@ function showSettings() {
   const note = el("p", { class: "note", id: "profile-note", role: "status" });
   const mine = el("span", { id: "my-avatar", class: "big" }, personAvatar(me));
   const nameInput = el("input", { id: "display-name", maxlength: "64", "aria-label": t("displayNameLabel"),
-    value: (ui.profiles.get(me) || {}).display_name || "" });
+    placeholder: t("displayNamePlaceholder"), value: (ui.profiles.get(me) || {}).display_name || "" });
   async function saveProfile(change) {
     note.textContent = "";
     try {
