@@ -103,15 +103,8 @@ def test_an_error_written_to_a_pipe_is_not_folded(tmp_path) -> None:
     """A script or a cron job's log gets each message on one line, whatever its length: an
     operator greps "does not match the manifest", a script reads the code at the end."""
     folder = tmp_path / ("backups-of-a-long-name-" * 6)
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    failed = subprocess.run(
-        [sys.executable, "-m", "secureconnect", "restore", str(folder)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    # No server: restoring reads the folder; run_cli gives the CLI a pipe and no COLUMNS.
+    failed = run_cli("http://127.0.0.1:9", tmp_path, "restore", str(folder), timeout=60)
     assert failed.returncode == 1
     [line] = failed.stderr.splitlines()
     assert line.startswith(f"error: {folder} is not a complete backup") and len(line) > 160
