@@ -13,8 +13,9 @@ shows the three intents most often replied in the training part.
 
 Whether the chips make sense to a person, which chitchat's strangers do not tell (they answer
 "haha" to nearly anything): tests/suggest/{en,vi}_sense.tsv give messages and the intents a
-person would accept; how often the first chip is one of them, how many chips are not, and how
-often a cheerful chip follows bad news or a gloomy one good news.
+person would accept, and tests/suggest/{en,vi}_work.tsv the same for an organisation's work
+chat; how often the first chip is one of them, how many chips are not, and how often a
+cheerful chip follows bad news or a gloomy one good news.
 
 Speed: per-message time in Python and in Chromium (the web client's own suggest.js), each with
 its ratio to a reference measured in the same run (normalising and splitting the same text,
@@ -260,7 +261,7 @@ def main() -> None:
     print()
     print("whether the chips make sense (messages, and the intents a person would accept)")
     for lang, paths in SENSE.items():
-        for name, path in zip(("test", "validation"), paths, strict=True):
+        for name, path in paths.items():
             q = sense(pack, acceptable(path), lang)
             print(
                 f"{lang} {name:11}{q['messages']:>4.0f} messages: first chip acceptable "

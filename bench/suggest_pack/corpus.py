@@ -23,12 +23,14 @@ HERE = Path(__file__).parent
 INTENTS = HERE / "intents.json"
 VI_PAIRS = HERE.parents[1] / "tests" / "suggest" / "vi_pairs.tsv"
 # Whether the chips make sense: messages and the intents a person would accept (decision 0027),
-# per language: the held-out test set, and the one that chose the pack's settings.
+# per language: the held-out test set, its work chat (written before the pack's work examples),
+# and the set that chose the pack's settings.
 SENSE = {
-    lang: (
-        HERE.parents[1] / "tests" / "suggest" / f"{lang}_sense.tsv",
-        HERE / f"{lang}_sense_validation.tsv",
-    )
+    lang: {
+        "test": HERE.parents[1] / "tests" / "suggest" / f"{lang}_sense.tsv",
+        "work test": HERE.parents[1] / "tests" / "suggest" / f"{lang}_work.tsv",
+        "validation": HERE / f"{lang}_sense_validation.tsv",
+    }
     for lang in ("en", "vi")
 }
 MAX_CLAUSE = 8
