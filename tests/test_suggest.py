@@ -254,6 +254,19 @@ def test_bad_news_wins_over_good_news_in_one_run(pack: Pack) -> None:
     assert "Congrat" not in " ".join(s.text for s in shown)
 
 
+def test_an_outage_at_work_gets_no_laugh_and_a_fix_no_oh_no(pack: Pack) -> None:
+    # Pack 1.4.0 answered "login stopped working" with "I see / Haha / Yes", and "Mạng công ty
+    # bị lỗi" (the office network is failing) with "Đúng vậy" (exactly) first.
+    moods = {intent.id: intent.mood for intent in pack.intents}
+    for text, lang in (("login stopped working", "en"), ("Mạng công ty bị lỗi", "vi")):
+        assert pack.news([pack.tokens(text)]) == "-", text
+        shown = pack.decide(text, lang).suggestions
+        assert shown and not [s for s in shown if moods[s.intent] == "+"], (text, shown)
+    assert pack.decide("Mạng công ty bị lỗi", "vi").suggestions[0].text == "Ôi, tiếc quá"
+    assert pack.news([pack.tokens("the fix is live now")]) == "+"
+    assert pack.news([pack.tokens("the client is not happy with the fix")]) == "-"
+
+
 def test_good_news_and_i_will_are_not_bad_news(pack: Pack) -> None:
     assert not pack.is_bad_news(pack.tokens("I'll be there at 5, I'll bring cake"))
     assert not pack.is_bad_news(pack.tokens("buồn cười quá"))  # "so funny", not "so sad"

@@ -192,6 +192,16 @@ BAD_NEWS = [
     "fined",
     "burned",
     "burnt",
+    "is down",
+    "outage",
+    "isnt working",
+    "is not working",
+    "doesnt work",
+    "stopped working",
+    "laid off",
+    "crashing",
+    "not happy with",
+    "unhappy",
     # Vietnamese (folded, so they match with or without diacritics)
     "bi om",
     "om roi",
@@ -224,10 +234,16 @@ BAD_NEWS = [
     "xui xeo",
     "mat ngu",
     "bi phat",
+    "bi loi",
+    "mat du lieu",
+    "sa thai",
+    "khong dang nhap duoc",
+    "khong hai long",
 ]
 # Good news that no bad news in the same run undoes: the engine offers no gloomy chip ("Oh no,
 # I'm sorry", "Get well soon!"), which chitchat's strangers' "aw" and "oh no" would otherwise
-# put under "I'm engaged!" (decision 0027, pack 1.4.0). Bad news wins a run that has both.
+# put under "I'm engaged!" (decision 0027, pack 1.4.0), or "the fix is live" (1.5.0). Bad news
+# wins a run that has both, so "not happy with" is bad news.
 GOOD_NEWS = [
     # English
     "engaged",
@@ -262,6 +278,14 @@ GOOD_NEWS = [
     "adopted",
     "finally finished",
     "finally submitted",
+    "is fixed",
+    "fixed it",
+    "is live",
+    "went live",
+    "back up and running",
+    "closed the deal",
+    "hit our target",
+    "happy with",
     # Vietnamese (folded)
     "do dai hoc",
     "dau dai hoc",
@@ -284,6 +308,11 @@ GOOD_NEWS = [
     "xuat vien",
     "khong sao",
     "tin vui",
+    "sua xong",
+    "chay lai binh thuong",
+    "chot duoc hop dong",
+    "dat chi tieu",
+    "hai long",
 ]
 VI_MARKERS = [
     "khong",

@@ -419,6 +419,10 @@ def suggest_vectors() -> dict[str, Any]:
         ("my sister got engaged last night", []),  # good news: no gloomy chip (pack 1.4.0)
         ("Con trai mình được học bổng rồi", ["Tin vui nè"]),
         ("I passed, but my dog is sick", []),  # bad news wins
+        ("login stopped working", []),  # work news (pack 1.5.0)
+        ("Mạng công ty bị lỗi", []),
+        ("the fix is live now", []),
+        ("the client is not happy with the fix", []),  # "not happy with" wins over "happy with"
     ]
     # The same messages again from people who answer in their own way: the chips lean.
     styles = [[], ["lol", "lol yes", "LOL"], ["Yes!", "yeah, sure", "yep"], ["không", "ko đâu"]]
