@@ -21,11 +21,13 @@ from secureconnect.diagnostics.kube import Kubectl
 from secureconnect.diagnostics.probes import read_endpoints
 from secureconnect.diagnostics.rules import diagnose
 from secureconnect.suggest import Pack, PackError
+from secureconnect.suggest.engine import features, fnv1a
 from tests.helpers import metric, started_devices
 from tests.server import ServerProcess
 
 PACKAGED = Path(__file__).parents[1] / "src" / "secureconnect" / "suggest"
 VI_PAIRS = Path(__file__).parent / "suggest" / "vi_pairs.tsv"
+VECTORS = Path(__file__).parent / "vectors"
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +111,10 @@ def test_an_altered_or_broken_pack_is_refused(tmp_path: Path) -> None:
             Pack(json.dumps({**data, "bad_news": news}).encode(), None)
         with pytest.raises(PackError, match="malformed: good news"):
             Pack(json.dumps({**data, "good_news": news}).encode(), None)
+    for norm in ("64", [], [64, 1.5], [64, -1]):
+        broken_features = {**data["features"], "norm": norm}
+        with pytest.raises(PackError, match="malformed: norm"):
+            Pack(json.dumps({**data, "features": broken_features}).encode(), None)
     with pytest.raises(PackError, match="missing"):
         Pack.from_file(tmp_path / "nothing.json")
 
@@ -134,14 +140,15 @@ def test_a_yes_no_question_offers_yes_and_no(pack: Pack) -> None:
 def test_the_chips_lean_towards_how_this_person_answers_but_the_message_leads(
     pack: Pack,
 ) -> None:
-    alone = [s.intent for s in pack.decide("I got the job!!", "en").suggestions]
-    assert alone[0] == "congrats" and "laugh" not in alone
+    news = "my dog learned a new trick"
+    alone = [s.intent for s in pack.decide(news, "en").suggestions]
+    assert alone[0] == "cool" and "laugh" not in alone
     laughs = ["lol", "haha that's great", "LOL", "hahaha, no way", "lol"]
-    leaning = [s.intent for s in pack.decide("I got the job!!", "en", own=laughs).suggestions]
-    assert leaning[0] == "congrats" and "laugh" in leaning
+    leaning = [s.intent for s in pack.decide(news, "en", own=laughs).suggestions]
+    assert leaning[0] == "cool" and "laugh" in leaning
     # Only their last few answers count: an old habit fades.
     answers_since = ["yes"] * pack.style_window
-    faded = pack.decide("I got the job!!", "en", own=laughs + answers_since).suggestions
+    faded = pack.decide(news, "en", own=laughs + answers_since).suggestions
     assert "laugh" not in [s.intent for s in faded]
     # A message counts by its first clause, when that says what a chip would.
     assert pack.answered_with("lol, no way") == "laugh"
@@ -278,6 +285,14 @@ def test_a_long_message_gets_no_suggestion(pack: Pack) -> None:
     long = "Thanks so much! " + "I also wanted to tell you about my weekend. " * 10
     assert pack.decide(long, "en").silent == "long"
     assert pack.decide("   ", "en").silent == "empty"
+
+
+def test_the_shared_vectors_reach_past_the_end_of_the_norm_table(pack: Pack) -> None:
+    """A run of pasted keys has more distinct buckets than the table that scales a run's weights
+    by its length: both implementations must take the table's last entry for it alike."""
+    cases = json.loads((VECTORS / "suggest.json").read_text())["cases"]
+    widest = max(len({fnv1a(f) & (pack.buckets - 1) for f in features(c["tokens"])}) for c in cases)
+    assert widest >= len(pack.norm)
 
 
 def test_the_reply_language_follows_what_the_person_writes(pack: Pack) -> None:

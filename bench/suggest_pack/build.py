@@ -48,17 +48,28 @@ MAX_TOKENS = 64
 # "haha") and answer "thank you" with "Yes / No"; the Vietnamese ones are the only Vietnamese
 # the model sees.
 EXAMPLE_WEIGHT = {"en": 200.0, "vi": 200.0}
-L2 = 1000.0
+# Pack 1.6.0: each message's features weigh 1/sqrt(n) for its n distinct buckets, so that a run
+# of many words does not reach far from the bias by its length alone. With it, a far lighter
+# penalty did best on the validation sets (decision 0027, "Scores scaled by length": 1000 was
+# chosen without the scaling; 30, 10, 3 and 1 were tried with it).
+L2 = 3.0
+NORM_UNIT = 4096  # norm[n] = NORM_UNIT / sqrt(n), rounded; the scores' unit is scale * NORM_UNIT
+NORM_MAX = 1024  # a run with more distinct buckets than this takes norm[NORM_MAX]
+NORM = [0] + [round(NORM_UNIT / math.sqrt(n)) for n in range(1, NORM_MAX + 1)]
 SCALE_CAP = 127
 PRUNE = 1  # integer weights of this size or less are dropped: they rarely change a ranking
 GAP_NATS = 3.0  # chips whose score is within e^3 of the best one
 OPPOSITE_GAP_NATS = 1.5  # "No" beside "Yes" only when nearly as likely
-# After bad news, sympathy ("Oh no, I'm sorry") leads when within a near tie of the best: the
-# smallest margin at the top of the sense validation sets (decision 0027, pack 1.3.0).
-SYMPATHY_GAP_NATS = 0.25
+# After bad news, sympathy ("Oh no, I'm sorry") leads when within a near tie of the best, unless
+# the message asks something: 0.25 from pack 1.3.0 (the smallest margin at the top of the sense
+# validation sets); 1.0 for 1.6.0's sharper scores, in the middle of the top (0.75-1.25,
+# decision 0027).
+SYMPATHY_GAP_NATS = 1.0
+# F1 differences validation cannot tell apart: one standard error of the best margin's F1,
+# by bootstrap over the validation pairs (decision 0027, pack 1.6.0; 0.001 before it).
+BOOTSTRAP_ROUNDS = 200
 # How this person answers: their last STYLE_WINDOW messages; an intent they answered with c
 # times gains lambda * log(2c + 1) nats, lambda chosen on validation among STYLE_LAMBDAS.
-F1_TIE = 0.001  # F1 differences validation cannot tell apart (decision 0027)
 STYLE_WINDOW = 10
 STYLE_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 SENSITIVE = [
@@ -399,6 +410,7 @@ def bucket_row(text: str) -> list[int]:
 
 
 def matrix(texts: list[str]) -> sparse.csr_matrix:
+    """One row of 0/1 per text, as ``Pack.scores`` sees it: each distinct bucket once."""
     indptr, indices = [0], []
     for text in texts:
         row = bucket_row(text)
@@ -406,6 +418,17 @@ def matrix(texts: list[str]) -> sparse.csr_matrix:
         indptr.append(len(indices))
     data = np.ones(len(indices), dtype=np.float64)
     return sparse.csr_matrix((data, indices, indptr), shape=(len(texts), BUCKETS))
+
+
+def norms(x: sparse.csr_matrix) -> np.ndarray:
+    """Each row's ``NORM`` entry, the integer the engine multiplies its sum of weights by."""
+    n = np.minimum(np.diff(x.indptr), NORM_MAX)
+    return np.array(NORM)[n]
+
+
+def normalised(x: sparse.csr_matrix) -> sparse.csr_matrix:
+    """The rows the model is trained on: each scaled by its norm, in real units."""
+    return (sparse.diags(norms(x) / NORM_UNIT) @ x).tocsr()
 
 
 def train(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float) -> np.ndarray:
@@ -468,13 +491,14 @@ def choose_style(
     pairs: list[Pair],
     matcher: Matcher,
     index: dict[str, int],
-    scale: float,
+    unit: float,
 ) -> list[int]:
-    """The bonus table whose lean ranks the real reply's intent in the top three most often."""
+    """The bonus table whose lean ranks the real reply's intent in the top three most often;
+    ``unit``: a nat in the scores' integers."""
     covered = labels > 0
     best: tuple[float, list[int]] = (-1.0, [0] * (STYLE_WINDOW + 1))
     for lam in STYLE_LAMBDAS:
-        bonus = [round(lam * scale * math.log(2 * c + 1)) for c in range(STYLE_WINDOW + 1)]
+        bonus = [round(lam * unit * math.log(2 * c + 1)) for c in range(STYLE_WINDOW + 1)]
         s = leaned(scores, pairs, matcher, index, bonus)
         hit = [
             label in chips(row, 10**9, {}, top=first)
@@ -502,19 +526,28 @@ def choose_speak(
             for row, first, label in zip(leaned, firsts, labels, strict=True)
         ]
     )
-    f1s: list[tuple[float, int]] = []
-    for t in sorted(set(np.percentile(margins, np.arange(1, 100)).astype(int))):
-        speaking = margins >= t
-        speaks, hits = int(speaking.sum()), int((hit & speaking).sum())
-        if speaks == 0:
-            continue
-        precision, recall = hits / speaks, hits / max(1, covered)
-        f1s.append((2 * precision * recall / max(1e-9, precision + recall), int(t)))
-    # F1 is flat near its top; within F1_TIE of the best, the margin that speaks most: a chip
-    # nobody taps costs less than one that was not shown.
-    best = max(f1 for f1, _ in f1s)
-    f1, margin = min((m, f) for f, m in f1s if f >= best - F1_TIE)[::-1]
-    print(f"speak margin {margin}: validation F1 {f1:.4f} (best {best:.4f})")
+
+    def f1(t: int, rows: np.ndarray) -> float:
+        speaking = margins[rows] >= t
+        speaks, hits = int(speaking.sum()), int((hit[rows] & speaking).sum())
+        precision, recall = hits / max(1, speaks), hits / max(1, int((labels[rows] > 0).sum()))
+        return 2 * precision * recall / max(1e-9, precision + recall)
+
+    every = np.arange(len(labels))
+    candidates = sorted(set(np.percentile(margins, np.arange(1, 100)).astype(int)))
+    f1s = [(f1(int(t), every), int(t)) for t in candidates if (margins >= t).any()]
+    best, best_margin = max(f1s)
+    # F1 is flat near its top; among margins within one standard error of the best, the one
+    # that speaks most (the one-standard-error rule): a chip nobody taps costs less than one
+    # that was not shown.
+    rng = np.random.default_rng(0)
+    resampled = [f1(best_margin, rng.choice(every, len(every))) for _ in range(BOOTSTRAP_ROUNDS)]
+    tie = float(np.std(resampled))
+    score, margin = min((m, f) for f, m in f1s if f >= best - tie)[::-1]
+    print(
+        f"speak margin {margin}: validation F1 {score:.4f} "
+        f"(best {best:.4f} at {best_margin}, standard error {tie:.4f}; {covered} covered)"
+    )
     return margin
 
 
@@ -547,6 +580,9 @@ def main() -> None:
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--cache", help="a folder to keep the trained weights in between runs")
     parser.add_argument("--l2", type=float, default=L2, help="the weights' L2 penalty")
+    parser.add_argument(
+        "--example-weight", type=float, help="how many chat pairs a curated example weighs"
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where pack.json is written")
     args = parser.parse_args()
     source = load_intents()
@@ -571,34 +607,38 @@ def main() -> None:
             for example in intent["examples"][lang]:  # type: ignore[index]
                 texts.append(example)
                 labels.append(index[str(intent["id"])])
-                weights.append(EXAMPLE_WEIGHT[lang])
+                weights.append(args.example_weight or EXAMPLE_WEIGHT[lang])
     for example in source["none_examples"]["vi"]:  # type: ignore[index]
         texts.append(example)
         labels.append(0)
-        weights.append(EXAMPLE_WEIGHT["vi"])
+        weights.append(args.example_weight or EXAMPLE_WEIGHT["vi"])
     print(
         f"{chitchat_train} chitchat pairs ({chitchat_train - counts['-']} in an intent), "
         f"{len(texts) - chitchat_train} pack examples"
     )
 
     k = len(ids) + 1
-    key = hashlib.sha256(json.dumps([texts, labels, weights, args.l2, BUCKETS]).encode())
+    key = hashlib.sha256(json.dumps([texts, labels, weights, args.l2, BUCKETS, NORM]).encode())
     cache = Path(args.cache) / f"suggest-theta-{key.hexdigest()[:16]}.npy" if args.cache else None
     if cache is not None and cache.exists():
         theta = np.load(cache)
     else:
-        theta = train(matrix(texts), np.array(labels), np.array(weights), k, args.l2)
+        theta = train(normalised(matrix(texts)), np.array(labels), np.array(weights), k, args.l2)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, theta)
     w_float, b_float = theta[:-1], theta[-1]
-    scale = SCALE_CAP / np.percentile(np.abs(w_float[w_float != 0]), 99.9)
+    # The largest weight sets the scale: with each message's features scaled by its length, a
+    # few rare words carry large weights, and clipping them cost more than the small ones'
+    # precision (decision 0027, pack 1.6.0).
+    scale = SCALE_CAP / np.abs(w_float).max()
     w_int = np.clip(np.rint(w_float * scale), -SCALE_CAP, SCALE_CAP).astype(int)
     w_int[np.abs(w_int) <= PRUNE] = 0
-    b_int = np.rint(b_float * scale).astype(int)
-    gap = round(GAP_NATS * scale)
-    opposite_gap = round(OPPOSITE_GAP_NATS * scale)
-    sympathy_gap = round(SYMPATHY_GAP_NATS * scale)
+    unit = scale * NORM_UNIT  # a nat, in the engine's integer scores
+    b_int = np.rint(b_float * unit).astype(int)
+    gap = round(GAP_NATS * unit)
+    opposite_gap = round(OPPOSITE_GAP_NATS * unit)
+    sympathy_gap = round(SYMPATHY_GAP_NATS * unit)
     opposite = {
         index[str(i["id"])]: index[str(i["opposite"])] for i in intents if i.get("opposite")
     }
@@ -606,8 +646,8 @@ def main() -> None:
     val = list(chitchat_pairs("validation"))
     xv = matrix([p.context for p in val])
     yv = np.array([index.get(matcher(p.reply, "en") or "", 0) for p in val])
-    sv = np.asarray(xv @ w_int) + b_int
-    bonus = choose_style(sv, yv, val, matcher, index, scale)
+    sv = np.asarray(xv @ w_int) * norms(xv)[:, None] + b_int
+    bonus = choose_style(sv, yv, val, matcher, index, unit)
     speak = choose_speak(sv, leaned(sv, val, matcher, index, bonus), yv, gap, opposite)
 
     nonzero = np.flatnonzero(w_int.ravel())  # bucket * k + intent, increasing
@@ -623,7 +663,12 @@ def main() -> None:
             },
         },
         "normalise": {"fold": dict(sorted(FOLD.items()))},
-        "features": {"hash": "fnv1a-32", "buckets": BUCKETS, "max_tokens": MAX_TOKENS},
+        "features": {
+            "hash": "fnv1a-32",
+            "buckets": BUCKETS,
+            "max_tokens": MAX_TOKENS,
+            "norm": NORM,
+        },
         "limits": {"max_chars": 300, "max_words": 40},
         "thresholds": {
             "speak": speak,

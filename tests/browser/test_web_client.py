@@ -927,27 +927,27 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     await b.wait_for_selector("#suggestions .chip", timeout=10000)
     vietnamese = await b.locator("#suggestions .chip").all_inner_texts()
     assert any(c in ("Không có gì!", "Có gì đâu!", "Không có gì đâu nhé!") for c in vietnamese)
-    # Bob answers alice with a laugh, often: her good news gets one among his chips, after the
-    # congratulations the message itself calls for.
+    # Bob answers alice with a laugh, often: her news gets one among his chips, after the
+    # "Cool!" the message itself calls for.
     for text in ("lol", "haha yes", "lol that's funny"):
         await pages.send(b, text)
     await pages.wait_text(a, "lol that's funny")
-    await pages.send(a, "I got the job!!")
-    await pages.wait_text(b, "I got the job!!")
+    await pages.send(a, "my dog learned a new trick")
+    await pages.wait_text(b, "my dog learned a new trick")
     await b.wait_for_selector("#suggestions .chip", timeout=10000)
     leaning = await b.eval_on_selector_all(
         "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
     )
-    assert leaning[0] == "congrats" and "laugh" in leaning, leaning
+    assert leaning[0] == "cool" and "laugh" in leaning, leaning
     await pages.shot(b, "31-suggested-replies-leaning")
     # Bad news: sympathy first, and nothing cheerful, however often bob laughs with alice and
-    # though her good news is in the same run of messages.
+    # though her cheerful news is in the same run of messages.
     await pages.send(a, "my cat is sick")
     await pages.wait_text(b, "my cat is sick")
     await b.wait_for_function(
         """() => {
             const chip = document.querySelector('#suggestions .chip');
-            return chip !== null && chip.dataset.intent !== 'congrats';
+            return chip !== null && chip.dataset.intent !== 'cool';
         }"""
     )
     sympathy = await b.eval_on_selector_all(

@@ -384,6 +384,14 @@ SUGGEST_TEXTS = [
 ]
 
 
+# Pasted keys: a run with more distinct feature buckets than the pack's norm table holds, which
+# takes the table's last entry (pack 1.6.0).
+PASTED = [
+    "".join(hashlib.sha256(f"pasted {m} {n}".encode()).hexdigest() for n in range(4))
+    for m in range(5)
+]
+
+
 # A person's own messages, and which intent each answered with (its first clause).
 ANSWERS = [
     "",
@@ -423,6 +431,9 @@ def suggest_vectors() -> dict[str, Any]:
         ("Mạng công ty bị lỗi", []),
         ("the fix is live now", []),
         ("the client is not happy with the fix", []),  # "not happy with" wins over "happy with"
+        ("thanks", PASTED),
+        ("my car broke down, can you pick me up?", []),  # a question: the answer leads (1.6.0)
+        ("my brother is in the hospital", ["bad news"]),
     ]
     # The same messages again from people who answer in their own way: the chips lean.
     styles = [[], ["lol", "lol yes", "LOL"], ["Yes!", "yeah, sure", "yep"], ["không", "ko đâu"]]

@@ -226,6 +226,10 @@ class Pack:
             self.fold: dict[str, str] = data["normalise"]["fold"]
             self.buckets: int = data["features"]["buckets"]
             self.max_tokens: int = data["features"]["max_tokens"]
+            # Each message's sum of weights is multiplied by norm[n] for its n distinct
+            # buckets, about 1/sqrt(n) (decision 0027, pack 1.6.0); a pack built before it has
+            # none, and [1] adds the weights as they are.
+            self.norm: list[int] = data["features"].get("norm", [1])
             self.max_chars: int = data["limits"]["max_chars"]
             self.max_words: int = data["limits"]["max_words"]
             thresholds = data["thresholds"]
@@ -281,6 +285,12 @@ class Pack:
             or any(bucket >= self.buckets for bucket in self.weights)
         ):
             raise PackError("suggestion pack is malformed: bias or bucket count")
+        if not (
+            isinstance(self.norm, list)
+            and self.norm
+            and all(type(n) is int and n >= 0 for n in self.norm)
+        ):
+            raise PackError("suggestion pack is malformed: norm")
         if (
             not all(type(n) is int for n in (self.style_window, self.style_max_words))
             or self.style_window < 0
@@ -326,8 +336,9 @@ class Pack:
         return [t for run in runs for t in run][-self.max_tokens :]
 
     def scores(self, tokens: Sequence[str]) -> list[int]:
-        """Index 0 is "no suggestion"; index n is intent n-1."""
-        total = list(self.bias)
+        """Index 0 is "no suggestion"; index n is intent n-1. The weights' sum is scaled by the
+        run's length, so that a long message does not outweigh the bias by its length alone."""
+        total = [0] * len(self.bias)
         seen: set[int] = set()
         for feat in features(tokens):
             bucket = fnv1a(feat) & (self.buckets - 1)
@@ -338,7 +349,8 @@ class Pack:
             if found is not None:
                 for k, w in zip(*found, strict=True):
                     total[k] += w
-        return total
+        norm = self.norm[min(len(seen), len(self.norm) - 1)]  # the last entry holds beyond
+        return [b + w * norm for b, w in zip(self.bias, total, strict=True)]
 
     def is_sensitive(self, tokens: Sequence[str]) -> bool:
         return _mentions(tokens, self.sensitive)
@@ -383,14 +395,20 @@ class Pack:
         ]
 
     def _order(
-        self, s: list[int], own: Sequence[str], eligible: Sequence[int], news: str | None
+        self,
+        s: list[int],
+        own: Sequence[str],
+        eligible: Sequence[int],
+        news: str | None,
+        asked: bool,
     ) -> tuple[list[int], list[int]]:
         """The eligible intents, best first, and the scores that ordered them: the message's own
         best leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person.
         After bad news, sympathy leads when all but tied with the best: "Oh no, I'm sorry"
-        before "Really?" (decision 0027)."""
+        before "Really?" (decision 0027), unless the message ``asked`` something: then the
+        answer leads ("my car broke down, can you pick me up?" gets "OK" first)."""
         top = min(eligible, key=lambda k: (-s[k], k))
-        if news == "-" and self.sympathy_gap is not None:
+        if news == "-" and self.sympathy_gap is not None and not asked:
             gloomy = [k for k in eligible if self.intents[k - 1].mood == "-"]
             kindest = min(gloomy, key=lambda k: (-s[k], k), default=top)
             if s[kindest] >= s[top] - self.sympathy_gap:
@@ -405,7 +423,7 @@ class Pack:
         runs = [self.tokens(t) for t in [*earlier, text]]
         news = self.news(runs)
         s = self.scores(self._context(runs))
-        order, _ = self._order(s, own, self._eligible(news), news)
+        order, _ = self._order(s, own, self._eligible(news), news, "?" in runs[-1])
         return [self.intents[k - 1].id for k in order]
 
     def decide(
@@ -433,7 +451,7 @@ class Pack:
         # Whether to speak, and the first chip, are the message's call; the others lean.
         if not eligible or max(base[k] for k in eligible) - base[0] < self.speak:
             return Verdict((), "unsure")  # before reading their own messages: no need
-        order, s = self._order(base, own, eligible, news)
+        order, s = self._order(base, own, eligible, news, "?" in tokens)
         top = order[0]
         chosen = [top]
         opposite = self.intents[top - 1].opposite

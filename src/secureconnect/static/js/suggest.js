@@ -129,6 +129,13 @@ export class Pack {
     this.fold = data.normalise.fold;
     this.buckets = data.features.buckets;
     this.maxTokens = data.features.max_tokens;
+    // Each message's sum of weights is multiplied by norm[n] for its n distinct buckets, about
+    // 1/sqrt(n) (decision 0027, pack 1.6.0); a pack built before it has none, and [1] adds the
+    // weights as they are.
+    this.norm = data.features.norm ?? [1];
+    if (!Array.isArray(this.norm) || !this.norm.length || !this.norm.every((n) => Number.isInteger(n) && n >= 0)) {
+      throw new PackError("suggestion pack is malformed: norm");
+    }
     this.maxChars = data.limits.max_chars;
     this.maxWords = data.limits.max_words;
     this.speak = data.thresholds.speak;
@@ -180,10 +187,12 @@ export class Pack {
   // Words never span two messages, so the run's words are each message's, in order.
   joined(runs) { return runs.flat().slice(-this.maxTokens); }
 
+  // Index 0 is "no suggestion"; index n is intent n-1. The weights' sum is scaled by the run's
+  // length, so that a long message does not outweigh the bias by its length alone.
   scores(tokens) {
-    const total = this.bias.slice();
-    const seen = new Set();
     const k = this.k;
+    const total = new Array(k).fill(0);
+    const seen = new Set();
     for (const feat of features(tokens)) {
       const bucket = fnv1a(feat) & (this.buckets - 1);
       if (seen.has(bucket)) continue;
@@ -191,6 +200,8 @@ export class Pack {
       const base = bucket * k;
       for (let j = 0; j < k; j++) total[j] += this.weights[base + j];
     }
+    const norm = this.norm[Math.min(seen.size, this.norm.length - 1)]; // the last entry holds beyond
+    for (let j = 0; j < k; j++) total[j] = this.bias[j] + total[j] * norm;
     return total;
   }
 
@@ -252,8 +263,10 @@ export class Pack {
     let top = eligible[0];
     for (const j of eligible) if (base[j] > base[top]) top = j;
     if (base[top] - base[0] < this.speak) return { suggestions: [], silent: "unsure" };
-    // After bad news, sympathy leads when all but tied with the best ("Oh no" before "Really?").
-    if (news === "-" && this.sympathyGap !== null) {
+    // After bad news, sympathy leads when all but tied with the best ("Oh no" before "Really?"),
+    // unless the message asks something: then the answer leads ("my car broke down, can you
+    // pick me up?" gets "OK" first).
+    if (news === "-" && this.sympathyGap !== null && !tokens.includes("?")) {
       let kindest = null;
       for (const j of eligible) if (this.intents[j - 1].mood === "-" && (kindest === null || base[j] > base[kindest])) kindest = j;
       if (kindest !== null && base[kindest] >= base[top] - this.sympathyGap) top = kindest;
