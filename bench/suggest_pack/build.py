@@ -535,7 +535,7 @@ def choose_speak(
 
     every = np.arange(len(labels))
     candidates = sorted(set(np.percentile(margins, np.arange(1, 100)).astype(int)))
-    f1s = [(f1(int(t), every), int(t)) for t in candidates if (margins >= t).any()]
+    f1s = [(f1(int(t), every), int(t)) for t in candidates]  # each speaks at least once
     best, best_margin = max(f1s)
     # F1 is flat near its top; among margins within one standard error of the best, the one
     # that speaks most (the one-standard-error rule): a chip nobody taps costs less than one
@@ -602,16 +602,17 @@ def main() -> None:
         weights.append(1.0)
         counts[label or "-"] += 1
     chitchat_train = len(texts)
+    example_weight = {lang: args.example_weight or w for lang, w in EXAMPLE_WEIGHT.items()}
     for intent in intents:
         for lang in ("en", "vi"):
             for example in intent["examples"][lang]:  # type: ignore[index]
                 texts.append(example)
                 labels.append(index[str(intent["id"])])
-                weights.append(args.example_weight or EXAMPLE_WEIGHT[lang])
+                weights.append(example_weight[lang])
     for example in source["none_examples"]["vi"]:  # type: ignore[index]
         texts.append(example)
         labels.append(0)
-        weights.append(args.example_weight or EXAMPLE_WEIGHT["vi"])
+        weights.append(example_weight["vi"])
     print(
         f"{chitchat_train} chitchat pairs ({chitchat_train - counts['-']} in an intent), "
         f"{len(texts) - chitchat_train} pack examples"
