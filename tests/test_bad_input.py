@@ -375,10 +375,17 @@ async def test_slow_reader_is_disconnected_then_catches_up(server, user) -> None
         await ws.send(json.dumps({"type": "auth", "protocol": 2, "token": bob.token}))
         await ws.recv()
         await ws.recv()
-        sent = [
-            await alice.send(conv.id, big + bytes([i % 256]), content_type="x/y")
-            for i in range(300)
-        ]
+        # Sent until the server has cut bob off, and no further: the close frame waits behind
+        # what he did not read for CLOSE_WAIT_S only, and on a busy machine 300 sends outlast it.
+        cut_off = 'secureconnect_websocket_closed_total{reason="too_slow"}'
+        before = metric(httpx.get(f"{server.url}/metrics").text, cut_off)
+        sent = []
+        for i in range(300):
+            sent.append(await alice.send(conv.id, big + bytes([i % 256]), content_type="x/y"))
+            if metric(httpx.get(f"{server.url}/metrics").text, cut_off) > before:
+                break
+        else:
+            pytest.fail("300 messages of 60 kB and bob, who reads nothing, was never cut off")
         with pytest.raises(ConnectionClosed) as closed:
             while True:
                 frame = json.loads(await ws.recv())
