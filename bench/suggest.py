@@ -254,8 +254,9 @@ def main() -> None:
     for name, q in rows.items():
         alone = q["ranked recall@3, message only"]
         print(
-            f"{name:26}ranked r@3 from the message alone {alone:.3f}; leaning towards the "
-            f"person's own answers adds {q['ranked recall@3'] - alone:+.3f}"
+            f"{name:26}ranked r@3 from the message alone {alone:.3f}; the person's own "
+            f"messages (the one answered, and how they answer) add "
+            f"{q['ranked recall@3'] - alone:+.3f}"
         )
 
     print()

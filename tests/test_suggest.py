@@ -115,6 +115,10 @@ def test_an_altered_or_broken_pack_is_refused(tmp_path: Path) -> None:
         broken_features = {**data["features"], "norm": norm}
         with pytest.raises(PackError, match="malformed: norm"):
             Pack(json.dumps({**data, "features": broken_features}).encode(), None)
+    for prefix in (5, "", " ", ["o "]):
+        broken_features = {**data["features"], "answered": prefix}
+        with pytest.raises(PackError, match="malformed: answered"):
+            Pack(json.dumps({**data, "features": broken_features}).encode(), None)
     with pytest.raises(PackError, match="missing"):
         Pack.from_file(tmp_path / "nothing.json")
 
@@ -153,6 +157,24 @@ def test_the_chips_lean_towards_how_this_person_answers_but_the_message_leads(
     # A message counts by its first clause, when that says what a chip would.
     assert pack.answered_with("lol, no way") == "laugh"
     assert pack.answered_with("I went to the park yesterday") is None
+
+
+def test_an_answer_to_this_persons_question_is_acknowledged_not_answered_again(
+    pack: Pack,
+) -> None:
+    """The model reads the message the run answers, this person's own last one (pack 1.7.0):
+    "sure" alone says too little to suggest anything, but after "want to grab lunch tomorrow?"
+    it is a yes to be acknowledged; "Yes" or "No" would answer a question nobody asked."""
+    assert pack.decide("sure", "en").silent == "unsure"
+    verdict = pack.decide("sure", "en", own=["want to grab lunch tomorrow?"])
+    invited = [s.intent for s in verdict.suggestions]
+    assert invited and invited[0] in {"cool", "ok", "i_see"}, invited
+    assert not {"affirm", "negate"} & set(invited), invited
+    # A pack built before it reads the other person's run alone, whatever the person said.
+    data = json.loads((PACKAGED / "pack.json").read_bytes())
+    del data["features"]["answered"]
+    older = Pack(json.dumps(data).encode(), None)
+    assert older.decide("sure", "en", own=["want to grab lunch tomorrow?"]).silent == "unsure"
 
 
 def test_vietnamese_without_diacritics_gets_the_same_chips(pack: Pack) -> None:

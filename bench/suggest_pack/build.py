@@ -34,6 +34,7 @@ from scipy import sparse
 from scipy.optimize import minimize
 
 from secureconnect.suggest.engine import (
+    answered_features,
     encode_weights,
     features,
     fnv1a,
@@ -56,6 +57,9 @@ L2 = 3.0
 NORM_UNIT = 4096  # norm[n] = NORM_UNIT / sqrt(n), rounded; the scores' unit is scale * NORM_UNIT
 NORM_MAX = 1024  # a run with more distinct buckets than this takes norm[NORM_MAX]
 NORM = [0] + [round(NORM_UNIT / math.sqrt(n)) for n in range(1, NORM_MAX + 1)]
+# The prefix of the features read from the replier's own last message, the one the run answers
+# (decision 0027, pack 1.7.0).
+ANSWERED = "o "
 SCALE_CAP = 127
 PRUNE = 1  # integer weights of this size or less are dropped: they rarely change a ranking
 GAP_NATS = 3.0  # chips whose score is within e^3 of the best one
@@ -404,16 +408,19 @@ EN_MARKERS = [
 ]
 
 
-def bucket_row(text: str) -> list[int]:
-    tokens = normalise(text, FOLD)[-MAX_TOKENS:]
-    return sorted({fnv1a(f) & (BUCKETS - 1) for f in features(tokens)})
+def bucket_row(text: str, answered: str = "") -> list[int]:
+    feats = features(normalise(text, FOLD)[-MAX_TOKENS:])
+    if answered:
+        feats += answered_features(normalise(answered, FOLD)[-MAX_TOKENS:], ANSWERED)
+    return sorted({fnv1a(f) & (BUCKETS - 1) for f in feats})
 
 
-def matrix(texts: list[str]) -> sparse.csr_matrix:
-    """One row of 0/1 per text, as ``Pack.scores`` sees it: each distinct bucket once."""
+def matrix(texts: list[str], answered: list[str] | None = None) -> sparse.csr_matrix:
+    """One row of 0/1 per text (with the message it answers, if any), as ``Pack.scores`` sees
+    it: each distinct bucket once."""
     indptr, indices = [0], []
-    for text in texts:
-        row = bucket_row(text)
+    for n, text in enumerate(texts):
+        row = bucket_row(text, answered[n] if answered else "")
         indices += row
         indptr.append(len(indices))
     data = np.ones(len(indices), dtype=np.float64)
@@ -592,16 +599,27 @@ def main() -> None:
     matcher = Matcher(intents)
 
     texts: list[str] = []
+    answered: list[str] = []  # the replier's own last message; none for the pack's examples
     labels: list[int] = []
     weights: list[float] = []
     counts: Counter[str] = Counter()
     for pair in chitchat_pairs("train"):
         label = matcher(pair.reply, "en")
         texts.append(pair.context)
+        answered.append(pair.answered)
         labels.append(index[label] if label else 0)
         weights.append(1.0)
         counts[label or "-"] += 1
-    chitchat_train = len(texts)
+        if pair.answered:
+            # Learnt with and without it at half weight each, so that a first message, with
+            # nothing of ours before it, is read as well as the rest (decision 0027, 1.7.0).
+            weights[-1] = 0.5
+            texts.append(pair.context)
+            answered.append("")
+            labels.append(labels[-1])
+            weights.append(0.5)
+    chitchat_train = sum(counts.values())
+    chitchat_rows = len(texts)
     example_weight = {lang: args.example_weight or w for lang, w in EXAMPLE_WEIGHT.items()}
     for intent in intents:
         for lang in ("en", "vi"):
@@ -613,18 +631,22 @@ def main() -> None:
         texts.append(example)
         labels.append(0)
         weights.append(example_weight["vi"])
+    answered += [""] * (len(texts) - chitchat_rows)
     print(
         f"{chitchat_train} chitchat pairs ({chitchat_train - counts['-']} in an intent), "
-        f"{len(texts) - chitchat_train} pack examples"
+        f"{len(texts) - chitchat_rows} pack examples"
     )
 
     k = len(ids) + 1
-    key = hashlib.sha256(json.dumps([texts, labels, weights, args.l2, BUCKETS, NORM]).encode())
+    key = hashlib.sha256(
+        json.dumps([texts, answered, labels, weights, args.l2, BUCKETS, NORM, ANSWERED]).encode()
+    )
     cache = Path(args.cache) / f"suggest-theta-{key.hexdigest()[:16]}.npy" if args.cache else None
     if cache is not None and cache.exists():
         theta = np.load(cache)
     else:
-        theta = train(normalised(matrix(texts)), np.array(labels), np.array(weights), k, args.l2)
+        x = normalised(matrix(texts, answered))
+        theta = train(x, np.array(labels), np.array(weights), k, args.l2)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, theta)
@@ -645,7 +667,7 @@ def main() -> None:
     }
 
     val = list(chitchat_pairs("validation"))
-    xv = matrix([p.context for p in val])
+    xv = matrix([p.context for p in val], [p.answered for p in val])
     yv = np.array([index.get(matcher(p.reply, "en") or "", 0) for p in val])
     sv = np.asarray(xv @ w_int) * norms(xv)[:, None] + b_int
     bonus = choose_style(sv, yv, val, matcher, index, unit)
@@ -669,6 +691,7 @@ def main() -> None:
             "buckets": BUCKETS,
             "max_tokens": MAX_TOKENS,
             "norm": NORM,
+            "answered": ANSWERED,
         },
         "limits": {"max_chars": 300, "max_words": 40},
         "thresholds": {

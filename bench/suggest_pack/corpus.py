@@ -72,6 +72,11 @@ class Pair:
         """The text the model reads, as ``Pack.context`` joins it."""
         return " \n ".join([*self.earlier, self.message])
 
+    @property
+    def answered(self) -> str:
+        """The replier's own last message, which the model reads with the run (pack 1.7.0)."""
+        return self.own[-1] if self.own else ""
+
 
 def split_of(conversation_id: str) -> str:
     """ "test", "validation" or "train", fixed by the conversation's id."""

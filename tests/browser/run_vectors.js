@@ -209,7 +209,9 @@ async (vectors) => {
     const what = `suggest ${JSON.stringify(c.text).slice(0, 40)}`;
     const tokens = pack.context(c.text, c.earlier);
     check(JSON.stringify(tokens) === JSON.stringify(c.tokens), `${what}: tokens ${JSON.stringify(tokens)}`);
-    check(JSON.stringify(pack.scores(tokens)) === JSON.stringify(c.scores), `${what}: scores`);
+    const answered = pack.answered(c.own);
+    check(JSON.stringify(answered) === JSON.stringify(c.answered), `${what}: answered ${JSON.stringify(answered)}`);
+    check(JSON.stringify(pack.scores(tokens, answered)) === JSON.stringify(c.scores), `${what}: scores`);
     const verdict = pack.decide(c.text, c.lang, c.earlier, c.own);
     check(verdict.silent === c.silent, `${what}: silent ${verdict.silent}`);
     const got = verdict.suggestions.map((x) => [x.intent, x.text]);

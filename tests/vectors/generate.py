@@ -439,9 +439,16 @@ def suggest_vectors() -> dict[str, Any]:
     styles = [[], ["lol", "lol yes", "LOL"], ["Yes!", "yeah, sure", "yep"], ["không", "ko đâu"]]
     leaning = [(t, [], styles[n % len(styles)]) for n, t in enumerate(SUGGEST_TEXTS)]
     leaning.append(("ok", [], ["haha"] * 12 + ["no", "no", "nope"]))  # the last ten count
+    # What the run answers is read with it (pack 1.7.0), a long one by its last words only.
+    leaning += [
+        ("good, you?", [], ["how are you?"]),
+        ("good, you?", [], ["Chào bạn", "how was the exam?"]),
+        ("yes", [], ["nope", "word " * 80 + "coming tonight?"]),
+    ]
     for n, (text, earlier, own) in enumerate([(t, e, []) for t, e in runs] + leaning):
         lang = "vi" if n % 2 else "en"
         tokens = pack.context(text, earlier)
+        answered = pack.answered(own)
         verdict = pack.decide(text, lang, earlier, own)
         cases.append(
             {
@@ -450,7 +457,8 @@ def suggest_vectors() -> dict[str, Any]:
                 "own": own,
                 "lang": lang,
                 "tokens": tokens,
-                "scores": pack.scores(tokens),
+                "answered": answered,
+                "scores": pack.scores(tokens, answered),
                 "silent": verdict.silent,
                 "suggestions": [[s.intent, s.text] for s in verdict.suggestions],
             }

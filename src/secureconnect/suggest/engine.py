@@ -128,6 +128,16 @@ def features(tokens: Sequence[str]) -> list[str]:
     return feats
 
 
+def answered_features(tokens: Sequence[str], prefix: str) -> list[str]:
+    """The words and word pairs of the message the run answers (this person's own last one),
+    kept apart from the run's own by ``prefix``: "sure" says little alone, and after "want to
+    grab lunch tomorrow?" it is a yes to acknowledge (decision 0027, pack 1.7.0)."""
+    padded = ["<s>", *tokens, "</s>"]
+    return [f"{prefix}w {t}" for t in tokens] + [
+        f"{prefix}b {a} {b}" for a, b in itertools.pairwise(padded)
+    ]
+
+
 def decode_weights(encoded: dict[str, Any], k: int) -> dict[int, tuple[bytes, array[int]]]:
     """The non-zero weights, as the pack stores them compactly: for each, in order of
     ``bucket * k + intent``, the step from the previous one (unsigned LEB128) and the weight
@@ -230,6 +240,9 @@ class Pack:
             # buckets, about 1/sqrt(n) (decision 0027, pack 1.6.0); a pack built before it has
             # none, and [1] adds the weights as they are.
             self.norm: list[int] = data["features"].get("norm", [1])
+            # The prefix of the features read from this person's own last message (pack
+            # 1.7.0); a pack built before it reads the other person's run alone.
+            self.answered_prefix: str | None = data["features"].get("answered")
             self.max_chars: int = data["limits"]["max_chars"]
             self.max_words: int = data["limits"]["max_words"]
             thresholds = data["thresholds"]
@@ -291,6 +304,10 @@ class Pack:
             and all(type(n) is int and n >= 0 for n in self.norm)
         ):
             raise PackError("suggestion pack is malformed: norm")
+        if self.answered_prefix is not None and (
+            not isinstance(self.answered_prefix, str) or not self.answered_prefix.strip()
+        ):
+            raise PackError("suggestion pack is malformed: answered")
         if (
             not all(type(n) is int for n in (self.style_window, self.style_max_words))
             or self.style_window < 0
@@ -335,12 +352,24 @@ class Pack:
         # Words never span two messages, so the run's words are each message's, in order.
         return [t for run in runs for t in run][-self.max_tokens :]
 
-    def scores(self, tokens: Sequence[str]) -> list[int]:
-        """Index 0 is "no suggestion"; index n is intent n-1. The weights' sum is scaled by the
-        run's length, so that a long message does not outweigh the bias by its length alone."""
+    def answered(self, own: Sequence[str]) -> list[str]:
+        """The words of this person's own last message, the one the run answers; its last
+        ``max_tokens``. Empty when the pack does not read it."""
+        if not own or self.answered_prefix is None:
+            return []
+        return self.tokens(own[-1])[-self.max_tokens :]
+
+    def scores(self, tokens: Sequence[str], answered: Sequence[str] = ()) -> list[int]:
+        """Index 0 is "no suggestion"; index n is intent n-1. ``answered``: the words of the
+        message the run answers (:meth:`answered`). The weights' sum is scaled by the number
+        of distinct features, so that a long message does not outweigh the bias by its length
+        alone."""
         total = [0] * len(self.bias)
         seen: set[int] = set()
-        for feat in features(tokens):
+        feats = features(tokens)
+        if answered and self.answered_prefix is not None:
+            feats += answered_features(answered, self.answered_prefix)
+        for feat in feats:
             bucket = fnv1a(feat) & (self.buckets - 1)
             if bucket in seen:
                 continue
@@ -422,7 +451,7 @@ class Pack:
         measuring only)."""
         runs = [self.tokens(t) for t in [*earlier, text]]
         news = self.news(runs)
-        s = self.scores(self._context(runs))
+        s = self.scores(self._context(runs), self.answered(own))
         order, _ = self._order(s, own, self._eligible(news), news, "?" in runs[-1])
         return [self.intents[k - 1].id for k in order]
 
@@ -432,8 +461,8 @@ class Pack:
         """Up to three chips, in ``lang`` ("en" or "vi"), for an incoming message ``text``;
         ``earlier``: the messages the same person sent just before it, with nothing of ours in
         between (a thought split over several messages), oldest first; ``own``: what this
-        person sent in the conversation, oldest first (the last few lean the chips towards how
-        they answer)."""
+        person sent in the conversation, oldest first (the last one is read with the run, the
+        last few lean the chips towards how they answer)."""
         if lang not in LANGUAGES:
             raise ValueError(f"language is one of {', '.join(LANGUAGES)}")
         runs = [self.tokens(t) for t in [*earlier, text]]  # each message normalised once
@@ -445,12 +474,13 @@ class Pack:
             return Verdict((), "long")
         if any(self.is_sensitive(run) for run in runs):
             return Verdict((), "sensitive")
-        base = self.scores(self._context(runs))
+        base = self.scores(self._context(runs), self.answered(own))
         news = self.news(runs)
         eligible = self._eligible(news)
-        # Whether to speak, and the first chip, are the message's call; the others lean.
+        # Whether to speak, and the first chip, are the call of the message and the one it
+        # answers; the others lean towards how this person answers.
         if not eligible or max(base[k] for k in eligible) - base[0] < self.speak:
-            return Verdict((), "unsure")  # before reading their own messages: no need
+            return Verdict((), "unsure")
         order, s = self._order(base, own, eligible, news, "?" in tokens)
         top = order[0]
         chosen = [top]

@@ -89,6 +89,15 @@ export function features(tokens) {
   return feats;
 }
 
+// The words and word pairs of the message the run answers (this person's own last one), kept
+// apart from the run's own by `prefix` (decision 0027, pack 1.7.0).
+export function answeredFeatures(tokens, prefix) {
+  const feats = tokens.map((t) => `${prefix}w ${t}`);
+  const padded = ["<s>", ...tokens, "</s>"];
+  for (let i = 0; i + 1 < padded.length; i++) feats.push(`${prefix}b ${padded[i]} ${padded[i + 1]}`);
+  return feats;
+}
+
 // The pack's non-zero weights: for each, in order of bucket * k + intent, the step from the
 // previous one (unsigned LEB128) and the weight (one signed byte), in base64.
 function decodeWeights(encoded, into) {
@@ -135,6 +144,12 @@ export class Pack {
     this.norm = data.features.norm ?? [1];
     if (!Array.isArray(this.norm) || !this.norm.length || !this.norm.every((n) => Number.isInteger(n) && n >= 0)) {
       throw new PackError("suggestion pack is malformed: norm");
+    }
+    // The prefix of the features read from this person's own last message (pack 1.7.0); a pack
+    // built before it reads the other person's run alone.
+    this.answeredPrefix = data.features.answered ?? null;
+    if (this.answeredPrefix !== null && (typeof this.answeredPrefix !== "string" || !this.answeredPrefix.trim())) {
+      throw new PackError("suggestion pack is malformed: answered");
     }
     this.maxChars = data.limits.max_chars;
     this.maxWords = data.limits.max_words;
@@ -187,13 +202,23 @@ export class Pack {
   // Words never span two messages, so the run's words are each message's, in order.
   joined(runs) { return runs.flat().slice(-this.maxTokens); }
 
-  // Index 0 is "no suggestion"; index n is intent n-1. The weights' sum is scaled by the run's
-  // length, so that a long message does not outweigh the bias by its length alone.
-  scores(tokens) {
+  // The words of this person's own last message, the one the run answers; its last maxTokens.
+  // Empty when the pack does not read it.
+  answered(own) {
+    if (!own.length || this.answeredPrefix === null) return [];
+    return this.tokens(own[own.length - 1]).slice(-this.maxTokens);
+  }
+
+  // Index 0 is "no suggestion"; index n is intent n-1. `answered`: the words of the message the
+  // run answers. The weights' sum is scaled by the number of distinct features, so that a long
+  // message does not outweigh the bias by its length alone.
+  scores(tokens, answered = []) {
     const k = this.k;
     const total = new Array(k).fill(0);
     const seen = new Set();
-    for (const feat of features(tokens)) {
+    const feats = features(tokens);
+    if (answered.length && this.answeredPrefix !== null) feats.push(...answeredFeatures(answered, this.answeredPrefix));
+    for (const feat of feats) {
       const bucket = fnv1a(feat) & (this.buckets - 1);
       if (seen.has(bucket)) continue;
       seen.add(bucket);
@@ -239,8 +264,8 @@ export class Pack {
 
   // Up to three chips for an incoming message: {suggestions: [{intent, text}], silent}.
   // `earlier`: what the same person sent just before it, nothing of ours between, oldest first;
-  // `own`: what this person sent in the conversation, oldest first (the last few lean the chips
-  // towards how they answer).
+  // `own`: what this person sent in the conversation, oldest first (the last one is read with
+  // the run, the last few lean the chips towards how they answer).
   decide(text, lang, earlier = [], own = []) {
     if (!LANGUAGES.includes(lang)) throw new Error(`language is one of ${LANGUAGES.join(", ")}`);
     const runs = [...earlier, text].map((x) => this.tokens(x));  // each message normalised once
@@ -249,7 +274,7 @@ export class Pack {
     const words = tokens.filter((t) => t !== "?");
     if ([...text].length > this.maxChars || words.length > this.maxWords) return { suggestions: [], silent: "long" };
     if (runs.some((run) => this.isSensitive(run))) return { suggestions: [], silent: "sensitive" };
-    const base = this.scores(this.joined(runs));
+    const base = this.scores(this.joined(runs), this.answered(own));
     // After bad news the cheerful intents are not offered at all, after good news the gloomy.
     const news = this.news(runs);
     const eligible = [];
@@ -257,8 +282,8 @@ export class Pack {
       const mood = this.intents[j - 1].mood;
       if (!(news && mood !== null && mood !== news)) eligible.push(j);
     }
-    // Whether to speak, and the first chip, are the message's call; the others lean towards
-    // how this person answers (a habit never puts "Yes" before "Bye!").
+    // Whether to speak, and the first chip, are the call of the message and the one it answers;
+    // the others lean towards how this person answers (a habit never puts "Yes" before "Bye!").
     if (!eligible.length) return { suggestions: [], silent: "unsure" };
     let top = eligible[0];
     for (const j of eligible) if (base[j] > base[top]) top = j;
