@@ -54,6 +54,7 @@ EXAMPLE_WEIGHT = {"en": 200.0, "vi": 200.0}
 # penalty did best on the validation sets (decision 0027, "Scores scaled by length": 1000 was
 # chosen without the scaling; 30, 10, 3 and 1 were tried with it).
 L2 = 3.0
+MAX_STEPS = 400  # L-BFGS steps at most
 NORM_UNIT = 4096  # norm[n] = NORM_UNIT / sqrt(n), rounded; the scores' unit is scale * NORM_UNIT
 NORM_MAX = 1024  # a run with more distinct buckets than this takes norm[NORM_MAX]
 NORM = [0] + [round(NORM_UNIT / math.sqrt(n)) for n in range(1, NORM_MAX + 1)]
@@ -438,7 +439,9 @@ def normalised(x: sparse.csr_matrix) -> sparse.csr_matrix:
     return (sparse.diags(norms(x) / NORM_UNIT) @ x).tocsr()
 
 
-def train(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float) -> np.ndarray:
+def train(
+    x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float, steps: int = MAX_STEPS
+) -> np.ndarray:
     """Weighted softmax regression with an L2 penalty; returns (BUCKETS + 1) x k, bias last."""
     n = x.shape[0]
     xb = sparse.hstack([x, np.ones((n, 1))]).tocsr()
@@ -467,7 +470,7 @@ def train(x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float)
         method="L-BFGS-B",
         # The loss is a weighted mean: its gradient is small, so the default tolerances would
         # stop long before the weights settle.
-        options={"maxiter": 400, "ftol": 1e-13, "gtol": 1e-10},
+        options={"maxiter": steps, "ftol": 1e-13, "gtol": 1e-10},
     )
     print(
         f"trained: loss {result.fun:.4f} in {result.nit} steps, "
@@ -587,6 +590,7 @@ def main() -> None:
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--cache", help="a folder to keep the trained weights in between runs")
     parser.add_argument("--l2", type=float, default=L2, help="the weights' L2 penalty")
+    parser.add_argument("--steps", type=int, default=MAX_STEPS, help="L-BFGS steps at most")
     parser.add_argument(
         "--example-weight", type=float, help="how many chat pairs a curated example weighs"
     )
@@ -639,14 +643,16 @@ def main() -> None:
 
     k = len(ids) + 1
     key = hashlib.sha256(
-        json.dumps([texts, answered, labels, weights, args.l2, BUCKETS, NORM, ANSWERED]).encode()
+        json.dumps(
+            [texts, answered, labels, weights, args.l2, args.steps, BUCKETS, NORM, ANSWERED]
+        ).encode()
     )
     cache = Path(args.cache) / f"suggest-theta-{key.hexdigest()[:16]}.npy" if args.cache else None
     if cache is not None and cache.exists():
         theta = np.load(cache)
     else:
         x = normalised(matrix(texts, answered))
-        theta = train(x, np.array(labels), np.array(weights), k, args.l2)
+        theta = train(x, np.array(labels), np.array(weights), k, args.l2, args.steps)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, theta)
