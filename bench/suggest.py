@@ -17,9 +17,10 @@ person would accept, and tests/suggest/{en,vi}_work.tsv the same for an organisa
 chat; how often the first chip is one of them, how many chips are not, and how often a
 cheerful chip follows bad news or a gloomy one good news.
 
-Speed: per-message time in Python and in Chromium (the web client's own suggest.js), each with
-its ratio to a reference measured in the same run (normalising and splitting the same text,
-the least any text feature costs); the pack's size and the memory a loaded pack holds.
+Speed: per-message time in Python and in Chromium (the web client's own suggest.js), called as
+the clients call it (with the sender's run before the message and the replier's own messages),
+each with its ratio to a reference measured in the same run (normalising and splitting the same
+text, the least any text feature costs); the pack's size and the memory a loaded pack holds.
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python bench/suggest.py [--messages 2000] [--no-browser]
@@ -38,7 +39,9 @@ import time
 import tracemalloc
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
@@ -57,6 +60,8 @@ from secureconnect.suggest.engine import Pack
 
 STATIC = Path(__file__).parents[1] / "src" / "secureconnect" / "static"
 PACK = Path(__file__).parents[1] / "src" / "secureconnect" / "suggest" / "pack.json"
+T = TypeVar("T")
+Call = tuple[str, list[str], list[str]]  # a message, the sender's run before it, one's own
 
 
 def quality(
@@ -137,13 +142,13 @@ def sense(pack: Pack, cases: list[Acceptable], lang: str) -> dict[str, float]:
     }
 
 
-def per_message_us(fn: object, texts: list[str], rounds: int = 3) -> float:
+def per_message_us(fn: Callable[[T], object], items: list[T], rounds: int = 3) -> float:
     best = float("inf")
     for _ in range(rounds):
         started = time.perf_counter()
-        for text in texts:
-            fn(text)  # type: ignore[operator]
-        best = min(best, (time.perf_counter() - started) / len(texts))
+        for item in items:
+            fn(item)
+        best = min(best, (time.perf_counter() - started) / len(items))
     return best * 1e6
 
 
@@ -151,7 +156,7 @@ def reference(text: str) -> list[str]:
     return unicodedata.normalize("NFC", text).lower().split()
 
 
-async def browser_speed(texts: list[str]) -> dict[str, float]:
+async def browser_speed(calls: list[Call]) -> dict[str, float]:
     from playwright.async_api import async_playwright
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(STATIC))
@@ -174,7 +179,7 @@ async def browser_speed(texts: list[str]) -> dict[str, float]:
             await page.goto(url + "/index.html")
             pack_text = PACK.read_text()
             result: dict[str, float] = await page.evaluate(
-                """async ([packText, texts]) => {
+                """async ([packText, calls]) => {
                   const S = await import("/js/suggest.js");
                   gc();
                   const before = performance.memory.usedJSHeapSize;
@@ -185,16 +190,16 @@ async def browser_speed(texts: list[str]) -> dict[str, float]:
                     let best = Infinity;
                     for (let r = 0; r < 3; r++) {
                       const t0 = performance.now();
-                      for (const t of texts) fn(t);
-                      best = Math.min(best, (performance.now() - t0) / texts.length);
+                      for (const c of calls) fn(c);
+                      best = Math.min(best, (performance.now() - t0) / calls.length);
                     }
                     return best * 1000;
                   };
-                  const decide = time((t) => pack.decide(t, "en"));
-                  const ref = time((t) => t.normalize("NFC").toLowerCase().split(" "));
+                  const decide = time(([t, earlier, own]) => pack.decide(t, "en", earlier, own));
+                  const ref = time(([t]) => t.normalize("NFC").toLowerCase().split(" "));
                   return { decide_us: decide, reference_us: ref, heap_kib: held / 1024 };
                 }""",
-                [pack_text, texts],
+                [pack_text, calls],
             )
             await browser.close()
             return result
@@ -271,23 +276,25 @@ def main() -> None:
                 f"{q['gloom after good news']:.0f}, silent {q['silent']:.0f}"
             )
 
-    texts = [p.message for p in english[: args.messages]]
-    engine_us = per_message_us(lambda t: pack.decide(t, "en"), texts)
-    ref_us = per_message_us(reference, texts)
+    calls = [(p.message, list(p.earlier), list(p.own)) for p in english[: args.messages]]
+    engine_us = per_message_us(lambda c: pack.decide(c[0], "en", c[1], c[2]), calls)
+    ref_us = per_message_us(lambda c: reference(c[0]), calls)
     print()
     print(
         f"python:   {engine_us:8.1f} µs a message (reference {ref_us:.1f} µs, ratio "
         f"{engine_us / ref_us:.0f}x); loaded pack holds {pack_bytes / 2**20:.1f} MiB"
     )
     if not args.no_browser:
-        b = asyncio.run(browser_speed(texts))
+        b = asyncio.run(browser_speed(calls))
         print(
             f"chromium: {b['decide_us']:8.1f} µs a message "
             f"(reference {b['reference_us']:.1f} µs, "
             f"ratio {b['decide_us'] / max(b['reference_us'], 1e-3):.0f}x); loaded pack holds "
             f"{b['heap_kib'] / 1024:.1f} MiB of JS heap"
         )
-    singles = [per_message_us(lambda t: pack.decide(t, "en"), [t], 1) for t in texts[:300]]
+    singles = [
+        per_message_us(lambda c: pack.decide(c[0], "en", c[1], c[2]), [c], 1) for c in calls[:300]
+    ]
     print(
         f"goal: under 5,000 µs a message; single messages p50 {statistics.median(singles):.1f} "
         f"µs, max {max(singles):.1f} µs"
