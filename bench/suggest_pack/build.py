@@ -34,11 +34,11 @@ from scipy import sparse
 from scipy.optimize import minimize
 
 from secureconnect.suggest.engine import (
-    answered_features,
     encode_weights,
     features,
     fnv1a,
     normalise,
+    word_features,
 )
 
 OUT = Path(__file__).parents[2] / "src" / "secureconnect" / "suggest"
@@ -412,7 +412,7 @@ EN_MARKERS = [
 def bucket_row(text: str, answered: str = "") -> list[int]:
     feats = features(normalise(text, FOLD)[-MAX_TOKENS:])
     if answered:
-        feats += answered_features(normalise(answered, FOLD)[-MAX_TOKENS:], ANSWERED)
+        feats += word_features(normalise(answered, FOLD)[-MAX_TOKENS:], ANSWERED)
     return sorted({fnv1a(f) & (BUCKETS - 1) for f in feats})
 
 
@@ -661,7 +661,7 @@ def main() -> None:
     # few rare words carry large weights, and clipping them cost more than the small ones'
     # precision (decision 0027, pack 1.6.0).
     scale = SCALE_CAP / np.abs(w_float).max()
-    w_int = np.clip(np.rint(w_float * scale), -SCALE_CAP, SCALE_CAP).astype(int)
+    w_int = np.rint(w_float * scale).astype(int)  # within +-SCALE_CAP by the scale's choice
     w_int[np.abs(w_int) <= PRUNE] = 0
     unit = scale * NORM_UNIT  # a nat, in the engine's integer scores
     b_int = np.rint(b_float * unit).astype(int)

@@ -115,27 +115,26 @@ def _mentions(tokens: Sequence[str], phrases: Phrases) -> bool:
     return False
 
 
+def word_features(tokens: Sequence[str], prefix: str = "") -> list[str]:
+    """Words and word pairs (with the start and the end), under ``prefix``: none for the run's
+    own, the pack's ``answered`` prefix for the message the run answers, this person's own last
+    one ("sure" says little alone, and after "want to grab lunch tomorrow?" it is a yes to
+    acknowledge; decision 0027, pack 1.7.0)."""
+    padded = ["<s>", *tokens, "</s>"]
+    return [f"{prefix}w {t}" for t in tokens] + [
+        f"{prefix}b {a} {b}" for a, b in itertools.pairwise(padded)
+    ]
+
+
 def features(tokens: Sequence[str]) -> list[str]:
     """Words, word pairs (with the start and the end) and each word's letter triples."""
-    feats = [f"w {t}" for t in tokens]
-    padded = ["<s>", *tokens, "</s>"]
-    feats += [f"b {a} {b}" for a, b in itertools.pairwise(padded)]
+    feats = word_features(tokens)
     for t in tokens:
         if t == "?":
             continue
         word = f"<{t}>"
         feats += [f"c {word[i : i + 3]}" for i in range(len(word) - 2)]
     return feats
-
-
-def answered_features(tokens: Sequence[str], prefix: str) -> list[str]:
-    """The words and word pairs of the message the run answers (this person's own last one),
-    kept apart from the run's own by ``prefix``: "sure" says little alone, and after "want to
-    grab lunch tomorrow?" it is a yes to acknowledge (decision 0027, pack 1.7.0)."""
-    padded = ["<s>", *tokens, "</s>"]
-    return [f"{prefix}w {t}" for t in tokens] + [
-        f"{prefix}b {a} {b}" for a, b in itertools.pairwise(padded)
-    ]
 
 
 def decode_weights(encoded: dict[str, Any], k: int) -> dict[int, tuple[bytes, array[int]]]:
@@ -368,7 +367,7 @@ class Pack:
         seen: set[int] = set()
         feats = features(tokens)
         if answered and self.answered_prefix is not None:
-            feats += answered_features(answered, self.answered_prefix)
+            feats += word_features(answered, self.answered_prefix)
         for feat in feats:
             bucket = fnv1a(feat) & (self.buckets - 1)
             if bucket in seen:

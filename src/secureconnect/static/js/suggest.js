@@ -77,24 +77,22 @@ function mentions(tokens, index) {
   return false;
 }
 
-export function features(tokens) {
-  const feats = tokens.map((t) => `w ${t}`);
+// Words and word pairs (with the start and the end), under `prefix`: none for the run's own,
+// the pack's `answered` prefix for the message the run answers (decision 0027, pack 1.7.0).
+export function wordFeatures(tokens, prefix = "") {
+  const feats = tokens.map((t) => `${prefix}w ${t}`);
   const padded = ["<s>", ...tokens, "</s>"];
-  for (let i = 0; i + 1 < padded.length; i++) feats.push(`b ${padded[i]} ${padded[i + 1]}`);
+  for (let i = 0; i + 1 < padded.length; i++) feats.push(`${prefix}b ${padded[i]} ${padded[i + 1]}`);
+  return feats;
+}
+
+export function features(tokens) {
+  const feats = wordFeatures(tokens);
   for (const t of tokens) {
     if (t === "?") continue;
     const word = `<${t}>`;
     for (let i = 0; i + 3 <= word.length; i++) feats.push(`c ${word.slice(i, i + 3)}`);
   }
-  return feats;
-}
-
-// The words and word pairs of the message the run answers (this person's own last one), kept
-// apart from the run's own by `prefix` (decision 0027, pack 1.7.0).
-export function answeredFeatures(tokens, prefix) {
-  const feats = tokens.map((t) => `${prefix}w ${t}`);
-  const padded = ["<s>", ...tokens, "</s>"];
-  for (let i = 0; i + 1 < padded.length; i++) feats.push(`${prefix}b ${padded[i]} ${padded[i + 1]}`);
   return feats;
 }
 
@@ -217,7 +215,7 @@ export class Pack {
     const total = new Array(k).fill(0);
     const seen = new Set();
     const feats = features(tokens);
-    if (answered.length && this.answeredPrefix !== null) feats.push(...answeredFeatures(answered, this.answeredPrefix));
+    if (answered.length && this.answeredPrefix !== null) feats.push(...wordFeatures(answered, this.answeredPrefix));
     for (const feat of feats) {
       const bucket = fnv1a(feat) & (this.buckets - 1);
       if (seen.has(bucket)) continue;
