@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -409,6 +410,62 @@ EN_MARKERS = [
 ]
 
 
+@dataclass
+class Rows:
+    """What the model learns from, a row each: the text it reads, the replier's own last message
+    (empty for the pack's examples), the intent (0: none), the row's weight, and all of the
+    replier's earlier messages (for the experiments in ``tried.py``)."""
+
+    texts: list[str] = field(default_factory=list)
+    answered: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    own: list[tuple[str, ...]] = field(default_factory=list)
+    chitchat_pairs: int = 0
+    chitchat_covered: int = 0
+    chitchat_rows: int = 0
+
+    def add(
+        self, text: str, answered: str, label: int, weight: float, own: tuple[str, ...]
+    ) -> None:
+        self.texts.append(text)
+        self.answered.append(answered)
+        self.labels.append(label)
+        self.weights.append(weight)
+        self.own.append(own)
+
+
+def training_rows(
+    source: dict[str, object],
+    matcher: Matcher,
+    index: dict[str, int],
+    example_weight: dict[str, float],
+) -> Rows:
+    """Chitchat's training pairs, then the pack's curated examples."""
+    rows = Rows()
+    for pair in chitchat_pairs("train"):
+        label = matcher(pair.reply, "en")
+        n = index[label] if label else 0
+        rows.chitchat_pairs += 1
+        rows.chitchat_covered += n > 0
+        if pair.answered:
+            # Learnt with and without it at half weight each, so that a first message, with
+            # nothing of ours before it, is read as well as the rest (decision 0027, 1.7.0).
+            rows.add(pair.context, pair.answered, n, 0.5, pair.own)
+            rows.add(pair.context, "", n, 0.5, ())
+        else:
+            rows.add(pair.context, "", n, 1.0, pair.own)
+    rows.chitchat_rows = len(rows.texts)
+    intents: list[dict[str, dict[str, list[str]]]] = source["intents"]  # type: ignore[assignment]
+    for intent in intents:
+        for lang in ("en", "vi"):
+            for example in intent["examples"][lang]:
+                rows.add(example, "", index[str(intent["id"])], example_weight[lang], ())
+    for example in source["none_examples"]["vi"]:  # type: ignore[index]
+        rows.add(example, "", 0, example_weight["vi"], ())
+    return rows
+
+
 def bucket_row(text: str, answered: str = "") -> list[int]:
     feats = features(normalise(text, FOLD)[-MAX_TOKENS:])
     if answered:
@@ -442,8 +499,8 @@ def normalised(x: sparse.csr_matrix) -> sparse.csr_matrix:
 def train(
     x: sparse.csr_matrix, y: np.ndarray, w: np.ndarray, k: int, l2: float, steps: int = MAX_STEPS
 ) -> np.ndarray:
-    """Weighted softmax regression with an L2 penalty; returns (BUCKETS + 1) x k, bias last."""
-    n = x.shape[0]
+    """Weighted softmax regression with an L2 penalty; returns (columns + 1) x k, bias last."""
+    n, d = x.shape
     xb = sparse.hstack([x, np.ones((n, 1))]).tocsr()
     xt = xb.T.tocsr()
     onehot = np.zeros((n, k))
@@ -451,7 +508,7 @@ def train(
     total = w.sum()
 
     def loss(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        theta = flat.reshape(BUCKETS + 1, k)
+        theta = flat.reshape(d + 1, k)
         z = xb @ theta
         z -= z.max(axis=1, keepdims=True)
         p = np.exp(z)
@@ -465,7 +522,7 @@ def train(
     started = time.monotonic()
     result = minimize(
         loss,
-        np.zeros((BUCKETS + 1) * k),
+        np.zeros((d + 1) * k),
         jac=True,
         method="L-BFGS-B",
         # The loss is a weighted mean: its gradient is small, so the default tolerances would
@@ -476,7 +533,7 @@ def train(
         f"trained: loss {result.fun:.4f} in {result.nit} steps, "
         f"{time.monotonic() - started:.0f} s ({result.message})"
     )
-    return np.asarray(result.x).reshape(BUCKETS + 1, k)
+    return np.asarray(result.x).reshape(d + 1, k)
 
 
 def leaned(
@@ -602,43 +659,12 @@ def main() -> None:
     index = {name: n + 1 for n, name in enumerate(ids)}
     matcher = Matcher(intents)
 
-    texts: list[str] = []
-    answered: list[str] = []  # the replier's own last message; none for the pack's examples
-    labels: list[int] = []
-    weights: list[float] = []
-    counts: Counter[str] = Counter()
-    for pair in chitchat_pairs("train"):
-        label = matcher(pair.reply, "en")
-        texts.append(pair.context)
-        answered.append(pair.answered)
-        labels.append(index[label] if label else 0)
-        weights.append(1.0)
-        counts[label or "-"] += 1
-        if pair.answered:
-            # Learnt with and without it at half weight each, so that a first message, with
-            # nothing of ours before it, is read as well as the rest (decision 0027, 1.7.0).
-            weights[-1] = 0.5
-            texts.append(pair.context)
-            answered.append("")
-            labels.append(labels[-1])
-            weights.append(0.5)
-    chitchat_train = sum(counts.values())
-    chitchat_rows = len(texts)
     example_weight = {lang: args.example_weight or w for lang, w in EXAMPLE_WEIGHT.items()}
-    for intent in intents:
-        for lang in ("en", "vi"):
-            for example in intent["examples"][lang]:  # type: ignore[index]
-                texts.append(example)
-                labels.append(index[str(intent["id"])])
-                weights.append(example_weight[lang])
-    for example in source["none_examples"]["vi"]:  # type: ignore[index]
-        texts.append(example)
-        labels.append(0)
-        weights.append(example_weight["vi"])
-    answered += [""] * (len(texts) - chitchat_rows)
+    rows = training_rows(source, matcher, index, example_weight)
+    texts, answered, labels, weights = rows.texts, rows.answered, rows.labels, rows.weights
     print(
-        f"{chitchat_train} chitchat pairs ({chitchat_train - counts['-']} in an intent), "
-        f"{len(texts) - chitchat_rows} pack examples"
+        f"{rows.chitchat_pairs} chitchat pairs ({rows.chitchat_covered} in an intent), "
+        f"{len(texts) - rows.chitchat_rows} pack examples"
     )
 
     k = len(ids) + 1
@@ -687,7 +713,7 @@ def main() -> None:
         "built_from": {
             "intents": "bench/suggest_pack/intents.json",
             "chitchat_dataset": {
-                "pairs": chitchat_train,
+                "pairs": rows.chitchat_pairs,
                 "held_out": "conversations whose sha256(id) is under 0.3 of its range",
             },
         },
