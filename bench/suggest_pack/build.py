@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -536,18 +537,24 @@ def train(
     return np.asarray(result.x).reshape(d + 1, k)
 
 
+def answered_with(own: Sequence[str], matcher: Matcher) -> Counter[str]:
+    """The intents this person answered with in their last ``STYLE_WINDOW`` messages, counted,
+    as ``Pack._lean`` counts them."""
+    return Counter(i for t in own[-STYLE_WINDOW:] if (i := matcher(t, "any")))
+
+
 def leaned(
     scores: np.ndarray,
-    pairs: list[Pair],
+    owns: Sequence[Sequence[str]],
     matcher: Matcher,
     index: dict[str, int],
-    bonus: list[int],
+    bonus: Sequence[float],
 ) -> np.ndarray:
-    """``scores`` with each pair's own-style bonus added, as ``Pack._lean`` adds it."""
+    """``scores`` with each row's own-style bonus added (``bonus[c]`` for an intent used c
+    times), as ``Pack._lean`` adds it."""
     out = scores.copy()
-    for row, pair in enumerate(pairs):
-        used = Counter(i for t in pair.own[-STYLE_WINDOW:] if (i := matcher(t, "any")))
-        for intent, count in used.items():
+    for row, own in enumerate(owns):
+        for intent, count in answered_with(own, matcher).items():
             out[row, index[intent]] += bonus[count]
     return out
 
@@ -566,7 +573,7 @@ def choose_style(
     best: tuple[float, list[int]] = (-1.0, [0] * (STYLE_WINDOW + 1))
     for lam in STYLE_LAMBDAS:
         bonus = [round(lam * unit * math.log(2 * c + 1)) for c in range(STYLE_WINDOW + 1)]
-        s = leaned(scores, pairs, matcher, index, bonus)
+        s = leaned(scores, [p.own for p in pairs], matcher, index, bonus)
         hit = [
             label in chips(row, 10**9, {}, top=first)
             for row, first, label in zip(s, scores[:, 1:].argmax(axis=1) + 1, labels, strict=True)
@@ -703,7 +710,8 @@ def main() -> None:
     yv = np.array([index.get(matcher(p.reply, "en") or "", 0) for p in val])
     sv = np.asarray(xv @ w_int) * norms(xv)[:, None] + b_int
     bonus = choose_style(sv, yv, val, matcher, index, unit)
-    speak = choose_speak(sv, leaned(sv, val, matcher, index, bonus), yv, gap, opposite)
+    owns = [p.own for p in val]
+    speak = choose_speak(sv, leaned(sv, owns, matcher, index, bonus), yv, gap, opposite)
 
     nonzero = np.flatnonzero(w_int.ravel())  # bucket * k + intent, increasing
     weights = encode_weights((int(p), int(w_int.ravel()[p])) for p in nonzero)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import Counter
 
 import numpy as np
 from bench.suggest_pack.build import (
@@ -37,6 +36,8 @@ from bench.suggest_pack.build import (
     MAX_TOKENS,
     STYLE_WINDOW,
     Rows,
+    answered_with,
+    leaned,
     matrix,
     normalised,
     train,
@@ -49,11 +50,6 @@ from secureconnect.suggest.engine import fnv1a, normalise, word_features
 
 QUESTION = "q "
 LAMBDAS = (0.0, 0.25, 0.5, 0.75)
-
-
-def used(own: tuple[str, ...], matcher: Matcher) -> Counter[str]:
-    """The intents of the person's last ``STYLE_WINDOW`` messages, counted."""
-    return Counter(i for t in own[-STYLE_WINDOW:] if (i := matcher(t, "any")))
 
 
 def design(rows: Rows, variant: str, matcher: Matcher, index: dict[str, int]) -> sparse.csr_matrix:
@@ -73,7 +69,7 @@ def design(rows: Rows, variant: str, matcher: Matcher, index: dict[str, int]) ->
     if variant in ("learnt-style", "hidden"):
         r, c, v = [], [], []
         for n, own in enumerate(rows.own):
-            for intent, count in used(own, matcher).items():
+            for intent, count in answered_with(own, matcher).items():
                 r.append(n)
                 c.append(index[intent] - 1)
                 v.append(math.log(2 * count + 1))
@@ -98,11 +94,9 @@ def report(
     covered = np.flatnonzero(labels > 0)
     figures = []
     for lam in LAMBDAS:
-        leaned = scores.copy()
-        for n, own in enumerate(rows.own):
-            for intent, count in used(own, matcher).items():
-                leaned[n, index[intent]] += lam * math.log(2 * count + 1)
-        top3 = np.argsort(-leaned[:, 1:], axis=1, kind="stable")[:, :3] + 1
+        bonus = [lam * math.log(2 * c + 1) for c in range(STYLE_WINDOW + 1)]
+        shifted = leaned(scores, rows.own, matcher, index, bonus)
+        top3 = np.argsort(-shifted[:, 1:], axis=1, kind="stable")[:, :3] + 1
         recall = float(np.mean([labels[n] in top3[n] for n in covered]))
         figures.append(f"{lam}: {recall:.4f}")
     print(f"{name}: validation ranked recall@3 by lean " + ", ".join(figures), flush=True)
