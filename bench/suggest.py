@@ -13,9 +13,10 @@ shows the three intents most often replied in the training part.
 
 Whether the chips make sense to a person, which chitchat's strangers do not tell (they answer
 "haha" to nearly anything): tests/suggest/{en,vi}_sense.tsv give messages and the intents a
-person would accept, and tests/suggest/{en,vi}_work.tsv the same for an organisation's work
-chat; how often the first chip is one of them, how many chips are not, and how often a
-cheerful chip follows bad news or a gloomy one good news.
+person would accept, tests/suggest/{en,vi}_work.tsv the same for an organisation's work
+chat, and tests/suggest/{en,vi}_exchanges.tsv for answers to one's own message ("did you
+eat?", "not yet"), read with it as the clients do; how often the first chip is one of them, how
+many chips are not, and how often a cheerful chip follows bad news or a gloomy one good news.
 
 Speed: per-message time in Python and in Chromium (the web client's own suggest.js), called as
 the clients call it (with the sender's run before the message and the replier's own messages),
@@ -121,7 +122,8 @@ def sense(pack: Pack, cases: list[Acceptable], lang: str) -> dict[str, float]:
     mood = {intent.id: intent.mood for intent in pack.intents}
     first = chips = off = cheer = gloom = silent = 0
     for case in cases:
-        shown = [s.intent for s in pack.decide(case.message, lang).suggestions]
+        own = [case.answered] if case.answered else []
+        shown = [s.intent for s in pack.decide(case.message, lang, own=own).suggestions]
         if not shown:
             silent += 1
             continue
@@ -270,7 +272,7 @@ def main() -> None:
         for name, path in paths.items():
             q = sense(pack, acceptable(path), lang)
             print(
-                f"{lang} {name:11}{q['messages']:>4.0f} messages: first chip acceptable "
+                f"{lang} {name:13}{q['messages']:>4.0f} messages: first chip acceptable "
                 f"{q['first acceptable']:.2f}, chips off {q['chips off']:.2f}, cheerful chip "
                 f"after bad news {q['cheer after bad news']:.0f}, gloomy after good news "
                 f"{q['gloom after good news']:.0f}, silent {q['silent']:.0f}"

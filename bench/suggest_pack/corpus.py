@@ -24,12 +24,15 @@ INTENTS = HERE / "intents.json"
 VI_PAIRS = HERE.parents[1] / "tests" / "suggest" / "vi_pairs.tsv"
 # Whether the chips make sense: messages and the intents a person would accept (decision 0027),
 # per language: the held-out test set, its work chat (written before the pack's work examples),
-# and the set that chose the pack's settings.
+# answers to one's own message (written before anything was measured on them), and the sets
+# that chose the pack's settings.
 SENSE = {
     lang: {
         "test": HERE.parents[1] / "tests" / "suggest" / f"{lang}_sense.tsv",
         "work test": HERE.parents[1] / "tests" / "suggest" / f"{lang}_work.tsv",
+        "exchanges": HERE.parents[1] / "tests" / "suggest" / f"{lang}_exchanges.tsv",
         "validation": HERE / f"{lang}_sense_validation.tsv",
+        "exch. valid.": HERE / f"{lang}_exchanges_validation.tsv",
     }
     for lang in ("en", "vi")
 }
@@ -122,15 +125,17 @@ def vi_pairs() -> list[Pair]:
 class Acceptable:
     message: str
     intents: frozenset[str]  # any other chip is "off"
+    answered: str = ""  # one's own message that ``message`` answers, if any
 
 
 def acceptable(path: Path) -> list[Acceptable]:
+    """A sense file's lines: message<TAB>intents, or own message<TAB>answer<TAB>intents."""
     out = []
     for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        message, intents = line.split("\t")
-        out.append(Acceptable(message, frozenset(intents.split(","))))
+        *answered, message, intents = line.split("\t")
+        out.append(Acceptable(message, frozenset(intents.split(",")), "".join(answered)))
     return out
 
 
