@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bench.suggest_pack.corpus import SENSE, acceptable, load_intents
 
 from secureconnect.client import ApiError
 from secureconnect.diagnostics.facts import Facts, Workload
@@ -28,7 +29,6 @@ from tests.server import ServerProcess
 PACKAGED = Path(__file__).parents[1] / "src" / "secureconnect" / "suggest"
 VI_PAIRS = Path(__file__).parent / "suggest" / "vi_pairs.tsv"
 VECTORS = Path(__file__).parent / "vectors"
-INTENTS = Path(__file__).parents[1] / "bench" / "suggest_pack" / "intents.json"
 
 
 @pytest.fixture(scope="module")
@@ -78,20 +78,14 @@ def test_the_test_sets_are_held_out_and_name_real_intents(pack: Pack, lang: str)
     data = json.loads((PACKAGED / "pack.json").read_text())
     examples = {_words(pack, e) for i in data["intents"] for e in i["examples"][lang]}
     # The answers of the exchanges the pack learns from (pack 1.8.0), whatever they answered.
-    source = json.loads(INTENTS.read_text())
-    examples |= {_words(pack, answer) for _, answer, _ in source["exchanges"][lang]}
-    held_out = Path(__file__).parent / "suggest"
-    lines = [
-        line
-        for name in ("sense", "work", "exchanges")
-        for line in (held_out / f"{lang}_{name}.tsv").read_text().splitlines()
-        if line.strip() and line[0] != "#"
-    ]
-    cases = [line.split("\t")[-2:] for line in lines]
+    exchanges: dict[str, list[list[str]]] = load_intents()["exchanges"]  # type: ignore[assignment]
+    examples |= {_words(pack, answer) for _, answer, _ in exchanges[lang]}
+    held_out = ("test", "work test", "exchanges")
+    cases = [case for name in held_out for case in acceptable(SENSE[lang][name])]
     assert len(cases) >= 60 + 25 + 35
-    for message, accepted in cases:
-        assert set(accepted.split(",")) <= set(pack.by_id), message
-        assert _words(pack, message) not in examples, message
+    for case in cases:
+        assert case.intents <= set(pack.by_id), case.message
+        assert _words(pack, case.message) not in examples, case.message
     if lang == "vi":  # the Vietnamese pairs too, with and without diacritics
         for message in vietnamese_messages():
             assert _words(pack, message) not in examples, message

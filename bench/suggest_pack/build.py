@@ -473,9 +473,11 @@ def training_rows(
     # Answers to one's own message, read with it (pack 1.8.0): chitchat's strangers rarely ask
     # each other for anything, and the Vietnamese examples have no message answered at all.
     exchanges: dict[str, list[list[str]]] = source.get("exchanges", {})  # type: ignore[assignment]
-    for lang, items in exchanges.items() if exchange_weight else ():
-        for own, answer, intent in items:
-            rows.add(answer, own, index[intent], exchange_weight * example_weight[lang], (own,))
+    if exchange_weight:
+        for lang, items in exchanges.items():
+            for own, answer, intent in items:
+                weight = exchange_weight * example_weight[lang]
+                rows.add(answer, own, index[intent], weight, (own,))
     return rows
 
 
@@ -689,7 +691,7 @@ def main() -> None:
     texts, answered, labels, weights = rows.texts, rows.answered, rows.labels, rows.weights
     print(
         f"{rows.chitchat_pairs} chitchat pairs ({rows.chitchat_covered} in an intent), "
-        f"{len(texts) - rows.chitchat_rows} pack examples"
+        f"{len(texts) - rows.chitchat_rows} pack examples and exchanges"
     )
 
     k = len(ids) + 1

@@ -135,7 +135,8 @@ def acceptable(path: Path) -> list[Acceptable]:
         if not line.strip() or line.startswith("#"):
             continue
         *answered, message, intents = line.split("\t")
-        out.append(Acceptable(message, frozenset(intents.split(",")), "".join(answered)))
+        own = answered[0] if answered else ""
+        out.append(Acceptable(message, frozenset(intents.split(",")), own))
     return out
 
 
