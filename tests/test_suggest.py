@@ -292,6 +292,42 @@ def test_bad_news_wins_over_good_news_in_one_run(pack: Pack) -> None:
     assert "Congrat" not in " ".join(s.text for s in shown)
 
 
+def test_a_no_to_ones_own_question_gets_no_cheerful_chip(pack: Pack) -> None:
+    """Pack 1.8.0 offered "Cool!" and "Glad to hear that!" under "nope" after "did it work?",
+    and "That's awesome!" under "still down" after "is the site back up?" (pack 1.9.0)."""
+    moods = {intent.id: intent.mood for intent in pack.intents}
+    for own, answer, lang in (
+        ("did it work?", "nope", "en"),
+        ("is the site back up?", "still down", "en"),
+        ("did the landlord call back?", "no, not a word", "en"),
+        ("ăn cơm chưa?", "chưa", "vi"),
+        ("Thứ bảy đi ăn lẩu không?", "Mình không đi được rồi", "vi"),
+    ):
+        shown = pack.decide(answer, lang, own=[own]).suggestions
+        assert shown and not [s for s in shown if moods[s.intent] == "+"], (answer, shown)
+    # No "no" to a question: nothing asked, a question about bad news ("no" is good news), an
+    # idiom, a "no" past the first clause or the first message.
+    assert pack.said_no("nope", ["did it work?"])
+    assert pack.said_no("Chưa", ["ăn cơm chưa?"])
+    assert not pack.said_no("not today", ["let's meet at 7"])
+    assert not pack.said_no("no, I'm fine", ["are you hurt?"])
+    assert not pack.said_no("not bad", ["how was the exam?"])
+    assert not pack.said_no("Không sao đâu", ["Có sao không?"])
+    assert not pack.said_no("yes! I didn't think I would", ["did you get the job?"])
+    assert not pack.said_no("nope", [])
+    yes = pack.decide("I didn't think I would", "en", ["yes!"], ["did you get the job?"])
+    assert [s for s in yes.suggestions if moods[s.intent] == "+"], yes
+    data = json.loads((PACKAGED / "pack.json").read_bytes())
+    del data["negations"], data["negation_idioms"]  # a pack built before the rule: as before
+    older = Pack(json.dumps(data).encode())
+    assert not older.said_no("nope", ["did it work?"])
+    cheered = older.decide("nope", "en", own=["did it work?"]).suggestions
+    assert [s for s in cheered if moods[s.intent] == "+"], cheered  # what the rule takes away
+    data["negations"] = "no"
+    with pytest.raises(PackError, match="malformed: negations"):
+        Pack(json.dumps(data).encode())
+
+
 def test_an_outage_at_work_gets_no_laugh_and_a_fix_no_oh_no(pack: Pack) -> None:
     # Pack 1.4.0 answered "login stopped working" with "I see / Haha / Yes", and "Mạng công ty
     # bị lỗi" (the office network is failing) with "Đúng vậy" (exactly) first.

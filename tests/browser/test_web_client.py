@@ -897,10 +897,17 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     """Chips for the last message received, computed in the browser: tapping one fills the
     composer (sending stays the person's act); none after one's own message; Vietnamese once
     one writes Vietnamese to that person; leaning towards how one answers that person, but
-    nothing cheerful after bad news; off for a conversation from Settings; the server gets
-    counts, never the text."""
+    nothing cheerful after bad news or a "no" to one's question; off for a conversation from
+    Settings; the server gets counts, never the text."""
     before = await asyncio.to_thread(_metrics, server.url)
     alice, bob, a, b = await pages.two_people(browser, server.url)
+
+    async def chip_intents() -> list[str]:
+        intents: list[str] = await b.eval_on_selector_all(
+            "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
+        )
+        return intents
+
     await pages.start_conversation(a, bob)
     await pages.send(a, "Thank you so much for your help yesterday!")
     await pages.open_conversation(b, alice)
@@ -909,9 +916,7 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     await b.click("#request-accept")
     await b.wait_for_selector("#suggestions .chip", timeout=10000)
     chips = await b.locator("#suggestions .chip").all_inner_texts()
-    intents = await b.eval_on_selector_all(
-        "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
-    )
+    intents = await chip_intents()
     assert 1 <= len(chips) <= 3 and "welcome" in intents, (chips, intents)
     await pages.shot(b, "31-suggested-replies")
     await b.locator("#suggestions .chip").first.click()
@@ -935,9 +940,7 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
     await pages.send(a, "my dog learned a new trick")
     await pages.wait_text(b, "my dog learned a new trick")
     await b.wait_for_selector("#suggestions .chip", timeout=10000)
-    leaning = await b.eval_on_selector_all(
-        "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
-    )
+    leaning = await chip_intents()
     assert leaning[0] == "cool" and "laugh" in leaning, leaning
     await pages.shot(b, "31-suggested-replies-leaning")
     # Bad news: sympathy first, and nothing cheerful, however often bob laughs with alice and
@@ -950,14 +953,24 @@ async def test_suggested_replies_fill_the_composer_in_the_language_one_writes(
             return chip !== null && chip.dataset.intent !== 'cool';
         }"""
     )
-    sympathy = await b.eval_on_selector_all(
-        "#suggestions .chip", "els => els.map(e => e.dataset.intent)"
-    )
+    sympathy = await chip_intents()
     cheerful = {i.id for i in Pack.packaged().intents if i.mood == "+"}
     assert sympathy[0] in ("get_well", "sorry_to_hear"), sympathy
     assert not cheerful & set(sympathy), sympathy
     await b.wait_for_selector('#conversations .preview:has-text("my cat is sick")')
     await pages.shot(b, "31-suggested-replies-bad-news")
+    # A "nope" to bob's own question: nothing cheerful under it either, laugh as he may (pack
+    # 1.9.0; 1.8.0 offered "I see / Cool! / Glad to hear that!").
+    await pages.send(b, "did it work?")
+    await b.wait_for_selector("#suggestions", state="hidden")
+    await pages.wait_text(a, "did it work?")
+    await pages.send(a, "nope")
+    await pages.wait_text(b, "nope")
+    await b.wait_for_selector("#suggestions .chip", timeout=10000)
+    said_no = await chip_intents()
+    assert said_no and not cheerful & set(said_no), said_no
+    await b.wait_for_selector('#conversations .preview:has-text("nope")')
+    await pages.shot(b, "31-suggested-replies-said-no")
     # Off for this conversation, from Settings, which says where suggestions come from.
     await b.click("#settings")
     assert "computed on this device" in await b.locator("#suggest-where").inner_text()

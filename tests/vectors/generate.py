@@ -445,6 +445,20 @@ def suggest_vectors() -> dict[str, Any]:
         ("good, you?", [], ["Chào bạn", "how was the exam?"]),
         ("yes", [], ["nope", "word " * 80 + "coming tonight?"]),
     ]
+    # A no to one's own question: no cheerful chip (pack 1.9.0), unless the question asked
+    # about bad news, the no is an idiom, or one's own message asked nothing.
+    leaning += [
+        ("nope", [], ["did it work?"]),
+        ("still down", [], ["is the site back up?"]),
+        ("Chưa", [], ["ăn cơm chưa?"]),
+        ("no, I'm fine", [], ["are you hurt?"]),
+        ("not bad", [], ["how was the exam?"]),
+        ("oh no, I forgot", [], ["did you water the plants?"]),
+        ("not today", [], ["let's meet at 7"]),
+        ("yes! I didn't think I would", [], ["did you get the job?"]),  # the first clause only
+        ("I didn't think I would", ["yes!"], ["did you get the job?"]),  # the first message
+        ("but the backup worked", ["nope"], ["did it work?"]),
+    ]
     for n, (text, earlier, own) in enumerate([(t, e, []) for t, e in runs] + leaning):
         lang = "vi" if n % 2 else "en"
         tokens = pack.context(text, earlier)

@@ -258,6 +258,9 @@ class Pack:
             # pack built before them has none.
             self.bad_news = _news_phrases(data, "bad_news")
             self.good_news = _news_phrases(data, "good_news")
+            # Saying no to one's own question (pack 1.9.0); a pack built before has none.
+            self.negations = _news_phrases(data, "negations")
+            self.negation_idioms = _news_phrases(data, "negation_idioms")
             self.vi_markers = frozenset(data["language"]["vi_markers"])
             self.en_markers = frozenset(data["language"]["en_markers"])
             self.vi_letters = frozenset(data["language"]["vi_letters"])
@@ -397,6 +400,22 @@ class Pack:
             return "+"
         return None
 
+    def said_no(self, answer: str, own: Sequence[str]) -> bool:
+        """Whether ``answer``, the other person's first message after this person's own last
+        one, says no to it in its first clause: "did it work?", "nope"; "ăn cơm chưa?",
+        "chưa". Nothing there need be bad news, but a cheerful chip ("Cool!", "Glad to hear
+        that!") would read as glad of the no (pack 1.9.0). Not when one's own message asked
+        nothing or asked about bad news ("are you hurt?", "no" is good news), nor for an idiom
+        that says no to nothing ("not bad", "không sao"), nor for a "no" further on ("yes! I
+        didn't think I'd get it")."""
+        if not own or not self.negations:
+            return False
+        asked = self.tokens(own[-1])
+        if "?" not in asked or self.is_bad_news(asked):
+            return False
+        said = first_clause(answer, self.fold)
+        return _mentions(said, self.negations) and not _mentions(said, self.negation_idioms)
+
     def answered_with(self, text: str) -> str | None:
         """The intent one of this person's own messages answered with, if any."""
         tokens = first_clause(text, self.fold)
@@ -413,14 +432,16 @@ class Pack:
             s[self.by_id[intent]] += self.style_bonus[count]
         return s
 
-    def _eligible(self, news: str | None) -> list[int]:
+    def _eligible(self, news: str | None, said_no: bool) -> list[int]:
         """The intents that may be offered: all but those of the other mood than the news
-        (no "Haha" after bad news, no "Oh no" after good news)."""
-        return [
-            k
-            for k in range(1, len(self.intents) + 1)
-            if not (news and self.intents[k - 1].mood not in (None, news))
-        ]
+        (no "Haha" after bad news, no "Oh no" after good news), and no cheerful one when the
+        run said no to this person's question."""
+        out = []
+        for k in range(1, len(self.intents) + 1):
+            mood = self.intents[k - 1].mood
+            if not (news and mood not in (None, news)) and not (said_no and mood == "+"):
+                out.append(k)
+        return out
 
     def _order(
         self,
@@ -451,7 +472,8 @@ class Pack:
         runs = [self.tokens(t) for t in [*earlier, text]]
         news = self.news(runs)
         s = self.scores(self._context(runs), self.answered(own))
-        order, _ = self._order(s, own, self._eligible(news), news, "?" in runs[-1])
+        eligible = self._eligible(news, self.said_no(earlier[0] if earlier else text, own))
+        order, _ = self._order(s, own, eligible, news, "?" in runs[-1])
         return [self.intents[k - 1].id for k in order]
 
     def decide(
@@ -475,7 +497,7 @@ class Pack:
             return Verdict((), "sensitive")
         base = self.scores(self._context(runs), self.answered(own))
         news = self.news(runs)
-        eligible = self._eligible(news)
+        eligible = self._eligible(news, self.said_no(earlier[0] if earlier else text, own))
         # Whether to speak, and the first chip, are the call of the message and the one it
         # answers; the others lean towards how this person answers.
         if not eligible or max(base[k] for k in eligible) - base[0] < self.speak:

@@ -162,6 +162,9 @@ export class Pack {
     // built before them has none.
     this.badNews = newsPhrases(data, "bad_news");
     this.goodNews = newsPhrases(data, "good_news");
+    // Saying no to one's own question (pack 1.9.0); a pack built before has none.
+    this.negations = newsPhrases(data, "negations");
+    this.negationIdioms = newsPhrases(data, "negation_idioms");
     this.viMarkers = new Set(data.language.vi_markers);
     this.enMarkers = new Set(data.language.en_markers);
     this.viLetters = new Set([...data.language.vi_letters]);
@@ -241,6 +244,18 @@ export class Pack {
     return null;
   }
 
+  // Whether `answer`, the other person's first message after this person's own last one, says
+  // no to it in its first clause ("did it work?", "nope"): no cheerful chip then, as "Cool!"
+  // reads as glad of the no. Not when one's own message asked nothing or asked about bad news
+  // ("are you hurt?", "no"), nor for an idiom ("not bad", "không sao"), nor a "no" further on.
+  saidNo(answer, own) {
+    if (!own.length || !this.negations.size) return false;
+    const asked = this.tokens(own[own.length - 1]);
+    if (!asked.includes("?") || this.isBadNews(asked)) return false;
+    const said = firstClause(answer, this.fold);
+    return mentions(said, this.negations) && !mentions(said, this.negationIdioms);
+  }
+
   // The intent one of this person's own messages answered with, or null.
   answeredWith(text) {
     const tokens = firstClause(text, this.fold);
@@ -273,12 +288,14 @@ export class Pack {
     if ([...text].length > this.maxChars || words.length > this.maxWords) return { suggestions: [], silent: "long" };
     if (runs.some((run) => this.isSensitive(run))) return { suggestions: [], silent: "sensitive" };
     const base = this.scores(this.joined(runs), this.answered(own));
-    // After bad news the cheerful intents are not offered at all, after good news the gloomy.
+    // After bad news the cheerful intents are not offered at all, after good news the gloomy,
+    // after a no to this person's question not the cheerful.
     const news = this.news(runs);
+    const saidNo = this.saidNo(earlier.length ? earlier[0] : text, own);
     const eligible = [];
     for (let j = 1; j < base.length; j++) {
       const mood = this.intents[j - 1].mood;
-      if (!(news && mood !== null && mood !== news)) eligible.push(j);
+      if (!(news && mood !== null && mood !== news) && !(saidNo && mood === "+")) eligible.push(j);
     }
     // Whether to speak, and the first chip, are the call of the message and the one it answers;
     // the others lean towards how this person answers (a habit never puts "Yes" before "Bye!").
