@@ -328,6 +328,38 @@ def test_a_no_to_ones_own_question_gets_no_cheerful_chip(pack: Pack) -> None:
         Pack(json.dumps(data).encode())
 
 
+def test_a_yes_to_ones_question_about_bad_news_gets_sympathy_and_a_no_no_gloom(
+    pack: Pack,
+) -> None:
+    """Pack 1.9.0 offered "That's awesome!" first under "yeah" after "are you still sick?", and
+    "Oh no!" beside "That's awesome!" under "no, made it" after "did you miss your flight?"
+    (pack 1.10.0): the question's words are the news, the answer's say yes or no to it."""
+    moods = {intent.id: intent.mood for intent in pack.intents}
+    for own, answer, lang in (
+        ("are you still sick?", "yeah", "en"),
+        ("did your bike get stolen?", "sadly yes", "en"),
+        ("Con vẫn bị sốt à?", "Vâng", "vi"),
+    ):
+        shown = pack.decide(answer, lang, own=[own]).suggestions
+        assert shown and moods[shown[0].intent] == "-", (answer, shown)
+        assert not [s for s in shown if moods[s.intent] == "+"], (answer, shown)
+    for own, answer, lang in (
+        ("did you miss your flight?", "no, made it", "en"),
+        ("Con vẫn bị sốt à?", "Đã khỏi rồi", "vi"),  # "đã" (already) is no "dạ" (yes)
+    ):
+        shown = pack.decide(answer, lang, own=[own]).suggestions
+        assert shown and not [s for s in shown if moods[s.intent] == "-"], (answer, shown)
+    assert pack.reply_to_bad_news("yeah", ["are you still sick?"]) == "-"
+    assert pack.reply_to_bad_news("no, all better", ["are you still sick?"]) == "+"
+    assert pack.reply_to_bad_news("yeah", ["are you still sick"]) is None  # asked nothing
+    assert pack.reply_to_bad_news("yeah", ["are you coming?"]) is None  # no bad news asked
+    data = json.loads((PACKAGED / "pack.json").read_bytes())
+    del data["affirmations"]  # a pack built before: neither a yes nor a no is news
+    older = Pack(json.dumps(data).encode())
+    assert older.reply_to_bad_news("yeah", ["still sick?"]) is None
+    assert older.reply_to_bad_news("no, all better", ["still sick?"]) is None
+
+
 def test_an_outage_at_work_gets_no_laugh_and_a_fix_no_oh_no(pack: Pack) -> None:
     # Pack 1.4.0 answered "login stopped working" with "I see / Haha / Yes", and "Mạng công ty
     # bị lỗi" (the office network is failing) with "Đúng vậy" (exactly) first.

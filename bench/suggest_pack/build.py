@@ -256,6 +256,13 @@ BAD_NEWS = [
     "damaged",
     "jammed",
     "over budget",
+    # ... and asked about in one's own question ("did you miss your flight?"; pack 1.10.0)
+    "miss the",
+    "miss your",
+    "lose the",
+    "lose your",
+    "fail",
+    "sore",
     # Vietnamese (folded, so they match with or without diacritics)
     "bi om",
     "om roi",
@@ -322,6 +329,9 @@ BAD_NEWS = [
     "con met",
     "ap luc",
     "chet het",
+    "lo chuyen",
+    "lo tau",
+    "mat trom",
 ]
 # Good news that no bad news in the same run undoes: the engine offers no gloomy chip ("Oh no,
 # I'm sorry", "Get well soon!"), which chitchat's strangers' "aw" and "oh no" would otherwise
@@ -398,8 +408,9 @@ GOOD_NEWS = [
     "hai long",
 ]
 # Saying no to one's own question ("did it work?", "nope"; "ăn cơm chưa?", "chưa"): no cheerful
-# chip then, since "Cool!" under it reads as glad of the no (pack 1.9.0). The idioms say no to
-# nothing ("not bad", "không sao") and leave the chips alone. Folded, whole words.
+# chip then, since "Cool!" under it reads as glad of the no (pack 1.9.0); to a question about bad
+# news ("did you miss your flight?", "no, made it") it is good news (1.10.0). The idioms say no
+# to nothing ("not bad", "không sao") and leave the chips alone. Folded, whole words.
 NEGATIONS = [
     # English ("didn't" normalises to "didnt")
     "no",
@@ -451,6 +462,31 @@ NEGATION_IDIOMS = [
     "khong co gi",
     "khong van de",
     "dung lo",
+]
+# A yes to one's own question about bad news ("are you still sick?", "yeah"): bad news, though
+# the answer's own words are none, and sympathy first (pack 1.10.0). The answer's first clause
+# starts with one.
+# Folded, so "dạ" (yes) is not here: it is also "đã" (already), as in "đã khỏi" (got well).
+AFFIRMATIONS = [
+    # English
+    "yes",
+    "yeah",
+    "yep",
+    "yup",
+    "yea",
+    "ya",
+    "sadly",
+    "unfortunately",
+    "afraid so",
+    "im afraid so",
+    "still",
+    # Vietnamese
+    "vang",
+    "u",
+    "uh",
+    "co",
+    "dung",
+    "van",
 ]
 VI_MARKERS = [
     "khong",
@@ -880,6 +916,7 @@ def main() -> None:
         "good_news": [" ".join(normalise(p, FOLD)) for p in GOOD_NEWS],
         "negations": [" ".join(normalise(p, FOLD)) for p in NEGATIONS],
         "negation_idioms": [" ".join(normalise(p, FOLD)) for p in NEGATION_IDIOMS],
+        "affirmations": [" ".join(normalise(p, FOLD)) for p in AFFIRMATIONS],
         "style": {
             "window": STYLE_WINDOW,
             "max_words": MAX_CLAUSE,

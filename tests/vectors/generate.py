@@ -458,6 +458,12 @@ def suggest_vectors() -> dict[str, Any]:
         ("yes! I didn't think I would", [], ["did you get the job?"]),  # the first clause only
         ("I didn't think I would", ["yes!"], ["did you get the job?"]),  # the first message
         ("but the backup worked", ["nope"], ["did it work?"]),
+        # A yes to one's own question about bad news is bad news, a no good news (1.10.0).
+        ("yeah", [], ["are you still sick?"]),
+        ("Vâng", [], ["Con vẫn bị sốt à?"]),
+        ("no, made it", [], ["did you miss your flight?"]),
+        ("Đã khỏi rồi", [], ["Con vẫn bị sốt à?"]),  # "đã" (already) folds as "dạ" (yes)
+        ("yes!", [], ["are you still sick"]),  # no question mark: nothing was asked
     ]
     for n, (text, earlier, own) in enumerate([(t, e, []) for t, e in runs] + leaning):
         lang = "vi" if n % 2 else "en"

@@ -258,9 +258,11 @@ class Pack:
             # pack built before them has none.
             self.bad_news = _news_phrases(data, "bad_news")
             self.good_news = _news_phrases(data, "good_news")
-            # Saying no to one's own question (pack 1.9.0); a pack built before has none.
+            # Saying no to one's own question (pack 1.9.0), yes to one about bad news (1.10.0);
+            # a pack built before has none.
             self.negations = _news_phrases(data, "negations")
             self.negation_idioms = _news_phrases(data, "negation_idioms")
+            self.affirmations = _news_phrases(data, "affirmations")
             self.vi_markers = frozenset(data["language"]["vi_markers"])
             self.en_markers = frozenset(data["language"]["en_markers"])
             self.vi_letters = frozenset(data["language"]["vi_letters"])
@@ -400,6 +402,23 @@ class Pack:
             return "+"
         return None
 
+    def _moods(
+        self, runs: Sequence[Sequence[str]], earlier: Sequence[str], text: str, own: Sequence[str]
+    ) -> tuple[str | None, bool, bool]:
+        """The news (:meth:`news`, else what the run's first message says to this person's
+        question about bad news), whether it is a yes to such a question (sympathy leads
+        then, as "yeah" says nothing the scores could weigh), and whether the run's first
+        message said no to a question (:meth:`said_no`)."""
+        answer = earlier[0] if earlier else text  # what answers this person's last message
+        told = self.news(runs)
+        news = told or self.reply_to_bad_news(answer, own)
+        return news, told is None and news == "-", self.said_no(answer, own)
+
+    def _question(self, own: Sequence[str]) -> list[str] | None:
+        """The words of this person's own last message when it asked something."""
+        asked = self.tokens(own[-1]) if own else []
+        return asked if "?" in asked else None
+
     def said_no(self, answer: str, own: Sequence[str]) -> bool:
         """Whether ``answer``, the other person's first message after this person's own last
         one, says no to it in its first clause: "did it work?", "nope"; "ăn cơm chưa?",
@@ -408,13 +427,30 @@ class Pack:
         nothing or asked about bad news ("are you hurt?", "no" is good news), nor for an idiom
         that says no to nothing ("not bad", "không sao"), nor for a "no" further on ("yes! I
         didn't think I'd get it")."""
-        if not own or not self.negations:
-            return False
-        asked = self.tokens(own[-1])
-        if "?" not in asked or self.is_bad_news(asked):
+        asked = self._question(own)
+        if not self.negations or asked is None or self.is_bad_news(asked):
             return False
         said = first_clause(answer, self.fold)
         return _mentions(said, self.negations) and not _mentions(said, self.negation_idioms)
+
+    def reply_to_bad_news(self, answer: str, own: Sequence[str]) -> str | None:
+        """The mood ``answer`` (as for :meth:`said_no`) sets when this person's own question
+        was about bad news, whose words are then the news and the answer's none: "-" when its
+        first clause starts with a yes ("are you still sick?", "yeah"; "con vẫn bị sốt à?",
+        "vâng"), "+" when it says no ("did you miss your flight?", "no, made it"), else None
+        (pack 1.10.0)."""
+        asked = self._question(own)
+        if not self.affirmations or asked is None or not self.is_bad_news(asked):
+            return None
+        said = first_clause(answer, self.fold)
+        if any(
+            tuple(said[: len(phrase)]) == phrase
+            for phrase in self.affirmations.get(said[0] if said else "", ())
+        ):
+            return "-"
+        if _mentions(said, self.negations) and not _mentions(said, self.negation_idioms):
+            return "+"
+        return None
 
     def answered_with(self, text: str) -> str | None:
         """The intent one of this person's own messages answered with, if any."""
@@ -450,17 +486,20 @@ class Pack:
         eligible: Sequence[int],
         news: str | None,
         asked: bool,
+        confirmed: bool,
     ) -> tuple[list[int], list[int]]:
         """The eligible intents, best first, and the scores that ordered them: the message's own
         best leads (a habit never puts "Yes" before "Bye!"), the rest lean towards this person.
         After bad news, sympathy leads when all but tied with the best: "Oh no, I'm sorry"
         before "Really?" (decision 0027), unless the message ``asked`` something: then the
-        answer leads ("my car broke down, can you pick me up?" gets "OK" first)."""
+        answer leads ("my car broke down, can you pick me up?" gets "OK" first). After bad
+        news ``confirmed`` by a yes to this person's question, sympathy leads whatever the
+        scores say."""
         top = min(eligible, key=lambda k: (-s[k], k))
         if news == "-" and self.sympathy_gap is not None and not asked:
             gloomy = [k for k in eligible if self.intents[k - 1].mood == "-"]
             kindest = min(gloomy, key=lambda k: (-s[k], k), default=top)
-            if s[kindest] >= s[top] - self.sympathy_gap:
+            if confirmed or s[kindest] >= s[top] - self.sympathy_gap:
                 top = kindest
         leaned = self._lean(list(s), own)
         rest = sorted((k for k in eligible if k != top), key=lambda k: (-leaned[k], k))
@@ -470,10 +509,10 @@ class Pack:
         """The intents that may be offered, best first, ignoring when to stay silent (for
         measuring only)."""
         runs = [self.tokens(t) for t in [*earlier, text]]
-        news = self.news(runs)
+        news, confirmed, said_no = self._moods(runs, earlier, text, own)
         s = self.scores(self._context(runs), self.answered(own))
-        eligible = self._eligible(news, self.said_no(earlier[0] if earlier else text, own))
-        order, _ = self._order(s, own, eligible, news, "?" in runs[-1])
+        eligible = self._eligible(news, said_no)
+        order, _ = self._order(s, own, eligible, news, "?" in runs[-1], confirmed)
         return [self.intents[k - 1].id for k in order]
 
     def decide(
@@ -496,13 +535,13 @@ class Pack:
         if any(self.is_sensitive(run) for run in runs):
             return Verdict((), "sensitive")
         base = self.scores(self._context(runs), self.answered(own))
-        news = self.news(runs)
-        eligible = self._eligible(news, self.said_no(earlier[0] if earlier else text, own))
+        news, confirmed, said_no = self._moods(runs, earlier, text, own)
+        eligible = self._eligible(news, said_no)
         # Whether to speak, and the first chip, are the call of the message and the one it
         # answers; the others lean towards how this person answers.
         if not eligible or max(base[k] for k in eligible) - base[0] < self.speak:
             return Verdict((), "unsure")
-        order, s = self._order(base, own, eligible, news, "?" in tokens)
+        order, s = self._order(base, own, eligible, news, "?" in tokens, confirmed)
         top = order[0]
         chosen = [top]
         opposite = self.intents[top - 1].opposite

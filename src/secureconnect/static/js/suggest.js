@@ -162,9 +162,11 @@ export class Pack {
     // built before them has none.
     this.badNews = newsPhrases(data, "bad_news");
     this.goodNews = newsPhrases(data, "good_news");
-    // Saying no to one's own question (pack 1.9.0); a pack built before has none.
+    // Saying no to one's own question (pack 1.9.0), yes to one about bad news (1.10.0); a pack
+    // built before has none.
     this.negations = newsPhrases(data, "negations");
     this.negationIdioms = newsPhrases(data, "negation_idioms");
+    this.affirmations = newsPhrases(data, "affirmations");
     this.viMarkers = new Set(data.language.vi_markers);
     this.enMarkers = new Set(data.language.en_markers);
     this.viLetters = new Set([...data.language.vi_letters]);
@@ -244,16 +246,33 @@ export class Pack {
     return null;
   }
 
+  // The words of this person's own last message when it asked something, else null.
+  question(own) {
+    const asked = own.length ? this.tokens(own[own.length - 1]) : [];
+    return asked.includes("?") ? asked : null;
+  }
+
   // Whether `answer`, the other person's first message after this person's own last one, says
   // no to it in its first clause ("did it work?", "nope"): no cheerful chip then, as "Cool!"
   // reads as glad of the no. Not when one's own message asked nothing or asked about bad news
   // ("are you hurt?", "no"), nor for an idiom ("not bad", "không sao"), nor a "no" further on.
   saidNo(answer, own) {
-    if (!own.length || !this.negations.size) return false;
-    const asked = this.tokens(own[own.length - 1]);
-    if (!asked.includes("?") || this.isBadNews(asked)) return false;
+    const asked = this.question(own);
+    if (!this.negations.size || asked === null || this.isBadNews(asked)) return false;
     const said = firstClause(answer, this.fold);
     return mentions(said, this.negations) && !mentions(said, this.negationIdioms);
+  }
+
+  // The mood `answer` sets when this person's own question was about bad news, whose words
+  // are then the news: "-" for a yes ("are you still sick?", "yeah"), "+" for a no ("did you
+  // miss your flight?", "no, made it"), else null.
+  replyToBadNews(answer, own) {
+    const asked = this.question(own);
+    if (!this.affirmations.size || asked === null || !this.isBadNews(asked)) return null;
+    const said = firstClause(answer, this.fold);
+    if ((this.affirmations.get(said[0]) || []).some((phrase) => phrase.length <= said.length && phrase.every((p, j) => said[j] === p))) return "-";
+    if (mentions(said, this.negations) && !mentions(said, this.negationIdioms)) return "+";
+    return null;
   }
 
   // The intent one of this person's own messages answered with, or null.
@@ -289,9 +308,14 @@ export class Pack {
     if (runs.some((run) => this.isSensitive(run))) return { suggestions: [], silent: "sensitive" };
     const base = this.scores(this.joined(runs), this.answered(own));
     // After bad news the cheerful intents are not offered at all, after good news the gloomy,
-    // after a no to this person's question not the cheerful.
-    const news = this.news(runs);
-    const saidNo = this.saidNo(earlier.length ? earlier[0] : text, own);
+    // after a no to this person's question not the cheerful. The news is the run's, else what
+    // its first message says to this person's question about bad news: a yes puts sympathy
+    // first ("yeah" says nothing the scores could weigh).
+    const answer = earlier.length ? earlier[0] : text; // what answers this person's last message
+    const told = this.news(runs);
+    const news = told || this.replyToBadNews(answer, own);
+    const confirmed = told === null && news === "-";
+    const saidNo = this.saidNo(answer, own);
     const eligible = [];
     for (let j = 1; j < base.length; j++) {
       const mood = this.intents[j - 1].mood;
@@ -309,7 +333,7 @@ export class Pack {
     if (news === "-" && this.sympathyGap !== null && !tokens.includes("?")) {
       let kindest = null;
       for (const j of eligible) if (this.intents[j - 1].mood === "-" && (kindest === null || base[j] > base[kindest])) kindest = j;
-      if (kindest !== null && base[kindest] >= base[top] - this.sympathyGap) top = kindest;
+      if (kindest !== null && (confirmed || base[kindest] >= base[top] - this.sympathyGap)) top = kindest;
     }
     const s = this.lean(base.slice(), own);
     const rest = eligible.filter((j) => j !== top);
