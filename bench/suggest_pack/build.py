@@ -592,6 +592,11 @@ class Rows:
         self.own.append(own)
 
 
+def folded(phrases: list[str]) -> list[str]:
+    """The phrases as the engine matches them: normalised, folded, words joined by a space."""
+    return [" ".join(normalise(p, FOLD)) for p in phrases]
+
+
 def training_rows(
     source: dict[str, object],
     matcher: Matcher,
@@ -911,12 +916,12 @@ def main() -> None:
             "opposite_gap": opposite_gap,
             "sympathy_gap": sympathy_gap,
         },
-        "sensitive": [" ".join(normalise(p, FOLD)) for p in SENSITIVE],
-        "bad_news": [" ".join(normalise(p, FOLD)) for p in BAD_NEWS],
-        "good_news": [" ".join(normalise(p, FOLD)) for p in GOOD_NEWS],
-        "negations": [" ".join(normalise(p, FOLD)) for p in NEGATIONS],
-        "negation_idioms": [" ".join(normalise(p, FOLD)) for p in NEGATION_IDIOMS],
-        "affirmations": [" ".join(normalise(p, FOLD)) for p in AFFIRMATIONS],
+        "sensitive": folded(SENSITIVE),
+        "bad_news": folded(BAD_NEWS),
+        "good_news": folded(GOOD_NEWS),
+        "negations": folded(NEGATIONS),
+        "negation_idioms": folded(NEGATION_IDIOMS),
+        "affirmations": folded(AFFIRMATIONS),
         "style": {
             "window": STYLE_WINDOW,
             "max_words": MAX_CLAUSE,

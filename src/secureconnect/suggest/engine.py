@@ -115,6 +115,12 @@ def _mentions(tokens: Sequence[str], phrases: Phrases) -> bool:
     return False
 
 
+def _starts_with(tokens: Sequence[str], phrases: Phrases) -> bool:
+    """Whether the words start with one of the phrases."""
+    starting = phrases.get(tokens[0], ()) if tokens else ()
+    return any(tuple(tokens[: len(phrase)]) == phrase for phrase in starting)
+
+
 def word_features(tokens: Sequence[str], prefix: str = "") -> list[str]:
     """Words and word pairs (with the start and the end), under ``prefix``: none for the run's
     own, the pack's ``answered`` prefix for the message the run answers, this person's own last
@@ -408,49 +414,47 @@ class Pack:
         """The news (:meth:`news`, else what the run's first message says to this person's
         question about bad news), whether it is a yes to such a question (sympathy leads
         then, as "yeah" says nothing the scores could weigh), and whether the run's first
-        message said no to a question (:meth:`said_no`)."""
-        answer = earlier[0] if earlier else text  # what answers this person's last message
+        message said no to a question (:meth:`reply`)."""
+        said_no, told_by_reply = self.reply(earlier[0] if earlier else text, own)
         told = self.news(runs)
-        news = told or self.reply_to_bad_news(answer, own)
-        return news, told is None and news == "-", self.said_no(answer, own)
+        news = told or told_by_reply
+        return news, told is None and news == "-", said_no
 
-    def _question(self, own: Sequence[str]) -> list[str] | None:
-        """The words of this person's own last message when it asked something."""
+    def reply(self, answer: str, own: Sequence[str]) -> tuple[bool, str | None]:
+        """What ``answer``, the other person's first message after this person's own last one,
+        says to it in its first clause when it asked something (a "?"):
+
+        - whether it says no to a question not about bad news: "did it work?", "nope"; "ăn
+          cơm chưa?", "chưa". Nothing there need be bad news, but a cheerful chip ("Cool!")
+          would read as glad of the no (pack 1.9.0);
+        - the news it makes of a question about bad news, whose words are then the news and
+          the answer's none: "-" for a first clause starting with a yes ("are you still
+          sick?", "yeah"; "con vẫn bị sốt à?", "vâng"), "+" for a no ("did you miss your
+          flight?", "no, made it"), else None (pack 1.10.0; a pack without its affirmations
+          makes no news).
+
+        An idiom says no to nothing ("not bad", "không sao"), and a "no" further on is not
+        read ("yes! I didn't think I'd get it")."""
         asked = self.tokens(own[-1]) if own else []
-        return asked if "?" in asked else None
+        if "?" not in asked:
+            return False, None
+        said = first_clause(answer, self.fold)
+        no = _mentions(said, self.negations) and not _mentions(said, self.negation_idioms)
+        if not self.is_bad_news(asked):
+            return no, None
+        if not self.affirmations:
+            return False, None
+        if _starts_with(said, self.affirmations):
+            return False, "-"
+        return False, "+" if no else None
 
     def said_no(self, answer: str, own: Sequence[str]) -> bool:
-        """Whether ``answer``, the other person's first message after this person's own last
-        one, says no to it in its first clause: "did it work?", "nope"; "ăn cơm chưa?",
-        "chưa". Nothing there need be bad news, but a cheerful chip ("Cool!", "Glad to hear
-        that!") would read as glad of the no (pack 1.9.0). Not when one's own message asked
-        nothing or asked about bad news ("are you hurt?", "no" is good news), nor for an idiom
-        that says no to nothing ("not bad", "không sao"), nor for a "no" further on ("yes! I
-        didn't think I'd get it")."""
-        asked = self._question(own)
-        if not self.negations or asked is None or self.is_bad_news(asked):
-            return False
-        said = first_clause(answer, self.fold)
-        return _mentions(said, self.negations) and not _mentions(said, self.negation_idioms)
+        """Whether ``answer`` says no to this person's question (:meth:`reply`)."""
+        return self.reply(answer, own)[0]
 
     def reply_to_bad_news(self, answer: str, own: Sequence[str]) -> str | None:
-        """The mood ``answer`` (as for :meth:`said_no`) sets when this person's own question
-        was about bad news, whose words are then the news and the answer's none: "-" when its
-        first clause starts with a yes ("are you still sick?", "yeah"; "con vẫn bị sốt à?",
-        "vâng"), "+" when it says no ("did you miss your flight?", "no, made it"), else None
-        (pack 1.10.0)."""
-        asked = self._question(own)
-        if not self.affirmations or asked is None or not self.is_bad_news(asked):
-            return None
-        said = first_clause(answer, self.fold)
-        if any(
-            tuple(said[: len(phrase)]) == phrase
-            for phrase in self.affirmations.get(said[0] if said else "", ())
-        ):
-            return "-"
-        if _mentions(said, self.negations) and not _mentions(said, self.negation_idioms):
-            return "+"
-        return None
+        """The news ``answer`` makes of this person's question about bad news (:meth:`reply`)."""
+        return self.reply(answer, own)[1]
 
     def answered_with(self, text: str) -> str | None:
         """The intent one of this person's own messages answered with, if any."""

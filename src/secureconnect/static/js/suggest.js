@@ -67,6 +67,12 @@ function newsPhrases(data, key) {
   return phraseIndex(phrases);
 }
 
+// Whether the words start with one of the phrases.
+function startsWith(tokens, index) {
+  const starting = tokens.length ? index.get(tokens[0]) || [] : [];
+  return starting.some((phrase) => phrase.length <= tokens.length && phrase.every((p, j) => tokens[j] === p));
+}
+
 // Whether any of the phrases occurs in the words, whole words in a row.
 function mentions(tokens, index) {
   for (let i = 0; i < tokens.length; i++) {
@@ -246,33 +252,20 @@ export class Pack {
     return null;
   }
 
-  // The words of this person's own last message when it asked something, else null.
-  question(own) {
+  // What `answer`, the other person's first message after this person's own last one, says to
+  // it in its first clause when it asked something: [whether it says no to a question not about
+  // bad news ("did it work?", "nope": no cheerful chip then), the news it makes of a question
+  // about bad news ("are you still sick?": "-" for "yeah", "+" for "no, all better", else
+  // null)]. An idiom says no to nothing ("not bad", "không sao"); a "no" further on is not read.
+  reply(answer, own) {
     const asked = own.length ? this.tokens(own[own.length - 1]) : [];
-    return asked.includes("?") ? asked : null;
-  }
-
-  // Whether `answer`, the other person's first message after this person's own last one, says
-  // no to it in its first clause ("did it work?", "nope"): no cheerful chip then, as "Cool!"
-  // reads as glad of the no. Not when one's own message asked nothing or asked about bad news
-  // ("are you hurt?", "no"), nor for an idiom ("not bad", "không sao"), nor a "no" further on.
-  saidNo(answer, own) {
-    const asked = this.question(own);
-    if (!this.negations.size || asked === null || this.isBadNews(asked)) return false;
+    if (!asked.includes("?")) return [false, null];
     const said = firstClause(answer, this.fold);
-    return mentions(said, this.negations) && !mentions(said, this.negationIdioms);
-  }
-
-  // The mood `answer` sets when this person's own question was about bad news, whose words
-  // are then the news: "-" for a yes ("are you still sick?", "yeah"), "+" for a no ("did you
-  // miss your flight?", "no, made it"), else null.
-  replyToBadNews(answer, own) {
-    const asked = this.question(own);
-    if (!this.affirmations.size || asked === null || !this.isBadNews(asked)) return null;
-    const said = firstClause(answer, this.fold);
-    if ((this.affirmations.get(said[0]) || []).some((phrase) => phrase.length <= said.length && phrase.every((p, j) => said[j] === p))) return "-";
-    if (mentions(said, this.negations) && !mentions(said, this.negationIdioms)) return "+";
-    return null;
+    const no = mentions(said, this.negations) && !mentions(said, this.negationIdioms);
+    if (!this.isBadNews(asked)) return [no, null];
+    if (!this.affirmations.size) return [false, null];
+    if (startsWith(said, this.affirmations)) return [false, "-"];
+    return [false, no ? "+" : null];
   }
 
   // The intent one of this person's own messages answered with, or null.
@@ -311,11 +304,10 @@ export class Pack {
     // after a no to this person's question not the cheerful. The news is the run's, else what
     // its first message says to this person's question about bad news: a yes puts sympathy
     // first ("yeah" says nothing the scores could weigh).
-    const answer = earlier.length ? earlier[0] : text; // what answers this person's last message
+    const [saidNo, toldByReply] = this.reply(earlier.length ? earlier[0] : text, own);
     const told = this.news(runs);
-    const news = told || this.replyToBadNews(answer, own);
+    const news = told || toldByReply;
     const confirmed = told === null && news === "-";
-    const saidNo = this.saidNo(answer, own);
     const eligible = [];
     for (let j = 1; j < base.length; j++) {
       const mood = this.intents[j - 1].mood;
